@@ -1,0 +1,91 @@
+"""The backend flag: one place decides which implementation runs.
+
+``backend`` is ``"reference"`` (pure PyTorch, any device), ``"triton"`` (fused Triton kernels:
+CUDA tensors, or any tensors under Triton's interpreter ``TRITON_INTERPRET=1``) or ``"auto"``.
+``None`` means the default, set by the environment variable ``PAC_TRITON_BACKEND`` (else
+``"auto"``). ``"auto"`` picks Triton for CUDA tensors when its kernels for that operator (and,
+when autograd will need it, its backward) exist, and the reference otherwise. ``"triton"``
+never falls back: it runs or raises ``NotImplementedError`` saying why.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+__all__ = ["BACKENDS", "default_backend", "check_backend", "select", "triton_available"]
+
+BACKENDS = ("auto", "reference", "triton")
+ENV_VAR = "PAC_TRITON_BACKEND"
+
+
+def check_backend(backend) -> str:
+    """Validate a backend name (``None`` -> the default). Returns the name."""
+    if backend is None:
+        return default_backend()
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: expected one of {BACKENDS} or None")
+    return backend
+
+
+def default_backend() -> str:
+    value = os.environ.get(ENV_VAR, "auto") or "auto"
+    if value not in BACKENDS:
+        raise ValueError(f"environment variable {ENV_VAR}={value!r} is not one of {BACKENDS}")
+    return value
+
+
+def _triton_module():
+    """The Triton backend module and ``None``, or ``None`` and the reason it cannot run."""
+    try:
+        from . import triton as triton_backend
+    except ImportError as error:  # triton not installed, or the backend package is missing
+        return None, f"the Triton backend cannot be imported ({error})"
+    ok, reason = triton_backend.is_available()
+    if not ok:
+        return None, reason
+    return triton_backend, ""
+
+
+def triton_available() -> tuple[bool, str]:
+    """``(True, "")`` when the Triton backend can run in this process, else ``(False, reason)``."""
+    module, reason = _triton_module()
+    return module is not None, reason
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _needs_grad(tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def select(backend, op: str, tensors):
+    """The module implementing ``op`` for ``backend`` on these ``tensors``.
+
+    Both backends expose the same functions (see ``reference/__init__.py``).
+    """
+    backend = check_backend(backend)
+    if backend == "reference":
+        from . import reference
+        return reference
+    on_cuda = any(t is not None and t.is_cuda for t in tensors)
+    module, reason = _triton_module()
+    if backend == "auto":
+        usable = (module is not None and on_cuda and op in module.IMPLEMENTED
+                  and (not _needs_grad(tensors) or op in getattr(module, "IMPLEMENTED_BACKWARD", ())))
+        if usable:
+            return module
+        from . import reference
+        return reference
+    # backend == "triton": run or say why not.
+    if module is None:
+        raise NotImplementedError(f"backend='triton' for {op}: {reason}")
+    if op not in module.IMPLEMENTED:
+        raise NotImplementedError(f"backend='triton': {op} has no Triton kernel yet; use backend='reference' "
+                                  "or 'auto'")
+    if not on_cuda and not _interpreting():
+        raise NotImplementedError(f"backend='triton' for {op} needs CUDA tensors (or Triton's interpreter, "
+                                  "TRITON_INTERPRET=1 set before triton is imported); got CPU tensors")
+    return module

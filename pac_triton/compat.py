@@ -1,0 +1,62 @@
+"""Loading NVlabs pacnet checkpoints.
+
+pacnet's ``PacConvTranspose2d`` pairs ``W[c, o, i, j]`` with the unflipped tap, so with a constant
+guide it equals ``conv_transpose2d`` only with a spatially flipped weight. Ours equals
+``nn.ConvTranspose2d`` with the same weight (a pretrained ``nn.ConvTranspose2d`` swaps in unchanged).
+So a pacnet checkpoint's transposed weights must be flipped once, with ``weight.flip(-2, -1)``;
+everything else loads as it is. Which keys are transposed weights cannot be read off a state dict,
+so these helpers take the model (ours, or pacnet's module) to find them.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from .modules import PacConvTranspose2d
+
+__all__ = ["pacnet_transposed_weight", "convert_pacnet_state_dict", "load_pacnet_state_dict"]
+
+
+def pacnet_transposed_weight(weight: torch.Tensor) -> torch.Tensor:
+    """pacnet's transposed weight ``[in, out, kh, kw]`` -> ours (its own inverse)."""
+    return weight.flip(-2, -1)
+
+
+def _transposed_prefixes(model: nn.Module) -> list[str]:
+    """Prefixes (``"up.0."``) of the PAC transposed layers in ``model``: our class, or any class
+    named ``PacConvTranspose2d`` (pacnet's own module)."""
+    return [name + "." if name else "" for name, module in model.named_modules()
+            if isinstance(module, PacConvTranspose2d) or type(module).__name__ == "PacConvTranspose2d"]
+
+
+def convert_pacnet_state_dict(source, model: nn.Module | None = None) -> "OrderedDict[str, torch.Tensor]":
+    """A copy of a pacnet state dict with every ``PacConvTranspose2d`` weight flipped.
+
+    ``source``: a pacnet ``nn.Module`` (its transposed layers are found by class name), or a state
+    dict together with ``model``, a pac_triton model of the same structure, which tells which keys
+    belong to transposed layers. Converting twice undoes the conversion.
+    """
+    if isinstance(source, nn.Module):
+        layout = source if model is None else model
+        state_dict = source.state_dict()
+    else:
+        if model is None:
+            raise ValueError("convert_pacnet_state_dict(state_dict) needs model=, the pac_triton model it will be "
+                             "loaded into, to know which keys are transposed-layer weights")
+        layout, state_dict = model, source
+    prefixes = _transposed_prefixes(layout)
+    converted = OrderedDict(state_dict)
+    for prefix in prefixes:
+        key = prefix + "weight"
+        if key not in converted:
+            raise ValueError(f"state dict has no {key!r} for the transposed layer {prefix[:-1] or '<root>'}")
+        converted[key] = pacnet_transposed_weight(converted[key])
+    return converted
+
+
+def load_pacnet_state_dict(model: nn.Module, state_dict, strict: bool = True):
+    """``model.load_state_dict`` of a pacnet checkpoint, transposed weights flipped. Returns what
+    ``load_state_dict`` returns."""
+    return model.load_state_dict(convert_pacnet_state_dict(state_dict, model), strict=strict)

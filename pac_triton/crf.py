@@ -1,0 +1,269 @@
+"""Dense-CRF mean-field inference with PAC message passing (pacnet's ``paccrf.py``), built on the
+PAC layers; no kernels of its own. PAC_SEMANTICS.md section 6."""
+from __future__ import annotations
+
+import numbers
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .modules import PacConv2d
+
+__all__ = ["PacCRF", "PacCRFLoose", "create_position_feats", "create_YXRGB"]
+
+FINAL_OUTPUTS = ("log_Q", "softmax", "log_softmax")
+COMPAT_TYPES = ("na", "4d", "2d", "potts")
+
+
+def _blur_pad(size, blur):
+    """pacnet's padding for average pooling by ``blur``, per axis of ``size``."""
+    return tuple(((blur - n % blur) % blur + 1) // 2 for n in size)
+
+
+def _blur(tensor, blur):
+    return F.avg_pool2d(tensor, blur, blur, padding=_blur_pad(tensor.shape[-2:], blur), count_include_pad=False)
+
+
+def _final(logQ, final_output):
+    if final_output == "softmax":
+        return F.softmax(logQ, dim=1)
+    if final_output == "log_softmax":
+        return F.log_softmax(logQ, dim=1)
+    return logQ
+
+
+class PacCRF(nn.Module):
+    """Mean-field inference of a dense CRF whose pairwise messages are PAC layers."""
+
+    def __init__(self, channels, num_steps, final_output="log_Q", perturbed_init=True, native_impl=False,
+                 fixed_weighting=False, unary_weight=1.0, pairwise_kernels=None, *, backend=None):
+        super().__init__()
+        if final_output not in FINAL_OUTPUTS:
+            raise ValueError(f"unknown final_output {final_output!r}: expected one of {FINAL_OUTPUTS}")
+        if not isinstance(num_steps, int) or num_steps < 0:
+            raise ValueError(f"num_steps must be a non-negative int, got {num_steps!r}")
+        self.channels = channels
+        self.num_steps = num_steps
+        self.final_output = final_output
+        self.perturbed_init = perturbed_init
+        self.native_impl = native_impl
+        self.fixed_weighting = fixed_weighting
+        self.messengers = nn.ModuleList()
+        self.compat = nn.ModuleList()
+        self.pairwise_weights = nn.ParameterList()
+        self.init_pairwise_weights = []
+        self.use_pairwise_weights = []
+        self.blurs = []
+        self.pairwise_repr = []
+        if fixed_weighting:
+            self.unary_weight = float(unary_weight)
+        else:
+            self.unary_weight = nn.Parameter(torch.tensor(float(unary_weight)))
+        self._backend = None
+        if pairwise_kernels is None:
+            pairwise_kernels = (dict(),)
+        elif isinstance(pairwise_kernels, dict):
+            pairwise_kernels = (pairwise_kernels,)
+        for kwargs in pairwise_kernels:
+            self.add_pairwise_kernel(**kwargs)
+        self.backend = backend
+
+    @property
+    def backend(self):
+        return self._backend
+
+    @backend.setter
+    def backend(self, value):
+        """Setting the CRF's backend sets it on every PAC message passer."""
+        self._backend = value
+        for messenger in self.messengers:
+            if isinstance(messenger, PacConv2d):
+                messenger.backend = value
+
+    def add_pairwise_kernel(self, kernel_size=3, dilation=1, blur=1, compat_type="4d", spatial_filter=True,
+                            pairwise_weight=1.0):
+        if not isinstance(kernel_size, int) or kernel_size <= 0 or kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size!r}")
+        if not isinstance(blur, int) or blur < 1:
+            raise ValueError(f"blur must be a positive int, got {blur!r}")
+        if compat_type not in COMPAT_TYPES:
+            raise ValueError(f"unknown compat_type {compat_type!r}: expected one of {COMPAT_TYPES}")
+        channels, padding = self.channels, (kernel_size // 2) * dilation
+        filler = "crf_perturbed" if self.perturbed_init else "crf"
+        if compat_type == "na":
+            messenger = nn.Conv2d(channels, channels, kernel_size, padding=padding, dilation=dilation, bias=False)
+        elif compat_type == "4d":
+            messenger = PacConv2d(channels, channels, kernel_size, padding=padding, dilation=dilation, bias=False,
+                                  shared_filters=False, filler=filler, native_impl=self.native_impl,
+                                  backend=self.backend)
+        else:
+            messenger = PacConv2d(channels, channels, kernel_size, padding=padding, dilation=dilation, bias=False,
+                                  shared_filters=True, filler=filler if spatial_filter else "crf_pool",
+                                  native_impl=self.native_impl, backend=self.backend)
+        self.messengers.append(messenger)
+        if compat_type == "2d":
+            compat = nn.Conv2d(channels, channels, kernel_size=1, bias=False)
+            with torch.no_grad():
+                compat.weight.copy_((1.0 - torch.eye(channels))[:, :, None, None])
+                if self.perturbed_init:
+                    compat.weight.add_((torch.rand_like(compat.weight) - 0.5) * 0.001)
+        else:
+            compat = nn.Identity()
+        self.compat.append(compat)
+        if compat_type == "potts":
+            pairwise_weight = -pairwise_weight
+        use_weight = compat_type == "potts" and not spatial_filter and not self.fixed_weighting
+        self.pairwise_weights.append(nn.Parameter(torch.tensor(float(pairwise_weight))))
+        self.init_pairwise_weights.append(float(pairwise_weight))
+        self.use_pairwise_weights.append(use_weight)
+        self.blurs.append(blur)
+        self.pairwise_repr.append(f"{compat_type}_{kernel_size}_{dilation}_{blur}"
+                                  + ("" if spatial_filter else "_nospatial"))
+
+    def extra_repr(self):
+        s = f"categories={self.channels}, num_steps={self.num_steps}, final_output={self.final_output}"
+        if self.perturbed_init:
+            s += ", perturbed_init=True"
+        if self.fixed_weighting:
+            s += ", fixed_weighting=True"
+        if self.pairwise_repr:
+            s += f", pairwise_kernels=({', '.join(self.pairwise_repr)})"
+        return s
+
+    def compute_edge_kernels(self, edge_feat):
+        """One K per PAC message passer (``None`` for plain-conv passers). ``edge_feat`` is one
+        tensor shared by all passers, or a list with one per passer."""
+        count = len(self.messengers)
+        if isinstance(edge_feat, (list, tuple)):
+            if len(edge_feat) != count:
+                raise ValueError(f"edge_feat has {len(edge_feat)} tensors for {count} message passers")
+            feats = list(edge_feat)
+        else:
+            feats = [edge_feat] * count
+        kernels, blurred = [], {}
+        for i, (messenger, blur) in enumerate(zip(self.messengers, self.blurs)):
+            if not isinstance(messenger, PacConv2d):
+                kernels.append(None)
+                continue
+            feat = feats[i]
+            if blur > 1:
+                key = (id(feat), blur)
+                if key not in blurred:
+                    blurred[key] = _blur(feat, blur)
+                feat = blurred[key]
+            kernels.append(messenger.compute_kernel(feat)[0])
+        return kernels
+
+    def forward(self, unary, edge_feat, edge_kernel=None, logQ=None):
+        count = len(self.messengers)
+        if edge_kernel is None:
+            edge_kernel = self.compute_edge_kernels(edge_feat)
+        elif isinstance(edge_kernel, torch.Tensor):
+            edge_kernel = [edge_kernel] * count
+        elif len(edge_kernel) != count:
+            raise ValueError(f"edge_kernel has {len(edge_kernel)} tensors for {count} message passers")
+        height, width = unary.shape[-2:]
+        logQ = unary if logQ is None else logQ
+        for _ in range(self.num_steps):
+            Q = F.softmax(logQ, dim=1)
+            blurred = {1: Q}
+            logQ = unary * self.unary_weight
+            for i, (messenger, blur) in enumerate(zip(self.messengers, self.blurs)):
+                if blur not in blurred:
+                    blurred[blur] = _blur(Q, blur)
+                if isinstance(messenger, PacConv2d):
+                    msg = messenger(blurred[blur], None, edge_kernel[i])
+                else:
+                    msg = messenger(blurred[blur])
+                msg = self.compat[i](msg)
+                if blur > 1:
+                    pad_h, pad_w = _blur_pad(Q.shape[-2:], blur)
+                    msg = F.interpolate(msg, scale_factor=blur, mode="bilinear", align_corners=False)
+                    msg = msg[:, :, pad_h:pad_h + height, pad_w:pad_w + width]
+                weight = self.pairwise_weights[i] if self.use_pairwise_weights[i] else self.init_pairwise_weights[i]
+                logQ = logQ - msg * weight
+        return _final(logQ, self.final_output)
+
+
+class PacCRFLoose(nn.Module):
+    """``num_steps`` independent one-step ``PacCRF``s (untied weights across steps). The edge
+    kernels are computed once with the first step's passers."""
+
+    def __init__(self, channels, num_steps, final_output="log_Q", perturbed_init=True, native_impl=False,
+                 fixed_weighting=False, unary_weight=1.0, pairwise_kernels=None, *, backend=None):
+        super().__init__()
+        if final_output not in FINAL_OUTPUTS:
+            raise ValueError(f"unknown final_output {final_output!r}: expected one of {FINAL_OUTPUTS}")
+        self.channels = channels
+        self.num_steps = num_steps
+        self.final_output = final_output
+        self.steps = nn.ModuleList(
+            PacCRF(channels, 1, "log_Q", perturbed_init, native_impl, fixed_weighting, unary_weight,
+                   pairwise_kernels, backend=backend)
+            for _ in range(num_steps))
+        self._backend = backend
+
+    @property
+    def backend(self):
+        return self._backend
+
+    @backend.setter
+    def backend(self, value):
+        self._backend = value
+        for step in self.steps:
+            step.backend = value
+
+    def extra_repr(self):
+        return f"categories={self.channels}, num_steps={self.num_steps}, final_output={self.final_output}"
+
+    def forward(self, unary, edge_feat, edge_kernel=None):
+        if self.num_steps == 0:
+            return _final(unary, self.final_output)
+        if edge_kernel is None:
+            edge_kernel = self.steps[0].compute_edge_kernels(edge_feat)
+        logQ = unary
+        for step in self.steps:
+            logQ = step(unary, None, edge_kernel, logQ)
+        return _final(logQ, self.final_output)
+
+
+def _scale_tensor(scales, count, like, name):
+    scales = torch.as_tensor(scales, dtype=like.dtype, device=like.device).flatten()
+    if scales.numel() == 1:
+        scales = scales.expand(count)
+    if scales.numel() != count:
+        raise ValueError(f"{name} must have 1 or {count} values, got {scales.numel()}")
+    return scales.reshape(1, count, 1, 1)
+
+
+def create_position_feats(shape, scales=None, bs=1, device=None):
+    """``[bs, len(shape), *shape]`` float32 coordinates (``ij`` meshgrid); coordinate ``a`` is
+    divided by ``scales[a]`` when given."""
+    ranges = [torch.arange(n, dtype=torch.float32, device=device) for n in shape]
+    mesh = torch.stack(torch.meshgrid(*ranges, indexing="ij"))
+    if scales is not None:
+        mesh = mesh / _scale_tensor(scales, len(shape), mesh, "scales")[0]
+    return mesh.unsqueeze(0).expand(bs, *mesh.shape).contiguous()
+
+
+def create_YXRGB(img, yx_scale=None, rgb_scale=None, scales=None):
+    """Guide features ``[N, 2 + C, H, W]``: scaled ``(y, x)`` positions then ``img / rgb_scale``.
+
+    ``img`` is viewed as ``[-1, C, H, W]``; ``scales`` (the two position scales then the colour
+    scales) is exclusive with ``yx_scale``/``rgb_scale``.
+    """
+    if not isinstance(img, torch.Tensor) or img.dim() < 3:
+        raise ValueError("img must be a tensor [..., C, H, W]")
+    img = img.reshape(-1, *img.shape[-3:])
+    if scales is not None:
+        if yx_scale is not None or rgb_scale is not None:
+            raise ValueError("pass either scales or yx_scale/rgb_scale, not both")
+        scales = torch.as_tensor(scales, dtype=img.dtype).flatten()
+        yx_scale, rgb_scale = scales[:2], scales[2:]
+    mesh = create_position_feats(img.shape[-2:], yx_scale, img.shape[0], img.device).to(img.dtype)
+    if rgb_scale is not None:
+        if isinstance(rgb_scale, numbers.Real):
+            rgb_scale = [rgb_scale]
+        img = img / _scale_tensor(rgb_scale, img.shape[1], img, "rgb_scale")
+    return torch.cat([mesh, img], dim=1)

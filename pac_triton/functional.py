@@ -1,0 +1,269 @@
+"""Functional PAC API: validate user input once, then dispatch to a backend.
+
+Two families, both with a keyword-only ``backend=`` (see ``pac_triton.backends``):
+
+- pacnet's functions (same names, arguments, defaults and returns as pacnet's ``pac.py``):
+  ``packernel2d`` builds the adapting kernel K; ``pacconv2d``, ``pacconv_transpose2d`` and
+  ``pacpool2d`` apply a given K.
+- the guide-taking functions ``pac_conv2d``, ``pac_conv_transpose2d``, ``pac_pool2d``: K is
+  defined by the guide and the options, which lets a fused backend compute it on the fly
+  without ever storing it. They return ``y``, or ``(y, out_mask)`` when a ``mask`` is given.
+
+The formulas are those of ``PAC_SEMANTICS.md``.
+"""
+from __future__ import annotations
+
+import torch
+
+from .backends import select
+from .options import fixed_smooth_kernel, parse_kernel_type, parse_smooth_type
+from .validation import (check_bias, check_geometry, check_guide, check_inv_param, check_mask,
+                         check_same_device, check_smooth_kernel, check_tensor, check_weight, conv_out_size,
+                         pair, transposed_out_size)
+
+__all__ = [
+    "packernel2d", "pacconv2d", "pacconv_transpose2d", "pacpool2d",
+    "pac_conv2d", "pac_conv_transpose2d", "pac_pool2d",
+]
+
+
+# --------------------------------------------------------------------------- shared checks
+
+def _kernel_options(guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda,
+                    channel_wise, smooth_required):
+    """Parse the K options. Returns ``(kernel_type, smooth_kernel or None, inv_alpha, inv_lambda)``.
+
+    ``smooth_required``: the functional ``packernel2d`` needs the window passed in (the type
+    only switches smoothing on); the guide-taking functions default to the type's fixed window,
+    except ``full_n`` whose window is a learnable parameter that must be given.
+    """
+    ktype = parse_kernel_type(kernel_type)
+    stype = parse_smooth_type(smooth_kernel_type)
+    if stype.kind == "none":
+        if smooth_kernel is not None:
+            raise ValueError("smooth_kernel was given but smooth_kernel_type is 'none': set the type "
+                             "('gaussian', 'average_n', 'full_n') to smooth the centre feature")
+    elif smooth_kernel is None:
+        if smooth_required or stype.kind == "full":
+            raise ValueError(f"smooth_kernel_type={stype.name!r} needs a smooth_kernel tensor [1, 1, n, n]")
+        smooth_kernel = fixed_smooth_kernel(stype, torch.float64 if guide.dtype == torch.float64 else torch.float32,
+                                            guide.device)
+    if smooth_kernel is not None:
+        check_smooth_kernel(smooth_kernel)
+    if ktype.family == "inv":
+        channels = guide.shape[1]
+        inv_alpha = check_inv_param("inv_alpha", inv_alpha, ktype.alpha, channels, channel_wise, guide)
+        inv_lambda = check_inv_param("inv_lambda", inv_lambda, ktype.lam, channels, channel_wise, guide)
+    elif inv_alpha is not None or inv_lambda is not None:
+        raise ValueError(f"inv_alpha / inv_lambda were given but kernel_type is {ktype.name!r}")
+    return ktype.name, smooth_kernel, inv_alpha, inv_lambda
+
+
+def _check_conv_weight(input, weight, kernel_size, shared_filters, transposed):
+    """Weight shapes: ``[O, C, kh, kw]`` (conv), ``[C, O, kh, kw]`` (transposed), ``[1, 1, kh, kw]``
+    (shared). Returns the number of output channels."""
+    check_tensor("weight", weight, rank=4)
+    channels = input.shape[1]
+    if weight.dtype != input.dtype:
+        raise TypeError(f"weight dtype {weight.dtype} != input dtype {input.dtype}")
+    if shared_filters:
+        check_weight(weight, (1, 1, *kernel_size), "shared filters")
+        return channels
+    in_axis = 0 if transposed else 1
+    if weight.shape[in_axis] != channels:
+        layout = "[C_in, C_out, kh, kw]" if transposed else "[C_out, C_in, kh, kw]"
+        raise ValueError(f"channel mismatch: input has {channels} channels but weight {layout} has shape "
+                         f"{tuple(weight.shape)}")
+    return weight.shape[1 - in_axis]
+
+
+def _check_precomputed_kernel(kernel, batch, channels_allowed, kernel_size, out_hw, what):
+    check_tensor("kernel", kernel, rank=6)
+    kh, kw = kernel_size
+    shape = tuple(kernel.shape)
+    if shape[0] != batch or shape[1] not in channels_allowed or shape[2:] != (kh, kw, *out_hw):
+        channels = " or ".join(str(c) for c in sorted(set(channels_allowed)))
+        raise ValueError(f"kernel for {what} must have shape [{batch}, {channels}, {kh}, {kw}, {out_hw[0]}, "
+                         f"{out_hw[1]}], got {shape}")
+
+
+def _geometry_from_weight(weight, stride, padding, dilation, output_padding=None):
+    check_tensor("weight", weight, rank=4)
+    return check_geometry(tuple(weight.shape[-2:]), stride, padding, dilation, output_padding)
+
+
+# --------------------------------------------------------------------------- pacnet's functions
+
+def packernel2d(input, mask=None, kernel_size=0, stride=1, padding=0, output_padding=0, dilation=1,
+                kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None, inv_alpha=None,
+                inv_lambda=None, channel_wise=False, normalize_kernel=False, transposed=False,
+                native_impl=False, *, backend=None):
+    """The adapting kernel of guide ``input [B, D, H, W]``: returns ``(K, out_mask)``.
+
+    ``K`` is ``[B, 1, kh, kw, Ho, Wo]`` (``[B, D, ...]`` when ``channel_wise``); ``out_mask`` is
+    ``None`` unless a ``mask`` is given. ``transposed=True``: the guide is at the transposed conv's
+    output resolution and ``mask`` at its input resolution. ``native_impl`` has no effect.
+    """
+    check_tensor("input (guide)", input, rank=4)
+    if pair(kernel_size, "kernel_size") == (0, 0):
+        raise ValueError("packernel2d needs kernel_size (an odd int or pair)")
+    kernel_size, stride, padding, dilation, output_padding = check_geometry(
+        kernel_size, stride, padding, dilation, output_padding)
+    batch = input.shape[0]
+    if transposed:
+        in_hw = tuple((n - op - 1 - (k - 1) * d + 2 * p) // s + 1 for n, op, k, d, p, s in
+                      zip(input.shape[-2:], output_padding, kernel_size, dilation, padding, stride))
+        if mask is not None or normalize_kernel:
+            implied = (transposed_out_size(in_hw, kernel_size, stride, padding, output_padding, dilation)
+                       if min(in_hw) > 0 else None)
+            if implied != tuple(input.shape[-2:]):
+                raise ValueError(f"guide size {tuple(input.shape[-2:])} is not the output size of any transposed "
+                                 f"conv input with kernel_size {kernel_size}, stride {stride}, padding {padding}, "
+                                 f"output_padding {output_padding}, dilation {dilation}")
+        mask_hw, mask_what = in_hw, "transposed conv's input"
+    else:
+        conv_out_size(input.shape[-2:], kernel_size, stride, padding, dilation, what="guide")
+        mask_hw, mask_what = tuple(input.shape[-2:]), "guide"
+    if mask is not None:
+        mask = check_mask(mask, batch, mask_hw, mask_what)
+    kernel_type, smooth_kernel, inv_alpha, inv_lambda = _kernel_options(
+        input, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, channel_wise, True)
+    check_same_device(input=input, mask=mask, smooth_kernel=smooth_kernel, inv_alpha=inv_alpha,
+                      inv_lambda=inv_lambda)
+    impl = select(backend, "packernel2d", (input, smooth_kernel, inv_alpha, inv_lambda))
+    return impl.packernel2d(input, mask, kernel_size, stride, padding, output_padding, dilation, kernel_type,
+                            smooth_kernel, inv_alpha, inv_lambda, bool(channel_wise), bool(normalize_kernel),
+                            bool(transposed))
+
+
+def pacconv2d(input, kernel, weight, bias=None, stride=1, padding=0, dilation=1, shared_filters=False,
+              native_impl=False, *, backend=None):
+    """PAC convolution with a precomputed ``kernel [B, 1, kh, kw, Ho, Wo]`` (section 2)."""
+    check_tensor("input", input, rank=4)
+    kernel_size, stride, padding, dilation = _geometry_from_weight(weight, stride, padding, dilation)
+    out_channels = _check_conv_weight(input, weight, kernel_size, shared_filters, transposed=False)
+    check_bias(bias, out_channels, input)
+    out_hw = conv_out_size(input.shape[-2:], kernel_size, stride, padding, dilation)
+    _check_precomputed_kernel(kernel, input.shape[0], (1,), kernel_size, out_hw, "pacconv2d")
+    check_same_device(input=input, kernel=kernel, weight=weight, bias=bias)
+    impl = select(backend, "pacconv2d", (input, kernel, weight, bias))
+    return impl.pacconv2d(input, kernel, weight, bias, stride, padding, dilation, bool(shared_filters))
+
+
+def pacconv_transpose2d(input, kernel, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1,
+                        shared_filters=False, native_impl=False, *, backend=None):
+    """PAC transposed convolution with a precomputed ``kernel [B, 1, kh, kw, Ho, Wo]`` (section 3).
+
+    Equals ``F.conv_transpose2d`` with the same weight when ``K == 1`` (pacnet needs the weight
+    flipped; see ``convert_pacnet_state_dict``)."""
+    check_tensor("input", input, rank=4)
+    kernel_size, stride, padding, dilation, output_padding = _geometry_from_weight(
+        weight, stride, padding, dilation, output_padding)
+    out_channels = _check_conv_weight(input, weight, kernel_size, shared_filters, transposed=True)
+    check_bias(bias, out_channels, input)
+    out_hw = transposed_out_size(input.shape[-2:], kernel_size, stride, padding, output_padding, dilation)
+    _check_precomputed_kernel(kernel, input.shape[0], (1,), kernel_size, out_hw, "pacconv_transpose2d")
+    check_same_device(input=input, kernel=kernel, weight=weight, bias=bias)
+    impl = select(backend, "pacconv_transpose2d", (input, kernel, weight, bias))
+    return impl.pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation,
+                                    bool(shared_filters))
+
+
+def pacpool2d(input, kernel, kernel_size, stride=1, padding=0, dilation=1, native_impl=False, *, backend=None):
+    """K-weighted sum pooling with a precomputed ``kernel [B, 1 or C, kh, kw, Ho, Wo]`` (section 4)."""
+    check_tensor("input", input, rank=4)
+    kernel_size, stride, padding, dilation = check_geometry(kernel_size, stride, padding, dilation)
+    out_hw = conv_out_size(input.shape[-2:], kernel_size, stride, padding, dilation)
+    _check_precomputed_kernel(kernel, input.shape[0], (1, input.shape[1]), kernel_size, out_hw, "pacpool2d")
+    check_same_device(input=input, kernel=kernel)
+    impl = select(backend, "pacpool2d", (input, kernel))
+    return impl.pacpool2d(input, kernel, kernel_size, stride, padding, dilation)
+
+
+# --------------------------------------------------------------------------- guide-taking functions
+
+def _finish(y, out_mask, mask):
+    return y if mask is None else (y, out_mask)
+
+
+def pac_conv2d(input, guide, weight, bias=None, *, stride=1, padding=0, dilation=1, kernel_type="gaussian",
+               inv_alpha=None, inv_lambda=None, smooth_kernel_type="none", smooth_kernel=None,
+               normalize_kernel=False, shared_filters=False, mask=None, backend=None):
+    """PAC convolution whose kernel K is defined by ``guide [B, D, H, W]`` (same B, H, W as
+    ``input [B, C, H, W]``). ``weight [C_out, C, kh, kw]`` (``[1, 1, kh, kw]`` shared).
+
+    ``inv_alpha``/``inv_lambda`` default to the values in an ``inv_`` type's name;
+    ``smooth_kernel`` defaults to the type's fixed window (required for ``full_n``). ``mask
+    [B, 1, H, W]`` marks valid input pixels; then ``(y, out_mask)`` is returned.
+    """
+    check_tensor("input", input, rank=4)
+    check_tensor("guide", guide, rank=4)
+    kernel_size, stride, padding, dilation = _geometry_from_weight(weight, stride, padding, dilation)
+    out_channels = _check_conv_weight(input, weight, kernel_size, shared_filters, transposed=False)
+    check_bias(bias, out_channels, input)
+    conv_out_size(input.shape[-2:], kernel_size, stride, padding, dilation)
+    check_guide(guide, input, input.shape[-2:], "the input's spatial size")
+    if mask is not None:
+        mask = check_mask(mask, input.shape[0], input.shape[-2:], "input")
+    kernel_type, smooth_kernel, inv_alpha, inv_lambda = _kernel_options(
+        guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, False, False)
+    check_same_device(input=input, guide=guide, weight=weight, bias=bias, mask=mask, smooth_kernel=smooth_kernel,
+                      inv_alpha=inv_alpha, inv_lambda=inv_lambda)
+    impl = select(backend, "pac_conv2d", (input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda))
+    y, out_mask = impl.pac_conv2d(input, guide, weight, bias, stride, padding, dilation, kernel_type, inv_alpha,
+                                  inv_lambda, smooth_kernel, bool(normalize_kernel), bool(shared_filters), mask)
+    return _finish(y, out_mask, mask)
+
+
+def pac_conv_transpose2d(input, guide, weight, bias=None, *, stride=1, padding=0, output_padding=0, dilation=1,
+                         kernel_type="gaussian", inv_alpha=None, inv_lambda=None, smooth_kernel_type="none",
+                         smooth_kernel=None, normalize_kernel=False, shared_filters=False, mask=None,
+                         backend=None):
+    """PAC transposed convolution; ``guide [B, D, Ho, Wo]`` is at the *output* resolution (exactly
+    the size the input implies). ``weight [C, C_out, kh, kw]`` as ``nn.ConvTranspose2d``; ``mask
+    [B, 1, H, W]`` at the input resolution. Other options as ``pac_conv2d``."""
+    check_tensor("input", input, rank=4)
+    check_tensor("guide", guide, rank=4)
+    kernel_size, stride, padding, dilation, output_padding = _geometry_from_weight(
+        weight, stride, padding, dilation, output_padding)
+    out_channels = _check_conv_weight(input, weight, kernel_size, shared_filters, transposed=True)
+    check_bias(bias, out_channels, input)
+    out_hw = transposed_out_size(input.shape[-2:], kernel_size, stride, padding, output_padding, dilation)
+    check_guide(guide, input, out_hw, "the transposed conv's output size")
+    if mask is not None:
+        mask = check_mask(mask, input.shape[0], input.shape[-2:], "input")
+    kernel_type, smooth_kernel, inv_alpha, inv_lambda = _kernel_options(
+        guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, False, False)
+    check_same_device(input=input, guide=guide, weight=weight, bias=bias, mask=mask, smooth_kernel=smooth_kernel,
+                      inv_alpha=inv_alpha, inv_lambda=inv_lambda)
+    impl = select(backend, "pac_conv_transpose2d", (input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda))
+    y, out_mask = impl.pac_conv_transpose2d(input, guide, weight, bias, stride, padding, output_padding, dilation,
+                                            kernel_type, inv_alpha, inv_lambda, smooth_kernel,
+                                            bool(normalize_kernel), bool(shared_filters), mask)
+    return _finish(y, out_mask, mask)
+
+
+def pac_pool2d(input, guide, kernel_size, *, stride=1, padding=0, dilation=1, kernel_type="gaussian",
+               inv_alpha=None, inv_lambda=None, smooth_kernel_type="none", smooth_kernel=None,
+               normalize_kernel=False, channel_wise=False, mask=None, backend=None):
+    """K-weighted pooling of ``input [B, C, H, W]`` with K from ``guide [B, D, H, W]`` (``D == C``
+    when ``channel_wise``: one kernel per channel). With ``normalize_kernel`` it is a K-weighted
+    mean over valid taps; otherwise a K-weighted sum."""
+    check_tensor("input", input, rank=4)
+    check_tensor("guide", guide, rank=4)
+    kernel_size, stride, padding, dilation = check_geometry(kernel_size, stride, padding, dilation)
+    conv_out_size(input.shape[-2:], kernel_size, stride, padding, dilation)
+    check_guide(guide, input, input.shape[-2:], "the input's spatial size")
+    if channel_wise and guide.shape[1] != input.shape[1]:
+        raise ValueError(f"channel_wise pooling needs the guide to have the input's {input.shape[1]} channels, "
+                         f"got guide {tuple(guide.shape)}")
+    if mask is not None:
+        mask = check_mask(mask, input.shape[0], input.shape[-2:], "input")
+    kernel_type, smooth_kernel, inv_alpha, inv_lambda = _kernel_options(
+        guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, channel_wise, False)
+    check_same_device(input=input, guide=guide, mask=mask, smooth_kernel=smooth_kernel, inv_alpha=inv_alpha,
+                      inv_lambda=inv_lambda)
+    impl = select(backend, "pac_pool2d", (input, guide, smooth_kernel, inv_alpha, inv_lambda))
+    y, out_mask = impl.pac_pool2d(input, guide, kernel_size, stride, padding, dilation, kernel_type, inv_alpha,
+                                  inv_lambda, smooth_kernel, bool(normalize_kernel), bool(channel_wise), mask)
+    return _finish(y, out_mask, mask)

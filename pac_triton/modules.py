@@ -1,0 +1,313 @@
+"""PAC layers with pacnet's constructor signatures, parameter names and fillers (PAC_SEMANTICS.md
+section 5), plus a keyword-only ``backend=`` (an attribute you can change later).
+
+``forward(input_2d, input_for_kernel, kernel=None, mask=None)``: without ``kernel`` the layer
+calls the guide-taking function (a fused backend never stores K); with a precomputed ``kernel``
+the guide is ignored. Returns ``y``, or ``(y, out_mask)`` when a mask was given.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import Parameter
+
+from . import functional as PF
+from .backends import check_backend
+from .options import fixed_smooth_kernel, parse_kernel_type, parse_smooth_type
+from .validation import check_geometry
+
+__all__ = ["PacConv2d", "PacConvTranspose2d", "PacPool2d"]
+
+FILLERS = ("uniform", "linear", "crf", "crf_perturbed", "pool", "crf_pool")
+
+
+def _gaussian_2d(width: int) -> torch.Tensor:
+    """pacnet's truncated 2-D Gaussian (sigma = width / 4, sum 1), computed in float32 as pacnet does."""
+    sigma = width / 4.0
+    r = torch.arange(-(width // 2), width // 2 + 1, dtype=torch.float32)
+    one_d = torch.exp(-0.5 * r * r / sigma / sigma)
+    two_d = one_d[:, None] * one_d[None, :]
+    return two_d / two_d.sum()
+
+
+def _tent(kernel_size: int, stride: int, normalize_kernel: bool) -> torch.Tensor:
+    """One axis of the bilinear ('linear') filler: ``[1, .., s, .., 1] / s`` zero-padded to k."""
+    pad = (kernel_size - (2 * stride - 1)) // 2
+    values = [0.0] * pad + list(range(1, stride)) + list(range(stride, 0, -1)) + [0.0] * pad
+    tent = torch.tensor(values, dtype=torch.float64) / stride
+    if normalize_kernel:
+        tent = tent * torch.tensor([((kernel_size - t - 1) // stride) + (t // stride) + 1.0
+                                    for t in range(kernel_size)], dtype=torch.float64)
+    return tent
+
+
+class _PacConvNd(nn.Module):
+    """Shared parameters, fillers and ``compute_kernel`` of the PAC layers (as pacnet's
+    ``_PacConvNd``)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, transposed,
+                 output_padding, bias, pool_only, kernel_type, smooth_kernel_type, channel_wise,
+                 normalize_kernel, shared_filters, filler, native_impl, backend):
+        super().__init__()
+        geometry = check_geometry(kernel_size, stride, padding, dilation,
+                                  output_padding if transposed else None)
+        self.kernel_size, self.stride, self.padding, self.dilation = geometry[:4]
+        self.output_padding = geometry[4] if transposed else (0, 0)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.transposed = transposed
+        self.pool_only = pool_only
+        self.kernel_type = kernel_type
+        self.smooth_kernel_type = smooth_kernel_type
+        self.channel_wise = channel_wise
+        self.normalize_kernel = normalize_kernel
+        self.shared_filters = shared_filters
+        self.filler = filler
+        self.native_impl = native_impl  # accepted for compatibility; no effect
+        self.backend = backend
+        ktype = parse_kernel_type(kernel_type)
+        stype = parse_smooth_type(smooth_kernel_type)
+
+        if not pool_only:
+            for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+                if not isinstance(value, int) or value <= 0:
+                    raise ValueError(f"{name} must be a positive int, got {value!r}")
+            if shared_filters and in_channels != out_channels:
+                raise ValueError(f"shared_filters needs in_channels == out_channels, got {in_channels} and "
+                                 f"{out_channels}")
+            self._check_filler()
+            if filler in ("pool", "crf_pool"):
+                weight = torch.ones(1, 1, *self.kernel_size)
+                if filler == "crf_pool":
+                    weight[0, 0, self.kernel_size[0] // 2, self.kernel_size[1] // 2] = 0
+                self.register_buffer("weight", weight)
+            elif shared_filters:
+                self.weight = Parameter(torch.empty(1, 1, *self.kernel_size))
+            elif transposed:
+                self.weight = Parameter(torch.empty(in_channels, out_channels, *self.kernel_size))
+            else:
+                self.weight = Parameter(torch.empty(out_channels, in_channels, *self.kernel_size))
+            if bias:
+                self.bias = Parameter(torch.empty(out_channels))
+            else:
+                self.register_parameter("bias", None)
+
+        if ktype.family == "inv":
+            self.inv_alpha_init, self.inv_lambda_init = ktype.alpha, ktype.lam
+            if channel_wise and not ktype.fixed:
+                if out_channels <= 0:
+                    raise ValueError(f"out_channels is needed for channel_wise {kernel_type!r} (learnable alpha and "
+                                     "lambda per channel)")
+                inv_alpha = torch.full((out_channels,), ktype.alpha)
+                inv_lambda = torch.full((out_channels,), ktype.lam)
+            else:
+                inv_alpha, inv_lambda = torch.tensor(ktype.alpha), torch.tensor(ktype.lam)
+            if ktype.fixed:
+                self.register_buffer("inv_alpha", inv_alpha)
+                self.register_buffer("inv_lambda", inv_lambda)
+            else:
+                self.inv_alpha = Parameter(inv_alpha)
+                self.inv_lambda = Parameter(inv_lambda)
+        if stype.kind == "full":
+            self.smooth_kernel = Parameter(torch.empty(1, 1, stype.size, stype.size))
+        elif stype.kind != "none":
+            self.register_buffer("smooth_kernel", fixed_smooth_kernel(stype))
+        self.reset_parameters()
+
+    @property
+    def backend(self):
+        return self._backend
+
+    @backend.setter
+    def backend(self, value):
+        if value is not None:
+            check_backend(value)
+        self._backend = value
+
+    def _check_filler(self):
+        filler, (kh, kw) = self.filler, self.kernel_size
+        if filler not in FILLERS:
+            raise ValueError(f"unknown filler {filler!r}: expected one of {FILLERS}")
+        if filler == "linear":
+            if not self.transposed or self.in_channels != self.out_channels:
+                raise ValueError("filler 'linear' needs a transposed layer with in_channels == out_channels, got "
+                                 f"transposed={self.transposed}, {self.in_channels} -> {self.out_channels}")
+            if any(k < 2 * s - 1 for k, s in zip(self.kernel_size, self.stride)):
+                raise ValueError(f"filler 'linear' needs kernel_size >= 2*stride - 1, got kernel_size "
+                                 f"{self.kernel_size}, stride {self.stride}")
+        elif filler in ("crf", "crf_perturbed"):
+            if kh != kw or self.in_channels != self.out_channels:
+                raise ValueError(f"filler {filler!r} needs a square kernel and in_channels == out_channels, got "
+                                 f"kernel_size {self.kernel_size}, {self.in_channels} -> {self.out_channels}")
+        elif filler in ("pool", "crf_pool") and not self.shared_filters:
+            raise ValueError(f"filler {filler!r} needs shared_filters=True")
+
+    def reset_parameters(self):
+        with torch.no_grad():
+            if not self.pool_only and self.filler not in ("pool", "crf_pool"):
+                self._fill_weight()
+            elif not self.pool_only and self.bias is not None:
+                self.bias.zero_()
+            if isinstance(getattr(self, "inv_alpha", None), Parameter):
+                self.inv_alpha.fill_(self.inv_alpha_init)
+                self.inv_lambda.fill_(self.inv_lambda_init)
+            if isinstance(getattr(self, "smooth_kernel", None), Parameter):
+                self.smooth_kernel.fill_(1.0 / self.smooth_kernel.numel())
+
+    def _fill_weight(self):
+        kh, kw = self.kernel_size
+        if self.filler == "uniform":
+            bound = 1.0 / math.sqrt(self.in_channels * kh * kw)
+            if self.shared_filters:
+                bound *= self.in_channels
+            self.weight.uniform_(-bound, bound)
+            if self.bias is not None:
+                self.bias.uniform_(-bound, bound)
+            return
+        if self.filler == "linear":
+            window = torch.outer(_tent(kh, self.stride[0], self.normalize_kernel),
+                                 _tent(kw, self.stride[1], self.normalize_kernel))
+            self.weight.zero_()
+            for c in range(1 if self.shared_filters else self.in_channels):
+                self.weight[c, c] = window
+        else:  # crf, crf_perturbed
+            gauss = _gaussian_2d(kh) * (kh * kh)
+            gauss[kh // 2, kw // 2] = 0
+            if self.shared_filters:
+                self.weight[0, 0] = gauss
+            else:
+                off_diagonal = 1.0 - torch.eye(self.in_channels)
+                self.weight.copy_(off_diagonal[:, :, None, None] * gauss)
+            if self.filler == "crf_perturbed":
+                self.weight.add_((torch.rand_like(self.weight) - 0.5) * 0.001)
+        if self.bias is not None:
+            self.bias.zero_()
+
+    def _kernel_args(self):
+        return dict(kernel_type=self.kernel_type, smooth_kernel_type=self.smooth_kernel_type,
+                    smooth_kernel=getattr(self, "smooth_kernel", None), inv_alpha=getattr(self, "inv_alpha", None),
+                    inv_lambda=getattr(self, "inv_lambda", None), normalize_kernel=self.normalize_kernel)
+
+    def compute_kernel(self, input_for_kernel, input_mask=None):
+        """``(K, out_mask)`` of this layer for a guide (and an optional mask), as pacnet."""
+        return PF.packernel2d(input_for_kernel, input_mask, kernel_size=self.kernel_size, stride=self.stride,
+                              padding=self.padding, output_padding=self.output_padding, dilation=self.dilation,
+                              channel_wise=self.channel_wise, transposed=self.transposed,
+                              native_impl=self.native_impl, backend=self.backend, **self._kernel_args())
+
+    @staticmethod
+    def _check_kernel_xor_mask(kernel, mask):
+        if kernel is not None and mask is not None:
+            raise ValueError("pass either a precomputed kernel or a mask, not both: a mask only takes effect while "
+                             "the kernel is computed (use compute_kernel(guide, mask))")
+
+    def extra_repr(self):
+        s = "{in_channels}, {out_channels}, kernel_size={kernel_size}, kernel_type={kernel_type}"
+        if self.stride != (1, 1):
+            s += ", stride={stride}"
+        if self.padding != (0, 0):
+            s += ", padding={padding}"
+        if self.dilation != (1, 1):
+            s += ", dilation={dilation}"
+        if self.output_padding != (0, 0):
+            s += ", output_padding={output_padding}"
+        if getattr(self, "bias", None) is None and not self.pool_only:
+            s += ", bias=False"
+        if self.smooth_kernel_type != "none":
+            s += ", smooth_kernel_type={smooth_kernel_type}"
+        if self.channel_wise:
+            s += ", channel_wise=True"
+        if self.normalize_kernel:
+            s += ", normalize_kernel=True"
+        if self.shared_filters:
+            s += ", shared_filters=True"
+        if self.backend is not None:
+            s += ", backend={_backend}"
+        return s.format(**self.__dict__)
+
+
+class PacConv2d(_PacConvNd):
+    """Pixel-adaptive convolution (pacnet's ``PacConv2d``); ``weight [out, in, kh, kw]``."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, bias=True,
+                 kernel_type="gaussian", smooth_kernel_type="none", normalize_kernel=False, shared_filters=False,
+                 filler="uniform", native_impl=False, *, backend=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, False, 0, bias, False,
+                         kernel_type, smooth_kernel_type, False, normalize_kernel, shared_filters, filler,
+                         native_impl, backend)
+
+    def forward(self, input_2d, input_for_kernel, kernel=None, mask=None):
+        self._check_kernel_xor_mask(kernel, mask)
+        if kernel is not None:
+            return PF.pacconv2d(input_2d, kernel, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                                self.shared_filters, backend=self.backend)
+        return PF.pac_conv2d(input_2d, input_for_kernel, self.weight, self.bias, stride=self.stride,
+                             padding=self.padding, dilation=self.dilation, shared_filters=self.shared_filters,
+                             mask=mask, backend=self.backend, **self._kernel_args())
+
+
+class PacConvTranspose2d(_PacConvNd):
+    """Pixel-adaptive transposed convolution; ``weight [in, out, kh, kw]`` as ``nn.ConvTranspose2d``
+    (pacnet's weights are spatially flipped: load them with ``load_pacnet_state_dict``). The guide
+    is at the output resolution."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, dilation=1,
+                 bias=True, kernel_type="gaussian", smooth_kernel_type="none", normalize_kernel=False,
+                 shared_filters=False, filler="uniform", native_impl=False, *, backend=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, True, output_padding,
+                         bias, False, kernel_type, smooth_kernel_type, False, normalize_kernel, shared_filters,
+                         filler, native_impl, backend)
+
+    def forward(self, input_2d, input_for_kernel, kernel=None, mask=None):
+        self._check_kernel_xor_mask(kernel, mask)
+        if kernel is not None:
+            return PF.pacconv_transpose2d(input_2d, kernel, self.weight, self.bias, self.stride, self.padding,
+                                          self.output_padding, self.dilation, self.shared_filters,
+                                          backend=self.backend)
+        return PF.pac_conv_transpose2d(input_2d, input_for_kernel, self.weight, self.bias, stride=self.stride,
+                                       padding=self.padding, output_padding=self.output_padding,
+                                       dilation=self.dilation, shared_filters=self.shared_filters, mask=mask,
+                                       backend=self.backend, **self._kernel_args())
+
+
+class PacPool2d(_PacConvNd):
+    """K-weighted pooling (pacnet's ``PacPool2d``). ``out_channels`` is needed only for learnable
+    channel-wise ``inv_`` kernels; when positive it must equal the input's channels."""
+
+    def __init__(self, kernel_size, stride=1, padding=0, dilation=1, kernel_type="gaussian",
+                 smooth_kernel_type="none", channel_wise=False, normalize_kernel=False, out_channels=-1,
+                 native_impl=False, *, backend=None):
+        super().__init__(-1, out_channels, kernel_size, stride, padding, dilation, False, 0, False, True,
+                         kernel_type, smooth_kernel_type, channel_wise, normalize_kernel, False, None,
+                         native_impl, backend)
+
+    def forward(self, input_2d, input_for_kernel, kernel=None, mask=None):
+        self._check_kernel_xor_mask(kernel, mask)
+        channels = input_2d.shape[1] if isinstance(input_2d, torch.Tensor) and input_2d.dim() == 4 else None
+        if self.out_channels > 0 and channels is not None and channels != self.out_channels:
+            raise ValueError(f"PacPool2d(out_channels={self.out_channels}) got an input with {channels} channels")
+        if kernel is not None:
+            return PF.pacpool2d(input_2d, kernel, self.kernel_size, self.stride, self.padding, self.dilation,
+                                backend=self.backend)
+        return PF.pac_pool2d(input_2d, input_for_kernel, self.kernel_size, stride=self.stride,
+                             padding=self.padding, dilation=self.dilation, channel_wise=self.channel_wise,
+                             mask=mask, backend=self.backend, **self._kernel_args())
+
+    def extra_repr(self):
+        s = "kernel_size={kernel_size}, kernel_type={kernel_type}"
+        if self.out_channels > 0:
+            s = "out_channels={out_channels}, " + s
+        for name, default in (("stride", (1, 1)), ("padding", (0, 0)), ("dilation", (1, 1))):
+            if getattr(self, name) != default:
+                s += f", {name}={{{name}}}"
+        if self.smooth_kernel_type != "none":
+            s += ", smooth_kernel_type={smooth_kernel_type}"
+        if self.channel_wise:
+            s += ", channel_wise=True"
+        if self.normalize_kernel:
+            s += ", normalize_kernel=True"
+        if self.backend is not None:
+            s += ", backend={_backend}"
+        return s.format(**self.__dict__)

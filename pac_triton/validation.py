@@ -1,0 +1,155 @@
+"""Checks of user input with clear errors: ``TypeError`` for wrong types and dtypes,
+``ValueError`` for wrong values and shapes (naming them). Called only by ``functional``;
+nothing below it validates again."""
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+__all__ = [
+    "pair", "check_tensor", "check_same_device", "check_geometry", "conv_out_size",
+    "transposed_out_size", "check_inv_param", "check_smooth_kernel", "check_mask", "check_weight",
+    "check_bias", "check_guide",
+]
+
+
+def pair(value, name: str) -> tuple[int, int]:
+    """An int or a pair of ints -> a tuple of two Python ints."""
+    items = (value, value) if isinstance(value, numbers.Integral) else value
+    try:
+        items = tuple(items)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+    if len(items) == 1:
+        items = items * 2
+    if len(items) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return int(items[0]), int(items[1])
+
+
+def check_tensor(name: str, tensor, rank: int | None = 4, allow_none: bool = False):
+    if tensor is None:
+        if allow_none:
+            return
+        raise TypeError(f"{name} must be a tensor, got None")
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if not tensor.is_floating_point():
+        raise TypeError(f"{name} must have a floating-point dtype (float64/32/16 or bfloat16), got {tensor.dtype}")
+    if rank is not None and tensor.dim() != rank:
+        raise ValueError(f"{name} must be a {rank}-d tensor, got shape {tuple(tensor.shape)}")
+
+
+def check_same_device(**named):
+    devices = {name: t.device for name, t in named.items() if isinstance(t, torch.Tensor)}
+    if len(set(devices.values())) > 1:
+        listing = ", ".join(f"{name} on {device}" for name, device in devices.items())
+        raise ValueError(f"all tensors must be on one device: {listing}")
+
+
+def check_geometry(kernel_size, stride, padding, dilation, output_padding=None):
+    """Validate and normalise the conv geometry. Returns tuples of two ints."""
+    kernel_size, stride = pair(kernel_size, "kernel_size"), pair(stride, "stride")
+    padding, dilation = pair(padding, "padding"), pair(dilation, "dilation")
+    if any(k <= 0 or k % 2 != 1 for k in kernel_size):
+        raise ValueError(f"kernel_size must be positive and odd, got {kernel_size}")
+    if any(s <= 0 for s in stride):
+        raise ValueError(f"stride must be positive, got {stride}")
+    if any(d <= 0 for d in dilation):
+        raise ValueError(f"dilation must be positive, got {dilation}")
+    if any(p < 0 for p in padding):
+        raise ValueError(f"padding must be non-negative, got {padding}")
+    if output_padding is None:
+        return kernel_size, stride, padding, dilation
+    output_padding = pair(output_padding, "output_padding")
+    for op, s, d in zip(output_padding, stride, dilation):
+        if op < 0 or not (op < s or op < d):
+            raise ValueError(f"output_padding must be non-negative and smaller than either stride or dilation, "
+                             f"got output_padding={output_padding}, stride={stride}, dilation={dilation}")
+    return kernel_size, stride, padding, dilation, output_padding
+
+
+def conv_out_size(in_hw, kernel_size, stride, padding, dilation, what="input"):
+    """Output size of a (strided) conv; a clear error when the kernel exceeds the padded input."""
+    out = []
+    for n, k, s, p, d in zip(in_hw, kernel_size, stride, padding, dilation):
+        extent = d * (k - 1) + 1
+        if n + 2 * p < extent:
+            raise ValueError(f"kernel (size {tuple(kernel_size)}, dilation {tuple(dilation)}) is larger than the "
+                             f"padded {what} ({tuple(in_hw)} with padding {tuple(padding)})")
+        out.append((n + 2 * p - extent) // s + 1)
+    return tuple(out)
+
+
+def transposed_out_size(in_hw, kernel_size, stride, padding, output_padding, dilation):
+    out = tuple((n - 1) * s - 2 * p + d * (k - 1) + op + 1
+                for n, k, s, p, op, d in zip(in_hw, kernel_size, stride, padding, output_padding, dilation))
+    if any(o <= 0 for o in out):
+        raise ValueError(f"transposed conv of input {tuple(in_hw)} with kernel_size {tuple(kernel_size)}, stride "
+                         f"{tuple(stride)}, padding {tuple(padding)} has an empty output {out}")
+    return out
+
+
+def check_guide(guide, input, expected_hw, what):
+    """Guide batch and spatial size must match exactly (no broadcasting)."""
+    if guide.shape[0] != input.shape[0]:
+        raise ValueError(f"guide batch {guide.shape[0]} != input batch {input.shape[0]} "
+                         f"(guide {tuple(guide.shape)}, input {tuple(input.shape)})")
+    if tuple(guide.shape[-2:]) != tuple(expected_hw):
+        raise ValueError(f"guide spatial size {tuple(guide.shape[-2:])} must equal {what} {tuple(expected_hw)} "
+                         f"(guide {tuple(guide.shape)}, input {tuple(input.shape)})")
+
+
+def check_inv_param(name, value, default, channels, channel_wise, ref):
+    """``inv_alpha``/``inv_lambda``: ``None`` -> the type's default; a number -> 0-d tensor; a tensor
+    must be 0-d (or of length ``channels`` for channel-wise kernels)."""
+    if value is None:
+        value = default
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return torch.tensor(float(value), dtype=torch.float32 if ref.dtype in (torch.float16, torch.bfloat16)
+                            else ref.dtype, device=ref.device)
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}")
+    if value.numel() == 1 and value.dim() <= 1:
+        return value.reshape(())
+    if not (channel_wise and value.dim() == 1 and value.numel() == channels):
+        allowed = f"0-d or length {channels} (channel_wise)" if channel_wise else "0-d"
+        raise ValueError(f"{name} must be {allowed}, got shape {tuple(value.shape)}")
+    return value
+
+
+def check_smooth_kernel(smooth_kernel):
+    check_tensor("smooth_kernel", smooth_kernel, rank=4)
+    if smooth_kernel.shape[:2] != (1, 1) or any(n % 2 != 1 for n in smooth_kernel.shape[-2:]):
+        raise ValueError(f"smooth_kernel must be [1, 1, sh, sw] with odd sh, sw, got {tuple(smooth_kernel.shape)}")
+
+
+def check_mask(mask, batch, expected_hw, what):
+    """A float (or bool, converted to float32) mask ``[B, 1, H, W]``. Returns it."""
+    if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
+        mask = mask.float()
+    check_tensor("mask", mask, rank=4)
+    expected = (batch, 1, *expected_hw)
+    if tuple(mask.shape) != expected:
+        raise ValueError(f"mask must have shape {expected} ([B, 1] at the {what} resolution), "
+                         f"got {tuple(mask.shape)}")
+    return mask
+
+
+def check_weight(weight, expected, what):
+    check_tensor("weight", weight, rank=4)
+    if tuple(weight.shape) != tuple(expected):
+        raise ValueError(f"weight of {what} must have shape {tuple(expected)}, got {tuple(weight.shape)}")
+
+
+def check_bias(bias, out_channels, input):
+    if bias is None:
+        return
+    check_tensor("bias", bias, rank=1)
+    if bias.shape[0] != out_channels:
+        raise ValueError(f"bias must have shape ({out_channels},), got {tuple(bias.shape)}")
+    if bias.dtype != input.dtype:
+        raise TypeError(f"bias dtype {bias.dtype} != input dtype {input.dtype}")

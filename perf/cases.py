@@ -1,0 +1,354 @@
+"""What the harness measures, as data: sweep axes, defaults, presets, and the documented counts.
+
+A :class:`Case` is one workload at one shape, mode and dtype. Most are a single PAC layer
+(``op`` in ``conv``, ``transposed``, ``pool``); two presets time whole workloads:
+``upsample`` (a stack of stride-2 transposed PAC layers) and ``crf`` (``PacCRF`` mean-field).
+
+Documented counts (also in ``perf/NOTES.md``); ``P = B * Ho * Wo`` output pixels:
+
+* GEMM FLOPs, forward: conv ``2*B*Cout*Cin*k^2*Ho*Wo``; transposed ``2*B*Cin*Cout*k^2*Hin*Win``
+  (the multiply-adds ``F.conv_transpose2d`` does: each input pixel meets each of the ``k^2``
+  taps once); pool ``2*B*C*k^2*Ho*Wo`` (``Cin*k^2`` per output pixel instead of
+  ``Cout*Cin*k^2``). Backward counts ``2x`` the forward (input and weight gradients),
+  forward+backward ``3x``. The same count is used for every provider, the conv floor included,
+  so effective TFLOP/s compare exactly as the inverse times do.
+* K work (reported separately, never added to the above): ``k^2*(3D+8)`` FLOPs per output
+  pixel of K's grid per evaluation (once forward, twice backward: recompute and the guide
+  chain, three times forward+backward). The ``dK`` product of the backward (GEMM-sized) is not
+  in either count.
+* Bytes: input + guide + weight + output once each in the dtype (forward); backward reads
+  them and the output gradient and writes the input, guide and weight gradients
+  (``2*(x+f+w) + y``); forward+backward is the sum. One count per case for every provider.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+OPS = ("conv", "transposed", "pool")
+MODES = ("fwd", "bwd", "fwdbwd")
+DTYPES = ("fp32", "tf32", "fp16", "bf16")
+# PAC providers; "floor" (F.conv2d / F.conv_transpose2d at the same shape) is added separately.
+PAC_PROVIDERS = ("triton", "reference", "compile", "auto")
+ALL_PROVIDERS = PAC_PROVIDERS + ("floor",)
+
+DTYPE_BYTES = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2}
+
+# Axis name -> (aliases, Case field it sets, values at full size (GPU), values at CPU size).
+AXES = {
+    "kernel_size": (("k", "kernel", "ksize"), "k", (1, 3, 5, 7, 9, 11), (1, 3, 5, 7, 9, 11)),
+    "channels": (("c", "ch", "channel"), "c_in", (16, 32, 64, 128, 256, 512), (4, 8, 16, 32, 64)),
+    "feature_dim": (("d", "dim", "guide_dim"), "d", (1, 2, 4, 8, 16, 32, 64), (1, 4, 16, 64)),
+    "resolution": (("res", "r", "hw", "size"), "h", (128, 256, 512, 1024, 2048), (16, 32, 64, 128)),
+    "batch": (("b", "bs", "batch_size"), "b", (1, 2, 4, 8), (1, 2, 4)),
+}
+# Values for the axes not swept.
+DEFAULTS_FULL = dict(b=1, c_in=64, k=5, d=16, h=512)
+DEFAULTS_CPU = dict(b=1, c_in=16, k=5, d=8, h=32)
+# Presets are defined at their paper sizes; on a CPU their resolution is divided by this.
+CPU_PRESET_SCALE = 4
+
+
+def axis_name(name: str) -> str:
+    """Canonical axis name for a user-given name or alias."""
+    key = name.strip().lower()
+    for canon, (aliases, *_rest) in AXES.items():
+        if key == canon or key in aliases:
+            return canon
+    raise ValueError(f"unknown sweep axis {name!r}; choose from {', '.join(AXES)} "
+                     f"(aliases: {', '.join(a for v in AXES.values() for a in v[0])})")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measured workload. ``h, w`` are the output size for ``transposed``/``upsample``
+    (the guide's size), the input size otherwise."""
+    op: str = "conv"                 # conv | transposed | pool | upsample | crf
+    b: int = 1
+    c_in: int = 64
+    c_out: int = 0                   # 0: same as c_in
+    h: int = 512
+    w: int = 0                       # 0: same as h
+    k: int = 5
+    d: int = 16
+    stride: int = 1
+    dilation: int = 1
+    kernel_type: str = "gaussian"
+    layers: int = 1                  # upsample: transposed layers in the stack
+    steps: int = 1                   # crf: mean-field steps
+    mode: str = "fwd"
+    dtype: str = "fp32"
+    group: str = ""                  # sweep axis or preset name
+    axis: str = ""                   # the swept axis, for charts ("" if none)
+    name: str = ""                   # short label (presets: layer name)
+    tiny: bool = False               # small enough for the Triton interpreter on CPU
+    note: str = ""                   # e.g. "cpu-scaled: resolution/4"
+    providers: tuple = ()            # restrict the providers (empty: all asked for)
+    gpu_only: bool = False           # skipped (with a row saying so) without CUDA
+
+    # ---- derived shape -------------------------------------------------------------------
+    @property
+    def cout(self) -> int:
+        return self.c_out or self.c_in
+
+    @property
+    def wd(self) -> int:
+        return self.w or self.h
+
+    @property
+    def padding(self) -> int:
+        return (self.k - 1) // 2 * self.dilation
+
+    @property
+    def output_padding(self) -> int:
+        return self.stride - 1 if self.op in ("transposed", "upsample") else 0
+
+    def layer_shapes(self):
+        """``[(c_in, c_out, h_in, w_in, h_out, w_out)]`` for each GEMM-bearing layer (one
+        entry per crf step)."""
+        if self.op == "upsample":
+            out = []
+            for i in range(self.layers):
+                f = 2 ** (self.layers - i)
+                hi, wi = self.h // f, self.wd // f
+                out.append((self.c_in, self.cout, hi, wi, hi * 2, wi * 2))
+            return out
+        if self.op == "transposed":
+            s = self.stride
+            return [(self.c_in, self.cout, self.h // s, self.wd // s, self.h, self.wd)]
+        if self.op == "crf":
+            return [(self.c_in, self.c_in, self.h, self.wd, self.h, self.wd)] * self.steps
+        ho = (self.h + 2 * self.padding - self.dilation * (self.k - 1) - 1) // self.stride + 1
+        wo = (self.wd + 2 * self.padding - self.dilation * (self.k - 1) - 1) // self.stride + 1
+        cout = self.c_in if self.op == "pool" else self.cout
+        return [(self.c_in, cout, self.h, self.wd, ho, wo)]
+
+    @property
+    def h_in(self):
+        return self.layer_shapes()[0][2]
+
+    @property
+    def w_in(self):
+        return self.layer_shapes()[0][3]
+
+    @property
+    def h_out(self):
+        return self.layer_shapes()[-1][4]
+
+    @property
+    def w_out(self):
+        return self.layer_shapes()[-1][5]
+
+    # ---- documented counts ---------------------------------------------------------------
+    @property
+    def mode_factor(self) -> int:
+        return {"fwd": 1, "bwd": 2, "fwdbwd": 3}[self.mode]
+
+    def fwd_flops(self) -> float:
+        k2 = self.k * self.k
+        total = 0.0
+        for ci, co, hi, wi, ho, wo in self.layer_shapes():
+            if self.op == "pool":
+                total += 2.0 * self.b * ci * k2 * ho * wo
+            elif self.op in ("transposed", "upsample"):
+                total += 2.0 * self.b * ci * co * k2 * hi * wi
+            else:
+                total += 2.0 * self.b * co * ci * k2 * ho * wo
+        return total
+
+    def flops(self) -> float:
+        """GEMM FLOPs of this mode (documented count, same for every provider)."""
+        return self.fwd_flops() * self.mode_factor
+
+    def k_flops(self) -> float:
+        """K work: ``k^2 (3D + 8)`` per pixel of K's grid per evaluation (crf: K once)."""
+        per_px = self.k * self.k * (3 * self.d + 8)
+        shapes = self.layer_shapes()[:1] if self.op == "crf" else self.layer_shapes()
+        px = sum(self.b * ho * wo for *_x, ho, wo in shapes)
+        return float(per_px * px * self.mode_factor)
+
+    def bytes(self) -> float:
+        """input + guide + weight + output once each, in the dtype; see the module doc."""
+        e = DTYPE_BYTES[self.dtype]
+        x = f = wt = y = 0
+        shapes = self.layer_shapes()
+        for idx, (ci, co, hi, wi, ho, wo) in enumerate(shapes):
+            x += self.b * ci * hi * wi
+            y += self.b * co * ho * wo
+            if self.op == "crf":
+                wt += ci * co * self.k * self.k
+                if idx == 0:
+                    f += self.b * self.d * hi * wi
+                continue
+            f += self.b * self.d * (ho * wo if self.op in ("transposed", "upsample") else hi * wi)
+            if self.op != "pool":
+                wt += ci * co * self.k * self.k
+        fwd = x + f + wt + y
+        bwd = 2 * (x + f + wt) + y
+        return float(e * {"fwd": fwd, "bwd": bwd, "fwdbwd": fwd + bwd}[self.mode])
+
+    # ---- labels ----------------------------------------------------------------------------
+    def shape_label(self) -> str:
+        res = f"{self.h}x{self.wd}" if self.wd != self.h else f"{self.h}^2"
+        co = f"->{self.cout}" if self.cout != self.c_in and self.op != "pool" else ""
+        extra = ""
+        if self.op == "upsample":
+            extra = f" x{2 ** self.layers}({self.layers}L)"
+        elif self.op == "crf":
+            extra = f" {self.steps}st"
+        elif self.op == "transposed":
+            extra = f" s{self.stride}"
+        b = f"B{self.b} " if self.b != 1 else ""
+        name = f"{self.name} " if self.name else ""
+        return f"{name}{self.op} {b}C{self.c_in}{co} k{self.k} D{self.d} {res}{extra}"
+
+    def config_id(self) -> str:
+        return (f"{self.group}|{self.op}|b{self.b}|c{self.c_in}-{self.cout}|{self.h}x{self.wd}|k{self.k}"
+                f"|d{self.d}|s{self.stride}|dil{self.dilation}|L{self.layers}|T{self.steps}|{self.mode}|{self.dtype}")
+
+    def fields(self) -> dict:
+        """Every config field as a flat dict (CSV columns)."""
+        return dict(
+            group=self.group, name=self.name, axis=self.axis,
+            axis_value=(getattr(self, AXES[self.axis][1]) if self.axis else None),
+            op=self.op, mode=self.mode, dtype=self.dtype, batch=self.b, c_in=self.c_in,
+            c_out=self.layer_shapes()[-1][1], h_in=self.h_in, w_in=self.w_in, h_out=self.h_out,
+            w_out=self.w_out, kernel_size=self.k, feature_dim=self.d, stride=self.stride,
+            padding=self.padding, output_padding=self.output_padding, dilation=self.dilation,
+            kernel_type=self.kernel_type, layers=self.layers, steps=self.steps, note=self.note,
+        )
+
+
+def replace(case: Case, **kw) -> Case:
+    return dataclasses.replace(case, **kw)
+
+
+# ---- sweeps ----------------------------------------------------------------------------------
+
+def sweep_cases(axes, ops, modes, dtypes, full: bool, overrides: dict | None = None):
+    """One axis at a time, the others at their defaults (or ``overrides``)."""
+    base = dict(DEFAULTS_FULL if full else DEFAULTS_CPU)
+    base.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    out = []
+    for axis in axes:
+        _aliases, fld, full_vals, cpu_vals = AXES[axis]
+        for op in ops:
+            for val in (full_vals if full else cpu_vals):
+                kw = dict(base)
+                kw[fld] = val
+                if op == "transposed":
+                    kw["stride"] = 2
+                    if kw["h"] % 2:
+                        continue
+                for mode in modes:
+                    for dt in dtypes:
+                        out.append(Case(op=op, mode=mode, dtype=dt, group=f"sweep:{axis}", axis=axis, **kw))
+    return out
+
+
+def quick_cases(full: bool):
+    """``--quick``: reference + floor at small sizes on a CPU (a minute), a few points at full
+    size on CUDA; plus tiny Triton points (interpreted on a CPU)."""
+    if full:
+        axes = {"kernel_size": (3, 5, 7), "channels": (32, 64, 128), "feature_dim": (4, 16, 64)}
+        base, dtypes = dict(DEFAULTS_FULL), ("bf16",)
+    else:
+        axes = {"kernel_size": (1, 3, 5, 7, 9), "channels": (4, 8, 16, 32), "feature_dim": (1, 4, 16, 64)}
+        base, dtypes = dict(b=1, c_in=8, k=5, d=8, h=24), ("fp32",)
+    # On a CPU the Triton provider runs only at the tiny points below (interpreted).
+    no_triton = () if full else tuple(p for p in ALL_PROVIDERS if p != "triton")
+    out = []
+    for axis, vals in axes.items():
+        fld = AXES[axis][1]
+        for v in vals:
+            for mode in ("fwd", "fwdbwd"):
+                for dt in dtypes:
+                    kw = dict(base)
+                    kw[fld] = v
+                    out.append(Case(op="conv", mode=mode, dtype=dt, group=f"quick:{axis}", axis=axis,
+                                    providers=no_triton, **kw))
+    # The other operators once each, and the tiny points where Triton runs interpreted on CPU.
+    small = dict(b=1, c_in=8, k=5, d=8, h=24) if not full else dict(DEFAULTS_FULL)
+    for op in ("transposed", "pool"):
+        out.append(Case(op=op, stride=2 if op == "transposed" else 1, mode="fwd", dtype=dtypes[0],
+                        group="quick:ops", providers=no_triton, **small))
+    if full:
+        return out
+    tiny = dict(b=1, c_in=4, k=3, d=2, h=8)
+    for op in OPS:
+        for mode in ("fwd", "fwdbwd"):
+            out.append(Case(op=op, stride=2 if op == "transposed" else 1, mode=mode, dtype="fp32",
+                            group="quick:tiny", tiny=True, **tiny))
+    return out
+
+
+# ---- presets: the paper's workloads ------------------------------------------------------------
+
+def _scaled(case: Case, full: bool) -> Case:
+    if full or case.gpu_only:
+        return case
+    s = CPU_PRESET_SCALE
+    return replace(case, h=case.h // s, w=(case.w // s if case.w else 0),
+                   note=(case.note + "; " if case.note else "") + f"cpu-scaled: resolution/{s}")
+
+
+def preset_upsample(modes, dtypes):
+    """Joint upsampling x4/x8/x16: stacks of stride-2 PacConvTranspose2d, C=32, k=5, D=16,
+    1024x448 output (the guide at each layer's output resolution)."""
+    return [Case(op="upsample", c_in=32, k=5, d=16, h=1024, w=448, stride=2, layers=n, mode=m, dtype=dt,
+                 group="upsample", name=f"x{2 ** n}")
+            for n in (2, 3, 4) for m in modes for dt in dtypes]
+
+
+VGG_LAYERS = (("conv3_3", 256, 4), ("conv4_3", 512, 8), ("conv5_3", 512, 16))
+
+
+def preset_vgg(modes, dtypes):
+    """VGG-16 conv3_3/conv4_3/conv5_3 as PAC on a 512x512 image (layers at 1/4, 1/8, 1/16),
+    k=3, guide D=128 (conv2_2 features brought to the layer's resolution)."""
+    return [Case(op="conv", c_in=c, k=3, d=128, h=512 // f, mode=m, dtype=dt, group="vgg", name=name)
+            for name, c, f in VGG_LAYERS for m in modes for dt in dtypes]
+
+
+def preset_crf(modes, dtypes):
+    """PAC-CRF: 21 classes, 512x512, 5 mean-field steps, kernel 5..11, 5-channel YXRGB guide."""
+    return [Case(op="crf", c_in=21, k=k, d=5, h=512, steps=5, mode=m, dtype=dt, group="crf", name=f"crf-k{k}")
+            for k in (5, 7, 9, 11) for m in modes for dt in dtypes]
+
+
+def preset_gpu_check():
+    """The short set ``perf/gpu_check.sh`` runs (a few minutes on an H100): the floor shapes of
+    KERNEL_NOTES.md forward in bf16 and TF32, forward+backward in bf16 (guide requiring
+    grad), the transposed and pooling operators once, and peak memory vs resolution including
+    the 3840x2160 frame of the backward issue's memory target."""
+    out = []
+    g = "gpu-check"
+    for dt in ("bf16", "tf32"):
+        for k in (3, 5, 7):
+            out.append(Case(op="conv", c_in=64, k=k, d=16, h=512, mode="fwd", dtype=dt, group=g, axis="kernel_size"))
+    for k in (3, 5, 7):
+        out.append(Case(op="conv", c_in=64, k=k, d=16, h=512, mode="fwdbwd", dtype="bf16", group=g,
+                        axis="kernel_size"))
+    out.append(Case(op="conv", c_in=256, k=3, d=64, h=128, mode="fwd", dtype="bf16", group=g, name="vgg-conv3"))
+    out.append(Case(op="conv", c_in=16, k=5, d=8, h=1024, mode="fwd", dtype="bf16", group=g))
+    out.append(Case(op="transposed", c_in=32, k=5, d=16, h=1024, w=448, stride=2, mode="fwd", dtype="bf16", group=g))
+    out.append(Case(op="pool", c_in=64, k=5, d=16, h=512, mode="fwd", dtype="bf16", group=g))
+    for h, w in ((1024, 0), (2160, 3840)):
+        big = h * (w or h) > 4_000_000
+        out.append(Case(op="conv", c_in=64, k=5, d=16, h=h, w=w, mode="fwdbwd", dtype="bf16", group=g,
+                        axis="resolution", gpu_only=big,
+                        providers=("triton", "floor") if big else ()))
+    return out
+
+
+PRESETS = {
+    "upsample": lambda modes, dtypes: preset_upsample(modes, dtypes),
+    "vgg": lambda modes, dtypes: preset_vgg(modes, dtypes),
+    "crf": lambda modes, dtypes: preset_crf(modes, dtypes),
+    "gpu-check": lambda modes, dtypes: preset_gpu_check(),
+}
+
+
+def preset_cases(name: str, modes, dtypes, full: bool):
+    cases = PRESETS[name](modes, dtypes)
+    return [_scaled(c, full) for c in cases]

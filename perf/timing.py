@@ -1,0 +1,91 @@
+"""Timers: ``triton.testing.do_bench`` on CUDA, a wall-clock timer on a CPU; peak memory on CUDA.
+
+Every timer returns milliseconds as ``{"median", "p20", "p80", "reps"}``. Nothing here
+imports Triton at module import (on a CPU the Triton interpreter must be switched on before
+the first import, which ``perf.__main__`` does).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+QUANTILES = (0.5, 0.2, 0.8)
+
+
+def setup_device(device: torch.device) -> None:
+    """Process-wide settings for fair timings: cuDNN picks its fastest algorithm for the
+    ``F.conv2d`` floor (``cudnn.benchmark``)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def set_float32_precision(dtype_name: str) -> None:
+    """``tf32``: float32 tensors with TF32 matmuls and convolutions (what decides
+    ``F.conv2d``'s float32 precision: ``torch.backends.cudnn.allow_tf32``); ``fp32``: strict."""
+    tf32 = dtype_name == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_cuda(fn, warmup_ms: float = 25.0, rep_ms: float = 100.0, grad_to_none=None) -> dict:
+    """``triton.testing.do_bench`` (CUDA events, L2 flushed between calls), median/p20/p80."""
+    from triton.testing import do_bench
+
+    med, p20, p80 = do_bench(fn, warmup=warmup_ms, rep=rep_ms, grad_to_none=grad_to_none,
+                             quantiles=list(QUANTILES))
+    reps = max(1, int(rep_ms / med)) if med > 0 else float("nan")  # do_bench's own estimate
+    return {"median": float(med), "p20": float(p20), "p80": float(p80), "reps": reps}
+
+
+def bench_cpu(fn, warmup: int = 1, rep_ms: float = 200.0, min_reps: int = 3, max_reps: int = 50) -> dict:
+    """Wall clock around each call (CPU ops are synchronous): ``warmup`` untimed calls, then
+    calls until ``rep_ms`` has passed and at least ``min_reps`` were made."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < max_reps:
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+        if len(times) >= min_reps and (time.perf_counter() - start) * 1e3 >= rep_ms:
+            break
+    t = torch.tensor(times, dtype=torch.float64)
+    q = torch.quantile(t, torch.tensor(QUANTILES, dtype=torch.float64))
+    return {"median": float(q[0]), "p20": float(q[1]), "p80": float(q[2]), "reps": len(times)}
+
+
+def bench(fn, device: torch.device, *, warmup_ms: float, rep_ms: float, grad_to_none=None) -> dict:
+    if device.type == "cuda":
+        return bench_cuda(fn, warmup_ms=warmup_ms, rep_ms=rep_ms, grad_to_none=grad_to_none)
+    return bench_cpu(fn, rep_ms=rep_ms)
+
+
+def wall_once(fn, device: torch.device) -> float:
+    """One call's wall time in ms (used for interpreted Triton: a cost, never a speed)."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    synchronize(device)
+    return (time.perf_counter() - t0) * 1e3
+
+
+def peak_memory(fn, device: torch.device):
+    """``(peak, peak - allocated_before)`` in bytes over one call, or ``None`` off CUDA. The
+    peak counts everything allocated, the inputs (and for ``bwd`` the saved graph) included."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device)
+    return peak, peak - before

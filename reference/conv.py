@@ -1,0 +1,61 @@
+"""PAC convolution and transposed convolution with a given kernel K, in plain PyTorch.
+
+Sections 2 and 3 of PAC_SEMANTICS.md, one tap at a time:
+
+    conv:        y[b,o,u,v] = bias[o] + sum_{c,i,j} W[o,c,i,j] K[b,0,i,j,u,v] x[b,c,u*s-p+i*d, v*s-p+j*d]
+    transposed:  y[b,o,u,v] = bias[o] + sum_{c,i,j} W[c,o,i,j] K[b,0,kh-1-i,kw-1-j,u,v] x[b,c,(u+p-i*d)/s, ...]
+"""
+from __future__ import annotations
+
+import torch
+
+from ._sample import compute_dtype, sample, zero_insert
+
+__all__ = ["pacconv2d", "pacconv_transpose2d"]
+
+
+def _finish(acc, bias, out_dtype):
+    if bias is not None:
+        acc = acc + bias.to(acc.dtype).reshape(1, -1, 1, 1)
+    return acc.to(out_dtype)
+
+
+def _accumulate(taps, kernel, weight, shared_filters, weight_tap):
+    """``sum_t K_t * (x_t contracted with W_t)``; ``taps`` yields ``(i, j, x_t)``."""
+    acc = 0
+    for i, j, x_tap in taps:
+        k_tap = kernel[:, :, i, j] if weight_tap is None else kernel[:, :, weight_tap[0] - i, weight_tap[1] - j]
+        scaled = k_tap * x_tap  # [B, C, Ho, Wo]
+        if shared_filters:
+            acc = acc + weight[0, 0, i, j] * scaled
+        else:
+            acc = acc + torch.einsum("oc,bchw->bohw", weight[:, :, i, j], scaled)
+    return acc
+
+
+def pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters):
+    """``input [B, C, H, W]``, ``kernel [B, 1, kh, kw, Ho, Wo]``, ``weight [O, C, kh, kw]``
+    (``[1, 1, kh, kw]`` shared) -> ``[B, O, Ho, Wo]`` in the input's dtype."""
+    dtype = compute_dtype(input.dtype)
+    x, k, w = input.to(dtype), kernel.to(dtype), weight.to(dtype)
+    kh, kw = w.shape[-2:]
+    out_hw = k.shape[-2:]
+    taps = ((i, j, sample(x, (i * dilation[0] - padding[0], j * dilation[1] - padding[1]), stride, out_hw))
+            for i in range(kh) for j in range(kw))
+    return _finish(_accumulate(taps, k, w, shared_filters, None), bias, input.dtype)
+
+
+def pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation, shared_filters):
+    """``input [B, C, H, W]``, ``kernel [B, 1, kh, kw, Ho, Wo]``, ``weight [C, O, kh, kw]``
+    (``[1, 1, kh, kw]`` shared) -> ``[B, O, Ho, Wo]``. ``output_padding`` is implied by K's size."""
+    dtype = compute_dtype(input.dtype)
+    x, k, w = input.to(dtype), kernel.to(dtype), weight.to(dtype)
+    kh, kw = w.shape[-2:]
+    out_hw = k.shape[-2:]
+    # Zero insertion turns "(u + p - i*d) divisible by s and inside the input" into a plain read.
+    inserted = zero_insert(x, stride)
+    taps = ((i, j, sample(inserted, (padding[0] - i * dilation[0], padding[1] - j * dilation[1]), (1, 1), out_hw))
+            for i in range(kh) for j in range(kw))
+    if not shared_filters:
+        w = w.transpose(0, 1)  # [O, C, kh, kw]
+    return _finish(_accumulate(taps, k, w, shared_filters, (kh - 1, kw - 1)), bias, input.dtype)

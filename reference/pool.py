@@ -1,0 +1,23 @@
+"""PAC pooling with a given kernel K (section 4 of PAC_SEMANTICS.md), in plain PyTorch:
+
+    y[b,c,u,v] = sum_{i,j} K[b, c or 0, i, j, u, v] * x[b, c, u*s-p+i*d, v*s-p+j*d]
+"""
+from __future__ import annotations
+
+from ._sample import compute_dtype, sample
+
+__all__ = ["pacpool2d"]
+
+
+def pacpool2d(input, kernel, kernel_size, stride, padding, dilation):
+    """``input [B, C, H, W]``, ``kernel [B, 1 or C, kh, kw, Ho, Wo]`` -> ``[B, C, Ho, Wo]``."""
+    dtype = compute_dtype(input.dtype)
+    x, k = input.to(dtype), kernel.to(dtype)
+    kh, kw = kernel_size
+    out_hw = k.shape[-2:]
+    acc = 0
+    for i in range(kh):
+        for j in range(kw):
+            x_tap = sample(x, (i * dilation[0] - padding[0], j * dilation[1] - padding[1]), stride, out_hw)
+            acc = acc + k[:, :, i, j] * x_tap
+    return acc.to(input.dtype)
