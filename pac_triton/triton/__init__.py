@@ -1,6 +1,122 @@
-"""Triton backend (placeholder until the fused kernels land)."""
-IMPLEMENTED = frozenset()
+"""The Triton backend of pac_triton: fused forward kernels (K computed on the fly, never stored).
+
+Same functions, signatures and return conventions as ``pac_triton.reference``; arguments arrive
+validated and normalised by ``pac_triton.functional``. Half types are computed with fp32
+accumulation and fp32 K math and returned in the input dtype; float64 uses exact math.
+Forward only: backward raises NotImplementedError (see ``ops.py``).
+
+Importing this package imports triton; when that fails, ``is_available()`` says why and every
+function raises RuntimeError with that reason.
+"""
+from __future__ import annotations
+
+__all__ = [
+    "is_available", "IMPLEMENTED", "IMPLEMENTED_BACKWARD",
+    "packernel2d", "pacconv2d", "pacconv_transpose2d", "pacpool2d",
+    "pac_conv2d", "pac_conv_transpose2d", "pac_pool2d",
+]
+
+IMPLEMENTED = frozenset({
+    "packernel2d", "pacconv2d", "pacconv_transpose2d", "pacpool2d",
+    "pac_conv2d", "pac_conv_transpose2d", "pac_pool2d",
+})
+
+# No Triton backward yet: a backward through these forwards raises NotImplementedError.
+IMPLEMENTED_BACKWARD = frozenset()
+
+try:
+    import triton as _triton  # noqa: F401
+
+    from . import ops as _ops
+    from .launch import ktype_code as _ktype_code
+    _IMPORT_ERROR = None
+except Exception as e:  # noqa: BLE001 - any import failure makes the backend unavailable
+    _ops = None
+    _IMPORT_ERROR = f"{type(e).__name__}: {e}"
 
 
 def is_available():
-    return False, "the Triton kernels have not landed yet"
+    """``(True, "")`` when the Triton backend can run, else ``(False, reason)``."""
+    if _IMPORT_ERROR is not None:
+        return False, f"triton cannot be imported ({_IMPORT_ERROR})"
+    return True, ""
+
+
+def _check():
+    if _IMPORT_ERROR is not None:
+        raise RuntimeError(f"the Triton backend is unavailable: triton cannot be imported ({_IMPORT_ERROR})")
+
+
+def _om(om, mask):
+    return om if mask is not None else None
+
+
+def _inv(kernel_type, inv_alpha, inv_lambda):
+    kt = _ktype_code(kernel_type)
+    if kt == 0:
+        return kt, None, None
+    return kt, inv_alpha, inv_lambda
+
+
+def packernel2d(guide, mask, kernel_size, stride, padding, output_padding, dilation, kernel_type,
+                smooth_kernel, inv_alpha, inv_lambda, channel_wise, normalize_kernel, transposed):
+    """Returns ``(K, out_mask)``; ``K`` is ``[B, 1 or D, kh, kw, Ho, Wo]`` in the guide's dtype."""
+    _check()
+    kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
+    k, om = _ops.kernel_fwd(guide, mask, smooth_kernel, a, lm, list(kernel_size), list(stride), list(padding),
+                            list(output_padding), list(dilation), kt, bool(channel_wise),
+                            bool(normalize_kernel), bool(transposed))
+    return k, _om(om, mask)
+
+
+def pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters):
+    _check()
+    y, _ = _ops.conv_fwd(input, weight, bias, None, kernel, None, None, None, None, list(stride), list(padding),
+                         [0, 0], list(dilation), 0, False, bool(shared_filters), False)
+    return y
+
+
+def pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation, shared_filters):
+    _check()
+    y, _ = _ops.conv_fwd(input, weight, bias, None, kernel, None, None, None, None, list(stride), list(padding),
+                         list(output_padding), list(dilation), 0, False, bool(shared_filters), True)
+    return y
+
+
+def pacpool2d(input, kernel, kernel_size, stride, padding, dilation):
+    _check()
+    y, _ = _ops.pool_fwd(input, None, kernel, None, None, None, None, list(kernel_size), list(stride),
+                         list(padding), list(dilation), 0, False, False)
+    return y
+
+
+def pac_conv2d(input, guide, weight, bias, stride, padding, dilation, kernel_type, inv_alpha, inv_lambda,
+               smooth_kernel, normalize_kernel, shared_filters, mask):
+    """Fused: K from the guide inside the GEMM. Returns ``(y, out_mask)``."""
+    _check()
+    kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
+    y, om = _ops.conv_fwd(input, weight, bias, guide, None, mask, smooth_kernel, a, lm, list(stride),
+                          list(padding), [0, 0], list(dilation), kt, bool(normalize_kernel),
+                          bool(shared_filters), False)
+    return y, _om(om, mask)
+
+
+def pac_conv_transpose2d(input, guide, weight, bias, stride, padding, output_padding, dilation, kernel_type,
+                         inv_alpha, inv_lambda, smooth_kernel, normalize_kernel, shared_filters, mask):
+    """Fused transposed conv (guide at output resolution). Returns ``(y, out_mask)``."""
+    _check()
+    kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
+    y, om = _ops.conv_fwd(input, weight, bias, guide, None, mask, smooth_kernel, a, lm, list(stride),
+                          list(padding), list(output_padding), list(dilation), kt, bool(normalize_kernel),
+                          bool(shared_filters), True)
+    return y, _om(om, mask)
+
+
+def pac_pool2d(input, guide, kernel_size, stride, padding, dilation, kernel_type, inv_alpha, inv_lambda,
+               smooth_kernel, normalize_kernel, channel_wise, mask):
+    """Fused K-weighted pooling. Returns ``(y, out_mask)``."""
+    _check()
+    kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
+    y, om = _ops.pool_fwd(input, guide, None, mask, smooth_kernel, a, lm, list(kernel_size), list(stride),
+                          list(padding), list(dilation), kt, bool(normalize_kernel), bool(channel_wise))
+    return y, _om(om, mask)

@@ -283,7 +283,7 @@ def pac_conv_kernel(
             acc = acc * tl.where(nz, vsum / tl.where(nz, nsum, 1.0), 0.0)[:, None]
         if HAS_MASK:
             if pid_o == 0:
-                tl.store(om_ptr + b * Ho * Wo + u * Wo + v, nz.to(om_ptr.dtype.element_ty), mask=pmask)
+                tl.store(om_ptr + b * Ho * Wo + u * Wo + v, nz.to(KDT).to(om_ptr.dtype.element_ty), mask=pmask)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_o, mask=omask, other=0.0).to(KDT)
         acc += bias[None, :]
@@ -422,11 +422,11 @@ def pac_dw_kernel(
         if HAS_MASK:
             if OM_PER_CHANNEL:
                 tl.store(om_ptr + (b * C + cc[None, :]) * Ho * Wo + (u * Wo + v)[:, None],
-                         nz.to(om_ptr.dtype.element_ty), mask=pmask[:, None] & cm[None, :])
+                         nz.to(KDT).to(om_ptr.dtype.element_ty), mask=pmask[:, None] & cm[None, :])
             else:
                 if pid_c == 0:
                     nzp = tl.max(nz.to(tl.int32), axis=1)
-                    tl.store(om_ptr + b * Ho * Wo + u * Wo + v, nzp.to(om_ptr.dtype.element_ty), mask=pmask)
+                    tl.store(om_ptr + b * Ho * Wo + u * Wo + v, nzp.to(KDT).to(om_ptr.dtype.element_ty), mask=pmask)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + cc, mask=cm, other=0.0).to(KDT)[None, :]
     y_ptrs = y_ptr + b * syb + (u * syh + v * syw)[:, None] + cc[None, :] * syc
@@ -539,8 +539,8 @@ def pac_kernel_kernel(
         tl.store(kptr, kt.to(k_ptr.dtype.element_ty), mask=smask)
     if HAS_MASK:
         if OM_PER_CHANNEL:
-            tl.store(om_ptr + (b * DK + cc[None, :]) * Ho * Wo + pix, nz.to(om_ptr.dtype.element_ty),
+            tl.store(om_ptr + (b * DK + cc[None, :]) * Ho * Wo + pix, nz.to(KDT).to(om_ptr.dtype.element_ty),
                      mask=smask)
         else:
-            tl.store(om_ptr + b * Ho * Wo + pix + cc[None, :] * 0, nz.to(om_ptr.dtype.element_ty),
+            tl.store(om_ptr + b * Ho * Wo + pix + cc[None, :] * 0, nz.to(KDT).to(om_ptr.dtype.element_ty),
                      mask=pmask[:, None] & (cc == 0)[None, :])

@@ -1,0 +1,220 @@
+"""Ahead-of-time compilation of the kernels for NVIDIA targets (no GPU needed).
+
+Run as ``python -m pac_triton.triton.aot [--arch 80 90] [--dtypes ...] [--all-configs]`` in a
+process WITHOUT ``TRITON_INTERPRET`` (interpreted functions cannot be compiled). For every
+kernel variant × dtype × arch it compiles PTX and a cubin with the ptxas shipped in the triton
+wheel and reads registers and spill bytes with ``cuobjdump --dump-resource-usage``. Prints one
+JSON object per line: ``{"name", "arch", "dtype", "regs", "spill_stores", "spill_loads", "ok"}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    raise SystemExit("aot.py must run without TRITON_INTERPRET")
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+
+from . import kernels as K  # noqa: E402
+from . import tuning  # noqa: E402
+
+_TS = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32", "fp64": "fp64"}
+_TL = {"fp16": tl.float16, "bf16": tl.bfloat16, "fp32": tl.float32, "fp64": tl.float64}
+
+
+def _tool(name):
+    base = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+    return base if os.path.exists(base) else name
+
+
+def _signature(fn, ptr_types, constexprs, int64_args=()):
+    sig = {}
+    for name in fn.arg_names:
+        if name in constexprs:
+            sig[name] = "constexpr"
+        elif name in ptr_types:
+            sig[name] = "*" + ptr_types[name]
+        else:
+            sig[name] = "i64" if name in int64_args else "i32"
+    return sig
+
+
+def _jitfn(fn):
+    return getattr(fn, "fn", fn) if not hasattr(fn, "arg_names") else fn
+
+
+def compile_one(fn, ptr_types, constexprs, arch, num_warps=4, num_stages=2, int64_args=()):
+    src = triton.compiler.ASTSource(fn, _signature(fn, ptr_types, constexprs, int64_args), constexprs)
+    ck = triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                        options=dict(num_warps=num_warps, num_stages=num_stages))
+    return ck
+
+
+def resource_usage(cubin: bytes):
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(cubin)
+        path = f.name
+    try:
+        out = subprocess.run([_tool("cuobjdump"), "--dump-resource-usage", path],
+                             capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(path)
+    m = re.search(r"REG:(\d+)", out)
+    st = re.search(r"STACK:(\d+)", out)
+    lo = re.search(r"LOCAL:(\d+)", out)
+    if m is None or st is None or lo is None:
+        raise RuntimeError(f"cannot read register / stack / local counts from cuobjdump output:\n{out}")
+    # Register spills land in local memory (the stack frame): STACK and LOCAL are 0 without spills.
+    return dict(regs=int(m.group(1)), stack=int(st.group(1)), local=int(lo.group(1)))
+
+
+def _geom(transposed=False):
+    return dict(KH=3, KW=3, SH=2 if transposed else 1, SW=2 if transposed else 1, PH=1, PW=1, DH=1, DW=1)
+
+
+def conv_variants(dt):
+    f64 = dt == "fp64"
+    kdt = "fp64" if f64 else "fp32"
+    dot_dt = {"fp16": tl.float16, "bf16": tl.bfloat16, "fp32": tl.float32, "fp64": tl.float64}[dt]
+    prec = "tf32" if dt == "fp32" else "ieee"
+    ptrs = dict(x_ptr=dt, w_ptr=dt, bias_ptr=dt, y_ptr=dt, g_ptr=dt, f0_ptr=dt, m_ptr=dt, k_ptr=dt,
+                om_ptr=dt, alpha_ptr=kdt, lam_ptr=kdt)
+    cfg = tuning.conv_default(64, 64, f64)
+    common = dict(KDT=_TL[kdt], DOT_DT=dot_dt, PREC=prec, USE_DOT=True, HAS_BIAS=True, IDX64=False,
+                  BLOCK_P=cfg["BLOCK_P"], BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"])
+    full = dict(K_MODE=K.K_GUIDE, KTYPE=K.KT_INV_ASYM, F0_SMOOTH=False, NORMALIZE=True, HAS_MASK=True,
+                D_SINGLE=True, BLOCK_D=16)
+    yield ("conv_guide", ptrs, {**_geom(), "TRANSPOSED": False, **common, **full}, cfg)
+    yield ("conv_guide_dblocks_gauss", ptrs, {**_geom(), "TRANSPOSED": False, **common, **full,
+                                               "KTYPE": K.KT_GAUSS, "D_SINGLE": False}, cfg)
+    yield ("conv_loadK", ptrs, {**_geom(), "TRANSPOSED": False, **common, "K_MODE": K.K_LOAD, "KTYPE": 0,
+                                "F0_SMOOTH": False, "NORMALIZE": False, "HAS_MASK": False,
+                                "D_SINGLE": True, "BLOCK_D": 1}, cfg)
+    yield ("convT_guide", ptrs, {**_geom(True), "TRANSPOSED": True, **common, **full}, cfg)
+    yield ("conv_guide_idx64", ptrs, {**_geom(), "TRANSPOSED": False, **common, **full, "IDX64": True}, cfg)
+
+
+def dw_variants(dt):
+    kdt = "fp64" if dt == "fp64" else "fp32"
+    ptrs = dict(x_ptr=dt, wt_ptr=kdt, bias_ptr=dt, y_ptr=dt, g_ptr=dt, f0_ptr=dt, m_ptr=dt, k_ptr=dt,
+                om_ptr=dt, alpha_ptr=kdt, lam_ptr=kdt)
+    cfg = tuning.dw_default(32, dt == "fp64")
+    common = dict(KDT=_TL[kdt], IDX64=False, BLOCK_P=cfg["BLOCK_P"], BLOCK_C=cfg["BLOCK_C"],
+                  K_MODE=K.K_GUIDE, KTYPE=K.KT_INV_ASYM, F0_SMOOTH=False, NORMALIZE=True, HAS_MASK=True)
+    yield ("pool_cw", ptrs, {**_geom(), "TRANSPOSED": False, **common, "HAS_BIAS": False, "HAS_WTAP": False,
+                             "CW": True, "OM_PER_CHANNEL": True, "D_SINGLE": True, "BLOCK_D": 1}, cfg)
+    yield ("shared_conv", ptrs, {**_geom(), "TRANSPOSED": False, **common, "HAS_BIAS": True, "HAS_WTAP": True,
+                                 "CW": False, "OM_PER_CHANNEL": False, "D_SINGLE": True, "BLOCK_D": 16}, cfg)
+    yield ("shared_convT", ptrs, {**_geom(True), "TRANSPOSED": True, **common, "HAS_BIAS": True,
+                                  "HAS_WTAP": True, "CW": False, "OM_PER_CHANNEL": False, "D_SINGLE": True,
+                                  "BLOCK_D": 16}, cfg)
+    yield ("pool_loadK_idx64", ptrs, {**_geom(), "TRANSPOSED": False, **common, "K_MODE": K.K_LOAD,
+                                      "NORMALIZE": False, "HAS_MASK": False, "HAS_BIAS": False,
+                                      "HAS_WTAP": False, "CW": False, "OM_PER_CHANNEL": False,
+                                      "D_SINGLE": True, "BLOCK_D": 1, "IDX64": True}, cfg)
+
+
+def kernel_variants(dt):
+    kdt = "fp64" if dt == "fp64" else "fp32"
+    ptrs = dict(g_ptr=dt, f0_ptr=dt, m_ptr=dt, k_ptr=dt, om_ptr=dt, alpha_ptr=kdt, lam_ptr=kdt)
+    for cw in (False, True):
+        cfg = tuning.kernel_default(16, cw)
+        yield (f"packernel{'_cw' if cw else ''}", ptrs,
+               {**_geom(), "TRANSPOSED": False, "KTYPE": K.KT_INV_ASYM, "F0_SMOOTH": False, "NORMALIZE": True,
+                "HAS_MASK": True, "CW": cw, "OM_PER_CHANNEL": cw, "IDX64": False, "KDT": _TL[kdt],
+                "D_SINGLE": not cw, "BLOCK_D": 1 if cw else 16, "BLOCK_P": cfg["BLOCK_P"],
+                "BLOCK_C": cfg["BLOCK_C"]}, cfg)
+
+
+CORE = ("conv_guide", "convT_guide", "shared_conv", "packernel_cw")
+
+
+def all_variants(dtypes):
+    """(jit fn, dtype, (name, pointer types, constexprs, launch config), core): core variants
+    are the default-config variants every (arch, dtype) compiles (one or more per kernel); the
+    others (K read, D in blocks, 64-bit offsets, shared transposed, pooling, non-channel-wise
+    packernel2d) are compiled for sm_90 bf16 only, to keep the test under two minutes."""
+    for dt in dtypes:
+        for v in conv_variants(dt):
+            yield K.pac_conv_kernel, dt, v, v[0] in CORE
+        for v in dw_variants(dt):
+            yield K.pac_dw_kernel, dt, v, v[0] in CORE
+        for v in kernel_variants(dt):
+            yield K.pac_kernel_kernel, dt, v, v[0] in CORE
+
+
+def tuned_conv_variants(dt="bf16"):
+    """Every config of the conv tuning list (C = O = 64, not pruned away) for one specialisation."""
+    name, ptrs, const, _ = next(conv_variants(dt))
+    for c in tuning._conv_prune(tuning.CONV_CONFIGS, dict(C=64, O=64)):
+        cst = {**const, **c.kwargs}
+        cfg = dict(num_warps=c.num_warps, num_stages=c.num_stages)
+        yield (f"{name}[P{c.kwargs['BLOCK_P']},O{c.kwargs['BLOCK_O']},C{c.kwargs['BLOCK_C']},"
+               f"w{c.num_warps},s{c.num_stages}]", ptrs, cst, cfg)
+
+
+def _work(job):
+    fn_name, dt, arch, name, ptrs, const, cfg, default = job
+    fn = getattr(K, fn_name)
+    t0 = time.time()
+    rec = dict(name=name, arch=arch, dtype=dt, default=default,
+               num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    try:
+        ck = compile_one(fn, ptrs, const, arch, cfg["num_warps"], cfg["num_stages"])
+        rec.update(resource_usage(ck.asm["cubin"]))
+        rec["ok"] = True
+    except Exception as e:  # noqa: BLE001
+        rec.update(ok=False, error=f"{type(e).__name__}: {str(e)[:2000]}")
+    rec["seconds"] = round(time.time() - t0, 2)
+    return rec
+
+
+def _jsonable(const):
+    return {k: (str(v) if not isinstance(v, (int, float, bool, str)) else v) for k, v in const.items()}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--arch", type=int, nargs="+", default=[80, 90])
+    ap.add_argument("--dtypes", nargs="+", default=["fp32", "fp16", "bf16", "fp64"])
+    ap.add_argument("--all-configs", action="store_true", help="also the conv tuning list (bf16, sm_90)")
+    ap.add_argument("--only", default=None, help="substring filter on variant names")
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    a = ap.parse_args(argv)
+    jobs = []
+    for arch in a.arch:
+        for fn, dt, (name, ptrs, const, cfg), core in all_variants(a.dtypes):
+            if core or (arch == 90 and dt == "bf16"):
+                jobs.append((fn.__name__, dt, arch, name, ptrs, const, cfg, True))
+    if a.all_configs:
+        for name, ptrs, const, cfg in tuned_conv_variants("bf16"):
+            jobs.append(("pac_conv_kernel", "bf16", 90, name, ptrs, const, cfg, False))
+    if a.only:
+        jobs = [j for j in jobs if a.only in j[3]]
+    rc = 0
+    if a.jobs > 1:
+        import multiprocessing as mp
+        with mp.get_context("fork").Pool(a.jobs) as pool:
+            results = pool.imap(_work, jobs)
+            for rec in results:
+                rc |= not rec["ok"]
+                print(json.dumps(rec), flush=True)
+    else:
+        for job in jobs:
+            rec = _work(job)
+            rc |= not rec["ok"]
+            print(json.dumps(rec), flush=True)
+    return int(rc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

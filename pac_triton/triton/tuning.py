@@ -1,0 +1,143 @@
+"""Tile configurations: defaults, the pruned autotuning lists, the interpreter fallback, and the
+test override.
+
+* Under the Triton interpreter (``TRITON_INTERPRET=1``) and with ``PAC_TRITON_AUTOTUNE=0``
+  the default config is launched directly (no autotuner: with more than one config it needs
+  an active GPU driver).
+* ``FORCE`` (tests): a dict of block sizes that replaces the defaults and disables tuning, so
+  that small shapes span several tiles on every axis. Use ``force_blocks(...)``.
+* Tuned results are kept in memory per process; where the installed Triton's ``autotune``
+  accepts ``cache_results`` they are also written to Triton's on-disk cache and survive
+  across runs (GPU only: nothing is tuned on CPU).
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+
+import triton
+
+FORCE: dict | None = None
+
+
+@contextlib.contextmanager
+def force_blocks(**blocks):
+    """Force block sizes (keys: BLOCK_P, BLOCK_O, BLOCK_C, DW_BLOCK_C, KER_BLOCK_C, BLOCK_D)."""
+    global FORCE
+    old = FORCE
+    FORCE = dict(blocks)
+    try:
+        yield
+    finally:
+        FORCE = old
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def autotune_enabled() -> bool:
+    return (not interpreting() and FORCE is None
+            and os.environ.get("PAC_TRITON_AUTOTUNE", "1") != "0")
+
+
+def np2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+
+
+def clamp(v, lo, hi):
+    return max(lo, min(hi, v))
+
+
+def _get(key, default):
+    if FORCE is not None and key in FORCE:
+        return FORCE[key]
+    return default
+
+
+def block_d(D: int) -> int:
+    """Guide channels per block: all of D up to 64 (f0 then stays in registers)."""
+    return _get("BLOCK_D", clamp(np2(D), 1, 64))
+
+
+def conv_default(C: int, O: int, f64: bool) -> dict:
+    if f64:
+        cfg = dict(BLOCK_P=32, BLOCK_O=clamp(np2(O), 16, 32), BLOCK_C=16, num_warps=4, num_stages=1)
+    else:
+        bo = clamp(np2(O), 16, 64)
+        # 8 warps for the 64x64 tile: 4 warps need ~255 registers and spill with 64-bit offsets.
+        cfg = dict(BLOCK_P=64, BLOCK_O=bo, BLOCK_C=clamp(np2(C), 16, 32),
+                   num_warps=8 if bo >= 64 else 4, num_stages=2)
+    for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C"):
+        cfg[k] = _get(k, cfg[k])
+    return cfg
+
+
+def dw_default(C: int, f64: bool = False) -> dict:
+    bc = clamp(np2(C), 1, 16 if f64 else 32)
+    cfg = dict(BLOCK_P=64, BLOCK_C=bc, num_warps=8 if 64 * bc >= 2048 or f64 else 4, num_stages=1)
+    cfg["BLOCK_P"] = _get("BLOCK_P", cfg["BLOCK_P"])
+    cfg["BLOCK_C"] = _get("DW_BLOCK_C", cfg["BLOCK_C"])
+    return cfg
+
+
+def kernel_default(DK: int, channel_wise: bool) -> dict:
+    cfg = dict(BLOCK_P=64, BLOCK_C=clamp(np2(DK), 1, 16) if channel_wise else 1, num_warps=4, num_stages=1)
+    cfg["BLOCK_P"] = _get("BLOCK_P", cfg["BLOCK_P"])
+    if channel_wise:
+        cfg["BLOCK_C"] = _get("KER_BLOCK_C", cfg["BLOCK_C"])
+    return cfg
+
+
+# --- autotuning lists ------------------------------------------------------------------------
+
+def _conv_configs():
+    # (BLOCK_P, BLOCK_O, BLOCK_C, num_warps, num_stages): a short list around the default; the
+    # prune below drops output-channel / input-channel blocks far larger than the layer.
+    # Larger tiles (128x64 with BLOCK_C 64, 128x32 on 4 warps, 256x64) spill on sm_90: left out.
+    table = [(64, 32, 32, 4, 2), (64, 64, 32, 8, 2), (64, 64, 64, 8, 3), (128, 64, 32, 8, 2),
+             (128, 128, 32, 8, 2), (64, 128, 32, 8, 2), (128, 32, 32, 8, 2)]
+    return [triton.Config(dict(BLOCK_P=bp, BLOCK_O=bo, BLOCK_C=bc), num_warps=nw, num_stages=ns)
+            for bp, bo, bc, nw, ns in table]
+
+
+def _conv_prune(configs, nargs, **kwargs):
+    a = {**nargs, **kwargs}
+    C, O = int(a["C"]), int(a["O"])
+    keep = [c for c in configs
+            if c.kwargs["BLOCK_O"] <= max(32, np2(O)) and c.kwargs["BLOCK_C"] <= max(32, np2(C))]
+    return keep or configs[:1]
+
+
+def _dw_configs():
+    return [triton.Config(dict(BLOCK_P=bp, BLOCK_C=bc), num_warps=nw, num_stages=1)
+            for bp in (32, 64, 128) for bc in (16, 32, 64) for nw in (4, 8)
+            if not (bp * bc <= 32 * 32 and nw == 8)]
+
+
+def _dw_prune(configs, nargs, **kwargs):
+    a = {**nargs, **kwargs}
+    C = int(a["C"])
+    keep = [c for c in configs if c.kwargs["BLOCK_C"] <= max(16, np2(C))]
+    return keep or configs[:1]
+
+
+CONV_KEY = ["C", "O", "D", "Ho", "Wo", "KH", "KW", "SH", "SW", "TRANSPOSED", "K_MODE", "KTYPE",
+            "NORMALIZE", "HAS_MASK", "D_SINGLE", "PREC"]
+DW_KEY = ["C", "D", "Ho", "Wo", "KH", "KW", "SH", "SW", "TRANSPOSED", "K_MODE", "KTYPE", "CW",
+          "NORMALIZE", "HAS_MASK", "D_SINGLE"]
+
+
+def make_autotuned(jit_fn, configs, key, prune):
+    kwargs = dict(configs=configs, key=key, prune_configs_by={"early_config_prune": prune})
+    try:
+        if "cache_results" in inspect.signature(triton.autotune).parameters:
+            kwargs["cache_results"] = True
+    except (TypeError, ValueError):
+        pass
+    return triton.autotune(**kwargs)(jit_fn)
+
+
+CONV_CONFIGS = _conv_configs()
+DW_CONFIGS = _dw_configs()

@@ -1,0 +1,112 @@
+"""Custom-op plumbing of the Triton backend: availability, opcheck, fake shapes, the backward
+error, torch.compile without graph breaks, and no k*k*H*W-sized buffer."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from triton_helpers import REF, reference_forbidden
+
+PT = pytest.importorskip("pac_triton.triton")
+
+
+@pytest.fixture(autouse=True)
+def _setup(small_blocks, monkeypatch):
+    monkeypatch.setenv("PAC_TRITON_AUTOTUNE", "0")
+    yield
+
+
+def test_available_and_implemented():
+    ok, reason = PT.is_available()
+    assert ok, reason
+    assert PT.IMPLEMENTED == {"packernel2d", "pacconv2d", "pacconv_transpose2d", "pacpool2d",
+                              "pac_conv2d", "pac_conv_transpose2d", "pac_pool2d"}
+
+
+def _conv_args(dtype=torch.float32, requires_grad=False):
+    x = torch.randn(1, 3, 5, 5, dtype=dtype, requires_grad=requires_grad)
+    g = torch.randn(1, 2, 5, 5, dtype=dtype)
+    w = torch.randn(4, 3, 3, 3, dtype=dtype, requires_grad=requires_grad)
+    m = (torch.rand(1, 1, 5, 5) > 0.3).to(dtype)
+    return x, g, w, m
+
+
+def test_opcheck_conv():
+    x, g, w, m = _conv_args()
+    ops = torch.ops.pac_triton
+    args = (x, w, None, g, None, m, None, torch.tensor(1.0), torch.tensor(-2.0), [1, 1], [1, 1], [0, 0], [1, 1],
+            1, True, False, False)
+    torch.library.opcheck(ops.triton_conv_fwd, args, test_utils=("test_schema", "test_faketensor",
+                                                                  "test_aot_dispatch_static"))
+
+
+def test_opcheck_pool_and_kernel():
+    x = torch.randn(1, 3, 5, 5)
+    g = torch.randn(1, 3, 5, 5)
+    m = (torch.rand(1, 1, 5, 5) > 0.3).float()
+    ops = torch.ops.pac_triton
+    torch.library.opcheck(ops.triton_pool_fwd,
+                          (x, g, None, m, None, None, None, [3, 3], [1, 1], [1, 1], [1, 1], 0, True, True),
+                          test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(ops.triton_kernel_fwd,
+                          (g, m, None, None, None, [3, 3], [1, 1], [1, 1], [0, 0], [1, 1], 0, False, True, False),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_backward_raises_clearly():
+    x, g, w, m = _conv_args(requires_grad=True)
+    y, _ = PT.pac_conv2d(x, g, w, None, (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, False, False, None)
+    assert y.requires_grad
+    with pytest.raises(NotImplementedError, match="backward of the Triton backend lands with the backward issue"):
+        y.sum().backward()
+
+
+def test_torch_compile_fullgraph():
+    x, g, w, m = _conv_args()
+    wt = torch.randn(3, 4, 3, 3)
+    gt = torch.randn(1, 2, 10, 10)
+
+    def f(x, g, w, wt, gt, m):
+        y, om = PT.pac_conv2d(x, g, w, None, (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, True, False, m)
+        z, _ = PT.pac_conv_transpose2d(y[:, :3], gt, wt, None, (2, 2), (1, 1), (1, 1), (1, 1), "gaussian",
+                                       None, None, None, False, False, None)
+        p, _ = PT.pac_pool2d(z, z, (3, 3), (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, True, True, None)
+        return p, om
+
+    expected = f(x, g, w, wt, gt, m)
+    torch._dynamo.reset()
+    got = torch.compile(f, fullgraph=True, backend="aot_eager")(x, g, w, wt, gt, m)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b)
+
+
+class _Tracker(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.max_numel = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(t, torch.Tensor):
+                self.max_numel = max(self.max_numel, t.numel())
+        return out
+
+
+def test_no_kernel_sized_buffer():
+    """The fused conv never materialises K or im2col (k*k*Ho*Wo elements per image)."""
+    B, C, O, D, H, W, k = 1, 2, 2, 2, 6, 6, 5
+    x = torch.randn(B, C, H, W)
+    g = torch.randn(B, D, H, W)
+    w = torch.randn(O, C, k, k)
+    m = (torch.rand(B, 1, H, W) > 0.3).float()
+    tracker = _Tracker()
+    with reference_forbidden(), tracker:
+        y, _ = PT.pac_conv2d(x, g, w, None, (1, 1), (2, 2), (1, 1), "gaussian", None, None,
+                             torch.rand(1, 1, 3, 3), True, False, m)
+    assert tracker.max_numel > 0
+    assert tracker.max_numel < k * k * B * H * W, tracker.max_numel
+    yr, _ = REF.pac_conv2d(x, g, w, None, (1, 1), (2, 2), (1, 1), "gaussian", None, None,
+                           None, True, False, m)
+    assert y.shape == yr.shape
