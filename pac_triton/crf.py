@@ -61,8 +61,8 @@ class PacCRF(nn.Module):
         else:
             self.unary_weight = nn.Parameter(torch.tensor(float(unary_weight)))
         self._backend = None
-        if pairwise_kernels is None:
-            pairwise_kernels = (dict(),)
+        if pairwise_kernels is None:  # as pacnet: passers can be added later
+            pairwise_kernels = ()
         elif isinstance(pairwise_kernels, dict):
             pairwise_kernels = (pairwise_kernels,)
         for kwargs in pairwise_kernels:
@@ -102,15 +102,8 @@ class PacCRF(nn.Module):
                                   shared_filters=True, filler=filler if spatial_filter else "crf_pool",
                                   native_impl=self.native_impl, backend=self.backend)
         self.messengers.append(messenger)
-        if compat_type == "2d":
-            compat = nn.Conv2d(channels, channels, kernel_size=1, bias=False)
-            with torch.no_grad():
-                compat.weight.copy_((1.0 - torch.eye(channels))[:, :, None, None])
-                if self.perturbed_init:
-                    compat.weight.add_((torch.rand_like(compat.weight) - 0.5) * 0.001)
-        else:
-            compat = nn.Identity()
-        self.compat.append(compat)
+        self.compat.append(nn.Conv2d(channels, channels, kernel_size=1, bias=False) if compat_type == "2d"
+                           else nn.Identity())
         if compat_type == "potts":
             pairwise_weight = -pairwise_weight
         use_weight = compat_type == "potts" and not spatial_filter and not self.fixed_weighting
@@ -120,6 +113,29 @@ class PacCRF(nn.Module):
         self.blurs.append(blur)
         self.pairwise_repr.append(f"{compat_type}_{kernel_size}_{dilation}_{blur}"
                                   + ("" if spatial_filter else "_nospatial"))
+        self._init_compat(len(self.compat) - 1)
+
+    def num_pairwise_kernels(self):
+        return len(self.messengers)
+
+    def _init_compat(self, i):
+        """A ``'2d'`` compatibility conv starts at ``1 - I`` (plus a small perturbation)."""
+        compat = self.compat[i]
+        if isinstance(compat, nn.Conv2d):
+            with torch.no_grad():
+                compat.weight.copy_((1.0 - torch.eye(self.channels))[:, :, None, None])
+                if self.perturbed_init:
+                    compat.weight.add_((torch.rand_like(compat.weight) - 0.5) * 0.001)
+
+    def reset_parameters(self, pairwise_idx=None):
+        """Re-initialise the message passers (all, or the one at ``pairwise_idx``) and their compat
+        convs and weights, as at construction."""
+        indices = range(len(self.messengers)) if pairwise_idx is None else [pairwise_idx]
+        for i in indices:
+            self.messengers[i].reset_parameters()
+            self._init_compat(i)
+            with torch.no_grad():
+                self.pairwise_weights[i].fill_(self.init_pairwise_weights[i])
 
     def extra_repr(self):
         s = f"categories={self.channels}, num_steps={self.num_steps}, final_output={self.final_output}"
@@ -213,6 +229,22 @@ class PacCRFLoose(nn.Module):
         self._backend = value
         for step in self.steps:
             step.backend = value
+
+    def add_pairwise_kernel(self, kernel_size=3, dilation=1, blur=1, compat_type="4d", spatial_filter=True,
+                            pairwise_weight=1.0):
+        """Adds the same message passer to every step (each with its own weights)."""
+        for step in self.steps:
+            step.add_pairwise_kernel(kernel_size, dilation, blur, compat_type, spatial_filter, pairwise_weight)
+            for messenger in step.messengers:
+                if isinstance(messenger, PacConv2d):
+                    messenger.backend = self.backend
+
+    def num_pairwise_kernels(self):
+        return self.steps[0].num_pairwise_kernels() if self.num_steps > 0 else 0
+
+    def reset_parameters(self):
+        for step in self.steps:
+            step.reset_parameters()
 
     def extra_repr(self):
         return f"categories={self.channels}, num_steps={self.num_steps}, final_output={self.final_output}"

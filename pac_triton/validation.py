@@ -128,7 +128,8 @@ def check_smooth_kernel(smooth_kernel):
 
 
 def check_mask(mask, batch, expected_hw, what):
-    """A float (or bool, converted to float32) mask ``[B, 1, H, W]``. Returns it."""
+    """A float (or bool, converted to float32) mask ``[B, 1, H, W]``. Returns it detached: the
+    mask is a constant and gets no gradient."""
     if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
         mask = mask.float()
     check_tensor("mask", mask, rank=4)
@@ -136,7 +137,7 @@ def check_mask(mask, batch, expected_hw, what):
     if tuple(mask.shape) != expected:
         raise ValueError(f"mask must have shape {expected} ([B, 1] at the {what} resolution), "
                          f"got {tuple(mask.shape)}")
-    return mask
+    return mask.detach()
 
 
 def check_weight(weight, expected, what):
