@@ -10,6 +10,7 @@ never falls back: it runs or raises ``NotImplementedError`` saying why.
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import torch
 
@@ -47,10 +48,20 @@ def _triton_module():
     return triton_backend, ""
 
 
-def triton_available() -> tuple[bool, str]:
+class Availability(NamedTuple):
+    """``(ok, reason)``; truthy exactly when ``ok`` (so ``if triton_available():`` works)."""
+
+    ok: bool
+    reason: str
+
+    def __bool__(self):
+        return self.ok
+
+
+def triton_available() -> Availability:
     """``(True, "")`` when the Triton backend can run in this process, else ``(False, reason)``."""
     module, reason = _triton_module()
-    return module is not None, reason
+    return Availability(module is not None, reason)
 
 
 def _interpreting() -> bool:

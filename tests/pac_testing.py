@@ -9,13 +9,15 @@ from __future__ import annotations
 import torch
 
 # Relative RMS error allowed for a result computed in `dtype` against a float64 oracle fed
-# the same (rounded) inputs. Half types are computed in float32 inside the library and only
-# rounded at the end, so their error is about one output rounding.
+# the same (rounded) inputs. Half types are computed in float32 inside and only rounded at the
+# end, so their error is about one output rounding (measured on the reference: fp16 ~3e-4,
+# bf16 ~2.5e-3); computing in the half type itself would exceed these. float32 assumes IEEE
+# float32 math (no TF32).
 TOL = {
     torch.float64: 1e-10,
-    torch.float32: 2e-5,
-    torch.float16: 2e-3,
-    torch.bfloat16: 1.6e-2,
+    torch.float32: 1e-5,
+    torch.float16: 1e-3,
+    torch.bfloat16: 8e-3,
 }
 
 

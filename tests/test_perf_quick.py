@@ -1,0 +1,99 @@
+"""``python -m perf --quick`` end to end (issue 5): the long-format CSV with the documented
+columns, rows for the reference and floor providers, every provider accounted for (a provider
+that fails is a row saying so, never dropped), and real PNG charts."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pd = pytest.importorskip("pandas")
+matplotlib = pytest.importorskip("matplotlib")
+pytest.importorskip("tqdm")
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_quick(out):
+    env = dict(os.environ)
+    env.pop("TRITON_INTERPRET", None)  # the harness switches the interpreter on itself (CPU only)
+    env["MPLBACKEND"] = "Agg"
+    proc = subprocess.run([sys.executable, "-m", "perf", "--quick", "--cpu", "--out", str(out), "--no-progress"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, f"perf --quick failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def test_perf_quick_end_to_end(tmp_path):
+    """One subprocess run checked three ways (one test, so `pytest -n 2` runs it once)."""
+    proc = run_quick(tmp_path)
+    check_csv(tmp_path, proc)
+    for axis in ("kernel_size", "channels", "feature_dim"):
+        check_png(tmp_path / f"throughput_vs_{axis}.png")
+    check_summary(tmp_path, proc)
+
+
+def _results_module():
+    try:
+        from pac_triton.perf import results  # installed (editable) layout
+    except ImportError:
+        sys.path.insert(0, str(REPO))
+        from perf import results
+    return results
+
+
+def check_csv(out, proc):
+    results = _results_module()
+    COLUMNS, METRICS = results.COLUMNS, results.METRICS
+    df = pd.read_csv(out / "results.csv")
+    assert list(df.columns) == COLUMNS
+    assert not df.empty
+    assert set(df["metric"]) <= set(METRICS)
+    # Run metadata on every row.
+    for col in ("device", "torch_version", "triton_version", "git_commit", "timestamp"):
+        assert df[col].notna().all() and (df[col].astype(str) != "").all(), col
+    # The floor is timed everywhere it is asked for, and succeeds.
+    floor = df[(df["provider"] == "floor") & (df["metric"] == "time_ms_median")]
+    assert len(floor) >= 20
+    assert (floor["status"] == "ok").all(), floor["status"].unique()
+    assert (floor["value"] > 0).all()
+    # The reference provider has a row for every case the floor has.
+    ref = df[(df["provider"] == "reference") & (df["metric"] == "time_ms_median")]
+    assert set(ref["case_id"]) == set(floor["case_id"])
+    assert (ref["status"] == "ok").all(), ref["status"].unique()
+    ok = df[(df["provider"] == "reference") & (df["status"] == "ok")]
+    for metric in ("tflops", "gbps", "ratio_to_floor", "gflop", "k_gflop", "time_ms_p20", "time_ms_p80"):
+        assert (ok["metric"] == metric).any(), metric
+    assert (ok[ok["metric"] == "ratio_to_floor"]["value"] > 0).all()
+    # Both charted modes and all three swept axes are there.
+    assert {"fwd", "fwdbwd"} <= set(df["mode"])
+    assert {"kernel_size", "channels", "feature_dim"} <= set(df["axis"].dropna())
+    # Triton: only the tiny points, interpreted (never a speed) or failed with a reason.
+    tri = df[df["provider"] == "triton"]
+    assert len(tri) > 0
+    assert tri["status"].map(lambda s: s == "interpreted" or s.startswith("failed: ")).all()
+    assert not (tri["metric"].isin(["tflops", "gbps", "time_ms_median"]) & (tri["status"] == "interpreted")).any()
+    # On a CPU (--cpu) the memory chart is skipped and the output says so.
+    assert "peak memory vs resolution: skipped" in proc.stdout
+
+
+def check_png(path):
+    import matplotlib.image as mpimg
+
+    assert path.exists(), path
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC
+    assert len(data) > 20_000
+    img = mpimg.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 300 and img.shape[1] > 300
+    assert img[..., :3].std() > 0.05  # not a blank canvas
+
+
+def check_summary(out, proc):
+    text = (out / "summary.txt").read_text()
+    assert "reference" in text and "floor" in text
+    assert "results.csv" in proc.stdout
