@@ -3,7 +3,8 @@
 Same functions, signatures and return conventions as ``pac_triton.reference``; arguments arrive
 validated and normalised by ``pac_triton.functional``. Half types are computed with fp32
 accumulation and fp32 K math and returned in the input dtype; float64 uses exact math.
-Forward only: backward raises NotImplementedError (see ``ops.py``).
+Backward by Triton kernels too (``kernels_bwd.py``, ``launch_bwd.py``); double backward raises
+NotImplementedError.
 
 Importing this package imports triton; when that fails, ``is_available()`` says why and every
 function raises RuntimeError with that reason.
@@ -21,8 +22,11 @@ IMPLEMENTED = frozenset({
     "pac_conv2d", "pac_conv_transpose2d", "pac_pool2d",
 })
 
-# No Triton backward yet: a backward through these forwards raises NotImplementedError.
-IMPLEMENTED_BACKWARD = frozenset()
+# Every forward has a Triton backward for every option (first-order only: double backward raises).
+IMPLEMENTED_BACKWARD = frozenset({
+    "packernel2d", "pacconv2d", "pacconv_transpose2d", "pacpool2d",
+    "pac_conv2d", "pac_conv_transpose2d", "pac_pool2d",
+})
 
 try:
     import triton as _triton  # noqa: F401

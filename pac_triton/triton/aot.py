@@ -25,6 +25,7 @@ import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 
 from . import kernels as K  # noqa: E402
+from . import kernels_bwd as KB  # noqa: E402
 from . import tuning  # noqa: E402
 
 _TS = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32", "fp64": "fp64"}
@@ -135,7 +136,65 @@ def kernel_variants(dt):
                 "BLOCK_C": cfg["BLOCK_C"]}, cfg)
 
 
-CORE = ("conv_guide", "convT_guide", "shared_conv", "packernel_cw")
+def bwd_variants(dt):
+    """Every backward kernel (``kernels_bwd.py``) with its default launch config; the most
+    general specialisation (inv_asym, normalised, masked)."""
+    f64 = dt == "fp64"
+    kdt = "fp64" if f64 else "fp32"
+    dot_dt = _TL[dt]
+    prec = "tf32" if dt == "fp32" else "ieee"
+    ccfg = tuning.conv_default(64, 64, f64)
+    cl = dict(num_warps=ccfg["num_warps"], num_stages=ccfg["num_stages"])
+    cblk = dict(BLOCK_P=ccfg["BLOCK_P"], BLOCK_O=ccfg["BLOCK_O"], BLOCK_C=ccfg["BLOCK_C"])
+    dcfg = tuning.dw_default(32, f64)
+    dl = dict(num_warps=dcfg["num_warps"], num_stages=1)
+    gl = dict(num_warps=4, num_stages=1)
+    base = dict(IDX64=False, KDT=_TL[kdt])
+    kopt = dict(K_MODE=K.K_GUIDE, KTYPE=K.KT_INV_ASYM, F0_SMOOTH=False, NORMALIZE=True, HAS_MASK=True)
+    gemm = dict(DOT_DT=dot_dt, PREC=prec)
+    P = lambda names_dt, names_k: {**{n: dt for n in names_dt}, **{n: kdt for n in names_k}}  # noqa: E731
+    yield ("bwd_conv_dk", KB.pac_conv_dk_kernel, P(("gy_ptr", "x_ptr", "w_ptr"), ("dk_ptr",)),
+           {**_geom(), "TRANSPOSED": False, **base, **gemm, **cblk}, cl)
+    yield ("bwd_convT_dk", KB.pac_conv_dk_kernel, P(("gy_ptr", "x_ptr", "w_ptr"), ("dk_ptr",)),
+           {**_geom(True), "TRANSPOSED": True, **base, **gemm, **cblk}, cl)
+    gp = P(("g_ptr", "f0_ptr", "m_ptr"), ("dk_ptr", "sc_ptr", "df0_ptr", "pa_ptr", "pl_ptr", "alpha_ptr", "lam_ptr"))
+    gpc = {**base, "KTYPE": K.KT_INV_ASYM, "F0_SMOOTH": False, "NORMALIZE": True, "HAS_MASK": True, "NEED_DR": True}
+    yield ("bwd_guide_pass", KB.pac_guide_pass_kernel, gp,
+           {**_geom(), "TRANSPOSED": False, **gpc, "BLOCK_D": 16, "BLOCK_P": tuning.guide_bwd_block_p(f64)}, gl)
+    yield ("bwd_guide_pass_cw", KB.pac_guide_pass_cw_kernel, gp,
+           {**_geom(), "TRANSPOSED": False, **gpc, "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
+    yield ("bwd_guide_gather", KB.pac_guide_gather_kernel, P(("g_ptr", "f0_ptr"), ("dr_ptr", "df_ptr")),
+           {**_geom(), "F0_SMOOTH": False, "ASYM": True, "CW": False, **base, "BLOCK_D": 16, "BLOCK_P": tuning.guide_bwd_block_p(f64)}, gl)
+    kp = P(("gy_ptr", "w_ptr", "dx_ptr", "g_ptr", "f0_ptr", "m_ptr", "k_ptr"), ("sc_ptr", "alpha_ptr", "lam_ptr"))
+    for tr in (False, True):
+        yield (f"bwd_conv{'T' if tr else ''}_dx", KB.pac_conv_dx_kernel, kp,
+               {**_geom(tr), "TRANSPOSED": tr, **base, **kopt, **gemm, **cblk, "BLOCK_D": 16}, cl)
+    wp = P(("gy_ptr", "x_ptr", "g_ptr", "f0_ptr", "m_ptr", "k_ptr"), ("part_ptr", "sc_ptr", "alpha_ptr", "lam_ptr"))
+    yield ("bwd_conv_dw", KB.pac_conv_dw_kernel, wp,
+           {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, **cblk, "BLOCK_D": 16}, cl)
+    yield ("bwd_conv_dw_loadK", KB.pac_conv_dw_kernel, wp,
+           {**_geom(), "TRANSPOSED": False, **base, **kopt, "K_MODE": K.K_LOAD, "NORMALIZE": False,
+            "HAS_MASK": False, **gemm, **cblk, "BLOCK_D": 1}, cl)
+    yield ("bwd_dw_dk", KB.pac_dw_dk_kernel, P(("gy_ptr", "x_ptr"), ("wt_ptr", "dk_ptr")),
+           {**_geom(), "TRANSPOSED": False, "HAS_WTAP": True, "PER_CHANNEL": True, **base,
+            "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
+    dp = P(("gy_ptr", "dx_ptr", "g_ptr", "f0_ptr", "m_ptr", "k_ptr"), ("wt_ptr", "sc_ptr", "alpha_ptr", "lam_ptr"))
+    for cw in (False, True):
+        yield (f"bwd_dw_dx{'_cw' if cw else ''}", KB.pac_dw_dx_kernel, dp,
+               {**_geom(), "TRANSPOSED": False, **base, **kopt, "HAS_WTAP": not cw, "CW": cw,
+                "BLOCK_D": 1 if cw else 16, "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
+    yield ("bwd_shared_dw", KB.pac_shared_dw_kernel, wp,
+           {**_geom(), "TRANSPOSED": False, **base, **kopt, "BLOCK_D": 16, "BLOCK_P": dcfg["BLOCK_P"],
+            "BLOCK_C": dcfg["BLOCK_C"]}, dl)
+
+
+# Weight-gradient kernels: their PTX must hold no atom./red. (deterministic split reduction).
+WEIGHT_GRAD = ("bwd_conv_dw", "bwd_conv_dw_loadK", "bwd_shared_dw")
+# Backward kernels whose code depends on the data dtype (dots): compiled for every dtype.
+BWD_CORE = ("bwd_conv_dk", "bwd_conv_dx", "bwd_conv_dw", "bwd_dw_dx", "bwd_shared_dw", "bwd_guide_pass",
+            "bwd_guide_gather")
+
+CORE = ("conv_guide", "convT_guide", "shared_conv", "packernel_cw") + BWD_CORE
 
 
 def all_variants(dtypes):
@@ -150,6 +209,8 @@ def all_variants(dtypes):
             yield K.pac_dw_kernel, dt, v, v[0] in CORE
         for v in kernel_variants(dt):
             yield K.pac_kernel_kernel, dt, v, v[0] in CORE
+        for name, fn, ptrs, const, cfg in bwd_variants(dt):
+            yield fn, dt, (name, ptrs, const, cfg), name in CORE
 
 
 def tuned_conv_variants(dt="bf16"):
@@ -164,13 +225,16 @@ def tuned_conv_variants(dt="bf16"):
 
 def _work(job):
     fn_name, dt, arch, name, ptrs, const, cfg, default = job
-    fn = getattr(K, fn_name)
+    fn = getattr(KB, fn_name) if fn_name.startswith("pac_") and hasattr(KB, fn_name) else getattr(K, fn_name)
     t0 = time.time()
     rec = dict(name=name, arch=arch, dtype=dt, default=default,
                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     try:
         ck = compile_one(fn, ptrs, const, arch, cfg["num_warps"], cfg["num_stages"])
         rec.update(resource_usage(ck.asm["cubin"]))
+        ptx = ck.asm["ptx"]
+        # atomics in the PTX (atom.* / red.*): the deterministic weight gradient has none
+        rec["atomics"] = bool(re.search(r"^\s*(@!?%p\d+\s+)?(atom|red)\.", ptx, re.M))
         rec["ok"] = True
     except Exception as e:  # noqa: BLE001
         rec.update(ok=False, error=f"{type(e).__name__}: {str(e)[:2000]}")
@@ -188,18 +252,21 @@ def main(argv=None):
     ap.add_argument("--dtypes", nargs="+", default=["fp32", "fp16", "bf16", "fp64"])
     ap.add_argument("--all-configs", action="store_true", help="also the conv tuning list (bf16, sm_90)")
     ap.add_argument("--only", default=None, help="substring filter on variant names")
+    ap.add_argument("--skip", default=None, help="substring filter: leave out variant names containing it")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     a = ap.parse_args(argv)
     jobs = []
     for arch in a.arch:
         for fn, dt, (name, ptrs, const, cfg), core in all_variants(a.dtypes):
-            if core or (arch == 90 and dt == "bf16"):
+            if core or (arch == 90 and dt == "bf16") or (name.startswith("bwd_") and dt in ("bf16", "fp64")):
                 jobs.append((fn.__name__, dt, arch, name, ptrs, const, cfg, True))
     if a.all_configs:
         for name, ptrs, const, cfg in tuned_conv_variants("bf16"):
             jobs.append(("pac_conv_kernel", "bf16", 90, name, ptrs, const, cfg, False))
     if a.only:
         jobs = [j for j in jobs if a.only in j[3]]
+    if a.skip:
+        jobs = [j for j in jobs if a.skip not in j[3]]
     rc = 0
     if a.jobs > 1:
         import multiprocessing as mp

@@ -1,6 +1,7 @@
 """torch.library custom ops wrapping the launchers, so that torch.compile sees one opaque op per
-forward (``register_fake`` gives shapes; no graph break). Backward is not implemented yet: it
-raises a clear NotImplementedError (no silent fallback to the reference).
+forward and one per backward (``register_fake`` gives shapes; no graph break). Each forward's
+``register_autograd`` computes only the gradients autograd asks for (``ctx.needs_input_grad``)
+with the Triton backward (``launch_bwd.py``); double backward raises NotImplementedError.
 
 The op returns ``(out, out_mask)``; ``out_mask`` is an empty tensor when no mask was given
 (custom ops cannot return ``None`` inside a tuple); the wrappers in ``__init__`` map it back.
@@ -16,10 +17,21 @@ from . import launch
 
 _BACKWARD_MSG = ("backward of the Triton backend lands with the backward issue; use "
                  "backend='reference' for gradients")
+_DOUBLE_MSG = ("double backward (create_graph=True through a Triton PAC op) is not implemented; use "
+               "backend='reference' for higher-order gradients")
 
 
 def _no_backward(ctx, *grads):
     raise NotImplementedError(_BACKWARD_MSG)
+
+
+def _no_double_backward(ctx, *grads):
+    raise NotImplementedError(_DOUBLE_MSG)
+
+
+def _lazy_bwd():
+    from . import launch_bwd
+    return launch_bwd
 
 
 def _setup_context(ctx, inputs, output):
@@ -74,7 +86,75 @@ def _(x, weight, bias, guide, kernel, mask, smooth, alpha, lam, stride, padding,
     return y, om
 
 
-conv_fwd.register_autograd(_no_backward, setup_context=_setup_context)
+def _conv_setup_context(ctx, inputs, output):
+    (x, weight, bias, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding, dilation,
+     ktype, normalize, shared, transposed) = inputs
+    ctx.save_for_backward(x, weight, guide, kernel, mask, smooth, alpha, lam)
+    ctx.static = (list(stride), list(padding), list(output_padding), list(dilation), int(ktype), bool(normalize),
+                  bool(shared), bool(transposed))
+
+
+# Which inputs of conv_fwd / conv_bwd's ``needs`` line up: (x, weight, bias, guide, kernel, smooth, alpha, lam).
+_CONV_GRAD_INPUTS = (0, 1, 2, 3, 4, 6, 7, 8)
+
+
+def _conv_backward(ctx, gy, gom):
+    x, weight, guide, kernel, mask, smooth, alpha, lam = ctx.saved_tensors
+    stride, padding, output_padding, dilation, ktype, normalize, shared, transposed = ctx.static
+    needs = [bool(ctx.needs_input_grad[i]) for i in _CONV_GRAD_INPUTS]
+    grads = [None] * 17
+    if not any(needs):
+        return tuple(grads)
+    res = conv_bwd(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding,
+                   dilation, ktype, normalize, shared, transposed, needs)
+    for k, i in enumerate(_CONV_GRAD_INPUTS):
+        if needs[k]:
+            grads[i] = res[k]
+    return tuple(grads)
+
+
+conv_fwd.register_autograd(_conv_backward, setup_context=_conv_setup_context)
+
+
+@torch.library.custom_op("pac_triton::triton_conv_bwd", mutates_args=())
+def conv_bwd(gy: Tensor, x: Tensor, weight: Tensor, guide: Optional[Tensor], kernel: Optional[Tensor],
+             mask: Optional[Tensor], smooth: Optional[Tensor], alpha: Optional[Tensor], lam: Optional[Tensor],
+             stride: List[int], padding: List[int], output_padding: List[int], dilation: List[int], ktype: int,
+             normalize: bool, shared: bool, transposed: bool, needs: List[bool]) -> List[Tensor]:
+    """Gradients of conv_fwd for (x, weight, bias, guide, kernel, smooth, alpha, lam); an empty
+    tensor where ``needs`` is false (or the input is None)."""
+    if shared:
+        res = _lazy_bwd().dw_backward(gy, x, weight, tuple(weight.shape[-2:]), tuple(stride), tuple(padding),
+                                      tuple(output_padding), tuple(dilation), bool(transposed), guide, kernel, mask,
+                                      smooth, alpha, lam, int(ktype), bool(normalize), False, list(needs))
+    else:
+        res = _lazy_bwd().conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, tuple(stride),
+                                        tuple(padding), tuple(output_padding), tuple(dilation), bool(transposed),
+                                        int(ktype), bool(normalize), list(needs))
+    return [r if r is not None else x.new_empty((0,)) for r in res]
+
+
+@conv_bwd.register_fake
+def _(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding, dilation, ktype,
+      normalize, shared, transposed, needs):
+    O = gy.shape[1]
+    like = [x, weight, None, guide, kernel, smooth, alpha, lam]
+    out = []
+    for k, src in enumerate(like):
+        if not needs[k]:
+            out.append(x.new_empty((0,)))
+        elif k == 2:
+            out.append(weight.new_empty((O,)))
+        elif src is None or (k >= 3 and kernel is not None and k != 4) or (k >= 6 and ktype == 0):
+            out.append(x.new_empty((0,)))
+        elif k == 0:
+            out.append(_empty_like_layout(x, tuple(x.shape), x.dtype))
+        else:
+            out.append(torch.empty_like(src, memory_format=torch.contiguous_format))
+    return out
+
+
+conv_bwd.register_autograd(_no_double_backward)
 
 
 # --- pooling ---------------------------------------------------------------------------------
@@ -108,7 +188,66 @@ def _(x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding, 
     return y, om
 
 
-pool_fwd.register_autograd(_no_backward, setup_context=_setup_context)
+def _pool_setup_context(ctx, inputs, output):
+    (x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding, dilation, ktype, normalize,
+     channel_wise) = inputs
+    ctx.save_for_backward(x, guide, kernel, mask, smooth, alpha, lam)
+    ctx.static = (list(kernel_size), list(stride), list(padding), list(dilation), int(ktype), bool(normalize),
+                  bool(channel_wise))
+
+
+# pool_fwd inputs for (x, weight, bias, guide, kernel, smooth, alpha, lam); None: no such input.
+_POOL_GRAD_INPUTS = (0, None, None, 1, 2, 4, 5, 6)
+
+
+def _pool_backward(ctx, gy, gom):
+    x, guide, kernel, mask, smooth, alpha, lam = ctx.saved_tensors
+    kernel_size, stride, padding, dilation, ktype, normalize, channel_wise = ctx.static
+    needs = [i is not None and bool(ctx.needs_input_grad[i]) for i in _POOL_GRAD_INPUTS]
+    grads = [None] * 14
+    if not any(needs):
+        return tuple(grads)
+    res = pool_bwd(gy, x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding, dilation, ktype,
+                   normalize, channel_wise, needs)
+    for k, i in enumerate(_POOL_GRAD_INPUTS):
+        if i is not None and needs[k]:
+            grads[i] = res[k]
+    return tuple(grads)
+
+
+pool_fwd.register_autograd(_pool_backward, setup_context=_pool_setup_context)
+
+
+@torch.library.custom_op("pac_triton::triton_pool_bwd", mutates_args=())
+def pool_bwd(gy: Tensor, x: Tensor, guide: Optional[Tensor], kernel: Optional[Tensor], mask: Optional[Tensor],
+             smooth: Optional[Tensor], alpha: Optional[Tensor], lam: Optional[Tensor], kernel_size: List[int],
+             stride: List[int], padding: List[int], dilation: List[int], ktype: int, normalize: bool,
+             channel_wise: bool, needs: List[bool]) -> List[Tensor]:
+    """Gradients of pool_fwd in the order (x, -, -, guide, kernel, smooth, alpha, lam); empty
+    tensors where not asked for."""
+    res = _lazy_bwd().dw_backward(gy, x, None, tuple(kernel_size), tuple(stride), tuple(padding), (0, 0),
+                                  tuple(dilation), False, guide, kernel, mask, smooth, alpha, lam, int(ktype),
+                                  bool(normalize), bool(channel_wise), list(needs))
+    return [r if r is not None else x.new_empty((0,)) for r in res]
+
+
+@pool_bwd.register_fake
+def _(gy, x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding, dilation, ktype, normalize,
+      channel_wise, needs):
+    like = [x, None, None, guide, kernel, smooth, alpha, lam]
+    out = []
+    for k, src in enumerate(like):
+        if (not needs[k] or src is None or (k >= 3 and kernel is not None and k != 4)
+                or (k >= 6 and ktype == 0)):
+            out.append(x.new_empty((0,)))
+        elif k == 0:
+            out.append(_empty_like_layout(x, tuple(x.shape), x.dtype))
+        else:
+            out.append(torch.empty_like(src, memory_format=torch.contiguous_format))
+    return out
+
+
+pool_bwd.register_autograd(_no_double_backward)
 
 
 # --- packernel2d -----------------------------------------------------------------------------
@@ -143,4 +282,55 @@ def _(guide, mask, smooth, alpha, lam, kernel_size, stride, padding, output_padd
     return k, om
 
 
-kernel_fwd.register_autograd(_no_backward, setup_context=_setup_context)
+def _kernel_setup_context(ctx, inputs, output):
+    (guide, mask, smooth, alpha, lam, kernel_size, stride, padding, output_padding, dilation, ktype, channel_wise,
+     normalize, transposed) = inputs
+    ctx.save_for_backward(guide, mask, smooth, alpha, lam)
+    ctx.static = (list(kernel_size), list(stride), list(padding), list(output_padding), list(dilation), int(ktype),
+                  bool(channel_wise), bool(normalize), bool(transposed))
+
+
+_KERNEL_GRAD_INPUTS = (0, 2, 3, 4)  # guide, smooth, alpha, lam
+
+
+def _kernel_backward(ctx, gk, gom):
+    guide, mask, smooth, alpha, lam = ctx.saved_tensors
+    needs = [bool(ctx.needs_input_grad[i]) for i in _KERNEL_GRAD_INPUTS]
+    grads = [None] * 14
+    if not any(needs) or gk is None:
+        return tuple(grads)
+    res = kernel_bwd(gk, guide, mask, smooth, alpha, lam, *ctx.static, needs)
+    for k, i in enumerate(_KERNEL_GRAD_INPUTS):
+        if needs[k]:
+            grads[i] = res[k]
+    return tuple(grads)
+
+
+kernel_fwd.register_autograd(_kernel_backward, setup_context=_kernel_setup_context)
+
+
+@torch.library.custom_op("pac_triton::triton_kernel_bwd", mutates_args=())
+def kernel_bwd(gk: Tensor, guide: Tensor, mask: Optional[Tensor], smooth: Optional[Tensor], alpha: Optional[Tensor],
+               lam: Optional[Tensor], kernel_size: List[int], stride: List[int], padding: List[int],
+               output_padding: List[int], dilation: List[int], ktype: int, channel_wise: bool, normalize: bool,
+               transposed: bool, needs: List[bool]) -> List[Tensor]:
+    """Gradients of kernel_fwd for (guide, smooth, alpha, lam); empty where not asked for."""
+    res = _lazy_bwd().kernel_backward(gk, guide, mask, smooth, alpha, lam, tuple(kernel_size), tuple(stride),
+                                      tuple(padding), tuple(output_padding), tuple(dilation), int(ktype),
+                                      bool(channel_wise), bool(normalize), bool(transposed), list(needs))
+    return [r if r is not None else guide.new_empty((0,)) for r in res]
+
+
+@kernel_bwd.register_fake
+def _(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, padding, output_padding, dilation, ktype,
+      channel_wise, normalize, transposed, needs):
+    out = []
+    for k, src in enumerate((guide, smooth, alpha, lam)):
+        if not needs[k] or src is None or (k >= 2 and ktype == 0):
+            out.append(guide.new_empty((0,)))
+        else:
+            out.append(torch.empty_like(src, memory_format=torch.contiguous_format))
+    return out
+
+
+kernel_bwd.register_autograd(_no_double_backward)

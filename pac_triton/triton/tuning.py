@@ -141,3 +141,9 @@ def make_autotuned(jit_fn, configs, key, prune):
 
 CONV_CONFIGS = _conv_configs()
 DW_CONFIGS = _dw_configs()
+
+
+def guide_bwd_block_p(f64: bool) -> int:
+    """Pixels per program of the backward's guide pass / guide gather (fp64 with 64 pixels
+    spills on sm_90)."""
+    return _get("BLOCK_P", 32 if f64 else 64)

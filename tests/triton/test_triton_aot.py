@@ -1,5 +1,5 @@
-"""Ahead-of-time compilation for real GPUs (no GPU needed): every kernel variant with its
-default config × dtypes for sm_80 and sm_90, and the conv tuning list for one specialisation on
+"""Ahead-of-time compilation for real GPUs (no GPU needed): every kernel variant (forward and
+backward) with its default config × dtypes for sm_80 and sm_90, and the conv tuning list for one specialisation on
 sm_90. Runs ``python -m pac_triton.triton.aot`` in a subprocess without TRITON_INTERPRET and
 fails on a compile error, on spills (stack or local memory) in a default config, or when the
 register count cannot be read."""
@@ -45,4 +45,38 @@ def test_aot_compile_all_kernels():
         for dt in ("fp32", "fp16", "bf16", "fp64"):
             for kern in ("conv_guide", "convT_guide", "shared_conv", "packernel_cw"):
                 assert (kern, arch, dt) in names
+    # Backward: every kernel for both targets; no atomics anywhere (gathers and fixed-order
+    # split reductions), in particular none in the weight-gradient kernels (determinism).
+    WEIGHT_GRAD = ("bwd_conv_dw", "bwd_conv_dw_loadK", "bwd_shared_dw")  # as in aot.py (not importable here)
+    bwd = [r for r in recs if r["name"].startswith("bwd_")]
+    bwd_names = {r["name"] for r in bwd}
+    for arch in (80, 90):
+        assert {r["name"] for r in bwd if r["arch"] == arch} == bwd_names
+    assert set(WEIGHT_GRAD) <= bwd_names
+    for r in bwd:
+        assert r["atomics"] is False, f"atom./red. in the PTX of {r['name']} sm_{r['arch']} {r['dtype']}"
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_weight_grad_ptx_has_no_atomics():
+    """Determinism by compilation (the interpreter runs programs one after another): the PTX
+    of the weight-gradient kernels holds no atom./red. instruction."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    code = (
+        "import json\n"
+        "from pac_triton.triton import aot\n"
+        "for name, fn, ptrs, const, cfg in aot.bwd_variants('bf16'):\n"
+        "    if name in aot.WEIGHT_GRAD:\n"
+        "        ck = aot.compile_one(fn, ptrs, const, 90, cfg['num_warps'], cfg['num_stages'])\n"
+        "        print(json.dumps(dict(name=name, ptx=ck.asm['ptx'])))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    recs = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(recs) == 3, proc.stdout[-2000:]
+    import re
+    for r in recs:
+        assert "mma" in r["ptx"] or "fma" in r["ptx"], r["name"]
+        bad = [ln for ln in r["ptx"].splitlines() if re.match(r"\s*(@!?%p\d+\s+)?(atom|red)\.", ln)]
+        assert not bad, f"{r['name']}: {bad[:3]}"

@@ -1,0 +1,786 @@
+"""@triton.jit kernels of the Triton backward (see ../shared/KERNEL_NOTES.md, "Backward").
+
+Notation: output pixel P, tap t, q_t(P) the input pixel the tap reads, g = dL/dy.
+
+* ``pac_conv_dk_kernel``: dK_t(P) = (g[P, :] @ W_t) . x[q_t(P), :], shaped like the forward
+  (rows = output pixels, per tap a [P, O] @ [O, C] dot, then a row-wise dot with the gathered
+  input). Writes dK ``[B, 1, kh*kw, Ho*Wo]`` (K's tap order): the one extra buffer.
+* ``pac_guide_pass_kernel``: per output pixel, all taps at hand: the normaliser correction
+  (dK~ = m (dK - sum_s dK_s K_s) / N), the chain through the kernel function (dr), the
+  inv_alpha / inv_lambda per-pixel partials, d f0; overwrites dK with dr in place and writes
+  the per-pixel K scale (1/N, or sum valid / sum mask) used to recompute K elsewhere.
+* ``pac_guide_gather_kernel``: d f[q] = sum over (t, P) with q_t(P) = q of 2 dr_t(P) (f[q] - f0[P])
+  (relu'd for _asym): a gather over guide pixels, no atomics.
+* ``pac_conv_dx_kernel``: dx[q, :] = sum over (t, P) with q_t(P) = q of K_t(P) (g[P, :] @ W_t):
+  an implicit GEMM over input pixels (rows split by phase q % s so a program runs only the taps
+  that hit an output pixel), K recomputed from the guide. No atomics.
+* ``pac_conv_dw_kernel``: dW_t = g^T @ (K_t . X_t) per tap, the pixel axis split over programs;
+  each program writes its own partial [kh*kw, O, C] slice, summed later in a fixed order.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .kernels import _centre, _dist, _kvalue, _load_f0, _pixels, _tap
+
+
+@triton.jit
+def _k_at(g_b, sgd, sgh, sgw, gh, gw, gin, f0_b, sfd, sfh, sfw, ch, cw, cin, D, alpha, lam,
+          m_b, smh, smw, mh, mw, sc_b, Wo, k_b, ski, skj, skh, skw, ki, kj, ph_, pw_, pin,
+          K_MODE: tl.constexpr, KTYPE: tl.constexpr, NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr,
+          KDT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):
+    """K_t(P) for a row vector of (P, t) pairs, P = (ph_, pw_) valid where ``pin`` (which also
+    says that the tap lands on an input pixel (mh, mw)). From the guide: the kernel function
+    times the mask at the input pixel and the per-pixel scale the guide pass wrote; or read
+    from a precomputed K. 0 where ``pin`` is false."""
+    if K_MODE == 1:
+        r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, tl.zeros([BLOCK_P, BLOCK_D], KDT), f0_b, sfd, sfh, sfw,
+                  ch, cw, cin, D, KDT, KTYPE == 2, False, BLOCK_P, BLOCK_D)
+        kt = _kvalue(r, alpha, lam, KTYPE)
+        if HAS_MASK:
+            kt = kt * tl.load(m_b + mh * smh + mw * smw, mask=pin, other=0.0).to(KDT)
+        if NORMALIZE or HAS_MASK:
+            kt = kt * tl.load(sc_b + ph_ * Wo + pw_, mask=pin, other=0.0)
+        kt = tl.where(pin, kt, 0.0)
+    else:
+        kt = tl.load(k_b + ki * ski + kj * skj + ph_ * skh + pw_ * skw, mask=pin, other=0.0).to(KDT)
+    return kt
+
+
+@triton.jit
+def pac_conv_dk_kernel(
+    gy_ptr, x_ptr, w_ptr, dk_ptr,
+    C, O, H, W, Ho, Wo,
+    sgb, sgo, sgh, sgw,
+    sxb, sxc, sxh, sxw,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    TRANSPOSED: tl.constexpr, IDX64: tl.constexpr, KDT: tl.constexpr, DOT_DT: tl.constexpr,
+    PREC: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """dK[b, (ki, kj), P] = sum_c (sum_o gy[b, o, P] W_t[o, c]) x[b, c, q_t(P)].
+
+    ``w_ptr``: the weight as ``[kh, kw, O, C]`` contiguous (conv tap (i, j) at slice i*KW + j).
+    ``dk_ptr``: ``[B, KH*KW, Ho*Wo]`` contiguous in KDT; every element is written."""
+    pid_p = tl.program_id(0)
+    b = tl.program_id(1)
+    if IDX64:
+        b = b.to(tl.int64)
+    u, v, pmask, ph, pw = _pixels(pid_p, Ho, Wo, SH, SW, TRANSPOSED, IDX64, BLOCK_P)
+    offs_o = tl.arange(0, BLOCK_O)
+    offs_c = tl.arange(0, BLOCK_C)
+    if IDX64:
+        offs_o = offs_o.to(tl.int64)
+        offs_c = offs_c.to(tl.int64)
+    g_b = gy_ptr + b * sgb
+    x_b = x_ptr + b * sxb
+    dk_b = dk_ptr + b * (KH * KW) * Ho * Wo
+    goff = u * sgh + v * sgw
+    pix = u * Wo + v
+    for t in range(KH * KW):
+        i = t // KW
+        j = t % KW
+        run = True
+        if TRANSPOSED:
+            run = ((ph + PH - i * DH) % SH == 0) & ((pw + PW - j * DW) % SW == 0)
+        ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, 1, 1,
+                                               KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+        dk = tl.zeros([BLOCK_P], KDT)
+        if run:
+            xoff = ih * sxh + iw * sxw
+            for c0 in range(0, C, BLOCK_C):
+                cc = c0 + offs_c
+                cm = cc < C
+                gw_ = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+                for o0 in range(0, O, BLOCK_O):
+                    oo = o0 + offs_o
+                    om = oo < O
+                    gt = tl.load(g_b + goff[:, None] + oo[None, :] * sgo, mask=pmask[:, None] & om[None, :],
+                                 other=0.0)
+                    wt = tl.load(w_ptr + (t * O + oo)[:, None] * C + cc[None, :], mask=om[:, None] & cm[None, :],
+                                 other=0.0)
+                    gw_ = tl.dot(gt.to(DOT_DT), wt.to(DOT_DT), gw_, input_precision=PREC)
+                xt = tl.load(x_b + xoff[:, None] + cc[None, :] * sxc, mask=xin[:, None] & cm[None, :],
+                             other=0.0).to(KDT)
+                dk += tl.sum(gw_ * xt, axis=1)
+        tl.store(dk_b + (ki * KW + kj) * Ho * Wo + pix, dk, mask=pmask)
+
+
+@triton.jit
+def pac_guide_pass_kernel(
+    g_ptr, f0_ptr, m_ptr, dk_ptr, sc_ptr, df0_ptr, pa_ptr, pl_ptr, alpha_ptr, lam_ptr,
+    H, W, Ho, Wo, D, Hg, Wg,
+    sgb, sgd, sgh, sgw,
+    sfb, sfd, sfh, sfw,
+    smb, smh, smw,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    TRANSPOSED: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
+    NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, NEED_DR: tl.constexpr, IDX64: tl.constexpr,
+    KDT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    """Per output pixel, all taps (K's tap order, as in ``pac_kernel_kernel``):
+
+    * scale[b, P] = 1/N (normalised) or sum valid / sum mask (mask only), when either is on;
+    * NEED_DR: dK~_t = m_t (dK_t - [N != 0] sum_s dK_s K_s) / N (normalised), dK_t m_t scale
+      (mask only), dK_t otherwise; dr_t = dK~_t dK~/dr, written over dK; d f0[b, :, P]
+      = -2 sum_t dr_t diff_t; per-pixel partials of d alpha (sum dK~) and d lambda.
+    BLOCK_D covers all D guide channels (one block)."""
+    pid_p = tl.program_id(0)
+    b = tl.program_id(1)
+    if IDX64:
+        b = b.to(tl.int64)
+    u, v, pmask, ph, pw = _pixels(pid_p, Ho, Wo, SH, SW, False, IDX64, BLOCK_P)
+    g_b = g_ptr + b * sgb
+    f0_b = f0_ptr + b * sfb
+    m_b = m_ptr + b * smb
+    dk_b = dk_ptr + b * (KH * KW) * Ho * Wo
+    pix = u * Wo + v
+    ch, cw, cin = _centre(u, v, pmask, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED, F0_SMOOTH)
+    alpha = 0.0
+    lam = 0.0
+    if KTYPE != 0:
+        alpha = tl.load(alpha_ptr).to(KDT)
+        lam = tl.load(lam_ptr).to(KDT)
+    f0t = _load_f0(f0_b, sfd, sfh, sfw, ch, cw, cin, D, KDT, BLOCK_D)
+    od = tl.arange(0, BLOCK_D)
+    dmask = (od < D)[None, :]
+
+    nsum = tl.zeros([BLOCK_P], KDT)
+    vsum = tl.zeros([BLOCK_P], KDT)
+    tsum = tl.zeros([BLOCK_P], KDT)
+    if NORMALIZE or HAS_MASK:
+        for t in range(KH * KW):
+            i = t // KW
+            j = t % KW
+            if TRANSPOSED:
+                i = KH - 1 - i
+                j = KW - 1 - j
+            ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
+                                                   KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+            if HAS_MASK:
+                mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)
+            else:
+                mv = xin.to(KDT)
+            if NORMALIZE:
+                r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
+                          KDT, KTYPE == 2, True, BLOCK_P, BLOCK_D)
+                km = _kvalue(r, alpha, lam, KTYPE) * mv
+                nsum += km
+                if NEED_DR:
+                    tsum += km * tl.load(dk_b + (ki * KW + kj) * Ho * Wo + pix, mask=pmask, other=0.0)
+            else:
+                nsum += mv
+                vsum += xin.to(KDT)
+        nz = nsum != 0
+        if NORMALIZE:
+            scale = 1.0 / tl.where(nz, nsum, 1.0)
+        else:
+            scale = tl.where(nz, vsum / tl.where(nz, nsum, 1.0), 0.0)
+        tl.store(sc_ptr + b * Ho * Wo + pix, scale, mask=pmask)
+        corr = tl.where(nz, tsum * scale, 0.0)
+    else:
+        scale = nsum + 1.0
+        corr = nsum
+
+    if NEED_DR:
+        df0 = tl.zeros([BLOCK_P, BLOCK_D], KDT)
+        pa = tl.zeros([BLOCK_P], KDT)
+        pl = tl.zeros([BLOCK_P], KDT)
+        for t in range(KH * KW):
+            i = t // KW
+            j = t % KW
+            if TRANSPOSED:
+                i = KH - 1 - i
+                j = KW - 1 - j
+            ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
+                                                   KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+            fq = tl.load(g_b + (gh * sgh + gw * sgw)[:, None] + od[None, :] * sgd,
+                         mask=gin[:, None] & dmask, other=0.0).to(KDT)
+            diff = fq - f0t
+            if KTYPE == 2:
+                diff = tl.maximum(diff, 0.0)
+            r = tl.sum(diff * diff, axis=1)
+            dkp = dk_b + (ki * KW + kj) * Ho * Wo + pix
+            dk = tl.load(dkp, mask=pmask, other=0.0)
+            if NORMALIZE or HAS_MASK:
+                if HAS_MASK:
+                    mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)
+                else:
+                    mv = xin.to(KDT)
+                dkt = mv * (dk - corr) * scale
+            else:
+                dkt = dk
+            if KTYPE == 0:
+                dr = dkt * (-0.5) * tl.exp(-0.5 * r)
+            else:
+                le = tl.log(r + 1e-4)
+                pw_ = tl.exp((0.5 * lam) * le)
+                dr = dkt * (0.5 * lam) * pw_ / (r + 1e-4)
+                pa += dkt
+                pl += dkt * pw_ * le * 0.5
+            dr = tl.where(pmask, dr, 0.0)
+            tl.store(dkp, dr, mask=pmask)
+            df0 += dr[:, None] * diff
+        df0 = -2.0 * df0
+        tl.store(df0_ptr + (b * D + od[None, :]) * Ho * Wo + pix[:, None], df0, mask=pmask[:, None] & dmask)
+        if KTYPE != 0:
+            tl.store(pa_ptr + b * Ho * Wo + pix, pa, mask=pmask)
+            tl.store(pl_ptr + b * Ho * Wo + pix, pl, mask=pmask)
+
+
+@triton.jit
+def pac_guide_gather_kernel(
+    g_ptr, f0_ptr, dr_ptr, df_ptr,
+    Ho, Wo, D, Hg, Wg,
+    sgb, sgd, sgh, sgw,
+    sfb, sfd, sfh, sfw,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    F0_SMOOTH: tl.constexpr, ASYM: tl.constexpr, CW: tl.constexpr, IDX64: tl.constexpr, KDT: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    """df[b, :, q] = 2 sum over (t, P) with gpos_t(P) = q of dr_t(P) diff(f[q], f0[P]).
+
+    K's guide geometry is that of a plain conv (stride SH, padding PH; the transposed conv's is
+    stride 1 and "same" padding), so P = (q + PH - i*DH) / SH where that divides. Rows are
+    guide pixels split by phase; ``df_ptr`` ``[B, D, Hg, Wg]`` contiguous in KDT. CW: dr has
+    one channel per guide channel (``[B, D, KK, Ho*Wo]``)."""
+    pid_p = tl.program_id(0)
+    b = tl.program_id(1)
+    if IDX64:
+        b = b.to(tl.int64)
+    u, v, qmask, ph, pw = _pixels(pid_p, Hg, Wg, SH, SW, True, IDX64, BLOCK_P)
+    g_b = g_ptr + b * sgb
+    f0_b = f0_ptr + b * sfb
+    if CW:
+        dr_b = dr_ptr + b * D * (KH * KW) * Ho * Wo
+    else:
+        dr_b = dr_ptr + b * (KH * KW) * Ho * Wo
+    od = tl.arange(0, BLOCK_D)
+    dmask = (od < D)[None, :]
+    fq = tl.load(g_b + (u * sgh + v * sgw)[:, None] + od[None, :] * sgd, mask=qmask[:, None] & dmask,
+                 other=0.0).to(KDT)
+    acc = tl.zeros([BLOCK_P, BLOCK_D], KDT)
+    for t in range(KH * KW):
+        i = t // KW
+        j = t % KW
+        run = ((ph + PH - i * DH) % SH == 0) & ((pw + PW - j * DW) % SW == 0)
+        if run:
+            # P = (q + p - i*d) / s: the transposed index pattern, bounded by the K grid.
+            pu, pv, pin, _gh, _gw, _gin, _ki, _kj = _tap(u, v, qmask, i, j, Ho, Wo, 1, 1,
+                                                         KH, KW, SH, SW, PH, PW, DH, DW, True)
+            if CW:
+                dr = tl.load(dr_b + (od[None, :] * (KH * KW) + t) * Ho * Wo + (pu * Wo + pv)[:, None],
+                             mask=pin[:, None] & dmask, other=0.0)
+            else:
+                dr = tl.load(dr_b + t * Ho * Wo + pu * Wo + pv, mask=pin, other=0.0)[:, None]
+            ch, cw, cin = _centre(pu, pv, pin, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW, False, F0_SMOOTH)
+            f0 = tl.load(f0_b + (ch * sfh + cw * sfw)[:, None] + od[None, :] * sfd,
+                         mask=cin[:, None] & dmask, other=0.0).to(KDT)
+            diff = fq - f0
+            if ASYM:
+                diff = tl.maximum(diff, 0.0)
+            acc += dr * diff
+    acc = 2.0 * acc
+    tl.store(df_ptr + (b * D + od[None, :]) * Hg * Wg + (u * Wg + v)[:, None], acc, mask=qmask[:, None] & dmask)
+
+
+@triton.jit
+def pac_conv_dx_kernel(
+    gy_ptr, w_ptr, dx_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, k_ptr, alpha_ptr, lam_ptr,
+    C, O, H, W, Ho, Wo, D, Hg, Wg,
+    sgyb, sgyo, sgyh, sgyw,
+    sdb, sdc, sdh, sdw,
+    sgb, sgd, sgh, sgw,
+    sfb, sfd, sfh, sfw,
+    smb, smh, smw,
+    skb, ski, skj, skh, skw,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    TRANSPOSED: tl.constexpr, K_MODE: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
+    NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, IDX64: tl.constexpr,
+    KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """Input gradient: dx[b, c, q] = sum over (t, P) with q_t(P) = q of K_t(P) sum_o gy[b, o, P] W_t[o, c].
+
+    Conv: P = (q + p - t*d) / s where that divides, so rows (input pixels) are split by phase
+    q % s and a program runs only its taps; the guide position of tap t for P is q itself.
+    Transposed conv: P = q*s - p + t*d (the strided pattern), K tap flipped, guide position
+    P + (k//2 - t)*d. K_t(P) recomputed from the guide (or read). ``w_ptr``: ``[kh, kw, O, C]``."""
+    pid_p = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    b = tl.program_id(2)
+    if IDX64:
+        b = b.to(tl.int64)
+    u, v, qmask, ph, pw = _pixels(pid_p, H, W, SH, SW, not TRANSPOSED, IDX64, BLOCK_P)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    offs_o = tl.arange(0, BLOCK_O)
+    if IDX64:
+        offs_c = offs_c.to(tl.int64)
+        offs_o = offs_o.to(tl.int64)
+    cm = offs_c < C
+    gy_b = gy_ptr + b * sgyb
+    g_b = g_ptr + b * sgb
+    f0_b = f0_ptr + b * sfb
+    m_b = m_ptr + b * smb
+    sc_b = sc_ptr + b * Ho * Wo
+    k_b = k_ptr + b * skb
+    alpha = 0.0
+    lam = 0.0
+    if K_MODE == 1:
+        if KTYPE != 0:
+            alpha = tl.load(alpha_ptr).to(KDT)
+            lam = tl.load(lam_ptr).to(KDT)
+    acc = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+    for t in range(KH * KW):
+        i = t // KW
+        j = t % KW
+        run = True
+        if not TRANSPOSED:
+            run = ((ph + PH - i * DH) % SH == 0) & ((pw + PW - j * DW) % SW == 0)
+        if run:
+            if TRANSPOSED:
+                pu = u * SH - PH + i * DH
+                pv = v * SW - PW + j * DW
+                pin = qmask & (pu >= 0) & (pu < Ho) & (pv >= 0) & (pv < Wo)
+                gh = pu + (KH // 2 - i) * DH
+                gw = pv + (KW // 2 - j) * DW
+                gin = pin & (gh >= 0) & (gh < Hg) & (gw >= 0) & (gw < Wg)
+                ki = KH - 1 - i
+                kj = KW - 1 - j
+            else:
+                pu, pv, pin, _gh, _gw, _gin, _ki, _kj = _tap(u, v, qmask, i, j, Ho, Wo, 1, 1,
+                                                             KH, KW, SH, SW, PH, PW, DH, DW, True)
+                gh = u
+                gw = v
+                gin = pin & (u < Hg) & (v < Wg)
+                ki = i
+                kj = j
+            ch, cw, cin = _centre(pu, pv, pin, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED,
+                                  F0_SMOOTH)
+            kt = _k_at(g_b, sgd, sgh, sgw, gh, gw, gin, f0_b, sfd, sfh, sfw, ch, cw, cin, D, alpha, lam,
+                       m_b, smh, smw, u, v, sc_b, Wo, k_b, ski, skj, skh, skw, ki, kj, pu, pv, pin,
+                       K_MODE, KTYPE, NORMALIZE, HAS_MASK, KDT, BLOCK_P, BLOCK_D)
+            goff = pu * sgyh + pv * sgyw
+            part = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+            for o0 in range(0, O, BLOCK_O):
+                oo = o0 + offs_o
+                om = oo < O
+                gt = tl.load(gy_b + goff[:, None] + oo[None, :] * sgyo, mask=pin[:, None] & om[None, :], other=0.0)
+                wt = tl.load(w_ptr + (t * O + oo)[:, None] * C + offs_c[None, :], mask=om[:, None] & cm[None, :],
+                             other=0.0)
+                part = tl.dot(gt.to(DOT_DT), wt.to(DOT_DT), part, input_precision=PREC)
+            acc += kt[:, None] * part
+    tl.store(dx_ptr + b * sdb + (u * sdh + v * sdw)[:, None] + offs_c[None, :] * sdc,
+             acc.to(dx_ptr.dtype.element_ty), mask=qmask[:, None] & cm[None, :])
+
+
+@triton.jit
+def pac_conv_dw_kernel(
+    gy_ptr, x_ptr, part_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, k_ptr, alpha_ptr, lam_ptr,
+    C, O, H, W, Ho, Wo, D, Hg, Wg, B, NSPLIT,
+    sgyb, sgyo, sgyh, sgyw,
+    sxb, sxc, sxh, sxw,
+    sgb, sgd, sgh, sgw,
+    sfb, sfd, sfh, sfw,
+    smb, smh, smw,
+    skb, ski, skj, skh, skw,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    TRANSPOSED: tl.constexpr, K_MODE: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
+    NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, IDX64: tl.constexpr,
+    KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """Weight-gradient partials: program (split, (o-block, c-block), tap t) sums
+    gy[P, o]^T (K_t(P) x[q_t(P), c]) over the pixel tiles ``split, split + NSPLIT, ...`` of all
+    images and writes ``part[split, t, o, c]`` (fp32/fp64, every element written once; no
+    atomics). The host sums over ``split`` in a fixed order."""
+    split = tl.program_id(0)
+    pid_oc = tl.program_id(1)
+    t = tl.program_id(2)
+    n_cb = (C + BLOCK_C - 1) // BLOCK_C
+    pid_o = pid_oc // n_cb
+    pid_c = pid_oc % n_cb
+    i = t // KW
+    j = t % KW
+    offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    if IDX64:
+        offs_o = offs_o.to(tl.int64)
+        offs_c = offs_c.to(tl.int64)
+    om = offs_o < O
+    cm = offs_c < C
+    alpha = 0.0
+    lam = 0.0
+    if K_MODE == 1:
+        if KTYPE != 0:
+            alpha = tl.load(alpha_ptr).to(KDT)
+            lam = tl.load(lam_ptr).to(KDT)
+    n_tiles = (Ho * Wo + BLOCK_P - 1) // BLOCK_P
+    acc = tl.zeros([BLOCK_O, BLOCK_C], KDT)
+    for tid in range(split, B * n_tiles, NSPLIT):
+        b = tid // n_tiles
+        if IDX64:
+            b = b.to(tl.int64)
+        u, v, pmask, ph, pw = _pixels(tid % n_tiles, Ho, Wo, SH, SW, False, IDX64, BLOCK_P)
+        ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
+                                               KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+        ch, cw, cin = _centre(u, v, pmask, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED, F0_SMOOTH)
+        kt = _k_at(g_ptr + b * sgb, sgd, sgh, sgw, gh, gw, gin, f0_ptr + b * sfb, sfd, sfh, sfw, ch, cw, cin, D,
+                   alpha, lam, m_ptr + b * smb, smh, smw, ih, iw, sc_ptr + b * Ho * Wo, Wo,
+                   k_ptr + b * skb, ski, skj, skh, skw, ki, kj, u, v, xin,
+                   K_MODE, KTYPE, NORMALIZE, HAS_MASK, KDT, BLOCK_P, BLOCK_D)
+        xt = tl.load(x_ptr + b * sxb + (ih * sxh + iw * sxw)[:, None] + offs_c[None, :] * sxc,
+                     mask=xin[:, None] & cm[None, :], other=0.0).to(KDT)
+        xs = (kt[:, None] * xt).to(DOT_DT)
+        gt = tl.load(gy_ptr + b * sgyb + (u * sgyh + v * sgyw)[:, None] + offs_o[None, :] * sgyo,
+                     mask=pmask[:, None] & om[None, :], other=0.0)
+        acc = tl.dot(tl.trans(gt.to(DOT_DT)), xs, acc, input_precision=PREC)
+    pp = part_ptr + ((split * (KH * KW) + t) * O + offs_o[:, None]) * C + offs_c[None, :]
+    tl.store(pp, acc, mask=om[:, None] & cm[None, :])
+
+
+# --- depthwise family: pooling and shared-filter convolution ---------------------------------
+
+@triton.jit
+def pac_dw_dk_kernel(
+    gy_ptr, x_ptr, wt_ptr, dk_ptr,
+    C, H, W, Ho, Wo,
+    sgb, sgc, sgh, sgw,
+    sxb, sxc, sxh, sxw,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    TRANSPOSED: tl.constexpr, HAS_WTAP: tl.constexpr, PER_CHANNEL: tl.constexpr, IDX64: tl.constexpr,
+    KDT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """dK[b, c or 0, (ki, kj), P] = w_t gy[b, c, P] x[b, c, q_t(P)] (summed over c unless
+    PER_CHANNEL). ``dk_ptr``: ``[B, C or 1, KH*KW, Ho*Wo]`` contiguous in KDT; all written."""
+    pid_p = tl.program_id(0)
+    b = tl.program_id(1)
+    pid_c = tl.program_id(2)
+    if IDX64:
+        b = b.to(tl.int64)
+    u, v, pmask, ph, pw = _pixels(pid_p, Ho, Wo, SH, SW, TRANSPOSED, IDX64, BLOCK_P)
+    offs_c = tl.arange(0, BLOCK_C)
+    if IDX64:
+        offs_c = offs_c.to(tl.int64)
+    pix = u * Wo + v
+    goff = u * sgh + v * sgw
+    for t in range(KH * KW):
+        i = t // KW
+        j = t % KW
+        ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, 1, 1,
+                                               KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+        xoff = ih * sxh + iw * sxw
+        if HAS_WTAP:
+            wv = tl.load(wt_ptr + t).to(KDT)
+        else:
+            wv = 1.0
+        if PER_CHANNEL:
+            cc = pid_c * BLOCK_C + offs_c
+            cm = cc < C
+            gt = tl.load(gy_ptr + b * sgb + goff[:, None] + cc[None, :] * sgc, mask=pmask[:, None] & cm[None, :],
+                         other=0.0).to(KDT)
+            xt = tl.load(x_ptr + b * sxb + xoff[:, None] + cc[None, :] * sxc, mask=xin[:, None] & cm[None, :],
+                         other=0.0).to(KDT)
+            tl.store(dk_ptr + ((b * C + cc[None, :]) * (KH * KW) + ki * KW + kj) * Ho * Wo + pix[:, None],
+                     wv * gt * xt, mask=pmask[:, None] & cm[None, :])
+        else:
+            dk = tl.zeros([BLOCK_P], KDT)
+            for c0 in range(0, C, BLOCK_C):
+                cc = c0 + offs_c
+                cm = cc < C
+                gt = tl.load(gy_ptr + b * sgb + goff[:, None] + cc[None, :] * sgc,
+                             mask=pmask[:, None] & cm[None, :], other=0.0).to(KDT)
+                xt = tl.load(x_ptr + b * sxb + xoff[:, None] + cc[None, :] * sxc,
+                             mask=xin[:, None] & cm[None, :], other=0.0).to(KDT)
+                dk += tl.sum(gt * xt, axis=1)
+            tl.store(dk_ptr + (b * (KH * KW) + ki * KW + kj) * Ho * Wo + pix, wv * dk, mask=pmask)
+
+
+@triton.jit
+def pac_guide_pass_cw_kernel(
+    g_ptr, f0_ptr, m_ptr, dk_ptr, sc_ptr, df0_ptr, pa_ptr, pl_ptr, alpha_ptr, lam_ptr,
+    C, H, W, Ho, Wo, Hg, Wg, sab,
+    sgb, sgd, sgh, sgw,
+    sfb, sfd, sfh, sfw,
+    smb, smh, smw,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    TRANSPOSED: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
+    NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, NEED_DR: tl.constexpr, IDX64: tl.constexpr,
+    KDT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """``pac_guide_pass_kernel`` for channel-wise K (pooling; packernel2d): guide channel c
+    is K channel c; scale, dr (over dK ``[B, C, KK, Ho*Wo]``), d f0 and the alpha/lambda
+    partials are per channel (``[B, C, Ho*Wo]``); alpha/lambda read at c * sab."""
+    pid_p = tl.program_id(0)
+    b = tl.program_id(1)
+    pid_c = tl.program_id(2)
+    if IDX64:
+        b = b.to(tl.int64)
+    u, v, pmask, ph, pw = _pixels(pid_p, Ho, Wo, SH, SW, False, IDX64, BLOCK_P)
+    cc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    if IDX64:
+        cc = cc.to(tl.int64)
+    cm = cc < C
+    pm2 = pmask[:, None] & cm[None, :]
+    g_b = g_ptr + b * sgb
+    m_b = m_ptr + b * smb
+    pix2 = (u * Wo + v)[:, None]
+    chan = (b * C + cc[None, :])
+    ch, cw, cin = _centre(u, v, pmask, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED, F0_SMOOTH)
+    alpha = 0.0
+    lam = 0.0
+    if KTYPE != 0:
+        alpha = tl.load(alpha_ptr + cc * sab, mask=cm, other=0.0).to(KDT)[None, :]
+        lam = tl.load(lam_ptr + cc * sab, mask=cm, other=0.0).to(KDT)[None, :]
+    f0t = tl.load(f0_ptr + b * sfb + (ch * sfh + cw * sfw)[:, None] + cc[None, :] * sfd,
+                  mask=cin[:, None] & cm[None, :], other=0.0).to(KDT)
+    nsum = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+    vsum = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+    tsum = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+    if NORMALIZE or HAS_MASK:
+        for t in range(KH * KW):
+            i = t // KW
+            j = t % KW
+            if TRANSPOSED:
+                i = KH - 1 - i
+                j = KW - 1 - j
+            ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
+                                                   KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+            if HAS_MASK:
+                mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)[:, None]
+            else:
+                mv = xin.to(KDT)[:, None]
+            if NORMALIZE:
+                fq = tl.load(g_b + (gh * sgh + gw * sgw)[:, None] + cc[None, :] * sgd,
+                             mask=gin[:, None] & cm[None, :], other=0.0).to(KDT)
+                df = fq - f0t
+                if KTYPE == 2:
+                    df = tl.maximum(df, 0.0)
+                km = _kvalue(df * df, alpha, lam, KTYPE) * mv
+                nsum += km
+                if NEED_DR:
+                    tsum += km * tl.load(dk_ptr + (chan * (KH * KW) + ki * KW + kj) * Ho * Wo + pix2, mask=pm2, other=0.0)
+            else:
+                nsum += mv
+                vsum += xin.to(KDT)[:, None]
+        nz = nsum != 0
+        if NORMALIZE:
+            scale = 1.0 / tl.where(nz, nsum, 1.0)
+        else:
+            scale = tl.where(nz, vsum / tl.where(nz, nsum, 1.0), 0.0)
+        tl.store(sc_ptr + chan * Ho * Wo + pix2, scale, mask=pm2)
+        corr = tl.where(nz, tsum * scale, 0.0)
+    else:
+        scale = nsum + 1.0
+        corr = nsum
+    if NEED_DR:
+        df0 = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+        pa = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+        pl = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+        for t in range(KH * KW):
+            i = t // KW
+            j = t % KW
+            if TRANSPOSED:
+                i = KH - 1 - i
+                j = KW - 1 - j
+            ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
+                                                   KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+            fq = tl.load(g_b + (gh * sgh + gw * sgw)[:, None] + cc[None, :] * sgd,
+                         mask=gin[:, None] & cm[None, :], other=0.0).to(KDT)
+            diff = fq - f0t
+            if KTYPE == 2:
+                diff = tl.maximum(diff, 0.0)
+            r = diff * diff
+            dkp = dk_ptr + (chan * (KH * KW) + ki * KW + kj) * Ho * Wo + pix2
+            dk = tl.load(dkp, mask=pm2, other=0.0)
+            if NORMALIZE or HAS_MASK:
+                if HAS_MASK:
+                    mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)[:, None]
+                else:
+                    mv = xin.to(KDT)[:, None]
+                dkt = mv * (dk - corr) * scale
+            else:
+                dkt = dk
+            if KTYPE == 0:
+                dr = dkt * (-0.5) * tl.exp(-0.5 * r)
+            else:
+                le = tl.log(r + 1e-4)
+                pw_ = tl.exp((0.5 * lam) * le)
+                dr = dkt * (0.5 * lam) * pw_ / (r + 1e-4)
+                pa += dkt
+                pl += dkt * pw_ * le * 0.5
+            dr = tl.where(pm2, dr, 0.0)
+            tl.store(dkp, dr, mask=pm2)
+            df0 += dr * diff
+        tl.store(df0_ptr + chan * Ho * Wo + pix2, -2.0 * df0, mask=pm2)
+        if KTYPE != 0:
+            tl.store(pa_ptr + chan * Ho * Wo + pix2, pa, mask=pm2)
+            tl.store(pl_ptr + chan * Ho * Wo + pix2, pl, mask=pm2)
+
+
+@triton.jit
+def pac_dw_dx_kernel(
+    gy_ptr, wt_ptr, dx_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, k_ptr, alpha_ptr, lam_ptr,
+    C, H, W, Ho, Wo, D, Hg, Wg, sab, DKC,
+    sgyb, sgyc, sgyh, sgyw,
+    sdb, sdc, sdh, sdw,
+    sgb, sgd, sgh, sgw,
+    sfb, sfd, sfh, sfw,
+    smb, smh, smw,
+    skb, skc, ski, skj, skh, skw,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    TRANSPOSED: tl.constexpr, K_MODE: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
+    NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_WTAP: tl.constexpr, CW: tl.constexpr,
+    IDX64: tl.constexpr, KDT: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """Input gradient of the depthwise family: dx[b, c, q] = sum over (t, P) with q_t(P) = q of
+    w_t K_t(P)[c or 0] gy[b, c, P]; index patterns as ``pac_conv_dx_kernel``. The per-pixel
+    scale is ``[B, DKC, Ho*Wo]`` (DKC = C channel-wise, else 1)."""
+    pid_p = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    b = tl.program_id(2)
+    if IDX64:
+        b = b.to(tl.int64)
+    u, v, qmask, ph, pw = _pixels(pid_p, H, W, SH, SW, not TRANSPOSED, IDX64, BLOCK_P)
+    cc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    if IDX64:
+        cc = cc.to(tl.int64)
+    cm = cc < C
+    g_b = g_ptr + b * sgb
+    f0_b = f0_ptr + b * sfb
+    alpha = 0.0
+    lam = 0.0
+    if K_MODE == 1:
+        if KTYPE != 0:
+            if CW:
+                alpha = tl.load(alpha_ptr + cc * sab, mask=cm, other=0.0).to(KDT)[None, :]
+                lam = tl.load(lam_ptr + cc * sab, mask=cm, other=0.0).to(KDT)[None, :]
+            else:
+                alpha = tl.load(alpha_ptr).to(KDT)
+                lam = tl.load(lam_ptr).to(KDT)
+    acc = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+    for t in range(KH * KW):
+        i = t // KW
+        j = t % KW
+        run = True
+        if not TRANSPOSED:
+            run = ((ph + PH - i * DH) % SH == 0) & ((pw + PW - j * DW) % SW == 0)
+        if run:
+            if TRANSPOSED:
+                pu = u * SH - PH + i * DH
+                pv = v * SW - PW + j * DW
+                pin = qmask & (pu >= 0) & (pu < Ho) & (pv >= 0) & (pv < Wo)
+                gh = pu + (KH // 2 - i) * DH
+                gw = pv + (KW // 2 - j) * DW
+                gin = pin & (gh >= 0) & (gh < Hg) & (gw >= 0) & (gw < Wg)
+                ki = KH - 1 - i
+                kj = KW - 1 - j
+            else:
+                pu, pv, pin, _gh, _gw, _gin, _ki, _kj = _tap(u, v, qmask, i, j, Ho, Wo, 1, 1,
+                                                             KH, KW, SH, SW, PH, PW, DH, DW, True)
+                gh = u
+                gw = v
+                gin = pin & (u < Hg) & (v < Wg)
+                ki = i
+                kj = j
+            pm2 = pin[:, None] & cm[None, :]
+            if K_MODE == 1:
+                ch, cw, cin = _centre(pu, pv, pin, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED,
+                                      F0_SMOOTH)
+                if CW:
+                    fq = tl.load(g_b + (gh * sgh + gw * sgw)[:, None] + cc[None, :] * sgd,
+                                 mask=gin[:, None] & cm[None, :], other=0.0).to(KDT)
+                    f0 = tl.load(f0_b + (ch * sfh + cw * sfw)[:, None] + cc[None, :] * sfd,
+                                 mask=cin[:, None] & cm[None, :], other=0.0).to(KDT)
+                    df = fq - f0
+                    if KTYPE == 2:
+                        df = tl.maximum(df, 0.0)
+                    kt = _kvalue(df * df, alpha, lam, KTYPE)
+                else:
+                    r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, tl.zeros([BLOCK_P, BLOCK_D], KDT), f0_b, sfd, sfh,
+                              sfw, ch, cw, cin, D, KDT, KTYPE == 2, False, BLOCK_P, BLOCK_D)
+                    kt = _kvalue(r, alpha, lam, KTYPE)[:, None] + tl.zeros([BLOCK_P, BLOCK_C], KDT)
+                if HAS_MASK:
+                    kt = kt * tl.load(m_ptr + b * smb + u * smh + v * smw, mask=pin, other=0.0).to(KDT)[:, None]
+                if NORMALIZE or HAS_MASK:
+                    if CW:
+                        kt = kt * tl.load(sc_ptr + (b * C + cc[None, :]) * Ho * Wo + (pu * Wo + pv)[:, None],
+                                          mask=pm2, other=0.0)
+                    else:
+                        kt = kt * tl.load(sc_ptr + b * Ho * Wo + pu * Wo + pv, mask=pin, other=0.0)[:, None]
+                kt = tl.where(pm2, kt, 0.0)
+            else:
+                kt = tl.load(k_ptr + b * skb + ki * ski + kj * skj + (pu * skh + pv * skw)[:, None]
+                             + cc[None, :] * skc, mask=pm2, other=0.0).to(KDT)
+            if HAS_WTAP:
+                kt = kt * tl.load(wt_ptr + t).to(KDT)
+            gt = tl.load(gy_ptr + b * sgyb + (pu * sgyh + pv * sgyw)[:, None] + cc[None, :] * sgyc, mask=pm2,
+                         other=0.0).to(KDT)
+            acc += kt * gt
+    tl.store(dx_ptr + b * sdb + (u * sdh + v * sdw)[:, None] + cc[None, :] * sdc,
+             acc.to(dx_ptr.dtype.element_ty), mask=qmask[:, None] & cm[None, :])
+
+
+@triton.jit
+def pac_shared_dw_kernel(
+    gy_ptr, x_ptr, part_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, k_ptr, alpha_ptr, lam_ptr,
+    C, H, W, Ho, Wo, D, Hg, Wg, B, NSPLIT,
+    sgyb, sgyc, sgyh, sgyw,
+    sxb, sxc, sxh, sxw,
+    sgb, sgd, sgh, sgw,
+    sfb, sfd, sfh, sfw,
+    smb, smh, smw,
+    skb, ski, skj, skh, skw,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    TRANSPOSED: tl.constexpr, K_MODE: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
+    NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, IDX64: tl.constexpr,
+    KDT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """Shared-filter weight gradient partials: part[split, t] = sum over this split's pixel
+    tiles of K_t(P) sum_c gy[b, c, P] x[b, c, q_t(P)] (no atomics; host sums over splits)."""
+    split = tl.program_id(0)
+    t = tl.program_id(1)
+    i = t // KW
+    j = t % KW
+    offs_c = tl.arange(0, BLOCK_C)
+    alpha = 0.0
+    lam = 0.0
+    if K_MODE == 1:
+        if KTYPE != 0:
+            alpha = tl.load(alpha_ptr).to(KDT)
+            lam = tl.load(lam_ptr).to(KDT)
+    n_tiles = (Ho * Wo + BLOCK_P - 1) // BLOCK_P
+    acc = tl.zeros([BLOCK_P], KDT)
+    for tid in range(split, B * n_tiles, NSPLIT):
+        b = tid // n_tiles
+        if IDX64:
+            b = b.to(tl.int64)
+        u, v, pmask, ph, pw = _pixels(tid % n_tiles, Ho, Wo, SH, SW, False, IDX64, BLOCK_P)
+        ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
+                                               KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+        ch, cw, cin = _centre(u, v, pmask, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED, F0_SMOOTH)
+        kt = _k_at(g_ptr + b * sgb, sgd, sgh, sgw, gh, gw, gin, f0_ptr + b * sfb, sfd, sfh, sfw, ch, cw, cin, D,
+                   alpha, lam, m_ptr + b * smb, smh, smw, ih, iw, sc_ptr + b * Ho * Wo, Wo,
+                   k_ptr + b * skb, ski, skj, skh, skw, ki, kj, u, v, xin,
+                   K_MODE, KTYPE, NORMALIZE, HAS_MASK, KDT, BLOCK_P, BLOCK_D)
+        e = tl.zeros([BLOCK_P], KDT)
+        for c0 in range(0, C, BLOCK_C):
+            cc = c0 + offs_c
+            cm = cc < C
+            gt = tl.load(gy_ptr + b * sgyb + (u * sgyh + v * sgyw)[:, None] + cc[None, :] * sgyc,
+                         mask=pmask[:, None] & cm[None, :], other=0.0).to(KDT)
+            xt = tl.load(x_ptr + b * sxb + (ih * sxh + iw * sxw)[:, None] + cc[None, :] * sxc,
+                         mask=xin[:, None] & cm[None, :], other=0.0).to(KDT)
+            e += tl.sum(gt * xt, axis=1)
+        acc += kt * e
+    tl.store(part_ptr + split * (KH * KW) + t, tl.sum(acc, axis=0))

@@ -1,0 +1,433 @@
+"""Launchers of the backward kernels (``kernels_bwd.py``): tensors in, gradients out.
+
+Only the gradients asked for are computed. Memory beyond the gradients themselves: dK
+``[B, 1, k*k, Ho, Wo]`` (KDT; overwritten in place by dr), a per-pixel scale and per-pixel
+alpha/lambda partials (``[B, Ho, Wo]``), d f0 ``[B, D, Ho, Wo]`` and the weight-gradient
+partials ``[nsplit, k*k, O, C]`` with ``nsplit * O * C <= max(O * C, B * Ho * Wo)``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import triton
+
+from . import kernels as K
+from . import kernels_bwd as KB
+from . import tuning
+from .launch import (_TL, _dot_types, _empty, _like_layout, _mask_args, _strides4, conv_out_hw, kdt_of,
+                     need_idx64, smoothed_centre)
+
+
+def _centre_pads(guide_hw, smooth_hw, kernel_size, stride, padding, dilation, out_hw, transposed):
+    sh, sw = smooth_hw
+    kh, kw = kernel_size
+    Hg, Wg = guide_hw
+    Ho, Wo = out_hw
+    if transposed:
+        step, c0 = (1, 1), (0, 0)
+    else:
+        step = tuple(stride)
+        c0 = ((kh // 2) * dilation[0] - padding[0], (kw // 2) * dilation[1] - padding[1])
+    top, left = sh // 2 - c0[0], sw // 2 - c0[1]
+    bottom = (Ho - 1) * step[0] + sh - (Hg + top)
+    right = (Wo - 1) * step[1] + sw - (Wg + left)
+    return step, [left, right, top, bottom]
+
+
+def centre_adjoint(df0, guide, smooth, kernel_size, stride, padding, dilation, transposed, need_smooth):
+    """Adjoint of the centre feature f0 (the guide at the centre tap, or its smoothing by the
+    ``[1, 1, sh, sw]`` window): returns (d guide ``[B, D, Hg, Wg]`` in df0's dtype, d smooth or
+    None). A small D-channel stencil in torch, deterministic (strided slice adds)."""
+    kdt = df0.dtype
+    S = (smooth.to(kdt).reshape(smooth.shape[-2], smooth.shape[-1]) if smooth is not None
+         else torch.ones(1, 1, dtype=kdt, device=df0.device))
+    sh, sw = S.shape
+    Ho, Wo = df0.shape[-2:]
+    step, pads = _centre_pads(tuple(guide.shape[-2:]), (sh, sw), kernel_size, stride, padding, dilation, (Ho, Wo),
+                              transposed)
+    Hp = guide.shape[-2] + pads[2] + pads[3]
+    Wp = guide.shape[-1] + pads[0] + pads[1]
+    dfp = torch.zeros(*df0.shape[:2], Hp, Wp, dtype=kdt, device=df0.device)
+    fp = F.pad(guide.detach().to(kdt), pads) if need_smooth else None
+    ds = torch.zeros(sh, sw, dtype=kdt, device=df0.device) if need_smooth else None
+    for a in range(sh):
+        for b in range(sw):
+            sl = (Ellipsis, slice(a, a + (Ho - 1) * step[0] + 1, step[0]), slice(b, b + (Wo - 1) * step[1] + 1, step[1]))
+            dfp[sl] += S[a, b] * df0
+            if need_smooth:
+                ds[a, b] = (df0 * fp[sl]).sum()
+    dguide = F.pad(dfp, [-p for p in pads])
+    return dguide, (ds.reshape(1, 1, sh, sw) if need_smooth else None)
+
+
+def _nsplit(total_tiles, n_prog, O, C, npix):
+    """Splits of the pixel axis of the weight gradient: enough programs to fill a GPU, at most
+    one per pixel tile, partials no larger than max(O*C, B*Ho*Wo) per tap. Depends on shapes
+    only (never on the device), so runs are bitwise reproducible."""
+    cap = max(1, max(O * C, npix) // max(1, O * C))
+    return max(1, min(total_tiles, max(1, 1024 // max(1, n_prog)), cap))
+
+
+def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding,
+                  dilation, transposed, ktype, normalize, needs):
+    """Gradients of ``conv_fwd`` (not shared filters). ``needs``: flags for (x, weight, bias,
+    guide, kernel, smooth, alpha, lam). Returns a list in that order, None where not asked."""
+    need_x, need_w, need_b, need_g, need_k, need_s, need_a, need_l = needs
+    B, C, H, W = x.shape
+    kh, kw = weight.shape[-2:]
+    KK = kh * kw
+    if transposed:
+        O = weight.shape[1]
+        w_oc = weight.permute(2, 3, 1, 0).contiguous()  # [kh, kw, O, C]
+    else:
+        O = weight.shape[0]
+        w_oc = weight.permute(2, 3, 0, 1).contiguous()
+    kdt = kdt_of(x.dtype)
+    k_mode = K.K_LOAD if kernel is not None else K.K_GUIDE
+    if k_mode == K.K_LOAD:
+        Ho, Wo = kernel.shape[-2:]
+        Hg, Wg, D = 1, 1, 1
+        need_g = need_s = need_a = need_l = False
+    else:
+        Hg, Wg = guide.shape[-2:]
+        D = guide.shape[1]
+        Ho, Wo = (Hg, Wg) if transposed else conv_out_hw((Hg, Wg), (kh, kw), stride, padding, dilation)
+    has_mask = mask is not None and k_mode == K.K_GUIDE
+    norm = bool(normalize) and k_mode == K.K_GUIDE
+    inv = k_mode == K.K_GUIDE and ktype != K.KT_GAUSS
+    if not inv:
+        need_a = need_l = False
+    need_guide_side = need_g or need_s or need_a or need_l
+    out = [None] * 8
+    dev = x.device
+    if need_b:
+        out[2] = gy.sum(dim=(0, 2, 3), dtype=kdt).to(weight.dtype)
+    if not (need_x or need_w or need_guide_side or need_k):
+        return out
+    gy = gy if gy.dtype == x.dtype else gy.to(x.dtype)
+    dot_dt, prec = _dot_types(x.dtype)
+    cfg = tuning.conv_default(C, O, x.dtype == torch.float64)
+    bp, bo, bc = cfg["BLOCK_P"], cfg["BLOCK_O"], cfg["BLOCK_C"]
+    launch_cfg = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    geom = dict(KH=kh, KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],
+                DH=dilation[0], DW=dilation[1])
+    idx64 = need_idx64(x, gy, guide, mask, kernel)
+    f0 = None
+    if k_mode == K.K_GUIDE and smooth is not None:
+        f0 = smoothed_centre(guide, smooth, (kh, kw), stride, padding, dilation, (Ho, Wo), transposed)
+    g = guide if guide is not None else x
+    fz = f0 if f0 is not None else g
+    sg = _strides4(g) if guide is not None else [0] * 4
+    sf = _strides4(fz) if guide is not None else [0] * 4
+    m, sm = _mask_args(mask if has_mask else None, x)
+    kt = kernel if kernel is not None else x
+    sk = [int(kernel.stride(d)) for d in (0, 2, 3, 4, 5)] if kernel is not None else [0] * 5
+    a = alpha.detach().reshape(-1).to(kdt).contiguous() if inv else x
+    lm = lam.detach().reshape(-1).to(kdt).contiguous() if inv else x
+    bd = tuning.np2(D) if k_mode == K.K_GUIDE else 1
+    common = dict(**geom, IDX64=idx64, KDT=_TL[kdt])
+    gbp = tuning.guide_bwd_block_p(x.dtype == torch.float64)
+
+    # Per-pixel K scale (normaliser or mask ratio) and the guide-side chain; dK first.
+    scale = x
+    dk = None
+    if need_guide_side or need_k:
+        dk = _empty((B, KK, Ho * Wo), kdt, dev)
+        grid = ((triton.cdiv(triton.cdiv(Ho, stride[0]) * triton.cdiv(Wo, stride[1]), bp) * stride[0] * stride[1]
+                 if transposed else triton.cdiv(Ho * Wo, bp)), B)
+        KB.pac_conv_dk_kernel[grid](gy, x, w_oc, dk, C, O, H, W, Ho, Wo, *_strides4(gy), *_strides4(x),
+                                    **common, TRANSPOSED=bool(transposed), DOT_DT=dot_dt, PREC=prec,
+                                    BLOCK_P=bp, BLOCK_O=bo, BLOCK_C=bc, **launch_cfg)
+        if need_k:
+            out[4] = dk.reshape(B, 1, kh, kw, Ho, Wo).to(kernel.dtype)
+    df0 = None
+    if k_mode == K.K_GUIDE and (need_guide_side or ((need_x or need_w) and (norm or has_mask))):
+        if norm or has_mask:
+            scale = _empty((B, Ho * Wo), kdt, dev)
+        df0 = _empty((B, D, Ho * Wo), kdt, dev) if need_guide_side else x
+        pa = _empty((B, Ho * Wo), kdt, dev) if need_guide_side and inv else x
+        pl = _empty((B, Ho * Wo), kdt, dev) if need_guide_side and inv else x
+        KB.pac_guide_pass_kernel[(triton.cdiv(Ho * Wo, gbp), B)](
+            g, fz, m, dk if dk is not None else x, scale, df0, pa, pl, a, lm,
+            H, W, Ho, Wo, D, Hg, Wg, *sg, *sf, *sm,
+            **common, TRANSPOSED=bool(transposed), KTYPE=int(ktype), F0_SMOOTH=f0 is not None,
+            NORMALIZE=norm, HAS_MASK=has_mask, NEED_DR=need_guide_side, BLOCK_D=bd, BLOCK_P=gbp, num_warps=4)
+        if need_a:
+            out[6] = pa.sum(dtype=kdt).reshape(alpha.shape).to(alpha.dtype)
+        if need_l:
+            out[7] = pl.sum(dtype=kdt).reshape(lam.shape).to(lam.dtype)
+        if need_g or need_s:
+            dg, ds = centre_adjoint(df0.reshape(B, D, Ho, Wo), guide, smooth, (kh, kw), stride, padding, dilation,
+                                    transposed, need_s and smooth is not None)
+            if need_g:
+                if transposed:
+                    gs, gp = (1, 1), ((kh // 2) * dilation[0], (kw // 2) * dilation[1])
+                else:
+                    gs, gp = tuple(stride), tuple(padding)
+                dfq = _empty((B, D, Hg, Wg), kdt, dev)
+                n = gs[0] * gs[1] * triton.cdiv(triton.cdiv(Hg, gs[0]) * triton.cdiv(Wg, gs[1]), gbp)
+                KB.pac_guide_gather_kernel[(n, B)](
+                    g, fz, dk, dfq, Ho, Wo, D, Hg, Wg, *sg, *sf,
+                    KH=kh, KW=kw, SH=gs[0], SW=gs[1], PH=gp[0], PW=gp[1], DH=dilation[0], DW=dilation[1],
+                    F0_SMOOTH=f0 is not None, ASYM=ktype == K.KT_INV_ASYM, CW=False, IDX64=idx64, KDT=_TL[kdt],
+                    BLOCK_D=bd, BLOCK_P=gbp, num_warps=4)
+                out[3] = (dfq + dg).to(guide.dtype)
+            if need_s and smooth is not None:
+                out[5] = ds.to(smooth.dtype)
+    kargs = [g, fz, m, scale, kt, a, lm]
+    kstr = [*sg, *sf, *sm, *sk]
+    kmeta = dict(**common, TRANSPOSED=bool(transposed), K_MODE=k_mode, KTYPE=int(ktype), F0_SMOOTH=f0 is not None,
+                 NORMALIZE=norm, HAS_MASK=has_mask, DOT_DT=dot_dt, PREC=prec, BLOCK_D=bd)
+    if need_x:
+        dx = _like_layout(x, (B, C, H, W), x.dtype)
+        if transposed:
+            n = triton.cdiv(H * W, bp)
+        else:
+            n = stride[0] * stride[1] * triton.cdiv(triton.cdiv(H, stride[0]) * triton.cdiv(W, stride[1]), bp)
+        KB.pac_conv_dx_kernel[(n, triton.cdiv(C, bc), B)](
+            gy, w_oc, dx, *kargs, C, O, H, W, Ho, Wo, D, Hg, Wg,
+            *_strides4(gy), *_strides4(dx), *kstr, **kmeta, BLOCK_P=bp, BLOCK_O=bo, BLOCK_C=bc, **launch_cfg)
+        out[0] = dx
+    if need_w:
+        n_ob, n_cb = triton.cdiv(O, bo), triton.cdiv(C, bc)
+        tiles = B * triton.cdiv(Ho * Wo, bp)
+        ns = _nsplit(tiles, n_ob * n_cb * KK, O, C, B * Ho * Wo)
+        part = _empty((ns, KK, O, C), kdt, dev)
+        KB.pac_conv_dw_kernel[(ns, n_ob * n_cb, KK)](
+            gy, x, part, *kargs, C, O, H, W, Ho, Wo, D, Hg, Wg, B, ns,
+            *_strides4(gy), *_strides4(x), *kstr, **kmeta, BLOCK_P=bp, BLOCK_O=bo, BLOCK_C=bc, **launch_cfg)
+        dw = part.sum(dim=0).reshape(kh, kw, O, C)  # fixed-order reduction over the splits
+        out[1] = (dw.permute(3, 2, 0, 1) if transposed else dw.permute(2, 3, 0, 1)).contiguous().to(weight.dtype)
+    return out
+
+
+def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilation, transposed, guide, kernel,
+                mask, smooth, alpha, lam, ktype, normalize, channel_wise, needs):
+    """Gradients of the depthwise family (pooling: ``wtap`` None; shared filters: ``wtap`` the
+    ``[1, 1, kh, kw]`` weight). ``needs``: (x, weight, bias, guide, kernel, smooth, alpha, lam)."""
+    need_x, need_w, need_b, need_g, need_k, need_s, need_a, need_l = needs
+    B, C, H, W = x.shape
+    kh, kw = kernel_size
+    KK = kh * kw
+    kdt = kdt_of(x.dtype)
+    dev = x.device
+    k_mode = K.K_LOAD if kernel is not None else K.K_GUIDE
+    if k_mode == K.K_LOAD:
+        Ho, Wo = kernel.shape[-2:]
+        Hg, Wg, D = 1, 1, 1
+        need_g = need_s = need_a = need_l = False
+        dkc = kernel.shape[1]
+    else:
+        Hg, Wg = guide.shape[-2:]
+        D = guide.shape[1]
+        Ho, Wo = (Hg, Wg) if transposed else conv_out_hw((Hg, Wg), (kh, kw), stride, padding, dilation)
+        dkc = C if channel_wise else 1
+    cw = bool(channel_wise) and k_mode == K.K_GUIDE
+    has_mask = mask is not None and k_mode == K.K_GUIDE
+    norm = bool(normalize) and k_mode == K.K_GUIDE
+    inv = k_mode == K.K_GUIDE and ktype != K.KT_GAUSS
+    if not inv:
+        need_a = need_l = False
+    if wtap is None:
+        need_w = need_b = False
+    need_guide_side = need_g or need_s or need_a or need_l
+    out = [None] * 8
+    if need_b:
+        out[2] = gy.sum(dim=(0, 2, 3), dtype=kdt).to(wtap.dtype)
+    if not (need_x or need_w or need_guide_side or need_k):
+        return out
+    cfg = tuning.dw_default(C, x.dtype == torch.float64)
+    bp, bc = cfg["BLOCK_P"], cfg["BLOCK_C"]
+    nw = cfg["num_warps"]
+    geom = dict(KH=kh, KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],
+                DH=dilation[0], DW=dilation[1])
+    idx64 = need_idx64(x, gy, guide, mask, kernel)
+    common = dict(**geom, IDX64=idx64, KDT=_TL[kdt])
+    gbp = tuning.guide_bwd_block_p(x.dtype == torch.float64)
+    f0 = None
+    if k_mode == K.K_GUIDE and smooth is not None:
+        f0 = smoothed_centre(guide, smooth, (kh, kw), stride, padding, dilation, (Ho, Wo), transposed)
+    g = guide if guide is not None else x
+    fz = f0 if f0 is not None else g
+    sg = _strides4(g) if guide is not None else [0] * 4
+    sf = _strides4(fz) if guide is not None else [0] * 4
+    m, sm = _mask_args(mask if has_mask else None, x)
+    kt = kernel if kernel is not None else x
+    if kernel is not None:
+        sk = [int(kernel.stride(0)), int(kernel.stride(1)) if kernel.shape[1] > 1 else 0,
+              *[int(kernel.stride(d)) for d in (2, 3, 4, 5)]]
+    else:
+        sk = [0] * 6
+    if inv:
+        a = alpha.detach().reshape(-1).to(kdt)
+        lm = lam.detach().reshape(-1).to(kdt)
+        if cw:
+            a, lm, sab = a.expand(C).contiguous(), lm.expand(C).contiguous(), 1
+        else:
+            a, lm, sab = a.contiguous(), lm.contiguous(), 0
+    else:
+        a, lm, sab = x, x, 0
+    wt = wtap.detach().reshape(-1).to(kdt).contiguous() if wtap is not None else x
+    bd = tuning.np2(D) if (k_mode == K.K_GUIDE and not cw) else 1
+    ph_grid = (stride[0] * stride[1] * triton.cdiv(triton.cdiv(Ho, stride[0]) * triton.cdiv(Wo, stride[1]), bp)
+               if transposed else triton.cdiv(Ho * Wo, bp))
+
+    scale = x
+    dk = None
+    if need_guide_side or need_k:
+        per_c = dkc > 1
+        dk = _empty((B, dkc, KK, Ho * Wo), kdt, dev)
+        KB.pac_dw_dk_kernel[(ph_grid, B, triton.cdiv(C, bc) if per_c else 1)](
+            gy, x, wt, dk, C, H, W, Ho, Wo, *_strides4(gy), *_strides4(x), **common,
+            TRANSPOSED=bool(transposed), HAS_WTAP=wtap is not None, PER_CHANNEL=per_c, BLOCK_P=bp, BLOCK_C=bc,
+            num_warps=nw)
+        if need_k:
+            out[4] = dk.reshape(B, dkc, kh, kw, Ho, Wo).to(kernel.dtype)
+    if k_mode == K.K_GUIDE and (need_guide_side or ((need_x or need_w) and (norm or has_mask))):
+        if norm or has_mask:
+            scale = _empty((B, dkc, Ho * Wo), kdt, dev)
+        df0 = _empty((B, D, Ho * Wo), kdt, dev) if need_guide_side else x
+        pa = _empty((B, dkc, Ho * Wo), kdt, dev) if need_guide_side and inv else x
+        pl = _empty((B, dkc, Ho * Wo), kdt, dev) if need_guide_side and inv else x
+        dkarg = dk if dk is not None else x
+        if cw:
+            KB.pac_guide_pass_cw_kernel[(triton.cdiv(Ho * Wo, bp), B, triton.cdiv(C, bc))](
+                g, fz, m, dkarg, scale, df0, pa, pl, a, lm, C, H, W, Ho, Wo, Hg, Wg, sab, *sg, *sf, *sm,
+                **common, TRANSPOSED=False, KTYPE=int(ktype), F0_SMOOTH=f0 is not None, NORMALIZE=norm, HAS_MASK=has_mask,
+                NEED_DR=need_guide_side, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
+        else:
+            KB.pac_guide_pass_kernel[(triton.cdiv(Ho * Wo, gbp), B)](
+                g, fz, m, dkarg, scale, df0, pa, pl, a, lm, H, W, Ho, Wo, D, Hg, Wg, *sg, *sf, *sm,
+                **common, TRANSPOSED=bool(transposed), KTYPE=int(ktype), F0_SMOOTH=f0 is not None,
+                NORMALIZE=norm, HAS_MASK=has_mask, NEED_DR=need_guide_side, BLOCK_D=bd, BLOCK_P=gbp, num_warps=4)
+        for k, t, src in ((6, pa, alpha), (7, pl, lam)):
+            if needs[k] and inv:
+                v = t.sum(dim=(0, 2), dtype=kdt)  # [dkc]
+                out[k] = (v if src.numel() == v.numel() and src.dim() > 0 else v.sum()).reshape(src.shape).to(src.dtype)
+        if need_g or need_s:
+            dg, ds = centre_adjoint(df0.reshape(B, D, Ho, Wo), guide, smooth, (kh, kw), stride, padding, dilation,
+                                    transposed, need_s and smooth is not None)
+            if need_g:
+                if transposed:
+                    gs, gp = (1, 1), ((kh // 2) * dilation[0], (kw // 2) * dilation[1])
+                else:
+                    gs, gp = tuple(stride), tuple(padding)
+                dfq = _empty((B, D, Hg, Wg), kdt, dev)
+                n = gs[0] * gs[1] * triton.cdiv(triton.cdiv(Hg, gs[0]) * triton.cdiv(Wg, gs[1]), gbp)
+                KB.pac_guide_gather_kernel[(n, B)](
+                    g, fz, dk, dfq, Ho, Wo, D, Hg, Wg, *sg, *sf,
+                    KH=kh, KW=kw, SH=gs[0], SW=gs[1], PH=gp[0], PW=gp[1], DH=dilation[0], DW=dilation[1],
+                    F0_SMOOTH=f0 is not None, ASYM=ktype == K.KT_INV_ASYM, CW=cw, IDX64=idx64, KDT=_TL[kdt],
+                    BLOCK_D=tuning.np2(D), BLOCK_P=gbp, num_warps=4)
+                out[3] = (dfq + dg).to(guide.dtype)
+            if need_s and smooth is not None:
+                out[5] = ds.to(smooth.dtype)
+    kmeta = dict(**common, TRANSPOSED=bool(transposed), K_MODE=k_mode, KTYPE=int(ktype), F0_SMOOTH=f0 is not None,
+                 NORMALIZE=norm, HAS_MASK=has_mask, BLOCK_D=bd)
+    if need_x:
+        dx = _like_layout(x, (B, C, H, W), x.dtype)
+        if transposed:
+            n = triton.cdiv(H * W, bp)
+        else:
+            n = stride[0] * stride[1] * triton.cdiv(triton.cdiv(H, stride[0]) * triton.cdiv(W, stride[1]), bp)
+        KB.pac_dw_dx_kernel[(n, triton.cdiv(C, bc), B)](
+            gy, wt, dx, g, fz, m, scale, kt, a, lm, C, H, W, Ho, Wo, D, Hg, Wg, sab, dkc,
+            *_strides4(gy), *_strides4(dx), *sg, *sf, *sm, *sk, **kmeta, HAS_WTAP=wtap is not None, CW=cw,
+            BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
+        out[0] = dx
+    if need_w:
+        tiles = B * triton.cdiv(Ho * Wo, bp)
+        ns = max(1, min(tiles, 1024 // KK))
+        part = _empty((ns, KK), kdt, dev)
+        sk5 = [sk[0], sk[2], sk[3], sk[4], sk[5]]
+        KB.pac_shared_dw_kernel[(ns, KK)](
+            gy, x, part, g, fz, m, scale, kt, a, lm, C, H, W, Ho, Wo, D, Hg, Wg, B, ns,
+            *_strides4(gy), *_strides4(x), *sg, *sf, *sm, *sk5, **kmeta, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
+        out[1] = part.sum(dim=0).reshape(1, 1, kh, kw).to(wtap.dtype)  # fixed-order sum over the splits
+    return out
+
+
+def kernel_backward(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, padding, output_padding, dilation,
+                    ktype, channel_wise, normalize, transposed, needs):
+    """Gradients of packernel2d for (guide, smooth, alpha, lam) from dL/dK ``gk``: the guide
+    pass and the guide gather of the convolutions, with dK given."""
+    from .launch import convt_in_hw
+    need_g, need_s, need_a, need_l = needs
+    B, D, Hg, Wg = guide.shape
+    kh, kw = kernel_size
+    KK = kh * kw
+    kdt = kdt_of(guide.dtype)
+    dev = guide.device
+    inv = ktype != K.KT_GAUSS
+    if not inv:
+        need_a = need_l = False
+    out = [None] * 4
+    if not (need_g or need_s or need_a or need_l):
+        return out
+    if transposed:
+        Ho, Wo = Hg, Wg
+        H, W = convt_in_hw((Ho, Wo), kernel_size, stride, padding, output_padding, dilation)
+    else:
+        Ho, Wo = conv_out_hw((Hg, Wg), kernel_size, stride, padding, dilation)
+        H, W = Hg, Wg
+    cw = bool(channel_wise)
+    dkc = D if cw else 1
+    dk = _empty((B, dkc, KK, Ho * Wo), kdt, dev)
+    dk.copy_(gk.reshape(B, dkc, KK, Ho * Wo))
+    norm, has_mask = bool(normalize), mask is not None
+    bp = tuning.guide_bwd_block_p(guide.dtype == torch.float64)
+    bc = tuning.dw_default(D, guide.dtype == torch.float64)["BLOCK_C"]
+    common = dict(KH=kh, KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], DH=dilation[0],
+                  DW=dilation[1], IDX64=need_idx64(guide, gk, mask), KDT=_TL[kdt])
+    f0 = (smoothed_centre(guide, smooth, kernel_size, stride, padding, dilation, (Ho, Wo), transposed)
+          if smooth is not None else None)
+    g = guide
+    fz = f0 if f0 is not None else g
+    sg, sf = _strides4(g), _strides4(fz)
+    m, sm = _mask_args(mask, guide)
+    if inv:
+        a = alpha.detach().reshape(-1).to(kdt)
+        lm = lam.detach().reshape(-1).to(kdt)
+        if cw:
+            a, lm, sab = a.expand(D).contiguous(), lm.expand(D).contiguous(), 1
+        else:
+            a, lm, sab = a.contiguous(), lm.contiguous(), 0
+    else:
+        a, lm, sab = guide, guide, 0
+    scale = _empty((B, dkc, Ho * Wo), kdt, dev) if (norm or has_mask) else guide
+    df0 = _empty((B, D, Ho * Wo), kdt, dev)
+    pa = _empty((B, dkc, Ho * Wo), kdt, dev) if inv else guide
+    pl = _empty((B, dkc, Ho * Wo), kdt, dev) if inv else guide
+    meta = dict(**common, TRANSPOSED=bool(transposed), KTYPE=int(ktype), F0_SMOOTH=f0 is not None, NORMALIZE=norm,
+                HAS_MASK=has_mask, NEED_DR=True, BLOCK_P=bp)
+    if cw:
+        KB.pac_guide_pass_cw_kernel[(triton.cdiv(Ho * Wo, bp), B, triton.cdiv(D, bc))](
+            g, fz, m, dk, scale, df0, pa, pl, a, lm, D, H, W, Ho, Wo, Hg, Wg, sab, *sg, *sf, *sm, **meta,
+            BLOCK_C=bc, num_warps=4)
+    else:
+        KB.pac_guide_pass_kernel[(triton.cdiv(Ho * Wo, bp), B)](
+            g, fz, m, dk, scale, df0, pa, pl, a, lm, H, W, Ho, Wo, D, Hg, Wg, *sg, *sf, *sm, **meta,
+            BLOCK_D=tuning.np2(D), num_warps=4)
+    for k, t, src in ((2, pa, alpha), (3, pl, lam)):
+        if needs[k] and inv:
+            v = t.sum(dim=(0, 2), dtype=kdt)
+            out[k] = (v if src.numel() == v.numel() and src.dim() > 0 else v.sum()).reshape(src.shape).to(src.dtype)
+    if need_g or need_s:
+        dg, ds = centre_adjoint(df0.reshape(B, D, Ho, Wo), guide, smooth, kernel_size, stride, padding, dilation,
+                                transposed, need_s and smooth is not None)
+        if need_g:
+            if transposed:
+                gs, gp = (1, 1), ((kh // 2) * dilation[0], (kw // 2) * dilation[1])
+            else:
+                gs, gp = tuple(stride), tuple(padding)
+            dfq = _empty((B, D, Hg, Wg), kdt, dev)
+            n = gs[0] * gs[1] * triton.cdiv(triton.cdiv(Hg, gs[0]) * triton.cdiv(Wg, gs[1]), bp)
+            KB.pac_guide_gather_kernel[(n, B)](
+                g, fz, dk, dfq, Ho, Wo, D, Hg, Wg, *sg, *sf,
+                KH=kh, KW=kw, SH=gs[0], SW=gs[1], PH=gp[0], PW=gp[1], DH=dilation[0], DW=dilation[1],
+                F0_SMOOTH=f0 is not None, ASYM=ktype == K.KT_INV_ASYM, CW=cw, IDX64=common["IDX64"], KDT=_TL[kdt],
+                BLOCK_D=tuning.np2(D), BLOCK_P=bp, num_warps=4)
+            out[0] = (dfq + dg).to(guide.dtype)
+        if need_s and smooth is not None:
+            out[1] = ds.to(smooth.dtype)
+    return out
