@@ -253,8 +253,8 @@ def quick_cases(full: bool):
         axes = {"kernel_size": (3, 5, 7), "channels": (32, 64, 128), "feature_dim": (4, 16, 64)}
         base, dtypes = dict(DEFAULTS_FULL), ("bf16",)
     else:
-        axes = {"kernel_size": (1, 3, 5, 7, 9), "channels": (4, 8, 16, 32), "feature_dim": (1, 4, 16, 64)}
-        base, dtypes = dict(b=1, c_in=8, k=5, d=8, h=24), ("fp32",)
+        axes = {"kernel_size": (1, 3, 5, 7, 9, 11), "channels": (4, 8, 16, 32, 64), "feature_dim": (1, 4, 16, 64)}
+        base, dtypes = dict(DEFAULTS_CPU), ("fp32",)
     # On a CPU the Triton provider runs only at the tiny points below (interpreted).
     no_triton = () if full else tuple(p for p in ALL_PROVIDERS if p != "triton")
     out = []
@@ -268,7 +268,7 @@ def quick_cases(full: bool):
                     out.append(Case(op="conv", mode=mode, dtype=dt, group=f"quick:{axis}", axis=axis,
                                     providers=no_triton, **kw))
     # The other operators once each, and the tiny points where Triton runs interpreted on CPU.
-    small = dict(b=1, c_in=8, k=5, d=8, h=24) if not full else dict(DEFAULTS_FULL)
+    small = dict(DEFAULTS_CPU) if not full else dict(DEFAULTS_FULL)
     for op in ("transposed", "pool"):
         out.append(Case(op=op, stride=2 if op == "transposed" else 1, mode="fwd", dtype=dtypes[0],
                         group="quick:ops", providers=no_triton, **small))

@@ -5,6 +5,8 @@
   row the time ratio to the conv floor (1 = as fast as ``F.conv2d`` at the same shape, lower
   is better); one column per mode (fwd, fwd+bwd), one line per provider. Interpreted Triton
   points, failures and skips are not drawn (they are in the CSV and the summary).
+* ``times_by_case.png``: the cases outside a sweep axis (the presets' workloads, the other
+  operators): median time per call as bars, one per provider, with the ratio to the floor.
 * ``peak_memory_vs_resolution.png``: peak CUDA memory of one call against output megapixels,
   a line per provider and case shape. CUDA only: on a CPU it is skipped and the run says so.
 """
@@ -14,10 +16,11 @@ from pathlib import Path
 
 MODE_TITLES = {"fwd": "forward", "bwd": "backward", "fwdbwd": "forward + backward"}
 AXIS_TITLES = {"kernel_size": "kernel size k", "channels": "channels (in = out)", "feature_dim": "guide features D",
-               "resolution": "resolution (H = W, output)", "batch": "batch"}
+               "resolution": "output height H (W = H unless noted)", "batch": "batch"}
 PROVIDER_STYLE = {"triton": ("tab:red", "o", "-"), "auto": ("tab:purple", "D", "-"),
                   "reference": ("tab:blue", "s", "-"), "compile": ("tab:green", "^", "-"),
                   "floor": ("black", "x", "--")}
+VARIANT_STYLES = ["-", ":", "-.", (0, (1, 1)), (0, (5, 1))]
 AXIS_FIELD = {"kernel_size": "kernel_size", "channels": "c_in", "feature_dim": "feature_dim",
               "resolution": "h_out", "batch": "batch"}
 
@@ -43,20 +46,36 @@ def _fixed_label(sub, axis):
     r = sub.iloc[0]
     parts = []
     if axis != "batch":
-        parts.append(f"B{int(r.batch)}")
+        parts.append(f"B{int(r['batch'])}")
     if axis != "channels":
-        parts.append(f"C{int(r.c_in)}")
+        parts.append(f"C{int(r['c_in'])}")
     if axis != "kernel_size":
-        parts.append(f"k{int(r.kernel_size)}")
+        parts.append(f"k{int(r['kernel_size'])}")
     if axis != "feature_dim":
-        parts.append(f"D{int(r.feature_dim)}")
+        parts.append(f"D{int(r['feature_dim'])}")
     if axis != "resolution":
-        parts.append(f"{int(r.h_out)}x{int(r.w_out)} out")
+        parts.append(f"{int(r['h_out'])}x{int(r['w_out'])} out")
     if sub["dtype"].nunique() == 1:
-        parts.append(str(r.dtype))
+        parts.append(str(r["dtype"]))
     if sub["op"].nunique() == 1:
-        parts.insert(0, str(r.op))
+        parts.insert(0, str(r["op"]))
     return " ".join(parts)
+
+
+def _log_ticks(ax, which: str = "y"):
+    """Log axis labelled at 1-2-5 steps (readable ratios, rates and times), no minor labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    (ax.set_yscale if which == "y" else ax.set_xscale)("log")
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=30))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    axis.set_minor_locator(LogLocator(base=10, subs="auto"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+CPU_FOOTNOTE = ("CPU run: these numbers test the harness and the reference; the speeds that matter are "
+                "measured on CUDA (python -m perf on a GPU).")
 
 
 def throughput_chart(df, axis: str, path: Path, device: str) -> bool:
@@ -66,8 +85,9 @@ def throughput_chart(df, axis: str, path: Path, device: str) -> bool:
         return False
     modes = [m for m in ("fwd", "bwd", "fwdbwd") if m in set(sub["mode"])]
     vary = [c for c in ("op", "dtype") if sub[c].nunique() > 1]
-    fig, axes = plt.subplots(2, len(modes), figsize=(5.2 * len(modes), 7.2), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(2, len(modes), figsize=(max(8.5, 5.2 * len(modes)), 7.2), squeeze=False, sharex=True)
     field = AXIS_FIELD[axis]
+    variants = sorted({tuple(r) for r in sub[vary].itertuples(index=False)}) if vary else []
     for j, mode in enumerate(modes):
         m = sub[sub["mode"] == mode].copy()
         m["series"] = m.apply(lambda r: _series_name(r, vary), axis=1)
@@ -80,28 +100,41 @@ def throughput_chart(df, axis: str, path: Path, device: str) -> bool:
                 if metric == "ratio_to_floor" and prov == "floor":
                     continue
                 color, marker, ls = PROVIDER_STYLE.get(prov, (None, "o", "-"))
-                ax.plot(g[field], g["value"], marker=marker, linestyle=ls, label=series,
-                        color=color if not vary else None)
+                # Colour = provider; line style = the varying op/dtype (same in every panel).
+                v = variants.index(tuple(g[c].iloc[0] for c in vary)) if vary else 0
+                if v:
+                    ls = VARIANT_STYLES[v % len(VARIANT_STYLES)]
+                ax.plot(g[field], g["value"], marker=marker, linestyle=ls, label=series, color=color,
+                        markerfacecolor=color if v == 0 else "white")
             if metric == "ratio_to_floor":
                 ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="floor = 1")
                 ax.set_ylabel("time / floor time (lower is better)")
             else:
                 ax.set_ylabel("effective TFLOP/s (GEMM count)")
                 ax.set_title(MODE_TITLES[mode])
-            ax.set_yscale("log")
+            _log_ticks(ax)
             if axis in ("channels", "feature_dim", "resolution", "batch"):
                 ax.set_xscale("log", base=2)
             vals = sorted(set(mm[field])) or sorted(set(m[field]))
             ax.set_xticks(vals)
             ax.set_xticklabels([str(int(v)) for v in vals])
-            ax.minorticks_off() if axis != "kernel_size" else None
+            if axis != "kernel_size":
+                ax.minorticks_off()
             ax.grid(True, which="both", alpha=0.3)
             if i == 1:
                 ax.set_xlabel(AXIS_TITLES.get(axis, axis))
-            ax.legend(fontsize=8)
+            # Headroom above the lines for the legend (log axis: extend by a share of the range).
+            lo, hi = ax.get_ylim()
+            if lo > 0 and hi > lo:
+                ax.set_ylim(lo, hi * (hi / lo) ** 0.5)
+            ax.legend(fontsize=7.5, loc="upper center", ncol=2, framealpha=0.85)
     fig.suptitle(f"PAC throughput vs {AXIS_TITLES.get(axis, axis)} on {device}\n{_fixed_label(sub, axis)}",
                  fontsize=11)
-    fig.tight_layout()
+    if not str(device).startswith("cpu"):
+        fig.tight_layout()
+    else:
+        fig.text(0.5, 0.005, CPU_FOOTNOTE, ha="center", va="bottom", fontsize=8, style="italic")
+        fig.tight_layout(rect=(0, 0.025, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
@@ -114,22 +147,79 @@ def memory_chart(df, path: Path, device: str) -> bool:
         return False
     sub["mpix"] = sub["batch"] * sub["h_out"] * sub["w_out"] / 1e6
     sub["series"] = sub.apply(
-        lambda r: f"{r.provider} {r.op} C{int(r.c_in)} k{int(r.kernel_size)} D{int(r.feature_dim)} {r.dtype} {r['mode']}",
+        lambda r: (f"{r['provider']} {r['op']} C{int(r['c_in'])} k{int(r['kernel_size'])} D{int(r['feature_dim'])} "
+                   f"{r['dtype']} {r['mode']}"),
         axis=1)
     fig, ax = plt.subplots(figsize=(8, 5.5))
     for series, g in sub.groupby("series", sort=True):
         g = g.sort_values("mpix")
         prov = g["provider"].iloc[0]
         color, marker, ls = PROVIDER_STYLE.get(prov, (None, "o", "-"))
-        ax.plot(g["mpix"], g["value"] / 2**30, marker=marker, linestyle=ls, label=series)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+        ax.plot(g["mpix"], g["value"] / 2**30, marker=marker, linestyle=ls, label=series, color=color)
+    _log_ticks(ax, "x")
+    _log_ticks(ax)
     ax.set_xlabel("output megapixels (B x Ho x Wo / 1e6)")
     ax.set_ylabel("peak CUDA memory of one call (GiB, inputs included)")
     ax.set_title(f"Peak memory vs resolution on {device}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def case_times_chart(df, path: Path, device: str) -> bool:
+    """Presets and other cases outside a sweep axis: median time per case (horizontal bars, log
+    scale), a bar per provider, the ratio to the floor written beside each PAC bar."""
+    plt = _plt()
+    no_axis = df["axis"].isna() | (df["axis"].astype(str) == "")
+    sub = df[no_axis & (df["status"] == "ok") & df["metric"].isin(["time_ms_median", "ratio_to_floor"])].copy()
+    if sub.empty:
+        return False
+    from .results import _label
+
+    sub["label"] = sub.apply(lambda r: f"{_label(r)} {r['dtype']}", axis=1)
+    modes = [m for m in ("fwd", "bwd", "fwdbwd") if m in set(sub["mode"])]
+    provs = [p for p in PROVIDER_STYLE if p in set(sub["provider"])]
+    n_cases = max(sub[sub["mode"] == m]["label"].nunique() for m in modes)
+    fig, axes = plt.subplots(1, len(modes), figsize=(7.5 * len(modes), 1.2 + 0.32 * n_cases * len(provs)),
+                             squeeze=False)
+    height = 0.8 / max(1, len(provs))
+    for j, mode in enumerate(modes):
+        ax = axes[0][j]
+        m = sub[sub["mode"] == mode]
+        labels = list(dict.fromkeys(m["label"]))
+        for i, prov in enumerate(provs):
+            pm = m[m["provider"] == prov]
+            times = pm[pm["metric"] == "time_ms_median"].set_index("label")["value"]
+            ratios = pm[pm["metric"] == "ratio_to_floor"].set_index("label")["value"]
+            ys = [y + (i - (len(provs) - 1) / 2) * height for y in range(len(labels))]
+            vals = [times.get(lab, float("nan")) for lab in labels]
+            color = PROVIDER_STYLE[prov][0]
+            name = "floor" if prov == "floor" else prov
+            ax.barh(ys, vals, height=height, color=color, alpha=0.8 if prov != "floor" else 0.45, label=name)
+            for y, lab, v in zip(ys, labels, vals):
+                if prov != "floor" and lab in ratios and v == v:
+                    ax.text(v, y, f" {ratios[lab]:.2f}x", va="center", fontsize=7)
+        ax.set_yticks(range(len(labels)))
+        ax.set_yticklabels(labels, fontsize=8)
+        ax.invert_yaxis()
+        _log_ticks(ax, "x")
+        finite = m[m["metric"] == "time_ms_median"]["value"]
+        if len(finite):
+            ax.set_xlim(finite.min() / 1.5, finite.max() * 3)  # room for the ratio labels
+        ax.set_xlabel("median time per call (ms, log scale); beside a bar: time / floor time")
+        ax.set_title(MODE_TITLES[mode])
+        ax.grid(True, axis="x", which="both", alpha=0.3)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper right", ncol=len(provs), fontsize=8)
+    fig.suptitle(f"PAC workloads: time per call on {device}", fontsize=11, x=0.4)
+    bottom = 0.0
+    if str(device).startswith("cpu"):
+        fig.text(0.5, 0.005, CPU_FOOTNOTE, ha="center", va="bottom", fontsize=8, style="italic")
+        bottom = 0.03
+    fig.tight_layout(rect=(0, bottom, 1, 0.94))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
@@ -145,6 +235,8 @@ def make_charts(df, out_dir: Path, device: str, device_type: str):
             written.append(path)
         else:
             notes.append(f"throughput vs {axis}: no successful timed points, chart not drawn")
+    if case_times_chart(df, out_dir / "times_by_case.png", device):
+        written.append(out_dir / "times_by_case.png")
     if device_type != "cuda":
         notes.append("peak memory vs resolution: skipped (peak memory is measured on CUDA only)")
     elif memory_chart(df, out_dir / "peak_memory_vs_resolution.png", device):

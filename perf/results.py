@@ -3,7 +3,9 @@
 Columns (``COLUMNS``; the order of the CSV):
 
 * run: ``timestamp, device, device_type, torch_version, triton_version, pac_triton_version,
-  git_commit, python_version, cpu_threads, suite``
+  git_commit, python_version, cpu_threads, suite, settings`` (``settings``: the environment that
+  changes what runs: ``PAC_TRITON_AUTOTUNE``, ``PAC_TRITON_BACKEND``, ``TRITON_INTERPRET``,
+  ``cudnn.benchmark``)
 * case: ``case_id, group, name, axis, axis_value, op, mode, dtype, batch, c_in, c_out, h_in,
   w_in, h_out, w_out, kernel_size, feature_dim, stride, padding, output_padding, dilation,
   kernel_type, layers, steps, note``
@@ -26,7 +28,7 @@ from pathlib import Path
 import torch
 
 RUN_COLUMNS = ["timestamp", "device", "device_type", "torch_version", "triton_version", "pac_triton_version",
-               "git_commit", "python_version", "cpu_threads", "suite"]
+               "git_commit", "python_version", "cpu_threads", "suite", "settings"]
 CASE_COLUMNS = ["case_id", "group", "name", "axis", "axis_value", "op", "mode", "dtype", "batch", "c_in", "c_out",
                 "h_in", "w_in", "h_out", "w_out", "kernel_size", "feature_dim", "stride", "padding",
                 "output_padding", "dilation", "kernel_type", "layers", "steps", "note"]
@@ -87,6 +89,9 @@ def run_metadata(device: torch.device, suite: str) -> dict:
         triton_version=_version("triton"), pac_triton_version=_version("pac_triton"),
         git_commit=git_commit(Path(__file__).resolve().parents[1]),
         python_version=platform.python_version(), cpu_threads=torch.get_num_threads(), suite=suite,
+        settings=";".join([f"{k}={os.environ.get(k, '')}" for k in
+                           ("PAC_TRITON_AUTOTUNE", "PAC_TRITON_BACKEND", "TRITON_INTERPRET")]
+                          + [f"cudnn.benchmark={torch.backends.cudnn.benchmark}"]),
     )
 
 
@@ -121,16 +126,23 @@ def short_reason(exc: BaseException, limit: int = 160) -> str:
 # ---- the summary table ---------------------------------------------------------------------------
 
 def _label(row) -> str:
-    res = f"{int(row.h_out)}x{int(row.w_out)}"
+    res = f"{int(row['h_out'])}x{int(row['w_out'])}"
     name = f"{row['name']} " if isinstance(row["name"], str) and row["name"] else ""
-    b = f"B{int(row.batch)} " if int(row.batch) != 1 else ""
-    co = f"->{int(row.c_out)}" if int(row.c_out) != int(row.c_in) else ""
-    return f"{name}{row.op} {b}C{int(row.c_in)}{co} k{int(row.kernel_size)} D{int(row.feature_dim)} out {res}"
+    b = f"B{int(row['batch'])} " if int(row["batch"]) != 1 else ""
+    co = f"->{int(row['c_out'])}" if int(row["c_out"]) != int(row["c_in"]) else ""
+    extra = ""
+    if row["op"] == "upsample":
+        extra = f" {int(row['layers'])} layers"
+    elif row["op"] == "crf":
+        extra = f" {int(row['steps'])} steps"
+    return (f"{name}{row['op']} {b}C{int(row['c_in'])}{co} k{int(row['kernel_size'])} D{int(row['feature_dim'])} "
+            f"out {res}{extra}")
 
 
 def summary_table(df):
-    """One line per (case, mode, dtype), one column per provider: ``median ms (x floor)``;
-    failed/skipped/interpreted cells say so. Returns ``(table DataFrame, reasons list)``."""
+    """One line per (case, mode, dtype), one column per provider: ``median ms (x floor)``, then
+    ``err`` (relative error vs the float64 reference) and ``NONDETERMINISTIC`` (two runs
+    differed in a bit) where checked; failed/skipped/interpreted cells say so. Returns ``(table DataFrame, reasons list)``."""
     import pandas as pd
 
     if df.empty:
@@ -157,8 +169,10 @@ def summary_table(df):
             kind, _, why = status.partition(": ")
             reasons[why] = reasons.get(why, 0) + 1
             text = kind
-        if status == "ok" and "rel_err_vs_reference" in vals:
-            text += f" e{vals['rel_err_vs_reference']:.0e}"
+        if "rel_err_vs_reference" in vals and status == "ok":
+            text += f" err {vals['rel_err_vs_reference']:.0e}"
+        if vals.get("bitwise_repeat") == 0.0:
+            text += " NONDETERMINISTIC"
         cells[(cid, prov)] = text
     providers = [p for p in ("triton", "auto", "reference", "compile", "floor") if p in set(df["provider"])]
     rows = []

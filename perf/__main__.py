@@ -1,0 +1,400 @@
+"""``python -m perf`` (or ``pac-perf``): benchmark PAC throughput against the conv floor.
+
+Examples::
+
+    python -m perf                         # = --quick: about a minute on a CPU
+    python -m perf --sweep k,C,D --mode fwd,fwdbwd --dtype bf16,tf32
+    python -m perf --preset upsample       # the paper's workloads: upsample, vgg, crf
+    python -m perf --preset gpu-check --out $OUT   # what perf/gpu_check.sh runs
+    python -m perf --autotune --sweep k    # tune the Triton kernels over the sweep (CUDA)
+
+Writes ``results.csv`` (long format, see ``perf/results.py``), ``summary.txt`` and PNG charts
+into ``--out`` (default ``perf_out/``), and prints the summary table last.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from . import cases as C
+
+DESCRIPTION = __doc__.split("\n\n")[0].replace("``", "")
+
+
+def _csv(value: str):
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def parse_args(argv=None):
+    prog = "pac-perf" if Path(sys.argv[0]).name.startswith("pac-perf") else "python -m perf"
+    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Providers: triton, reference (eager), compile (torch.compile of the "
+                                       "reference), auto, and floor (F.conv2d / F.conv_transpose2d at the same "
+                                       "shape, cudnn.benchmark on; always run unless --no-floor). The ratio to "
+                                       "the floor is time / floor time: 1.0 means as fast as cuDNN doing the same "
+                                       "GEMM work without the adaptive kernel.")
+    what = p.add_argument_group("what to run (default: --quick)")
+    what.add_argument("--quick", action="store_true",
+                      help="small built-in set: reference + conv floor (about a minute on a CPU); Triton only "
+                           "at tiny sizes on a CPU, interpreted (correctness, not speed)")
+    what.add_argument("--preset", choices=sorted(C.PRESETS), help="the paper's workloads, or the GPU check set")
+    what.add_argument("--sweep", type=_csv, metavar="AXES",
+                      help=f"comma-separated axes swept one at a time: {', '.join(C.AXES)} (aliases k, C, D, "
+                           f"res, B)")
+    what.add_argument("--op", type=_csv, default=["conv"], help="for --sweep: conv, transposed (stride 2), pool")
+    what.add_argument("--mode", type=_csv, default=None, help="fwd, bwd, fwdbwd (default fwd,fwdbwd)")
+    what.add_argument("--dtype", type=_csv, default=None,
+                      help="fp32, tf32, fp16, bf16 (default: bf16 on CUDA, fp32 on a CPU)")
+    what.add_argument("--backend", type=_csv, default=None,
+                      help="PAC providers: triton, reference, compile, auto (default triton,reference)")
+    what.add_argument("--no-floor", action="store_true", help="do not time the F.conv2d floor")
+    what.add_argument("--batch", type=int, help="value of the batch axis when not swept")
+    what.add_argument("--channels", type=int, help="value of the channels axis when not swept")
+    what.add_argument("--kernel-size", type=int, help="value of the kernel-size axis when not swept")
+    what.add_argument("--feature-dim", type=int, help="value of the guide-dim axis when not swept")
+    what.add_argument("--resolution", type=int, help="value of the resolution axis when not swept")
+    what.add_argument("--full", action="store_true",
+                      help="on a CPU, use the full (GPU) sizes instead of the CPU-sized axes and presets")
+    how = p.add_argument_group("how")
+    how.add_argument("--autotune", action="store_true",
+                     help="tune the Triton kernels over the cases' shapes first (CUDA only); Triton keeps the "
+                          "results in its cache so later runs and user code start tuned")
+    how.add_argument("--check", dest="check", action="store_true", default=None,
+                     help="also compare each provider with the float64 reference and run it twice for a bitwise "
+                          "comparison (default: on for --preset gpu-check and for interpreted points)")
+    how.add_argument("--no-check", dest="check", action="store_false")
+    how.add_argument("--warmup-ms", type=float, default=25.0, help="do_bench warm-up (CUDA)")
+    how.add_argument("--rep-ms", type=float, default=None, help="timing budget per point (CUDA 100, CPU 100)")
+    how.add_argument("--seed", type=int, default=0)
+    how.add_argument("--cpu", action="store_true", help="run on the CPU even if CUDA is available")
+    how.add_argument("--threads", type=int, default=1,
+                     help="CPU runs: torch threads (default 1: steadier numbers on a shared machine; CPU "
+                          "timings test the harness, they are not the product's speed)")
+    how.add_argument("--out", type=Path, default=Path("perf_out"), help="output folder (default perf_out/)")
+    how.add_argument("--no-charts", action="store_true")
+    how.add_argument("--no-progress", action="store_true", help="no progress bar")
+    how.add_argument("--list", action="store_true", help="list the cases and exit")
+    args = p.parse_args(argv)
+    if args.sweep:
+        try:
+            args.sweep = [C.axis_name(a) for a in args.sweep]
+        except ValueError as e:
+            p.error(str(e))
+    picked = sum(bool(x) for x in (args.quick, args.preset, args.sweep))
+    if picked > 1:
+        p.error("choose one of --quick, --preset, --sweep")
+    if picked == 0:
+        args.quick = True
+    for name, allowed in (("op", C.OPS), ("mode", C.MODES), ("dtype", C.DTYPES), ("backend", C.PAC_PROVIDERS)):
+        vals = getattr(args, name)
+        bad = [v for v in (vals or []) if v not in allowed]
+        if bad:
+            p.error(f"--{name}: unknown {', '.join(bad)}; choose from {', '.join(allowed)}")
+    return args
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _on_sigterm(signum, frame):  # a stage `timeout` of gpu_check.sh: keep what was measured
+    raise _Interrupted(f"signal {signum}")
+
+
+def _progress(total, disable):
+    try:
+        from tqdm import tqdm
+
+        tty = sys.stderr.isatty()
+        return tqdm(total=total, file=sys.stderr, disable=disable, dynamic_ncols=True, unit="pt",
+                    mininterval=0.2 if tty else 15.0)
+    except ImportError:  # pragma: no cover - tqdm is a perf extra
+        class _Bar:
+            def __init__(self):
+                self.n = 0
+
+            def update(self, k=1):
+                self.n += k
+                if not disable:
+                    print(f"[{self.n}/{total}]", file=sys.stderr)
+
+            def set_description_str(self, s, refresh=True):
+                pass
+
+            def write(self, s):
+                print(s, file=sys.stderr)
+
+            def close(self):
+                pass
+        return _Bar()
+
+
+def build_cases(args, full: bool, on_cuda: bool):
+    modes = args.mode or ["fwd", "fwdbwd"]
+    dtypes = args.dtype or (["bf16"] if on_cuda else ["fp32"])
+    if args.quick:
+        return "quick", C.quick_cases(full)
+    if args.preset:
+        return f"preset:{args.preset}", C.preset_cases(args.preset, modes, dtypes, full)
+    overrides = dict(b=args.batch, c_in=args.channels, k=args.kernel_size, d=args.feature_dim, h=args.resolution)
+    return "sweep:" + ",".join(args.sweep), C.sweep_cases(args.sweep, args.op, modes, dtypes, full, overrides)
+
+
+def case_providers(case, providers):
+    return [p for p in providers if not case.providers or p in case.providers]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    on_cuda = torch.cuda.is_available() and not args.cpu
+    device = torch.device("cuda", torch.cuda.current_device()) if on_cuda else torch.device("cpu")
+    if not on_cuda and args.threads > 0:
+        torch.set_num_threads(args.threads)
+    pac = args.backend or ["triton", "reference"]
+    providers = (["floor"] if not args.no_floor else []) + [p for p in C.PAC_PROVIDERS if p in pac]
+    notes = []
+    if not on_cuda and "triton" in providers:
+        # On a CPU the Triton kernels run only in Triton's interpreter, which must be switched on
+        # before the first `import triton` (torch._dynamo and pac_triton's backend import it).
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            if "triton" in sys.modules:
+                notes.append("triton was imported before TRITON_INTERPRET=1 could be set: Triton points will fail")
+            os.environ["TRITON_INTERPRET"] = "1"
+        notes.append("Triton on a CPU runs in its interpreter: those points are correctness checks at tiny "
+                     "sizes, labelled 'interpreted', never speeds")
+    full = on_cuda or args.full
+    suite, cases = build_cases(args, full, on_cuda)
+    if args.preset and not full:
+        notes.append(f"preset {args.preset}: full sizes are for a GPU; on this CPU resolutions are divided by "
+                     f"{C.CPU_PRESET_SCALE} (the 'note' column says so) and GPU-only cases are skipped")
+
+    if args.list:
+        for c in cases:
+            print(f"{c.group:22s} {c.shape_label():52s} {c.mode:7s} {c.dtype:5s} "
+                  f"providers={','.join(case_providers(c, providers))}")
+        print(f"{len(cases)} cases")
+        return 0
+
+    if args.autotune and not on_cuda:
+        print("--autotune: tuning the Triton kernels needs a CUDA GPU (on a CPU they run only in the "
+              "interpreter, with one default config); nothing was tuned.", file=sys.stderr)
+        if not any(a in (argv if argv is not None else sys.argv[1:]) for a in ("--quick", "--preset", "--sweep")):
+            return 0
+    if args.autotune and on_cuda:
+        os.environ["PAC_TRITON_AUTOTUNE"] = "1"
+        if "triton" not in providers:
+            providers.append("triton")
+
+    from . import timing
+    from .results import Results, run_metadata
+
+    timing.setup_device(device)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    meta = run_metadata(device, suite)
+    results = Results(meta)
+    check_default = args.preset == "gpu-check"
+    check = check_default if args.check is None else args.check
+    rep_ms = args.rep_ms or 100.0
+
+    print(f"pac_triton perf: {suite} on {meta['device']} | torch {meta['torch_version']} | triton "
+          f"{meta['triton_version']} | pac_triton {meta['pac_triton_version']} | commit {meta['git_commit']}",
+          file=sys.stderr)
+    for n in notes:
+        print("note: " + n, file=sys.stderr)
+
+    tasks = [(c, p) for c in cases for p in case_providers(c, providers)]
+    bar = _progress(len(tasks), args.no_progress)
+    old = signal.signal(signal.SIGTERM, _on_sigterm)
+    interrupted = None
+    t_start = time.perf_counter()
+    try:
+        if args.autotune and on_cuda:
+            autotune(cases, device, args, bar)
+        for idx, case in enumerate(cases):
+            run_case(case, case_providers(case, providers), device, args, results, bar, check,
+                     seed=args.seed + idx, rep_ms=rep_ms)
+            results.write_csv(out / "results.csv")
+    except (KeyboardInterrupt, _Interrupted) as e:
+        interrupted = f"interrupted ({e or 'KeyboardInterrupt'}) after {len(results.rows)} rows"
+        notes.append(interrupted)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        bar.close()
+        results.write_csv(out / "results.csv")
+    elapsed = time.perf_counter() - t_start
+    finish(results, out, args, notes, elapsed)
+    return 130 if interrupted else 0
+
+
+def autotune(cases, device, args, bar):
+    """Run every Triton case once with PAC_TRITON_AUTOTUNE=1 so ``triton.autotune`` tunes each
+    specialisation; Triton's cache keeps the results across runs (where the library enables it)."""
+    import torch
+
+    from . import workloads as W
+
+    cache = os.environ.get("TRITON_CACHE_DIR", str(Path.home() / ".triton" / "cache"))
+    bar.write(f"autotune: tuning Triton kernels over {len(cases)} cases (cache: {cache})")
+    for idx, case in enumerate(cases):
+        if case.providers and "triton" not in case.providers:
+            continue
+        t0 = time.perf_counter()
+        try:
+            inp = W.make_inputs(case, device, args.seed + idx)
+            fwd, grads, _ = W.provider_forward(case, inp, "triton")
+            fn, _ = W.timed_callable(case.mode, fwd, grads, args.seed + idx)
+            fn()
+            torch.cuda.synchronize(device)
+            bar.write(f"autotune: {case.shape_label()} {case.mode} {case.dtype}: {time.perf_counter() - t0:.1f} s")
+        except Exception as e:  # noqa: BLE001 - reported, the timing pass records it too
+            from .results import short_reason
+
+            bar.write(f"autotune: {case.shape_label()} {case.mode} {case.dtype}: failed: {short_reason(e)}")
+
+
+def run_case(case, providers, device, args, results, bar, check, seed, rep_ms):
+    import torch
+
+    from . import timing
+    from . import workloads as W
+    from .results import short_reason
+
+    timing.set_float32_precision(case.dtype)
+    on_cpu = device.type == "cpu"
+    inp = None
+    ref = {}
+    timed = {}
+
+    def reference_outputs():
+        if "val" not in ref:
+            try:
+                if case.providers and "reference" not in case.providers:
+                    raise W.Unavailable("reference not run at this case")
+                inp64 = inp.cast(torch.float64)
+                fwd64, grads64, _ = W.provider_forward(case, inp64, "reference")
+                ref["val"] = W.outputs_of(case.mode, fwd64, grads64, seed)
+            except W.Unavailable:
+                ref["val"] = None  # no reference at this case (e.g. too large): no error metric
+            except Exception as e:  # noqa: BLE001
+                ref["val"] = None
+                bar.write(f"check: float64 reference failed at {case.shape_label()}: {short_reason(e)}")
+        return ref["val"]
+
+    for prov in providers:
+        bar.set_description_str(f"{case.shape_label()[:40]} {case.mode} {prov}", refresh=False)
+        detail = W.FLOOR_DETAIL[case.op] if prov == "floor" else W.DETAIL[prov]
+        interpreted = prov == "triton" and on_cpu
+        if interpreted:
+            detail += " (interpreted)"
+        skip = None
+        if case.gpu_only and on_cpu:
+            skip = "full-size GPU-only case"
+        elif interpreted and not case.tiny:
+            skip = "Triton on a CPU runs only interpreted, at tiny sizes (--quick)"
+        if skip:
+            results.add(case, prov, detail, f"skipped: {skip}", "time_ms_median", None)
+            bar.update()
+            continue
+        fn = fwd = grads = None
+        try:
+            if inp is None:
+                inp = W.make_inputs(case, device, seed)
+            fwd, grads, _ = W.provider_forward(case, inp, prov)
+            metrics = {}
+            if (check or interpreted) and prov not in ("floor", "reference"):
+                got = W.outputs_of(case.mode, fwd, grads, seed)
+                again = W.outputs_of(case.mode, fwd, grads, seed)
+                metrics["bitwise_repeat"] = 1.0 if W.bitwise_equal(got, again) else 0.0
+                expect = reference_outputs()
+                if expect is not None:
+                    metrics["rel_err_vs_reference"] = W.rel_err(got, expect)
+                del got, again
+            fn, _ = W.timed_callable(case.mode, fwd, grads, seed)
+            if interpreted:
+                metrics["interp_wall_ms"] = timing.wall_once(fn, device)
+                status = "interpreted"
+            else:
+                fn()  # first call outside the timer (compilation, autotuning, cudnn.benchmark)
+                t = timing.bench(fn, device, warmup_ms=args.warmup_ms, rep_ms=rep_ms)
+                timed[prov] = t["median"]
+                sec = t["median"] * 1e-3
+                metrics.update(time_ms_median=t["median"], time_ms_p20=t["p20"], time_ms_p80=t["p80"],
+                               reps=t["reps"], gflop=case.flops() / 1e9, k_gflop=case.k_flops() / 1e9,
+                               tflops=case.flops() / sec / 1e12, gbps=case.bytes() / sec / 1e9,
+                               mbytes=case.bytes() / 1e6)
+                mem = timing.peak_memory(fn, device)
+                if mem is not None:
+                    metrics["peak_mem_bytes"], metrics["peak_mem_extra_bytes"] = mem
+                status = "ok"
+            for name, val in metrics.items():
+                results.add(case, prov, detail, status, name, val)
+        except (KeyboardInterrupt, _Interrupted):
+            raise
+        except Exception as e:  # noqa: BLE001 - every failure becomes a row, never dropped
+            results.add(case, prov, detail, f"failed: {short_reason(e)}", "time_ms_median", None)
+        finally:
+            del fn, fwd, grads
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        bar.update()
+    floor = timed.get("floor")
+    if floor:
+        for prov, med in timed.items():
+            if prov != "floor":
+                detail = W.DETAIL[prov]
+                results.add(case, prov, detail, "ok", "ratio_to_floor", med / floor)
+    del inp, ref
+
+
+def finish(results, out: Path, args, notes, elapsed):
+    import pandas as pd
+
+    from .results import summary_table
+
+    df = results.frame()
+    written = []
+    if not args.no_charts and not df.empty:
+        try:
+            from .charts import make_charts
+
+            written, chart_notes = make_charts(df, out, results.meta["device"], results.meta["device_type"])
+            notes.extend(chart_notes)
+        except Exception as e:  # noqa: BLE001
+            from .results import short_reason
+
+            notes.append(f"charts failed: {short_reason(e)}")
+    table, reasons = summary_table(df)
+    m = results.meta
+    lines = [
+        f"pac_triton perf — {m['suite']} — {m['device']} — torch {m['torch_version']}, triton "
+        f"{m['triton_version']}, pac_triton {m['pac_triton_version']}, commit {m['git_commit']}, {m['timestamp']}",
+        "cells: median time of one call (time / F.conv2d floor time at the same shape; lower is better, "
+        "1.00x = as fast as F.conv2d (cuDNN on CUDA) doing the same GEMM work without K); 'interp': Triton interpreter on a CPU "
+        "(correctness only, err = relative error vs the float64 reference)",
+        "",
+    ]
+    with pd.option_context("display.max_rows", 500, "display.max_columns", 20, "display.width", 250,
+                           "display.max_colwidth", 60):
+        lines.append(table.to_string(index=False) if not table.empty else "(no results)")
+    if reasons:
+        lines += ["", "failed / skipped, by reason:"]
+        lines += [f"  {n:4d} x {why}" for why, n in reasons]
+    if notes:
+        lines += [""] + [f"note: {n}" for n in notes]
+    files = ["results.csv", "summary.txt"] + [p.name for p in written]
+    lines += ["", f"wrote {', '.join(files)} to {out}/ in {elapsed:.0f} s"]
+    text = "\n".join(lines)
+    (out / "summary.txt").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

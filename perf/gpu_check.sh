@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# The GPU check: one device call, run from the repository root on a CUDA machine.
+#
+#   bash perf/gpu_check.sh            # writes everything under $OUT (default perf_out/gpu_check)
+#   PAC_PERF_COMMIT=$(git rev-parse --short HEAD) bash perf/gpu_check.sh   # when the copy has no .git
+#
+# Stages, each under its own `timeout` (whole script < 4.5 minutes with the defaults):
+#   0. environment (GPU, versions) and making `pac_triton` importable from this checkout
+#      (already installed / editable install offline / a copied package tree, in that order);
+#   1. `python -m pytest -m gpu -q tests` with PAC_TRITON_AUTOTUNE=0 (the tests' conftest
+#      switches Triton's interpreter on only where there is no CUDA, so none here);
+#   2. `python -m perf --preset gpu-check --out $OUT`: forward (bf16, TF32) and forward+backward
+#      (bf16) timings of the Triton and reference backends against F.conv2d (cudnn.benchmark
+#      on) at the floor shapes of KERNEL_NOTES.md, float64-reference errors, bitwise
+#      run-to-run comparison of outputs and gradients, peak memory vs resolution.
+# Output (at most 8 files): gpu_check.log, results.csv, summary.txt and the PNG charts.
+# Knobs: OUT, PYTHON (python3), T_SETUP/T_TESTS/T_PERF/T_TOTAL (seconds; defaults 35/95/115/265,
+# the stage limits shrink so the whole script stays under T_TOTAL), PERF_AUTOTUNE (0: the perf
+# stage times the kernels' default configs; 1: autotune first, slower), PERF_ARGS (extra args).
+# The device has Python 3.12, torch 2.11, triton 3.6, numpy 2.5, pandas, matplotlib, tqdm and no
+# network; nothing here downloads anything.
+set -u -o pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+OUT="${OUT:-$REPO/perf_out/gpu_check}"   # perf_out/ is git-ignored
+mkdir -p "$OUT"
+PY="${PYTHON:-python3}"
+T_SETUP="${T_SETUP:-35}"
+T_TESTS="${T_TESTS:-95}"
+T_PERF="${T_PERF:-115}"
+T_TOTAL="${T_TOTAL:-265}"   # the whole script; stage limits shrink to fit what is left
+LOG="$OUT/gpu_check.log"
+export PYTHONUNBUFFERED=1 MPLBACKEND=Agg PYTHONDONTWRITEBYTECODE=1
+unset TRITON_INTERPRET PAC_TRITON_BACKEND
+T0=$SECONDS
+: >"$LOG"
+
+left() { echo $(( T_TOTAL - (SECONDS - T0) )); }
+min() { if [ "$1" -lt "$2" ]; then echo "$1"; else echo "$2"; fi; }
+say() { echo "[gpu_check +$((SECONDS - T0))s] $*" | tee -a "$LOG"; }
+status_of() {  # exit code -> word
+  case "$1" in
+    0) echo ok ;; 124|137) echo "TIMED OUT" ;; 5) echo "no tests collected" ;; *) echo "FAILED (rc=$1)" ;;
+  esac
+}
+
+# ---- 0. environment and import path ----------------------------------------------------------
+say "stage 0: environment"
+{
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv 2>&1 || true
+  else
+    echo "nvidia-smi: not found"
+  fi
+  "$PY" - <<'EOF' 2>&1
+import platform, torch
+print("python", platform.python_version(), "| torch", torch.__version__, "| cuda", torch.version.cuda,
+      "| cudnn", torch.backends.cudnn.version())
+try:
+    import triton
+    print("triton", triton.__version__)
+except Exception as e:
+    print("triton import failed:", e)
+print("cuda available:", torch.cuda.is_available(),
+      "|", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")
+EOF
+  echo "commit: ${PAC_PERF_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)}"
+} | tee -a "$LOG"
+
+can_import() { (cd "$1" && timeout 20 "$PY" -c "import pac_triton.functional, pac_triton.reference" >/dev/null 2>&1); }
+RUN_DIR="$REPO"          # where the stages run from
+PERF_MOD="perf"          # `python -m perf` from the checkout
+if can_import "$REPO"; then
+  say "pac_triton imports from the checkout"
+else
+  say "pac_triton not importable as is: trying an offline editable install"
+  timeout -k 5 "$T_SETUP" "$PY" -m pip install -q --no-deps --no-build-isolation --no-index -e "$REPO" \
+    >>"$LOG" 2>&1 || say "editable install failed (see above)"
+  if can_import "$REPO"; then
+    say "editable install ok"
+  else
+    # Last resort: the installed layout (pac_triton/{reference,perf}) in a copied tree on PYTHONPATH.
+    SRC=/tmp/pac_triton_src
+    rm -rf "$SRC" && mkdir -p "$SRC"
+    cp -r "$REPO/pac_triton" "$SRC/pac_triton"
+    cp -r "$REPO/reference" "$SRC/pac_triton/reference"
+    cp -r "$REPO/perf" "$SRC/pac_triton/perf"
+    export PYTHONPATH="$SRC${PYTHONPATH:+:$PYTHONPATH}"
+    RUN_DIR="$SRC"; PERF_MOD="pac_triton.perf"
+    if can_import "$SRC"; then say "using a copied package tree at $SRC"; else say "pac_triton still not importable"; fi
+  fi
+fi
+
+# ---- 1. gpu-marked tests -----------------------------------------------------------------------
+LIM_TESTS=$(min "$T_TESTS" $(( $(left) - 60 - 15 )))   # keep at least 60 s for the timings
+[ "$LIM_TESTS" -lt 10 ] && LIM_TESTS=10
+say "stage 1: pytest -m gpu (PAC_TRITON_AUTOTUNE=0, limit ${LIM_TESTS}s)"
+(cd "$RUN_DIR" && PAC_TRITON_AUTOTUNE=0 timeout -k 5 "$LIM_TESTS" "$PY" -m pytest -m gpu -q -rfEs \
+  -p no:cacheprovider -c "$REPO/pyproject.toml" --rootdir "$REPO" "$REPO/tests") 2>&1 | tee -a "$LOG"
+RC_TESTS=${PIPESTATUS[0]}
+say "stage 1: $(status_of "$RC_TESTS")"
+
+# ---- 2. timings ------------------------------------------------------------------------------
+LIM_PERF=$(min "$T_PERF" $(( $(left) - 15 )))
+[ "$LIM_PERF" -lt 10 ] && LIM_PERF=10
+say "stage 2: perf --preset gpu-check (PAC_TRITON_AUTOTUNE=${PERF_AUTOTUNE:-0}, limit ${LIM_PERF}s)"
+# shellcheck disable=SC2086
+(cd "$RUN_DIR" && PAC_TRITON_AUTOTUNE="${PERF_AUTOTUNE:-0}" timeout -k 10 "$LIM_PERF" \
+  "$PY" -m "$PERF_MOD" --preset gpu-check --out "$OUT" --no-progress ${PERF_ARGS:-}) 2>&1 | tee -a "$LOG"
+RC_PERF=${PIPESTATUS[0]}
+say "stage 2: $(status_of "$RC_PERF") (an interrupted run still writes what it measured)"
+
+# ---- at most 8 files come back -----------------------------------------------------------------
+n=$(find "$OUT" -maxdepth 1 -type f | wc -l)
+if [ "$n" -gt 8 ]; then
+  say "$n files under \$OUT: packing the PNG charts into charts.tar to stay within 8"
+  (cd "$OUT" && tar cf charts.tar ./*.png && rm -f ./*.png)
+fi
+say "done in $((SECONDS - T0))s: tests $(status_of "$RC_TESTS"), perf $(status_of "$RC_PERF")"
+ls -l "$OUT" | tee -a "$LOG"
+# The summary table last, so it is the end of the call's output.
+[ -f "$OUT/summary.txt" ] && cat "$OUT/summary.txt"
+[ "$RC_TESTS" = 0 ] || [ "$RC_TESTS" = 5 ] || exit 1
+[ "$RC_PERF" = 0 ] || exit 2
+exit 0
