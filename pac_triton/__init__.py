@@ -12,6 +12,7 @@ from .crf import PacCRF, PacCRFLoose, create_position_feats, create_YXRGB
 from .functional import (pac_conv2d, pac_conv_transpose2d, pac_pool2d, packernel2d, pacconv2d,
                          pacconv_transpose2d, pacpool2d)
 from .modules import PacConv2d, PacConvTranspose2d, PacPool2d
+from .swap import GuidedPacConv2d, GuidedPacConvTranspose2d, guided, set_guide, swap_to_pac
 
 __version__ = "0.1.0"
 
@@ -22,4 +23,5 @@ __all__ = [
     "create_position_feats", "create_YXRGB",
     "convert_pacnet_state_dict", "load_pacnet_state_dict", "pacnet_transposed_weight",
     "default_backend", "triton_available",
+    "swap_to_pac", "set_guide", "guided", "GuidedPacConv2d", "GuidedPacConvTranspose2d",
 ]

@@ -13,6 +13,9 @@ The formulas are those of ``PAC_SEMANTICS.md``.
 """
 from __future__ import annotations
 
+import functools
+import inspect
+
 import torch
 
 from .backends import select
@@ -25,6 +28,45 @@ __all__ = [
     "packernel2d", "pacconv2d", "pacconv_transpose2d", "pacpool2d",
     "pac_conv2d", "pac_conv_transpose2d", "pac_pool2d",
 ]
+
+
+# --------------------------------------------------------------------------- autocast
+
+def _autocast_device(tensor):
+    """The device type of ``tensor`` when ``torch.autocast`` is on for it, else ``None``."""
+    if not isinstance(tensor, torch.Tensor):
+        return None
+    device_type = tensor.device.type
+    if not torch.amp.is_autocast_available(device_type) or not torch.is_autocast_enabled(device_type):
+        return None
+    return device_type
+
+
+def _autocast_inputs(low=(), fp32=()):
+    """``nn.Conv2d``'s autocast policy for one function (decorator). Under ``torch.autocast`` for the
+    first argument's device, the floating tensors named in ``low`` (input, weight, bias) are cast
+    to the autocast dtype and those in ``fp32`` (guide, mask: the K math) to float32; float64
+    tensors are left alone, as autocast does. The function then runs with autocast off, so the
+    output is in the autocast dtype (``low``) or the input's (pooling, like ``avg_pool2d``).
+    A precomputed ``kernel`` keeps its dtype."""
+    def decorate(fn):
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            device_type = _autocast_device(args[0] if args else kwargs.get("input"))
+            if device_type is None:
+                return fn(*args, **kwargs)
+            bound = signature.bind(*args, **kwargs)
+            for names, dtype in ((low, torch.get_autocast_dtype(device_type)), (fp32, torch.float32)):
+                for name in names:
+                    value = bound.arguments.get(name)
+                    if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != torch.float64:
+                        bound.arguments[name] = value.to(dtype)
+            with torch.autocast(device_type, enabled=False):
+                return fn(*bound.args, **bound.kwargs)
+        return wrapper
+    return decorate
 
 
 # --------------------------------------------------------------------------- shared checks
@@ -94,6 +136,7 @@ def _geometry_from_weight(weight, stride, padding, dilation, output_padding=None
 
 # --------------------------------------------------------------------------- pacnet's functions
 
+@_autocast_inputs(fp32=("input", "mask"))
 def packernel2d(input, mask=None, kernel_size=0, stride=1, padding=0, output_padding=0, dilation=1,
                 kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None, inv_alpha=None,
                 inv_lambda=None, channel_wise=False, normalize_kernel=False, transposed=False,
@@ -136,6 +179,7 @@ def packernel2d(input, mask=None, kernel_size=0, stride=1, padding=0, output_pad
                             bool(transposed))
 
 
+@_autocast_inputs(low=("input", "weight", "bias"))
 def pacconv2d(input, kernel, weight, bias=None, stride=1, padding=0, dilation=1, shared_filters=False,
               native_impl=False, *, backend=None):
     """PAC convolution with a precomputed ``kernel [B, 1, kh, kw, Ho, Wo]`` (section 2)."""
@@ -150,6 +194,7 @@ def pacconv2d(input, kernel, weight, bias=None, stride=1, padding=0, dilation=1,
     return impl.pacconv2d(input, kernel, weight, bias, stride, padding, dilation, bool(shared_filters))
 
 
+@_autocast_inputs(low=("input", "weight", "bias"))
 def pacconv_transpose2d(input, kernel, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1,
                         shared_filters=False, native_impl=False, *, backend=None):
     """PAC transposed convolution with a precomputed ``kernel [B, 1, kh, kw, Ho, Wo]`` (section 3).
@@ -169,6 +214,7 @@ def pacconv_transpose2d(input, kernel, weight, bias=None, stride=1, padding=0, o
                                     bool(shared_filters))
 
 
+@_autocast_inputs()
 def pacpool2d(input, kernel, kernel_size, stride=1, padding=0, dilation=1, native_impl=False, *, backend=None):
     """K-weighted sum pooling with a precomputed ``kernel [B, 1 or C, kh, kw, Ho, Wo]`` (section 4)."""
     check_tensor("input", input, rank=4)
@@ -186,6 +232,7 @@ def _finish(y, out_mask, mask):
     return y if mask is None else (y, out_mask)
 
 
+@_autocast_inputs(low=("input", "weight", "bias"), fp32=("guide", "mask"))
 def pac_conv2d(input, guide, weight, bias=None, *, stride=1, padding=0, dilation=1, kernel_type="gaussian",
                inv_alpha=None, inv_lambda=None, smooth_kernel_type="none", smooth_kernel=None,
                normalize_kernel=False, shared_filters=False, mask=None, backend=None):
@@ -215,6 +262,7 @@ def pac_conv2d(input, guide, weight, bias=None, *, stride=1, padding=0, dilation
     return _finish(y, out_mask, mask)
 
 
+@_autocast_inputs(low=("input", "weight", "bias"), fp32=("guide", "mask"))
 def pac_conv_transpose2d(input, guide, weight, bias=None, *, stride=1, padding=0, output_padding=0, dilation=1,
                          kernel_type="gaussian", inv_alpha=None, inv_lambda=None, smooth_kernel_type="none",
                          smooth_kernel=None, normalize_kernel=False, shared_filters=False, mask=None,
@@ -243,6 +291,7 @@ def pac_conv_transpose2d(input, guide, weight, bias=None, *, stride=1, padding=0
     return _finish(y, out_mask, mask)
 
 
+@_autocast_inputs(fp32=("guide", "mask"))
 def pac_pool2d(input, guide, kernel_size, *, stride=1, padding=0, dilation=1, kernel_type="gaussian",
                inv_alpha=None, inv_lambda=None, smooth_kernel_type="none", smooth_kernel=None,
                normalize_kernel=False, channel_wise=False, mask=None, backend=None):

@@ -3,6 +3,8 @@ autocast dtype (the output has it), the adapting kernel K is computed from a flo
 float64 is left alone. Checked on CPU with bfloat16 and the reference backend."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -122,3 +124,50 @@ def test_crf_runs_under_autocast():
         actual = crf(unary, edge)
     assert torch.isfinite(actual).all()
     assert_close_rel(actual, expected, 5e-2, "autocast PacCRF")
+
+
+def test_swapped_network_under_autocast():
+    from pac_triton.swap import guided, swap_to_pac
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1,
+                                                                                     output_padding=1))
+    swapped = swap_to_pac(copy.deepcopy(net), predicate=lambda name, m: True, backend="reference")
+    x = torch.randn(2, 3, 8, 8)
+    with autocast():
+        expected = net(x)
+        with guided(swapped, torch.zeros(1, 1, 16, 16)):
+            actual = swapped(x)
+    assert actual.dtype == expected.dtype == torch.bfloat16
+    assert_close_rel(actual, expected, BF16_TOL, "swapped network under autocast")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_cuda_autocast_triton(dtype, transposed):
+    """The same policy on CUDA through the Triton backend (run by the GPU check)."""
+    device = "cuda"
+    x = torch.randn(2, 8, 16, 16, device=device)
+    if transposed:
+        guide = torch.randn(2, 3, 32, 32, device=device, requires_grad=True)
+        pac = PacConvTranspose2d(8, 8, 5, stride=2, padding=2, output_padding=1, normalize_kernel=True,
+                                 backend="triton").to(device)
+        plain = nn.ConvTranspose2d(8, 8, 5, stride=2, padding=2, output_padding=1).to(device)
+    else:
+        guide = torch.randn(2, 3, 16, 16, device=device, requires_grad=True)
+        pac = PacConv2d(8, 8, 3, padding=1, kernel_type="inv_0.5_1.5", backend="triton").to(device)
+        plain = nn.Conv2d(8, 8, 3, padding=1).to(device)
+    expected = pac(x, guide)
+    with torch.autocast("cuda", dtype=dtype):
+        actual = pac(x, guide)
+        policy = plain(x).dtype
+    assert actual.dtype == policy == dtype
+    assert_close_rel(actual, expected, 2e-2 if dtype == torch.bfloat16 else 3e-3, f"cuda autocast {dtype}")
+    pac.backend = "reference"
+    with torch.autocast("cuda", dtype=dtype):
+        oracle = pac(x, guide)
+    assert_close_rel(actual, oracle, 2e-2 if dtype == torch.bfloat16 else 3e-3, "triton vs reference")
+    pac.backend = "triton"
+    with torch.autocast("cuda", dtype=dtype):
+        pac(x, guide).float().square().mean().backward()
+    assert pac.weight.grad.dtype == torch.float32 and guide.grad.dtype == torch.float32
+    assert torch.isfinite(pac.weight.grad).all() and torch.isfinite(guide.grad).all()

@@ -1,11 +1,12 @@
-"""PAC layers train under DistributedDataParallel like any other layer: two CPU processes (gloo,
-loopback) each take half of every batch; their parameters stay identical and equal those of a
-single process trained on the whole batch (mean loss, so the averaged gradients agree)."""
+"""PAC layers train under DistributedDataParallel like any other layer: two CPU processes (gloo
+over loopback, file rendezvous) each take half of every batch; their parameters stay identical and
+equal those of a single process trained on the whole batch (mean loss, so the averaged gradients
+agree)."""
 from __future__ import annotations
 
 import datetime
-import socket
 import sys
+import time
 
 import pytest
 import torch
@@ -54,50 +55,43 @@ def _train(model, shard=slice(None)):
     return model
 
 
-def _run_rank(rank, port):
-    """Train this rank's DDP replica on its half of every batch; returns its final state dict."""
-    threads = torch.get_num_threads()
+def _rank(rank, rendezvous, out_path):
+    """One DDP replica, in its own spawned process: trains on its half of every batch and saves its
+    final state dict."""
     torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared machine
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD,
                             timeout=datetime.timedelta(seconds=60))
     try:
         model = nn.parallel.DistributedDataParallel(_model())
         per_rank = BATCH // WORLD
         _train(model, slice(rank * per_rank, (rank + 1) * per_rank))
-        return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
+        torch.save({k: v.detach().clone() for k, v in model.module.state_dict().items()}, out_path)
     finally:
         dist.destroy_process_group()
-        torch.set_num_threads(threads)
-
-
-def _child(port, out_path):
-    """Rank 1, in a spawned process (rank 0 is the test's own process)."""
-    torch.save(_run_rank(1, port), out_path)
-
-
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed gloo")
 def test_ddp_two_processes_match_single_process(tmp_path, monkeypatch):
-    if dist.is_initialized():
-        pytest.skip("a process group is already initialised in this process")
     if sys.platform.startswith("linux"):
-        monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")  # loopback only; inherited by the child
-    port, out_path = _free_port(), tmp_path / "rank1.pt"
-    child = mp.get_context("spawn").Process(target=_child, args=(port, str(out_path)), daemon=True)
-    child.start()
-    try:
-        rank0 = _run_rank(0, port)
-    finally:
-        child.join(timeout=60)
-        if child.is_alive():
-            child.kill()
-    assert child.exitcode == 0, f"rank 1 failed (exit code {child.exitcode})"
-    rank1 = torch.load(out_path)
+        monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")  # gloo talks over loopback only; inherited by the ranks
+    # Rendezvous through a file (no port to race for); both ranks run in spawned processes so that
+    # this process only waits, with a deadline, whatever happens to them.
+    context = mp.get_context("spawn")
+    ranks = [context.Process(target=_rank, args=(rank, str(tmp_path / "rendezvous"), str(tmp_path / f"rank{rank}.pt")),
+                             daemon=True) for rank in range(WORLD)]
+    for process in ranks:
+        process.start()
+    deadline = time.monotonic() + 150
+    for process in ranks:
+        process.join(timeout=max(1.0, deadline - time.monotonic()))
+    hung = [rank for rank, process in enumerate(ranks) if process.is_alive()]
+    for rank in hung:
+        ranks[rank].kill()
+        ranks[rank].join(5)
+    assert not hung, f"DDP ranks {hung} did not finish within 150 s"
+    codes = [process.exitcode for process in ranks]
+    assert codes == [0] * WORLD, f"DDP ranks exited with {codes} (their tracebacks are in the captured stderr)"
+    replicas = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(WORLD)]
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -106,8 +100,8 @@ def test_ddp_two_processes_match_single_process(tmp_path, monkeypatch):
     finally:
         torch.set_num_threads(threads)
     initial = _model().state_dict()
-    assert rank0.keys() == rank1.keys() == single.keys() and "down.inv_alpha" in single
+    assert replicas[0].keys() == replicas[1].keys() == single.keys() and "down.inv_alpha" in single
     for name, value in single.items():
-        torch.testing.assert_close(rank1[name], rank0[name], rtol=0, atol=0, msg=name)
-        torch.testing.assert_close(rank0[name], value, rtol=1e-12, atol=1e-12, msg=name)
+        torch.testing.assert_close(replicas[1][name], replicas[0][name], rtol=0, atol=0, msg=name)
+        torch.testing.assert_close(replicas[0][name], value, rtol=1e-12, atol=1e-12, msg=name)
         assert not torch.equal(value, initial[name]), f"{name} did not train"

@@ -91,17 +91,21 @@ def conv_variants(dt):
                 om_ptr=dt, alpha_ptr=kdt, lam_ptr=kdt)
     cfg = tuning.conv_default(64, 64, f64)
     common = dict(KDT=_TL[kdt], DOT_DT=dot_dt, PREC=prec, USE_DOT=True, HAS_BIAS=True, IDX64=False,
-                  BLOCK_P=cfg["BLOCK_P"], BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"])
+                  BLOCK_P=cfg["BLOCK_P"], BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"],
+                  TILE_W=tuning.tile_w(512, cfg["BLOCK_P"]), C_SINGLE=64 <= cfg["BLOCK_C"])
     full = dict(K_MODE=K.K_GUIDE, KTYPE=K.KT_INV_ASYM, F0_SMOOTH=False, NORMALIZE=True, HAS_MASK=True,
                 D_SINGLE=True, BLOCK_D=16)
     yield ("conv_guide", ptrs, {**_geom(), "TRANSPOSED": False, **common, **full}, cfg)
+    cfg_small = tuning.conv_default(64, 64, f64, idx64=True)  # = (D in blocks) config
+    small = dict(BLOCK_P=cfg_small["BLOCK_P"], TILE_W=tuning.tile_w(512, cfg_small["BLOCK_P"]))
     yield ("conv_guide_dblocks_gauss", ptrs, {**_geom(), "TRANSPOSED": False, **common, **full,
-                                               "KTYPE": K.KT_GAUSS, "D_SINGLE": False}, cfg)
+                                               "KTYPE": K.KT_GAUSS, "D_SINGLE": False, **small}, cfg_small)
     yield ("conv_loadK", ptrs, {**_geom(), "TRANSPOSED": False, **common, "K_MODE": K.K_LOAD, "KTYPE": 0,
                                 "F0_SMOOTH": False, "NORMALIZE": False, "HAS_MASK": False,
                                 "D_SINGLE": True, "BLOCK_D": 1}, cfg)
     yield ("convT_guide", ptrs, {**_geom(True), "TRANSPOSED": True, **common, **full}, cfg)
-    yield ("conv_guide_idx64", ptrs, {**_geom(), "TRANSPOSED": False, **common, **full, "IDX64": True}, cfg)
+    yield ("conv_guide_idx64", ptrs, {**_geom(), "TRANSPOSED": False, **common, **full, "IDX64": True, **small},
+           cfg_small)
 
 
 def dw_variants(dt):
@@ -143,7 +147,7 @@ def bwd_variants(dt):
     kdt = "fp64" if f64 else "fp32"
     dot_dt = _TL[dt]
     prec = "tf32" if dt == "fp32" else "ieee"
-    ccfg = tuning.conv_default(64, 64, f64)
+    ccfg = tuning.conv_bwd_default(64, 64, f64)
     cl = dict(num_warps=ccfg["num_warps"], num_stages=ccfg["num_stages"])
     cblk = dict(BLOCK_P=ccfg["BLOCK_P"], BLOCK_O=ccfg["BLOCK_O"], BLOCK_C=ccfg["BLOCK_C"])
     dcfg = tuning.dw_default(32, f64)
@@ -216,7 +220,7 @@ def all_variants(dtypes):
 def tuned_conv_variants(dt="bf16"):
     """Every config of the conv tuning list (C = O = 64, not pruned away) for one specialisation."""
     name, ptrs, const, _ = next(conv_variants(dt))
-    for c in tuning._conv_prune(tuning.CONV_CONFIGS, dict(C=64, O=64)):
+    for c in tuning._conv_prune(tuning.CONV_CONFIGS, dict(C=64, O=64, Wo=512, SW=1, TRANSPOSED=False)):
         cst = {**const, **c.kwargs}
         cfg = dict(num_warps=c.num_warps, num_stages=c.num_stages)
         yield (f"{name}[P{c.kwargs['BLOCK_P']},O{c.kwargs['BLOCK_O']},C{c.kwargs['BLOCK_C']},"

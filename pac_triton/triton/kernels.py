@@ -168,6 +168,75 @@ def _dist(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin
 
 
 @triton.jit
+def _pixels2d(pid, Ho, Wo, SH: tl.constexpr, SW: tl.constexpr, PHASED: tl.constexpr,
+              IDX64: tl.constexpr, BLOCK_P: tl.constexpr, TILE_W: tl.constexpr):
+    """Like ``_pixels`` but the tile is a ``(BLOCK_P // TILE_W) x TILE_W`` rectangle of output
+    pixels (of one phase when PHASED). Row ``r`` of the tile is pixel ``(r // TILE_W, r % TILE_W)``
+    of the rectangle: with TILE_W a power of two the compiler sees runs of TILE_W consecutive
+    pixels, so gathers from NCHW tensors put a warp's lanes along an image row (coalesced)
+    instead of along channels (one cache line per lane, as with a flat ``offs % Wo`` tile)."""
+    TILE_H: tl.constexpr = BLOCK_P // TILE_W
+    r = tl.arange(0, BLOCK_P)
+    if PHASED:
+        Hph = (Ho + SH - 1) // SH
+        Wph = (Wo + SW - 1) // SW
+        n_tw = (Wph + TILE_W - 1) // TILE_W
+        n_tiles = ((Hph + TILE_H - 1) // TILE_H) * n_tw
+        phase = pid // n_tiles
+        tile = pid % n_tiles
+        ph = phase // SW
+        pw = phase % SW
+        uu = (tile // n_tw) * TILE_H + r // TILE_W
+        vv = (tile % n_tw) * TILE_W + r % TILE_W
+        if IDX64:
+            uu = uu.to(tl.int64)
+            vv = vv.to(tl.int64)
+        u = ph + uu * SH
+        v = pw + vv * SW
+        pmask = (uu < Hph) & (vv < Wph) & (u < Ho) & (v < Wo)
+    else:
+        ph = pid * 0
+        pw = pid * 0
+        n_tw = (Wo + TILE_W - 1) // TILE_W
+        u = (pid // n_tw) * TILE_H + r // TILE_W
+        v = (pid % n_tw) * TILE_W + r % TILE_W
+        if IDX64:
+            u = u.to(tl.int64)
+            v = v.to(tl.int64)
+        pmask = (u < Ho) & (v < Wo)
+    return u, v, pmask, ph, pw
+
+
+@triton.jit
+def _kdot(acc, xT, kt, wt, KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr,
+          USE_DOT: tl.constexpr):
+    """acc += (K_t-scaled rows of X) @ W_t with the input tile given transposed, ``xT``
+    [BLOCK_C, BLOCK_P] (loaded that way so that a warp's lanes run along pixels: see
+    ``pac_conv_kernel``), and ``wt`` [BLOCK_C, BLOCK_O]. The row scaling is applied to the A
+    operand (in KDT, then cast to the dot type) so that the accumulator stays in the MMA chain
+    (``tl.dot(a, b, acc)``) across taps and channel blocks."""
+    xs = (xT.to(KDT) * kt[None, :]).to(DOT_DT)
+    if USE_DOT:
+        acc = tl.dot(tl.trans(xs), wt.to(DOT_DT), acc, input_precision=PREC)
+    else:
+        acc += tl.sum(tl.trans(xs).to(KDT)[:, :, None] * wt.to(KDT)[None, :, :], axis=1)
+    return acc
+
+
+@triton.jit
+def _kdot_acc(acc, xT, kt, wt, KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr,
+              USE_DOT: tl.constexpr):
+    """acc += K_t[:, None] * (X @ W_t): the tap's product first (both operands straight from
+    the loads, no per-element convert / multiply / repack of the input tile), then one FMA per
+    accumulator element."""
+    if USE_DOT:
+        part = tl.dot(tl.trans(xT.to(DOT_DT)), wt.to(DOT_DT), input_precision=PREC, out_dtype=KDT)
+    else:
+        part = tl.sum(tl.trans(xT).to(KDT)[:, :, None] * wt.to(KDT)[None, :, :], axis=1)
+    return acc + kt[:, None] * part
+
+
+@triton.jit
 def pac_conv_kernel(
     x_ptr, w_ptr, bias_ptr, y_ptr, g_ptr, f0_ptr, m_ptr, k_ptr, om_ptr, alpha_ptr, lam_ptr,
     C, O, H, W, Ho, Wo, D, Hg, Wg,
@@ -184,23 +253,37 @@ def pac_conv_kernel(
     KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr, USE_DOT: tl.constexpr,
     D_SINGLE: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr,
+    TILE_W: tl.constexpr, C_SINGLE: tl.constexpr, SCALE_ACC: tl.constexpr = True,
 ):
     """y[b, o, u, v] = bias[o] + sum_t K_t(u, v) * sum_c W_t[c, o] * x[b, c, q_t(u, v)].
 
-    ``w_ptr``: the weight permuted to ``[kh, kw, C, O]`` contiguous (conv tap (i, j) at slice
-    ``i*KW + j``). K math in KDT (fp32, or fp64 for fp64 inputs); the accumulator too."""
+    ``w_ptr``: the weight permuted to ``[kh, kw, O, C]`` contiguous (conv tap (i, j) at slice
+    ``i*KW + j``; C fastest: the B operand is K-major, as wgmma wants for tf32). K math in KDT
+    (fp32, or fp64 for fp64 inputs); the accumulator too.
+
+    Memory layout of the gathers: the input tile is loaded transposed, ``[BLOCK_C, BLOCK_P]``,
+    and the guide tile as ``[BLOCK_D, BLOCK_P]``. Triton's coalescing pass gives every access
+    of one dimension order the widest per-thread vector found among the accesses it is
+    connected to; the aligned output store and f0 load (pixels fastest, ``[P, *]``) would give
+    the unaligned tap gathers 8 pixels per thread (8 scalar loads per thread, lanes spread over
+    4 image rows). Transposed, the gathers have their own order and get one pixel per lane,
+    32 lanes on 32 consecutive pixels of an image row (NCHW). Pixel tiles are ``(BLOCK_P // TILE_W) x TILE_W`` rectangles (``_pixels2d``). Per tap, K_t
+    is computed once for the tile and scales the rows of the gathered input tile before
+    ``tl.dot(.., acc)``. ``C_SINGLE``: all input channels fit one ``BLOCK_C`` block (no inner
+    loop, so the tap loop is the innermost loop)."""
     pid_p = tl.program_id(0)
     pid_o = tl.program_id(1)
     b = tl.program_id(2)
     if IDX64:
         b = b.to(tl.int64)
-    u, v, pmask, ph, pw = _pixels(pid_p, Ho, Wo, SH, SW, TRANSPOSED, IDX64, BLOCK_P)
+    u, v, pmask, ph, pw = _pixels2d(pid_p, Ho, Wo, SH, SW, TRANSPOSED, IDX64, BLOCK_P, TILE_W)
 
     offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
     omask = offs_o < O
     offs_c = tl.arange(0, BLOCK_C)
     if IDX64:
         offs_c = offs_c.to(tl.int64)
+    cm = offs_c < C
 
     x_b = x_ptr + b * sxb
     g_b = g_ptr + b * sgb
@@ -229,24 +312,88 @@ def pac_conv_kernel(
     acc = tl.zeros([BLOCK_P, BLOCK_O], KDT)
     nsum = tl.zeros([BLOCK_P], KDT)
     vsum = tl.zeros([BLOCK_P], KDT)
+    # Per-tile offsets, hoisted out of the tap loop: a tap only adds a scalar.
+    woff = offs_c[:, None] + offs_o[None, :] * C
+    wmask = cm[:, None] & omask[None, :]
 
-    for t in range(KH * KW):
-        i = t // KW
-        j = t % KW
-        run = True
-        if TRANSPOSED:
+    if TRANSPOSED:
+        for t in range(KH * KW):
+            i = t // KW
+            j = t % KW
             # Phase split: all rows of the tile share (u % SH, v % SW); skip taps that land
             # between input pixels for this phase.
             run = ((ph + PH - i * DH) % SH == 0) & ((pw + PW - j * DW) % SW == 0)
-        if run:
-            ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
-                                                   KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+            if run:
+                ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
+                                                       KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+                if K_MODE == 1:
+                    r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
+                              KDT, KTYPE == 2, D_SINGLE, BLOCK_P, BLOCK_D)
+                    kt = _kvalue(r, alpha, lam, KTYPE)
+                    if HAS_MASK:
+                        mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)
+                    else:
+                        mv = xin.to(KDT)
+                    if NORMALIZE:
+                        kt = kt * mv
+                        nsum += kt
+                    elif HAS_MASK:
+                        kt = kt * mv
+                        nsum += mv
+                        vsum += xin.to(KDT)
+                else:
+                    kt = tl.load(k_b + ki * ski + kj * skj + u * skh + v * skw, mask=pmask, other=0.0).to(KDT)
+                xoff = offs_c[:, None] * sxc + (ih * sxh + iw * sxw)[None, :]
+                w_t = w_ptr + t * C * O
+                if C_SINGLE:
+                    xt = tl.load(x_b + xoff, mask=cm[:, None] & xin[None, :], other=0.0)
+                    wt = tl.load(w_t + woff, mask=wmask, other=0.0)
+                    acc = _kdot(acc, xt, kt, wt, KDT, DOT_DT, PREC, USE_DOT)
+                else:
+                    for c0 in range(0, C, BLOCK_C):
+                        cmc = (c0 + offs_c) < C
+                        xt = tl.load(x_b + c0 * sxc + xoff, mask=cmc[:, None] & xin[None, :], other=0.0)
+                        wt = tl.load(w_t + c0 + woff, mask=cmc[:, None] & omask[None, :], other=0.0)
+                        acc = _kdot(acc, xt, kt, wt, KDT, DOT_DT, PREC, USE_DOT)
+    else:
+        # Conv tap (i, j) reads input (and guide) pixel (u*SH + i*DH - PH, v*SW + j*DW - PW):
+        # per tile offset tensors plus a per-tap scalar.
+        us = u * SH
+        vs = v * SW
+        xoff = offs_c[:, None] * sxc + (us * sxh + vs * sxw)[None, :]
+        od = tl.arange(0, BLOCK_D)
+        goff = od[:, None] * sgd + (us * sgh + vs * sgw)[None, :]
+        dmask = od < D
+        f0T = tl.trans(f0t)
+        moff = us * smh + vs * smw
+        kpos = u * skh + v * skw
+        for t in range(KH * KW):
+            i = t // KW
+            j = t % KW
+            dh = i * DH - PH
+            dw = j * DW - PW
+            if IDX64:
+                dh = dh.to(tl.int64)
+                dw = dw.to(tl.int64)
+            ih = us + dh
+            iw = vs + dw
+            xin = pmask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
             if K_MODE == 1:
-                r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
-                          KDT, KTYPE == 2, D_SINGLE, BLOCK_P, BLOCK_D)
+                if D_SINGLE:
+                    gin = pmask & (ih >= 0) & (ih < Hg) & (iw >= 0) & (iw < Wg)
+                    fq = tl.load(g_b + (goff + (dh * sgh + dw * sgw)), mask=dmask[:, None] & gin[None, :],
+                                 other=0.0).to(KDT)
+                    df = fq - f0T
+                    if KTYPE == 2:
+                        df = tl.maximum(df, 0.0)
+                    r = tl.sum(df * df, axis=0)
+                else:
+                    gin = pmask & (ih >= 0) & (ih < Hg) & (iw >= 0) & (iw < Wg)
+                    r = _dist(g_b, sgd, sgh, sgw, ih, iw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
+                              KDT, KTYPE == 2, D_SINGLE, BLOCK_P, BLOCK_D)
                 kt = _kvalue(r, alpha, lam, KTYPE)
                 if HAS_MASK:
-                    mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)
+                    mv = tl.load(m_b + (dh * smh + dw * smw) + moff, mask=xin, other=0.0).to(KDT)
                 else:
                     mv = xin.to(KDT)
                 if NORMALIZE:
@@ -257,22 +404,26 @@ def pac_conv_kernel(
                     nsum += mv
                     vsum += xin.to(KDT)
             else:
-                kt = tl.load(k_b + ki * ski + kj * skj + u * skh + v * skw, mask=pmask, other=0.0).to(KDT)
-
-            xoff = ih * sxh + iw * sxw
-            part = tl.zeros([BLOCK_P, BLOCK_O], KDT)
-            for c0 in range(0, C, BLOCK_C):
-                cc = c0 + offs_c
-                cm = cc < C
-                xt = tl.load(x_b + xoff[:, None] + cc[None, :] * sxc,
-                             mask=xin[:, None] & cm[None, :], other=0.0)
-                wt = tl.load(w_ptr + (t * C + cc)[:, None] * O + offs_o[None, :],
-                             mask=cm[:, None] & omask[None, :], other=0.0)
-                if USE_DOT:
-                    part = tl.dot(xt.to(DOT_DT), wt.to(DOT_DT), part, input_precision=PREC)
+                kt = tl.load(k_b + i * ski + j * skj + kpos, mask=pmask, other=0.0).to(KDT)
+            # the tap's offset is added in the index type before the pointer add: one IMAD.WIDE
+            # per element and 32-bit offsets live across the loop (adding it to the base pointer
+            # lets the compiler keep 64-bit widened offsets: twice the registers)
+            xoff_t = xoff + (dh * sxh + dw * sxw)
+            x_t = x_b
+            w_t = w_ptr + t * C * O
+            if C_SINGLE:
+                xt = tl.load(x_t + xoff_t, mask=cm[:, None] & xin[None, :], other=0.0)
+                wt = tl.load(w_t + woff, mask=wmask, other=0.0)
+                if SCALE_ACC:
+                    acc = _kdot_acc(acc, xt, kt, wt, KDT, DOT_DT, PREC, USE_DOT)
                 else:
-                    part += tl.sum(xt.to(KDT)[:, :, None] * wt.to(KDT)[None, :, :], axis=1)
-            acc += kt[:, None] * part
+                    acc = _kdot(acc, xt, kt, wt, KDT, DOT_DT, PREC, USE_DOT)
+            else:
+                for c0 in range(0, C, BLOCK_C):
+                    cmc = (c0 + offs_c) < C
+                    xt = tl.load(x_t + c0 * sxc + xoff_t, mask=cmc[:, None] & xin[None, :], other=0.0)
+                    wt = tl.load(w_t + c0 + woff, mask=cmc[:, None] & omask[None, :], other=0.0)
+                    acc = _kdot(acc, xt, kt, wt, KDT, DOT_DT, PREC, USE_DOT)
 
     if K_MODE == 1:
         if NORMALIZE:

@@ -157,6 +157,24 @@ def _like_layout(x, shape, dtype):
     return _empty(shape, dtype, x.device)
 
 
+# Channel-fastest copies of NCHW inputs for the forward conv's per-tap gathers (see
+# ``_gather_layout``); tests switch it off to cover the plain NCHW gather as well.
+GATHER_CHANNELS_LAST = True
+
+
+def _gather_layout(t):
+    """``t`` as the forward conv gathers it best: a channels-last copy when ``t`` is not
+    channel-fastest and its channel count is a multiple of 16. Each tap then reads, per pixel,
+    a contiguous run of channels whose 16-byte alignment the compiler can prove (all strides
+    are multiples of 16 elements), so the gather is a pipelined 16-byte ``cp.async`` instead of
+    one 2-byte load (plus address math and a shared-memory store) per element: about 40% fewer
+    instructions per tap on sm_90. Costs one read and write of ``t`` per call."""
+    if (not GATHER_CHANNELS_LAST or t is None or t.dim() != 4 or t.shape[1] % 16 != 0
+            or t.stride(1) == 1 or t.numel() == 0):
+        return t
+    return t.contiguous(memory_format=torch.channels_last)
+
+
 def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, transposed, *,
                  guide=None, kernel=None, mask=None, smooth=None, alpha=None, lam=None,
                  ktype=0, normalize=False):
@@ -165,10 +183,10 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
     kh, kw = weight.shape[-2:]
     if transposed:
         O = weight.shape[1]
-        w2 = weight.permute(2, 3, 0, 1).contiguous()  # [kh, kw, C, O]
+        w2 = weight.permute(2, 3, 1, 0).contiguous()  # [kh, kw, O, C]
     else:
         O = weight.shape[0]
-        w2 = weight.permute(2, 3, 1, 0).contiguous()
+        w2 = weight.permute(2, 3, 0, 1).contiguous()
     kdt = kdt_of(x.dtype)
     if kernel is not None:
         Ho, Wo = kernel.shape[-2:]
@@ -190,6 +208,10 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
     f0 = None
     if k_mode == K.K_GUIDE and smooth is not None:
         f0 = smoothed_centre(guide, smooth, (kh, kw), stride, padding, dilation, (Ho, Wo), transposed)
+    # (y above follows the caller's layout)
+    x = _gather_layout(x)
+    if guide is not None:
+        guide = _gather_layout(guide)
     g, fz, sg, sf = _guide_args(guide, f0, x)
     m, sm = _mask_args(mask if has_mask else None, x)
     kt = kernel if kernel is not None else x
@@ -208,19 +230,22 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
                 HAS_MASK=has_mask, HAS_BIAS=bias is not None, IDX64=idx64, KDT=_TL[kdt], DOT_DT=dot_dt,
                 PREC=prec, USE_DOT=True, D_SINGLE=D <= bd, BLOCK_D=bd)
     sh_, sw_ = (stride if transposed else (1, 1))
+    # rectangular pixel tiles (kernels._pixels2d) over the output grid, or each phase's grid
+    ph_, pw_ = (triton.cdiv(Ho, sh_), triton.cdiv(Wo, sw_)) if transposed else (Ho, Wo)
 
     def grid(META):
-        bp = META["BLOCK_P"]
-        if transposed:
-            n = sh_ * sw_ * triton.cdiv(triton.cdiv(Ho, sh_) * triton.cdiv(Wo, sw_), bp)
-        else:
-            n = triton.cdiv(Ho * Wo, bp)
+        tw = META["TILE_W"]
+        th = META["BLOCK_P"] // tw
+        n = sh_ * sw_ * triton.cdiv(ph_, th) * triton.cdiv(pw_, tw)
         return (n, triton.cdiv(O, META["BLOCK_O"]), B)
 
     if tuning.autotune_enabled() and x.dtype != torch.float64:
+        # TILE_W and C_SINGLE are added per config by tuning._conv_prune
         conv_tuned[grid](*args, **meta)
     else:
-        cfg = tuning.conv_default(C, O, x.dtype == torch.float64)
+        cfg = tuning.conv_default(C, O, x.dtype == torch.float64, idx64, D <= bd)
+        cfg["TILE_W"] = tuning.tile_w(pw_, cfg["BLOCK_P"])
+        cfg["C_SINGLE"] = C <= cfg["BLOCK_C"]
         K.pac_conv_kernel[grid](*args, **meta, **cfg)
     return y, (om if has_mask else None)
 

@@ -106,7 +106,7 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
         return out
     gy = gy if gy.dtype == x.dtype else gy.to(x.dtype)
     dot_dt, prec = _dot_types(x.dtype)
-    cfg = tuning.conv_default(C, O, x.dtype == torch.float64)
+    cfg = tuning.conv_bwd_default(C, O, x.dtype == torch.float64)
     bp, bo, bc = cfg["BLOCK_P"], cfg["BLOCK_O"], cfg["BLOCK_C"]
     launch_cfg = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     geom = dict(KH=kh, KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],

@@ -61,7 +61,14 @@ def block_d(D: int) -> int:
     return _get("BLOCK_D", clamp(np2(D), 1, 64))
 
 
-def conv_default(C: int, O: int, f64: bool) -> dict:
+def tile_w(Wo: int, block_p: int) -> int:
+    """Width of the forward conv's rectangular pixel tile: a power of two up to 32 (one warp
+    along an image row), at most the image width rounded up and at most BLOCK_P."""
+    return _get("TILE_W", min(block_p, clamp(np2(Wo), 1, 32)))
+
+
+def conv_bwd_default(C: int, O: int, f64: bool) -> dict:
+    """Tiles of the backward's conv-shaped passes (dK, dx, dW): the v1 forward default."""
     if f64:
         cfg = dict(BLOCK_P=32, BLOCK_O=clamp(np2(O), 16, 32), BLOCK_C=16, num_warps=4, num_stages=1)
     else:
@@ -71,6 +78,26 @@ def conv_default(C: int, O: int, f64: bool) -> dict:
                    num_warps=8 if bo >= 64 else 4, num_stages=2)
     for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C"):
         cfg[k] = _get(k, cfg[k])
+    return cfg
+
+
+def conv_default(C: int, O: int, f64: bool, idx64: bool = False, d_single: bool = True) -> dict:
+    """Default forward conv config (what ``PAC_TRITON_AUTOTUNE=0`` launches), chosen from the
+    sm_90 SASS (perf/NOTES.md, v2): 64 pixels (2 x 32) x all output channels up to 128 (K
+    computed once per pixel tile) x all input channels up to 64 in one block (no inner loop:
+    the tap loop is the innermost loop and is software-pipelined). Up to 64 output channels: 4
+    warps (one warpgroup, wgmma m64n64), 128-168 registers, so 3-4 programs per SM; 128: 8
+    warps. ``idx64`` / ``d_single`` are accepted for callers; the same tile fits them."""
+    if f64:
+        cfg = dict(BLOCK_P=32, BLOCK_O=clamp(np2(O), 16, 32), BLOCK_C=16, num_warps=4, num_stages=1)
+    else:
+        bo = clamp(np2(O), 16, 128)
+        bc = clamp(np2(C), 16, 64)
+        cfg = dict(BLOCK_P=64, BLOCK_O=bo, BLOCK_C=bc, num_warps=8 if bo > 64 else 4, num_stages=2)
+    for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C"):
+        cfg[k] = _get(k, cfg[k])
+    if FORCE is not None and not f64:
+        cfg["num_warps"] = 8 if cfg["BLOCK_O"] > 64 else 4
     return cfg
 
 
@@ -93,11 +120,11 @@ def kernel_default(DK: int, channel_wise: bool) -> dict:
 # --- autotuning lists ------------------------------------------------------------------------
 
 def _conv_configs():
-    # (BLOCK_P, BLOCK_O, BLOCK_C, num_warps, num_stages): a short list around the default; the
-    # prune below drops output-channel / input-channel blocks far larger than the layer.
-    # Larger tiles (128x64 with BLOCK_C 64, 128x32 on 4 warps, 256x64) spill on sm_90: left out.
-    table = [(64, 32, 32, 4, 2), (64, 64, 32, 8, 2), (64, 64, 64, 8, 3), (128, 64, 32, 8, 2),
-             (128, 128, 32, 8, 2), (64, 128, 32, 8, 2), (128, 32, 32, 8, 2)]
+    # (BLOCK_P, BLOCK_O, BLOCK_C, num_warps, num_stages): a short list around the default
+    # (64 x 64 x 64, 4 warps); the prune below drops output-channel / input-channel blocks far
+    # larger than the layer and adds TILE_W / C_SINGLE per config.
+    table = [(64, 64, 64, 4, 2), (64, 64, 64, 4, 3), (128, 64, 64, 8, 2), (64, 64, 64, 8, 2),
+             (64, 128, 64, 8, 2), (128, 128, 64, 8, 2), (64, 64, 32, 4, 2), (64, 32, 32, 4, 2)]
     return [triton.Config(dict(BLOCK_P=bp, BLOCK_O=bo, BLOCK_C=bc), num_warps=nw, num_stages=ns)
             for bp, bo, bc, nw, ns in table]
 
@@ -105,9 +132,15 @@ def _conv_configs():
 def _conv_prune(configs, nargs, **kwargs):
     a = {**nargs, **kwargs}
     C, O = int(a["C"]), int(a["O"])
+    Wo = int(a.get("Wo", 32))
+    if a.get("TRANSPOSED", False):
+        Wo = -(-Wo // int(a.get("SW", 1)))
     keep = [c for c in configs
             if c.kwargs["BLOCK_O"] <= max(32, np2(O)) and c.kwargs["BLOCK_C"] <= max(32, np2(C))]
-    return keep or configs[:1]
+    keep = keep or configs[:1]
+    return [triton.Config(dict(c.kwargs, TILE_W=tile_w(Wo, c.kwargs["BLOCK_P"]),
+                               C_SINGLE=C <= c.kwargs["BLOCK_C"]),
+                          num_warps=c.num_warps, num_stages=c.num_stages) for c in keep]
 
 
 def _dw_configs():

@@ -1,0 +1,314 @@
+"""Upgrade an existing network to PAC in one call (the paper's section 6 "hot-swapping").
+
+``swap_to_pac(model, names)`` replaces chosen ``nn.Conv2d`` / ``nn.ConvTranspose2d`` layers with
+guided PAC layers that keep the pretrained parameters (the very same ``Parameter`` objects, so
+state-dict keys, ``requires_grad`` flags and an optimizer built earlier stay valid) and the
+geometry (stride, padding, dilation, output_padding). The swapped layers keep the one-argument
+``forward(x)`` of the layers they replace; their guide comes from a provider set on the model::
+
+    model = swap_to_pac(model, ["features.2", "features.5"])        # or predicate=...
+    with guided(model, image_features):                              # or set_guide(model, f)
+        y = model(x)
+
+The guide ``[B or 1, D, H, W]`` is resized to each layer's resolution with ``F.interpolate``
+(``guide_mode``, default ``'bilinear'`` with ``align_corners=False``, antialiased when
+shrinking): the *input* resolution for a conv, the *output* resolution for a transposed conv.
+A guide of batch 1 is broadcast over the batch. A guide may also be passed per call,
+``layer(x, guide)``, which skips resizing (the guide must then be at that layer's resolution).
+
+With a constant guide and the default ``kernel_type='gaussian'`` without ``normalize_kernel``
+the adapting kernel is ``K == 1`` and the swapped model computes exactly what the original did;
+a guide that varies (colour, position, features of another network) makes every swapped layer
+filter along its structure. Other ``kernel_type``/``normalize_kernel`` choices are accepted but
+change the outputs even for a constant guide (``inv_`` kernels: ``K = alpha + eps^(lambda/2)``;
+normalised: ``K = 1 / #valid taps``).
+
+What PAC cannot express is refused with a ``ValueError`` naming the layer: ``groups != 1``,
+``padding_mode != 'zeros'``, even kernel sizes, subclasses with their own ``forward`` and
+uninitialised lazy layers. String padding is converted: ``'valid'`` is 0 and ``'same'`` (stride 1,
+odd kernel) is the symmetric ``dilation * (k - 1) / 2``. Hooks registered on a replaced module
+are not carried over.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import functional as PF
+from .modules import PacConv2d, PacConvTranspose2d
+
+__all__ = ["swap_to_pac", "set_guide", "guided", "GuidedPacConv2d", "GuidedPacConvTranspose2d", "GUIDE_MODES"]
+
+GUIDE_MODES = ("bilinear", "bicubic", "nearest", "nearest-exact", "area")
+
+
+def _resize_guide(guide: torch.Tensor, size, mode: str) -> torch.Tensor:
+    """``guide`` resized to ``size`` with ``F.interpolate`` (unchanged when already that size)."""
+    size = tuple(int(n) for n in size)
+    if tuple(guide.shape[-2:]) == size:
+        return guide
+    if mode in ("bilinear", "bicubic"):
+        shrinking = any(n < g for n, g in zip(size, guide.shape[-2:]))
+        return F.interpolate(guide, size=size, mode=mode, align_corners=False, antialias=shrinking)
+    return F.interpolate(guide, size=size, mode=mode)
+
+
+class _Guided:
+    """Mixin: the guide provider of a swapped layer (not a parameter or buffer: not in the state dict)."""
+
+    guide_mode: str = "bilinear"
+
+    def _init_guided(self, guide_mode):
+        if guide_mode not in GUIDE_MODES:
+            raise ValueError(f"unknown guide_mode {guide_mode!r}: expected one of {GUIDE_MODES}")
+        self.guide_mode = guide_mode
+        self.guide = None
+
+    def _guide_for(self, input, guide, out_hw):
+        """The guide to use for this call: the one passed, else the provider's, resized to ``out_hw``."""
+        if guide is None:
+            guide = self.guide
+            if guide is None:
+                raise RuntimeError(f"{type(self).__name__} has no guide: call set_guide(model, guide) or run the "
+                                   "model inside `with guided(model, guide):` (or pass the guide: layer(x, guide))")
+            if not isinstance(guide, torch.Tensor) or guide.dim() != 4:
+                raise ValueError(f"the guide must be a 4-d tensor [B or 1, D, H, W], got "
+                                 f"{getattr(guide, 'shape', type(guide).__name__)}")
+            guide = _resize_guide(guide, out_hw, self.guide_mode)
+        if isinstance(guide, torch.Tensor) and guide.dim() == 4:
+            if guide.shape[0] == 1 and input.dim() == 4 and input.shape[0] != 1:
+                guide = guide.expand(input.shape[0], *guide.shape[1:])
+            # float32/float64 layers get the guide in their dtype; half layers keep its own (K math is fp32).
+            dtype = self.weight.dtype if self.weight.dtype in (torch.float32, torch.float64) else guide.dtype
+            if guide.is_floating_point() and (guide.device != self.weight.device or guide.dtype != dtype):
+                guide = guide.to(device=self.weight.device, dtype=dtype)
+        return guide
+
+    def extra_repr(self):
+        return super().extra_repr() + f", guide_mode={self.guide_mode}"
+
+
+class GuidedPacConv2d(_Guided, PacConv2d):
+    """A ``PacConv2d`` whose ``forward(input, guide=None)`` takes its guide from the provider set by
+    ``set_guide``/``guided`` (resized to the *input* resolution) when none is passed."""
+
+    def __init__(self, *args, guide_mode="bilinear", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_guided(guide_mode)
+
+    def forward(self, input, guide=None):
+        if not isinstance(input, torch.Tensor) or input.dim() != 4:
+            raise ValueError(f"input must be a 4-d tensor [B, C, H, W], got "
+                             f"{getattr(input, 'shape', type(input).__name__)}")
+        return super().forward(input, self._guide_for(input, guide, input.shape[-2:]))
+
+
+class GuidedPacConvTranspose2d(_Guided, PacConvTranspose2d):
+    """A ``PacConvTranspose2d`` whose ``forward(input, guide=None, output_size=None)`` takes its guide
+    from the provider (resized to the *output* resolution) when none is passed. ``output_size``
+    works as in ``nn.ConvTranspose2d``."""
+
+    def __init__(self, *args, guide_mode="bilinear", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_guided(guide_mode)
+
+    def _output_padding_for(self, input, output_size):
+        if output_size is None:
+            return self.output_padding
+        output_size = tuple(int(n) for n in output_size)[-2:]
+        output_padding = []
+        for axis in range(2):
+            smallest = ((input.shape[2 + axis] - 1) * self.stride[axis] - 2 * self.padding[axis]
+                        + self.dilation[axis] * (self.kernel_size[axis] - 1) + 1)
+            extra = output_size[axis] - smallest
+            if not 0 <= extra < max(self.stride[axis], self.dilation[axis]):
+                raise ValueError(f"requested output_size {output_size} is not reachable from input "
+                                 f"{tuple(input.shape[-2:])}: sizes from {smallest} to "
+                                 f"{smallest + max(self.stride[axis], self.dilation[axis]) - 1} on axis {axis}")
+            output_padding.append(extra)
+        return tuple(output_padding)
+
+    def forward(self, input, guide=None, output_size=None):
+        if not isinstance(input, torch.Tensor) or input.dim() != 4:
+            raise ValueError(f"input must be a 4-d tensor [B, C, H, W], got "
+                             f"{getattr(input, 'shape', type(input).__name__)}")
+        output_padding = self._output_padding_for(input, output_size)
+        out_hw = tuple((n - 1) * s - 2 * p + d * (k - 1) + op + 1 for n, s, p, d, k, op in
+                       zip(input.shape[-2:], self.stride, self.padding, self.dilation, self.kernel_size,
+                           output_padding))
+        guide = self._guide_for(input, guide, out_hw)
+        return PF.pac_conv_transpose2d(input, guide, self.weight, self.bias, stride=self.stride,
+                                       padding=self.padding, output_padding=output_padding,
+                                       dilation=self.dilation, shared_filters=self.shared_filters,
+                                       backend=self.backend, **self._kernel_args())
+
+
+# --------------------------------------------------------------------------- the swap
+
+def _pair(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def _refusal(module) -> str | None:
+    """Why PAC cannot stand in for ``module`` (``None`` when it can)."""
+    if isinstance(module, (PacConv2d, PacConvTranspose2d)):
+        return "it is already a PAC layer"
+    if not isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        return f"it is a {type(module).__name__}, not an nn.Conv2d or nn.ConvTranspose2d"
+    base = nn.ConvTranspose2d if isinstance(module, nn.ConvTranspose2d) else nn.Conv2d
+    if type(module).forward is not base.forward:
+        return (f"{type(module).__name__} overrides forward (a custom convolution); its behaviour would be lost")
+    if isinstance(module, nn.modules.lazy.LazyModuleMixin) and module.has_uninitialized_params():
+        return "it is a lazy layer whose parameters are not initialised yet: run one forward pass first"
+    if module.groups != 1:
+        return f"groups={module.groups}: PAC layers have no grouped (or depthwise) form"
+    if module.padding_mode != "zeros":
+        return f"padding_mode={module.padding_mode!r}: PAC pads with zeros only"
+    kernel_size = _pair(module.kernel_size)
+    if any(k % 2 == 0 for k in kernel_size):
+        return f"kernel_size={kernel_size}: PAC kernels need odd sizes (the centre tap defines K)"
+    return None
+
+
+def _geometry(module):
+    """``(kernel_size, stride, padding, dilation, output_padding)`` of a conv layer, string padding resolved."""
+    kernel_size, stride, dilation = _pair(module.kernel_size), _pair(module.stride), _pair(module.dilation)
+    padding = module.padding
+    if padding == "valid":
+        padding = (0, 0)
+    elif padding == "same":  # nn.Conv2d allows it with stride 1 only; odd kernels make it symmetric
+        padding = tuple(d * (k - 1) // 2 for d, k in zip(dilation, kernel_size))
+    padding = _pair(padding)
+    output_padding = _pair(module.output_padding) if isinstance(module, nn.ConvTranspose2d) else (0, 0)
+    return kernel_size, stride, padding, dilation, output_padding
+
+
+def _make_pac(module, kernel_type, smooth_kernel_type, normalize_kernel, guide_mode, backend):
+    kernel_size, stride, padding, dilation, output_padding = _geometry(module)
+    options = dict(bias=module.bias is not None, kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
+                   normalize_kernel=normalize_kernel, guide_mode=guide_mode, backend=backend)
+    if isinstance(module, nn.ConvTranspose2d):
+        pac = GuidedPacConvTranspose2d(module.in_channels, module.out_channels, kernel_size, stride=stride,
+                                       padding=padding, output_padding=output_padding, dilation=dilation,
+                                       **options)
+    else:
+        pac = GuidedPacConv2d(module.in_channels, module.out_channels, kernel_size, stride=stride,
+                              padding=padding, dilation=dilation, **options)
+    # Kernel buffers/parameters (inv_alpha, smooth_kernel, ...) follow the layer's device and dtype;
+    # weight and bias are the original Parameter objects.
+    pac.to(device=module.weight.device, dtype=module.weight.dtype)
+    pac.weight = module.weight
+    pac.bias = module.bias
+    pac.train(module.training)
+    return pac
+
+
+def swap_to_pac(model: nn.Module, names: str | Iterable[str] | None = None, *,
+                predicate: Callable[[str, nn.Module], bool] | None = None, kernel_type: str = "gaussian",
+                smooth_kernel_type: str = "none", normalize_kernel: bool = False, guide_mode: str = "bilinear",
+                backend=None) -> nn.Module:
+    """Replace chosen ``nn.Conv2d``/``nn.ConvTranspose2d`` layers of ``model`` by guided PAC layers.
+
+    Choose the layers by qualified ``names`` (as in ``model.named_modules()``, e.g.
+    ``"features.3"``; ``""`` is the model itself) or by ``predicate(name, module)``, which is
+    asked about every ``nn.Conv2d``/``nn.ConvTranspose2d`` of the model. Exactly one of the two.
+    The replacements are ``GuidedPacConv2d``/``GuidedPacConvTranspose2d`` with the layer's own
+    ``weight`` and ``bias`` Parameters, geometry, training mode, and the given PAC options
+    (``kernel_type``, ``smooth_kernel_type``, ``normalize_kernel``, ``backend``) and
+    ``guide_mode`` (how the model's guide is resized to each layer: one of ``GUIDE_MODES``).
+
+    The model is changed in place and returned (a new object only when the model itself was
+    the layer swapped). A layer registered under several names is replaced everywhere. A
+    selected layer that PAC cannot express raises ``ValueError`` naming it and saying why;
+    nothing is changed then. Feed the guide with ``set_guide`` or ``guided``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if (names is None) == (predicate is None):
+        raise ValueError("choose the layers to swap with either names=[...] or predicate=fn(name, module), "
+                         "exactly one of them")
+    if guide_mode not in GUIDE_MODES:
+        raise ValueError(f"unknown guide_mode {guide_mode!r}: expected one of {GUIDE_MODES}")
+    modules = dict(model.named_modules())
+    if names is not None:
+        names = [names] if isinstance(names, str) else list(names)
+        if not names:
+            raise ValueError("names is empty: nothing to swap")
+        for name in names:
+            if not isinstance(name, str):
+                raise TypeError(f"layer names must be strings, got {name!r}")
+            if name not in modules:
+                convs = [n for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+                raise ValueError(f"model has no submodule named {name!r}; its conv layers are {convs}")
+        chosen = list(dict.fromkeys(names))
+    else:
+        chosen = [name for name, module in modules.items()
+                  if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d))
+                  and not isinstance(module, (PacConv2d, PacConvTranspose2d)) and predicate(name, module)]
+        if not chosen:
+            raise ValueError("the predicate selected no nn.Conv2d / nn.ConvTranspose2d layer")
+    for name in chosen:
+        reason = _refusal(modules[name])
+        if reason is not None:
+            raise ValueError(f"cannot swap layer {name or '<model>'!r} to PAC: {reason}")
+
+    replacement = {}
+    for name in chosen:
+        module = modules[name]
+        if id(module) not in replacement:
+            replacement[id(module)] = _make_pac(module, kernel_type, smooth_kernel_type, normalize_kernel,
+                                                guide_mode, backend)
+    if id(model) in replacement:
+        return replacement[id(model)]
+    # Every place that holds a chosen module, including repeats of a shared one.
+    for parent in list(model.modules()):
+        for child_name, child in list(parent._modules.items()):
+            if child is not None and id(child) in replacement:
+                setattr(parent, child_name, replacement[id(child)])
+    return model
+
+
+# --------------------------------------------------------------------------- the guide provider
+
+def _guided_layers(model):
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    layers = [m for m in model.modules() if isinstance(m, _Guided)]
+    if not layers:
+        raise ValueError("the model has no swapped PAC layers (GuidedPacConv2d / GuidedPacConvTranspose2d): "
+                         "call swap_to_pac first")
+    return layers
+
+
+def set_guide(model: nn.Module, guide: torch.Tensor | None) -> None:
+    """Set the guide ``[B or 1, D, H, W]`` of every swapped layer of ``model`` (``None`` clears it).
+
+    Each layer resizes it to its own resolution when it runs (see ``guide_mode``), so one
+    full-resolution guide serves every layer. The guide is held by reference until it is
+    replaced or cleared; ``guided`` clears it for you."""
+    if guide is not None:
+        if not isinstance(guide, torch.Tensor):
+            raise TypeError(f"guide must be a tensor or None, got {type(guide).__name__}")
+        if guide.dim() != 4 or not guide.is_floating_point():
+            raise ValueError(f"guide must be a floating-point 4-d tensor [B or 1, D, H, W], got {guide.dtype} "
+                             f"{tuple(guide.shape)}")
+    for layer in _guided_layers(model):
+        layer.guide = guide
+
+
+@contextlib.contextmanager
+def guided(model: nn.Module, guide: torch.Tensor):
+    """``with guided(model, guide): y = model(x)``: ``set_guide`` for the block, then the previous
+    guides are restored (so nothing holds the guide afterwards)."""
+    layers = _guided_layers(model)
+    previous = [layer.guide for layer in layers]
+    set_guide(model, guide)
+    try:
+        yield model
+    finally:
+        for layer, old in zip(layers, previous):
+            layer.guide = old
