@@ -2,11 +2,11 @@
 
 A drop-in for NVlabs pacnet's ``pac.py`` / ``paccrf.py`` (same names, arguments, parameters),
 plus guide-taking functions that a fused Triton backend serves without materialising the
-adapting kernel, and a ``backend=`` flag everywhere (see ``pac_triton.backends``).
+adapting kernel, and a ``backend=`` flag everywhere (see ``pac_triton.dispatch``).
 """
 from __future__ import annotations
 
-from .backends import default_backend, triton_available
+from .dispatch import default_backend, triton_available
 from .compat import convert_pacnet_state_dict, load_pacnet_state_dict, pacnet_transposed_weight
 from .crf import PacCRF, PacCRFLoose, create_position_feats, create_YXRGB
 from .functional import (pac_conv2d, pac_conv_transpose2d, pac_pool2d, packernel2d, pacconv2d,

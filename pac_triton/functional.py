@@ -1,6 +1,6 @@
 """Functional PAC API: validate user input once, then dispatch to a backend.
 
-Two families, both with a keyword-only ``backend=`` (see ``pac_triton.backends``):
+Two families, both with a keyword-only ``backend=`` (see ``pac_triton.dispatch``):
 
 - pacnet's functions (same names, arguments, defaults and returns as pacnet's ``pac.py``):
   ``packernel2d`` builds the adapting kernel K; ``pacconv2d``, ``pacconv_transpose2d`` and
@@ -18,7 +18,7 @@ import inspect
 
 import torch
 
-from .backends import select
+from .dispatch import select
 from .options import fixed_smooth_kernel, parse_kernel_type, parse_smooth_type
 from .validation import (check_bias, check_geometry, check_guide, check_inv_param, check_mask,
                          check_same_device, check_smooth_kernel, check_tensor, check_weight, conv_out_size,

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import Parameter
 
 from . import functional as PF
-from .backends import check_backend
+from .dispatch import check_backend
 from .options import fixed_smooth_kernel, parse_kernel_type, parse_smooth_type
 from .validation import check_geometry
 

@@ -1,4 +1,5 @@
-"""The backend flag: one place decides which implementation runs.
+"""The backend flag: one place decides which implementation runs (named `dispatch`, not
+`backends`: torch.compile skips every file whose path contains "triton/backends").
 
 ``backend`` is ``"reference"`` (pure PyTorch, any device), ``"triton"`` (fused Triton kernels:
 CUDA tensors, or any tensors under Triton's interpreter ``TRITON_INTERPRET=1``) or ``"auto"``.
