@@ -3,13 +3,22 @@ shapes, names and devices; TypeError for non-tensors and integer dtypes) with a 
 names what is wrong. A bare ``assert`` (AssertionError), an IndexError, a ZeroDivisionError or a
 RuntimeError from deep inside PyTorch all fail these tests."""
 import re
+import sys
 
 import pytest
 import torch
 
 import pac_triton
 
-R = "reference"
+R = "reference"  # the backend the calls below name; the fixture runs every test with each backend
+
+
+@pytest.fixture(autouse=True, params=["reference", "triton"])
+def _backend(request, monkeypatch):
+    """Every bad input gets the same error whichever backend is asked for (validation happens once,
+    above the backends; the Triton run uses its interpreter on a CPU)."""
+    monkeypatch.setattr(sys.modules[__name__], "R", request.param)
+    return request.param
 
 
 def raises(exc, fn, *patterns):
