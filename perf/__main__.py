@@ -45,7 +45,7 @@ def parse_args(argv=None):
     what.add_argument("--preset", choices=sorted(C.PRESETS), help="the paper's workloads, or the GPU check set")
     what.add_argument("--sweep", type=_csv, metavar="AXES",
                       help=f"comma-separated axes swept one at a time: {', '.join(C.AXES)} (aliases k, C, D, "
-                           f"res, B)")
+                           f"res, B); 'k=3/5/7' sweeps only those values")
     what.add_argument("--op", type=_csv, default=["conv"], help="for --sweep: conv, transposed (stride 2), pool")
     what.add_argument("--mode", type=_csv, default=None, help="fwd, bwd, fwdbwd (default fwd,fwdbwd)")
     what.add_argument("--dtype", type=_csv, default=None,
@@ -82,7 +82,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.sweep:
         try:
-            args.sweep = [C.axis_name(a) for a in args.sweep]
+            args.sweep = [C.axis_spec(a) for a in args.sweep]
         except ValueError as e:
             p.error(str(e))
     picked = sum(bool(x) for x in (args.quick, args.preset, args.sweep))
@@ -142,7 +142,8 @@ def build_cases(args, full: bool, on_cuda: bool):
     if args.preset:
         return f"preset:{args.preset}", C.preset_cases(args.preset, modes, dtypes, full)
     overrides = dict(b=args.batch, c_in=args.channels, k=args.kernel_size, d=args.feature_dim, h=args.resolution)
-    return "sweep:" + ",".join(args.sweep), C.sweep_cases(args.sweep, args.op, modes, dtypes, full, overrides)
+    return "sweep:" + ",".join(a if isinstance(a, str) else f"{a[0]}={'/'.join(map(str, a[1]))}"
+                               for a in args.sweep), C.sweep_cases(args.sweep, args.op, modes, dtypes, full, overrides)
 
 
 def case_providers(case, providers):

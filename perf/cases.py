@@ -59,6 +59,20 @@ def axis_name(name: str) -> str:
                      f"(aliases: {', '.join(a for v in AXES.values() for a in v[0])})")
 
 
+def axis_spec(spec: str):
+    """``'k'`` -> ``'kernel_size'``; ``'k=3/5/7'`` -> ``('kernel_size', (3, 5, 7))`` (only those values)."""
+    name, sep, values = spec.partition("=")
+    if not sep:
+        return axis_name(name)
+    try:
+        vals = tuple(int(v) for v in values.split("/") if v.strip())
+    except ValueError:
+        raise ValueError(f"sweep values must be integers separated by '/', got {spec!r}") from None
+    if not vals:
+        raise ValueError(f"no values in sweep {spec!r}")
+    return axis_name(name), vals
+
+
 @dataclass(frozen=True)
 class Case:
     """One measured workload. ``h, w`` are the output size for ``transposed``/``upsample``
@@ -231,9 +245,10 @@ def sweep_cases(axes, ops, modes, dtypes, full: bool, overrides: dict | None = N
     base.update({k: v for k, v in (overrides or {}).items() if v is not None})
     out = []
     for axis in axes:
+        axis, chosen = (axis, None) if isinstance(axis, str) else axis
         _aliases, fld, full_vals, cpu_vals = AXES[axis]
         for op in ops:
-            for val in (full_vals if full else cpu_vals):
+            for val in chosen or (full_vals if full else cpu_vals):
                 kw = dict(base)
                 kw[fld] = val
                 if op == "transposed":
