@@ -39,6 +39,10 @@ def _tool(name):
 
 def _signature(fn, ptr_types, constexprs, int64_args=()):
     sig = {}
+    missing = [p.name for p in getattr(fn, "params", []) if getattr(p, "is_constexpr", False)
+               and p.name not in constexprs]
+    if missing:
+        raise ValueError(f"{fn.__name__}: constexpr parameters without a value: {missing}")
     for name in fn.arg_names:
         if name in constexprs:
             sig[name] = "constexpr"
@@ -54,7 +58,15 @@ def _jitfn(fn):
 
 
 def compile_one(fn, ptr_types, constexprs, arch, num_warps=4, num_stages=2, int64_args=()):
-    src = triton.compiler.ASTSource(fn, _signature(fn, ptr_types, constexprs, int64_args), constexprs)
+    """``constexprs`` may hold ``_div16``: integer arguments to mark divisible by 16 (and all
+    pointers are then marked 16-byte aligned), as the JIT specialises them at launch."""
+    constexprs = dict(constexprs)
+    div16 = constexprs.pop("_div16", None)
+    attrs = None
+    if div16:
+        attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
+                 if n not in constexprs and (n in div16 or n in ptr_types)}
+    src = triton.compiler.ASTSource(fn, _signature(fn, ptr_types, constexprs, int64_args), constexprs, attrs)
     ck = triton.compile(src, target=GPUTarget("cuda", arch, 32),
                         options=dict(num_warps=num_warps, num_stages=num_stages))
     return ck
@@ -92,20 +104,26 @@ def conv_variants(dt):
     cfg = tuning.conv_default(64, 64, f64)
     common = dict(KDT=_TL[kdt], DOT_DT=dot_dt, PREC=prec, USE_DOT=True, HAS_BIAS=True, IDX64=False,
                   BLOCK_P=cfg["BLOCK_P"], BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"],
-                  TILE_W=tuning.tile_w(512, cfg["BLOCK_P"]), C_SINGLE=64 <= cfg["BLOCK_C"])
+                  TILE_W=tuning.tile_w(512, cfg["BLOCK_P"]), C_SINGLE=64 <= cfg["BLOCK_C"], SCALE_ACC=True)
     full = dict(K_MODE=K.K_GUIDE, KTYPE=K.KT_INV_ASYM, F0_SMOOTH=False, NORMALIZE=True, HAS_MASK=True,
                 D_SINGLE=True, BLOCK_D=16)
     yield ("conv_guide", ptrs, {**_geom(), "TRANSPOSED": False, **common, **full}, cfg)
-    cfg_small = tuning.conv_default(64, 64, f64, idx64=True)  # = (D in blocks) config
-    small = dict(BLOCK_P=cfg_small["BLOCK_P"], TILE_W=tuning.tile_w(512, cfg_small["BLOCK_P"]))
+    if not f64:
+        # the vectorised-gather default (channels-last input and guide, C and D multiples of
+        # 16): compiled with that specialisation (channel strides 1, the others multiples of 16)
+        vcfg = tuning.conv_default(64, 64, f64, vec=True)
+        vconst = {**_geom(), "TRANSPOSED": False, **common, **full, "BLOCK_P": vcfg["BLOCK_P"],
+                  "BLOCK_O": vcfg["BLOCK_O"], "BLOCK_C": vcfg["BLOCK_C"], "sxc": 1, "sgd": 1, "sfd": 1,
+                  "_div16": ("C", "O", "D", "sxb", "sxh", "sxw", "sgb", "sgh", "sgw", "sfb", "sfh", "sfw",
+                             "syb", "syo", "syh")}
+        yield ("conv_guide_vec", ptrs, vconst, vcfg)
     yield ("conv_guide_dblocks_gauss", ptrs, {**_geom(), "TRANSPOSED": False, **common, **full,
-                                               "KTYPE": K.KT_GAUSS, "D_SINGLE": False, **small}, cfg_small)
+                                               "KTYPE": K.KT_GAUSS, "D_SINGLE": False}, cfg)
     yield ("conv_loadK", ptrs, {**_geom(), "TRANSPOSED": False, **common, "K_MODE": K.K_LOAD, "KTYPE": 0,
                                 "F0_SMOOTH": False, "NORMALIZE": False, "HAS_MASK": False,
                                 "D_SINGLE": True, "BLOCK_D": 1}, cfg)
     yield ("convT_guide", ptrs, {**_geom(True), "TRANSPOSED": True, **common, **full}, cfg)
-    yield ("conv_guide_idx64", ptrs, {**_geom(), "TRANSPOSED": False, **common, **full, "IDX64": True, **small},
-           cfg_small)
+    yield ("conv_guide_idx64", ptrs, {**_geom(), "TRANSPOSED": False, **common, **full, "IDX64": True}, cfg)
 
 
 def dw_variants(dt):
@@ -179,6 +197,25 @@ def bwd_variants(dt):
     yield ("bwd_conv_dw_loadK", KB.pac_conv_dw_kernel, wp,
            {**_geom(), "TRANSPOSED": False, **base, **kopt, "K_MODE": K.K_LOAD, "NORMALIZE": False,
             "HAS_MASK": False, **gemm, **cblk, "BLOCK_D": 1}, cl)
+    if not f64:
+        # the vectorised-gather tiles (x and gy channels-last, C and O multiples of 16),
+        # compiled with that specialisation
+        vcfg = tuning.conv_bwd_default(64, 64, f64, vec=True)
+        vl = dict(num_warps=vcfg["num_warps"], num_stages=vcfg["num_stages"])
+        vblk = dict(BLOCK_P=vcfg["BLOCK_P"], BLOCK_O=vcfg["BLOCK_O"], BLOCK_C=vcfg["BLOCK_C"])
+
+        def vspec(fn, const, ones):
+            c = {**const, **vblk, **{n: 1 for n in ones}}
+            c["_div16"] = tuple(n for n in fn.arg_names if n not in c and not n.endswith("_ptr"))
+            return c
+        yield ("bwd_conv_dk_vec", KB.pac_conv_dk_kernel, P(("gy_ptr", "x_ptr", "w_ptr"), ("dk_ptr",)),
+               vspec(KB.pac_conv_dk_kernel, {**_geom(), "TRANSPOSED": False, **base, **gemm}, ("sgo", "sxc")), vl)
+        yield ("bwd_conv_dx_vec", KB.pac_conv_dx_kernel, kp,
+               vspec(KB.pac_conv_dx_kernel, {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, "BLOCK_D": 16},
+                     ("sgyo",)), vl)
+        yield ("bwd_conv_dw_vec", KB.pac_conv_dw_kernel, wp,
+               vspec(KB.pac_conv_dw_kernel, {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, "BLOCK_D": 16},
+                     ("sgyo", "sxc")), vl)
     yield ("bwd_dw_dk", KB.pac_dw_dk_kernel, P(("gy_ptr", "x_ptr"), ("wt_ptr", "dk_ptr")),
            {**_geom(), "TRANSPOSED": False, "HAS_WTAP": True, "PER_CHANNEL": True, **base,
             "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
@@ -198,7 +235,7 @@ WEIGHT_GRAD = ("bwd_conv_dw", "bwd_conv_dw_loadK", "bwd_shared_dw")
 BWD_CORE = ("bwd_conv_dk", "bwd_conv_dx", "bwd_conv_dw", "bwd_dw_dx", "bwd_shared_dw", "bwd_guide_pass",
             "bwd_guide_gather")
 
-CORE = ("conv_guide", "convT_guide", "shared_conv", "packernel_cw") + BWD_CORE
+CORE = ("conv_guide", "conv_guide_vec", "convT_guide", "shared_conv", "packernel_cw") + BWD_CORE
 
 
 def all_variants(dtypes):
@@ -248,6 +285,7 @@ def _work(job):
 
 def _jsonable(const):
     return {k: (str(v) if not isinstance(v, (int, float, bool, str)) else v) for k, v in const.items()}
+
 
 
 def main(argv=None):

@@ -3,12 +3,18 @@
 Three kernels, all sharing the helpers at the top:
 
 * ``pac_conv_kernel``: the implicit GEMM of ``pacconv2d`` / ``pacconv_transpose2d``. Rows are
-  output pixels of one image, columns output channels; the reduction runs over (tap, input
-  channel block). Per (pixel tile, tap) the adapting kernel ``K_t`` is computed in fp32 from the
-  guide (or read from a precomputed ``K``), the tap's partial product ``X_t @ W_t`` is finished
-  over all input channels, and ``acc += K_t[:, None] * partial``. K never touches memory.
-  Transposed: rows are split by output phase ``(u % s, v % s)`` and a program runs only the
-  taps that land on an input pixel for its phase.
+  output pixels of one image (a 2-D rectangle of them, ``_pixels2d``), columns output channels;
+  the reduction runs over (tap, input channel block). Per (pixel tile, tap) the adapting kernel
+  ``K_t`` is computed in fp32 from the guide (or read from a precomputed ``K``), the tap's
+  product ``X_t @ W_t`` is finished over all input channels (both operands straight from the
+  loads: cp.async into shared memory, wgmma from there), and ``acc += K_t[:, None] * partial``
+  (``SCALE_ACC``; the alternative, scaling the rows of ``X_t`` first so that ``acc`` stays in
+  the dot chain, costs a shared-memory round trip, a convert, a multiply and a repack per input
+  element: ~20% more instructions per tap on sm_90). K never touches memory. The launcher
+  gathers from channels-last copies where the channel count is a multiple of 16 (16-byte
+  vector loads per pixel instead of a 2-byte load per element). Transposed: rows are split by
+  output phase ``(u % s, v % s)`` and a program runs only the taps that land on an input pixel
+  for its phase.
 * ``pac_dw_kernel``: the depthwise family (K-weighted pooling, ``shared_filters`` convolution):
   ``y[p, c] = sum_t w_t K_t[p, c or 0] x[q_t(p), c]``; channel-wise K from a guide with C channels.
 * ``pac_kernel_kernel``: ``packernel2d``: writes K (and the out mask). With a normaliser it makes
@@ -175,7 +181,7 @@ def _pixels2d(pid, Ho, Wo, SH: tl.constexpr, SW: tl.constexpr, PHASED: tl.conste
     of the rectangle: with TILE_W a power of two the compiler sees runs of TILE_W consecutive
     pixels, so gathers from NCHW tensors put a warp's lanes along an image row (coalesced)
     instead of along channels (one cache line per lane, as with a flat ``offs % Wo`` tile)."""
-    TILE_H: tl.constexpr = BLOCK_P // TILE_W
+    TILE_H = BLOCK_P // TILE_W
     r = tl.arange(0, BLOCK_P)
     if PHASED:
         Hph = (Ho + SH - 1) // SH
@@ -418,6 +424,20 @@ def pac_conv_kernel(
                     acc = _kdot_acc(acc, xt, kt, wt, KDT, DOT_DT, PREC, USE_DOT)
                 else:
                     acc = _kdot(acc, xt, kt, wt, KDT, DOT_DT, PREC, USE_DOT)
+            elif SCALE_ACC:
+                # the tap's product over all channel blocks first (operands straight from the
+                # loads), then one row scaling per tap
+                part = tl.zeros([BLOCK_P, BLOCK_O], KDT)
+                for c0 in range(0, C, BLOCK_C):
+                    cmc = (c0 + offs_c) < C
+                    xt = tl.load(x_t + c0 * sxc + xoff_t, mask=cmc[:, None] & xin[None, :], other=0.0)
+                    wt = tl.load(w_t + c0 + woff, mask=cmc[:, None] & omask[None, :], other=0.0)
+                    if USE_DOT:
+                        part = tl.dot(tl.trans(xt.to(DOT_DT)), wt.to(DOT_DT), part, input_precision=PREC,
+                                      out_dtype=KDT)
+                    else:
+                        part += tl.sum(tl.trans(xt).to(KDT)[:, :, None] * wt.to(KDT)[None, :, :], axis=1)
+                acc += kt[:, None] * part
             else:
                 for c0 in range(0, C, BLOCK_C):
                     cmc = (c0 + offs_c) < C

@@ -243,7 +243,8 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
         # TILE_W and C_SINGLE are added per config by tuning._conv_prune
         conv_tuned[grid](*args, **meta)
     else:
-        cfg = tuning.conv_default(C, O, x.dtype == torch.float64, idx64, D <= bd)
+        vec = x.stride(1) == 1 and C % 16 == 0 and all(int(st) % 16 == 0 for st in (x.stride(0), x.stride(2), x.stride(3)))
+        cfg = tuning.conv_default(C, O, x.dtype == torch.float64, vec)
         cfg["TILE_W"] = tuning.tile_w(pw_, cfg["BLOCK_P"])
         cfg["C_SINGLE"] = C <= cfg["BLOCK_C"]
         K.pac_conv_kernel[grid](*args, **meta, **cfg)

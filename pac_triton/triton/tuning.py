@@ -67,37 +67,43 @@ def tile_w(Wo: int, block_p: int) -> int:
     return _get("TILE_W", min(block_p, clamp(np2(Wo), 1, 32)))
 
 
-def conv_bwd_default(C: int, O: int, f64: bool) -> dict:
-    """Tiles of the backward's conv-shaped passes (dK, dx, dW): the v1 forward default."""
+def conv_bwd_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
+    """Tiles of the backward's conv-shaped passes (dK, dx, dW): the v1 forward default, with
+    all input channels up to 64 in one block when ``vec`` (x and gy gathered from channel-fastest
+    copies with 16-element-aligned strides: ~80-140 registers at 8 warps on sm_90; halves the K
+    recomputation of dx / dW and the gy reloads of dK). Without ``vec`` 64-channel blocks spill
+    in fp32."""
     if f64:
         cfg = dict(BLOCK_P=32, BLOCK_O=clamp(np2(O), 16, 32), BLOCK_C=16, num_warps=4, num_stages=1)
     else:
         bo = clamp(np2(O), 16, 64)
         # 8 warps for the 64x64 tile: 4 warps need ~255 registers and spill with 64-bit offsets.
-        cfg = dict(BLOCK_P=64, BLOCK_O=bo, BLOCK_C=clamp(np2(C), 16, 32),
+        cfg = dict(BLOCK_P=64, BLOCK_O=bo, BLOCK_C=clamp(np2(C), 16, 64 if vec else 32),
                    num_warps=8 if bo >= 64 else 4, num_stages=2)
     for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C"):
         cfg[k] = _get(k, cfg[k])
     return cfg
 
 
-def conv_default(C: int, O: int, f64: bool, idx64: bool = False, d_single: bool = True) -> dict:
+def conv_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
     """Default forward conv config (what ``PAC_TRITON_AUTOTUNE=0`` launches), chosen from the
     sm_90 SASS (perf/NOTES.md, v2): 64 pixels (2 x 32) x all output channels up to 128 (K
     computed once per pixel tile) x all input channels up to 64 in one block (no inner loop:
-    the tap loop is the innermost loop and is software-pipelined). Up to 64 output channels: 4
-    warps (one warpgroup, wgmma m64n64), 128-168 registers, so 3-4 programs per SM; 128: 8
-    warps. ``idx64`` / ``d_single`` are accepted for callers; the same tile fits them."""
+    the tap loop is the innermost loop and is software-pipelined). ``vec``: the input gather
+    is channel-fastest with 16-element-aligned strides (16-byte cp.async, ~128 registers at 4
+    warps: 4 programs per SM); otherwise the gather is per element and needs 8 warps to stay
+    clear of spills (the general specialisation needs ~200 registers at 8 warps)."""
     if f64:
         cfg = dict(BLOCK_P=32, BLOCK_O=clamp(np2(O), 16, 32), BLOCK_C=16, num_warps=4, num_stages=1)
     else:
         bo = clamp(np2(O), 16, 128)
         bc = clamp(np2(C), 16, 64)
-        cfg = dict(BLOCK_P=64, BLOCK_O=bo, BLOCK_C=bc, num_warps=8 if bo > 64 else 4, num_stages=2)
+        cfg = dict(BLOCK_P=64, BLOCK_O=bo, BLOCK_C=bc, num_warps=4 if (vec and bo <= 64) else 8,
+                   num_stages=2)
     for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C"):
         cfg[k] = _get(k, cfg[k])
     if FORCE is not None and not f64:
-        cfg["num_warps"] = 8 if cfg["BLOCK_O"] > 64 else 4
+        cfg["num_warps"] = 4 if cfg["BLOCK_P"] * cfg["BLOCK_O"] < 64 * 64 else cfg["num_warps"]
     return cfg
 
 

@@ -95,6 +95,8 @@ CONV_CASES = [
     (1, 10, 6, 3, 7, 6, (3, 5), (2, 2), (1, 2), (1, 1), "inv_1_-2", False, True, None, False, torch.float32, False),
     (1, 6, 6, 3, 6, 5, (3, 3), (2, 1), (1, 2), (1, 2), "inv_1_-2", True, True, (1, 3), True, torch.float32, True),
     (1, 5, 5, 2, 6, 6, (3, 3), (1, 1), (1, 1), (1, 1), "gaussian", True, False, None, True, torch.float64, False),
+    # C, O multiples of 16: x and gy are gathered from channels-last copies (launch._gather_layout)
+    (1, 16, 16, 3, 6, 7, (3, 3), (1, 1), (1, 1), (1, 1), "inv_1_-2", True, True, None, False, torch.float32, False),
 ]
 
 
@@ -136,6 +138,7 @@ CONVT_CASES = [
     (1, 5, 6, 4, 3, 2, (3, 5), (2, 3), (0, 1), (1, 2), (2, 1), "inv_1_-2_asym", False, True, (3, 1), False,
      torch.float64),
     (1, 6, 6, 3, 3, 3, (3, 3), (2, 2), (1, 1), (0, 1), (1, 1), "inv_1_-2", True, False, (3, 3), True, torch.float32),
+    (1, 16, 16, 3, 3, 4, (3, 3), (2, 2), (1, 1), (1, 0), (1, 1), "gaussian", False, True, None, False, torch.float64),
 ]
 
 

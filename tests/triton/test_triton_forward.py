@@ -130,6 +130,57 @@ def test_pac_conv2d(case, device):
         assert y.is_contiguous(memory_format=torch.channels_last)
 
 
+# The v2 forward's fast paths: channel counts that are multiples of 16 (NCHW input and guide are
+# then gathered from channels-last copies), all input channels in one block (C_SINGLE: the tap
+# loop is the innermost loop), rectangular pixel tiles of several rows; and the plain
+# per-element NCHW gather for the same shapes. Tiles still span several blocks on every axis.
+FAST_CASES = [
+    # B, C, O, D, H, W, k, s, p, d, kernel_type, normalize, mask, transposed, dtype
+    (1, 16, 20, 16, 7, 11, (3, 3), (1, 1), (1, 1), (1, 1), "gaussian", False, False, False, torch.float32),
+    (2, 16, 16, 16, 6, 9, (5, 5), (1, 1), (2, 2), (1, 1), "inv_1_-2_asym", True, True, False, torch.bfloat16),
+    (1, 32, 16, 3, 9, 6, (3, 3), (2, 1), (1, 1), (1, 2), "gaussian", True, False, False, torch.float16),
+    (1, 16, 16, 16, 4, 5, (3, 3), (2, 2), (1, 1), (1, 1), "gaussian", True, True, True, torch.float32),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cl_gather", [True, False], ids=["clgather", "nchwgather"])
+@pytest.mark.parametrize("case", FAST_CASES, ids=lambda c: f"{c[10]}-C{c[1]}-D{c[3]}-T{int(c[13])}-{str(c[14])[6:]}")
+def test_pac_conv_fast_paths(case, cl_gather, device, monkeypatch):
+    from pac_triton.triton import launch, tuning
+    B, C, O, D, H, W, k, s, p, d, kt, norm, use_mask, transposed, dtype = case
+    dev = _dev(device)
+    monkeypatch.setattr(launch, "GATHER_CHANNELS_LAST", cl_gather)
+    x = torch.randn(B, C, H, W, dtype=torch.float64, device=dev)
+    alpha, lam = _inv_params(kt, dev)
+    mask = _mask(B, H, W, dev) if use_mask else None
+    if transposed:
+        Ho = (H - 1) * s[0] - 2 * p[0] + d[0] * (k[0] - 1) + 1
+        Wo = (W - 1) * s[1] - 2 * p[1] + d[1] * (k[1] - 1) + 1
+        guide = torch.randn(B, D, Ho, Wo, dtype=torch.float64, device=dev)
+        weight = torch.randn(C, O, *k, dtype=torch.float64, device=dev)
+        fn = "pac_conv_transpose2d"
+        static = dict(order=["input", "guide", "weight", "bias", "stride", "padding", "output_padding", "dilation",
+                             "kernel_type", "inv_alpha", "inv_lambda", "smooth_kernel", "normalize_kernel",
+                             "shared_filters", "mask"],
+                      stride=s, padding=p, output_padding=(0, 0), dilation=d, kernel_type=kt,
+                      normalize_kernel=norm, shared_filters=False)
+    else:
+        guide = torch.randn(B, D, H, W, dtype=torch.float64, device=dev)
+        weight = torch.randn(O, C, *k, dtype=torch.float64, device=dev)
+        fn = "pac_conv2d"
+        static = dict(order=["input", "guide", "weight", "bias", "stride", "padding", "dilation", "kernel_type",
+                             "inv_alpha", "inv_lambda", "smooth_kernel", "normalize_kernel", "shared_filters",
+                             "mask"],
+                      stride=s, padding=p, dilation=d, kernel_type=kt, normalize_kernel=norm, shared_filters=False)
+    bias = torch.randn(O, dtype=torch.float64, device=dev)
+    tensors = dict(input=x, guide=guide, weight=weight, bias=bias, inv_alpha=alpha, inv_lambda=lam,
+                   smooth_kernel=None, mask=mask)
+    with tuning.force_blocks(BLOCK_P=32, BLOCK_O=16, BLOCK_C=min(C, 32), BLOCK_D=16, TILE_W=8):
+        y, _ = _run(fn, tensors, static, dtype, False, ["y", "out_mask"])
+    assert y.is_contiguous()  # NCHW in, NCHW out (the channels-last copies are internal)
+
+
 # --- pac_conv_transpose2d --------------------------------------------------------------------
 
 CONVT_CASES = [
