@@ -223,7 +223,7 @@ def _kdot(acc, xT, kt, wt, KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.con
     (``tl.dot(a, b, acc)``) across taps and channel blocks."""
     xs = (xT.to(KDT) * kt[None, :]).to(DOT_DT)
     if USE_DOT:
-        acc = tl.dot(tl.trans(xs), wt.to(DOT_DT), acc, input_precision=PREC)
+        acc = tl.dot(tl.trans(xs), wt.to(DOT_DT), acc, input_precision=PREC, out_dtype=acc.dtype)
     else:
         acc += tl.sum(tl.trans(xs).to(KDT)[:, :, None] * wt.to(KDT)[None, :, :], axis=1)
     return acc

@@ -100,7 +100,7 @@ def pac_conv_dk_kernel(
                                  other=0.0)
                     wt = tl.load(w_ptr + (t * O + oo)[:, None] * C + cc[None, :], mask=om[:, None] & cm[None, :],
                                  other=0.0)
-                    gw_ = tl.dot(gt.to(DOT_DT), wt.to(DOT_DT), gw_, input_precision=PREC)
+                    gw_ = tl.dot(gt.to(DOT_DT), wt.to(DOT_DT), gw_, input_precision=PREC, out_dtype=gw_.dtype)
                 xt = tl.load(x_b + xoff[:, None] + cc[None, :] * sxc, mask=xin[:, None] & cm[None, :],
                              other=0.0).to(KDT)
                 dk += tl.sum(gw_ * xt, axis=1)
@@ -372,7 +372,7 @@ def pac_conv_dx_kernel(
                 gt = tl.load(gy_b + goff[:, None] + oo[None, :] * sgyo, mask=pin[:, None] & om[None, :], other=0.0)
                 wt = tl.load(w_ptr + (t * O + oo)[:, None] * C + offs_c[None, :], mask=om[:, None] & cm[None, :],
                              other=0.0)
-                part = tl.dot(gt.to(DOT_DT), wt.to(DOT_DT), part, input_precision=PREC)
+                part = tl.dot(gt.to(DOT_DT), wt.to(DOT_DT), part, input_precision=PREC, out_dtype=part.dtype)
             acc += kt[:, None] * part
     tl.store(dx_ptr + b * sdb + (u * sdh + v * sdw)[:, None] + offs_c[None, :] * sdc,
              acc.to(dx_ptr.dtype.element_ty), mask=qmask[:, None] & cm[None, :])
@@ -439,7 +439,7 @@ def pac_conv_dw_kernel(
         xs = (kt[:, None] * xt).to(DOT_DT)
         gt = tl.load(gy_ptr + b * sgyb + (u * sgyh + v * sgyw)[:, None] + offs_o[None, :] * sgyo,
                      mask=pmask[:, None] & om[None, :], other=0.0)
-        acc = tl.dot(tl.trans(gt.to(DOT_DT)), xs, acc, input_precision=PREC)
+        acc = tl.dot(tl.trans(gt.to(DOT_DT)), xs, acc, input_precision=PREC, out_dtype=acc.dtype)
     pp = part_ptr + ((split * (KH * KW) + t) * O + offs_o[:, None]) * C + offs_c[None, :]
     tl.store(pp, acc, mask=om[:, None] & cm[None, :])
 
