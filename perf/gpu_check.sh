@@ -111,17 +111,17 @@ say "stage 2: perf --preset gpu-check (PAC_TRITON_AUTOTUNE=${PERF_AUTOTUNE:-0}, 
 RC_PERF=${PIPESTATUS[0]}
 say "stage 2: $(status_of "$RC_PERF") (an interrupted run still writes what it measured)"
 
-# ---- 3. autotuning (if time is left): tune, persist, re-time a few shapes -------------------------
+# ---- 3. (if time is left) re-time three shapes in another order; TUNE_FLAG=--autotune tunes first ---
 LIM_TUNE=$(min "${T_TUNE:-90}" $(( $(left) - 10 )))
 if [ "$LIM_TUNE" -ge 30 ]; then
-  say "stage 3: perf --autotune over conv k3/k5/k7 C64 D16 512² fwd bf16 (limit ${LIM_TUNE}s; summary only)"
-  (cd "$RUN_DIR" && timeout -k 10 "$LIM_TUNE" "$PY" -m "$PERF_MOD" --autotune --sweep k=3/5/7 --full --op conv --mode fwd \
+  say "stage 3: perf ${TUNE_FLAG-} over conv k5/k3/k7 C64 D16 512² fwd bf16, k3 not first (limit ${LIM_TUNE}s; summary only)"
+  (cd "$RUN_DIR" && timeout -k 10 "$LIM_TUNE" "$PY" -m "$PERF_MOD" ${TUNE_FLAG-} --sweep k=5/3/7 --full --op conv --mode fwd \
     --dtype bf16 --channels 64 --feature-dim 16 --resolution 512 --backend triton --no-check --no-charts \
     --no-progress --out /tmp/pac_autotune_out) 2>&1 | tee -a "$LOG"
   RC_TUNE=${PIPESTATUS[0]}
   say "stage 3: $(status_of "$RC_TUNE")"
 else
-  say "stage 3: autotuning skipped (${LIM_TUNE}s left)"
+  say "stage 3: skipped (${LIM_TUNE}s left)"
 fi
 
 # ---- at most 8 files come back -----------------------------------------------------------------

@@ -18,6 +18,19 @@ def setup_device(device: torch.device) -> None:
     ``F.conv2d`` floor (``cudnn.benchmark``)."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+        warm_up_gpu(device)
+
+
+def warm_up_gpu(device: torch.device, seconds: float = 1.0) -> None:
+    """Keep the GPU busy for about a second so its clocks have ramped up (an idle H100 sits at a
+    few hundred MHz) before the first case is timed."""
+    import time
+    a = torch.randn(4096, 4096, device=device, dtype=torch.bfloat16)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for _ in range(20):
+            a = (a @ a).clamp_(-1, 1)
+        torch.cuda.synchronize(device)
 
 
 def set_float32_precision(dtype_name: str) -> None:

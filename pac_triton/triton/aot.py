@@ -117,6 +117,10 @@ def conv_variants(dt):
                   "_div16": ("C", "O", "D", "sxb", "sxh", "sxw", "sgb", "sgh", "sgw", "sfb", "sfh", "sfw",
                              "syb", "syo", "syh")}
         yield ("conv_guide_vec", ptrs, vconst, vcfg)
+        # C256 D64 (VGG conv3-like): channel blocks in an inner loop, 64 x 128 tile, D in one block
+        ccfg = tuning.conv_default(256, 256, f64, vec=True)
+        yield ("conv_guide_vec_c256", ptrs, {**vconst, "BLOCK_P": ccfg["BLOCK_P"], "BLOCK_O": ccfg["BLOCK_O"],
+                                              "BLOCK_C": ccfg["BLOCK_C"], "C_SINGLE": False, "BLOCK_D": 64}, ccfg)
     yield ("conv_guide_dblocks_gauss", ptrs, {**_geom(), "TRANSPOSED": False, **common, **full,
                                                "KTYPE": K.KT_GAUSS, "D_SINGLE": False}, cfg)
     yield ("conv_loadK", ptrs, {**_geom(), "TRANSPOSED": False, **common, "K_MODE": K.K_LOAD, "KTYPE": 0,
@@ -175,10 +179,15 @@ def bwd_variants(dt):
     kopt = dict(K_MODE=K.K_GUIDE, KTYPE=K.KT_INV_ASYM, F0_SMOOTH=False, NORMALIZE=True, HAS_MASK=True)
     gemm = dict(DOT_DT=dot_dt, PREC=prec)
     P = lambda names_dt, names_k: {**{n: dt for n in names_dt}, **{n: kdt for n in names_k}}  # noqa: E731
+    o1 = dict(O_SINGLE=64 <= ccfg["BLOCK_O"])  # as launched for O = 64
     yield ("bwd_conv_dk", KB.pac_conv_dk_kernel, P(("gy_ptr", "x_ptr", "w_ptr"), ("dk_ptr",)),
-           {**_geom(), "TRANSPOSED": False, **base, **gemm, **cblk}, cl)
+           {**_geom(), "TRANSPOSED": False, **base, **gemm, **cblk, **o1}, cl)
     yield ("bwd_convT_dk", KB.pac_conv_dk_kernel, P(("gy_ptr", "x_ptr", "w_ptr"), ("dk_ptr",)),
-           {**_geom(True), "TRANSPOSED": True, **base, **gemm, **cblk}, cl)
+           {**_geom(True), "TRANSPOSED": True, **base, **gemm, **cblk, **o1}, cl)
+    # the other O_SINGLE setting (fp64: O <= 32 fits one block)
+    yield ("bwd_conv_dk_oblocks" if o1["O_SINGLE"] else "bwd_conv_dk_osingle", KB.pac_conv_dk_kernel,
+           P(("gy_ptr", "x_ptr", "w_ptr"), ("dk_ptr",)),
+           {**_geom(), "TRANSPOSED": False, **base, **gemm, **cblk, "O_SINGLE": not o1["O_SINGLE"]}, cl)
     gp = P(("g_ptr", "f0_ptr", "m_ptr"), ("dk_ptr", "sc_ptr", "df0_ptr", "pa_ptr", "pl_ptr", "alpha_ptr", "lam_ptr"))
     gpc = {**base, "KTYPE": K.KT_INV_ASYM, "F0_SMOOTH": False, "NORMALIZE": True, "HAS_MASK": True, "NEED_DR": True}
     yield ("bwd_guide_pass", KB.pac_guide_pass_kernel, gp,
@@ -209,7 +218,8 @@ def bwd_variants(dt):
             c["_div16"] = tuple(n for n in fn.arg_names if n not in c and not n.endswith("_ptr"))
             return c
         yield ("bwd_conv_dk_vec", KB.pac_conv_dk_kernel, P(("gy_ptr", "x_ptr", "w_ptr"), ("dk_ptr",)),
-               vspec(KB.pac_conv_dk_kernel, {**_geom(), "TRANSPOSED": False, **base, **gemm}, ("sgo", "sxc")), vl)
+               vspec(KB.pac_conv_dk_kernel, {**_geom(), "TRANSPOSED": False, **base, **gemm, "O_SINGLE": True},
+                     ("sgo", "sxc")), vl)
         yield ("bwd_conv_dx_vec", KB.pac_conv_dx_kernel, kp,
                vspec(KB.pac_conv_dx_kernel, {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, "BLOCK_D": 16},
                      ("sgyo",)), vl)

@@ -354,7 +354,10 @@ def pac_conv_kernel(
                 if C_SINGLE:
                     xt = tl.load(x_b + xoff, mask=cm[:, None] & xin[None, :], other=0.0)
                     wt = tl.load(w_t + woff, mask=wmask, other=0.0)
-                    acc = _kdot(acc, xt, kt, wt, KDT, DOT_DT, PREC, USE_DOT)
+                    if SCALE_ACC:
+                        acc = _kdot_acc(acc, xt, kt, wt, KDT, DOT_DT, PREC, USE_DOT)
+                    else:
+                        acc = _kdot(acc, xt, kt, wt, KDT, DOT_DT, PREC, USE_DOT)
                 else:
                     for c0 in range(0, C, BLOCK_C):
                         cmc = (c0 + offs_c) < C

@@ -58,11 +58,14 @@ def pac_conv_dk_kernel(
     PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
     TRANSPOSED: tl.constexpr, IDX64: tl.constexpr, KDT: tl.constexpr, DOT_DT: tl.constexpr,
     PREC: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr,
+    O_SINGLE: tl.constexpr = False,
 ):
     """dK[b, (ki, kj), P] = sum_c (sum_o gy[b, o, P] W_t[o, c]) x[b, c, q_t(P)].
 
     ``w_ptr``: the weight as ``[kh, kw, O, C]`` contiguous (conv tap (i, j) at slice i*KW + j).
-    ``dk_ptr``: ``[B, KH*KW, Ho*Wo]`` contiguous in KDT; every element is written."""
+    ``dk_ptr``: ``[B, KH*KW, Ho*Wo]`` contiguous in KDT; every element is written.
+    ``O_SINGLE``: all output channels fit one ``BLOCK_O`` block; the gy tile (the same for
+    every tap) is then loaded once per program instead of once per (tap, channel block)."""
     pid_p = tl.program_id(0)
     b = tl.program_id(1)
     if IDX64:
@@ -78,6 +81,9 @@ def pac_conv_dk_kernel(
     dk_b = dk_ptr + b * (KH * KW) * Ho * Wo
     goff = u * sgh + v * sgw
     pix = u * Wo + v
+    if O_SINGLE:
+        gt1 = tl.load(g_b + goff[:, None] + offs_o[None, :] * sgo,
+                      mask=pmask[:, None] & (offs_o < O)[None, :], other=0.0)
     for t in range(KH * KW):
         i = t // KW
         j = t % KW
@@ -93,14 +99,21 @@ def pac_conv_dk_kernel(
                 cc = c0 + offs_c
                 cm = cc < C
                 gw_ = tl.zeros([BLOCK_P, BLOCK_C], KDT)
-                for o0 in range(0, O, BLOCK_O):
-                    oo = o0 + offs_o
-                    om = oo < O
-                    gt = tl.load(g_b + goff[:, None] + oo[None, :] * sgo, mask=pmask[:, None] & om[None, :],
+                if O_SINGLE:
+                    om = offs_o < O
+                    wt = tl.load(w_ptr + (t * O + offs_o)[:, None] * C + cc[None, :], mask=om[:, None] & cm[None, :],
                                  other=0.0)
-                    wt = tl.load(w_ptr + (t * O + oo)[:, None] * C + cc[None, :], mask=om[:, None] & cm[None, :],
-                                 other=0.0)
-                    gw_ = tl.dot(gt.to(DOT_DT), wt.to(DOT_DT), gw_, input_precision=PREC, out_dtype=gw_.dtype)
+                    gw_ = tl.dot(gt1.to(DOT_DT), wt.to(DOT_DT), gw_, input_precision=PREC, out_dtype=gw_.dtype)
+                else:
+                    for o0 in range(0, O, BLOCK_O):
+                        oo = o0 + offs_o
+                        om = oo < O
+                        gt = tl.load(g_b + goff[:, None] + oo[None, :] * sgo, mask=pmask[:, None] & om[None, :],
+                                     other=0.0)
+                        wt = tl.load(w_ptr + (t * O + oo)[:, None] * C + cc[None, :],
+                                     mask=om[:, None] & cm[None, :], other=0.0)
+                        gw_ = tl.dot(gt.to(DOT_DT), wt.to(DOT_DT), gw_, input_precision=PREC,
+                                     out_dtype=gw_.dtype)
                 xt = tl.load(x_b + xoff[:, None] + cc[None, :] * sxc, mask=xin[:, None] & cm[None, :],
                              other=0.0).to(KDT)
                 dk += tl.sum(gw_ * xt, axis=1)

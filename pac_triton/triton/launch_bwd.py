@@ -145,7 +145,7 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
                  if transposed else triton.cdiv(Ho * Wo, bp)), B)
         KB.pac_conv_dk_kernel[grid](gy, x, w_oc, dk, C, O, H, W, Ho, Wo, *_strides4(gy), *_strides4(x),
                                     **common, TRANSPOSED=bool(transposed), DOT_DT=dot_dt, PREC=prec,
-                                    BLOCK_P=bp, BLOCK_O=bo, BLOCK_C=bc, **launch_cfg)
+                                    BLOCK_P=bp, BLOCK_O=bo, BLOCK_C=bc, O_SINGLE=O <= bo, **launch_cfg)
         if need_k:
             out[4] = dk.reshape(B, 1, kh, kw, Ho, Wo).to(kernel.dtype)
     df0 = None
