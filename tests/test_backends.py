@@ -1,5 +1,6 @@
-"""The backend flag: names, the PAC_TRITON_BACKEND default, "auto" on CPU, and "triton" raising
-NotImplementedError until its kernels exist (never silently falling back)."""
+"""The backend flag: names, the PAC_TRITON_BACKEND default, "auto" on CPU, "triton" running its
+kernels (Triton's interpreter on a CPU) and raising NotImplementedError with the reason whenever
+it cannot run (never silently falling back)."""
 import pytest
 import torch
 
@@ -33,12 +34,32 @@ def _calls(backend):
     }
 
 
+def _run(name, backend):
+    torch.manual_seed(0)  # the same data (and module weights) for every backend
+    out = _calls(backend)[name]()
+    return out if isinstance(out, tuple) else (out,)
+
+
 @pytest.mark.parametrize("name", list(_calls("reference")))
-def test_triton_backend_raises_not_implemented_until_it_exists(name):
-    if _triton_ready():
-        pytest.skip("the Triton backend reports itself available; its tests live elsewhere")
-    with pytest.raises(NotImplementedError, match="(?i)triton"):
+def test_triton_backend_runs_and_matches_reference(name):
+    assert _triton_ready(), pac_triton.triton_available().reason
+    for a, b in zip(_run(name, "triton"), _run(name, "reference")):
+        if a is None or b is None:
+            assert a is None and b is None
+        else:
+            assert_close_rel(a, b, 1e-12, f"{name} backend=triton")
+
+
+@pytest.mark.parametrize("name", list(_calls("reference")))
+def test_triton_backend_that_cannot_run_raises_with_the_reason(name, monkeypatch):
+    import pac_triton.triton as triton_backend
+    monkeypatch.setattr(triton_backend, "is_available", lambda: (False, "simulated: no usable Triton"))
+    with pytest.raises(NotImplementedError, match="simulated: no usable Triton"):
         _calls("triton")[name]()
+    # "auto" is documented to use the reference then (it picks Triton only where it can run)
+    for a, b in zip(_run(name, "auto"), _run(name, "reference")):
+        if a is not None:
+            assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("name", list(_calls("reference")))
@@ -67,13 +88,14 @@ def test_environment_variable_sets_the_default(monkeypatch):
         assert torch.equal(pac_triton.pac_pool2d(x, x, 3), ref)
         assert torch.equal(pac_triton.PacPool2d(3)(x, x), ref)
     monkeypatch.setenv("PAC_TRITON_BACKEND", "triton")
-    if not _triton_ready():
-        with pytest.raises(NotImplementedError):
-            pac_triton.pac_pool2d(x, x, 3)
-        with pytest.raises(NotImplementedError):
-            pac_triton.PacPool2d(3)(x, x)
-        # an explicit argument wins over the environment
-        assert torch.equal(pac_triton.pac_pool2d(x, x, 3, backend="reference"), ref)
+    import pac_triton.reference as reference
+    monkeypatch.setattr(reference, "pac_pool2d", None)  # the default now must not reach the reference
+    assert_close_rel(pac_triton.pac_pool2d(x, x, 3), ref, 1e-12, "PAC_TRITON_BACKEND=triton")
+    assert_close_rel(pac_triton.PacPool2d(3)(x, x), ref, 1e-12, "PAC_TRITON_BACKEND=triton (module)")
+    monkeypatch.undo()
+    monkeypatch.setenv("PAC_TRITON_BACKEND", "triton")
+    # an explicit argument wins over the environment
+    assert torch.equal(pac_triton.pac_pool2d(x, x, 3, backend="reference"), ref)
 
 
 def test_module_backend_attribute_switches_backend():

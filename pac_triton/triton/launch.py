@@ -65,15 +65,12 @@ def convt_in_hw(out_hw, kernel_size, stride, padding, output_padding, dilation):
                  for n, op, k, d, p, s in zip(out_hw, output_padding, kernel_size, dilation, padding, stride))
 
 
-def smoothed_centre(guide, smooth, kernel_size, stride, padding, dilation, out_hw, transposed):
-    """The smoothed centre feature f0 ``[B, D, Ho, Wo]`` in the K math dtype (a small
-    D-channel depthwise stencil, exact elementwise math, zero padding)."""
-    kdt = kdt_of(guide.dtype)
-    f = guide.to(kdt)
-    S = smooth.to(kdt).reshape(smooth.shape[-2], smooth.shape[-1])
-    sh, sw = S.shape
+def centre_pads(guide_hw, smooth_hw, kernel_size, stride, padding, dilation, out_hw, transposed):
+    """Step and ``F.pad`` amounts ``[left, right, top, bottom]`` that turn the smoothing window
+    around each output pixel's centre tap into plain strided slices of the padded guide."""
+    sh, sw = smooth_hw
     kh, kw = kernel_size
-    Hg, Wg = f.shape[-2:]
+    Hg, Wg = guide_hw
     Ho, Wo = out_hw
     if transposed:
         step, c0 = (1, 1), (0, 0)
@@ -83,7 +80,20 @@ def smoothed_centre(guide, smooth, kernel_size, stride, padding, dilation, out_h
     top, left = sh // 2 - c0[0], sw // 2 - c0[1]
     bottom = (Ho - 1) * step[0] + sh - (Hg + top)
     right = (Wo - 1) * step[1] + sw - (Wg + left)
-    fp = F.pad(f, [left, right, top, bottom])
+    return step, [left, right, top, bottom]
+
+
+def smoothed_centre(guide, smooth, kernel_size, stride, padding, dilation, out_hw, transposed):
+    """The smoothed centre feature f0 ``[B, D, Ho, Wo]`` in the K math dtype (a small
+    D-channel depthwise stencil, exact elementwise math, zero padding)."""
+    kdt = kdt_of(guide.dtype)
+    f = guide.to(kdt)
+    S = smooth.to(kdt).reshape(smooth.shape[-2], smooth.shape[-1])
+    sh, sw = S.shape
+    Ho, Wo = out_hw
+    step, pads = centre_pads(tuple(f.shape[-2:]), (sh, sw), kernel_size, stride, padding, dilation, out_hw,
+                             transposed)
+    fp = F.pad(f, pads)
     f0 = None
     for a in range(sh):
         for b in range(sw):

@@ -15,23 +15,7 @@ from . import kernels as K
 from . import kernels_bwd as KB
 from . import tuning
 from .launch import (_TL, _dot_types, _empty, _gather_layout, _like_layout, _mask_args, _strides4,
-                     conv_out_hw, kdt_of, need_idx64, smoothed_centre)
-
-
-def _centre_pads(guide_hw, smooth_hw, kernel_size, stride, padding, dilation, out_hw, transposed):
-    sh, sw = smooth_hw
-    kh, kw = kernel_size
-    Hg, Wg = guide_hw
-    Ho, Wo = out_hw
-    if transposed:
-        step, c0 = (1, 1), (0, 0)
-    else:
-        step = tuple(stride)
-        c0 = ((kh // 2) * dilation[0] - padding[0], (kw // 2) * dilation[1] - padding[1])
-    top, left = sh // 2 - c0[0], sw // 2 - c0[1]
-    bottom = (Ho - 1) * step[0] + sh - (Hg + top)
-    right = (Wo - 1) * step[1] + sw - (Wg + left)
-    return step, [left, right, top, bottom]
+                     centre_pads, conv_out_hw, kdt_of, need_idx64, smoothed_centre)
 
 
 def centre_adjoint(df0, guide, smooth, kernel_size, stride, padding, dilation, transposed, need_smooth):
@@ -43,7 +27,7 @@ def centre_adjoint(df0, guide, smooth, kernel_size, stride, padding, dilation, t
          else torch.ones(1, 1, dtype=kdt, device=df0.device))
     sh, sw = S.shape
     Ho, Wo = df0.shape[-2:]
-    step, pads = _centre_pads(tuple(guide.shape[-2:]), (sh, sw), kernel_size, stride, padding, dilation, (Ho, Wo),
+    step, pads = centre_pads(tuple(guide.shape[-2:]), (sh, sw), kernel_size, stride, padding, dilation, (Ho, Wo),
                               transposed)
     Hp = guide.shape[-2] + pads[2] + pads[3]
     Wp = guide.shape[-1] + pads[0] + pads[1]
