@@ -1,4 +1,5 @@
-"""The Triton backend of pac_triton: fused forward kernels (K computed on the fly, never stored).
+"""The Triton backend of pac_triton: fused forward and backward kernels (K computed on the fly, never
+stored).
 
 Same functions, signatures and return conventions as ``pac_triton.reference``; arguments arrive
 validated and normalised by ``pac_triton.functional``. Half types are computed with fp32
@@ -7,7 +8,8 @@ Backward by Triton kernels too (``kernels_bwd.py``, ``launch_bwd.py``); double b
 NotImplementedError.
 
 Importing this package imports triton; when that fails, ``is_available()`` says why and every
-function raises RuntimeError with that reason.
+function raises RuntimeError with that reason (the dispatcher turns that into NotImplementedError
+before any call).
 """
 from __future__ import annotations
 

@@ -15,14 +15,8 @@ from torch import Tensor
 
 from . import launch
 
-_BACKWARD_MSG = ("backward of the Triton backend lands with the backward issue; use "
-                 "backend='reference' for gradients")
 _DOUBLE_MSG = ("double backward (create_graph=True through a Triton PAC op) is not implemented; use "
                "backend='reference' for higher-order gradients")
-
-
-def _no_backward(ctx, *grads):
-    raise NotImplementedError(_BACKWARD_MSG)
 
 
 def _no_double_backward(ctx, *grads):
