@@ -18,6 +18,31 @@ from .launch import (_TL, _dot_types, _empty, _gather_layout, _like_layout, _mas
                      centre_pads, conv_out_hw, kdt_of, need_idx64, smoothed_centre)
 
 
+def _guide_side_grads(out, need_g, need_s, df0, g, fz, dk, guide, smooth, f0_smooth, kernel_size, stride, padding,
+                      dilation, transposed, ktype, cw, block_d, block_p, idx64, kdt, sg, sf, Ho, Wo):
+    """Fill ``out[3]`` (d guide) and ``out[5]`` (d smoothing window) from ``df0`` (the centre
+    feature's gradient, ``[B, D, Ho·Wo]``) and the guide gather over ``dk`` (no atomics)."""
+    B, D, Hg, Wg = guide.shape
+    kh, kw = kernel_size
+    dg, ds = centre_adjoint(df0.reshape(B, D, Ho, Wo), guide, smooth, kernel_size, stride, padding, dilation,
+                            transposed, need_s and smooth is not None)
+    if need_g:
+        if transposed:
+            gs, gp = (1, 1), ((kh // 2) * dilation[0], (kw // 2) * dilation[1])
+        else:
+            gs, gp = tuple(stride), tuple(padding)
+        dfq = _empty((B, D, Hg, Wg), kdt, guide.device)
+        n = gs[0] * gs[1] * triton.cdiv(triton.cdiv(Hg, gs[0]) * triton.cdiv(Wg, gs[1]), block_p)
+        KB.pac_guide_gather_kernel[(n, B)](
+            g, fz, dk, dfq, Ho, Wo, D, Hg, Wg, *sg, *sf,
+            KH=kh, KW=kw, SH=gs[0], SW=gs[1], PH=gp[0], PW=gp[1], DH=dilation[0], DW=dilation[1],
+            F0_SMOOTH=f0_smooth, ASYM=ktype == K.KT_INV_ASYM, CW=cw, IDX64=idx64, KDT=_TL[kdt],
+            BLOCK_D=block_d, BLOCK_P=block_p, num_warps=4)
+        out[3] = (dfq + dg).to(guide.dtype)
+    if need_s and smooth is not None:
+        out[5] = ds.to(smooth.dtype)
+
+
 def centre_adjoint(df0, guide, smooth, kernel_size, stride, padding, dilation, transposed, need_smooth):
     """Adjoint of the centre feature f0 (the guide at the centre tap, or its smoothing by the
     ``[1, 1, sh, sw]`` window): returns (d guide ``[B, D, Hg, Wg]`` in df0's dtype, d smooth or
@@ -149,23 +174,8 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
         if need_l:
             out[7] = pl.sum(dtype=kdt).reshape(lam.shape).to(lam.dtype)
         if need_g or need_s:
-            dg, ds = centre_adjoint(df0.reshape(B, D, Ho, Wo), guide, smooth, (kh, kw), stride, padding, dilation,
-                                    transposed, need_s and smooth is not None)
-            if need_g:
-                if transposed:
-                    gs, gp = (1, 1), ((kh // 2) * dilation[0], (kw // 2) * dilation[1])
-                else:
-                    gs, gp = tuple(stride), tuple(padding)
-                dfq = _empty((B, D, Hg, Wg), kdt, dev)
-                n = gs[0] * gs[1] * triton.cdiv(triton.cdiv(Hg, gs[0]) * triton.cdiv(Wg, gs[1]), gbp)
-                KB.pac_guide_gather_kernel[(n, B)](
-                    g, fz, dk, dfq, Ho, Wo, D, Hg, Wg, *sg, *sf,
-                    KH=kh, KW=kw, SH=gs[0], SW=gs[1], PH=gp[0], PW=gp[1], DH=dilation[0], DW=dilation[1],
-                    F0_SMOOTH=f0 is not None, ASYM=ktype == K.KT_INV_ASYM, CW=False, IDX64=idx64, KDT=_TL[kdt],
-                    BLOCK_D=bd, BLOCK_P=gbp, num_warps=4)
-                out[3] = (dfq + dg).to(guide.dtype)
-            if need_s and smooth is not None:
-                out[5] = ds.to(smooth.dtype)
+            _guide_side_grads(out, need_g, need_s, df0, g, fz, dk, guide, smooth, f0 is not None, (kh, kw), stride,
+                              padding, dilation, transposed, ktype, False, bd, gbp, idx64, kdt, sg, sf, Ho, Wo)
     kargs = [g, fz, m, scale, kt, a, lm]
     kstr = [*sg, *sf, *sm, *sk]
     kmeta = dict(**common, TRANSPOSED=bool(transposed), K_MODE=k_mode, KTYPE=int(ktype), F0_SMOOTH=f0 is not None,
@@ -297,23 +307,8 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
                 v = t.sum(dim=(0, 2), dtype=kdt)  # [dkc]
                 out[k] = (v if src.numel() == v.numel() and src.dim() > 0 else v.sum()).reshape(src.shape).to(src.dtype)
         if need_g or need_s:
-            dg, ds = centre_adjoint(df0.reshape(B, D, Ho, Wo), guide, smooth, (kh, kw), stride, padding, dilation,
-                                    transposed, need_s and smooth is not None)
-            if need_g:
-                if transposed:
-                    gs, gp = (1, 1), ((kh // 2) * dilation[0], (kw // 2) * dilation[1])
-                else:
-                    gs, gp = tuple(stride), tuple(padding)
-                dfq = _empty((B, D, Hg, Wg), kdt, dev)
-                n = gs[0] * gs[1] * triton.cdiv(triton.cdiv(Hg, gs[0]) * triton.cdiv(Wg, gs[1]), gbp)
-                KB.pac_guide_gather_kernel[(n, B)](
-                    g, fz, dk, dfq, Ho, Wo, D, Hg, Wg, *sg, *sf,
-                    KH=kh, KW=kw, SH=gs[0], SW=gs[1], PH=gp[0], PW=gp[1], DH=dilation[0], DW=dilation[1],
-                    F0_SMOOTH=f0 is not None, ASYM=ktype == K.KT_INV_ASYM, CW=cw, IDX64=idx64, KDT=_TL[kdt],
-                    BLOCK_D=tuning.np2(D), BLOCK_P=gbp, num_warps=4)
-                out[3] = (dfq + dg).to(guide.dtype)
-            if need_s and smooth is not None:
-                out[5] = ds.to(smooth.dtype)
+            _guide_side_grads(out, need_g, need_s, df0, g, fz, dk, guide, smooth, f0 is not None, (kh, kw), stride,
+                              padding, dilation, transposed, ktype, cw, tuning.np2(D), gbp, idx64, kdt, sg, sf, Ho, Wo)
     kmeta = dict(**common, TRANSPOSED=bool(transposed), K_MODE=k_mode, KTYPE=int(ktype), F0_SMOOTH=f0 is not None,
                  NORMALIZE=norm, HAS_MASK=has_mask, BLOCK_D=bd)
     if need_x:
