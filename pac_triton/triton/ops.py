@@ -128,17 +128,16 @@ def conv_bwd(gy: Tensor, x: Tensor, weight: Tensor, guide: Optional[Tensor], ker
     return [r if r is not None else x.new_empty((0,)) for r in res]
 
 
-@conv_bwd.register_fake
-def _(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding, dilation, ktype,
-      normalize, shared, transposed, needs):
-    O = gy.shape[1]
-    like = [x, weight, None, guide, kernel, smooth, alpha, lam]
+def _fake_grads(x, like, kernel, ktype, needs, bias=None):
+    """Fake outputs of a backward op: slot k holds the gradient of ``like[k]`` (input, weight,
+    bias, guide, kernel, smooth, alpha, lambda) or an empty tensor where it is not computed (not
+    asked for; guide-side slots when a precomputed kernel is given; alpha/lambda of a gaussian)."""
     out = []
     for k, src in enumerate(like):
         if not needs[k]:
             out.append(x.new_empty((0,)))
-        elif k == 2:
-            out.append(weight.new_empty((O,)))
+        elif k == 2 and bias is not None:
+            out.append(bias)
         elif src is None or (k >= 3 and kernel is not None and k != 4) or (k >= 6 and ktype == 0):
             out.append(x.new_empty((0,)))
         elif k == 0:
@@ -146,6 +145,13 @@ def _(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride, padding, o
         else:
             out.append(torch.empty_like(src, memory_format=torch.contiguous_format))
     return out
+
+
+@conv_bwd.register_fake
+def _(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding, dilation, ktype,
+      normalize, shared, transposed, needs):
+    return _fake_grads(x, [x, weight, None, guide, kernel, smooth, alpha, lam], kernel, ktype, needs,
+                       bias=weight.new_empty((gy.shape[1],)))
 
 
 conv_bwd.register_autograd(_no_double_backward)
@@ -228,17 +234,7 @@ def pool_bwd(gy: Tensor, x: Tensor, guide: Optional[Tensor], kernel: Optional[Te
 @pool_bwd.register_fake
 def _(gy, x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding, dilation, ktype, normalize,
       channel_wise, needs):
-    like = [x, None, None, guide, kernel, smooth, alpha, lam]
-    out = []
-    for k, src in enumerate(like):
-        if (not needs[k] or src is None or (k >= 3 and kernel is not None and k != 4)
-                or (k >= 6 and ktype == 0)):
-            out.append(x.new_empty((0,)))
-        elif k == 0:
-            out.append(_empty_like_layout(x, tuple(x.shape), x.dtype))
-        else:
-            out.append(torch.empty_like(src, memory_format=torch.contiguous_format))
-    return out
+    return _fake_grads(x, [x, None, None, guide, kernel, smooth, alpha, lam], kernel, ktype, needs)
 
 
 pool_bwd.register_autograd(_no_double_backward)
