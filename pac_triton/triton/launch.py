@@ -55,6 +55,18 @@ def conv_out_hw(hw, kernel_size, stride, padding, dilation):
                  for n, k, s, p, d in zip(hw, kernel_size, stride, padding, dilation))
 
 
+def k_grid(kernel, guide, kernel_size, stride, padding, dilation, transposed):
+    """Where K comes from and lives: ``(k_mode, Hg, Wg, D, Ho, Wo)``. K_LOAD reads a precomputed
+    kernel (no guide: Hg = Wg = D = 1); K_GUIDE computes it from the guide (transposed: at the
+    guide's resolution)."""
+    if kernel is not None:
+        Ho, Wo = kernel.shape[-2:]
+        return K.K_LOAD, 1, 1, 1, Ho, Wo
+    Hg, Wg = guide.shape[-2:]
+    Ho, Wo = (Hg, Wg) if transposed else conv_out_hw((Hg, Wg), kernel_size, stride, padding, dilation)
+    return K.K_GUIDE, Hg, Wg, guide.shape[1], Ho, Wo
+
+
 def convt_out_hw(hw, kernel_size, stride, padding, output_padding, dilation):
     return tuple((n - 1) * s - 2 * p + d * (k - 1) + op + 1
                  for n, k, s, p, op, d in zip(hw, kernel_size, stride, padding, output_padding, dilation))
@@ -198,15 +210,7 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
         O = weight.shape[0]
         w2 = weight.permute(2, 3, 0, 1).contiguous()
     kdt = kdt_of(x.dtype)
-    if kernel is not None:
-        Ho, Wo = kernel.shape[-2:]
-        k_mode = K.K_LOAD
-        Hg, Wg, D = 1, 1, 1
-    else:
-        k_mode = K.K_GUIDE
-        Hg, Wg = guide.shape[-2:]
-        D = guide.shape[1]
-        Ho, Wo = (Hg, Wg) if transposed else conv_out_hw((Hg, Wg), (kh, kw), stride, padding, dilation)
+    k_mode, Hg, Wg, D, Ho, Wo = k_grid(kernel, guide, (kh, kw), stride, padding, dilation, transposed)
     y = _like_layout(x, (B, O, Ho, Wo), x.dtype)
     has_mask = mask is not None and k_mode == K.K_GUIDE
     om = _empty((B, 1, 1, 1, Ho, Wo) if has_mask else (0,), guide.dtype if guide is not None else x.dtype,
@@ -269,15 +273,7 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
     B, C, H, W = x.shape
     kh, kw = kernel_size
     kdt = kdt_of(x.dtype)
-    if kernel is not None:
-        Ho, Wo = kernel.shape[-2:]
-        k_mode = K.K_LOAD
-        Hg, Wg, D = 1, 1, 1
-    else:
-        k_mode = K.K_GUIDE
-        Hg, Wg = guide.shape[-2:]
-        D = guide.shape[1]
-        Ho, Wo = (Hg, Wg) if transposed else conv_out_hw((Hg, Wg), (kh, kw), stride, padding, dilation)
+    k_mode, Hg, Wg, D, Ho, Wo = k_grid(kernel, guide, (kh, kw), stride, padding, dilation, transposed)
     cw = bool(channel_wise) and k_mode == K.K_GUIDE
     has_mask = mask is not None and k_mode == K.K_GUIDE
     om_per_channel = cw and bool(normalize)

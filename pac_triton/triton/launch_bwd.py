@@ -15,7 +15,21 @@ from . import kernels as K
 from . import kernels_bwd as KB
 from . import tuning
 from .launch import (_TL, _dot_types, _empty, _gather_layout, _like_layout, _mask_args, _strides4,
-                     centre_pads, conv_out_hw, kdt_of, need_idx64, smoothed_centre)
+                     centre_pads, conv_out_hw, k_grid, kdt_of, need_idx64, smoothed_centre)
+
+
+def _guide_operands(x, guide, smooth, k_mode, kernel_size, stride, padding, dilation, out_hw, transposed):
+    """``(f0, g, fz, sg, sf)``: the smoothed centre feature (or None), the guide and the centre
+    feature tensors the kernels read (``x`` as a dummy pointer when there is no guide), and their
+    strides (zeros without a guide)."""
+    f0 = None
+    if k_mode == K.K_GUIDE and smooth is not None:
+        f0 = smoothed_centre(guide, smooth, kernel_size, stride, padding, dilation, out_hw, transposed)
+    g = guide if guide is not None else x
+    fz = f0 if f0 is not None else g
+    sg = _strides4(g) if guide is not None else [0] * 4
+    sf = _strides4(fz) if guide is not None else [0] * 4
+    return f0, g, fz, sg, sf
 
 
 def _guide_side_grads(out, need_g, need_s, df0, g, fz, dk, guide, smooth, f0_smooth, kernel_size, stride, padding,
@@ -92,15 +106,9 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
         O = weight.shape[0]
         w_oc = weight.permute(2, 3, 0, 1).contiguous()
     kdt = kdt_of(x.dtype)
-    k_mode = K.K_LOAD if kernel is not None else K.K_GUIDE
+    k_mode, Hg, Wg, D, Ho, Wo = k_grid(kernel, guide, (kh, kw), stride, padding, dilation, transposed)
     if k_mode == K.K_LOAD:
-        Ho, Wo = kernel.shape[-2:]
-        Hg, Wg, D = 1, 1, 1
         need_g = need_s = need_a = need_l = False
-    else:
-        Hg, Wg = guide.shape[-2:]
-        D = guide.shape[1]
-        Ho, Wo = (Hg, Wg) if transposed else conv_out_hw((Hg, Wg), (kh, kw), stride, padding, dilation)
     has_mask = mask is not None and k_mode == K.K_GUIDE
     norm = bool(normalize) and k_mode == K.K_GUIDE
     inv = k_mode == K.K_GUIDE and ktype != K.KT_GAUSS
@@ -129,13 +137,8 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
     geom = dict(KH=kh, KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],
                 DH=dilation[0], DW=dilation[1])
     idx64 = need_idx64(x, gy, guide, mask, kernel)
-    f0 = None
-    if k_mode == K.K_GUIDE and smooth is not None:
-        f0 = smoothed_centre(guide, smooth, (kh, kw), stride, padding, dilation, (Ho, Wo), transposed)
-    g = guide if guide is not None else x
-    fz = f0 if f0 is not None else g
-    sg = _strides4(g) if guide is not None else [0] * 4
-    sf = _strides4(fz) if guide is not None else [0] * 4
+    f0, g, fz, sg, sf = _guide_operands(x, guide, smooth, k_mode, (kh, kw), stride, padding, dilation, (Ho, Wo),
+                                        transposed)
     m, sm = _mask_args(mask if has_mask else None, x)
     kt = kernel if kernel is not None else x
     sk = [int(kernel.stride(d)) for d in (0, 2, 3, 4, 5)] if kernel is not None else [0] * 5
@@ -213,16 +216,11 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
     KK = kh * kw
     kdt = kdt_of(x.dtype)
     dev = x.device
-    k_mode = K.K_LOAD if kernel is not None else K.K_GUIDE
+    k_mode, Hg, Wg, D, Ho, Wo = k_grid(kernel, guide, (kh, kw), stride, padding, dilation, transposed)
     if k_mode == K.K_LOAD:
-        Ho, Wo = kernel.shape[-2:]
-        Hg, Wg, D = 1, 1, 1
         need_g = need_s = need_a = need_l = False
         dkc = kernel.shape[1]
     else:
-        Hg, Wg = guide.shape[-2:]
-        D = guide.shape[1]
-        Ho, Wo = (Hg, Wg) if transposed else conv_out_hw((Hg, Wg), (kh, kw), stride, padding, dilation)
         dkc = C if channel_wise else 1
     cw = bool(channel_wise) and k_mode == K.K_GUIDE
     has_mask = mask is not None and k_mode == K.K_GUIDE
@@ -246,13 +244,8 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
     idx64 = need_idx64(x, gy, guide, mask, kernel)
     common = dict(**geom, IDX64=idx64, KDT=_TL[kdt])
     gbp = tuning.guide_bwd_block_p(x.dtype == torch.float64)
-    f0 = None
-    if k_mode == K.K_GUIDE and smooth is not None:
-        f0 = smoothed_centre(guide, smooth, (kh, kw), stride, padding, dilation, (Ho, Wo), transposed)
-    g = guide if guide is not None else x
-    fz = f0 if f0 is not None else g
-    sg = _strides4(g) if guide is not None else [0] * 4
-    sf = _strides4(fz) if guide is not None else [0] * 4
+    f0, g, fz, sg, sf = _guide_operands(x, guide, smooth, k_mode, (kh, kw), stride, padding, dilation, (Ho, Wo),
+                                        transposed)
     m, sm = _mask_args(mask if has_mask else None, x)
     kt = kernel if kernel is not None else x
     if kernel is not None:
