@@ -169,9 +169,10 @@ def bwd_variants(dt):
     kdt = "fp64" if f64 else "fp32"
     dot_dt = _TL[dt]
     prec = "tf32" if dt == "fp32" else "ieee"
-    ccfg = tuning.conv_bwd_default(64, 64, f64)
+    ccfg = tuning.conv_dw_default(64, 64, f64)
     cl = dict(num_warps=ccfg["num_warps"], num_stages=ccfg["num_stages"])
-    cblk = dict(BLOCK_P=ccfg["BLOCK_P"], BLOCK_O=ccfg["BLOCK_O"], BLOCK_C=ccfg["BLOCK_C"])
+    cblk = dict(BLOCK_P=ccfg["BLOCK_P"], BLOCK_O=ccfg["BLOCK_O"], BLOCK_C=ccfg["BLOCK_C"],
+                TILE_W=tuning.tile_w(512, ccfg["BLOCK_P"]), SCALE_GY=True)
     dcfg = tuning.dw_default(32, f64)
     dl = dict(num_warps=dcfg["num_warps"], num_stages=1)
     gl = dict(num_warps=4, num_stages=1)
@@ -179,15 +180,6 @@ def bwd_variants(dt):
     kopt = dict(K_MODE=K.K_GUIDE, KTYPE=K.KT_INV_ASYM, F0_SMOOTH=False, NORMALIZE=True, HAS_MASK=True)
     gemm = dict(DOT_DT=dot_dt, PREC=prec)
     P = lambda names_dt, names_k: {**{n: dt for n in names_dt}, **{n: kdt for n in names_k}}  # noqa: E731
-    o1 = dict(O_SINGLE=64 <= ccfg["BLOCK_O"])  # as launched for O = 64
-    yield ("bwd_conv_dk", KB.pac_conv_dk_kernel, P(("gy_ptr", "x_ptr", "w_ptr"), ("dk_ptr",)),
-           {**_geom(), "TRANSPOSED": False, **base, **gemm, **cblk, **o1}, cl)
-    yield ("bwd_convT_dk", KB.pac_conv_dk_kernel, P(("gy_ptr", "x_ptr", "w_ptr"), ("dk_ptr",)),
-           {**_geom(True), "TRANSPOSED": True, **base, **gemm, **cblk, **o1}, cl)
-    # the other O_SINGLE setting (fp64: O <= 32 fits one block)
-    yield ("bwd_conv_dk_oblocks" if o1["O_SINGLE"] else "bwd_conv_dk_osingle", KB.pac_conv_dk_kernel,
-           P(("gy_ptr", "x_ptr", "w_ptr"), ("dk_ptr",)),
-           {**_geom(), "TRANSPOSED": False, **base, **gemm, **cblk, "O_SINGLE": not o1["O_SINGLE"]}, cl)
     gp = P(("g_ptr", "f0_ptr", "m_ptr"), ("dk_ptr", "sc_ptr", "df0_ptr", "pa_ptr", "pl_ptr", "alpha_ptr", "lam_ptr"))
     gpc = {**base, "KTYPE": K.KT_INV_ASYM, "F0_SMOOTH": False, "NORMALIZE": True, "HAS_MASK": True, "NEED_DR": True}
     yield ("bwd_guide_pass", KB.pac_guide_pass_kernel, gp,
@@ -196,20 +188,42 @@ def bwd_variants(dt):
            {**_geom(), "TRANSPOSED": False, **gpc, "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
     yield ("bwd_guide_gather", KB.pac_guide_gather_kernel, P(("g_ptr", "f0_ptr"), ("dr_ptr", "df_ptr")),
            {**_geom(), "F0_SMOOTH": False, "ASYM": True, "CW": False, **base, "BLOCK_D": 16, "BLOCK_P": tuning.guide_bwd_block_p(f64)}, gl)
-    kp = P(("gy_ptr", "w_ptr", "dx_ptr", "g_ptr", "f0_ptr", "m_ptr", "k_ptr"), ("sc_ptr", "alpha_ptr", "lam_ptr"))
+    # the fused input-gradient / dK pass, as launched for C = O = 64 (one channel block each)
+    xcfg = tuning.conv_dxdk_default(64, 64, f64)
+    xl = dict(num_warps=xcfg["num_warps"], num_stages=xcfg["num_stages"])
+    xblk = dict(BLOCK_P=xcfg["BLOCK_P"], BLOCK_O=xcfg["BLOCK_O"], BLOCK_C=xcfg["BLOCK_C"],
+                TILE_W=tuning.tile_w(512, xcfg["BLOCK_P"]), O_SINGLE=64 <= xcfg["BLOCK_O"],
+                C_SINGLE=64 <= xcfg["BLOCK_C"])
+    kp = P(("gy_ptr", "w_ptr", "x_ptr", "dx_ptr", "g_ptr", "f0_ptr", "m_ptr", "k_ptr"),
+           ("dk_ptr", "sc_ptr", "alpha_ptr", "lam_ptr"))
+    both = dict(NEED_DX=True, NEED_DK=True)
     for tr in (False, True):
-        yield (f"bwd_conv{'T' if tr else ''}_dx", KB.pac_conv_dx_kernel, kp,
-               {**_geom(tr), "TRANSPOSED": tr, **base, **kopt, **gemm, **cblk, "BLOCK_D": 16}, cl)
+        yield (f"bwd_conv{'T' if tr else ''}_dxdk", KB.pac_conv_dxdk_kernel, kp,
+               {**_geom(tr), "TRANSPOSED": tr, **base, **kopt, **gemm, **xblk, **both, "BLOCK_D": 16,
+                "HOIST_F": not tr}, xl)
+    # C = O = 256: channel blocks in a loop with dK accumulated in memory; output channels in
+    # blocks too
+    bcfg = tuning.conv_dxdk_default(256, 256, f64)
+    yield ("bwd_conv_dxdk_cblocks", KB.pac_conv_dxdk_kernel, kp,
+           {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, **xblk, **both, "BLOCK_D": 16, "HOIST_F": True,
+            "BLOCK_O": bcfg["BLOCK_O"], "BLOCK_C": bcfg["BLOCK_C"], "C_SINGLE": False, "O_SINGLE": False},
+           dict(num_warps=bcfg["num_warps"], num_stages=bcfg["num_stages"]))
+    yield ("bwd_conv_dxdk_loadK_dx", KB.pac_conv_dxdk_kernel, kp,
+           {**_geom(), "TRANSPOSED": False, **base, **kopt, "K_MODE": K.K_LOAD, "NORMALIZE": False,
+            "HAS_MASK": False, **gemm, **xblk, "NEED_DX": True, "NEED_DK": False, "BLOCK_D": 1, "HOIST_F": False}, xl)
     wp = P(("gy_ptr", "x_ptr", "g_ptr", "f0_ptr", "m_ptr", "k_ptr"), ("part_ptr", "sc_ptr", "alpha_ptr", "lam_ptr"))
-    yield ("bwd_conv_dw", KB.pac_conv_dw_kernel, wp,
-           {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, **cblk, "BLOCK_D": 16}, cl)
+    for tr in (False, True):
+        yield (f"bwd_conv{'T' if tr else ''}_dw", KB.pac_conv_dw_kernel, wp,
+               {**_geom(tr), "TRANSPOSED": tr, **base, **kopt, **gemm, **cblk, "D_SINGLE": True, "BLOCK_D": 16}, cl)
     yield ("bwd_conv_dw_loadK", KB.pac_conv_dw_kernel, wp,
            {**_geom(), "TRANSPOSED": False, **base, **kopt, "K_MODE": K.K_LOAD, "NORMALIZE": False,
-            "HAS_MASK": False, **gemm, **cblk, "BLOCK_D": 1}, cl)
+            "HAS_MASK": False, **gemm, **cblk, "D_SINGLE": True, "BLOCK_D": 1}, cl)
+    yield ("bwd_conv_dw_dblocks", KB.pac_conv_dw_kernel, wp,
+           {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, **cblk, "D_SINGLE": False, "BLOCK_D": 16}, cl)
     if not f64:
         # the vectorised-gather tiles (x and gy channels-last, C and O multiples of 16),
         # compiled with that specialisation
-        vcfg = tuning.conv_bwd_default(64, 64, f64, vec=True)
+        vcfg = tuning.conv_dw_default(64, 64, f64, vec=True)
         vl = dict(num_warps=vcfg["num_warps"], num_stages=vcfg["num_stages"])
         vblk = dict(BLOCK_P=vcfg["BLOCK_P"], BLOCK_O=vcfg["BLOCK_O"], BLOCK_C=vcfg["BLOCK_C"])
 
@@ -217,15 +231,21 @@ def bwd_variants(dt):
             c = {**const, **vblk, **{n: 1 for n in ones}}
             c["_div16"] = tuple(n for n in fn.arg_names if n not in c and not n.endswith("_ptr"))
             return c
-        yield ("bwd_conv_dk_vec", KB.pac_conv_dk_kernel, P(("gy_ptr", "x_ptr", "w_ptr"), ("dk_ptr",)),
-               vspec(KB.pac_conv_dk_kernel, {**_geom(), "TRANSPOSED": False, **base, **gemm, "O_SINGLE": True},
-                     ("sgo", "sxc")), vl)
-        yield ("bwd_conv_dx_vec", KB.pac_conv_dx_kernel, kp,
-               vspec(KB.pac_conv_dx_kernel, {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, "BLOCK_D": 16},
-                     ("sgyo",)), vl)
-        yield ("bwd_conv_dw_vec", KB.pac_conv_dw_kernel, wp,
-               vspec(KB.pac_conv_dw_kernel, {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, "BLOCK_D": 16},
-                     ("sgyo", "sxc")), vl)
+        xv = tuning.conv_dxdk_default(64, 64, f64, vec=True)
+        xvc = {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, **xblk, **both, "BLOCK_D": 16,
+               "HOIST_F": True, "BLOCK_P": xv["BLOCK_P"], "BLOCK_O": xv["BLOCK_O"], "BLOCK_C": xv["BLOCK_C"],
+               "sgyo": 1, "sxc": 1, "sgd": 1, "sfd": 1}
+        # as the JIT specialises a 512 x 512, C = O = 64, D = 16 launch: every other integer a
+        # multiple of 16
+        xvc["_div16"] = tuple(n for n in KB.pac_conv_dxdk_kernel.arg_names if n not in xvc and not n.endswith("_ptr"))
+        yield ("bwd_conv_dxdk_vec", KB.pac_conv_dxdk_kernel, kp, xvc,
+               dict(num_warps=xv["num_warps"], num_stages=xv["num_stages"]))
+        dwv = {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, **cblk, "D_SINGLE": True, "BLOCK_D": 16}
+        yield ("bwd_conv_dw_vec", KB.pac_conv_dw_kernel, wp, vspec(KB.pac_conv_dw_kernel, dwv,
+                                                                   ("sgyo", "sxc", "sgd", "sfd")), vl)
+        # the other operand scaled by K (SCALE_GY=False): kept to compare the SASS
+        yield ("bwd_conv_dw_vec_scalex", KB.pac_conv_dw_kernel, wp,
+               vspec(KB.pac_conv_dw_kernel, {**dwv, "SCALE_GY": False}, ("sgyo", "sxc", "sgd", "sfd")), vl)
     yield ("bwd_dw_dk", KB.pac_dw_dk_kernel, P(("gy_ptr", "x_ptr"), ("wt_ptr", "dk_ptr")),
            {**_geom(), "TRANSPOSED": False, "HAS_WTAP": True, "PER_CHANNEL": True, **base,
             "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
@@ -240,9 +260,10 @@ def bwd_variants(dt):
 
 
 # Weight-gradient kernels: their PTX must hold no atom./red. (deterministic split reduction).
-WEIGHT_GRAD = ("bwd_conv_dw", "bwd_conv_dw_loadK", "bwd_shared_dw")
+WEIGHT_GRAD = ("bwd_conv_dw", "bwd_convT_dw", "bwd_conv_dw_loadK", "bwd_conv_dw_dblocks", "bwd_conv_dw_vec",
+               "bwd_shared_dw")
 # Backward kernels whose code depends on the data dtype (dots): compiled for every dtype.
-BWD_CORE = ("bwd_conv_dk", "bwd_conv_dx", "bwd_conv_dw", "bwd_dw_dx", "bwd_shared_dw", "bwd_guide_pass",
+BWD_CORE = ("bwd_conv_dxdk", "bwd_conv_dw", "bwd_dw_dx", "bwd_shared_dw", "bwd_guide_pass",
             "bwd_guide_gather")
 
 CORE = ("conv_guide", "conv_guide_vec", "convT_guide", "shared_conv", "packernel_cw") + BWD_CORE

@@ -2,18 +2,17 @@
 
 Notation: output pixel P, tap t, q_t(P) the input pixel the tap reads, g = dL/dy.
 
-* ``pac_conv_dk_kernel``: dK_t(P) = (g[P, :] @ W_t) . x[q_t(P), :], shaped like the forward
-  (rows = output pixels, per tap a [P, O] @ [O, C] dot, then a row-wise dot with the gathered
-  input). Writes dK ``[B, 1, kh*kw, Ho*Wo]`` (K's tap order): the one extra buffer.
+* ``pac_conv_dxdk_kernel``: per tap the product G_t = g[P, :] @ W_t^T, shaped like the forward
+  (rows = input pixels q, a rectangle of one phase ``q % s``; P the output pixel that reads q
+  through tap t), then dK_t(P) = G_t . x[q, :] (a row-wise dot with the tile's own input,
+  loaded once) and dx[q, :] += K_t(P) G_t (K recomputed from the guide). dK ``[B, 1, kh*kw,
+  Ho*Wo]`` (K's tap order) is the one extra buffer; dx needs no atomics (a gather).
 * ``pac_guide_pass_kernel``: per output pixel, all taps at hand: the normaliser correction
   (dK~ = m (dK - sum_s dK_s K_s) / N), the chain through the kernel function (dr), the
   inv_alpha / inv_lambda per-pixel partials, d f0; overwrites dK with dr in place and writes
   the per-pixel K scale (1/N, or sum valid / sum mask) used to recompute K elsewhere.
 * ``pac_guide_gather_kernel``: d f[q] = sum over (t, P) with q_t(P) = q of 2 dr_t(P) (f[q] - f0[P])
   (relu'd for _asym): a gather over guide pixels, no atomics.
-* ``pac_conv_dx_kernel``: dx[q, :] = sum over (t, P) with q_t(P) = q of K_t(P) (g[P, :] @ W_t):
-  an implicit GEMM over input pixels (rows split by phase q % s so a program runs only the taps
-  that hit an output pixel), K recomputed from the guide. No atomics.
 * ``pac_conv_dw_kernel``: dW_t = g^T @ (K_t . X_t) per tap, the pixel axis split over programs;
   each program writes its own partial [kh*kw, O, C] slice, summed later in a fixed order.
 """
@@ -22,7 +21,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .kernels import _centre, _dist, _kvalue, _load_f0, _pixels, _tap
+from .kernels import _centre, _dist, _kvalue, _load_f0, _pixels, _pixels2d, _tap
 
 
 @triton.jit
@@ -46,78 +45,6 @@ def _k_at(g_b, sgd, sgh, sgw, gh, gw, gin, f0_b, sfd, sfh, sfw, ch, cw, cin, D, 
     else:
         kt = tl.load(k_b + ki * ski + kj * skj + ph_ * skh + pw_ * skw, mask=pin, other=0.0).to(KDT)
     return kt
-
-
-@triton.jit
-def pac_conv_dk_kernel(
-    gy_ptr, x_ptr, w_ptr, dk_ptr,
-    C, O, H, W, Ho, Wo,
-    sgb, sgo, sgh, sgw,
-    sxb, sxc, sxh, sxw,
-    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
-    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
-    TRANSPOSED: tl.constexpr, IDX64: tl.constexpr, KDT: tl.constexpr, DOT_DT: tl.constexpr,
-    PREC: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr,
-    O_SINGLE: tl.constexpr = False,
-):
-    """dK[b, (ki, kj), P] = sum_c (sum_o gy[b, o, P] W_t[o, c]) x[b, c, q_t(P)].
-
-    ``w_ptr``: the weight as ``[kh, kw, O, C]`` contiguous (conv tap (i, j) at slice i*KW + j).
-    ``dk_ptr``: ``[B, KH*KW, Ho*Wo]`` contiguous in KDT; every element is written.
-    ``O_SINGLE``: all output channels fit one ``BLOCK_O`` block; the gy tile (the same for
-    every tap) is then loaded once per program instead of once per (tap, channel block)."""
-    pid_p = tl.program_id(0)
-    b = tl.program_id(1)
-    if IDX64:
-        b = b.to(tl.int64)
-    u, v, pmask, ph, pw = _pixels(pid_p, Ho, Wo, SH, SW, TRANSPOSED, IDX64, BLOCK_P)
-    offs_o = tl.arange(0, BLOCK_O)
-    offs_c = tl.arange(0, BLOCK_C)
-    if IDX64:
-        offs_o = offs_o.to(tl.int64)
-        offs_c = offs_c.to(tl.int64)
-    g_b = gy_ptr + b * sgb
-    x_b = x_ptr + b * sxb
-    dk_b = dk_ptr + b * (KH * KW) * Ho * Wo
-    goff = u * sgh + v * sgw
-    pix = u * Wo + v
-    if O_SINGLE:
-        gt1 = tl.load(g_b + goff[:, None] + offs_o[None, :] * sgo,
-                      mask=pmask[:, None] & (offs_o < O)[None, :], other=0.0)
-    for t in range(KH * KW):
-        i = t // KW
-        j = t % KW
-        run = True
-        if TRANSPOSED:
-            run = ((ph + PH - i * DH) % SH == 0) & ((pw + PW - j * DW) % SW == 0)
-        ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, 1, 1,
-                                               KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
-        dk = tl.zeros([BLOCK_P], KDT)
-        if run:
-            xoff = ih * sxh + iw * sxw
-            for c0 in range(0, C, BLOCK_C):
-                cc = c0 + offs_c
-                cm = cc < C
-                gw_ = tl.zeros([BLOCK_P, BLOCK_C], KDT)
-                if O_SINGLE:
-                    om = offs_o < O
-                    wt = tl.load(w_ptr + (t * O + offs_o)[:, None] * C + cc[None, :], mask=om[:, None] & cm[None, :],
-                                 other=0.0)
-                    gw_ = tl.dot(gt1.to(DOT_DT), wt.to(DOT_DT), gw_, input_precision=PREC, out_dtype=gw_.dtype)
-                else:
-                    for o0 in range(0, O, BLOCK_O):
-                        oo = o0 + offs_o
-                        om = oo < O
-                        gt = tl.load(g_b + goff[:, None] + oo[None, :] * sgo, mask=pmask[:, None] & om[None, :],
-                                     other=0.0)
-                        wt = tl.load(w_ptr + (t * O + oo)[:, None] * C + cc[None, :],
-                                     mask=om[:, None] & cm[None, :], other=0.0)
-                        gw_ = tl.dot(gt.to(DOT_DT), wt.to(DOT_DT), gw_, input_precision=PREC,
-                                     out_dtype=gw_.dtype)
-                xt = tl.load(x_b + xoff[:, None] + cc[None, :] * sxc, mask=xin[:, None] & cm[None, :],
-                             other=0.0).to(KDT)
-                dk += tl.sum(gw_ * xt, axis=1)
-        tl.store(dk_b + (ki * KW + kj) * Ho * Wo + pix, dk, mask=pmask)
 
 
 @triton.jit
@@ -301,52 +228,33 @@ def pac_guide_gather_kernel(
 
 
 @triton.jit
-def pac_conv_dx_kernel(
-    gy_ptr, w_ptr, dx_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, k_ptr, alpha_ptr, lam_ptr,
+def _dxdk_block(
+    gy_b, w_ptr, x_b, dx_b, dk_b, g_b, f0_b, sc_b, k_b, c0, alpha, lam, mq, fqT,
+    u, v, qmask, ph, pw, offs_o, om, offs_c0, od, dmask,
     C, O, H, W, Ho, Wo, D, Hg, Wg,
-    sgyb, sgyo, sgyh, sgyw,
-    sdb, sdc, sdh, sdw,
-    sgb, sgd, sgh, sgw,
-    sfb, sfd, sfh, sfw,
-    smb, smh, smw,
-    skb, ski, skj, skh, skw,
+    sgyo, sgyh, sgyw, sxc, sxh, sxw, sdc, sdh, sdw, sgd, sgh, sgw, sfd, sfh, sfw, ski, skj, skh, skw,
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
     TRANSPOSED: tl.constexpr, K_MODE: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
-    NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, IDX64: tl.constexpr,
+    NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, NEED_DX: tl.constexpr, NEED_DK: tl.constexpr,
+    DK_ACCUMULATE: tl.constexpr, HOIST_F: tl.constexpr,
     KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, O_SINGLE: tl.constexpr,
 ):
-    """Input gradient: dx[b, c, q] = sum over (t, P) with q_t(P) = q of K_t(P) sum_o gy[b, o, P] W_t[o, c].
-
-    Conv: P = (q + p - t*d) / s where that divides, so rows (input pixels) are split by phase
-    q % s and a program runs only its taps; the guide position of tap t for P is q itself.
-    Transposed conv: P = q*s - p + t*d (the strided pattern), K tap flipped, guide position
-    P + (k//2 - t)*d. K_t(P) recomputed from the guide (or read). ``w_ptr``: ``[kh, kw, O, C]``."""
-    pid_p = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    b = tl.program_id(2)
-    if IDX64:
-        b = b.to(tl.int64)
-    u, v, qmask, ph, pw = _pixels(pid_p, H, W, SH, SW, not TRANSPOSED, IDX64, BLOCK_P)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    offs_o = tl.arange(0, BLOCK_O)
-    if IDX64:
-        offs_c = offs_c.to(tl.int64)
-        offs_o = offs_o.to(tl.int64)
+    """The tap loop of ``pac_conv_dxdk_kernel`` for the input channels ``c0 .. c0 + BLOCK_C``
+    of one tile of input pixels q (rows). Per tap t (only the taps of the tile's phase):
+    P = the output pixel that reads q through t (valid where ``pin``), the tap product
+    G = gy[P, :] @ W_t^T ``[BLOCK_P, BLOCK_C]`` (operands straight from the loads), then
+    dK_t(P) += rowsum(G * x[q, :]) (NEED_DK; accumulated in memory over channel blocks when
+    DK_ACCUMULATE) and dx[q, :] += K_t(P) G (NEED_DX)."""
+    offs_c = c0 + offs_c0
     cm = offs_c < C
-    gy_b = gy_ptr + b * sgyb
-    g_b = g_ptr + b * sgb
-    f0_b = f0_ptr + b * sfb
-    m_b = m_ptr + b * smb
-    sc_b = sc_ptr + b * Ho * Wo
-    k_b = k_ptr + b * skb
-    alpha = 0.0
-    lam = 0.0
-    if K_MODE == 1:
-        if KTYPE != 0:
-            alpha = tl.load(alpha_ptr).to(KDT)
-            lam = tl.load(lam_ptr).to(KDT)
+    wmask = om[:, None] & cm[None, :]
+    # W_t^T tile [BLOCK_O, BLOCK_C] of the [kh, kw, C, O] weight: O fastest (K-major B operand)
+    woff = offs_o[:, None] + offs_c[None, :] * O
+    if NEED_DK:
+        xq = tl.load(x_b + (u * sxh + v * sxw)[:, None] + offs_c[None, :] * sxc,
+                     mask=qmask[:, None] & cm[None, :], other=0.0).to(KDT)
     acc = tl.zeros([BLOCK_P, BLOCK_C], KDT)
     for t in range(KH * KW):
         i = t // KW
@@ -356,39 +264,183 @@ def pac_conv_dx_kernel(
             run = ((ph + PH - i * DH) % SH == 0) & ((pw + PW - j * DW) % SW == 0)
         if run:
             if TRANSPOSED:
+                # conv-transpose tap (i, j) of output pixel P reads input q = (P + p - i*d) / s,
+                # so P = q*s - p + i*d; it pairs with K tap (kh-1-i, kw-1-j)
                 pu = u * SH - PH + i * DH
                 pv = v * SW - PW + j * DW
                 pin = qmask & (pu >= 0) & (pu < Ho) & (pv >= 0) & (pv < Wo)
-                gh = pu + (KH // 2 - i) * DH
-                gw = pv + (KW // 2 - j) * DW
-                gin = pin & (gh >= 0) & (gh < Hg) & (gw >= 0) & (gw < Wg)
                 ki = KH - 1 - i
                 kj = KW - 1 - j
             else:
+                # conv tap (i, j) of P reads q = P*s - p + i*d: P = (q + p - i*d) / s (this phase)
                 pu, pv, pin, _gh, _gw, _gin, _ki, _kj = _tap(u, v, qmask, i, j, Ho, Wo, 1, 1,
                                                              KH, KW, SH, SW, PH, PW, DH, DW, True)
-                gh = u
-                gw = v
-                gin = pin & (u < Hg) & (v < Wg)
                 ki = i
                 kj = j
-            ch, cw, cin = _centre(pu, pv, pin, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED,
-                                  F0_SMOOTH)
-            kt = _k_at(g_b, sgd, sgh, sgw, gh, gw, gin, f0_b, sfd, sfh, sfw, ch, cw, cin, D, alpha, lam,
-                       m_b, smh, smw, u, v, sc_b, Wo, k_b, ski, skj, skh, skw, ki, kj, pu, pv, pin,
-                       K_MODE, KTYPE, NORMALIZE, HAS_MASK, KDT, BLOCK_P, BLOCK_D)
-            goff = pu * sgyh + pv * sgyw
-            part = tl.zeros([BLOCK_P, BLOCK_C], KDT)
-            for o0 in range(0, O, BLOCK_O):
-                oo = o0 + offs_o
-                om = oo < O
-                gt = tl.load(gy_b + goff[:, None] + oo[None, :] * sgyo, mask=pin[:, None] & om[None, :], other=0.0)
-                wt = tl.load(w_ptr + (t * O + oo)[:, None] * C + offs_c[None, :], mask=om[:, None] & cm[None, :],
-                             other=0.0)
-                part = tl.dot(gt.to(DOT_DT), wt.to(DOT_DT), part, input_precision=PREC, out_dtype=part.dtype)
-            acc += kt[:, None] * part
-    tl.store(dx_ptr + b * sdb + (u * sdh + v * sdw)[:, None] + offs_c[None, :] * sdc,
-             acc.to(dx_ptr.dtype.element_ty), mask=qmask[:, None] & cm[None, :])
+            # K_t(P) first (as in the forward): the tap product is then live only briefly
+            kt = tl.zeros([BLOCK_P], KDT)
+            if NEED_DX:
+                if K_MODE == 1:
+                    ch, cw, cin = _centre(pu, pv, pin, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW,
+                                          TRANSPOSED, F0_SMOOTH)
+                    if HOIST_F:
+                        # conv: K_t(P)'s neighbour feature is f[q] (the row's own, loaded once);
+                        # only the centre feature f0[P] is gathered per tap ([BLOCK_D, BLOCK_P])
+                        f0T = tl.load(f0_b + od[:, None] * sfd + (ch * sfh + cw * sfw)[None, :],
+                                      mask=dmask[:, None] & cin[None, :], other=0.0).to(KDT)
+                        df = fqT - f0T
+                        if KTYPE == 2:
+                            df = tl.maximum(df, 0.0)
+                        r = tl.sum(df * df, axis=0)
+                    else:
+                        if TRANSPOSED:
+                            gh = pu + (KH // 2 - i) * DH
+                            gw = pv + (KW // 2 - j) * DW
+                            gin = pin & (gh >= 0) & (gh < Hg) & (gw >= 0) & (gw < Wg)
+                        else:
+                            gh = u
+                            gw = v
+                            gin = pin & (u < Hg) & (v < Wg)
+                        r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, tl.zeros([BLOCK_P, BLOCK_D], KDT), f0_b, sfd,
+                                  sfh, sfw, ch, cw, cin, D, KDT, KTYPE == 2, False, BLOCK_P, BLOCK_D)
+                    kt = _kvalue(r, alpha, lam, KTYPE)
+                    if HAS_MASK:
+                        kt = kt * mq
+                    if NORMALIZE or HAS_MASK:
+                        kt = kt * tl.load(sc_b + pu * Wo + pv, mask=pin, other=0.0)
+                    kt = tl.where(pin, kt, 0.0)
+                else:
+                    kt = tl.load(k_b + ki * ski + kj * skj + pu * skh + pv * skw, mask=pin, other=0.0).to(KDT)
+            # the tap product, gy gathered transposed [BLOCK_O, BLOCK_P] (lanes along pixels for
+            # NCHW, 16-byte channel runs for channels-last copies), as in the forward
+            goffT = (pu * sgyh + pv * sgyw)[None, :]
+            w_t = w_ptr + t * C * O
+            if O_SINGLE:
+                gT = tl.load(gy_b + offs_o[:, None] * sgyo + goffT, mask=om[:, None] & pin[None, :], other=0.0)
+                wt = tl.load(w_t + woff, mask=wmask, other=0.0)
+                part = tl.dot(tl.trans(gT.to(DOT_DT)), wt.to(DOT_DT), input_precision=PREC, out_dtype=KDT)
+            else:
+                part = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+                for o0 in range(0, O, BLOCK_O):
+                    omo = (o0 + offs_o) < O
+                    gT = tl.load(gy_b + (o0 + offs_o)[:, None] * sgyo + goffT, mask=omo[:, None] & pin[None, :],
+                                 other=0.0)
+                    wt = tl.load(w_t + o0 + woff, mask=omo[:, None] & cm[None, :], other=0.0)
+                    part = tl.dot(tl.trans(gT.to(DOT_DT)), wt.to(DOT_DT), part, input_precision=PREC,
+                                  out_dtype=KDT)
+            if NEED_DK:
+                dkv = tl.sum(part * xq, axis=1)
+                dptr = dk_b + (ki * KW + kj) * Ho * Wo + pu * Wo + pv
+                if DK_ACCUMULATE:
+                    dkv += tl.load(dptr, mask=pin, other=0.0)
+                tl.store(dptr, dkv, mask=pin)
+            if NEED_DX:
+                acc += kt[:, None] * part
+    if NEED_DX:
+        tl.store(dx_b + (u * sdh + v * sdw)[:, None] + offs_c[None, :] * sdc,
+                 acc.to(dx_b.dtype.element_ty), mask=qmask[:, None] & cm[None, :])
+
+
+@triton.jit
+def pac_conv_dxdk_kernel(
+    gy_ptr, w_ptr, x_ptr, dx_ptr, dk_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, k_ptr, alpha_ptr, lam_ptr,
+    C, O, H, W, Ho, Wo, D, Hg, Wg,
+    sgyb, sgyo, sgyh, sgyw,
+    sxb, sxc, sxh, sxw,
+    sdb, sdc, sdh, sdw,
+    sgb, sgd, sgh, sgw,
+    sfb, sfd, sfh, sfw,
+    smb, smh, smw,
+    skb, ski, skj, skh, skw,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    TRANSPOSED: tl.constexpr, K_MODE: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
+    NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, IDX64: tl.constexpr,
+    NEED_DX: tl.constexpr, NEED_DK: tl.constexpr,
+    KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, TILE_W: tl.constexpr,
+    O_SINGLE: tl.constexpr, C_SINGLE: tl.constexpr, HOIST_F: tl.constexpr,
+):
+    """Input gradient and dL/dK in one pass over the tap products G_t = gy @ W_t^T:
+
+        dx[b, c, q] = sum over (t, P) with q_t(P) = q of K_t(P) G_t[P, c]   (NEED_DX)
+        dK[b, t, P] = sum_c G_t[P, c] x[b, c, q_t(P)]                        (NEED_DK)
+
+    Rows are input pixels q (a ``(BLOCK_P // TILE_W) x TILE_W`` rectangle; conv: of one phase
+    ``q % s``, so a program runs only the taps that reach an output pixel). Every (P, t) with
+    q_t(P) inside the input is exactly one (q, t) pair here, so each dK element is written by
+    one program; the others (taps in the padding, or between input pixels of a transposed
+    conv) get no input and stay at the zeros the launcher filled dK with. x[q] is loaded once
+    per tile; K_t(P) is recomputed in fp32 from the guide (conv: the neighbour feature is the
+    row's own f[q], loaded once; the centre feature f0[P] per tap) or read from a given K.
+
+    Pointers: ``gy_ptr`` dL/dy ``[B, O, Ho, Wo]`` (strides sgy*); ``w_ptr`` the weight as
+    ``[kh, kw, C, O]`` contiguous (conv tap (i, j) at slice ``i*KW + j``); ``x_ptr`` the input
+    ``[B, C, H, W]`` (sx*; read only with NEED_DK); ``dx_ptr`` ``[B, C, H, W]`` (sd*; written
+    with NEED_DX); ``dk_ptr`` ``[B, KH*KW, Ho*Wo]`` contiguous in KDT (K's tap order; zeroed
+    by the launcher); ``g_ptr`` / ``f0_ptr`` the guide ``[B, D, Hg, Wg]`` and the centre
+    feature source (sg*, sf*); ``m_ptr`` the mask ``[B, 1, H, W]`` (sm*); ``sc_ptr`` the
+    per-output-pixel K scale ``[B, Ho*Wo]`` from the guide pass (NORMALIZE or HAS_MASK);
+    ``k_ptr`` a given K ``[B, 1, kh, kw, Ho, Wo]`` (sk*; K_MODE 2); ``alpha_ptr`` /
+    ``lam_ptr`` 1-element inv_alpha / inv_lambda in KDT.
+
+    Grid: (pixel tiles, channel programs, B). Without NEED_DK each channel program takes one
+    BLOCK_C block; with it one program loops over all channel blocks (dK sums over every
+    channel; C_SINGLE: one block, no loop, the tap loop innermost). HOIST_F (conv, K from the
+    guide, all D channels in one BLOCK_D block): f[q] loaded once per tile."""
+    pid_p = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    b = tl.program_id(2)
+    if IDX64:
+        b = b.to(tl.int64)
+    u, v, qmask, ph, pw = _pixels2d(pid_p, H, W, SH, SW, not TRANSPOSED, IDX64, BLOCK_P, TILE_W)
+    offs_o = tl.arange(0, BLOCK_O)
+    offs_c0 = tl.arange(0, BLOCK_C)
+    if IDX64:
+        offs_o = offs_o.to(tl.int64)
+        offs_c0 = offs_c0.to(tl.int64)
+    om = offs_o < O
+    gy_b = gy_ptr + b * sgyb
+    x_b = x_ptr + b * sxb
+    dx_b = dx_ptr + b * sdb
+    dk_b = dk_ptr + b * (KH * KW) * Ho * Wo
+    g_b = g_ptr + b * sgb
+    f0_b = f0_ptr + b * sfb
+    sc_b = sc_ptr + b * Ho * Wo
+    k_b = k_ptr + b * skb
+    alpha = 0.0
+    lam = 0.0
+    od = tl.arange(0, BLOCK_D)
+    dmask = od < D
+    mq = tl.zeros([BLOCK_P], KDT)
+    fqT = tl.zeros([BLOCK_D, BLOCK_P], KDT)
+    if NEED_DX:
+        if K_MODE == 1:
+            if KTYPE != 0:
+                alpha = tl.load(alpha_ptr).to(KDT)
+                lam = tl.load(lam_ptr).to(KDT)
+            if HAS_MASK:
+                # the mask lives on the input grid: at q for every tap
+                mq = tl.load(m_ptr + b * smb + u * smh + v * smw, mask=qmask, other=0.0).to(KDT)
+            if HOIST_F:
+                fqT = tl.load(g_b + od[:, None] * sgd + (u * sgh + v * sgw)[None, :],
+                              mask=dmask[:, None] & (qmask & (u < Hg) & (v < Wg))[None, :], other=0.0).to(KDT)
+    if C_SINGLE:
+        _dxdk_block(gy_b, w_ptr, x_b, dx_b, dk_b, g_b, f0_b, sc_b, k_b, 0, alpha, lam, mq, fqT,
+                    u, v, qmask, ph, pw, offs_o, om, offs_c0, od, dmask, C, O, H, W, Ho, Wo, D, Hg, Wg,
+                    sgyo, sgyh, sgyw, sxc, sxh, sxw, sdc, sdh, sdw, sgd, sgh, sgw, sfd, sfh, sfw, ski, skj, skh, skw,
+                    KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED, K_MODE, KTYPE, F0_SMOOTH, NORMALIZE, HAS_MASK,
+                    NEED_DX, NEED_DK, False, HOIST_F, KDT, DOT_DT, PREC, BLOCK_D, BLOCK_P, BLOCK_O, BLOCK_C,
+                    O_SINGLE)
+    else:
+        for c0 in range(pid_c * BLOCK_C, C, tl.num_programs(1) * BLOCK_C):
+            _dxdk_block(gy_b, w_ptr, x_b, dx_b, dk_b, g_b, f0_b, sc_b, k_b, c0, alpha, lam, mq, fqT,
+                        u, v, qmask, ph, pw, offs_o, om, offs_c0, od, dmask, C, O, H, W, Ho, Wo, D, Hg, Wg,
+                        sgyo, sgyh, sgyw, sxc, sxh, sxw, sdc, sdh, sdw, sgd, sgh, sgw, sfd, sfh, sfw,
+                        ski, skj, skh, skw,
+                        KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED, K_MODE, KTYPE, F0_SMOOTH, NORMALIZE, HAS_MASK,
+                        NEED_DX, NEED_DK, True, HOIST_F, KDT, DOT_DT, PREC, BLOCK_D, BLOCK_P, BLOCK_O, BLOCK_C,
+                        O_SINGLE)
 
 
 @triton.jit
@@ -405,13 +457,26 @@ def pac_conv_dw_kernel(
     PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
     TRANSPOSED: tl.constexpr, K_MODE: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
     NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, IDX64: tl.constexpr,
-    KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr,
+    KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr, D_SINGLE: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, TILE_W: tl.constexpr,
+    SCALE_GY: tl.constexpr = True,
 ):
     """Weight-gradient partials: program (split, (o-block, c-block), tap t) sums
-    gy[P, o]^T (K_t(P) x[q_t(P), c]) over the pixel tiles ``split, split + NSPLIT, ...`` of all
-    images and writes ``part[split, t, o, c]`` (fp32/fp64, every element written once; no
-    atomics). The host sums over ``split`` in a fixed order."""
+    ``gy[P, o] K_t(P) x[q_t(P), c]`` over the output-pixel tiles ``split, split + NSPLIT, ...``
+    of all images and writes ``part[split, t, o, c]`` (KDT, every element written once; no
+    atomics); the host sums over ``split`` in a fixed order.
+
+    Tiles are ``(BLOCK_P // TILE_W) x TILE_W`` rectangles of output pixels (transposed: of one
+    output phase, and a tile whose phase the tap skips is skipped). Per tile: K_t from the
+    guide (both features gathered ``[BLOCK_D, BLOCK_P]``, as in the forward) or read from a
+    given K; the gy tile ``[BLOCK_O, BLOCK_P]`` and the input tile ``[BLOCK_C, BLOCK_P]``
+    (pixels along the reduction); one ``[O, P] @ [P, C]`` dot. SCALE_GY: K_t scales the gy
+    tile (the A operand, which wgmma may take from registers) so that the input tile goes
+    from the load to shared memory untouched; else it scales the input tile.
+
+    Pointers: ``gy_ptr`` dL/dy ``[B, O, Ho, Wo]`` (sgy*); ``x_ptr`` the input ``[B, C, H, W]``
+    (sx*); ``part_ptr`` ``[NSPLIT, KH*KW, O, C]`` contiguous in KDT; the K operands as in
+    ``pac_conv_dxdk_kernel`` (``sc_ptr`` the per-output-pixel scale ``[B, Ho*Wo]``)."""
     split = tl.program_id(0)
     pid_oc = tl.program_id(1)
     t = tl.program_id(2)
@@ -427,32 +492,68 @@ def pac_conv_dw_kernel(
         offs_c = offs_c.to(tl.int64)
     om = offs_o < O
     cm = offs_c < C
+    od = tl.arange(0, BLOCK_D)
+    dmask = od < D
     alpha = 0.0
     lam = 0.0
     if K_MODE == 1:
         if KTYPE != 0:
             alpha = tl.load(alpha_ptr).to(KDT)
             lam = tl.load(lam_ptr).to(KDT)
-    n_tiles = (Ho * Wo + BLOCK_P - 1) // BLOCK_P
+    TILE_H = BLOCK_P // TILE_W
+    if TRANSPOSED:
+        Hph = (Ho + SH - 1) // SH
+        Wph = (Wo + SW - 1) // SW
+        n_tiles = SH * SW * ((Hph + TILE_H - 1) // TILE_H) * ((Wph + TILE_W - 1) // TILE_W)
+    else:
+        n_tiles = ((Ho + TILE_H - 1) // TILE_H) * ((Wo + TILE_W - 1) // TILE_W)
     acc = tl.zeros([BLOCK_O, BLOCK_C], KDT)
     for tid in range(split, B * n_tiles, NSPLIT):
         b = tid // n_tiles
         if IDX64:
             b = b.to(tl.int64)
-        u, v, pmask, ph, pw = _pixels(tid % n_tiles, Ho, Wo, SH, SW, False, IDX64, BLOCK_P)
-        ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
-                                               KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
-        ch, cw, cin = _centre(u, v, pmask, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED, F0_SMOOTH)
-        kt = _k_at(g_ptr + b * sgb, sgd, sgh, sgw, gh, gw, gin, f0_ptr + b * sfb, sfd, sfh, sfw, ch, cw, cin, D,
-                   alpha, lam, m_ptr + b * smb, smh, smw, ih, iw, sc_ptr + b * Ho * Wo, Wo,
-                   k_ptr + b * skb, ski, skj, skh, skw, ki, kj, u, v, xin,
-                   K_MODE, KTYPE, NORMALIZE, HAS_MASK, KDT, BLOCK_P, BLOCK_D)
-        xt = tl.load(x_ptr + b * sxb + (ih * sxh + iw * sxw)[:, None] + offs_c[None, :] * sxc,
-                     mask=xin[:, None] & cm[None, :], other=0.0).to(KDT)
-        xs = (kt[:, None] * xt).to(DOT_DT)
-        gt = tl.load(gy_ptr + b * sgyb + (u * sgyh + v * sgyw)[:, None] + offs_o[None, :] * sgyo,
-                     mask=pmask[:, None] & om[None, :], other=0.0)
-        acc = tl.dot(tl.trans(gt.to(DOT_DT)), xs, acc, input_precision=PREC, out_dtype=acc.dtype)
+        u, v, pmask, ph, pw = _pixels2d(tid % n_tiles, Ho, Wo, SH, SW, TRANSPOSED, IDX64, BLOCK_P, TILE_W)
+        run = True
+        if TRANSPOSED:
+            run = ((ph + PH - i * DH) % SH == 0) & ((pw + PW - j * DW) % SW == 0)
+        if run:
+            ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
+                                                   KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+            if K_MODE == 1:
+                g_b = g_ptr + b * sgb
+                f0_b = f0_ptr + b * sfb
+                ch, cw, cin = _centre(u, v, pmask, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW,
+                                      TRANSPOSED, F0_SMOOTH)
+                if D_SINGLE:
+                    fqT = tl.load(g_b + od[:, None] * sgd + (gh * sgh + gw * sgw)[None, :],
+                                  mask=dmask[:, None] & gin[None, :], other=0.0).to(KDT)
+                    f0T = tl.load(f0_b + od[:, None] * sfd + (ch * sfh + cw * sfw)[None, :],
+                                  mask=dmask[:, None] & cin[None, :], other=0.0).to(KDT)
+                    df = fqT - f0T
+                    if KTYPE == 2:
+                        df = tl.maximum(df, 0.0)
+                    r = tl.sum(df * df, axis=0)
+                else:
+                    r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, tl.zeros([BLOCK_P, BLOCK_D], KDT), f0_b, sfd, sfh,
+                              sfw, ch, cw, cin, D, KDT, KTYPE == 2, False, BLOCK_P, BLOCK_D)
+                kt = _kvalue(r, alpha, lam, KTYPE)
+                if HAS_MASK:
+                    kt = kt * tl.load(m_ptr + b * smb + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)
+                if NORMALIZE or HAS_MASK:
+                    kt = kt * tl.load(sc_ptr + b * Ho * Wo + u * Wo + v, mask=pmask, other=0.0)
+                kt = tl.where(xin, kt, 0.0)
+            else:
+                kt = tl.load(k_ptr + b * skb + ki * ski + kj * skj + u * skh + v * skw, mask=xin, other=0.0).to(KDT)
+            xT = tl.load(x_ptr + b * sxb + offs_c[:, None] * sxc + (ih * sxh + iw * sxw)[None, :],
+                         mask=cm[:, None] & xin[None, :], other=0.0)
+            gT = tl.load(gy_ptr + b * sgyb + offs_o[:, None] * sgyo + (u * sgyh + v * sgyw)[None, :],
+                         mask=om[:, None] & pmask[None, :], other=0.0)
+            if SCALE_GY:
+                ga = (gT.to(KDT) * kt[None, :]).to(DOT_DT)
+                acc = tl.dot(ga, tl.trans(xT.to(DOT_DT)), acc, input_precision=PREC, out_dtype=acc.dtype)
+            else:
+                xs = (xT.to(KDT) * kt[None, :]).to(DOT_DT)
+                acc = tl.dot(gT.to(DOT_DT), tl.trans(xs), acc, input_precision=PREC, out_dtype=acc.dtype)
     pp = part_ptr + ((split * (KH * KW) + t) * O + offs_o[:, None]) * C + offs_c[None, :]
     tl.store(pp, acc, mask=om[:, None] & cm[None, :])
 

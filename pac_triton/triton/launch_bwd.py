@@ -101,10 +101,10 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
     KK = kh * kw
     if transposed:
         O = weight.shape[1]
-        w_oc = weight.permute(2, 3, 1, 0).contiguous()  # [kh, kw, O, C]
+        w_co = weight.permute(2, 3, 0, 1).contiguous()  # [kh, kw, C, O]
     else:
         O = weight.shape[0]
-        w_oc = weight.permute(2, 3, 0, 1).contiguous()
+        w_co = weight.permute(2, 3, 1, 0).contiguous()
     kdt = kdt_of(x.dtype)
     k_mode, Hg, Wg, D, Ho, Wo = k_grid(kernel, guide, (kh, kw), stride, padding, dilation, transposed)
     if k_mode == K.K_LOAD:
@@ -122,18 +122,19 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
     if not (need_x or need_w or need_guide_side or need_k):
         return out
     gy = gy if gy.dtype == x.dtype else gy.to(x.dtype)
-    # The dK, dx and dW passes gather [pixels, channels] tiles of x and gy per tap: from
+    # The dx / dK and dW passes gather [pixels, channels] tiles of x and gy per tap: from
     # channels-last copies (C, O multiples of 16) these are contiguous, aligned channel runs
     # (vectorised, coalesced) instead of one cache line per lane. dx keeps x's layout.
+    # The guide too (D a multiple of 16), as in the forward: each thread then holds all of a
+    # pixel's guide channels and the distance over D is a reduction inside the thread instead of
+    # one across warps through shared memory (2 instead of 8 barriers per tap in dx / dK, sm_90).
     x_in = x
     x = _gather_layout(x)
     gy = _gather_layout(gy)
+    guide = _gather_layout(guide)
     dot_dt, prec = _dot_types(x.dtype)
     vec = (C % 16 == 0 and O % 16 == 0 and x.stride(1) == 1 and gy.stride(1) == 1
            and all(int(st) % 16 == 0 for t in (x, gy) for st in (t.stride(0), t.stride(2), t.stride(3))))
-    cfg = tuning.conv_bwd_default(C, O, x.dtype == torch.float64, vec)
-    bp, bo, bc = cfg["BLOCK_P"], cfg["BLOCK_O"], cfg["BLOCK_C"]
-    launch_cfg = dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     geom = dict(KH=kh, KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],
                 DH=dilation[0], DW=dilation[1])
     idx64 = need_idx64(x, gy, guide, mask, kernel)
@@ -148,30 +149,26 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
     common = dict(**geom, IDX64=idx64, KDT=_TL[kdt])
     gbp = tuning.guide_bwd_block_p(x.dtype == torch.float64)
 
-    # Per-pixel K scale (normaliser or mask ratio) and the guide-side chain; dK first.
-    scale = x
-    dk = None
-    if need_guide_side or need_k:
-        dk = _empty((B, KK, Ho * Wo), kdt, dev)
-        grid = ((triton.cdiv(triton.cdiv(Ho, stride[0]) * triton.cdiv(Wo, stride[1]), bp) * stride[0] * stride[1]
-                 if transposed else triton.cdiv(Ho * Wo, bp)), B)
-        KB.pac_conv_dk_kernel[grid](gy, x, w_oc, dk, C, O, H, W, Ho, Wo, *_strides4(gy), *_strides4(x),
-                                    **common, TRANSPOSED=bool(transposed), DOT_DT=dot_dt, PREC=prec,
-                                    BLOCK_P=bp, BLOCK_O=bo, BLOCK_C=bc, O_SINGLE=O <= bo, **launch_cfg)
-        if need_k:
-            out[4] = dk.reshape(B, 1, kh, kw, Ho, Wo).to(kernel.dtype)
-    df0 = None
-    if k_mode == K.K_GUIDE and (need_guide_side or ((need_x or need_w) and (norm or has_mask))):
-        if norm or has_mask:
-            scale = _empty((B, Ho * Wo), kdt, dev)
-        df0 = _empty((B, D, Ho * Wo), kdt, dev) if need_guide_side else x
-        pa = _empty((B, Ho * Wo), kdt, dev) if need_guide_side and inv else x
-        pl = _empty((B, Ho * Wo), kdt, dev) if need_guide_side and inv else x
+    kstr = [*sg, *sf, *sm, *sk]
+    kmeta = dict(**common, TRANSPOSED=bool(transposed), K_MODE=k_mode, KTYPE=int(ktype), F0_SMOOTH=f0 is not None,
+                 NORMALIZE=norm, HAS_MASK=has_mask, DOT_DT=dot_dt, PREC=prec)
+    need_dk = need_guide_side or need_k
+    need_scale = k_mode == K.K_GUIDE and (norm or has_mask) and (need_x or need_w)
+    scale = _empty((B, Ho * Wo), kdt, dev) if (k_mode == K.K_GUIDE and (norm or has_mask)) else x
+
+    def guide_pass(dk, need_dr):
+        """Per-pixel K scale; with ``need_dr`` also the chain through K (dr over dK, d f0, the
+        alpha / lambda partials) and the guide-side gradients."""
+        df0 = _empty((B, D, Ho * Wo), kdt, dev) if need_dr else x
+        pa = _empty((B, Ho * Wo), kdt, dev) if need_dr and inv else x
+        pl = _empty((B, Ho * Wo), kdt, dev) if need_dr and inv else x
         KB.pac_guide_pass_kernel[(triton.cdiv(Ho * Wo, gbp), B)](
             g, fz, m, dk if dk is not None else x, scale, df0, pa, pl, a, lm,
             H, W, Ho, Wo, D, Hg, Wg, *sg, *sf, *sm,
             **common, TRANSPOSED=bool(transposed), KTYPE=int(ktype), F0_SMOOTH=f0 is not None,
-            NORMALIZE=norm, HAS_MASK=has_mask, NEED_DR=need_guide_side, BLOCK_D=bd, BLOCK_P=gbp, num_warps=4)
+            NORMALIZE=norm, HAS_MASK=has_mask, NEED_DR=need_dr, BLOCK_D=bd, BLOCK_P=gbp, num_warps=4)
+        if not need_dr:
+            return
         if need_a:
             out[6] = pa.sum(dtype=kdt).reshape(alpha.shape).to(alpha.dtype)
         if need_l:
@@ -179,28 +176,53 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
         if need_g or need_s:
             _guide_side_grads(out, need_g, need_s, df0, g, fz, dk, guide, smooth, f0 is not None, (kh, kw), stride,
                               padding, dilation, transposed, ktype, False, bd, gbp, idx64, kdt, sg, sf, Ho, Wo)
-    kargs = [g, fz, m, scale, kt, a, lm]
-    kstr = [*sg, *sf, *sm, *sk]
-    kmeta = dict(**common, TRANSPOSED=bool(transposed), K_MODE=k_mode, KTYPE=int(ktype), F0_SMOOTH=f0 is not None,
-                 NORMALIZE=norm, HAS_MASK=has_mask, DOT_DT=dot_dt, PREC=prec, BLOCK_D=bd)
-    if need_x:
-        dx = _like_layout(x_in, (B, C, H, W), x.dtype)
-        if transposed:
-            n = triton.cdiv(H * W, bp)
-        else:
-            n = stride[0] * stride[1] * triton.cdiv(triton.cdiv(H, stride[0]) * triton.cdiv(W, stride[1]), bp)
-        KB.pac_conv_dx_kernel[(n, triton.cdiv(C, bc), B)](
-            gy, w_oc, dx, *kargs, C, O, H, W, Ho, Wo, D, Hg, Wg,
-            *_strides4(gy), *_strides4(dx), *kstr, **kmeta, BLOCK_P=bp, BLOCK_O=bo, BLOCK_C=bc, **launch_cfg)
-        out[0] = dx
+
+    # dx needs K, hence the per-pixel scale (normaliser / mask ratio) first; the scale-only
+    # guide pass is the K sums over the taps (no dK).
+    if need_scale and need_x:
+        guide_pass(None, False)
+    dk = None
+    if need_x or need_dk:
+        # dK elements that no input pixel reaches (taps in the padding) stay 0
+        dk = torch.zeros((B, KK, Ho * Wo), dtype=kdt, device=dev) if need_dk else None
+        dx = _like_layout(x_in, (B, C, H, W), x.dtype) if need_x else x
+        xcfg = tuning.conv_dxdk_default(C, O, x.dtype == torch.float64, vec)
+        bpx = xcfg["BLOCK_P"]
+        sh_, sw_ = (1, 1) if transposed else tuple(stride)
+        ph_, pw_ = triton.cdiv(H, sh_), triton.cdiv(W, sw_)
+        tw = tuning.tile_w(pw_, bpx)
+        n = sh_ * sw_ * triton.cdiv(ph_, bpx // tw) * triton.cdiv(pw_, tw)
+        c_single = C <= xcfg["BLOCK_C"]
+        n_c = 1 if (need_dk or c_single) else triton.cdiv(C, xcfg["BLOCK_C"])
+        bdx = tuning.block_d(D) if k_mode == K.K_GUIDE else 1
+        KB.pac_conv_dxdk_kernel[(n, n_c, B)](
+            gy, w_co, x, dx, dk if dk is not None else x, g, fz, m, scale, kt, a, lm,
+            C, O, H, W, Ho, Wo, D, Hg, Wg,
+            *_strides4(gy), *_strides4(x), *_strides4(dx), *kstr, **kmeta, NEED_DX=need_x, NEED_DK=need_dk,
+            BLOCK_D=bdx, BLOCK_P=bpx, BLOCK_O=xcfg["BLOCK_O"], BLOCK_C=xcfg["BLOCK_C"], TILE_W=tw,
+            O_SINGLE=O <= xcfg["BLOCK_O"], C_SINGLE=c_single,
+            HOIST_F=k_mode == K.K_GUIDE and D <= bdx and not transposed,
+            num_warps=xcfg["num_warps"], num_stages=xcfg["num_stages"])
+        if need_x:
+            out[0] = dx
+        if need_k:
+            out[4] = dk.reshape(B, 1, kh, kw, Ho, Wo).to(kernel.dtype)
+    if k_mode == K.K_GUIDE and (need_guide_side or (need_scale and not need_x)):
+        guide_pass(dk, need_guide_side)
     if need_w:
+        wcfg = tuning.conv_dw_default(C, O, x.dtype == torch.float64, vec)
+        bpw, bo, bc = wcfg["BLOCK_P"], wcfg["BLOCK_O"], wcfg["BLOCK_C"]
+        sh_, sw_ = tuple(stride) if transposed else (1, 1)
+        tw = tuning.tile_w(triton.cdiv(Wo, sw_), bpw)
         n_ob, n_cb = triton.cdiv(O, bo), triton.cdiv(C, bc)
-        tiles = B * triton.cdiv(Ho * Wo, bp)
+        tiles = B * sh_ * sw_ * triton.cdiv(triton.cdiv(Ho, sh_), bpw // tw) * triton.cdiv(triton.cdiv(Wo, sw_), tw)
         ns = _nsplit(tiles, n_ob * n_cb * KK, O, C, B * Ho * Wo)
         part = _empty((ns, KK, O, C), kdt, dev)
+        bdw = tuning.block_d(D) if k_mode == K.K_GUIDE else 1
         KB.pac_conv_dw_kernel[(ns, n_ob * n_cb, KK)](
-            gy, x, part, *kargs, C, O, H, W, Ho, Wo, D, Hg, Wg, B, ns,
-            *_strides4(gy), *_strides4(x), *kstr, **kmeta, BLOCK_P=bp, BLOCK_O=bo, BLOCK_C=bc, **launch_cfg)
+            gy, x, part, g, fz, m, scale, kt, a, lm, C, O, H, W, Ho, Wo, D, Hg, Wg, B, ns,
+            *_strides4(gy), *_strides4(x), *kstr, **kmeta, D_SINGLE=D <= bdw, BLOCK_D=bdw, BLOCK_P=bpw,
+            BLOCK_O=bo, BLOCK_C=bc, TILE_W=tw, num_warps=wcfg["num_warps"], num_stages=wcfg["num_stages"])
         dw = part.sum(dim=0).reshape(kh, kw, O, C)  # fixed-order reduction over the splits
         out[1] = (dw.permute(3, 2, 0, 1) if transposed else dw.permute(2, 3, 0, 1)).contiguous().to(weight.dtype)
     return out

@@ -67,19 +67,35 @@ def tile_w(Wo: int, block_p: int) -> int:
     return _get("TILE_W", min(block_p, clamp(np2(Wo), 1, 32)))
 
 
-def conv_bwd_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
-    """Tiles of the backward's conv-shaped passes (dK, dx, dW): the v1 forward default, with
-    all input channels up to 64 in one block when ``vec`` (x and gy gathered from channel-fastest
-    copies with 16-element-aligned strides: ~80-140 registers at 8 warps on sm_90; halves the K
-    recomputation of dx / dW and the gy reloads of dK). Without ``vec`` 64-channel blocks spill
-    in fp32."""
+def conv_dxdk_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
+    """Tiles of the backward's fused input-gradient / dK pass (``pac_conv_dxdk_kernel``): the
+    forward's shape with the roles of C and O swapped (rows = input pixels, columns = input
+    channels ``BLOCK_C``, reduction over output channels ``BLOCK_O``): 64 pixels x all of C up
+    to 64 x all of O up to 64, 4 warps with vectorised gathers (``vec``), else 8. Larger C or O
+    run loops over 64-wide channel blocks and 32-wide output-channel blocks at 8 warps (sm_80 /
+    sm_90, bf16: 64 x 64 blocks with the channel loop spill on sm_80; 64 x 32 need ~235
+    registers, ~173 vectorised)."""
+    if f64:
+        cfg = dict(BLOCK_P=32, BLOCK_O=16, BLOCK_C=clamp(np2(C), 16, 32), num_warps=4, num_stages=1)
+    else:
+        bc = clamp(np2(C), 16, 64)
+        small = C <= 64 and O <= 64
+        bo = clamp(np2(O), 16, 64) if small else clamp(np2(O), 16, 32)
+        cfg = dict(BLOCK_P=64, BLOCK_O=bo, BLOCK_C=bc, num_warps=4 if (vec and small) else 8, num_stages=2)
+    for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C"):
+        cfg[k] = _get(k, cfg[k])
+    return cfg
+
+
+def conv_dw_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
+    """Tiles of the backward's weight-gradient pass (``pac_conv_dw_kernel``): an
+    ``[O, C]`` block per program (all of O and C up to 64) and 64 output pixels per step of the
+    reduction; 4 warps with vectorised gathers (``vec``), else 8."""
     if f64:
         cfg = dict(BLOCK_P=32, BLOCK_O=clamp(np2(O), 16, 32), BLOCK_C=16, num_warps=4, num_stages=1)
     else:
-        bo = clamp(np2(O), 16, 64)
-        # 8 warps for the 64x64 tile: 4 warps need ~255 registers and spill with 64-bit offsets.
-        cfg = dict(BLOCK_P=64, BLOCK_O=bo, BLOCK_C=clamp(np2(C), 16, 64 if vec else 32),
-                   num_warps=8 if bo >= 64 else 4, num_stages=2)
+        bo, bc = clamp(np2(O), 16, 64), clamp(np2(C), 16, 64)
+        cfg = dict(BLOCK_P=64, BLOCK_O=bo, BLOCK_C=bc, num_warps=4 if vec else 8, num_stages=2)
     for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C"):
         cfg[k] = _get(k, cfg[k])
     return cfg
