@@ -12,9 +12,13 @@
 #   2. `python -m perf --preset gpu-check --out $OUT`: forward (bf16, TF32) and forward+backward
 #      (bf16) timings of the Triton and reference backends against F.conv2d (cudnn.benchmark
 #      on) at the floor shapes of KERNEL_NOTES.md, float64-reference errors, bitwise
-#      run-to-run comparison of outputs and gradients, peak memory vs resolution.
-# Output (at most 8 files): gpu_check.log, results.csv, summary.txt and the PNG charts.
-# Knobs: OUT, PYTHON (python3), T_SETUP/T_TESTS/T_PERF/T_TOTAL (seconds; defaults 35/95/115/265,
+#      run-to-run comparison of outputs and gradients, peak memory vs resolution;
+#   3. `python -m perf.breakdown`: per-kernel device time of one C64 k5 D16 512² bf16 forward and
+#      forward+backward (Triton and F.conv2d) and the wall - kernel-sum gap (host time);
+#   4. if time is left, three forward shapes re-timed in another order (TUNE_FLAG=--autotune).
+# Output (at most 8 files): gpu_check.log, results.csv, summary.txt, breakdown.txt and the PNG
+# charts (packed into one tar when there are too many).
+# Knobs: OUT, PYTHON (python3), T_SETUP/T_TESTS/T_PERF/T_BREAKDOWN/T_TOTAL (seconds; defaults 35/95/115/60/265,
 # the stage limits shrink so the whole script stays under T_TOTAL), PERF_AUTOTUNE (0: the perf
 # stage times the kernels' default configs; 1: autotune first, slower), PERF_ARGS (extra args).
 # The device has Python 3.12, torch 2.11, triton 3.6, numpy 2.5, pandas, matplotlib, tqdm and no
@@ -111,17 +115,29 @@ say "stage 2: perf --preset gpu-check (PAC_TRITON_AUTOTUNE=${PERF_AUTOTUNE:-0}, 
 RC_PERF=${PIPESTATUS[0]}
 say "stage 2: $(status_of "$RC_PERF") (an interrupted run still writes what it measured)"
 
-# ---- 3. (if time is left) re-time three shapes in another order; TUNE_FLAG=--autotune tunes first ---
+# ---- 3. where the time goes: per-kernel device time of one fwd / fwd+bwd call ------------------
+LIM_BD=$(min "${T_BREAKDOWN:-60}" $(( $(left) - 10 )))
+if [ "$LIM_BD" -ge 20 ]; then
+  say "stage 3: perf.breakdown C64 k5 D16 512² bf16, fwd and fwdbwd, triton and F.conv2d (limit ${LIM_BD}s)"
+  (cd "$RUN_DIR" && PAC_TRITON_AUTOTUNE="${PERF_AUTOTUNE:-0}" timeout -k 10 "$LIM_BD" \
+    "$PY" -m "${PERF_MOD}.breakdown" --k 5 --out "$OUT/breakdown.txt") 2>&1 | grep -v USDT | tee -a "$LOG"
+  RC_BD=${PIPESTATUS[0]}
+  say "stage 3: $(status_of "$RC_BD")"
+else
+  say "stage 3: skipped (${LIM_BD}s left)"
+fi
+
+# ---- 4. (if time is left) re-time three shapes in another order; TUNE_FLAG=--autotune tunes first ---
 LIM_TUNE=$(min "${T_TUNE:-90}" $(( $(left) - 10 )))
 if [ "$LIM_TUNE" -ge 30 ]; then
-  say "stage 3: perf ${TUNE_FLAG-} over conv k5/k3/k7 C64 D16 512² fwd bf16, k3 not first (limit ${LIM_TUNE}s; summary only)"
+  say "stage 4: perf ${TUNE_FLAG-} over conv k5/k3/k7 C64 D16 512² fwd bf16, k3 not first (limit ${LIM_TUNE}s; summary only)"
   (cd "$RUN_DIR" && timeout -k 10 "$LIM_TUNE" "$PY" -m "$PERF_MOD" ${TUNE_FLAG-} --sweep k=5/3/7 --full --op conv --mode fwd \
     --dtype bf16 --channels 64 --feature-dim 16 --resolution 512 --backend triton --no-check --no-charts \
     --no-progress --out /tmp/pac_autotune_out) 2>&1 | tee -a "$LOG"
   RC_TUNE=${PIPESTATUS[0]}
-  say "stage 3: $(status_of "$RC_TUNE")"
+  say "stage 4: $(status_of "$RC_TUNE")"
 else
-  say "stage 3: skipped (${LIM_TUNE}s left)"
+  say "stage 4: skipped (${LIM_TUNE}s left)"
 fi
 
 # ---- at most 8 files come back -----------------------------------------------------------------

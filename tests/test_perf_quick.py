@@ -97,3 +97,18 @@ def check_summary(out, proc):
     text = (out / "summary.txt").read_text()
     assert "reference" in text and "floor" in text
     assert "results.csv" in proc.stdout
+
+
+def test_breakdown_tables(tmp_path):
+    """``python -m perf.breakdown`` (kernel / op time shares) runs and writes its tables; on a
+    CPU the rows are ATen / custom ops (the Triton kernels are interpreted)."""
+    out = tmp_path / "breakdown.txt"
+    env = {k: v for k, v in os.environ.items() if k not in ("PAC_TRITON_BACKEND", "TRITON_INTERPRET")}
+    proc = subprocess.run([sys.executable, "-m", "perf.breakdown", "--resolution", "6", "--channels", "16",
+                           "--feature-dim", "4", "--k", "3", "--mode", "fwd", "--iters", "1", "--out", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "## fwd triton" in text and "## fwd floor" in text, text
+    assert "pac_triton::triton_conv_fwd" in text and "aten::conv2d" in text, text
+    assert "failed" not in text, text

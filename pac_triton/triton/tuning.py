@@ -76,7 +76,8 @@ def conv_dxdk_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
     sm_90, bf16: 64 x 64 blocks with the channel loop spill on sm_80; 64 x 32 need ~235
     registers, ~173 vectorised)."""
     if f64:
-        cfg = dict(BLOCK_P=32, BLOCK_O=16, BLOCK_C=clamp(np2(C), 16, 32), num_warps=4, num_stages=1)
+        # 8 warps: at 4 the transposed variant spills with triton 3.6 on sm_90
+        cfg = dict(BLOCK_P=32, BLOCK_O=16, BLOCK_C=clamp(np2(C), 16, 32), num_warps=8, num_stages=1)
     else:
         bc = clamp(np2(C), 16, 64)
         small = C <= 64 and O <= 64
@@ -90,12 +91,14 @@ def conv_dxdk_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
 def conv_dw_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
     """Tiles of the backward's weight-gradient pass (``pac_conv_dw_kernel``): an
     ``[O, C]`` block per program (all of O and C up to 64) and 64 output pixels per step of the
-    reduction; 4 warps with vectorised gathers (``vec``), else 8."""
+    reduction at 4 warps with vectorised gathers (``vec``: ~100 registers on sm_90); otherwise
+    (per-element gathers, 64-bit addresses) 32 pixels per step at 8 warps (64 spill on sm_80
+    with triton 3.6, ~220 registers with 3.9)."""
     if f64:
         cfg = dict(BLOCK_P=32, BLOCK_O=clamp(np2(O), 16, 32), BLOCK_C=16, num_warps=4, num_stages=1)
     else:
         bo, bc = clamp(np2(O), 16, 64), clamp(np2(C), 16, 64)
-        cfg = dict(BLOCK_P=64, BLOCK_O=bo, BLOCK_C=bc, num_warps=4 if vec else 8, num_stages=2)
+        cfg = dict(BLOCK_P=64 if vec else 32, BLOCK_O=bo, BLOCK_C=bc, num_warps=4 if vec else 8, num_stages=2)
     for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C"):
         cfg[k] = _get(k, cfg[k])
     return cfg
