@@ -186,8 +186,14 @@ def bwd_variants(dt):
            {**_geom(), "TRANSPOSED": False, **gpc, "BLOCK_D": 16, "BLOCK_P": tuning.guide_bwd_block_p(f64)}, gl)
     yield ("bwd_guide_pass_cw", KB.pac_guide_pass_cw_kernel, gp,
            {**_geom(), "TRANSPOSED": False, **gpc, "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
-    yield ("bwd_guide_gather", KB.pac_guide_gather_kernel, P(("g_ptr", "f0_ptr"), ("dr_ptr", "df_ptr")),
-           {**_geom(), "F0_SMOOTH": False, "ASYM": True, "CW": False, **base, "BLOCK_D": 16, "BLOCK_P": tuning.guide_bwd_block_p(f64)}, gl)
+    # not smoothed: the guide gradient finished in the kernel (d f0 added, the guide's dtype);
+    # smoothed: fp32 partial, the smoothing window's adjoint added by the host
+    yield ("bwd_guide_gather", KB.pac_guide_gather_kernel, P(("g_ptr", "f0_ptr", "df_ptr"), ("dr_ptr", "df0_ptr")),
+           {**_geom(), "F0_SMOOTH": False, "ASYM": True, "CW": False, "ADD_DF0": True, **base, "BLOCK_D": 16,
+            "BLOCK_P": tuning.guide_bwd_block_p(f64)}, gl)
+    yield ("bwd_guide_gather_smooth", KB.pac_guide_gather_kernel, P(("g_ptr", "f0_ptr"), ("dr_ptr", "df_ptr", "df0_ptr")),
+           {**_geom(), "F0_SMOOTH": True, "ASYM": False, "CW": True, "ADD_DF0": False, **base, "BLOCK_D": 16,
+            "BLOCK_P": tuning.guide_bwd_block_p(f64)}, gl)
     # the fused input-gradient / dK pass, as launched for C = O = 64 (one channel block each)
     xcfg = tuning.conv_dxdk_default(64, 64, f64)
     xl = dict(num_warps=xcfg["num_warps"], num_stages=xcfg["num_stages"])

@@ -172,21 +172,25 @@ def pac_guide_pass_kernel(
 
 @triton.jit
 def pac_guide_gather_kernel(
-    g_ptr, f0_ptr, dr_ptr, df_ptr,
+    g_ptr, f0_ptr, dr_ptr, df_ptr, df0_ptr,
     Ho, Wo, D, Hg, Wg,
     sgb, sgd, sgh, sgw,
     sfb, sfd, sfh, sfw,
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
-    F0_SMOOTH: tl.constexpr, ASYM: tl.constexpr, CW: tl.constexpr, IDX64: tl.constexpr, KDT: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr,
+    F0_SMOOTH: tl.constexpr, ASYM: tl.constexpr, CW: tl.constexpr, ADD_DF0: tl.constexpr, IDX64: tl.constexpr,
+    KDT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    """df[b, :, q] = 2 sum over (t, P) with gpos_t(P) = q of dr_t(P) diff(f[q], f0[P]).
+    """df[b, :, q] = 2 sum over (t, P) with gpos_t(P) = q of dr_t(P) diff(f[q], f0[P])
+    (+ d f0[P_c] where q is the centre tap's guide position of P_c, with ADD_DF0).
 
     K's guide geometry is that of a plain conv (stride SH, padding PH; the transposed conv's is
     stride 1 and "same" padding), so P = (q + PH - i*DH) / SH where that divides. Rows are
-    guide pixels split by phase; ``df_ptr`` ``[B, D, Hg, Wg]`` contiguous in KDT. CW: dr has
-    one channel per guide channel (``[B, D, KK, Ho*Wo]``)."""
+    guide pixels split by phase; ``df_ptr`` ``[B, D, Hg, Wg]`` contiguous, in KDT, or in its
+    own element type with ADD_DF0 (then it is the finished guide gradient: the centre feature
+    is the guide itself, not smoothed, so its adjoint is d f0 read at the centre tap's P).
+    ``df0_ptr``: d f0 ``[B, D, Ho*Wo]`` in KDT (ADD_DF0). CW: dr has one channel per guide
+    channel (``[B, D, KK, Ho*Wo]``)."""
     pid_p = tl.program_id(0)
     b = tl.program_id(1)
     if IDX64:
@@ -224,7 +228,14 @@ def pac_guide_gather_kernel(
                 diff = tl.maximum(diff, 0.0)
             acc += dr * diff
     acc = 2.0 * acc
-    tl.store(df_ptr + (b * D + od[None, :]) * Hg * Wg + (u * Wg + v)[:, None], acc, mask=qmask[:, None] & dmask)
+    if ADD_DF0:
+        # the centre tap (KH//2, KW//2) of P_c reads q: P_c = (q + PH - (KH//2)*DH) / SH
+        cu, cv, cin, _gh, _gw, _gin, _ki, _kj = _tap(u, v, qmask, KH // 2, KW // 2, Ho, Wo, 1, 1,
+                                                     KH, KW, SH, SW, PH, PW, DH, DW, True)
+        acc += tl.load(df0_ptr + (b * D + od[None, :]) * Ho * Wo + (cu * Wo + cv)[:, None],
+                       mask=cin[:, None] & dmask, other=0.0)
+    tl.store(df_ptr + (b * D + od[None, :]) * Hg * Wg + (u * Wg + v)[:, None], acc.to(df_ptr.dtype.element_ty),
+             mask=qmask[:, None] & dmask)
 
 
 @triton.jit

@@ -33,28 +33,33 @@ def _guide_operands(x, guide, smooth, k_mode, kernel_size, stride, padding, dila
 
 
 def _guide_side_grads(out, need_g, need_s, df0, g, fz, dk, guide, smooth, f0_smooth, kernel_size, stride, padding,
-                      dilation, transposed, ktype, cw, block_d, block_p, idx64, kdt, sg, sf, Ho, Wo):
-    """Fill ``out[3]`` (d guide) and ``out[5]`` (d smoothing window) from ``df0`` (the centre
-    feature's gradient, ``[B, D, Ho·Wo]``) and the guide gather over ``dk`` (no atomics)."""
+                      dilation, transposed, ktype, cw, block_d, block_p, idx64, kdt, sg, sf, Ho, Wo, slots=(3, 5)):
+    """Fill ``out[slots[0]]`` (d guide) and ``out[slots[1]]`` (d smoothing window) from ``df0``
+    (the centre feature's gradient, ``[B, D, Ho·Wo]``) and the guide gather over ``dk`` (no
+    atomics). Without smoothing the gather kernel adds d f0 itself and writes the guide
+    gradient in the guide's dtype; with it the smoothing window's adjoint is a small torch
+    stencil (``centre_adjoint``) added afterwards."""
     B, D, Hg, Wg = guide.shape
     kh, kw = kernel_size
-    dg, ds = centre_adjoint(df0.reshape(B, D, Ho, Wo), guide, smooth, kernel_size, stride, padding, dilation,
-                            transposed, need_s and smooth is not None)
+    fused = smooth is None
+    if not fused:
+        dg, ds = centre_adjoint(df0.reshape(B, D, Ho, Wo), guide, smooth, kernel_size, stride, padding, dilation,
+                                transposed, need_s)
     if need_g:
         if transposed:
             gs, gp = (1, 1), ((kh // 2) * dilation[0], (kw // 2) * dilation[1])
         else:
             gs, gp = tuple(stride), tuple(padding)
-        dfq = _empty((B, D, Hg, Wg), kdt, guide.device)
+        dfq = _empty((B, D, Hg, Wg), guide.dtype if fused else kdt, guide.device)
         n = gs[0] * gs[1] * triton.cdiv(triton.cdiv(Hg, gs[0]) * triton.cdiv(Wg, gs[1]), block_p)
         KB.pac_guide_gather_kernel[(n, B)](
-            g, fz, dk, dfq, Ho, Wo, D, Hg, Wg, *sg, *sf,
+            g, fz, dk, dfq, df0, Ho, Wo, D, Hg, Wg, *sg, *sf,
             KH=kh, KW=kw, SH=gs[0], SW=gs[1], PH=gp[0], PW=gp[1], DH=dilation[0], DW=dilation[1],
-            F0_SMOOTH=f0_smooth, ASYM=ktype == K.KT_INV_ASYM, CW=cw, IDX64=idx64, KDT=_TL[kdt],
+            F0_SMOOTH=f0_smooth, ASYM=ktype == K.KT_INV_ASYM, CW=cw, ADD_DF0=fused, IDX64=idx64, KDT=_TL[kdt],
             BLOCK_D=block_d, BLOCK_P=block_p, num_warps=4)
-        out[3] = (dfq + dg).to(guide.dtype)
-    if need_s and smooth is not None:
-        out[5] = ds.to(smooth.dtype)
+        out[slots[0]] = dfq if fused else (dfq + dg).to(guide.dtype)
+    if need_s and not fused:
+        out[slots[1]] = ds.to(smooth.dtype)
 
 
 def centre_adjoint(df0, guide, smooth, kernel_size, stride, padding, dilation, transposed, need_smooth):
@@ -415,21 +420,7 @@ def kernel_backward(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, pa
             v = t.sum(dim=(0, 2), dtype=kdt)
             out[k] = (v if src.numel() == v.numel() and src.dim() > 0 else v.sum()).reshape(src.shape).to(src.dtype)
     if need_g or need_s:
-        dg, ds = centre_adjoint(df0.reshape(B, D, Ho, Wo), guide, smooth, kernel_size, stride, padding, dilation,
-                                transposed, need_s and smooth is not None)
-        if need_g:
-            if transposed:
-                gs, gp = (1, 1), ((kh // 2) * dilation[0], (kw // 2) * dilation[1])
-            else:
-                gs, gp = tuple(stride), tuple(padding)
-            dfq = _empty((B, D, Hg, Wg), kdt, dev)
-            n = gs[0] * gs[1] * triton.cdiv(triton.cdiv(Hg, gs[0]) * triton.cdiv(Wg, gs[1]), bp)
-            KB.pac_guide_gather_kernel[(n, B)](
-                g, fz, dk, dfq, Ho, Wo, D, Hg, Wg, *sg, *sf,
-                KH=kh, KW=kw, SH=gs[0], SW=gs[1], PH=gp[0], PW=gp[1], DH=dilation[0], DW=dilation[1],
-                F0_SMOOTH=f0 is not None, ASYM=ktype == K.KT_INV_ASYM, CW=cw, IDX64=common["IDX64"], KDT=_TL[kdt],
-                BLOCK_D=tuning.np2(D), BLOCK_P=bp, num_warps=4)
-            out[0] = (dfq + dg).to(guide.dtype)
-        if need_s and smooth is not None:
-            out[1] = ds.to(smooth.dtype)
+        _guide_side_grads(out, need_g, need_s, df0, g, fz, dk, guide, smooth, f0 is not None, kernel_size, stride,
+                          padding, dilation, transposed, ktype, cw, tuning.np2(D), bp, common["IDX64"], kdt, sg, sf,
+                          Ho, Wo, slots=(0, 1))
     return out
