@@ -153,7 +153,7 @@ def _dist(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin
     goff = gh * sgh + gw * sgw
     if D_SINGLE:
         fq = tl.load(g_b + goff[:, None] + od[None, :] * sgd,
-                     mask=gin[:, None] & (od < D)[None, :], other=0.0).to(KDT)
+                     mask=gin[:, None] & (od < D)[None, :], other=0.0, cache_modifier=".ca").to(KDT)
         df = fq - f0t
         if ASYM:
             df = tl.maximum(df, 0.0)
@@ -164,7 +164,8 @@ def _dist(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin
         for d0 in range(0, D, BLOCK_D):
             dd = d0 + od
             dm = (dd < D)[None, :]
-            fq = tl.load(g_b + goff[:, None] + dd[None, :] * sgd, mask=gin[:, None] & dm, other=0.0).to(KDT)
+            fq = tl.load(g_b + goff[:, None] + dd[None, :] * sgd, mask=gin[:, None] & dm, other=0.0,
+                         cache_modifier=".ca").to(KDT)
             f0 = tl.load(f0_b + coff[:, None] + dd[None, :] * sfd, mask=cin[:, None] & dm, other=0.0).to(KDT)
             df = fq - f0
             if ASYM:
@@ -352,8 +353,8 @@ def pac_conv_kernel(
                 xoff = offs_c[:, None] * sxc + (ih * sxh + iw * sxw)[None, :]
                 w_t = w_ptr + t * C * O
                 if C_SINGLE:
-                    xt = tl.load(x_b + xoff, mask=cm[:, None] & xin[None, :], other=0.0)
-                    wt = tl.load(w_t + woff, mask=wmask, other=0.0)
+                    xt = tl.load(x_b + xoff, mask=cm[:, None] & xin[None, :], other=0.0, cache_modifier=".ca")
+                    wt = tl.load(w_t + woff, mask=wmask, other=0.0, cache_modifier=".ca")
                     if SCALE_ACC:
                         acc = _kdot_acc(acc, xt, kt, wt, KDT, DOT_DT, PREC, USE_DOT)
                     else:
@@ -361,8 +362,10 @@ def pac_conv_kernel(
                 else:
                     for c0 in range(0, C, BLOCK_C):
                         cmc = (c0 + offs_c) < C
-                        xt = tl.load(x_b + c0 * sxc + xoff, mask=cmc[:, None] & xin[None, :], other=0.0)
-                        wt = tl.load(w_t + c0 + woff, mask=cmc[:, None] & omask[None, :], other=0.0)
+                        xt = tl.load(x_b + c0 * sxc + xoff, mask=cmc[:, None] & xin[None, :], other=0.0,
+                                     cache_modifier=".ca")
+                        wt = tl.load(w_t + c0 + woff, mask=cmc[:, None] & omask[None, :], other=0.0,
+                                     cache_modifier=".ca")
                         acc = _kdot(acc, xt, kt, wt, KDT, DOT_DT, PREC, USE_DOT)
     else:
         # Conv tap (i, j) reads input (and guide) pixel (u*SH + i*DH - PH, v*SW + j*DW - PW):
@@ -391,7 +394,7 @@ def pac_conv_kernel(
                 if D_SINGLE:
                     gin = pmask & (ih >= 0) & (ih < Hg) & (iw >= 0) & (iw < Wg)
                     fq = tl.load(g_b + (goff + (dh * sgh + dw * sgw)), mask=dmask[:, None] & gin[None, :],
-                                 other=0.0).to(KDT)
+                                 other=0.0, cache_modifier=".ca").to(KDT)
                     df = fq - f0T
                     if KTYPE == 2:
                         df = tl.maximum(df, 0.0)
@@ -421,8 +424,8 @@ def pac_conv_kernel(
             x_t = x_b
             w_t = w_ptr + t * C * O
             if C_SINGLE:
-                xt = tl.load(x_t + xoff_t, mask=cm[:, None] & xin[None, :], other=0.0)
-                wt = tl.load(w_t + woff, mask=wmask, other=0.0)
+                xt = tl.load(x_t + xoff_t, mask=cm[:, None] & xin[None, :], other=0.0, cache_modifier=".ca")
+                wt = tl.load(w_t + woff, mask=wmask, other=0.0, cache_modifier=".ca")
                 if SCALE_ACC:
                     acc = _kdot_acc(acc, xt, kt, wt, KDT, DOT_DT, PREC, USE_DOT)
                 else:
@@ -433,8 +436,10 @@ def pac_conv_kernel(
                 part = tl.zeros([BLOCK_P, BLOCK_O], KDT)
                 for c0 in range(0, C, BLOCK_C):
                     cmc = (c0 + offs_c) < C
-                    xt = tl.load(x_t + c0 * sxc + xoff_t, mask=cmc[:, None] & xin[None, :], other=0.0)
-                    wt = tl.load(w_t + c0 + woff, mask=cmc[:, None] & omask[None, :], other=0.0)
+                    xt = tl.load(x_t + c0 * sxc + xoff_t, mask=cmc[:, None] & xin[None, :], other=0.0,
+                                 cache_modifier=".ca")
+                    wt = tl.load(w_t + c0 + woff, mask=cmc[:, None] & omask[None, :], other=0.0,
+                                 cache_modifier=".ca")
                     if USE_DOT:
                         part = tl.dot(tl.trans(xt.to(DOT_DT)), wt.to(DOT_DT), part, input_precision=PREC,
                                       out_dtype=KDT)
@@ -444,8 +449,10 @@ def pac_conv_kernel(
             else:
                 for c0 in range(0, C, BLOCK_C):
                     cmc = (c0 + offs_c) < C
-                    xt = tl.load(x_t + c0 * sxc + xoff_t, mask=cmc[:, None] & xin[None, :], other=0.0)
-                    wt = tl.load(w_t + c0 + woff, mask=cmc[:, None] & omask[None, :], other=0.0)
+                    xt = tl.load(x_t + c0 * sxc + xoff_t, mask=cmc[:, None] & xin[None, :], other=0.0,
+                                 cache_modifier=".ca")
+                    wt = tl.load(w_t + c0 + woff, mask=cmc[:, None] & omask[None, :], other=0.0,
+                                 cache_modifier=".ca")
                     acc = _kdot(acc, xt, kt, wt, KDT, DOT_DT, PREC, USE_DOT)
 
     if K_MODE == 1:
@@ -474,7 +481,7 @@ def _k_tile(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, c
     channel ``cc``, f0t holds the tile's channels) or one value per pixel broadcast."""
     if CW:
         fq = tl.load(g_b + (gh * sgh + gw * sgw)[:, None] + cc[None, :] * sgd,
-                     mask=gin[:, None] & cm[None, :], other=0.0).to(KDT)
+                     mask=gin[:, None] & cm[None, :], other=0.0, cache_modifier=".ca").to(KDT)
         df = fq - f0t
         if KTYPE == 2:
             df = tl.maximum(df, 0.0)
@@ -583,7 +590,7 @@ def pac_dw_kernel(
             if HAS_WTAP:
                 kt = kt * tl.load(wt_ptr + t).to(KDT)
             xt = tl.load(x_b + (ih * sxh + iw * sxw)[:, None] + cc[None, :] * sxc,
-                         mask=xin[:, None] & cm[None, :], other=0.0).to(KDT)
+                         mask=xin[:, None] & cm[None, :], other=0.0, cache_modifier=".ca").to(KDT)
             acc += kt * xt
 
     if K_MODE == 1:

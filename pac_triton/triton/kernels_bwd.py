@@ -298,7 +298,7 @@ def _dxdk_block(
                         # conv: K_t(P)'s neighbour feature is f[q] (the row's own, loaded once);
                         # only the centre feature f0[P] is gathered per tap ([BLOCK_D, BLOCK_P])
                         f0T = tl.load(f0_b + od[:, None] * sfd + (ch * sfh + cw * sfw)[None, :],
-                                      mask=dmask[:, None] & cin[None, :], other=0.0).to(KDT)
+                                      mask=dmask[:, None] & cin[None, :], other=0.0, cache_modifier=".ca").to(KDT)
                         df = fqT - f0T
                         if KTYPE == 2:
                             df = tl.maximum(df, 0.0)
@@ -327,16 +327,18 @@ def _dxdk_block(
             goffT = (pu * sgyh + pv * sgyw)[None, :]
             w_t = w_ptr + t * C * O
             if O_SINGLE:
-                gT = tl.load(gy_b + offs_o[:, None] * sgyo + goffT, mask=om[:, None] & pin[None, :], other=0.0)
-                wt = tl.load(w_t + woff, mask=wmask, other=0.0)
+                gT = tl.load(gy_b + offs_o[:, None] * sgyo + goffT, mask=om[:, None] & pin[None, :], other=0.0,
+                             cache_modifier=".ca")
+                wt = tl.load(w_t + woff, mask=wmask, other=0.0, cache_modifier=".ca")
                 part = tl.dot(tl.trans(gT.to(DOT_DT)), wt.to(DOT_DT), input_precision=PREC, out_dtype=KDT)
             else:
                 part = tl.zeros([BLOCK_P, BLOCK_C], KDT)
                 for o0 in range(0, O, BLOCK_O):
                     omo = (o0 + offs_o) < O
                     gT = tl.load(gy_b + (o0 + offs_o)[:, None] * sgyo + goffT, mask=omo[:, None] & pin[None, :],
-                                 other=0.0)
-                    wt = tl.load(w_t + o0 + woff, mask=omo[:, None] & cm[None, :], other=0.0)
+                                 other=0.0, cache_modifier=".ca")
+                    wt = tl.load(w_t + o0 + woff, mask=omo[:, None] & cm[None, :], other=0.0,
+                                 cache_modifier=".ca")
                     part = tl.dot(tl.trans(gT.to(DOT_DT)), wt.to(DOT_DT), part, input_precision=PREC,
                                   out_dtype=KDT)
             if NEED_DK:
