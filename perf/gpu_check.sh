@@ -15,10 +15,12 @@
 #      run-to-run comparison of outputs and gradients, peak memory vs resolution;
 #   3. `python -m perf.breakdown`: per-kernel device time of one C64 k5 D16 512² bf16 forward and
 #      forward+backward (Triton and F.conv2d) and the wall - kernel-sum gap (host time);
-#   4. if time is left, three forward shapes re-timed in another order (TUNE_FLAG=--autotune).
-# Output (at most 8 files): gpu_check.log, results.csv, summary.txt, breakdown.txt and the PNG
-# charts (packed into one tar when there are too many).
-# Knobs: OUT, PYTHON (python3), T_SETUP/T_TESTS/T_PERF/T_BREAKDOWN/T_TOTAL (seconds; defaults 35/95/115/60/265,
+#   4. if time is left, tile experiments: k5 fwd and fwd+bwd under each PAC_TRITON_FORCE variant
+#      in VARIANTS (num_stages=1 gives L1-cached plain loads with triton 3.6, whose cp.async
+#      ignores cache_modifier=".ca"; BLOCK_P=128 halves the weight-tile traffic per pixel).
+# Output (at most 8 files): gpu_check.log, results.csv, summary.txt, breakdown.txt, variants.txt
+# and the PNG charts (packed into one tar when there are too many).
+# Knobs: OUT, PYTHON (python3), T_SETUP/T_TESTS/T_PERF/T_BREAKDOWN/T_VARIANT/T_TOTAL (seconds; defaults 35/95/115/60/40/265,
 # the stage limits shrink so the whole script stays under T_TOTAL), PERF_AUTOTUNE (0: the perf
 # stage times the kernels' default configs; 1: autotune first, slower), PERF_ARGS (extra args).
 # The device has Python 3.12, torch 2.11, triton 3.6, numpy 2.5, pandas, matplotlib, tqdm and no
@@ -127,18 +129,27 @@ else
   say "stage 3: skipped (${LIM_BD}s left)"
 fi
 
-# ---- 4. (if time is left) re-time three shapes in another order; TUNE_FLAG=--autotune tunes first ---
-LIM_TUNE=$(min "${T_TUNE:-90}" $(( $(left) - 10 )))
-if [ "$LIM_TUNE" -ge 30 ]; then
-  say "stage 4: perf ${TUNE_FLAG-} over conv k5/k3/k7 C64 D16 512² fwd bf16, k3 not first (limit ${LIM_TUNE}s; summary only)"
-  (cd "$RUN_DIR" && timeout -k 10 "$LIM_TUNE" "$PY" -m "$PERF_MOD" ${TUNE_FLAG-} --sweep k=5/3/7 --full --op conv --mode fwd \
-    --dtype bf16 --channels 64 --feature-dim 16 --resolution 512 --backend triton --no-check --no-charts \
-    --no-progress --out /tmp/pac_autotune_out) 2>&1 | tee -a "$LOG"
-  RC_TUNE=${PIPESTATUS[0]}
-  say "stage 4: $(status_of "$RC_TUNE")"
-else
-  say "stage 4: skipped (${LIM_TUNE}s left)"
-fi
+# ---- 4. (if time is left) tile experiments: C64 D16 512² bf16 k5 fwd and fwd+bwd under each
+#      PAC_TRITON_FORCE variant (VARIANTS, ';'-separated; "default" = the built-in configs), into
+#      variants.txt; TUNE_FLAG=--autotune tunes the default run instead ----------------------------
+VARIANTS="${VARIANTS:-default;num_stages=1;BLOCK_P=128,num_warps=8;BLOCK_P=128,num_warps=8,num_stages=1}"
+: >"$OUT/variants.txt"
+IFS=';' read -r -a VLIST <<<"$VARIANTS"
+for V in "${VLIST[@]}"; do
+  LIM_V=$(min "${T_VARIANT:-40}" $(( $(left) - 10 )))
+  if [ "$LIM_V" -lt 20 ]; then
+    say "stage 4: variant '$V' skipped (${LIM_V}s left)"; continue
+  fi
+  say "stage 4: variant '$V' (limit ${LIM_V}s)"
+  if [ "$V" = default ]; then FORCE_V=""; FLAG="${TUNE_FLAG-}"; else FORCE_V="$V"; FLAG=""; fi
+  echo "## variant: ${V}" >>"$OUT/variants.txt"
+  # shellcheck disable=SC2086
+  (cd "$RUN_DIR" && PAC_TRITON_FORCE="$FORCE_V" PAC_TRITON_AUTOTUNE="${PERF_AUTOTUNE:-0}" timeout -k 10 "$LIM_V" \
+    "$PY" -m "$PERF_MOD" $FLAG --sweep k=5 --full --op conv --mode fwd,fwdbwd --dtype bf16 --channels 64 \
+    --feature-dim 16 --resolution 512 --backend triton --no-check --no-charts --no-progress \
+    --out "/tmp/pac_variant_out") 2>&1 | tee -a "$LOG" | grep -vE "USDT|[Ww]arn" >>"$OUT/variants.txt"
+  say "stage 4: variant '$V' $(status_of "${PIPESTATUS[0]}")"
+done
 
 # ---- at most 8 files come back -----------------------------------------------------------------
 n=$(find "$OUT" -maxdepth 1 -type f | wc -l)

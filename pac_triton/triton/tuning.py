@@ -6,6 +6,10 @@ test override.
   an active GPU driver).
 * ``FORCE`` (tests): a dict of block sizes that replaces the defaults and disables tuning, so
   that small shapes span several tiles on every axis. Use ``force_blocks(...)``.
+* ``PAC_TRITON_FORCE`` (experiments, e.g. ``BLOCK_P=128,num_warps=8,num_stages=1``): the same
+  override from the environment, read at import, with ``num_warps`` / ``num_stages`` besides
+  the block keys; it applies to every kernel whose default config has the key, and turns
+  autotuning off. For A/B timings of tile shapes in one GPU session (``perf/gpu_check.sh``).
 * Tuned results are kept in memory per process; where the installed Triton's ``autotune``
   accepts ``cache_results`` they are also written to Triton's on-disk cache and survive
   across runs (GPU only: nothing is tuned on CPU).
@@ -18,7 +22,23 @@ import os
 
 import triton
 
-FORCE: dict | None = None
+_FORCE_KEYS = ("BLOCK_P", "BLOCK_O", "BLOCK_C", "TILE_W", "BLOCK_D", "DW_BLOCK_C", "KER_BLOCK_C",
+               "num_warps", "num_stages")
+
+
+def parse_force(spec: str) -> dict | None:
+    """``"BLOCK_P=128,num_warps=8"`` -> ``{"BLOCK_P": 128, "num_warps": 8}`` (None when empty)."""
+    out = {}
+    for item in filter(None, (t.strip() for t in (spec or "").split(","))):
+        key, sep, val = item.partition("=")
+        key = key.strip()
+        if not sep or key not in _FORCE_KEYS or not val.strip().isdigit() or int(val) <= 0:
+            raise ValueError(f"PAC_TRITON_FORCE: expected KEY=positive int with KEY in {_FORCE_KEYS}, got {item!r}")
+        out[key] = int(val)
+    return out or None
+
+
+FORCE: dict | None = parse_force(os.environ.get("PAC_TRITON_FORCE", ""))
 
 
 @contextlib.contextmanager
@@ -56,6 +76,13 @@ def _get(key, default):
     return default
 
 
+def _launch_overrides(cfg: dict) -> dict:
+    """``num_warps`` / ``num_stages`` from ``FORCE`` (the experiment knob), if given."""
+    for k in ("num_warps", "num_stages"):
+        cfg[k] = _get(k, cfg[k])
+    return cfg
+
+
 def block_d(D: int) -> int:
     """Guide channels per block: all of D up to 64 (f0 then stays in registers)."""
     return _get("BLOCK_D", clamp(np2(D), 1, 64))
@@ -85,7 +112,7 @@ def conv_dxdk_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
         cfg = dict(BLOCK_P=64, BLOCK_O=bo, BLOCK_C=bc, num_warps=4 if (vec and small) else 8, num_stages=2)
     for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C"):
         cfg[k] = _get(k, cfg[k])
-    return cfg
+    return _launch_overrides(cfg)
 
 
 def conv_dw_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
@@ -101,7 +128,7 @@ def conv_dw_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
         cfg = dict(BLOCK_P=64 if vec else 32, BLOCK_O=bo, BLOCK_C=bc, num_warps=4 if vec else 8, num_stages=2)
     for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C"):
         cfg[k] = _get(k, cfg[k])
-    return cfg
+    return _launch_overrides(cfg)
 
 
 def conv_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
@@ -127,7 +154,7 @@ def conv_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
         cfg[k] = _get(k, cfg[k])
     if FORCE is not None and not f64:
         cfg["num_warps"] = 4 if cfg["BLOCK_P"] * cfg["BLOCK_O"] < 64 * 64 else cfg["num_warps"]
-    return cfg
+    return _launch_overrides(cfg)
 
 
 def dw_default(C: int, f64: bool = False) -> dict:
@@ -135,7 +162,7 @@ def dw_default(C: int, f64: bool = False) -> dict:
     cfg = dict(BLOCK_P=64, BLOCK_C=bc, num_warps=8 if 64 * bc >= 2048 or f64 else 4, num_stages=1)
     cfg["BLOCK_P"] = _get("BLOCK_P", cfg["BLOCK_P"])
     cfg["BLOCK_C"] = _get("DW_BLOCK_C", cfg["BLOCK_C"])
-    return cfg
+    return _launch_overrides(cfg)
 
 
 def kernel_default(DK: int, channel_wise: bool) -> dict:

@@ -112,3 +112,22 @@ def test_no_kernel_sized_buffer():
     yr, _ = REF.pac_conv2d(x, g, w, None, (1, 1), (2, 2), (1, 1), "gaussian", None, None,
                            None, True, False, m)
     assert y.shape == yr.shape
+
+
+def test_force_knob_from_environment(monkeypatch):
+    """PAC_TRITON_FORCE (the tile-experiment knob) parses KEY=int lists, rejects anything else
+    with the accepted keys in the message, and overrides the default configs' blocks, warps
+    and stages (autotuning off)."""
+    from pac_triton.triton import tuning
+    assert tuning.parse_force("") is None
+    assert tuning.parse_force(" BLOCK_P=128, num_warps=8,num_stages=1 ") == dict(BLOCK_P=128, num_warps=8,
+                                                                                 num_stages=1)
+    for bad in ("BLOCK_Q=1", "BLOCK_P", "BLOCK_P=0", "num_warps=x"):
+        with pytest.raises(ValueError, match="PAC_TRITON_FORCE"):
+            tuning.parse_force(bad)
+    monkeypatch.setattr(tuning, "FORCE", tuning.parse_force("BLOCK_P=128,num_warps=8,num_stages=1"))
+    monkeypatch.setenv("PAC_TRITON_AUTOTUNE", "1")
+    assert not tuning.autotune_enabled()
+    for cfg in (tuning.conv_default(64, 64, False, vec=True), tuning.conv_dxdk_default(64, 64, False, True),
+                tuning.conv_dw_default(64, 64, False, True), tuning.dw_default(64)):
+        assert (cfg["BLOCK_P"], cfg["num_warps"], cfg["num_stages"]) == (128, 8, 1), cfg
