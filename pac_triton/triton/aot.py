@@ -134,8 +134,9 @@ def dw_variants(dt):
     kdt = "fp64" if dt == "fp64" else "fp32"
     ptrs = dict(x_ptr=dt, wt_ptr=kdt, bias_ptr=dt, y_ptr=dt, g_ptr=dt, f0_ptr=dt, m_ptr=dt, k_ptr=dt,
                 om_ptr=dt, alpha_ptr=kdt, lam_ptr=kdt)
-    cfg = tuning.dw_default(32, dt == "fp64")
+    cfg = tuning.dw_fwd_default(32, dt == "fp64")
     common = dict(KDT=_TL[kdt], IDX64=False, BLOCK_P=cfg["BLOCK_P"], BLOCK_C=cfg["BLOCK_C"],
+                  TILE_W=tuning.tile_w(512, cfg["BLOCK_P"]),
                   K_MODE=K.K_GUIDE, KTYPE=K.KT_INV_ASYM, F0_SMOOTH=False, NORMALIZE=True, HAS_MASK=True)
     yield ("pool_cw", ptrs, {**_geom(), "TRANSPOSED": False, **common, "HAS_BIAS": False, "HAS_WTAP": False,
                              "CW": True, "OM_PER_CHANNEL": True, "D_SINGLE": True, "BLOCK_D": 1}, cfg)
@@ -144,6 +145,16 @@ def dw_variants(dt):
     yield ("shared_convT", ptrs, {**_geom(True), "TRANSPOSED": True, **common, "HAS_BIAS": True,
                                   "HAS_WTAP": True, "CW": False, "OM_PER_CHANNEL": False, "D_SINGLE": True,
                                   "BLOCK_D": 16}, cfg)
+    if dt != "fp64":
+        # C = 64 (one channel block) with the channels-last gathers, as launched for NCHW inputs
+        # whose channel count is a multiple of 16; the general options, channel-wise or not
+        vcfg = tuning.dw_fwd_default(64, False, vec=True)
+        for cwv in (False, True):
+            vc = {**_geom(), "TRANSPOSED": False, **common, "BLOCK_C": vcfg["BLOCK_C"], "HAS_BIAS": False,
+                  "HAS_WTAP": False, "CW": cwv, "OM_PER_CHANNEL": cwv, "D_SINGLE": True, "BLOCK_D": 1 if cwv else 16,
+                  "sxc": 1, "sgd": 1, "sfd": 1}
+            vc["_div16"] = tuple(n for n in K.pac_dw_kernel.arg_names if n not in vc and not n.endswith("_ptr"))
+            yield (f"pool{'_cw' if cwv else ''}_vec", ptrs, vc, vcfg)
     yield ("pool_loadK_idx64", ptrs, {**_geom(), "TRANSPOSED": False, **common, "K_MODE": K.K_LOAD,
                                       "NORMALIZE": False, "HAS_MASK": False, "HAS_BIAS": False,
                                       "HAS_WTAP": False, "CW": False, "OM_PER_CHANNEL": False,

@@ -509,18 +509,21 @@ def pac_dw_kernel(
     NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_WTAP: tl.constexpr,
     CW: tl.constexpr, OM_PER_CHANNEL: tl.constexpr, IDX64: tl.constexpr, KDT: tl.constexpr,
     D_SINGLE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    TILE_W: tl.constexpr = 1,
 ):
     """y[b, c, u, v] = bias[c] + sum_t w_t * K_t(u, v)[c or 0] * x[b, c, q_t(u, v)].
 
     Pooling (no w_t, no bias) and ``shared_filters`` convolution (w_t = weight[0, 0, i, j]).
     ``CW``: K per channel from a guide with C channels; ``alpha``/``lambda`` read at
-    ``c * sab`` (sab = 0 for 0-d parameters)."""
+    ``c * sab`` (sab = 0 for 0-d parameters). Pixel tiles are ``(BLOCK_P // TILE_W) x TILE_W``
+    rectangles (``_pixels2d``; transposed: of one output phase), so the per-tap gathers run along
+    image rows (NCHW) or along whole channel runs (the launcher's channels-last copies)."""
     pid_p = tl.program_id(0)
     pid_c = tl.program_id(1)
     b = tl.program_id(2)
     if IDX64:
         b = b.to(tl.int64)
-    u, v, pmask, ph, pw = _pixels(pid_p, Ho, Wo, SH, SW, TRANSPOSED, IDX64, BLOCK_P)
+    u, v, pmask, ph, pw = _pixels2d(pid_p, Ho, Wo, SH, SW, TRANSPOSED, IDX64, BLOCK_P, TILE_W)
     cc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     if IDX64:
         cc = cc.to(tl.int64)

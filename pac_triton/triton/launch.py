@@ -285,6 +285,10 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
     f0 = None
     if k_mode == K.K_GUIDE and smooth is not None:
         f0 = smoothed_centre(guide, smooth, (kh, kw), stride, padding, dilation, (Ho, Wo), transposed)
+    # per-tap gathers of whole channel runs, as in conv_forward (y keeps the caller's layout)
+    x = _gather_layout(x)
+    if guide is not None:
+        guide = _gather_layout(guide)
     g, fz, sg, sf = _guide_args(guide, f0, x)
     m, sm = _mask_args(mask if has_mask else None, x)
     kt = kernel if kernel is not None else x
@@ -307,19 +311,20 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
                 HAS_MASK=has_mask, HAS_BIAS=bias is not None, HAS_WTAP=wtap is not None, CW=cw,
                 OM_PER_CHANNEL=om_per_channel, IDX64=idx64, KDT=_TL[kdt], D_SINGLE=D <= bd, BLOCK_D=bd)
     sh_, sw_ = (stride if transposed else (1, 1))
+    ph_, pw_ = (triton.cdiv(Ho, sh_), triton.cdiv(Wo, sw_)) if transposed else (Ho, Wo)
 
     def grid(META):
-        bp = META["BLOCK_P"]
-        if transposed:
-            n = sh_ * sw_ * triton.cdiv(triton.cdiv(Ho, sh_) * triton.cdiv(Wo, sw_), bp)
-        else:
-            n = triton.cdiv(Ho * Wo, bp)
+        tw = META["TILE_W"]
+        n = sh_ * sw_ * triton.cdiv(ph_, META["BLOCK_P"] // tw) * triton.cdiv(pw_, tw)
         return (n, triton.cdiv(C, META["BLOCK_C"]), B)
 
     if tuning.autotune_enabled() and x.dtype != torch.float64:
-        dw_tuned[grid](*args, **meta)
+        dw_tuned[grid](*args, **meta)  # TILE_W added per config by tuning._dw_prune
     else:
-        K.pac_dw_kernel[grid](*args, **meta, **tuning.dw_default(C, x.dtype == torch.float64))
+        vec = x.stride(1) == 1 and C % 16 == 0 and all(int(st) % 16 == 0 for st in (x.stride(0), x.stride(2), x.stride(3)))
+        cfg = tuning.dw_fwd_default(C, x.dtype == torch.float64, vec)
+        cfg["TILE_W"] = tuning.tile_w(pw_, cfg["BLOCK_P"])
+        K.pac_dw_kernel[grid](*args, **meta, **cfg)
     return y, (om if has_mask else None)
 
 

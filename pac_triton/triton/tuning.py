@@ -119,13 +119,13 @@ def conv_dw_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
     """Tiles of the backward's weight-gradient pass (``pac_conv_dw_kernel``): an
     ``[O, C]`` block per program (all of O and C up to 64) and 64 output pixels per step of the
     reduction at 4 warps with vectorised gathers (``vec``: ~100 registers on sm_90); otherwise
-    (per-element gathers, 64-bit addresses) 32 pixels per step at 8 warps (64 spill on sm_80
-    with triton 3.6, ~220 registers with 3.9)."""
+    (per-element gathers, 64-bit addresses) 32 pixels per step at 4 warps (64 pixels spill on
+    sm_80 with triton 3.6; 8 warps hit 3.6's 80-register cap there; ~140-230 registers)."""
     if f64:
         cfg = dict(BLOCK_P=32, BLOCK_O=clamp(np2(O), 16, 32), BLOCK_C=16, num_warps=4, num_stages=1)
     else:
         bo, bc = clamp(np2(O), 16, 64), clamp(np2(C), 16, 64)
-        cfg = dict(BLOCK_P=64 if vec else 32, BLOCK_O=bo, BLOCK_C=bc, num_warps=4 if vec else 8, num_stages=2)
+        cfg = dict(BLOCK_P=64 if vec else 32, BLOCK_O=bo, BLOCK_C=bc, num_warps=4, num_stages=2)
     for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C"):
         cfg[k] = _get(k, cfg[k])
     return _launch_overrides(cfg)
@@ -157,7 +157,26 @@ def conv_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
     return _launch_overrides(cfg)
 
 
+def dw_fwd_default(C: int, f64: bool = False, vec: bool = False) -> dict:
+    """Default config of the depthwise forward (pooling, shared filters): all channels up to 64
+    in one block, so K is computed once per pixel tile (sm_90 SASS, bf16, C = 64, D = 16, not
+    channel-wise: 13 warp instructions per pixel-tap with channels-last gathers at 4 warps; the
+    v3 default, 32-channel blocks over flat pixel rows, took 68). Without ``vec`` (per-element
+    gathers) 32 x 32 tiles at 4 warps: 64-pixel tiles or 8 warps spill a register with triton
+    3.9 on sm_90 in float32 / float64 (its register caps of 80 / 128)."""
+    if f64:
+        cfg = dict(BLOCK_P=32, BLOCK_C=clamp(np2(C), 1, 16), num_warps=4, num_stages=1)
+    elif vec:
+        cfg = dict(BLOCK_P=64, BLOCK_C=clamp(np2(C), 1, 64), num_warps=4, num_stages=1)
+    else:
+        cfg = dict(BLOCK_P=32, BLOCK_C=clamp(np2(C), 1, 32), num_warps=4, num_stages=1)
+    cfg["BLOCK_P"] = _get("BLOCK_P", cfg["BLOCK_P"])
+    cfg["BLOCK_C"] = _get("DW_BLOCK_C", cfg["BLOCK_C"])
+    return _launch_overrides(cfg)
+
+
 def dw_default(C: int, f64: bool = False) -> dict:
+    """Default config of the depthwise backward kernels."""
     bc = clamp(np2(C), 1, 16 if f64 else 32)
     cfg = dict(BLOCK_P=64, BLOCK_C=bc, num_warps=8 if 64 * bc >= 2048 or f64 else 4, num_stages=1)
     cfg["BLOCK_P"] = _get("BLOCK_P", cfg["BLOCK_P"])
@@ -209,8 +228,12 @@ def _dw_configs():
 def _dw_prune(configs, nargs, **kwargs):
     a = {**nargs, **kwargs}
     C = int(a["C"])
-    keep = [c for c in configs if c.kwargs["BLOCK_C"] <= max(16, np2(C))]
-    return keep or configs[:1]
+    Wo = int(a.get("Wo", 32))
+    if a.get("TRANSPOSED", False):
+        Wo = -(-Wo // int(a.get("SW", 1)))
+    keep = [c for c in configs if c.kwargs["BLOCK_C"] <= max(16, np2(C))] or configs[:1]
+    return [triton.Config(dict(c.kwargs, TILE_W=tile_w(Wo, c.kwargs["BLOCK_P"])), num_warps=c.num_warps,
+                          num_stages=c.num_stages) for c in keep]
 
 
 CONV_KEY = ["C", "O", "D", "Ho", "Wo", "KH", "KW", "SH", "SW", "TRANSPOSED", "K_MODE", "KTYPE",

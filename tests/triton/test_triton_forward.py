@@ -224,6 +224,10 @@ POOL_CASES = [
     (1, 6, 6, 6, 5, (3, 3), (1, 1), (1, 1), (1, 1), "inv_1_-2_asym", True, True, None, True, True, torch.float16, True),
     (1, 5, 5, 8, 7, (3, 3), (2, 2), (2, 1), (2, 1), "gaussian", False, True, (3, 3), True, False, torch.bfloat16, False),
     (1, 5, 3, 6, 6, (3, 3), (1, 1), (1, 1), (1, 1), "inv_1_-2", False, False, None, False, False, torch.float64, False),
+    # C and D multiples of 16: x and the guide gathered from channels-last copies (2-D tiles)
+    (1, 16, 16, 5, 9, (3, 3), (1, 1), (1, 1), (1, 1), "gaussian", False, False, None, False, False, torch.bfloat16,
+     False),
+    (1, 16, 16, 6, 7, (3, 3), (2, 1), (1, 1), (1, 1), "inv_1_-2", True, True, None, True, False, torch.float16, False),
 ]
 
 
