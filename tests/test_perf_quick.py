@@ -112,3 +112,28 @@ def test_breakdown_tables(tmp_path):
     assert "## fwd triton" in text and "## fwd floor" in text, text
     assert "pac_triton::triton_conv_fwd" in text and "aten::conv2d" in text, text
     assert "failed" not in text, text
+
+
+def _have_cuobjdump():
+    try:
+        import triton
+    except ImportError:
+        return False
+    return os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump"))
+
+
+@pytest.mark.skipif(not _have_cuobjdump(), reason="the triton wheel ships no cuobjdump here")
+def test_sass_proxy_table():
+    """``python -m perf.sass`` (compiles for sm_90, no GPU) prints a row per kernel with its
+    loop length and warp instructions per pixel-tap."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "perf.sass", "--only", "forward conv,dx + dK"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [ln for ln in proc.stdout.splitlines() if ln.startswith(("forward conv", "backward dx + dK"))]
+    assert len(rows) == 2, proc.stdout
+    for row in rows:
+        fields = row.split()
+        per_px_tap = float(fields[-1 - sum(1 for f in fields if "=" in f)])
+        assert 1.0 < per_px_tap < 200.0, row
+        assert "HGMMA=" in row, row

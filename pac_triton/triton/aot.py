@@ -150,7 +150,8 @@ def dw_variants(dt):
         # whose channel count is a multiple of 16; the general options, channel-wise or not
         vcfg = tuning.dw_fwd_default(64, False, vec=True)
         for cwv in (False, True):
-            vc = {**_geom(), "TRANSPOSED": False, **common, "BLOCK_C": vcfg["BLOCK_C"], "HAS_BIAS": False,
+            vc = {**_geom(), "TRANSPOSED": False, **common, "BLOCK_P": vcfg["BLOCK_P"], "BLOCK_C": vcfg["BLOCK_C"],
+                  "TILE_W": tuning.tile_w(512, vcfg["BLOCK_P"]), "HAS_BIAS": False,
                   "HAS_WTAP": False, "CW": cwv, "OM_PER_CHANNEL": cwv, "D_SINGLE": True, "BLOCK_D": 1 if cwv else 16,
                   "sxc": 1, "sgd": 1, "sfd": 1}
             vc["_div16"] = tuple(n for n in K.pac_dw_kernel.arg_names if n not in vc and not n.endswith("_ptr"))
