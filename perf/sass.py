@@ -6,7 +6,7 @@ the SASS of their tap loops.
 
 For each kernel, compiled with its default launch config for C = O = 64, D = 16, a Gaussian
 kernel without normalisation or mask and 16-byte aligned channels-last strides (what a
-512 x 512 bf16 launch specialises to), it prints registers, shared memory, the main loop's
+512 x 512 bf16 launch specialises to; NCHW outputs: unit pixel stride), it prints registers, shared memory, the main loop's
 length in instructions, its barriers / async copies / global loads / tensor-core ops, and
 **warp instructions per pixel-tap** (loop length x warps / pixels per iteration; for the
 guide kernels, whose 3 x 3 tap loop is unrolled, the whole kernel / 9 taps). Lower is better;
@@ -64,11 +64,11 @@ def specs(dtype: str):
     for name, ptrs, const, cfg in aot.conv_variants(dtype):
         if name == "conv_guide_vec":
             c = div16(K.pac_conv_kernel, {**{k: v for k, v in const.items() if k != "_div16"}, **gauss,
-                                          "HAS_BIAS": False})
+                                          "HAS_BIAS": False, "syw": 1})
             yield "forward conv", K.pac_conv_kernel, ptrs, c, cfg, c["BLOCK_P"]
     for name, ptrs, const, cfg in aot.dw_variants(dtype):
         if name == "pool_vec":
-            c = div16(K.pac_dw_kernel, {**{k: v for k, v in const.items() if k != "_div16"}, **gauss})
+            c = div16(K.pac_dw_kernel, {**{k: v for k, v in const.items() if k != "_div16"}, **gauss, "syw": 1})
             yield "forward pool", K.pac_dw_kernel, ptrs, c, cfg, c["BLOCK_P"] * 64 // c["BLOCK_C"]
     for name, fn, ptrs, const, cfg in aot.bwd_variants(dtype):
         c = {k: v for k, v in const.items() if k != "_div16"}
@@ -76,6 +76,7 @@ def specs(dtype: str):
             if k in c:
                 c[k] = v
         if name == "bwd_conv_dxdk_vec":
+            c["sdw"] = 1  # dx in the input's NCHW layout
             yield "backward dx + dK", fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"]
         elif name == "bwd_conv_dw_vec":
             yield "backward dW", fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"]
