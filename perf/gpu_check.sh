@@ -15,9 +15,10 @@
 #      run-to-run comparison of outputs and gradients, peak memory vs resolution;
 #   3. `python -m perf.breakdown`: per-kernel device time of one C64 k5 D16 512² bf16 forward and
 #      forward+backward (Triton and F.conv2d) and the wall - kernel-sum gap (host time);
-#   4. if time is left, tile experiments: k5 fwd and fwd+bwd under each PAC_TRITON_FORCE variant
-#      in VARIANTS (num_stages=1 gives L1-cached plain loads with triton 3.6, whose cp.async
-#      ignores cache_modifier=".ca"; BLOCK_P=128 halves the weight-tile traffic per pixel).
+#   4. if time is left, experiments: k5 fwd and fwd+bwd under each environment in VARIANTS
+#      (PAC_TRITON_FORCE=num_stages=1: L1-cached plain loads with triton 3.6, whose cp.async
+#      ignores cache_modifier=".ca"; BLOCK_P=128: half the weight-tile traffic per pixel;
+#      PAC_TRITON_CHANNELS_LAST_COPIES=0: NCHW gathers, no per-call copies of x, gy, guide).
 # Output (at most 8 files): gpu_check.log, results.csv, summary.txt, breakdown.txt, variants.txt
 # and the PNG charts (packed into one tar when there are too many).
 # Knobs: OUT, PYTHON (python3), T_SETUP/T_TESTS/T_PERF/T_BREAKDOWN/T_VARIANT/T_TOTAL (seconds; defaults 35/95/115/60/40/265,
@@ -129,10 +130,10 @@ else
   say "stage 3: skipped (${LIM_BD}s left)"
 fi
 
-# ---- 4. (if time is left) tile experiments: C64 D16 512² bf16 k5 fwd and fwd+bwd under each
-#      PAC_TRITON_FORCE variant (VARIANTS, ';'-separated; "default" = the built-in configs), into
-#      variants.txt; TUNE_FLAG=--autotune tunes the default run instead ----------------------------
-VARIANTS="${VARIANTS:-default;num_stages=1;BLOCK_P=128,num_warps=8;BLOCK_P=128,num_warps=8,num_stages=1}"
+# ---- 4. (if time is left) experiments: C64 D16 512² bf16 k5 fwd and fwd+bwd under each variant
+#      (VARIANTS, ';'-separated environment assignments, "default" = none), into variants.txt;
+#      TUNE_FLAG=--autotune tunes the default run instead ------------------------------------------
+VARIANTS="${VARIANTS:-default;PAC_TRITON_FORCE=num_stages=1;PAC_TRITON_FORCE=BLOCK_P=128,num_warps=8;PAC_TRITON_CHANNELS_LAST_COPIES=0}"
 : >"$OUT/variants.txt"
 IFS=';' read -r -a VLIST <<<"$VARIANTS"
 for V in "${VLIST[@]}"; do
@@ -141,10 +142,10 @@ for V in "${VLIST[@]}"; do
     say "stage 4: variant '$V' skipped (${LIM_V}s left)"; continue
   fi
   say "stage 4: variant '$V' (limit ${LIM_V}s)"
-  if [ "$V" = default ]; then FORCE_V=""; FLAG="${TUNE_FLAG-}"; else FORCE_V="$V"; FLAG=""; fi
+  if [ "$V" = default ]; then ENV_V="PAC_PERF_VARIANT=default"; FLAG="${TUNE_FLAG-}"; else ENV_V="$V"; FLAG=""; fi
   echo "## variant: ${V}" >>"$OUT/variants.txt"
   # shellcheck disable=SC2086
-  (cd "$RUN_DIR" && PAC_TRITON_FORCE="$FORCE_V" PAC_TRITON_AUTOTUNE="${PERF_AUTOTUNE:-0}" timeout -k 10 "$LIM_V" \
+  (cd "$RUN_DIR" && env "$ENV_V" PAC_TRITON_AUTOTUNE="${PERF_AUTOTUNE:-0}" timeout -k 10 "$LIM_V" \
     "$PY" -m "$PERF_MOD" $FLAG --sweep k=5 --full --op conv --mode fwd,fwdbwd --dtype bf16 --channels 64 \
     --feature-dim 16 --resolution 512 --backend triton --no-check --no-charts --no-progress \
     --out "/tmp/pac_variant_out") 2>&1 | tee -a "$LOG" | grep -vE "USDT|[Ww]arn" >>"$OUT/variants.txt"

@@ -2,6 +2,8 @@
 user input (``pac_triton.functional`` did that). Called by the custom ops in ``ops.py``."""
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 import triton
@@ -179,9 +181,10 @@ def _like_layout(x, shape, dtype):
     return _empty(shape, dtype, x.device)
 
 
-# Channel-fastest copies of NCHW inputs for the forward conv's per-tap gathers (see
-# ``_gather_layout``); tests switch it off to cover the plain NCHW gather as well.
-GATHER_CHANNELS_LAST = True
+# Channel-fastest copies of NCHW inputs for the per-tap gathers (see ``_gather_layout``); tests
+# switch it off to cover the plain NCHW gather as well, and PAC_TRITON_CHANNELS_LAST_COPIES=0
+# does so for timing experiments (the copies cost one read and write of x per call).
+GATHER_CHANNELS_LAST = os.environ.get("PAC_TRITON_CHANNELS_LAST_COPIES", "1") != "0"
 
 
 def _gather_layout(t):
