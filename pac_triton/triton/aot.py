@@ -166,7 +166,7 @@ def kernel_variants(dt):
     kdt = "fp64" if dt == "fp64" else "fp32"
     ptrs = dict(g_ptr=dt, f0_ptr=dt, m_ptr=dt, k_ptr=dt, om_ptr=dt, alpha_ptr=kdt, lam_ptr=kdt)
     for cw in (False, True):
-        cfg = tuning.kernel_default(16, cw)
+        cfg = tuning.kernel_default(16, cw, dt == "fp64")
         yield (f"packernel{'_cw' if cw else ''}", ptrs,
                {**_geom(), "TRANSPOSED": False, "KTYPE": K.KT_INV_ASYM, "F0_SMOOTH": False, "NORMALIZE": True,
                 "HAS_MASK": True, "CW": cw, "OM_PER_CHANNEL": cw, "IDX64": False, "KDT": _TL[kdt],

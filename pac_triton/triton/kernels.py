@@ -323,85 +323,73 @@ def pac_conv_kernel(
     woff = offs_c[:, None] + offs_o[None, :] * C
     wmask = cm[:, None] & omask[None, :]
 
+    # Tap (i, j) reads input pixel (ib + dh, jb + dw) and guide pixel (gbu + gdh, gbv + gdw):
+    # per-tile offset tensors plus per-tap scalars.
+    #   conv: (ib, jb) = (u*SH, v*SW), dh = i*DH - PH; the guide pixel is the input pixel.
+    #   transposed: the tile's rows share the output phase (ph, pw), u = ph + uu*SH; tap (i, j)
+    #   reads input (u + PH - i*DH) / SH = uu + (ph + PH - i*DH) / SH where that divides (else
+    #   the tap lands between input pixels for the whole tile and is skipped); its guide pixel
+    #   is u + (KH//2 - i)*DH and it pairs with K tap (KH-1-i, KW-1-j).
     if TRANSPOSED:
-        for t in range(KH * KW):
-            i = t // KW
-            j = t % KW
-            # Phase split: all rows of the tile share (u % SH, v % SW); skip taps that land
-            # between input pixels for this phase.
-            run = ((ph + PH - i * DH) % SH == 0) & ((pw + PW - j * DW) % SW == 0)
-            if run:
-                ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
-                                                       KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
-                if K_MODE == 1:
-                    r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
-                              KDT, KTYPE == 2, D_SINGLE, BLOCK_P, BLOCK_D)
-                    kt = _kvalue(r, alpha, lam, KTYPE)
-                    if HAS_MASK:
-                        mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)
-                    else:
-                        mv = xin.to(KDT)
-                    if NORMALIZE:
-                        kt = kt * mv
-                        nsum += kt
-                    elif HAS_MASK:
-                        kt = kt * mv
-                        nsum += mv
-                        vsum += xin.to(KDT)
-                else:
-                    kt = tl.load(k_b + ki * ski + kj * skj + u * skh + v * skw, mask=pmask, other=0.0).to(KDT)
-                xoff = offs_c[:, None] * sxc + (ih * sxh + iw * sxw)[None, :]
-                w_t = w_ptr + t * C * O
-                if C_SINGLE:
-                    xt = tl.load(x_b + xoff, mask=cm[:, None] & xin[None, :], other=0.0, cache_modifier=".ca")
-                    wt = tl.load(w_t + woff, mask=wmask, other=0.0, cache_modifier=".ca")
-                    if SCALE_ACC:
-                        acc = _kdot_acc(acc, xt, kt, wt, KDT, DOT_DT, PREC, USE_DOT)
-                    else:
-                        acc = _kdot(acc, xt, kt, wt, KDT, DOT_DT, PREC, USE_DOT)
-                else:
-                    for c0 in range(0, C, BLOCK_C):
-                        cmc = (c0 + offs_c) < C
-                        xt = tl.load(x_b + c0 * sxc + xoff, mask=cmc[:, None] & xin[None, :], other=0.0,
-                                     cache_modifier=".ca")
-                        wt = tl.load(w_t + c0 + woff, mask=cmc[:, None] & omask[None, :], other=0.0,
-                                     cache_modifier=".ca")
-                        acc = _kdot(acc, xt, kt, wt, KDT, DOT_DT, PREC, USE_DOT)
+        ib = (u - ph) // SH
+        jb = (v - pw) // SW
+        gbu = u
+        gbv = v
     else:
-        # Conv tap (i, j) reads input (and guide) pixel (u*SH + i*DH - PH, v*SW + j*DW - PW):
-        # per tile offset tensors plus a per-tap scalar.
-        us = u * SH
-        vs = v * SW
-        xoff = offs_c[:, None] * sxc + (us * sxh + vs * sxw)[None, :]
-        od = tl.arange(0, BLOCK_D)
-        goff = od[:, None] * sgd + (us * sgh + vs * sgw)[None, :]
-        dmask = od < D
-        f0T = tl.trans(f0t)
-        moff = us * smh + vs * smw
-        kpos = u * skh + v * skw
-        for t in range(KH * KW):
-            i = t // KW
-            j = t % KW
+        ib = u * SH
+        jb = v * SW
+        gbu = ib
+        gbv = jb
+    xoff = offs_c[:, None] * sxc + (ib * sxh + jb * sxw)[None, :]
+    od = tl.arange(0, BLOCK_D)
+    goff = od[:, None] * sgd + (gbu * sgh + gbv * sgw)[None, :]
+    dmask = od < D
+    f0T = tl.trans(f0t)
+    moff = ib * smh + jb * smw
+    kpos = u * skh + v * skw
+    for t in range(KH * KW):
+        i = t // KW
+        j = t % KW
+        run = True
+        if TRANSPOSED:
+            zh = ph + PH - i * DH
+            zw = pw + PW - j * DW
+            run = (zh % SH == 0) & (zw % SW == 0)
+            dh = zh // SH
+            dw = zw // SW
+            gdh = (KH // 2 - i) * DH
+            gdw = (KW // 2 - j) * DW
+            ki = KH - 1 - i
+            kj = KW - 1 - j
+        else:
             dh = i * DH - PH
             dw = j * DW - PW
-            if IDX64:
-                dh = dh.to(tl.int64)
-                dw = dw.to(tl.int64)
-            ih = us + dh
-            iw = vs + dw
+            gdh = dh
+            gdw = dw
+            ki = i
+            kj = j
+        if IDX64:
+            dh = dh.to(tl.int64)
+            dw = dw.to(tl.int64)
+            gdh = gdh.to(tl.int64)
+            gdw = gdw.to(tl.int64)
+        if run:
+            ih = ib + dh
+            iw = jb + dw
             xin = pmask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
             if K_MODE == 1:
+                gh = gbu + gdh
+                gw = gbv + gdw
+                gin = pmask & (gh >= 0) & (gh < Hg) & (gw >= 0) & (gw < Wg)
                 if D_SINGLE:
-                    gin = pmask & (ih >= 0) & (ih < Hg) & (iw >= 0) & (iw < Wg)
-                    fq = tl.load(g_b + (goff + (dh * sgh + dw * sgw)), mask=dmask[:, None] & gin[None, :],
+                    fq = tl.load(g_b + (goff + (gdh * sgh + gdw * sgw)), mask=dmask[:, None] & gin[None, :],
                                  other=0.0, cache_modifier=".ca").to(KDT)
                     df = fq - f0T
                     if KTYPE == 2:
                         df = tl.maximum(df, 0.0)
                     r = tl.sum(df * df, axis=0)
                 else:
-                    gin = pmask & (ih >= 0) & (ih < Hg) & (iw >= 0) & (iw < Wg)
-                    r = _dist(g_b, sgd, sgh, sgw, ih, iw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
+                    r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
                               KDT, KTYPE == 2, D_SINGLE, BLOCK_P, BLOCK_D)
                 kt = _kvalue(r, alpha, lam, KTYPE)
                 if HAS_MASK:
@@ -416,15 +404,14 @@ def pac_conv_kernel(
                     nsum += mv
                     vsum += xin.to(KDT)
             else:
-                kt = tl.load(k_b + i * ski + j * skj + kpos, mask=pmask, other=0.0).to(KDT)
+                kt = tl.load(k_b + ki * ski + kj * skj + kpos, mask=pmask, other=0.0).to(KDT)
             # the tap's offset is added in the index type before the pointer add: one IMAD.WIDE
             # per element and 32-bit offsets live across the loop (adding it to the base pointer
             # lets the compiler keep 64-bit widened offsets: twice the registers)
             xoff_t = xoff + (dh * sxh + dw * sxw)
-            x_t = x_b
             w_t = w_ptr + t * C * O
             if C_SINGLE:
-                xt = tl.load(x_t + xoff_t, mask=cm[:, None] & xin[None, :], other=0.0, cache_modifier=".ca")
+                xt = tl.load(x_b + xoff_t, mask=cm[:, None] & xin[None, :], other=0.0, cache_modifier=".ca")
                 wt = tl.load(w_t + woff, mask=wmask, other=0.0, cache_modifier=".ca")
                 if SCALE_ACC:
                     acc = _kdot_acc(acc, xt, kt, wt, KDT, DOT_DT, PREC, USE_DOT)
@@ -436,7 +423,7 @@ def pac_conv_kernel(
                 part = tl.zeros([BLOCK_P, BLOCK_O], KDT)
                 for c0 in range(0, C, BLOCK_C):
                     cmc = (c0 + offs_c) < C
-                    xt = tl.load(x_t + c0 * sxc + xoff_t, mask=cmc[:, None] & xin[None, :], other=0.0,
+                    xt = tl.load(x_b + c0 * sxc + xoff_t, mask=cmc[:, None] & xin[None, :], other=0.0,
                                  cache_modifier=".ca")
                     wt = tl.load(w_t + c0 + woff, mask=cmc[:, None] & omask[None, :], other=0.0,
                                  cache_modifier=".ca")
@@ -449,7 +436,7 @@ def pac_conv_kernel(
             else:
                 for c0 in range(0, C, BLOCK_C):
                     cmc = (c0 + offs_c) < C
-                    xt = tl.load(x_t + c0 * sxc + xoff_t, mask=cmc[:, None] & xin[None, :], other=0.0,
+                    xt = tl.load(x_b + c0 * sxc + xoff_t, mask=cmc[:, None] & xin[None, :], other=0.0,
                                  cache_modifier=".ca")
                     wt = tl.load(w_t + c0 + woff, mask=cmc[:, None] & omask[None, :], other=0.0,
                                  cache_modifier=".ca")

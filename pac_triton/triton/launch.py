@@ -358,7 +358,7 @@ def kernel_forward(guide, mask, kernel_size, stride, padding, output_padding, di
     inv = ktype != K.KT_GAUSS
     a, lm, sab = _inv_params(alpha, lam, kdt, DK, bool(channel_wise), guide) if inv else (guide, guide, 0)
     bd = 1 if channel_wise else tuning.block_d(D)
-    cfg = tuning.kernel_default(DK, bool(channel_wise))
+    cfg = tuning.kernel_default(DK, bool(channel_wise), guide.dtype == torch.float64)
     idx64 = need_idx64(guide, kout, f0, mask)
     args = [g, fz, m, kout, om, a, lm, DK, H, W, Ho, Wo, D, Hg, Wg, sab, *sg, *sf, *sm]
     meta = dict(KH=kh, KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],

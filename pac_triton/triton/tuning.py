@@ -112,6 +112,8 @@ def conv_dxdk_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
         cfg = dict(BLOCK_P=64, BLOCK_O=bo, BLOCK_C=bc, num_warps=4 if (vec and small) else 8, num_stages=2)
     for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C"):
         cfg[k] = _get(k, cfg[k])
+    if FORCE is not None and cfg["BLOCK_P"] * cfg["BLOCK_C"] < 64 * 64:
+        cfg["num_warps"] = 4  # the tests' tiny forced tiles
     return _launch_overrides(cfg)
 
 
@@ -140,7 +142,8 @@ def conv_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
     warps: 4 programs per SM); otherwise the gather is per element and needs 8 warps to stay
     clear of spills (the general specialisation needs ~200 registers at 8 warps)."""
     if f64:
-        cfg = dict(BLOCK_P=32, BLOCK_O=clamp(np2(O), 16, 32), BLOCK_C=16, num_warps=4, num_stages=1)
+        # fp64: 8 warps (at 4 the transposed variant spills on sm_90 with triton 3.9)
+        cfg = dict(BLOCK_P=32, BLOCK_O=clamp(np2(O), 16, 32), BLOCK_C=16, num_warps=8, num_stages=1)
     else:
         bo = clamp(np2(O), 16, 128)
         # C > 64 runs an inner loop over channel blocks anyway: 32-wide blocks keep the
@@ -152,8 +155,9 @@ def conv_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
                    num_stages=2)
     for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C"):
         cfg[k] = _get(k, cfg[k])
-    if FORCE is not None and not f64:
-        cfg["num_warps"] = 4 if cfg["BLOCK_P"] * cfg["BLOCK_O"] < 64 * 64 else cfg["num_warps"]
+    if FORCE is not None:
+        # the tests' tiny forced tiles: 4 warps
+        cfg["num_warps"] = 4 if (f64 or cfg["BLOCK_P"] * cfg["BLOCK_O"] < 64 * 64) else cfg["num_warps"]
     return _launch_overrides(cfg)
 
 
@@ -184,8 +188,11 @@ def dw_default(C: int, f64: bool = False) -> dict:
     return _launch_overrides(cfg)
 
 
-def kernel_default(DK: int, channel_wise: bool) -> dict:
-    cfg = dict(BLOCK_P=64, BLOCK_C=clamp(np2(DK), 1, 16) if channel_wise else 1, num_warps=4, num_stages=1)
+def kernel_default(DK: int, channel_wise: bool, f64: bool = False) -> dict:
+    """packernel2d: 64 pixels per program (32 for channel-wise float64, which spills a register
+    at 64 with triton 3.6 on sm_90)."""
+    cfg = dict(BLOCK_P=32 if (f64 and channel_wise) else 64, BLOCK_C=clamp(np2(DK), 1, 16) if channel_wise else 1,
+               num_warps=4, num_stages=1)
     cfg["BLOCK_P"] = _get("BLOCK_P", cfg["BLOCK_P"])
     if channel_wise:
         cfg["BLOCK_C"] = _get("KER_BLOCK_C", cfg["BLOCK_C"])
