@@ -275,11 +275,35 @@ def bwd_variants(dt):
     yield ("bwd_shared_dw", KB.pac_shared_dw_kernel, wp,
            {**_geom(), "TRANSPOSED": False, **base, **kopt, "BLOCK_D": 16, "BLOCK_P": dcfg["BLOCK_P"],
             "BLOCK_C": dcfg["BLOCK_C"]}, dl)
+    if not f64:
+        # the depthwise family with channels-last gathers (C = 64, one 64-channel block)
+        vd = tuning.dw_default(64, False, vec=True)
+        vdl = dict(num_warps=vd["num_warps"], num_stages=1)
+        vb = dict(BLOCK_P=vd["BLOCK_P"], BLOCK_C=vd["BLOCK_C"])
+
+        def dvec(fn, const, ones):
+            c = {**vb, **const, **{n: 1 for n in ones}}
+            c["_div16"] = tuple(n for n in fn.arg_names if n not in c and not n.endswith("_ptr"))
+            return c
+        yield ("bwd_dw_dk_vec", KB.pac_dw_dk_kernel, P(("gy_ptr", "x_ptr"), ("wt_ptr", "dk_ptr")),
+               dvec(KB.pac_dw_dk_kernel, {**_geom(), "TRANSPOSED": False, "HAS_WTAP": False, "PER_CHANNEL": False,
+                                          **base}, ("sgc", "sxc")), vdl)
+        yield ("bwd_dw_dx_vec", KB.pac_dw_dx_kernel, dp,
+               dvec(KB.pac_dw_dx_kernel, {**_geom(), "TRANSPOSED": False, **base, **kopt, "HAS_WTAP": True,
+                                          "CW": False, "BLOCK_D": 16}, ("sgyc", "sgd", "sfd")), vdl)
+        # as launched: the channel-wise guide pass in 32-channel blocks at 4 warps, the shared dW
+        # at 8 warps
+        yield ("bwd_guide_pass_cw_vec", KB.pac_guide_pass_cw_kernel, gp,
+               dvec(KB.pac_guide_pass_cw_kernel, {**_geom(), "TRANSPOSED": False, **gpc, "BLOCK_C": 32},
+                    ("sgd", "sfd")), dict(num_warps=4, num_stages=1))
+        yield ("bwd_shared_dw_vec", KB.pac_shared_dw_kernel, wp,
+               dvec(KB.pac_shared_dw_kernel, {**_geom(), "TRANSPOSED": False, **base, **kopt, "BLOCK_D": 16},
+                    ("sgyc", "sxc", "sgd", "sfd")), dict(num_warps=8, num_stages=1))
 
 
 # Weight-gradient kernels: their PTX must hold no atom./red. (deterministic split reduction).
 WEIGHT_GRAD = ("bwd_conv_dw", "bwd_convT_dw", "bwd_conv_dw_loadK", "bwd_conv_dw_dblocks", "bwd_conv_dw_vec",
-               "bwd_shared_dw")
+               "bwd_shared_dw", "bwd_shared_dw_vec")
 # Backward kernels whose code depends on the data dtype (dots): compiled for every dtype.
 BWD_CORE = ("bwd_conv_dxdk", "bwd_conv_dw", "bwd_dw_dx", "bwd_shared_dw", "bwd_guide_pass",
             "bwd_guide_gather")

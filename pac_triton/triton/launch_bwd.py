@@ -263,7 +263,16 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
         out[2] = gy.sum(dim=(0, 2, 3), dtype=kdt).to(wtap.dtype)
     if not (need_x or need_w or need_guide_side or need_k):
         return out
-    cfg = tuning.dw_default(C, x.dtype == torch.float64)
+    # channels-last copies of x, dL/dy and the guide for the per-tap gathers (as in
+    # conv_backward); dx keeps x's layout
+    x_in = x
+    gy = gy if gy.dtype == x.dtype else gy.to(x.dtype)
+    x = _gather_layout(x)
+    gy = _gather_layout(gy)
+    guide = _gather_layout(guide)
+    vec = (C % 16 == 0 and x.stride(1) == 1 and gy.stride(1) == 1
+           and all(int(st) % 16 == 0 for t in (x, gy) for st in (t.stride(0), t.stride(2), t.stride(3))))
+    cfg = tuning.dw_default(C, x.dtype == torch.float64, vec)
     bp, bc = cfg["BLOCK_P"], cfg["BLOCK_C"]
     nw = cfg["num_warps"]
     geom = dict(KH=kh, KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],
@@ -313,10 +322,11 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
         pl = _empty((B, dkc, Ho * Wo), kdt, dev) if need_guide_side and inv else x
         dkarg = dk if dk is not None else x
         if cw:
-            KB.pac_guide_pass_cw_kernel[(triton.cdiv(Ho * Wo, bp), B, triton.cdiv(C, bc))](
+            bcg = min(bc, 32)  # 64 channels spill in the channel-wise guide pass
+            KB.pac_guide_pass_cw_kernel[(triton.cdiv(Ho * Wo, bp), B, triton.cdiv(C, bcg))](
                 g, fz, m, dkarg, scale, df0, pa, pl, a, lm, C, H, W, Ho, Wo, Hg, Wg, sab, *sg, *sf, *sm,
                 **common, TRANSPOSED=False, KTYPE=int(ktype), F0_SMOOTH=f0 is not None, NORMALIZE=norm, HAS_MASK=has_mask,
-                NEED_DR=need_guide_side, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
+                NEED_DR=need_guide_side, BLOCK_P=bp, BLOCK_C=bcg, num_warps=4)
         else:
             KB.pac_guide_pass_kernel[(triton.cdiv(Ho * Wo, gbp), B)](
                 g, fz, m, dkarg, scale, df0, pa, pl, a, lm, H, W, Ho, Wo, D, Hg, Wg, *sg, *sf, *sm,
@@ -332,7 +342,7 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
     kmeta = dict(**common, TRANSPOSED=bool(transposed), K_MODE=k_mode, KTYPE=int(ktype), F0_SMOOTH=f0 is not None,
                  NORMALIZE=norm, HAS_MASK=has_mask, BLOCK_D=bd)
     if need_x:
-        dx = _like_layout(x, (B, C, H, W), x.dtype)
+        dx = _like_layout(x_in, (B, C, H, W), x.dtype)
         if transposed:
             n = triton.cdiv(H * W, bp)
         else:
@@ -349,7 +359,8 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
         sk5 = [sk[0], sk[2], sk[3], sk[4], sk[5]]
         KB.pac_shared_dw_kernel[(ns, KK)](
             gy, x, part, g, fz, m, scale, kt, a, lm, C, H, W, Ho, Wo, D, Hg, Wg, B, ns,
-            *_strides4(gy), *_strides4(x), *sg, *sf, *sm, *sk5, **kmeta, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
+            *_strides4(gy), *_strides4(x), *sg, *sf, *sm, *sk5, **kmeta, BLOCK_P=bp, BLOCK_C=bc,
+            num_warps=8 if bc >= 64 else nw)
         out[1] = part.sum(dim=0).reshape(1, 1, kh, kw).to(wtap.dtype)  # fixed-order sum over the splits
     return out
 

@@ -103,6 +103,7 @@ CONV_CASES = [
     # C, O, D multiples of 16: x, gy and the guide are gathered from channels-last copies
     # (launch._gather_layout)
     (1, 16, 16, 16, 6, 7, (3, 3), (1, 1), (1, 1), (1, 1), "inv_1_-2", False, True, None, False, torch.float32, False),
+    (1, 16, 16, 16, 5, 6, (3, 3), (1, 1), (1, 1), (1, 1), "gaussian", True, False, None, True, torch.float32, False),
 ]
 
 
@@ -200,6 +201,8 @@ POOL_CASES = [
     (2, 6, 3, 5, 5, (3, 3), (1, 1), (1, 1), (1, 1), "inv_1_-2", True, True, (3, 3), False, False, torch.float32),
     (1, 6, 6, 6, 5, (3, 3), (1, 1), (1, 1), (1, 1), "inv_1_-2_asym", True, True, None, True, True, torch.float64),
     (1, 5, 5, 8, 7, (3, 3), (2, 2), (2, 1), (2, 1), "gaussian", False, True, (3, 3), True, False, torch.float32),
+    # C a multiple of 16: x, dL/dy and the guide gathered from channels-last copies
+    (1, 16, 16, 5, 6, (3, 3), (1, 1), (1, 1), (1, 1), "inv_1_-2", True, False, None, True, False, torch.float32),
 ]
 
 
