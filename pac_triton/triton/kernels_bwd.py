@@ -7,7 +7,8 @@ Notation: output pixel P, tap t, q_t(P) the input pixel the tap reads, g = dL/dy
   through tap t), then dK_t(P) = G_t . x[q, :] (a row-wise dot with the tile's own input,
   loaded once) and dx[q, :] += K_t(P) G_t (K recomputed from the guide). dK ``[B, 1, kh*kw,
   Ho*Wo]`` (K's tap order) is the one extra buffer; dx needs no atomics (a gather).
-* ``pac_guide_pass_kernel``: per output pixel, all taps at hand: the normaliser correction
+* ``pac_guide_pass_kernel``: per output pixel, all taps at hand (dK read only where the tap
+  reads an input pixel; elsewhere it is 0 and may be unwritten): the normaliser correction
   (dK~ = m (dK - sum_s dK_s K_s) / N), the chain through the kernel function (dr), the
   inv_alpha / inv_lambda per-pixel partials, d f0; overwrites dK with dr in place and writes
   the per-pixel K scale (1/N, or sum valid / sum mask) used to recompute K elsewhere.
@@ -109,7 +110,7 @@ def pac_guide_pass_kernel(
                 km = _kvalue(r, alpha, lam, KTYPE) * mv
                 nsum += km
                 if NEED_DR:
-                    tsum += km * tl.load(dk_b + (ki * KW + kj) * Ho * Wo + pix, mask=pmask, other=0.0)
+                    tsum += km * tl.load(dk_b + (ki * KW + kj) * Ho * Wo + pix, mask=xin, other=0.0)
             else:
                 nsum += mv
                 vsum += xin.to(KDT)
@@ -143,7 +144,9 @@ def pac_guide_pass_kernel(
                 diff = tl.maximum(diff, 0.0)
             r = tl.sum(diff * diff, axis=1)
             dkp = dk_b + (ki * KW + kj) * Ho * Wo + pix
-            dk = tl.load(dkp, mask=pmask, other=0.0)
+            # dK is 0 where the tap reads no input pixel (padding; between the input pixels of a
+            # transposed conv): the dx / dK pass leaves those elements unwritten
+            dk = tl.load(dkp, mask=xin, other=0.0)
             if NORMALIZE or HAS_MASK:
                 if HAS_MASK:
                     mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)
@@ -345,7 +348,8 @@ def _dxdk_block(
                 dkv = tl.sum(part * xq, axis=1)
                 dptr = dk_b + (ki * KW + kj) * Ho * Wo + pu * Wo + pv
                 if DK_ACCUMULATE:
-                    dkv += tl.load(dptr, mask=pin, other=0.0)
+                    # the first channel block writes, later ones add (dK may start unwritten)
+                    dkv += tl.load(dptr, mask=pin & (c0 > 0), other=0.0)
                 tl.store(dptr, dkv, mask=pin)
             if NEED_DX:
                 acc += kt[:, None] * part
@@ -383,15 +387,16 @@ def pac_conv_dxdk_kernel(
     ``q % s``, so a program runs only the taps that reach an output pixel). Every (P, t) with
     q_t(P) inside the input is exactly one (q, t) pair here, so each dK element is written by
     one program; the others (taps in the padding, or between input pixels of a transposed
-    conv) get no input and stay at the zeros the launcher filled dK with. x[q] is loaded once
+    conv) get no input, are 0 by definition and are left unwritten (the guide pass does not
+    read them; a requested dL/dK is zero-filled by the launcher). x[q] is loaded once
     per tile; K_t(P) is recomputed in fp32 from the guide (conv: the neighbour feature is the
     row's own f[q], loaded once; the centre feature f0[P] per tap) or read from a given K.
 
     Pointers: ``gy_ptr`` dL/dy ``[B, O, Ho, Wo]`` (strides sgy*); ``w_ptr`` the weight as
     ``[kh, kw, C, O]`` contiguous (conv tap (i, j) at slice ``i*KW + j``); ``x_ptr`` the input
     ``[B, C, H, W]`` (sx*; read only with NEED_DK); ``dx_ptr`` ``[B, C, H, W]`` (sd*; written
-    with NEED_DX); ``dk_ptr`` ``[B, KH*KW, Ho*Wo]`` contiguous in KDT (K's tap order; zeroed
-    by the launcher); ``g_ptr`` / ``f0_ptr`` the guide ``[B, D, Hg, Wg]`` and the centre
+    with NEED_DX); ``dk_ptr`` ``[B, KH*KW, Ho*Wo]`` contiguous in KDT (K's tap order; only the
+    elements an input pixel reaches are written); ``g_ptr`` / ``f0_ptr`` the guide ``[B, D, Hg, Wg]`` and the centre
     feature source (sg*, sf*); ``m_ptr`` the mask ``[B, 1, H, W]`` (sm*); ``sc_ptr`` the
     per-output-pixel K scale ``[B, Ho*Wo]`` from the guide pass (NORMALIZE or HAS_MASK);
     ``k_ptr`` a given K ``[B, 1, kh, kw, Ho, Wo]`` (sk*; K_MODE 2); ``alpha_ptr`` /

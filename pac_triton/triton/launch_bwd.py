@@ -188,8 +188,13 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
         guide_pass(None, False)
     dk = None
     if need_x or need_dk:
-        # dK elements that no input pixel reaches (taps in the padding) stay 0
-        dk = torch.zeros((B, KK, Ho * Wo), dtype=kdt, device=dev) if need_dk else None
+        # dK elements that no input pixel reaches (taps in the padding) are 0 and left unwritten
+        # by the dx / dK pass; the guide pass reads dK only where a tap reads an input pixel, so
+        # only a requested dL/dK (a returned gradient) needs them zeroed
+        if need_k:
+            dk = torch.zeros((B, KK, Ho * Wo), dtype=kdt, device=dev)
+        else:
+            dk = _empty((B, KK, Ho * Wo), kdt, dev) if need_dk else None
         dx = _like_layout(x_in, (B, C, H, W), x.dtype) if need_x else x
         xcfg = tuning.conv_dxdk_default(C, O, x.dtype == torch.float64, vec)
         bpx = xcfg["BLOCK_P"]
