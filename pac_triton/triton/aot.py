@@ -184,7 +184,7 @@ def bwd_variants(dt):
     ccfg = tuning.conv_dw_default(64, 64, f64)
     cl = dict(num_warps=ccfg["num_warps"], num_stages=ccfg["num_stages"])
     cblk = dict(BLOCK_P=ccfg["BLOCK_P"], BLOCK_O=ccfg["BLOCK_O"], BLOCK_C=ccfg["BLOCK_C"],
-                TILE_W=tuning.tile_w(512, ccfg["BLOCK_P"]), SCALE_GY=True)
+                TILE_W=tuning.tile_w(512, ccfg["BLOCK_P"]))
     dcfg = tuning.dw_default(32, f64)
     dl = dict(num_warps=dcfg["num_warps"], num_stages=1)
     gl = dict(num_warps=4, num_stages=1)
@@ -261,9 +261,6 @@ def bwd_variants(dt):
         dwv = {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, **cblk, "D_SINGLE": True, "BLOCK_D": 16}
         yield ("bwd_conv_dw_vec", KB.pac_conv_dw_kernel, wp, vspec(KB.pac_conv_dw_kernel, dwv,
                                                                    ("sgyo", "sxc", "sgd", "sfd")), vl)
-        # the other operand scaled by K (SCALE_GY=False): kept to compare the SASS
-        yield ("bwd_conv_dw_vec_scalex", KB.pac_conv_dw_kernel, wp,
-               vspec(KB.pac_conv_dw_kernel, {**dwv, "SCALE_GY": False}, ("sgyo", "sxc", "sgd", "sfd")), vl)
     yield ("bwd_dw_dk", KB.pac_dw_dk_kernel, P(("gy_ptr", "x_ptr"), ("wt_ptr", "dk_ptr")),
            {**_geom(), "TRANSPOSED": False, "HAS_WTAP": True, "PER_CHANNEL": True, **base,
             "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)

@@ -242,6 +242,38 @@ def pac_guide_gather_kernel(
 
 
 @triton.jit
+def _out_tap(u, v, qmask, i, j, Ho, Wo, Hg, Wg,
+             KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+             PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+             TRANSPOSED: tl.constexpr):
+    """For input pixels (u, v) (rows of an input-gradient tile) and conv tap (i, j): the output
+    pixel P = (pu, pv) that reads them through the tap (valid where ``pin``; conv: only for the
+    taps of the tile's phase, which the caller checks), the guide pixel of K_t(P) (gh, gw, valid
+    where ``gin``) and the K tap (ki, kj) the conv tap pairs with."""
+    if TRANSPOSED:
+        # conv-transpose tap (i, j) of P reads q = (P + p - i*d) / s, so P = q*s - p + i*d;
+        # K tap (kh-1-i, kw-1-j), guide pixel P + (k//2 - i)*d
+        pu = u * SH - PH + i * DH
+        pv = v * SW - PW + j * DW
+        pin = qmask & (pu >= 0) & (pu < Ho) & (pv >= 0) & (pv < Wo)
+        gh = pu + (KH // 2 - i) * DH
+        gw = pv + (KW // 2 - j) * DW
+        gin = pin & (gh >= 0) & (gh < Hg) & (gw >= 0) & (gw < Wg)
+        ki = KH - 1 - i
+        kj = KW - 1 - j
+    else:
+        # conv tap (i, j) of P reads q = P*s - p + i*d: P = (q + p - i*d) / s; guide pixel q
+        pu, pv, pin, _gh, _gw, _gin, _ki, _kj = _tap(u, v, qmask, i, j, Ho, Wo, 1, 1,
+                                                     KH, KW, SH, SW, PH, PW, DH, DW, True)
+        gh = u
+        gw = v
+        gin = pin & (u < Hg) & (v < Wg)
+        ki = i
+        kj = j
+    return pu, pv, pin, gh, gw, gin, ki, kj
+
+
+@triton.jit
 def _dxdk_block(
     gy_b, w_ptr, x_b, dx_b, dk_b, g_b, f0_b, sc_b, k_b, c0, alpha, lam, mq, fqT,
     u, v, qmask, ph, pw, offs_o, om, offs_c0, od, dmask,
@@ -277,20 +309,8 @@ def _dxdk_block(
         if not TRANSPOSED:
             run = ((ph + PH - i * DH) % SH == 0) & ((pw + PW - j * DW) % SW == 0)
         if run:
-            if TRANSPOSED:
-                # conv-transpose tap (i, j) of output pixel P reads input q = (P + p - i*d) / s,
-                # so P = q*s - p + i*d; it pairs with K tap (kh-1-i, kw-1-j)
-                pu = u * SH - PH + i * DH
-                pv = v * SW - PW + j * DW
-                pin = qmask & (pu >= 0) & (pu < Ho) & (pv >= 0) & (pv < Wo)
-                ki = KH - 1 - i
-                kj = KW - 1 - j
-            else:
-                # conv tap (i, j) of P reads q = P*s - p + i*d: P = (q + p - i*d) / s (this phase)
-                pu, pv, pin, _gh, _gw, _gin, _ki, _kj = _tap(u, v, qmask, i, j, Ho, Wo, 1, 1,
-                                                             KH, KW, SH, SW, PH, PW, DH, DW, True)
-                ki = i
-                kj = j
+            pu, pv, pin, gh, gw, gin, ki, kj = _out_tap(u, v, qmask, i, j, Ho, Wo, Hg, Wg,
+                                                        KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
             # K_t(P) first (as in the forward): the tap product is then live only briefly
             kt = tl.zeros([BLOCK_P], KDT)
             if NEED_DX:
@@ -307,14 +327,6 @@ def _dxdk_block(
                             df = tl.maximum(df, 0.0)
                         r = tl.sum(df * df, axis=0)
                     else:
-                        if TRANSPOSED:
-                            gh = pu + (KH // 2 - i) * DH
-                            gw = pv + (KW // 2 - j) * DW
-                            gin = pin & (gh >= 0) & (gh < Hg) & (gw >= 0) & (gw < Wg)
-                        else:
-                            gh = u
-                            gw = v
-                            gin = pin & (u < Hg) & (v < Wg)
                         r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, tl.zeros([BLOCK_P, BLOCK_D], KDT), f0_b, sfd,
                                   sfh, sfw, ch, cw, cin, D, KDT, KTYPE == 2, False, BLOCK_P, BLOCK_D)
                     kt = _kvalue(r, alpha, lam, KTYPE)
@@ -477,7 +489,6 @@ def pac_conv_dw_kernel(
     NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, IDX64: tl.constexpr,
     KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr, D_SINGLE: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, TILE_W: tl.constexpr,
-    SCALE_GY: tl.constexpr = True,
 ):
     """Weight-gradient partials: program (split, (o-block, c-block), tap t) sums
     ``gy[P, o] K_t(P) x[q_t(P), c]`` over the output-pixel tiles ``split, split + NSPLIT, ...``
@@ -488,9 +499,9 @@ def pac_conv_dw_kernel(
     output phase, and a tile whose phase the tap skips is skipped). Per tile: K_t from the
     guide (both features gathered ``[BLOCK_D, BLOCK_P]``, as in the forward) or read from a
     given K; the gy tile ``[BLOCK_O, BLOCK_P]`` and the input tile ``[BLOCK_C, BLOCK_P]``
-    (pixels along the reduction); one ``[O, P] @ [P, C]`` dot. SCALE_GY: K_t scales the gy
-    tile (the A operand, which wgmma may take from registers) so that the input tile goes
-    from the load to shared memory untouched; else it scales the input tile.
+    (pixels along the reduction); one ``[O, P] @ [P, C]`` dot. K_t scales the gy tile (the A
+    operand, which wgmma may take from registers) so that the input tile goes from the load to
+    shared memory untouched (scaling the input tile instead compiled to as many instructions).
 
     Pointers: ``gy_ptr`` dL/dy ``[B, O, Ho, Wo]`` (sgy*); ``x_ptr`` the input ``[B, C, H, W]``
     (sx*); ``part_ptr`` ``[NSPLIT, KH*KW, O, C]`` contiguous in KDT; the K operands as in
@@ -566,12 +577,8 @@ def pac_conv_dw_kernel(
                          mask=cm[:, None] & xin[None, :], other=0.0)
             gT = tl.load(gy_ptr + b * sgyb + offs_o[:, None] * sgyo + (u * sgyh + v * sgyw)[None, :],
                          mask=om[:, None] & pmask[None, :], other=0.0)
-            if SCALE_GY:
-                ga = (gT.to(KDT) * kt[None, :]).to(DOT_DT)
-                acc = tl.dot(ga, tl.trans(xT.to(DOT_DT)), acc, input_precision=PREC, out_dtype=acc.dtype)
-            else:
-                xs = (xT.to(KDT) * kt[None, :]).to(DOT_DT)
-                acc = tl.dot(gT.to(DOT_DT), tl.trans(xs), acc, input_precision=PREC, out_dtype=acc.dtype)
+            ga = (gT.to(KDT) * kt[None, :]).to(DOT_DT)
+            acc = tl.dot(ga, tl.trans(xT.to(DOT_DT)), acc, input_precision=PREC, out_dtype=acc.dtype)
     pp = part_ptr + ((split * (KH * KW) + t) * O + offs_o[:, None]) * C + offs_c[None, :]
     tl.store(pp, acc, mask=om[:, None] & cm[None, :])
 
@@ -807,23 +814,8 @@ def pac_dw_dx_kernel(
         if not TRANSPOSED:
             run = ((ph + PH - i * DH) % SH == 0) & ((pw + PW - j * DW) % SW == 0)
         if run:
-            if TRANSPOSED:
-                pu = u * SH - PH + i * DH
-                pv = v * SW - PW + j * DW
-                pin = qmask & (pu >= 0) & (pu < Ho) & (pv >= 0) & (pv < Wo)
-                gh = pu + (KH // 2 - i) * DH
-                gw = pv + (KW // 2 - j) * DW
-                gin = pin & (gh >= 0) & (gh < Hg) & (gw >= 0) & (gw < Wg)
-                ki = KH - 1 - i
-                kj = KW - 1 - j
-            else:
-                pu, pv, pin, _gh, _gw, _gin, _ki, _kj = _tap(u, v, qmask, i, j, Ho, Wo, 1, 1,
-                                                             KH, KW, SH, SW, PH, PW, DH, DW, True)
-                gh = u
-                gw = v
-                gin = pin & (u < Hg) & (v < Wg)
-                ki = i
-                kj = j
+            pu, pv, pin, gh, gw, gin, ki, kj = _out_tap(u, v, qmask, i, j, Ho, Wo, Hg, Wg,
+                                                        KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
             pm2 = pin[:, None] & cm[None, :]
             if K_MODE == 1:
                 ch, cw, cin = _centre(pu, pv, pin, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED,

@@ -200,6 +200,26 @@ def _gather_layout(t):
     return t.contiguous(memory_format=torch.channels_last)
 
 
+def _gathered_operands(x, guide, f0, mask):
+    """The forward kernels' gathered operands: x and the guide as channels-last copies where
+    that gives channel runs (``_gather_layout``), then the guide / centre-feature and mask
+    arguments. Returns ``(x, guide, g, fz, sg, sf, m, sm)``."""
+    x = _gather_layout(x)
+    if guide is not None:
+        guide = _gather_layout(guide)
+    g, fz, sg, sf = _guide_args(guide, f0, x)
+    m, sm = _mask_args(mask, x)
+    return x, guide, g, fz, sg, sf, m, sm
+
+
+def channel_runs(*tensors) -> bool:
+    """Whether every tensor is gathered as aligned channel runs: channel-fastest, with a
+    channel count and the other strides multiples of 16 elements (the vectorised gathers'
+    specialisation, what the default configs are sized for)."""
+    return all(t.shape[1] % 16 == 0 and t.stride(1) == 1
+               and all(int(st) % 16 == 0 for st in (t.stride(0), t.stride(2), t.stride(3))) for t in tensors)
+
+
 def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, transposed, *,
                  guide=None, kernel=None, mask=None, smooth=None, alpha=None, lam=None,
                  ktype=0, normalize=False):
@@ -226,11 +246,7 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
     if k_mode == K.K_GUIDE and smooth is not None:
         f0 = smoothed_centre(guide, smooth, (kh, kw), stride, padding, dilation, (Ho, Wo), transposed)
     # (y above follows the caller's layout)
-    x = _gather_layout(x)
-    if guide is not None:
-        guide = _gather_layout(guide)
-    g, fz, sg, sf = _guide_args(guide, f0, x)
-    m, sm = _mask_args(mask if has_mask else None, x)
+    x, guide, g, fz, sg, sf, m, sm = _gathered_operands(x, guide, f0, mask if has_mask else None)
     kt = kernel if kernel is not None else x
     sk = [int(kernel.stride(d)) for d in (0, 2, 3, 4, 5)] if kernel is not None else [0] * 5
     a = _vec(alpha, kdt) if (k_mode == K.K_GUIDE and ktype != K.KT_GAUSS) else x
@@ -260,8 +276,7 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
         # TILE_W and C_SINGLE are added per config by tuning._conv_prune
         conv_tuned[grid](*args, **meta)
     else:
-        vec = x.stride(1) == 1 and C % 16 == 0 and all(int(st) % 16 == 0 for st in (x.stride(0), x.stride(2), x.stride(3)))
-        cfg = tuning.conv_default(C, O, x.dtype == torch.float64, vec)
+        cfg = tuning.conv_default(C, O, x.dtype == torch.float64, channel_runs(x))
         cfg["TILE_W"] = tuning.tile_w(pw_, cfg["BLOCK_P"])
         cfg["C_SINGLE"] = C <= cfg["BLOCK_C"]
         K.pac_conv_kernel[grid](*args, **meta, **cfg)
@@ -288,12 +303,8 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
     f0 = None
     if k_mode == K.K_GUIDE and smooth is not None:
         f0 = smoothed_centre(guide, smooth, (kh, kw), stride, padding, dilation, (Ho, Wo), transposed)
-    # per-tap gathers of whole channel runs, as in conv_forward (y keeps the caller's layout)
-    x = _gather_layout(x)
-    if guide is not None:
-        guide = _gather_layout(guide)
-    g, fz, sg, sf = _guide_args(guide, f0, x)
-    m, sm = _mask_args(mask if has_mask else None, x)
+    # (y above follows the caller's layout)
+    x, guide, g, fz, sg, sf, m, sm = _gathered_operands(x, guide, f0, mask if has_mask else None)
     kt = kernel if kernel is not None else x
     if kernel is not None:
         sk = [int(kernel.stride(0)), int(kernel.stride(1)) if kernel.shape[1] > 1 else 0,
@@ -324,8 +335,7 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
     if tuning.autotune_enabled() and x.dtype != torch.float64:
         dw_tuned[grid](*args, **meta)  # TILE_W added per config by tuning._dw_prune
     else:
-        vec = x.stride(1) == 1 and C % 16 == 0 and all(int(st) % 16 == 0 for st in (x.stride(0), x.stride(2), x.stride(3)))
-        cfg = tuning.dw_fwd_default(C, x.dtype == torch.float64, vec)
+        cfg = tuning.dw_fwd_default(C, x.dtype == torch.float64, channel_runs(x))
         cfg["TILE_W"] = tuning.tile_w(pw_, cfg["BLOCK_P"])
         K.pac_dw_kernel[grid](*args, **meta, **cfg)
     return y, (om if has_mask else None)

@@ -15,7 +15,7 @@ from . import kernels as K
 from . import kernels_bwd as KB
 from . import tuning
 from .launch import (_TL, _dot_types, _empty, _gather_layout, _like_layout, _mask_args, _strides4,
-                     centre_pads, conv_out_hw, k_grid, kdt_of, need_idx64, smoothed_centre)
+                     centre_pads, channel_runs, conv_out_hw, k_grid, kdt_of, need_idx64, smoothed_centre)
 
 
 def _guide_operands(x, guide, smooth, k_mode, kernel_size, stride, padding, dilation, out_hw, transposed):
@@ -138,8 +138,7 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
     gy = _gather_layout(gy)
     guide = _gather_layout(guide)
     dot_dt, prec = _dot_types(x.dtype)
-    vec = (C % 16 == 0 and O % 16 == 0 and x.stride(1) == 1 and gy.stride(1) == 1
-           and all(int(st) % 16 == 0 for t in (x, gy) for st in (t.stride(0), t.stride(2), t.stride(3))))
+    vec = channel_runs(x, gy)
     geom = dict(KH=kh, KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],
                 DH=dilation[0], DW=dilation[1])
     idx64 = need_idx64(x, gy, guide, mask, kernel)
@@ -275,8 +274,7 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
     x = _gather_layout(x)
     gy = _gather_layout(gy)
     guide = _gather_layout(guide)
-    vec = (C % 16 == 0 and x.stride(1) == 1 and gy.stride(1) == 1
-           and all(int(st) % 16 == 0 for t in (x, gy) for st in (t.stride(0), t.stride(2), t.stride(3))))
+    vec = channel_runs(x, gy)
     cfg = tuning.dw_default(C, x.dtype == torch.float64, vec)
     bp, bc = cfg["BLOCK_P"], cfg["BLOCK_C"]
     nw = cfg["num_warps"]
