@@ -1,5 +1,5 @@
 """Dense-CRF mean-field inference with PAC message passing (pacnet's ``paccrf.py``), built on the
-PAC layers; no kernels of its own. PAC_SEMANTICS.md section 6."""
+PAC layers; no kernels of its own. docs/semantics.md section 6."""
 from __future__ import annotations
 
 import numbers

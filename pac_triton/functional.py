@@ -9,7 +9,7 @@ Two families, both with a keyword-only ``backend=`` (see ``pac_triton.dispatch``
   defined by the guide and the options, which lets a fused backend compute it on the fly
   without ever storing it. They return ``y``, or ``(y, out_mask)`` when a ``mask`` is given.
 
-The formulas are those of ``PAC_SEMANTICS.md``.
+The formulas are those of ``docs/semantics.md``.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PAC layers with pacnet's constructor signatures, parameter names and fillers (PAC_SEMANTICS.md
+"""PAC layers with pacnet's constructor signatures, parameter names and fillers (docs/semantics.md
 section 5), plus a keyword-only ``backend=`` (an attribute you can change later).
 
 ``forward(input_2d, input_for_kernel, kernel=None, mask=None)``: without ``kernel`` the layer

@@ -1,5 +1,5 @@
 """Parsing of the string options (``kernel_type``, ``smooth_kernel_type``) into small frozen
-dataclasses, done once, and the fixed smoothing kernels. See PAC_SEMANTICS.md, section 1."""
+dataclasses, done once, and the fixed smoothing kernels. See docs/semantics.md, section 1."""
 from __future__ import annotations
 
 import re

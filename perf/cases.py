@@ -333,7 +333,7 @@ def preset_crf(modes, dtypes):
 
 def preset_gpu_check():
     """The short set ``perf/gpu_check.sh`` runs (a few minutes on an H100): the floor shapes of
-    KERNEL_NOTES.md forward in bf16 and TF32, forward+backward in bf16 (guide requiring
+    docs/kernels.md forward in bf16 and TF32, forward+backward in bf16 (guide requiring
     grad), the transposed and pooling operators once, and peak memory vs resolution including
     the 3840x2160 frame of the backward issue's memory target."""
     out = []
