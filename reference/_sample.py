@@ -9,12 +9,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["sample", "zero_insert", "compute_dtype"]
+__all__ = ["sample", "tap_valid", "zero_insert", "compute_dtype", "kernel_compute_dtype"]
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """Half types are computed in float32 inside the reference; float32/float64 as they are."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def kernel_compute_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """The dtype of the K math (distances, K, normalisation) of a guide-taking operator: float64
+    when the input or the guide is float64, else float32 (half types upcast)."""
+    return torch.float64 if torch.float64 in dtypes else torch.float32
 
 
 def sample(t: torch.Tensor, start: tuple[int, int], step: tuple[int, int],
@@ -36,6 +42,13 @@ def sample(t: torch.Tensor, start: tuple[int, int], step: tuple[int, int],
     if any(pads):
         t = F.pad(t, pads)
     return t[..., slices[1], slices[0]]
+
+
+def tap_valid(ones: torch.Tensor, start: tuple[int, int], step: tuple[int, int],
+              count: tuple[int, int]) -> torch.Tensor:
+    """``sample`` of ``ones`` (1 on the input pixels, 0 between them when zero-inserted) as a bool
+    tensor: where a tap lands on an input pixel rather than on padding or a hole."""
+    return sample(ones, start, step, count) != 0
 
 
 def zero_insert(t: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:

@@ -4,12 +4,17 @@ Sections 2 and 3 of PAC_SEMANTICS.md, one tap at a time:
 
     conv:        y[b,o,u,v] = bias[o] + sum_{c,i,j} W[o,c,i,j] K[b,0,i,j,u,v] x[b,c,u*s-p+i*d, v*s-p+j*d]
     transposed:  y[b,o,u,v] = bias[o] + sum_{c,i,j} W[c,o,i,j] K[b,0,kh-1-i,kw-1-j,u,v] x[b,c,(u+p-i*d)/s, ...]
+
+The sums run over the valid taps only: a tap that reads zero padding (or, transposed, a hole
+between input pixels) contributes nothing, whatever K holds there (NaN and Inf included), and
+sends no gradient to K. K is *selected* at the valid taps (``torch.where``), not multiplied by
+the zero that the tap reads.
 """
 from __future__ import annotations
 
 import torch
 
-from ._sample import compute_dtype, sample, zero_insert
+from ._sample import compute_dtype, sample, tap_valid, zero_insert
 
 __all__ = ["pacconv2d", "pacconv_transpose2d"]
 
@@ -21,11 +26,12 @@ def _finish(acc, bias, out_dtype):
 
 
 def _accumulate(taps, kernel, weight, shared_filters, weight_tap):
-    """``sum_t K_t * (x_t contracted with W_t)``; ``taps`` yields ``(i, j, x_t)``."""
+    """``sum_t K_t * (x_t contracted with W_t)`` over the valid taps; ``taps`` yields
+    ``(i, j, x_t, valid_t)``."""
     acc = 0
-    for i, j, x_tap in taps:
+    for i, j, x_tap, valid in taps:
         k_tap = kernel[:, :, i, j] if weight_tap is None else kernel[:, :, weight_tap[0] - i, weight_tap[1] - j]
-        scaled = k_tap * x_tap  # [B, C, Ho, Wo]
+        scaled = torch.where(valid, k_tap, 0.0) * x_tap  # [B, C, Ho, Wo]
         if shared_filters:
             acc = acc + weight[0, 0, i, j] * scaled
         else:
@@ -40,8 +46,13 @@ def pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_fil
     x, k, w = input.to(dtype), kernel.to(dtype), weight.to(dtype)
     kh, kw = w.shape[-2:]
     out_hw = k.shape[-2:]
-    taps = ((i, j, sample(x, (i * dilation[0] - padding[0], j * dilation[1] - padding[1]), stride, out_hw))
-            for i in range(kh) for j in range(kw))
+    ones = x.new_ones(1, 1, *x.shape[-2:])
+
+    def tap(i, j):
+        start = (i * dilation[0] - padding[0], j * dilation[1] - padding[1])
+        return i, j, sample(x, start, stride, out_hw), tap_valid(ones, start, stride, out_hw)
+
+    taps = (tap(i, j) for i in range(kh) for j in range(kw))
     return _finish(_accumulate(taps, k, w, shared_filters, None), bias, input.dtype)
 
 
@@ -54,8 +65,13 @@ def pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_pad
     out_hw = k.shape[-2:]
     # Zero insertion turns "(u + p - i*d) divisible by s and inside the input" into a plain read.
     inserted = zero_insert(x, stride)
-    taps = ((i, j, sample(inserted, (padding[0] - i * dilation[0], padding[1] - j * dilation[1]), (1, 1), out_hw))
-            for i in range(kh) for j in range(kw))
+    inserted_ones = zero_insert(x.new_ones(1, 1, *x.shape[-2:]), stride)
+
+    def tap(i, j):
+        start = (padding[0] - i * dilation[0], padding[1] - j * dilation[1])
+        return i, j, sample(inserted, start, (1, 1), out_hw), tap_valid(inserted_ones, start, (1, 1), out_hw)
+
+    taps = (tap(i, j) for i in range(kh) for j in range(kw))
     if not shared_filters:
         w = w.transpose(0, 1)  # [O, C, kh, kw]
     return _finish(_accumulate(taps, k, w, shared_filters, (kh - 1, kw - 1)), bias, input.dtype)

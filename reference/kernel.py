@@ -10,7 +10,7 @@ import torch
 
 from ._sample import compute_dtype, sample, zero_insert
 
-__all__ = ["packernel2d", "kernel_grid"]
+__all__ = ["packernel2d", "kernel_math", "kernel_grid"]
 
 INV_EPSILON = 1e-4
 
@@ -67,13 +67,42 @@ def _tap_mask(ones_or_mask, transposed, tap_start, step, out_hw, kernel_size, st
 
 def packernel2d(guide, mask, kernel_size, stride, padding, output_padding, dilation, kernel_type,
                 smooth_kernel, inv_alpha, inv_lambda, channel_wise, normalize_kernel, transposed):
-    """Returns ``(K, out_mask)``; ``K`` is ``[B, 1 or D, kh, kw, Ho, Wo]`` in the guide's dtype."""
-    out_dtype = guide.dtype
-    dtype = compute_dtype(out_dtype)
+    """Returns ``(K, out_mask)``; ``K`` is ``[B, 1 or D, kh, kw, Ho, Wo]`` in the guide's dtype,
+    computed in float32 (half guides) or the guide's own dtype."""
+    return kernel_math(guide, mask, kernel_size, stride, padding, output_padding, dilation, kernel_type,
+                       smooth_kernel, inv_alpha, inv_lambda, channel_wise, normalize_kernel, transposed,
+                       compute_dtype(guide.dtype), guide.dtype, False)
+
+
+def kernel_math(guide, mask, kernel_size, stride, padding, output_padding, dilation, kernel_type,
+                smooth_kernel, inv_alpha, inv_lambda, channel_wise, normalize_kernel, transposed,
+                dtype, out_dtype, only_valid):
+    """``packernel2d`` computed in ``dtype`` and returned in ``out_dtype``.
+
+    Taps that land on no input pixel, and masked taps, contribute nothing: where the contract
+    zeroes K (``K * m`` with ``m == 0``) the value is *selected* away, never multiplied by 0, so
+    a NaN or Inf of the guide there (or an overflowing distance) cannot leak into the pixel's
+    other taps, its normaliser, or any gradient; K stays exactly 0 there even when the
+    normaliser is NaN. The distance of such a tap is replaced by 0
+    before K is formed (a double select), so autograd sends exactly 0 (not ``0 * NaN``) back
+    through it. ``only_valid`` (the guide-taking operators, whose K never leaves them) does the
+    same for the invalid taps of an unmasked, unnormalised K; the standalone ``packernel2d``
+    returns K at every tap there, as the contract says.
+    """
     f = guide.to(dtype)
-    batch, channels = f.shape[:2]
     kh, kw = kernel_size
     out_hw, tap_start, step = kernel_grid(f.shape[-2:], kernel_size, stride, padding, dilation, transposed)
+
+    # Which taps count: valid (land on an input pixel) and, with a mask, not masked out.
+    keep = m = valid = None
+    if normalize_kernel or mask is not None or only_valid:
+        ones = f.new_ones(1, 1, *(
+            transposed_input_hw(out_hw, kernel_size, stride, padding, output_padding, dilation)
+            if transposed else f.shape[-2:]))
+        valid = _tap_mask(ones, transposed, tap_start, step, out_hw, kernel_size, stride, padding, dilation)
+        m = valid if mask is None else _tap_mask(mask.to(dtype), transposed, tap_start, step, out_hw,
+                                                  kernel_size, stride, padding, dilation)
+        keep = m != 0
 
     # Centre feature f0: the guide at the centre tap, or its per-channel smoothing there.
     centre = tap_start(kh // 2, kw // 2)
@@ -93,6 +122,8 @@ def packernel2d(guide, mask, kernel_size, stride, padding, output_padding, dilat
     for i in range(kh):
         for j in range(kw):
             diff = sample(f, tap_start(i, j), step, out_hw) - f0
+            if keep is not None:
+                diff = torch.where(keep[:, :, i, j], diff, 0.0)
             if asym:
                 diff = torch.relu(diff)
             sq = diff * diff
@@ -108,20 +139,17 @@ def packernel2d(guide, mask, kernel_size, stride, padding, output_padding, dilat
 
     out_mask = None
     if normalize_kernel or mask is not None:
-        ones = f.new_ones(batch, 1, *(
-            transposed_input_hw(out_hw, kernel_size, stride, padding, output_padding, dilation)
-            if transposed else f.shape[-2:]))
-        valid = _tap_mask(ones, transposed, tap_start, step, out_hw, kernel_size, stride, padding, dilation)
-        m = valid if mask is None else _tap_mask(mask.to(dtype), transposed, tap_start, step, out_hw,
-                                                  kernel_size, stride, padding, dilation)
         if normalize_kernel:
-            kernel = kernel * m
+            kernel = torch.where(keep, kernel * m, 0.0)
             norm = kernel.sum(dim=(2, 3), keepdim=True)
         else:
             norm = m.sum(dim=(2, 3), keepdim=True)
-            kernel = kernel * m * valid.sum(dim=(2, 3), keepdim=True)
+            kernel = torch.where(keep, kernel * m * valid.sum(dim=(2, 3), keepdim=True), 0.0)
         nonzero = norm != 0
-        kernel = kernel / torch.where(nonzero, norm, torch.ones_like(norm))
+        # selected again: a NaN normaliser (a valid tap read a NaN) leaves the others at 0
+        kernel = torch.where(keep, kernel / torch.where(nonzero, norm, torch.ones_like(norm)), 0.0)
         if mask is not None:
             out_mask = nonzero.to(out_dtype)
+    elif only_valid:
+        kernel = torch.where(keep, kernel, 0.0)
     return kernel.to(out_dtype), out_mask
