@@ -282,3 +282,75 @@ def test_kernel_overflow_at_padded_taps_contributes_nothing(op, kernel_type):
     tensors = dict(input=x, guide=guide) if op == "pool" else dict(input=x, guide=guide, weight=w)
     for name, grad in _grads(y, tensors).items():
         assert torch.isfinite(grad).all(), f"{op}: non-finite gradient for {name}"
+
+
+# --------------------------------------------------------------------------- mixed dtypes
+
+def test_float64_guide_with_float32_input_computes_k_in_float64():
+    """Issue 11's case: guide values 1e8, 1e8+1, 1e8+2 are distinct only in float64. K math in
+    float64 gives neighbour weights exp(-1/2); float32 math would see a constant guide (K = 1)."""
+    x = torch.ones(1, 1, 1, 3)
+    w = torch.ones(1, 1, 1, 3)
+    guide = torch.tensor([[[[1e8, 1e8 + 1, 1e8 + 2]]]], dtype=torch.float64)
+    y = PF.pac_conv2d(x, guide, w, padding=(0, 1), **REF)
+    assert y.dtype == torch.float32
+    e = math.exp(-0.5)
+    torch.testing.assert_close(y, torch.tensor([[[[1 + e, 1 + 2 * e, 1 + e]]]]), rtol=1e-6, atol=0)
+    pooled = PF.pac_pool2d(x, guide, (1, 3), padding=(0, 1), **REF)
+    torch.testing.assert_close(pooled, torch.tensor([[[[1 + e, 1 + 2 * e, 1 + e]]]]), rtol=1e-6, atol=0)
+
+
+def _mixed_call(op, x, guide, w, kernel_type):
+    options = dict(kernel_type=kernel_type)
+    if kernel_type.startswith("inv_"):  # explicit parameters: the defaults are made in the guide's dtype
+        options.update(inv_alpha=torch.tensor(0.3, dtype=torch.float64, requires_grad=True),
+                       inv_lambda=torch.tensor(-1.2, dtype=torch.float64, requires_grad=True))
+    if op == "conv":
+        return PF.pac_conv2d(x, guide, w, padding=1, normalize_kernel=True, **options, **REF), options
+    if op == "conv_transpose":
+        return PF.pac_conv_transpose2d(x, guide, w, stride=2, padding=1, output_padding=1, **options, **REF), options
+    return PF.pac_pool2d(x, guide, 3, padding=1, smooth_kernel_type="gaussian", **options, **REF), options
+
+
+@pytest.mark.parametrize("op", [pytest.param("conv", id="conv"), pytest.param("conv_transpose", id="transposed"),
+                                pytest.param("pool", id="pool")])
+@pytest.mark.parametrize("kernel_type", [pytest.param("gaussian", id="gaussian"),
+                                         pytest.param("inv_0.3_-1.2", id="inv")])
+@pytest.mark.parametrize("input_dtype, guide_dtype", [
+    pytest.param(torch.float64, torch.float32, id="f64-input-f32-guide"),
+    pytest.param(torch.float32, torch.float64, id="f32-input-f64-guide"),
+    pytest.param(torch.float16, torch.float64, id="f16-input-f64-guide"),
+])
+def test_mixed_dtypes_follow_one_rule(op, kernel_type, input_dtype, guide_dtype):
+    """K math in float64 when the input or the guide is float64: the result equals the run with
+    the guide made float64 (an exact conversion), output in the input's dtype, each gradient in
+    its tensor's dtype and equal to the float64-guide run's gradient rounded to that dtype."""
+    torch.manual_seed(0)
+    transposed = op == "conv_transpose"
+    x = torch.randn(2, 3, 4, 5).to(input_dtype)
+    guide_hw = (8, 10) if transposed else (4, 5)
+    guide = (3 * torch.randn(2, 2, *guide_hw)).to(guide_dtype)  # values exact in the lower dtype
+    w = None if op == "pool" else torch.randn(*((3, 2) if transposed else (2, 3)), 3, 3).to(input_dtype)
+    runs = []
+    for g in (guide, guide.double()):
+        leaves = dict(input=x.clone().requires_grad_(True), guide=g.clone().requires_grad_(True))
+        if w is not None:
+            leaves["weight"] = w.clone().requires_grad_(True)
+        y, options = _mixed_call(op, leaves["input"], leaves["guide"], leaves.get("weight"), kernel_type)
+        leaves.update({k: v for k, v in options.items() if isinstance(v, torch.Tensor)})
+        runs.append((y, leaves, _grads(y.float(), leaves)))
+    (y, leaves, grads), (y64, _, grads64) = runs
+    assert y.dtype == input_dtype
+    assert torch.equal(y, y64), f"{op}: output differs from the float64-guide run"
+    for name, grad in grads.items():
+        assert grad.dtype == leaves[name].dtype, f"{op}: gradient of {name} is {grad.dtype}"
+        assert torch.equal(grad, grads64[name].to(grad.dtype)), f"{op}: gradient of {name} differs"
+
+
+def test_packernel2d_returns_k_in_the_guide_dtype():
+    guide = torch.randn(1, 2, 5, 5, dtype=torch.float16)
+    K, _ = PF.packernel2d(guide, kernel_size=3, padding=1, **REF)
+    assert K.dtype == torch.float16
+    K64, _ = PF.packernel2d(guide.double(), kernel_size=3, padding=1, **REF)
+    assert K64.dtype == torch.float64
+    torch.testing.assert_close(K, K64.half(), rtol=1e-3, atol=1e-3)
