@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .modules import PacConv2d
+from .validation import arg_names, check_tensor
 
 __all__ = ["PacCRF", "PacCRFLoose", "create_position_feats", "create_YXRGB"]
 
@@ -149,36 +150,75 @@ class PacCRF(nn.Module):
 
     def compute_edge_kernels(self, edge_feat):
         """One K per PAC message passer (``None`` for plain-conv passers). ``edge_feat`` is one
-        tensor shared by all passers, or a list with one per passer."""
+        float tensor ``[B, D, H, W]`` shared by all passers, or a list with one per passer. Errors
+        name ``edge_feat``."""
+        return self._edge_kernels(edge_feat, "PacCRF.compute_edge_kernels")
+
+    def _edge_feats(self, edge_feat, unary=None):
+        """``edge_feat`` as a list of ``(name, tensor)``, one per passer, checked against ``unary``."""
         count = len(self.messengers)
         if isinstance(edge_feat, (list, tuple)):
             if len(edge_feat) != count:
                 raise ValueError(f"edge_feat has {len(edge_feat)} tensors for {count} message passers")
-            feats = list(edge_feat)
+            feats = [(f"edge_feat[{i}]", feat) for i, feat in enumerate(edge_feat)]
         else:
-            feats = [edge_feat] * count
+            feats = [("edge_feat", edge_feat)] * count
+        for (name, feat), messenger in zip(feats, self.messengers):
+            if not isinstance(messenger, PacConv2d):
+                continue
+            check_tensor(name, feat, rank=4)
+            if unary is not None and (feat.shape[0] != unary.shape[0] or feat.shape[-2:] != unary.shape[-2:]):
+                raise ValueError(f"{name} [B, D, H, W] must have unary's batch {unary.shape[0]} and spatial size "
+                                 f"{tuple(unary.shape[-2:])}, got {tuple(feat.shape)} (unary {tuple(unary.shape)})")
+        return feats
+
+    def _edge_kernels(self, edge_feat, entry, unary=None):
+        feats = self._edge_feats(edge_feat, unary)
         kernels, blurred = [], {}
         for i, (messenger, blur) in enumerate(zip(self.messengers, self.blurs)):
             if not isinstance(messenger, PacConv2d):
                 kernels.append(None)
                 continue
-            feat = feats[i]
+            name, feat = feats[i]
             if blur > 1:
                 key = (id(feat), blur)
                 if key not in blurred:
                     blurred[key] = _blur(feat, blur)
                 feat = blurred[key]
-            kernels.append(messenger.compute_kernel(feat)[0])
+                name = f"{name} (average-pooled by blur={blur})"
+            kernels.append(messenger._compute_kernel(feat, None, arg_names(entry, input=name))[0])
         return kernels
 
     def forward(self, unary, edge_feat, edge_kernel=None, logQ=None):
+        """Mean-field inference. ``unary [B, channels, H, W]`` (float); ``edge_feat [B, D, H, W]``
+        (or a list, one per passer; ignored when ``edge_kernel`` is given: one K
+        ``[B, 1, k, k, H', W']`` or a list, as ``compute_edge_kernels`` returns); ``logQ`` like
+        ``unary``. Returns ``[B, channels, H, W]`` (``final_output``). ``TypeError``/``ValueError``
+        name these arguments."""
+        return self._forward(unary, edge_feat, edge_kernel, logQ, "PacCRF.forward")
+
+    def _forward(self, unary, edge_feat, edge_kernel, logQ, entry):
         count = len(self.messengers)
+        check_tensor("unary", unary, rank=4)
+        if unary.shape[1] != self.channels:
+            raise ValueError(f"unary must have {self.channels} channels (the CRF's categories), got "
+                             f"{tuple(unary.shape)}")
+        if logQ is not None:
+            check_tensor("logQ", logQ, rank=4)
+            if logQ.shape != unary.shape:
+                raise ValueError(f"logQ must have unary's shape {tuple(unary.shape)}, got {tuple(logQ.shape)}")
         if edge_kernel is None:
-            edge_kernel = self.compute_edge_kernels(edge_feat)
+            edge_kernel = self._edge_kernels(edge_feat, entry, unary)
+            kernel_names = ["edge_kernel computed from edge_feat"] * count
         elif isinstance(edge_kernel, torch.Tensor):
             edge_kernel = [edge_kernel] * count
+            kernel_names = ["edge_kernel"] * count
+        elif not isinstance(edge_kernel, (list, tuple)):
+            raise TypeError(f"edge_kernel must be a tensor or a list of tensors, got {type(edge_kernel).__name__}")
         elif len(edge_kernel) != count:
             raise ValueError(f"edge_kernel has {len(edge_kernel)} tensors for {count} message passers")
+        else:
+            kernel_names = [f"edge_kernel[{i}]" for i in range(count)]
         height, width = unary.shape[-2:]
         logQ = unary if logQ is None else logQ
         for _ in range(self.num_steps):
@@ -189,7 +229,9 @@ class PacCRF(nn.Module):
                 if blur not in blurred:
                     blurred[blur] = _blur(Q, blur)
                 if isinstance(messenger, PacConv2d):
-                    msg = messenger(blurred[blur], None, edge_kernel[i])
+                    names = arg_names(entry, input="unary" if blur == 1 else f"unary (average-pooled by blur={blur})",
+                                      kernel=kernel_names[i], weight=f"messengers.{i}.weight")
+                    msg = messenger._forward(blurred[blur], None, edge_kernel[i], None, names)
                 else:
                     msg = messenger(blurred[blur])
                 msg = self.compat[i](msg)
@@ -250,13 +292,15 @@ class PacCRFLoose(nn.Module):
         return f"categories={self.channels}, num_steps={self.num_steps}, final_output={self.final_output}"
 
     def forward(self, unary, edge_feat, edge_kernel=None):
+        """As ``PacCRF.forward`` without ``logQ``; errors name these arguments."""
+        check_tensor("unary", unary, rank=4)
         if self.num_steps == 0:
             return _final(unary, self.final_output)
         if edge_kernel is None:
-            edge_kernel = self.steps[0].compute_edge_kernels(edge_feat)
+            edge_kernel = self.steps[0]._edge_kernels(edge_feat, "PacCRFLoose.forward", unary)
         logQ = unary
         for step in self.steps:
-            logQ = step(unary, None, edge_kernel, logQ)
+            logQ = step._forward(unary, None, edge_kernel, logQ, "PacCRFLoose.forward")
         return _final(logQ, self.final_output)
 
 
@@ -292,6 +336,9 @@ def create_YXRGB(img, yx_scale=None, rgb_scale=None, scales=None):
         if yx_scale is not None or rgb_scale is not None:
             raise ValueError("pass either scales or yx_scale/rgb_scale, not both")
         scales = torch.as_tensor(scales, dtype=img.dtype).flatten()
+        if scales.numel() != 2 + img.shape[1]:
+            raise ValueError(f"scales must have 2 + {img.shape[1]} values (y, x, then one per channel of img "
+                             f"{tuple(img.shape)}), got {scales.numel()}")
         yx_scale, rgb_scale = scales[:2], scales[2:]
     mesh = create_position_feats(img.shape[-2:], yx_scale, img.shape[0], img.device).to(img.dtype)
     if rgb_scale is not None:

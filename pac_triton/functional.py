@@ -20,7 +20,7 @@ import torch
 
 from .dispatch import select
 from .options import fixed_smooth_kernel, parse_kernel_type, parse_smooth_type
-from .validation import (check_bias, check_geometry, check_guide, check_inv_param, check_mask,
+from .validation import (arg_names, check_bias, check_geometry, check_guide, check_inv_param, check_mask,
                          check_same_device, check_smooth_kernel, check_tensor, check_weight, conv_out_size,
                          pair, transposed_out_size)
 
@@ -101,55 +101,81 @@ def _kernel_options(guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_a
     return ktype.name, smooth_kernel, inv_alpha, inv_lambda
 
 
-def _check_conv_weight(input, weight, kernel_size, shared_filters, transposed):
+def _check_conv_weight(input, weight, kernel_size, shared_filters, transposed, names):
     """Weight shapes: ``[O, C, kh, kw]`` (conv), ``[C, O, kh, kw]`` (transposed), ``[1, 1, kh, kw]``
     (shared). Returns the number of output channels."""
-    check_tensor("weight", weight, rank=4)
+    check_tensor(names["weight"], weight, rank=4)
     channels = input.shape[1]
     if weight.dtype != input.dtype:
-        raise TypeError(f"weight dtype {weight.dtype} != input dtype {input.dtype}")
+        raise TypeError(f"{names['weight']} dtype {weight.dtype} != {names['input']} dtype {input.dtype}")
     if shared_filters:
-        check_weight(weight, (1, 1, *kernel_size), "shared filters")
+        check_weight(weight, (1, 1, *kernel_size), "shared filters", names["weight"])
         return channels
     in_axis = 0 if transposed else 1
     if weight.shape[in_axis] != channels:
         layout = "[C_in, C_out, kh, kw]" if transposed else "[C_out, C_in, kh, kw]"
-        raise ValueError(f"channel mismatch: input has {channels} channels but weight {layout} has shape "
-                         f"{tuple(weight.shape)}")
+        raise ValueError(f"channel mismatch: {names['input']} has {channels} channels but {names['weight']} "
+                         f"{layout} has shape {tuple(weight.shape)}")
     return weight.shape[1 - in_axis]
 
 
-def _check_precomputed_kernel(kernel, batch, channels_allowed, kernel_size, out_hw, what):
-    check_tensor("kernel", kernel, rank=6)
+def _check_precomputed_kernel(kernel, batch, channels_allowed, kernel_size, out_hw, names):
+    check_tensor(names["kernel"], kernel, rank=6)
     kh, kw = kernel_size
     shape = tuple(kernel.shape)
     if shape[0] != batch or shape[1] not in channels_allowed or shape[2:] != (kh, kw, *out_hw):
         channels = " or ".join(str(c) for c in sorted(set(channels_allowed)))
-        raise ValueError(f"kernel for {what} must have shape [{batch}, {channels}, {kh}, {kw}, {out_hw[0]}, "
-                         f"{out_hw[1]}], got {shape}")
+        raise ValueError(f"{names['kernel']} for {names['entry']} must have shape [{batch}, {channels}, {kh}, {kw}, "
+                         f"{out_hw[0]}, {out_hw[1]}] (batch, channels, taps, output size of {names['input']}), "
+                         f"got {shape}")
 
 
-def _geometry_from_weight(weight, stride, padding, dilation, output_padding=None):
-    check_tensor("weight", weight, rank=4)
+def _geometry_from_weight(weight, stride, padding, dilation, output_padding=None, names=None):
+    check_tensor(names["weight"] if names else "weight", weight, rank=4)
     return check_geometry(tuple(weight.shape[-2:]), stride, padding, dilation, output_padding)
+
+
+def _devices(names, **tensors):
+    check_same_device(**{names.get(key, key): value for key, value in tensors.items()})
 
 
 # --------------------------------------------------------------------------- pacnet's functions
 
-@_autocast_inputs(fp32=("input", "mask"))
+_PACKERNEL2D = arg_names("packernel2d", input="input (guide)")
+_PACCONV2D = arg_names("pacconv2d")
+_PACCONV_T2D = arg_names("pacconv_transpose2d")
+_PACPOOL2D = arg_names("pacpool2d")
+_PAC_CONV2D = arg_names("pac_conv2d")
+_PAC_CONV_T2D = arg_names("pac_conv_transpose2d")
+_PAC_POOL2D = arg_names("pac_pool2d")
+
+
 def packernel2d(input, mask=None, kernel_size=0, stride=1, padding=0, output_padding=0, dilation=1,
                 kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None, inv_alpha=None,
                 inv_lambda=None, channel_wise=False, normalize_kernel=False, transposed=False,
                 native_impl=False, *, backend=None):
     """The adapting kernel of guide ``input [B, D, H, W]``: returns ``(K, out_mask)``.
 
-    ``K`` is ``[B, 1, kh, kw, Ho, Wo]`` (``[B, D, ...]`` when ``channel_wise``); ``out_mask`` is
-    ``None`` unless a ``mask`` is given. ``transposed=True``: the guide is at the transposed conv's
-    output resolution and ``mask`` at its input resolution. ``native_impl`` has no effect.
+    ``K`` is ``[B, 1, kh, kw, Ho, Wo]`` (``[B, D, ...]`` when ``channel_wise``) in the guide's
+    dtype; ``out_mask`` is ``None`` unless a ``mask [B, 1, H, W]`` is given (then
+    ``[B, 1, 1, 1, Ho, Wo]``, the guide's dtype). ``transposed=True``: the guide is at the
+    transposed conv's output resolution and ``mask`` at its input resolution. ``native_impl``
+    has no effect. Errors: ``TypeError`` for non-tensors and non-float dtypes, ``ValueError``
+    for shapes, sizes and options (each naming the argument).
     """
-    check_tensor("input (guide)", input, rank=4)
+    return _packernel2d(input, mask, kernel_size, stride, padding, output_padding, dilation, kernel_type,
+                        smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, channel_wise, normalize_kernel,
+                        transposed, backend=backend, names=_PACKERNEL2D)
+
+
+@_autocast_inputs(fp32=("input", "mask"))
+def _packernel2d(input, mask, kernel_size, stride, padding, output_padding, dilation, kernel_type,
+                 smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, channel_wise, normalize_kernel,
+                 transposed, *, backend, names):
+    guide_name = names["input"]
+    check_tensor(guide_name, input, rank=4)
     if pair(kernel_size, "kernel_size") == (0, 0):
-        raise ValueError("packernel2d needs kernel_size (an odd int or pair)")
+        raise ValueError(f"{names['entry']} needs kernel_size (an odd int or pair)")
     kernel_size, stride, padding, dilation, output_padding = check_geometry(
         kernel_size, stride, padding, dilation, output_padding)
     batch = input.shape[0]
@@ -160,68 +186,89 @@ def packernel2d(input, mask=None, kernel_size=0, stride=1, padding=0, output_pad
             implied = (transposed_out_size(in_hw, kernel_size, stride, padding, output_padding, dilation)
                        if min(in_hw) > 0 else None)
             if implied != tuple(input.shape[-2:]):
-                raise ValueError(f"guide size {tuple(input.shape[-2:])} is not the output size of any transposed "
-                                 f"conv input with kernel_size {kernel_size}, stride {stride}, padding {padding}, "
-                                 f"output_padding {output_padding}, dilation {dilation}")
+                raise ValueError(f"{guide_name} size {tuple(input.shape[-2:])} is not the output size of any "
+                                 f"transposed conv input with kernel_size {kernel_size}, stride {stride}, padding "
+                                 f"{padding}, output_padding {output_padding}, dilation {dilation}")
         mask_hw, mask_what = in_hw, "transposed conv's input"
     else:
-        conv_out_size(input.shape[-2:], kernel_size, stride, padding, dilation, what="guide")
-        mask_hw, mask_what = tuple(input.shape[-2:]), "guide"
+        conv_out_size(input.shape[-2:], kernel_size, stride, padding, dilation, what=guide_name)
+        mask_hw, mask_what = tuple(input.shape[-2:]), guide_name
     if mask is not None:
-        mask = check_mask(mask, batch, mask_hw, mask_what)
+        mask = check_mask(mask, batch, mask_hw, mask_what, names["mask"])
     kernel_type, smooth_kernel, inv_alpha, inv_lambda = _kernel_options(
         input, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, channel_wise, True)
-    check_same_device(input=input, mask=mask, smooth_kernel=smooth_kernel, inv_alpha=inv_alpha,
-                      inv_lambda=inv_lambda)
+    _devices(names, input=input, mask=mask, smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda)
     impl = select(backend, "packernel2d", (input, smooth_kernel, inv_alpha, inv_lambda))
     return impl.packernel2d(input, mask, kernel_size, stride, padding, output_padding, dilation, kernel_type,
                             smooth_kernel, inv_alpha, inv_lambda, bool(channel_wise), bool(normalize_kernel),
                             bool(transposed))
 
 
-@_autocast_inputs(low=("input", "weight", "bias"))
 def pacconv2d(input, kernel, weight, bias=None, stride=1, padding=0, dilation=1, shared_filters=False,
               native_impl=False, *, backend=None):
-    """PAC convolution with a precomputed ``kernel [B, 1, kh, kw, Ho, Wo]`` (section 2)."""
-    check_tensor("input", input, rank=4)
-    kernel_size, stride, padding, dilation = _geometry_from_weight(weight, stride, padding, dilation)
-    out_channels = _check_conv_weight(input, weight, kernel_size, shared_filters, transposed=False)
-    check_bias(bias, out_channels, input)
-    out_hw = conv_out_size(input.shape[-2:], kernel_size, stride, padding, dilation)
-    _check_precomputed_kernel(kernel, input.shape[0], (1,), kernel_size, out_hw, "pacconv2d")
-    check_same_device(input=input, kernel=kernel, weight=weight, bias=bias)
+    """PAC convolution with a precomputed ``kernel [B, 1, kh, kw, Ho, Wo]`` (section 2).
+
+    ``input [B, C, H, W]``, ``weight [C_out, C, kh, kw]`` (``[1, 1, kh, kw]`` shared) and ``bias
+    [C_out]`` in one float dtype; returns ``[B, C_out, Ho, Wo]`` in the input's dtype.
+    ``TypeError``/``ValueError`` name the argument at fault."""
+    return _pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters, backend=backend,
+                      names=_PACCONV2D)
+
+
+@_autocast_inputs(low=("input", "weight", "bias"))
+def _pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters, *, backend, names):
+    check_tensor(names["input"], input, rank=4)
+    kernel_size, stride, padding, dilation = _geometry_from_weight(weight, stride, padding, dilation, names=names)
+    out_channels = _check_conv_weight(input, weight, kernel_size, shared_filters, False, names)
+    check_bias(bias, out_channels, input, names["bias"], names["input"])
+    out_hw = conv_out_size(input.shape[-2:], kernel_size, stride, padding, dilation, names["input"])
+    _check_precomputed_kernel(kernel, input.shape[0], (1,), kernel_size, out_hw, names)
+    _devices(names, input=input, kernel=kernel, weight=weight, bias=bias)
     impl = select(backend, "pacconv2d", (input, kernel, weight, bias))
     return impl.pacconv2d(input, kernel, weight, bias, stride, padding, dilation, bool(shared_filters))
 
 
-@_autocast_inputs(low=("input", "weight", "bias"))
 def pacconv_transpose2d(input, kernel, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1,
                         shared_filters=False, native_impl=False, *, backend=None):
     """PAC transposed convolution with a precomputed ``kernel [B, 1, kh, kw, Ho, Wo]`` (section 3).
 
-    Equals ``F.conv_transpose2d`` with the same weight when ``K == 1`` (pacnet needs the weight
-    flipped; see ``convert_pacnet_state_dict``)."""
-    check_tensor("input", input, rank=4)
+    ``weight [C, C_out, kh, kw]``; returns ``[B, C_out, Ho, Wo]`` in the input's dtype. Equals
+    ``F.conv_transpose2d`` with the same weight when ``K == 1`` (pacnet needs the weight flipped;
+    see ``convert_pacnet_state_dict``). ``TypeError``/``ValueError`` name the argument at fault."""
+    return _pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation,
+                                shared_filters, backend=backend, names=_PACCONV_T2D)
+
+
+@_autocast_inputs(low=("input", "weight", "bias"))
+def _pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation, shared_filters, *,
+                         backend, names):
+    check_tensor(names["input"], input, rank=4)
     kernel_size, stride, padding, dilation, output_padding = _geometry_from_weight(
-        weight, stride, padding, dilation, output_padding)
-    out_channels = _check_conv_weight(input, weight, kernel_size, shared_filters, transposed=True)
-    check_bias(bias, out_channels, input)
+        weight, stride, padding, dilation, output_padding, names=names)
+    out_channels = _check_conv_weight(input, weight, kernel_size, shared_filters, True, names)
+    check_bias(bias, out_channels, input, names["bias"], names["input"])
     out_hw = transposed_out_size(input.shape[-2:], kernel_size, stride, padding, output_padding, dilation)
-    _check_precomputed_kernel(kernel, input.shape[0], (1,), kernel_size, out_hw, "pacconv_transpose2d")
-    check_same_device(input=input, kernel=kernel, weight=weight, bias=bias)
+    _check_precomputed_kernel(kernel, input.shape[0], (1,), kernel_size, out_hw, names)
+    _devices(names, input=input, kernel=kernel, weight=weight, bias=bias)
     impl = select(backend, "pacconv_transpose2d", (input, kernel, weight, bias))
     return impl.pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation,
                                     bool(shared_filters))
 
 
-@_autocast_inputs()
 def pacpool2d(input, kernel, kernel_size, stride=1, padding=0, dilation=1, native_impl=False, *, backend=None):
-    """K-weighted sum pooling with a precomputed ``kernel [B, 1 or C, kh, kw, Ho, Wo]`` (section 4)."""
-    check_tensor("input", input, rank=4)
+    """K-weighted sum pooling of ``input [B, C, H, W]`` with a precomputed ``kernel [B, 1 or C, kh,
+    kw, Ho, Wo]`` (section 4); returns ``[B, C, Ho, Wo]`` in the input's dtype.
+    ``TypeError``/``ValueError`` name the argument at fault."""
+    return _pacpool2d(input, kernel, kernel_size, stride, padding, dilation, backend=backend, names=_PACPOOL2D)
+
+
+@_autocast_inputs()
+def _pacpool2d(input, kernel, kernel_size, stride, padding, dilation, *, backend, names):
+    check_tensor(names["input"], input, rank=4)
     kernel_size, stride, padding, dilation = check_geometry(kernel_size, stride, padding, dilation)
-    out_hw = conv_out_size(input.shape[-2:], kernel_size, stride, padding, dilation)
-    _check_precomputed_kernel(kernel, input.shape[0], (1, input.shape[1]), kernel_size, out_hw, "pacpool2d")
-    check_same_device(input=input, kernel=kernel)
+    out_hw = conv_out_size(input.shape[-2:], kernel_size, stride, padding, dilation, names["input"])
+    _check_precomputed_kernel(kernel, input.shape[0], (1, input.shape[1]), kernel_size, out_hw, names)
+    _devices(names, input=input, kernel=kernel)
     impl = select(backend, "pacpool2d", (input, kernel))
     return impl.pacpool2d(input, kernel, kernel_size, stride, padding, dilation)
 
@@ -232,58 +279,76 @@ def _finish(y, out_mask, mask):
     return y if mask is None else (y, out_mask)
 
 
-@_autocast_inputs(low=("input", "weight", "bias"), fp32=("guide", "mask"))
 def pac_conv2d(input, guide, weight, bias=None, *, stride=1, padding=0, dilation=1, kernel_type="gaussian",
                inv_alpha=None, inv_lambda=None, smooth_kernel_type="none", smooth_kernel=None,
                normalize_kernel=False, shared_filters=False, mask=None, backend=None):
     """PAC convolution whose kernel K is defined by ``guide [B, D, H, W]`` (same B, H, W as
-    ``input [B, C, H, W]``). ``weight [C_out, C, kh, kw]`` (``[1, 1, kh, kw]`` shared).
+    ``input [B, C, H, W]``). ``weight [C_out, C, kh, kw]`` (``[1, 1, kh, kw]`` shared), ``bias
+    [C_out]``, in the input's dtype; returns ``y [B, C_out, Ho, Wo]`` in the input's dtype.
 
     ``inv_alpha``/``inv_lambda`` default to the values in an ``inv_`` type's name;
     ``smooth_kernel`` defaults to the type's fixed window (required for ``full_n``). ``mask
-    [B, 1, H, W]`` marks valid input pixels; then ``(y, out_mask)`` is returned.
+    [B, 1, H, W]`` marks valid input pixels; then ``(y, out_mask)`` is returned. Errors:
+    ``TypeError`` (types, dtypes), ``ValueError`` (shapes, options), naming the argument.
     """
-    check_tensor("input", input, rank=4)
-    check_tensor("guide", guide, rank=4)
-    kernel_size, stride, padding, dilation = _geometry_from_weight(weight, stride, padding, dilation)
-    out_channels = _check_conv_weight(input, weight, kernel_size, shared_filters, transposed=False)
-    check_bias(bias, out_channels, input)
-    conv_out_size(input.shape[-2:], kernel_size, stride, padding, dilation)
-    check_guide(guide, input, input.shape[-2:], "the input's spatial size")
+    return _pac_conv2d(input, guide, weight, bias, stride, padding, dilation, kernel_type, inv_alpha, inv_lambda,
+                       smooth_kernel_type, smooth_kernel, normalize_kernel, shared_filters, mask, backend=backend,
+                       names=_PAC_CONV2D)
+
+
+@_autocast_inputs(low=("input", "weight", "bias"), fp32=("guide", "mask"))
+def _pac_conv2d(input, guide, weight, bias, stride, padding, dilation, kernel_type, inv_alpha, inv_lambda,
+                smooth_kernel_type, smooth_kernel, normalize_kernel, shared_filters, mask, *, backend, names):
+    check_tensor(names["input"], input, rank=4)
+    check_tensor(names["guide"], guide, rank=4)
+    kernel_size, stride, padding, dilation = _geometry_from_weight(weight, stride, padding, dilation, names=names)
+    out_channels = _check_conv_weight(input, weight, kernel_size, shared_filters, False, names)
+    check_bias(bias, out_channels, input, names["bias"], names["input"])
+    conv_out_size(input.shape[-2:], kernel_size, stride, padding, dilation, names["input"])
+    check_guide(guide, input, input.shape[-2:], f"{names['input']}'s spatial size", names["guide"], names["input"])
     if mask is not None:
-        mask = check_mask(mask, input.shape[0], input.shape[-2:], "input")
+        mask = check_mask(mask, input.shape[0], input.shape[-2:], names["input"], names["mask"])
     kernel_type, smooth_kernel, inv_alpha, inv_lambda = _kernel_options(
         guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, False, False)
-    check_same_device(input=input, guide=guide, weight=weight, bias=bias, mask=mask, smooth_kernel=smooth_kernel,
-                      inv_alpha=inv_alpha, inv_lambda=inv_lambda)
+    _devices(names, input=input, guide=guide, weight=weight, bias=bias, mask=mask, smooth_kernel=smooth_kernel,
+             inv_alpha=inv_alpha, inv_lambda=inv_lambda)
     impl = select(backend, "pac_conv2d", (input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda))
     y, out_mask = impl.pac_conv2d(input, guide, weight, bias, stride, padding, dilation, kernel_type, inv_alpha,
                                   inv_lambda, smooth_kernel, bool(normalize_kernel), bool(shared_filters), mask)
     return _finish(y, out_mask, mask)
 
 
-@_autocast_inputs(low=("input", "weight", "bias"), fp32=("guide", "mask"))
 def pac_conv_transpose2d(input, guide, weight, bias=None, *, stride=1, padding=0, output_padding=0, dilation=1,
                          kernel_type="gaussian", inv_alpha=None, inv_lambda=None, smooth_kernel_type="none",
                          smooth_kernel=None, normalize_kernel=False, shared_filters=False, mask=None,
                          backend=None):
     """PAC transposed convolution; ``guide [B, D, Ho, Wo]`` is at the *output* resolution (exactly
     the size the input implies). ``weight [C, C_out, kh, kw]`` as ``nn.ConvTranspose2d``; ``mask
-    [B, 1, H, W]`` at the input resolution. Other options as ``pac_conv2d``."""
-    check_tensor("input", input, rank=4)
-    check_tensor("guide", guide, rank=4)
+    [B, 1, H, W]`` at the input resolution. Returns ``y [B, C_out, Ho, Wo]`` in the input's dtype
+    (``(y, out_mask)`` with a mask). Other options and errors as ``pac_conv2d``."""
+    return _pac_conv_transpose2d(input, guide, weight, bias, stride, padding, output_padding, dilation, kernel_type,
+                                 inv_alpha, inv_lambda, smooth_kernel_type, smooth_kernel, normalize_kernel,
+                                 shared_filters, mask, backend=backend, names=_PAC_CONV_T2D)
+
+
+@_autocast_inputs(low=("input", "weight", "bias"), fp32=("guide", "mask"))
+def _pac_conv_transpose2d(input, guide, weight, bias, stride, padding, output_padding, dilation, kernel_type,
+                          inv_alpha, inv_lambda, smooth_kernel_type, smooth_kernel, normalize_kernel, shared_filters,
+                          mask, *, backend, names):
+    check_tensor(names["input"], input, rank=4)
+    check_tensor(names["guide"], guide, rank=4)
     kernel_size, stride, padding, dilation, output_padding = _geometry_from_weight(
-        weight, stride, padding, dilation, output_padding)
-    out_channels = _check_conv_weight(input, weight, kernel_size, shared_filters, transposed=True)
-    check_bias(bias, out_channels, input)
+        weight, stride, padding, dilation, output_padding, names=names)
+    out_channels = _check_conv_weight(input, weight, kernel_size, shared_filters, True, names)
+    check_bias(bias, out_channels, input, names["bias"], names["input"])
     out_hw = transposed_out_size(input.shape[-2:], kernel_size, stride, padding, output_padding, dilation)
-    check_guide(guide, input, out_hw, "the transposed conv's output size")
+    check_guide(guide, input, out_hw, "the transposed conv's output size", names["guide"], names["input"])
     if mask is not None:
-        mask = check_mask(mask, input.shape[0], input.shape[-2:], "input")
+        mask = check_mask(mask, input.shape[0], input.shape[-2:], names["input"], names["mask"])
     kernel_type, smooth_kernel, inv_alpha, inv_lambda = _kernel_options(
         guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, False, False)
-    check_same_device(input=input, guide=guide, weight=weight, bias=bias, mask=mask, smooth_kernel=smooth_kernel,
-                      inv_alpha=inv_alpha, inv_lambda=inv_lambda)
+    _devices(names, input=input, guide=guide, weight=weight, bias=bias, mask=mask, smooth_kernel=smooth_kernel,
+             inv_alpha=inv_alpha, inv_lambda=inv_lambda)
     impl = select(backend, "pac_conv_transpose2d", (input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda))
     y, out_mask = impl.pac_conv_transpose2d(input, guide, weight, bias, stride, padding, output_padding, dilation,
                                             kernel_type, inv_alpha, inv_lambda, smooth_kernel,
@@ -291,27 +356,35 @@ def pac_conv_transpose2d(input, guide, weight, bias=None, *, stride=1, padding=0
     return _finish(y, out_mask, mask)
 
 
-@_autocast_inputs(fp32=("guide", "mask"))
 def pac_pool2d(input, guide, kernel_size, *, stride=1, padding=0, dilation=1, kernel_type="gaussian",
                inv_alpha=None, inv_lambda=None, smooth_kernel_type="none", smooth_kernel=None,
                normalize_kernel=False, channel_wise=False, mask=None, backend=None):
     """K-weighted pooling of ``input [B, C, H, W]`` with K from ``guide [B, D, H, W]`` (``D == C``
     when ``channel_wise``: one kernel per channel). With ``normalize_kernel`` it is a K-weighted
-    mean over valid taps; otherwise a K-weighted sum."""
-    check_tensor("input", input, rank=4)
-    check_tensor("guide", guide, rank=4)
+    mean over valid taps; otherwise a K-weighted sum. Returns ``y [B, C, Ho, Wo]`` in the input's
+    dtype (``(y, out_mask)`` with a ``mask [B, 1, H, W]``). Errors as ``pac_conv2d``."""
+    return _pac_pool2d(input, guide, kernel_size, stride, padding, dilation, kernel_type, inv_alpha, inv_lambda,
+                       smooth_kernel_type, smooth_kernel, normalize_kernel, channel_wise, mask, backend=backend,
+                       names=_PAC_POOL2D)
+
+
+@_autocast_inputs(fp32=("guide", "mask"))
+def _pac_pool2d(input, guide, kernel_size, stride, padding, dilation, kernel_type, inv_alpha, inv_lambda,
+                smooth_kernel_type, smooth_kernel, normalize_kernel, channel_wise, mask, *, backend, names):
+    check_tensor(names["input"], input, rank=4)
+    check_tensor(names["guide"], guide, rank=4)
     kernel_size, stride, padding, dilation = check_geometry(kernel_size, stride, padding, dilation)
-    conv_out_size(input.shape[-2:], kernel_size, stride, padding, dilation)
-    check_guide(guide, input, input.shape[-2:], "the input's spatial size")
+    conv_out_size(input.shape[-2:], kernel_size, stride, padding, dilation, names["input"])
+    check_guide(guide, input, input.shape[-2:], f"{names['input']}'s spatial size", names["guide"], names["input"])
     if channel_wise and guide.shape[1] != input.shape[1]:
-        raise ValueError(f"channel_wise pooling needs the guide to have the input's {input.shape[1]} channels, "
-                         f"got guide {tuple(guide.shape)}")
+        raise ValueError(f"channel_wise pooling needs {names['guide']} to have {names['input']}'s "
+                         f"{input.shape[1]} channels, got {names['guide']} {tuple(guide.shape)}")
     if mask is not None:
-        mask = check_mask(mask, input.shape[0], input.shape[-2:], "input")
+        mask = check_mask(mask, input.shape[0], input.shape[-2:], names["input"], names["mask"])
     kernel_type, smooth_kernel, inv_alpha, inv_lambda = _kernel_options(
         guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, channel_wise, False)
-    check_same_device(input=input, guide=guide, mask=mask, smooth_kernel=smooth_kernel, inv_alpha=inv_alpha,
-                      inv_lambda=inv_lambda)
+    _devices(names, input=input, guide=guide, mask=mask, smooth_kernel=smooth_kernel, inv_alpha=inv_alpha,
+             inv_lambda=inv_lambda)
     impl = select(backend, "pac_pool2d", (input, guide, smooth_kernel, inv_alpha, inv_lambda))
     y, out_mask = impl.pac_pool2d(input, guide, kernel_size, stride, padding, dilation, kernel_type, inv_alpha,
                                   inv_lambda, smooth_kernel, bool(normalize_kernel), bool(channel_wise), mask)

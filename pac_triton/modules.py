@@ -16,7 +16,7 @@ from torch.nn import Parameter
 from . import functional as PF
 from .dispatch import check_backend
 from .options import fixed_smooth_kernel, parse_kernel_type, parse_smooth_type
-from .validation import check_geometry
+from .validation import arg_names, check_geometry
 
 __all__ = ["PacConv2d", "PacConvTranspose2d", "PacPool2d"]
 
@@ -191,11 +191,22 @@ class _PacConvNd(nn.Module):
                     inv_lambda=getattr(self, "inv_lambda", None), normalize_kernel=self.normalize_kernel)
 
     def compute_kernel(self, input_for_kernel, input_mask=None):
-        """``(K, out_mask)`` of this layer for a guide (and an optional mask), as pacnet."""
-        return PF.packernel2d(input_for_kernel, input_mask, kernel_size=self.kernel_size, stride=self.stride,
-                              padding=self.padding, output_padding=self.output_padding, dilation=self.dilation,
-                              channel_wise=self.channel_wise, transposed=self.transposed,
-                              native_impl=self.native_impl, backend=self.backend, **self._kernel_args())
+        """``(K, out_mask)`` of this layer for a guide ``input_for_kernel [B, D, H, W]`` (and an
+        optional ``input_mask [B, 1, H, W]``), as pacnet: ``K [B, 1, kh, kw, Ho, Wo]`` in the guide's
+        dtype. Errors name ``input_for_kernel`` / ``input_mask``."""
+        return self._compute_kernel(input_for_kernel, input_mask, arg_names(
+            f"{type(self).__name__}.compute_kernel", input="input_for_kernel (guide)", mask="input_mask"))
+
+    def _compute_kernel(self, guide, mask, names):
+        args = self._kernel_args()
+        return PF._packernel2d(guide, mask, self.kernel_size, self.stride, self.padding, self.output_padding,
+                               self.dilation, args["kernel_type"], args["smooth_kernel_type"], args["smooth_kernel"],
+                               args["inv_alpha"], args["inv_lambda"], self.channel_wise, self.normalize_kernel,
+                               self.transposed, backend=self.backend, names=names)
+
+    def _forward_names(self):
+        return arg_names(f"{type(self).__name__}.forward", input="input_2d", guide="input_for_kernel (guide)",
+                         weight=f"{type(self).__name__}.weight", bias=f"{type(self).__name__}.bias")
 
     @staticmethod
     def _check_kernel_xor_mask(kernel, mask):
@@ -239,13 +250,22 @@ class PacConv2d(_PacConvNd):
                          native_impl, backend)
 
     def forward(self, input_2d, input_for_kernel, kernel=None, mask=None):
+        """``input_2d [B, in, H, W]``, guide ``input_for_kernel [B, D, H, W]`` (ignored, may be
+        ``None``, when a precomputed ``kernel [B, 1, kh, kw, Ho, Wo]`` is given), ``mask [B, 1, H, W]``.
+        Returns ``y [B, out, Ho, Wo]`` in the input's dtype, or ``(y, out_mask)`` with a mask.
+        ``TypeError``/``ValueError`` name these arguments."""
+        return self._forward(input_2d, input_for_kernel, kernel, mask, self._forward_names())
+
+    def _forward(self, input_2d, input_for_kernel, kernel, mask, names):
         self._check_kernel_xor_mask(kernel, mask)
         if kernel is not None:
-            return PF.pacconv2d(input_2d, kernel, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                                self.shared_filters, backend=self.backend)
-        return PF.pac_conv2d(input_2d, input_for_kernel, self.weight, self.bias, stride=self.stride,
-                             padding=self.padding, dilation=self.dilation, shared_filters=self.shared_filters,
-                             mask=mask, backend=self.backend, **self._kernel_args())
+            return PF._pacconv2d(input_2d, kernel, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                                 self.shared_filters, backend=self.backend, names=names)
+        args = self._kernel_args()
+        return PF._pac_conv2d(input_2d, input_for_kernel, self.weight, self.bias, self.stride, self.padding,
+                              self.dilation, args["kernel_type"], args["inv_alpha"], args["inv_lambda"],
+                              args["smooth_kernel_type"], args["smooth_kernel"], args["normalize_kernel"],
+                              self.shared_filters, mask, backend=self.backend, names=names)
 
 
 class PacConvTranspose2d(_PacConvNd):
@@ -261,15 +281,22 @@ class PacConvTranspose2d(_PacConvNd):
                          filler, native_impl, backend)
 
     def forward(self, input_2d, input_for_kernel, kernel=None, mask=None):
+        """``input_2d [B, in, H, W]``, guide ``input_for_kernel [B, D, Ho, Wo]`` at the output
+        resolution (ignored when a precomputed ``kernel`` is given), ``mask [B, 1, H, W]`` at the
+        input resolution. Returns ``y [B, out, Ho, Wo]`` in the input's dtype, or ``(y, out_mask)``.
+        ``TypeError``/``ValueError`` name these arguments."""
+        names = self._forward_names()
         self._check_kernel_xor_mask(kernel, mask)
         if kernel is not None:
-            return PF.pacconv_transpose2d(input_2d, kernel, self.weight, self.bias, self.stride, self.padding,
-                                          self.output_padding, self.dilation, self.shared_filters,
-                                          backend=self.backend)
-        return PF.pac_conv_transpose2d(input_2d, input_for_kernel, self.weight, self.bias, stride=self.stride,
-                                       padding=self.padding, output_padding=self.output_padding,
-                                       dilation=self.dilation, shared_filters=self.shared_filters, mask=mask,
-                                       backend=self.backend, **self._kernel_args())
+            return PF._pacconv_transpose2d(input_2d, kernel, self.weight, self.bias, self.stride, self.padding,
+                                           self.output_padding, self.dilation, self.shared_filters,
+                                           backend=self.backend, names=names)
+        args = self._kernel_args()
+        return PF._pac_conv_transpose2d(input_2d, input_for_kernel, self.weight, self.bias, self.stride, self.padding,
+                                        self.output_padding, self.dilation, args["kernel_type"], args["inv_alpha"],
+                                        args["inv_lambda"], args["smooth_kernel_type"], args["smooth_kernel"],
+                                        args["normalize_kernel"], self.shared_filters, mask, backend=self.backend,
+                                        names=names)
 
 
 class PacPool2d(_PacConvNd):
@@ -284,16 +311,23 @@ class PacPool2d(_PacConvNd):
                          native_impl, backend)
 
     def forward(self, input_2d, input_for_kernel, kernel=None, mask=None):
+        """``input_2d [B, C, H, W]``, guide ``input_for_kernel [B, D, H, W]`` (``D == C`` when
+        ``channel_wise``; ignored when a precomputed ``kernel [B, 1 or C, kh, kw, Ho, Wo]`` is given),
+        ``mask [B, 1, H, W]``. Returns ``y [B, C, Ho, Wo]`` in the input's dtype, or ``(y, out_mask)``.
+        ``TypeError``/``ValueError`` name these arguments."""
         self._check_kernel_xor_mask(kernel, mask)
         channels = input_2d.shape[1] if isinstance(input_2d, torch.Tensor) and input_2d.dim() == 4 else None
         if self.out_channels > 0 and channels is not None and channels != self.out_channels:
-            raise ValueError(f"PacPool2d(out_channels={self.out_channels}) got an input with {channels} channels")
+            raise ValueError(f"PacPool2d(out_channels={self.out_channels}) got input_2d with {channels} channels")
+        names = arg_names("PacPool2d.forward", input="input_2d", guide="input_for_kernel (guide)")
         if kernel is not None:
-            return PF.pacpool2d(input_2d, kernel, self.kernel_size, self.stride, self.padding, self.dilation,
-                                backend=self.backend)
-        return PF.pac_pool2d(input_2d, input_for_kernel, self.kernel_size, stride=self.stride,
-                             padding=self.padding, dilation=self.dilation, channel_wise=self.channel_wise,
-                             mask=mask, backend=self.backend, **self._kernel_args())
+            return PF._pacpool2d(input_2d, kernel, self.kernel_size, self.stride, self.padding, self.dilation,
+                                 backend=self.backend, names=names)
+        args = self._kernel_args()
+        return PF._pac_pool2d(input_2d, input_for_kernel, self.kernel_size, self.stride, self.padding, self.dilation,
+                              args["kernel_type"], args["inv_alpha"], args["inv_lambda"], args["smooth_kernel_type"],
+                              args["smooth_kernel"], args["normalize_kernel"], self.channel_wise, mask,
+                              backend=self.backend, names=names)
 
     def extra_repr(self):
         s = "kernel_size={kernel_size}, kernel_type={kernel_type}"

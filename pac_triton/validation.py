@@ -10,8 +10,19 @@ import torch
 __all__ = [
     "pair", "check_tensor", "check_same_device", "check_geometry", "conv_out_size",
     "transposed_out_size", "check_inv_param", "check_smooth_kernel", "check_mask", "check_weight",
-    "check_bias", "check_guide",
+    "check_bias", "check_guide", "arg_names",
 ]
+
+
+def arg_names(entry: str, **names: str) -> dict[str, str]:
+    """How one public entry point calls the tensors the checks below talk about: ``entry`` (its
+    own name, e.g. ``"PacConv2d.forward"``) and, for each of ``input``, ``guide``, ``kernel``,
+    ``mask``, ``weight``, ``bias``, the user's argument name (default: the same word). Passed
+    down by the modules and the CRF so that an error names what the user passed."""
+    table = {key: key for key in ("input", "guide", "kernel", "mask", "weight", "bias")}
+    table.update(names)
+    table["entry"] = entry
+    return table
 
 
 def pair(value, name: str) -> tuple[int, int]:
@@ -91,14 +102,14 @@ def transposed_out_size(in_hw, kernel_size, stride, padding, output_padding, dil
     return out
 
 
-def check_guide(guide, input, expected_hw, what):
+def check_guide(guide, input, expected_hw, what, guide_name="guide", input_name="input"):
     """Guide batch and spatial size must match exactly (no broadcasting)."""
+    shapes = f"({guide_name} {tuple(guide.shape)}, {input_name} {tuple(input.shape)})"
     if guide.shape[0] != input.shape[0]:
-        raise ValueError(f"guide batch {guide.shape[0]} != input batch {input.shape[0]} "
-                         f"(guide {tuple(guide.shape)}, input {tuple(input.shape)})")
+        raise ValueError(f"{guide_name} batch {guide.shape[0]} != {input_name} batch {input.shape[0]} {shapes}")
     if tuple(guide.shape[-2:]) != tuple(expected_hw):
-        raise ValueError(f"guide spatial size {tuple(guide.shape[-2:])} must equal {what} {tuple(expected_hw)} "
-                         f"(guide {tuple(guide.shape)}, input {tuple(input.shape)})")
+        raise ValueError(f"{guide_name} spatial size {tuple(guide.shape[-2:])} must equal {what} "
+                         f"{tuple(expected_hw)} {shapes}")
 
 
 def check_inv_param(name, value, default, channels, channel_wise, ref):
@@ -127,30 +138,30 @@ def check_smooth_kernel(smooth_kernel):
         raise ValueError(f"smooth_kernel must be [1, 1, sh, sw] with odd sh, sw, got {tuple(smooth_kernel.shape)}")
 
 
-def check_mask(mask, batch, expected_hw, what):
+def check_mask(mask, batch, expected_hw, what, name="mask"):
     """A float (or bool, converted to float32) mask ``[B, 1, H, W]``. Returns it detached: the
     mask is a constant and gets no gradient."""
     if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
         mask = mask.float()
-    check_tensor("mask", mask, rank=4)
+    check_tensor(name, mask, rank=4)
     expected = (batch, 1, *expected_hw)
     if tuple(mask.shape) != expected:
-        raise ValueError(f"mask must have shape {expected} ([B, 1] at the {what} resolution), "
+        raise ValueError(f"{name} must have shape {expected} ([B, 1] at the {what} resolution), "
                          f"got {tuple(mask.shape)}")
     return mask.detach()
 
 
-def check_weight(weight, expected, what):
-    check_tensor("weight", weight, rank=4)
+def check_weight(weight, expected, what, name="weight"):
+    check_tensor(name, weight, rank=4)
     if tuple(weight.shape) != tuple(expected):
-        raise ValueError(f"weight of {what} must have shape {tuple(expected)}, got {tuple(weight.shape)}")
+        raise ValueError(f"{name} of {what} must have shape {tuple(expected)}, got {tuple(weight.shape)}")
 
 
-def check_bias(bias, out_channels, input):
+def check_bias(bias, out_channels, input, name="bias", input_name="input"):
     if bias is None:
         return
-    check_tensor("bias", bias, rank=1)
+    check_tensor(name, bias, rank=1)
     if bias.shape[0] != out_channels:
-        raise ValueError(f"bias must have shape ({out_channels},), got {tuple(bias.shape)}")
+        raise ValueError(f"{name} must have shape ({out_channels},), got {tuple(bias.shape)}")
     if bias.dtype != input.dtype:
-        raise TypeError(f"bias dtype {bias.dtype} != input dtype {input.dtype}")
+        raise TypeError(f"{name} dtype {bias.dtype} != {input_name} dtype {input.dtype}")
