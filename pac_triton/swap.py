@@ -23,11 +23,23 @@ filter along its structure. Other ``kernel_type``/``normalize_kernel`` choices a
 change the outputs even for a constant guide (``inv_`` kernels: ``K = alpha + eps^(lambda/2)``;
 normalised: ``K = 1 / #valid taps``).
 
-What PAC cannot express is refused with a ``ValueError`` naming the layer: ``groups != 1``,
-``padding_mode != 'zeros'``, even kernel sizes, subclasses with their own ``forward`` and
-uninitialised lazy layers. String padding is converted: ``'valid'`` is 0 and ``'same'`` (stride 1,
-odd kernel) is the symmetric ``dilation * (k - 1) / 2``. Hooks registered on a replaced module
-are not carried over.
+Parametrizations (``torch.nn.utils.parametrize``: ``parametrizations.weight_norm``,
+``parametrizations.spectral_norm``, ``orthogonal``, your own) on ``weight`` or ``bias`` carry
+over: the PAC layer holds the very same parametrization modules (their ``original``
+Parameters, buffers and state), so it computes ``W = parametrization(original)`` as the layer
+did and the state-dict keys stay ``parametrizations.weight.original0``, ... State-dict hooks
+(such as ``weight_norm``'s loader of old checkpoints) carry over too.
+
+What PAC cannot express, or could not take over without changing what the model computes, is
+refused with a ``ValueError`` naming the layer: ``groups != 1``, ``padding_mode != 'zeros'``,
+even kernel sizes, uninitialised lazy layers, subclasses that override the computation
+(``forward``, ``_conv_forward``, ``_output_padding``: hand-made circular padding, weight
+standardisation, ...), forward or backward hooks on the layer (which includes the deprecated
+hook-based ``torch.nn.utils.weight_norm`` / ``spectral_norm`` and ``torch.nn.utils.prune``:
+use the ``parametrizations`` versions, or make them permanent with ``remove_weight_norm`` /
+``prune.remove`` first), a ``weight``/``bias`` that is not a Parameter, and parametrizations of
+other tensors. String padding is converted: ``'valid'`` is 0 and ``'same'`` (stride 1, odd
+kernel) is the symmetric ``dilation * (k - 1) / 2``.
 """
 from __future__ import annotations
 
@@ -37,6 +49,7 @@ from typing import Callable, Iterable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from . import functional as PF
 from .modules import PacConv2d, PacConvTranspose2d
@@ -55,6 +68,23 @@ def _resize_guide(guide: torch.Tensor, size, mode: str) -> torch.Tensor:
         shrinking = any(n < g for n, g in zip(size, guide.shape[-2:]))
         return F.interpolate(guide, size=size, mode=mode, align_corners=False, antialias=shrinking)
     return F.interpolate(guide, size=size, mode=mode)
+
+
+def _parametrized_once(module):
+    """For a layer whose weight/bias carry a parametrization (kept from the swapped layer): compute
+    each parametrized tensor once per call, as the original layer's forward did (spectral_norm's
+    power iteration runs once per training step, not once per read)."""
+    return parametrize.cached() if parametrize.is_parametrized(module) else contextlib.nullcontext()
+
+
+def _dtype_device(module):
+    """The weight's dtype and device, without computing a parametrized weight (no power iteration)."""
+    if parametrize.is_parametrized(module, "weight"):
+        plist = module.parametrizations["weight"]
+        tensor = plist.original if hasattr(plist, "original") else plist.original0
+    else:
+        tensor = module.weight
+    return tensor.dtype, tensor.device
 
 
 class _Guided:
@@ -83,9 +113,10 @@ class _Guided:
             if guide.shape[0] == 1 and input.dim() == 4 and input.shape[0] != 1:
                 guide = guide.expand(input.shape[0], *guide.shape[1:])
             # float32/float64 layers get the guide in their dtype; half layers keep its own (K math is fp32).
-            dtype = self.weight.dtype if self.weight.dtype in (torch.float32, torch.float64) else guide.dtype
-            if guide.is_floating_point() and (guide.device != self.weight.device or guide.dtype != dtype):
-                guide = guide.to(device=self.weight.device, dtype=dtype)
+            weight_dtype, weight_device = _dtype_device(self)
+            dtype = weight_dtype if weight_dtype in (torch.float32, torch.float64) else guide.dtype
+            if guide.is_floating_point() and (guide.device != weight_device or guide.dtype != dtype):
+                guide = guide.to(device=weight_device, dtype=dtype)
         return guide
 
     def extra_repr(self):
@@ -104,7 +135,8 @@ class GuidedPacConv2d(_Guided, PacConv2d):
         if not isinstance(input, torch.Tensor) or input.dim() != 4:
             raise ValueError(f"input must be a 4-d tensor [B, C, H, W], got "
                              f"{getattr(input, 'shape', type(input).__name__)}")
-        return super().forward(input, self._guide_for(input, guide, input.shape[-2:]))
+        with _parametrized_once(self):
+            return super().forward(input, self._guide_for(input, guide, input.shape[-2:]))
 
 
 class GuidedPacConvTranspose2d(_Guided, PacConvTranspose2d):
@@ -140,7 +172,10 @@ class GuidedPacConvTranspose2d(_Guided, PacConvTranspose2d):
         out_hw = tuple((n - 1) * s - 2 * p + d * (k - 1) + op + 1 for n, s, p, d, k, op in
                        zip(input.shape[-2:], self.stride, self.padding, self.dilation, self.kernel_size,
                            output_padding))
-        guide = self._guide_for(input, guide, out_hw)
+        with _parametrized_once(self):
+            return self._forward(input, self._guide_for(input, guide, out_hw), output_padding)
+
+    def _forward(self, input, guide, output_padding):
         return PF.pac_conv_transpose2d(input, guide, self.weight, self.bias, stride=self.stride,
                                        padding=self.padding, output_padding=output_padding,
                                        dilation=self.dilation, shared_filters=self.shared_filters,
@@ -153,6 +188,17 @@ def _pair(value):
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
+# Methods through which an nn.Conv2d / nn.ConvTranspose2d subclass can change what it computes.
+_COMPUTATION_METHODS = ("forward", "_conv_forward", "_output_padding", "__call__", "_call_impl")
+# Hooks that run around the layer's computation (they would not run around the PAC layer's).
+_COMPUTATION_HOOKS = (("forward pre-", "_forward_pre_hooks"), ("forward", "_forward_hooks"),
+                      ("backward", "_backward_hooks"), ("backward pre-", "_backward_pre_hooks"))
+# Hooks around state-dict saving and loading: carried over.
+_STATE_DICT_HOOKS = (("state-dict", "_state_dict_hooks"), ("state-dict pre-", "_state_dict_pre_hooks"),
+                     ("load-state-dict pre-", "_load_state_dict_pre_hooks"),
+                     ("load-state-dict post-", "_load_state_dict_post_hooks"))
+
+
 def _refusal(module) -> str | None:
     """Why PAC cannot stand in for ``module`` (``None`` when it can)."""
     if isinstance(module, (PacConv2d, PacConvTranspose2d)):
@@ -160,10 +206,35 @@ def _refusal(module) -> str | None:
     if not isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
         return f"it is a {type(module).__name__}, not an nn.Conv2d or nn.ConvTranspose2d"
     base = nn.ConvTranspose2d if isinstance(module, nn.ConvTranspose2d) else nn.Conv2d
-    if type(module).forward is not base.forward:
-        return (f"{type(module).__name__} overrides forward (a custom convolution); its behaviour would be lost")
+    for method in _COMPUTATION_METHODS:
+        if getattr(type(module), method, None) is not getattr(base, method, None):
+            return (f"{type(module).__name__} overrides {method} (a custom convolution); its behaviour "
+                    "would be lost")
     if isinstance(module, nn.modules.lazy.LazyModuleMixin) and module.has_uninitialized_params():
         return "it is a lazy layer whose parameters are not initialised yet: run one forward pass first"
+    hooks = [kind for kind, attribute in _COMPUTATION_HOOKS if getattr(module, attribute, None)]
+    if hooks:
+        owners = sorted({getattr(h, "__qualname__", None) or type(h).__qualname__
+                         for _, attribute in _COMPUTATION_HOOKS for h in getattr(module, attribute).values()})
+        return (f"it has {' and '.join(hooks)} hooks ({', '.join(owners)}) that the PAC layer would not run; "
+                "hook-based torch.nn.utils.weight_norm / spectral_norm and torch.nn.utils.prune work this way: "
+                "use torch.nn.utils.parametrizations.weight_norm / spectral_norm instead (carried over), or make "
+                "them permanent (remove_weight_norm, prune.remove) before swapping")
+    for kind, attribute in _STATE_DICT_HOOKS:
+        for hook in getattr(module, attribute, {}).values():
+            if getattr(hook, "with_module", False):
+                return f"it has a {kind} hook bound to the layer itself ({hook!r}), which cannot be moved"
+    parametrized = set(getattr(module, "parametrizations", {}) or {}) if parametrize.is_parametrized(module) else set()
+    if parametrized - {"weight", "bias"}:
+        return (f"it has parametrizations of {sorted(parametrized - {'weight', 'bias'})}; only those of weight "
+                "and bias carry over")
+    for name in ("weight", "bias"):
+        if name in parametrized:
+            continue
+        value = getattr(module, name, None)
+        if value is not None and not isinstance(value, nn.Parameter):
+            return (f"its {name} is a {type(value).__name__}, not a Parameter (computed by something the PAC layer "
+                    "would not run)")
     if module.groups != 1:
         return f"groups={module.groups}: PAC layers have no grouped (or depthwise) form"
     if module.padding_mode != "zeros":
@@ -200,9 +271,19 @@ def _make_pac(module, kernel_type, smooth_kernel_type, normalize_kernel, guide_m
                               padding=padding, dilation=dilation, **options)
     # Kernel buffers/parameters (inv_alpha, smooth_kernel, ...) follow the layer's device and dtype;
     # weight and bias are the original Parameter objects.
-    pac.to(device=module.weight.device, dtype=module.weight.dtype)
-    pac.weight = module.weight
-    pac.bias = module.bias
+    dtype, device = _dtype_device(module)
+    pac.to(device=device, dtype=dtype)
+    parametrized = module.parametrizations if parametrize.is_parametrized(module) else {}
+    for name in ("weight", "bias"):
+        if name in parametrized:
+            # Make the PAC layer's tensor parametrized (a placeholder list), then hand it the layer's own
+            # ParametrizationList: the same original Parameters, buffers and parametrization modules.
+            parametrize.register_parametrization(pac, name, nn.Identity())
+            pac.parametrizations[name] = parametrized[name]
+        else:
+            setattr(pac, name, getattr(module, name))
+    for _, attribute in _STATE_DICT_HOOKS:
+        getattr(pac, attribute).update(getattr(module, attribute))
     pac.train(module.training)
     return pac
 

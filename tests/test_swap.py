@@ -8,6 +8,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+import torch.nn.utils.prune
 from torch import nn
 
 import pac_triton.functional as PF
@@ -210,3 +211,138 @@ def test_selection_errors():
         swap_to_pac(net, ["head"], guide_mode="linear")
     with pytest.raises(TypeError, match="nn.Module"):
         swap_to_pac(torch.zeros(1), ["head"])
+
+
+# --------------------------------------------------------------------------- never change what a model computes
+
+class _CircularConv(nn.Conv2d):
+    """Circular padding done by hand in _conv_forward (the layer's own padding is 0)."""
+
+    def _conv_forward(self, input, weight, bias):
+        return F.conv2d(F.pad(input, (1, 1, 1, 1), mode="circular"), weight, bias, self.stride, 0, self.dilation,
+                        self.groups)
+
+
+class _WeightStandardisedConv(nn.Conv2d):
+    def _conv_forward(self, input, weight, bias):
+        mean = weight.mean(dim=(1, 2, 3), keepdim=True)
+        std = weight.std(dim=(1, 2, 3), keepdim=True) + 1e-5
+        return super()._conv_forward(input, (weight - mean) / std, bias)
+
+
+class _FixedOutputPadding(nn.ConvTranspose2d):
+    def _output_padding(self, *args, **kwargs):
+        return (1, 1)
+
+
+def _with_hook(kind):
+    conv = nn.Conv2d(4, 4, 3, padding=1)
+    if kind == "forward":
+        conv.register_forward_hook(lambda module, args, out: out * 2)
+    elif kind == "forward_pre":
+        conv.register_forward_pre_hook(lambda module, args: (args[0] + 1,))
+    else:
+        conv.register_full_backward_hook(lambda module, grad_in, grad_out: None)
+    return conv
+
+
+def _plain_tensor_weight():
+    conv = nn.Conv2d(4, 4, 3, padding=1)
+    weight = conv.weight.detach().clone()
+    del conv.weight
+    conv.weight = weight * 0.5
+    return conv
+
+
+@pytest.mark.parametrize("make, message", [
+    pytest.param(lambda: _CircularConv(4, 4, 3), "overrides _conv_forward", id="conv_forward-circular"),
+    pytest.param(lambda: _WeightStandardisedConv(4, 4, 3, padding=1), "overrides _conv_forward",
+                 id="conv_forward-weight-standardisation"),
+    pytest.param(lambda: _FixedOutputPadding(4, 4, 3, stride=2, padding=1), "overrides _output_padding",
+                 id="transposed-output_padding"),
+    pytest.param(lambda: _with_hook("forward"), "forward hooks", id="forward-hook"),
+    pytest.param(lambda: _with_hook("forward_pre"), "forward pre- hooks", id="forward-pre-hook"),
+    pytest.param(lambda: _with_hook("backward"), "backward hooks", id="backward-hook"),
+    pytest.param(lambda: nn.utils.weight_norm(nn.Conv2d(4, 4, 3)), "WeightNorm.*parametrizations",
+                 id="hook-weight_norm"),
+    pytest.param(lambda: nn.utils.spectral_norm(nn.Conv2d(4, 4, 3)), "SpectralNorm.*parametrizations",
+                 id="hook-spectral_norm"),
+    pytest.param(lambda: torch.nn.utils.prune.l1_unstructured(nn.Conv2d(4, 4, 3), "weight", 0.3),
+                 "L1Unstructured.*prune.remove", id="prune"),
+    pytest.param(_plain_tensor_weight, "weight is a Tensor, not a Parameter", id="plain-tensor-weight"),
+])
+@pytest.mark.filterwarnings("ignore:.*is deprecated:FutureWarning")
+def test_refuses_layers_whose_behaviour_would_change(make, message):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(4, 4, 1), make()).eval()  # eval: no spectral-norm power iteration
+    x = torch.randn(1, 4, 6, 6)
+    before = net(x)
+    with pytest.raises(ValueError, match=message) as error:
+        swap_to_pac(net, ["0", "1"])
+    assert "layer '1'" in str(error.value)
+    assert type(net[0]) is nn.Conv2d  # nothing changed
+    torch.testing.assert_close(net(x), before, rtol=0, atol=0)
+
+
+def _parametrized_bias():
+    class Doubled(nn.Module):
+        def forward(self, bias):
+            return 2 * bias
+
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    torch.nn.utils.parametrize.register_parametrization(conv, "bias", Doubled())
+    return torch.nn.utils.parametrizations.weight_norm(conv)
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda: torch.nn.utils.parametrizations.weight_norm(nn.Conv2d(3, 4, 3, padding=1)),
+                 id="weight_norm"),
+    pytest.param(lambda: torch.nn.utils.parametrizations.spectral_norm(nn.Conv2d(3, 4, 3, padding=1)),
+                 id="spectral_norm"),
+    pytest.param(lambda: torch.nn.utils.parametrizations.weight_norm(
+        nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1)), id="weight_norm-transposed"),
+    pytest.param(lambda: torch.nn.utils.parametrizations.spectral_norm(
+        nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1)), id="spectral_norm-transposed"),
+    pytest.param(_parametrized_bias, id="weight_norm-and-bias-parametrization"),
+])
+def test_parametrizations_carry_over(make):
+    """The PAC layer keeps the layer's parametrization (same modules, original Parameters and
+    buffers): a constant guide reproduces the original through training steps (spectral_norm's
+    power iteration included), with the same state-dict keys and gradients."""
+    torch.manual_seed(0)
+    net = nn.Sequential(make(), nn.ReLU()).double()
+    original = copy.deepcopy(net)
+    parameters = dict(net.named_parameters())
+    swapped = swap_to_pac(net, ["0"], backend="reference")
+    assert isinstance(swapped[0], (GuidedPacConv2d, GuidedPacConvTranspose2d))
+    assert swapped.state_dict().keys() == original.state_dict().keys()
+    assert all(p is parameters[name] for name, p in swapped.named_parameters())
+    assert dict(swapped.named_parameters()).keys() == parameters.keys()
+    for step in range(2):
+        x = torch.randn(2, 3, 5, 6, dtype=torch.float64)
+        expected = original(x)
+        with guided(swapped, torch.full((1, 2, 5, 6), 0.3, dtype=torch.float64)):
+            actual = swapped(x)
+        torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12, msg=f"step {step}")
+        expected.square().sum().backward()
+        actual.square().sum().backward()
+        swapped_parameters = dict(swapped.named_parameters())
+        for name, p in original.named_parameters():
+            torch.testing.assert_close(swapped_parameters[name].grad, p.grad, rtol=1e-12, atol=1e-12,
+                                       msg=f"{name} step {step}")
+    swapped_state = swapped.state_dict()
+    for name, a in original.state_dict().items():
+        torch.testing.assert_close(swapped_state[name], a, rtol=1e-12, atol=1e-12, msg=name)  # spectral_norm's u, v advanced alike
+    swapped.load_state_dict(original.state_dict())  # strict
+
+
+def test_weight_norm_old_checkpoint_hook_carries_over():
+    """parametrizations.weight_norm loads checkpoints saved with the old hook-based weight_norm
+    (weight_g / weight_v) through a state-dict hook; the swapped layer keeps it."""
+    torch.manual_seed(0)
+    old = nn.utils.weight_norm(nn.Conv2d(3, 4, 3, padding=1))
+    checkpoint = {"0." + k: v for k, v in old.state_dict().items()}
+    net = nn.Sequential(torch.nn.utils.parametrizations.weight_norm(nn.Conv2d(3, 4, 3, padding=1)))
+    swapped = swap_to_pac(net, ["0"])
+    swapped.load_state_dict(checkpoint)
+    torch.testing.assert_close(swapped[0].weight, old.weight.detach())
