@@ -5,8 +5,16 @@
 CUDA tensors, or any tensors under Triton's interpreter ``TRITON_INTERPRET=1``) or ``"auto"``.
 ``None`` means the default, set by the environment variable ``PAC_TRITON_BACKEND`` (else
 ``"auto"``). ``"auto"`` picks Triton for CUDA tensors when its kernels for that operator (and,
-when autograd will need it, its backward) exist, and the reference otherwise. ``"triton"``
-never falls back: it runs or raises ``NotImplementedError`` saying why.
+when autograd will need it, its backward) exist, and the reference otherwise (CPU tensors
+always get the reference under ``"auto"``, interpreter or not). ``"triton"`` never falls back:
+it runs or raises ``NotImplementedError`` saying why (Triton not importable, no kernel for the
+operator, or CPU tensors without the interpreter).
+
+``triton_available()`` answers whether the Triton backend can run *here*: Triton imports (a
+malformed ``PAC_TRITON_FORCE`` raises at that import rather than answering no) and this machine
+can run its kernels, i.e. a CUDA device is available or Triton's interpreter is on
+(``TRITON_INTERPRET`` set, before ``triton`` is first imported: Triton decides when the kernels
+are defined). Otherwise it is falsy and its ``reason`` says why.
 """
 from __future__ import annotations
 
@@ -60,9 +68,17 @@ class Availability(NamedTuple):
 
 
 def triton_available() -> Availability:
-    """``(True, "")`` when the Triton backend can run in this process, else ``(False, reason)``."""
+    """``(True, "")`` when the Triton backend can run in this process on this machine (Triton
+    imports, and a CUDA device is available or ``TRITON_INTERPRET`` is set), else
+    ``(False, reason)``."""
     module, reason = _triton_module()
-    return Availability(module is not None, reason)
+    if module is None:
+        return Availability(False, reason)
+    if not torch.cuda.is_available() and not _interpreting():
+        return Availability(False, "Triton is installed but cannot run its kernels here: no CUDA device "
+                                   "(torch.cuda.is_available() is False) and Triton's interpreter is off (set "
+                                   "TRITON_INTERPRET=1 before triton is imported to run the kernels on the CPU)")
+    return Availability(True, "")
 
 
 def _interpreting() -> bool:

@@ -119,3 +119,35 @@ def test_reference_on_cuda_matches_cpu():
                                 backend="reference")
     assert gpu.is_cuda
     assert_close_rel(gpu, cpu, 1e-12, "reference cuda vs cpu")
+
+
+def test_triton_available_says_whether_triton_can_run_here(monkeypatch):
+    """Yes only with a CUDA device or Triton's interpreter; no (with the reason) on a CPU machine
+    without the interpreter, where every backend='triton' call would fail."""
+    pytest.importorskip("triton")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    answer = pac_triton.triton_available()
+    assert not answer and answer.ok is False
+    assert "TRITON_INTERPRET" in answer.reason and "CUDA" in answer.reason
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    with pytest.raises(NotImplementedError, match="TRITON_INTERPRET"):
+        pac_triton.pac_pool2d(x, x, 3, backend="triton")
+    # "auto" runs the reference there, as documented
+    assert torch.equal(pac_triton.pac_pool2d(x, x, 3, backend="auto"),
+                       pac_triton.pac_pool2d(x, x, 3, backend="reference"))
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert pac_triton.triton_available() == (True, "")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert not pac_triton.triton_available()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pac_triton.triton_available() == (True, "")
+
+
+def test_triton_available_reports_a_backend_that_cannot_import(monkeypatch):
+    import pac_triton.triton as triton_backend
+    monkeypatch.setattr(triton_backend, "is_available", lambda: (False, "simulated: triton cannot be imported"))
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    answer = pac_triton.triton_available()
+    assert not answer and answer.reason == "simulated: triton cannot be imported"
