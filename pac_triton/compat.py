@@ -48,15 +48,21 @@ def convert_pacnet_state_dict(source, model: nn.Module | None = None) -> "Ordere
         layout, state_dict = model, source
     prefixes = _transposed_prefixes(layout)
     converted = OrderedDict(state_dict)
+    # Metadata (per-module versions) as load_state_dict reads it; the converted transposed layers are
+    # marked with our version so that loading the result does not warn (PacConvTranspose2d).
+    metadata = OrderedDict(getattr(state_dict, "_metadata", None) or {})
     for prefix in prefixes:
         key = prefix + "weight"
         if key not in converted:
             raise ValueError(f"state dict has no {key!r} for the transposed layer {prefix[:-1] or '<root>'}")
         converted[key] = pacnet_transposed_weight(converted[key])
+        metadata[prefix[:-1]] = {**metadata.get(prefix[:-1], {}), "version": PacConvTranspose2d._version}
+    converted._metadata = metadata
     return converted
 
 
 def load_pacnet_state_dict(model: nn.Module, state_dict, strict: bool = True):
     """``model.load_state_dict`` of a pacnet checkpoint, transposed weights flipped. Returns what
-    ``load_state_dict`` returns."""
+    ``load_state_dict`` returns. (Plain ``model.load_state_dict`` of a pacnet checkpoint warns
+    once: see ``PacConvTranspose2d``.)"""
     return model.load_state_dict(convert_pacnet_state_dict(state_dict, model), strict=strict)

@@ -8,6 +8,7 @@ the guide is ignored. Returns ``y``, or ``(y, out_mask)`` when a mask was given.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -268,10 +269,25 @@ class PacConv2d(_PacConvNd):
                               self.shared_filters, mask, backend=self.backend, names=names)
 
 
+_PACNET_LOAD_WARNED = False  # the warning below is given once per process
+
+
 class PacConvTranspose2d(_PacConvNd):
     """Pixel-adaptive transposed convolution; ``weight [in, out, kh, kw]`` as ``nn.ConvTranspose2d``
     (pacnet's weights are spatially flipped: load them with ``load_pacnet_state_dict``). The guide
-    is at the output resolution."""
+    is at the output resolution.
+
+    State dicts saved by this library carry ``_version = 2`` in their metadata. Loading a weight
+    into this layer from a state dict without that version (pacnet's, an older pac_triton's, a
+    hand-built dict) with plain ``load_state_dict`` gives a ``UserWarning`` (once per process)
+    naming ``load_pacnet_state_dict``: if the weight came from pacnet, the result is silently
+    different. ``convert_pacnet_state_dict`` marks its output as converted, so neither it nor
+    ``load_pacnet_state_dict`` warns; nor do layers swapped in for ``nn.ConvTranspose2d`` by
+    ``swap_to_pac`` (whose checkpoints are ``nn.ConvTranspose2d``'s, the same convention)."""
+
+    # 1: nn.Module's default (pacnet's layers and pac_triton before issue 12); 2: weights known to be
+    # in this library's (nn.ConvTranspose2d's) orientation.
+    _version = 2
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, dilation=1,
                  bias=True, kernel_type="gaussian", smooth_kernel_type="none", normalize_kernel=False,
@@ -279,6 +295,26 @@ class PacConvTranspose2d(_PacConvNd):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, True, output_padding,
                          bias, False, kernel_type, smooth_kernel_type, False, normalize_kernel, shared_filters,
                          filler, native_impl, backend)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        version = local_metadata.get("version") if local_metadata else None
+        if (prefix + "weight") in state_dict and (version is None or version < 2) and self._warns_on_old_weight():
+            global _PACNET_LOAD_WARNED
+            if not _PACNET_LOAD_WARNED:
+                _PACNET_LOAD_WARNED = True
+                warnings.warn(
+                    f"loading {prefix}weight into a PacConvTranspose2d from a state dict without pac_triton's "
+                    f"version (version {version}): if it is a pacnet checkpoint, its transposed weights are "
+                    "spatially flipped relative to ours and the layer now computes something else; load it with "
+                    "pac_triton.load_pacnet_state_dict(model, state_dict) (or convert_pacnet_state_dict). "
+                    "This warning is shown once.", UserWarning, stacklevel=4)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def _warns_on_old_weight(self):
+        from .swap import GuidedPacConvTranspose2d  # swapped nn.ConvTranspose2d layers: their checkpoints agree
+        return not isinstance(self, GuidedPacConvTranspose2d)
 
     def forward(self, input_2d, input_for_kernel, kernel=None, mask=None):
         """``input_2d [B, in, H, W]``, guide ``input_for_kernel [B, D, Ho, Wo]`` at the output
