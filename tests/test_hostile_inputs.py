@@ -354,3 +354,53 @@ def test_packernel2d_returns_k_in_the_guide_dtype():
     K64, _ = PF.packernel2d(guide.double(), kernel_size=3, padding=1, **REF)
     assert K64.dtype == torch.float64
     torch.testing.assert_close(K, K64.half(), rtol=1e-3, atol=1e-3)
+
+
+# --------------------------------------------------------------------------- a batch past CUDA's grid-z limit
+
+BIG_BATCH = 70000  # > 65535, the CUDA grid's y/z limit
+
+
+def _big_batch_call(op, x, guide, w, backend):
+    if op == "conv":
+        return PF.pac_conv2d(x, guide, w, padding=1, backend=backend)
+    if op == "conv_transpose":
+        return PF.pac_conv_transpose2d(x, guide, w, stride=2, padding=1, output_padding=1, backend=backend)
+    return PF.pac_pool2d(x, guide, 3, padding=1, normalize_kernel=True, backend=backend)
+
+
+@pytest.mark.parametrize("backend", [pytest.param("reference", id="reference"),
+                                     pytest.param("triton", id="triton", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("op", [pytest.param("conv", id="conv"), pytest.param("conv_transpose", id="transposed"),
+                                pytest.param("pool", id="pool")])
+def test_batch_past_65535(op, backend):
+    """B = 70000 at a tiny size (1 channel, 3x3, k3): every sample's output and input/guide
+    gradients equal those of the sample run alone (the ones past 65535 included), and the
+    weight gradient is the sum over the batch."""
+    device = "cuda" if backend == "triton" else "cpu"
+    gen = torch.Generator().manual_seed(0)
+    transposed = op == "conv_transpose"
+    x = torch.randn(BIG_BATCH, 1, 3, 3, generator=gen).to(device).requires_grad_(True)
+    guide = torch.randn(BIG_BATCH, 1, *((6, 6) if transposed else (3, 3)), generator=gen).to(device)
+    guide.requires_grad_(True)
+    w = None if op == "pool" else torch.randn(1, 1, 3, 3, generator=gen).to(device).requires_grad_(True)
+    y = _big_batch_call(op, x, guide, w, backend)
+    assert y.shape[0] == BIG_BATCH
+    upstream = torch.randn(y.shape, generator=gen).to(device)
+    leaves = [x, guide] + ([] if w is None else [w])
+    grads = torch.autograd.grad(y, leaves, upstream)
+    assert all(torch.isfinite(g).all() for g in grads)
+    for b in (0, 1, 65534, 65535, 65536, BIG_BATCH - 1):
+        one = [t[b:b + 1].detach().requires_grad_(True) for t in (x, guide)]
+        w_one = None if w is None else w.detach().requires_grad_(True)
+        y_one = _big_batch_call(op, one[0], one[1], w_one, backend)
+        torch.testing.assert_close(y[b:b + 1], y_one, rtol=1e-5, atol=1e-5, msg=f"output of sample {b}")
+        grads_one = torch.autograd.grad(y_one, one, upstream[b:b + 1])
+        for name, g, g_one in zip(("input", "guide"), grads[:2], grads_one):
+            torch.testing.assert_close(g[b:b + 1], g_one, rtol=1e-5, atol=1e-5, msg=f"{name} gradient of sample {b}")
+    if w is not None:
+        # the weight gradient sums every sample: the last 4465 (past 65535) included
+        head = _big_batch_call(op, x[:65535].detach(), guide[:65535].detach(), w, backend)
+        tail = _big_batch_call(op, x[65535:].detach(), guide[65535:].detach(), w, backend)
+        expected = torch.autograd.grad([head, tail], [w], [upstream[:65535], upstream[65535:]])[0]
+        torch.testing.assert_close(grads[2], expected, rtol=1e-4, atol=1e-3, msg="weight gradient")
