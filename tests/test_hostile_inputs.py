@@ -264,22 +264,25 @@ def test_kernel_overflow_at_padded_taps_contributes_nothing(op, kernel_type):
     w = torch.randn(2, 2, 3, 3, requires_grad=True)
     lam = float(kernel_type.split("_")[2])
     k_valid = 0.5 + 1e-4 ** (lam / 2)
+    inv = dict(kernel_type=kernel_type, inv_alpha=torch.tensor(0.5, requires_grad=True),
+               inv_lambda=torch.tensor(lam, requires_grad=True))
     if op == "conv_transpose":
         guide = torch.full((1, 3, 10, 12), 1e20, requires_grad=True)
-        y = PF.pac_conv_transpose2d(x, guide, w, stride=2, padding=1, output_padding=1, kernel_type=kernel_type,
-                                    **REF)
+        y = PF.pac_conv_transpose2d(x, guide, w, stride=2, padding=1, output_padding=1, **inv, **REF)
         expected = F.conv_transpose2d(x.double(), w.double() * k_valid, stride=2, padding=1, output_padding=1)
     else:
         guide = torch.full((1, 3, 5, 6), 1e20, requires_grad=True)
         if op == "conv":
-            y = PF.pac_conv2d(x, guide, w, padding=1, kernel_type=kernel_type, **REF)
+            y = PF.pac_conv2d(x, guide, w, padding=1, **inv, **REF)
             expected = F.conv2d(x.double(), w.double() * k_valid, padding=1)
         else:
-            y = PF.pac_pool2d(x, guide, 3, padding=1, kernel_type=kernel_type, **REF)
+            y = PF.pac_pool2d(x, guide, 3, padding=1, **inv, **REF)
             expected = F.avg_pool2d(x.double(), 3, 1, 1, count_include_pad=True) * 9 * k_valid
     assert torch.isfinite(y).all(), f"{op}: {y}"
     torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-5)
-    tensors = dict(input=x, guide=guide) if op == "pool" else dict(input=x, guide=guide, weight=w)
+    tensors = dict(input=x, guide=guide, inv_alpha=inv["inv_alpha"], inv_lambda=inv["inv_lambda"])
+    if op != "pool":
+        tensors["weight"] = w
     for name, grad in _grads(y, tensors).items():
         assert torch.isfinite(grad).all(), f"{op}: non-finite gradient for {name}"
 
