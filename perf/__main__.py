@@ -46,10 +46,12 @@ def parse_args(argv=None):
     what.add_argument("--sweep", type=_csv, metavar="AXES",
                       help=f"comma-separated axes swept one at a time: {', '.join(C.AXES)} (aliases k, C, D, "
                            f"res, B); 'k=3/5/7' sweeps only those values")
-    what.add_argument("--op", type=_csv, default=["conv"], help="for --sweep: conv, transposed (stride 2), pool")
-    what.add_argument("--mode", type=_csv, default=None, help="fwd, bwd, fwdbwd (default fwd,fwdbwd)")
+    what.add_argument("--op", type=_csv, default=None,
+                      help="with --sweep only: conv, transposed (stride 2), pool (default conv)")
+    what.add_argument("--mode", type=_csv, default=None,
+                      help="with --sweep or --preset: fwd, bwd, fwdbwd (default fwd,fwdbwd)")
     what.add_argument("--dtype", type=_csv, default=None,
-                      help="fp32, tf32, fp16, bf16 (default: bf16 on CUDA, fp32 on a CPU)")
+                      help="with --sweep or --preset: fp32, tf32, fp16, bf16 (default: bf16 on CUDA, fp32 on a CPU)")
     what.add_argument("--backend", type=_csv, default=None,
                       help="PAC providers: triton, reference, compile, auto (default triton,reference)")
     what.add_argument("--no-floor", action="store_true", help="do not time the F.conv2d floor")
@@ -90,6 +92,21 @@ def parse_args(argv=None):
         p.error("choose one of --quick, --preset, --sweep")
     if picked == 0:
         args.quick = True
+    # Options that shape a sweep (or a preset) are refused where they would be silently ignored.
+    given = {f"--{flag}": getattr(args, attr) for flag, attr in (
+        ("op", "op"), ("batch", "batch"), ("channels", "channels"), ("kernel-size", "kernel_size"),
+        ("feature-dim", "feature_dim"), ("resolution", "resolution"), ("mode", "mode"), ("dtype", "dtype"))}
+    sweep_only = [f for f in ("--op", "--batch", "--channels", "--kernel-size", "--feature-dim", "--resolution")
+                  if given[f] is not None]
+    what_runs = "--quick (a fixed set)" if args.quick else f"--preset {args.preset} (fixed workloads)"
+    if sweep_only and not args.sweep:
+        p.error(f"{', '.join(sweep_only)} {'applies' if len(sweep_only) == 1 else 'apply'} only to --sweep, and {what_runs} would ignore {'it' if len(sweep_only) == 1 else 'them'}; e.g. "
+                f"{prog} --sweep k --op conv,pool (the axes: {', '.join(C.AXES)})")
+    if args.quick and (args.mode is not None or args.dtype is not None):
+        p.error("--mode/--dtype apply to --sweep and --preset; --quick runs a fixed set (fwd and fwdbwd, fp32 on a "
+                "CPU, bf16 on CUDA); e.g. " + prog + " --sweep k --mode fwd")
+    if args.op is None:
+        args.op = ["conv"]
     for name, allowed in (("op", C.OPS), ("mode", C.MODES), ("dtype", C.DTYPES), ("backend", C.PAC_PROVIDERS)):
         vals = getattr(args, name)
         bad = [v for v in (vals or []) if v not in allowed]

@@ -93,8 +93,9 @@ class Case:
     mode: str = "fwd"
     dtype: str = "fp32"
     group: str = ""                  # sweep axis or preset name
-    axis: str = ""                   # the swept axis, for charts ("" if none)
-    name: str = ""                   # short label (presets: layer name)
+    axis: str = ""                   # the swept axis, for charts ("" if none); a point shared by
+                                     # several axes (the defaults) is measured once: "kernel_size,channels"
+    name: str = ""                   # short label, unique in a run (presets: layer name; sweeps: "k=5")
     tiny: bool = False               # small enough for the Triton interpreter on CPU
     note: str = ""                   # e.g. "cpu-scaled: resolution/4"
     providers: tuple = ()            # restrict the providers (empty: all asked for)
@@ -220,11 +221,17 @@ class Case:
         return (f"{self.group}|{self.op}|b{self.b}|c{self.c_in}-{self.cout}|{self.h}x{self.wd}|k{self.k}"
                 f"|d{self.d}|s{self.stride}|dil{self.dilation}|L{self.layers}|T{self.steps}|{self.mode}|{self.dtype}")
 
+    def axes(self) -> list[str]:
+        """The swept axes this point lies on (several for the shared default point)."""
+        return [a for a in self.axis.split(",") if a]
+
     def fields(self) -> dict:
-        """Every config field as a flat dict (CSV columns)."""
+        """Every config field as a flat dict (CSV columns). ``axis_value`` is the value on the
+        first of the point's axes."""
+        axes = self.axes()
         return dict(
             group=self.group, name=self.name, axis=self.axis,
-            axis_value=(getattr(self, AXES[self.axis][1]) if self.axis else None),
+            axis_value=(getattr(self, AXES[axes[0]][1]) if axes else None),
             op=self.op, mode=self.mode, dtype=self.dtype, batch=self.b, c_in=self.c_in,
             c_out=self.layer_shapes()[-1][1], h_in=self.h_in, w_in=self.w_in, h_out=self.h_out,
             w_out=self.w_out, kernel_size=self.k, feature_dim=self.d, stride=self.stride,
@@ -238,6 +245,31 @@ def replace(case: Case, **kw) -> Case:
 
 
 # ---- sweeps ----------------------------------------------------------------------------------
+
+AXIS_SHORT = {"kernel_size": "k", "channels": "C", "feature_dim": "D", "resolution": "res", "batch": "B"}
+
+
+def _point_name(axis: str, value) -> str:
+    return f"{AXIS_SHORT.get(axis, axis)}={value}"
+
+
+def merge_shared_points(cases):
+    """Measure each (shape, op, mode, dtype) once: a point on several sweep axes (the defaults
+    lie on every axis whose values include them) becomes one case whose ``axis`` lists them all
+    (``"kernel_size,channels"``) and whose ``name`` joins the axis labels (``"k=5 C=16"``);
+    the charts draw it on each of those axes. Order kept (first occurrence)."""
+    merged = {}
+    for case in cases:
+        key = replace(case, group="", axis="", name="")
+        if key not in merged:
+            merged[key] = case
+            continue
+        first = merged[key]
+        axes = first.axes() + [a for a in case.axes() if a not in first.axes()]
+        names = first.name.split(" ") + [n for n in case.name.split(" ") if n and n not in first.name.split(" ")]
+        group = first.group.split(":")[0] + ":" + ",".join(axes) if ":" in first.group else first.group
+        merged[key] = replace(first, axis=",".join(axes), name=" ".join(n for n in names if n), group=group)
+    return list(merged.values())
 
 def sweep_cases(axes, ops, modes, dtypes, full: bool, overrides: dict | None = None):
     """One axis at a time, the others at their defaults (or ``overrides``)."""
@@ -257,8 +289,9 @@ def sweep_cases(axes, ops, modes, dtypes, full: bool, overrides: dict | None = N
                         continue
                 for mode in modes:
                     for dt in dtypes:
-                        out.append(Case(op=op, mode=mode, dtype=dt, group=f"sweep:{axis}", axis=axis, **kw))
-    return out
+                        out.append(Case(op=op, mode=mode, dtype=dt, group=f"sweep:{axis}", axis=axis,
+                                        name=_point_name(axis, val), **kw))
+    return merge_shared_points(out)
 
 
 def quick_cases(full: bool):
@@ -281,19 +314,20 @@ def quick_cases(full: bool):
                     kw = dict(base)
                     kw[fld] = v
                     out.append(Case(op="conv", mode=mode, dtype=dt, group=f"quick:{axis}", axis=axis,
-                                    providers=no_triton, **kw))
+                                    name=_point_name(axis, v), providers=no_triton, **kw))
     # The other operators once each, and the tiny points where Triton runs interpreted on CPU.
     small = dict(DEFAULTS_CPU) if not full else dict(DEFAULTS_FULL)
     for op in ("transposed", "pool"):
         out.append(Case(op=op, stride=2 if op == "transposed" else 1, mode="fwd", dtype=dtypes[0],
-                        group="quick:ops", providers=no_triton, **small))
+                        group="quick:ops", name=op, providers=no_triton, **small))
+    out = merge_shared_points(out)
     if full:
         return out
     tiny = dict(b=1, c_in=4, k=3, d=2, h=8)
     for op in OPS:
         for mode in ("fwd", "fwdbwd"):
             out.append(Case(op=op, stride=2 if op == "transposed" else 1, mode=mode, dtype="fp32",
-                            group="quick:tiny", tiny=True, **tiny))
+                            group="quick:tiny", name=f"tiny-{op}", tiny=True, **tiny))
     return out
 
 
@@ -340,20 +374,32 @@ def preset_gpu_check():
     g = "gpu-check"
     for dt in ("bf16", "tf32"):
         for k in (3, 5, 7):
-            out.append(Case(op="conv", c_in=64, k=k, d=16, h=512, mode="fwd", dtype=dt, group=g, axis="kernel_size"))
+            out.append(Case(op="conv", c_in=64, k=k, d=16, h=512, mode="fwd", dtype=dt, group=g, axis="kernel_size",
+                            name=f"k={k}"))
     for k in (3, 5, 7):
         out.append(Case(op="conv", c_in=64, k=k, d=16, h=512, mode="fwdbwd", dtype="bf16", group=g,
-                        axis="kernel_size"))
+                        axis="kernel_size", name=f"k={k}"))
+    # Channels and guide features at k5 512^2 (Triton and the floor only: the reference is known to
+    # be 14-50x), for the README's ratio chart (``python -m perf.charts``); the C64 D16 points are
+    # the k sweep's (measured once, drawn on every axis).
+    for mode in ("fwd", "fwdbwd"):
+        for c in (16, 32, 64, 128, 256):
+            out.append(Case(op="conv", c_in=c, k=5, d=16, h=512, mode=mode, dtype="bf16", group=g, axis="channels",
+                            name=f"C={c}", providers=() if c == 64 else ("triton", "floor")))
+        for d in (4, 8, 16, 32, 64):
+            out.append(Case(op="conv", c_in=64, k=5, d=d, h=512, mode=mode, dtype="bf16", group=g,
+                            axis="feature_dim", name=f"D={d}", providers=() if d == 16 else ("triton", "floor")))
     out.append(Case(op="conv", c_in=256, k=3, d=64, h=128, mode="fwd", dtype="bf16", group=g, name="vgg-conv3"))
-    out.append(Case(op="conv", c_in=16, k=5, d=8, h=1024, mode="fwd", dtype="bf16", group=g))
-    out.append(Case(op="transposed", c_in=32, k=5, d=16, h=1024, w=448, stride=2, mode="fwd", dtype="bf16", group=g))
-    out.append(Case(op="pool", c_in=64, k=5, d=16, h=512, mode="fwd", dtype="bf16", group=g))
+    out.append(Case(op="conv", c_in=16, k=5, d=8, h=1024, mode="fwd", dtype="bf16", group=g, name="bytes-bound"))
+    out.append(Case(op="transposed", c_in=32, k=5, d=16, h=1024, w=448, stride=2, mode="fwd", dtype="bf16", group=g,
+                    name="transposed"))
+    out.append(Case(op="pool", c_in=64, k=5, d=16, h=512, mode="fwd", dtype="bf16", group=g, name="pool"))
     for h, w in ((1024, 0), (2160, 3840)):
         big = h * (w or h) > 4_000_000
         out.append(Case(op="conv", c_in=64, k=5, d=16, h=h, w=w, mode="fwdbwd", dtype="bf16", group=g,
-                        axis="resolution", gpu_only=big,
+                        axis="resolution", name=f"{w or h}x{h}", gpu_only=big,
                         providers=("triton", "floor") if big else ()))
-    return out
+    return merge_shared_points(out)
 
 
 PRESETS = {

@@ -4,7 +4,13 @@
   top row effective TFLOP/s (documented GEMM count over the median time, log scale), bottom
   row the time ratio to the conv floor (1 = as fast as ``F.conv2d`` at the same shape, lower
   is better); one column per mode (fwd, fwd+bwd), one line per provider. Interpreted Triton
-  points, failures and skips are not drawn (they are in the CSV and the summary).
+  points, failures and skips are not drawn (they are in the CSV and ``summary.txt``). A point
+  shared by several axes (``axis = "kernel_size,channels"``) is drawn on each. On a CPU the ratio
+  panels say that the CPU floor's own jumps dominate them.
+* ``ratio_to_cudnn.png`` (``ratio_chart``; ``python -m perf.charts RESULTS.csv``): the Triton
+  provider's time / floor time from a results CSV, one panel per swept axis (kernel size,
+  channels, guide features) plus a panel of the run's single shapes, forward and
+  forward+backward, with the device and commit of the run. The README's GPU chart.
 * ``times_by_case.png``: the cases outside a sweep axis (the presets' workloads, the other
   operators): median time per call as bars, one per provider, with the ratio to the floor.
 * ``peak_memory_vs_resolution.png``: peak CUDA memory of one call against output megapixels,
@@ -78,9 +84,23 @@ CPU_FOOTNOTE = ("CPU run: these numbers test the harness and the reference; the 
                 "measured on CUDA (python -m perf on a GPU).")
 
 
+CPU_RATIO_NOTE = ("CPU: the floor (F.conv2d on the CPU) switches algorithms between shapes (its time jumps, e.g. ~12x "
+                  "between k7 and k9), so these ratios follow the floor's jumps, not PAC's cost")
+
+
+def on_axis(df, axis: str):
+    """Rows whose point lies on ``axis`` (``axis`` may list several: ``"kernel_size,channels"``)."""
+    return df["axis"].fillna("").astype(str).map(lambda a: axis in a.split(","))
+
+
+def axes_in(df) -> list[str]:
+    found = {a for value in df["axis"].dropna().astype(str) for a in value.split(",") if a}
+    return [a for a in AXIS_FIELD if a in found]
+
+
 def throughput_chart(df, axis: str, path: Path, device: str) -> bool:
     plt = _plt()
-    sub = df[(df["axis"] == axis) & (df["status"] == "ok") & df["metric"].isin(["tflops", "ratio_to_floor"])]
+    sub = df[on_axis(df, axis) & (df["status"] == "ok") & df["metric"].isin(["tflops", "ratio_to_floor"])]
     if sub.empty:
         return False
     modes = [m for m in ("fwd", "bwd", "fwdbwd") if m in set(sub["mode"])]
@@ -109,6 +129,9 @@ def throughput_chart(df, axis: str, path: Path, device: str) -> bool:
             if metric == "ratio_to_floor":
                 ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="floor = 1")
                 ax.set_ylabel("time / floor time (lower is better)")
+                if str(device).startswith("cpu"):
+                    ax.set_title("ratio to the CPU floor: follows the floor's algorithm jumps,\n"
+                                 "not PAC's cost (see the TFLOP/s row)", fontsize=8.5, color="tab:red")
             else:
                 ax.set_ylabel("effective TFLOP/s (GEMM count)")
                 ax.set_title(MODE_TITLES[mode])
@@ -133,8 +156,80 @@ def throughput_chart(df, axis: str, path: Path, device: str) -> bool:
     if not str(device).startswith("cpu"):
         fig.tight_layout()
     else:
-        fig.text(0.5, 0.005, CPU_FOOTNOTE, ha="center", va="bottom", fontsize=8, style="italic")
-        fig.tight_layout(rect=(0, 0.025, 1, 1))
+        fig.text(0.5, 0.005, CPU_FOOTNOTE + "\n" + CPU_RATIO_NOTE + ".", ha="center", va="bottom", fontsize=8,
+                 style="italic")
+        fig.tight_layout(rect=(0, 0.045, 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def ratio_chart(df, path: Path, provider: str = "triton") -> bool:
+    """``provider``'s time / floor time (cuDNN on CUDA) from one results CSV: a panel per sweep axis
+    (kernel size, channels, guide features; a panel says so when the run did not sweep that axis),
+    one line per (mode, dtype), the targets (1.2 forward, 1.5 forward+backward) as dotted lines,
+    and a last panel with the run's other shapes as bars. Title: device, commit and date of the
+    run. Returns False when the CSV has no ratio for ``provider``."""
+    plt = _plt()
+    sub = df[(df["provider"] == provider) & (df["metric"] == "ratio_to_floor") & (df["status"] == "ok")].copy()
+    if sub.empty:
+        return False
+    first = df.iloc[0]
+    chart_axes = ["kernel_size", "channels", "feature_dim"]
+    swept = [a for a in chart_axes if on_axis(sub, a).any()]
+    missing = [AXIS_TITLES[a].split(" (")[0] for a in chart_axes if a not in swept]
+    fig, axes = plt.subplots(1, len(swept) + 1, figsize=(6.2 * len(swept) + 8.5, 5.6), squeeze=False,
+                             gridspec_kw=dict(width_ratios=[1] * len(swept) + [1.5]))
+    axes = axes[0]
+    colors = {("fwd", "bf16"): "tab:red", ("fwd", "tf32"): "tab:orange", ("fwd", "fp16"): "tab:pink",
+              ("fwd", "fp32"): "tab:brown", ("fwdbwd", "bf16"): "tab:blue", ("fwdbwd", "tf32"): "tab:cyan",
+              ("fwdbwd", "fp16"): "tab:purple", ("fwdbwd", "fp32"): "tab:gray"}
+    top = max(2.0, float(sub["value"].max()) * 1.3)
+    for ax, axis in zip(axes, swept):
+        field = AXIS_FIELD[axis]
+        line = sub[on_axis(sub, axis)]
+        for n, ((mode, dtype), g) in enumerate(line.groupby(["mode", "dtype"], sort=True)):
+            g = g.sort_values(field)
+            fixed = _fixed_label(g, axis)
+            ax.plot(g[field], g["value"], marker="o", color=colors.get((mode, dtype)),
+                    label=f"{MODE_TITLES[mode]} {dtype}  ({fixed.replace(' ' + dtype, '')})")
+            for xv, yv in zip(g[field], g["value"]):
+                ax.annotate(f"{yv:.2f}", (xv, yv), textcoords="offset points", xytext=(0, 7 if n % 2 else -12),
+                            ha="center", fontsize=7.5, color=colors.get((mode, dtype)))
+        ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="cuDNN (F.conv2d) = 1")
+        ax.axhline(1.2, color="tab:red", linestyle=":", linewidth=1, label="forward target 1.2")
+        ax.axhline(1.5, color="tab:blue", linestyle=":", linewidth=1, label="forward+backward target 1.5")
+        ax.set_ylim(0, top)
+        ax.set_xlabel(AXIS_TITLES[axis])
+        vals = sorted(set(line[field]))
+        ax.set_xticks(vals)
+        ax.set_xticklabels([str(int(v)) for v in vals])
+        ax.set_ylabel(f"{provider} time / cuDNN time (lower is better)")
+        ax.set_title(f"across {AXIS_TITLES[axis]}", fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="upper right")
+    ax = axes[-1]
+    rest = sub[~sub["axis"].fillna("").astype(str).map(lambda a: any(x in a.split(",") for x in chart_axes))]
+    from .results import _label
+
+    labels = [f"{_label(r)} {MODE_TITLES[r['mode']]} {r['dtype']}" for _, r in rest.iterrows()]
+    ax.barh(range(len(labels)), rest["value"], color=[colors.get((m, d), "0.5") for m, d in zip(rest["mode"],
+                                                                                                   rest["dtype"])])
+    for y, v in enumerate(rest["value"]):
+        ax.text(v, y, f" {v:.2f}x", va="center", fontsize=8)
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels(labels, fontsize=7.5)
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="black", linestyle="--", linewidth=1)
+    ax.set_xlim(0, top)
+    ax.set_xlabel(f"{provider} time / floor time\n(pool: vs depthwise F.conv2d; transposed: vs F.conv_transpose2d)")
+    ax.set_title("other shapes of the run" + (f"\n(it swept no {' and no '.join(missing)}: single shapes here)"
+                                              if missing else ""), fontsize=9)
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle(f"pac_triton {provider} kernels vs cuDNN at the same shape and dtype — {first['device']}, "
+                 f"commit {str(first['git_commit'])[:12]}, {str(first['timestamp'])[:10]} "
+                 f"(torch {first['torch_version']}, triton {first['triton_version']})", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
@@ -228,8 +323,7 @@ def case_times_chart(df, path: Path, device: str) -> bool:
 def make_charts(df, out_dir: Path, device: str, device_type: str):
     """Write the charts; returns ``(written paths, notes)``."""
     written, notes = [], []
-    axes = [a for a in AXIS_FIELD if a in set(df["axis"].dropna())]
-    for axis in axes:
+    for axis in axes_in(df):
         path = out_dir / f"throughput_vs_{axis}.png"
         if throughput_chart(df, axis, path, device):
             written.append(path)
@@ -244,3 +338,25 @@ def make_charts(df, out_dir: Path, device: str, device_type: str):
     else:
         notes.append("peak memory vs resolution: no successful points, chart not drawn")
     return written, notes
+
+
+def main(argv=None) -> int:
+    """``python -m perf.charts RESULTS.csv [--out PNG]``: the ratio chart of a results CSV."""
+    import argparse
+
+    import pandas as pd
+
+    parser = argparse.ArgumentParser(prog="python -m perf.charts", description=main.__doc__.split(": ", 1)[1])
+    parser.add_argument("csv", type=Path)
+    parser.add_argument("--out", type=Path, default=None, help="PNG path (default: ratio_to_cudnn.png beside the CSV)")
+    parser.add_argument("--provider", default="triton")
+    args = parser.parse_args(argv)
+    out = args.out or args.csv.with_name("ratio_to_cudnn.png")
+    if not ratio_chart(pd.read_csv(args.csv), out, args.provider):
+        parser.error(f"{args.csv} has no ratio_to_floor rows for provider {args.provider!r}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -127,7 +127,9 @@ def short_reason(exc: BaseException, limit: int = 160) -> str:
 
 def _label(row) -> str:
     res = f"{int(row['h_out'])}x{int(row['w_out'])}"
-    name = f"{row['name']} " if isinstance(row["name"], str) and row["name"] else ""
+    # Sweep points are named after their axis value ("k=5"), which the shape already says.
+    swept = str(row["group"]).startswith(("quick:", "sweep:")) and str(row["axis"]) not in ("", "nan")
+    name = f"{row['name']} " if isinstance(row["name"], str) and row["name"] and not swept else ""
     b = f"B{int(row['batch'])} " if int(row["batch"]) != 1 else ""
     co = f"->{int(row['c_out'])}" if int(row["c_out"]) != int(row["c_in"]) else ""
     extra = ""

@@ -16,6 +16,8 @@ from torch import nn
 
 from pac_triton import PacConv2d, PacConvTranspose2d
 
+# Only a safety net against a hung rank: a slow or busy machine must not fail this test (issue 12).
+HANG_S = 1800
 WORLD = 2
 STEPS = 3
 BATCH = 4  # global batch; each rank gets BATCH // WORLD
@@ -60,7 +62,7 @@ def _rank(rank, rendezvous, out_path):
     final state dict."""
     torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared machine
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=60))
+                            timeout=datetime.timedelta(seconds=HANG_S))
     try:
         model = nn.parallel.DistributedDataParallel(_model())
         per_rank = BATCH // WORLD
@@ -81,14 +83,14 @@ def test_ddp_two_processes_match_single_process(tmp_path, monkeypatch):
                              daemon=True) for rank in range(WORLD)]
     for process in ranks:
         process.start()
-    deadline = time.monotonic() + 150
+    deadline = time.monotonic() + HANG_S
     for process in ranks:
         process.join(timeout=max(1.0, deadline - time.monotonic()))
     hung = [rank for rank, process in enumerate(ranks) if process.is_alive()]
     for rank in hung:
         ranks[rank].kill()
         ranks[rank].join(5)
-    assert not hung, f"DDP ranks {hung} did not finish within 150 s"
+    assert not hung, f"DDP ranks {hung} did not finish within {HANG_S} s (a hang, not slowness)"
     codes = [process.exitcode for process in ranks]
     assert codes == [0] * WORLD, f"DDP ranks exited with {codes} (their tracebacks are in the captured stderr)"
     replicas = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(WORLD)]

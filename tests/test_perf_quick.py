@@ -16,6 +16,8 @@ pytest.importorskip("tqdm")
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Only a safety net against a hung subprocess: a slow or busy machine must not fail these tests.
+HANG_S = 1800
 
 
 def run_quick(out):
@@ -23,7 +25,7 @@ def run_quick(out):
     env.pop("TRITON_INTERPRET", None)  # the harness switches the interpreter on itself (CPU only)
     env["MPLBACKEND"] = "Agg"
     proc = subprocess.run([sys.executable, "-m", "perf", "--quick", "--cpu", "--out", str(out), "--no-progress"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 0, f"perf --quick failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
@@ -71,7 +73,7 @@ def check_csv(out, proc):
     assert (ok[ok["metric"] == "ratio_to_floor"]["value"] > 0).all()
     # Both charted modes and all three swept axes are there.
     assert {"fwd", "fwdbwd"} <= set(df["mode"])
-    assert {"kernel_size", "channels", "feature_dim"} <= set(df["axis"].dropna())
+    assert {"kernel_size", "channels", "feature_dim"} <= {a for v in df["axis"].dropna() for a in v.split(",")}
     # Triton: only the tiny points, interpreted (never a speed) or failed with a reason.
     tri = df[df["provider"] == "triton"]
     assert len(tri) > 0
@@ -79,6 +81,15 @@ def check_csv(out, proc):
     assert not (tri["metric"].isin(["tflops", "gbps", "time_ms_median"]) & (tri["status"] == "interpreted")).any()
     # On a CPU (--cpu) the memory chart is skipped and the output says so.
     assert "peak memory vs resolution: skipped" in proc.stdout
+    # Every row is named, and each case is measured once (issue 12): one row per (case, provider,
+    # metric), one case per shape; the default point shared by two axes lists both.
+    assert df["name"].notna().all() and (df["name"].astype(str).str.strip() != "").all()
+    assert not df.duplicated(["case_id", "provider", "metric"]).any()
+    shape = ["op", "mode", "dtype", "batch", "c_in", "c_out", "h_out", "w_out", "kernel_size", "feature_dim",
+             "stride", "provider", "metric"]
+    assert not df.duplicated(shape).any(), df[df.duplicated(shape, keep=False)][["case_id", "provider", "metric"]]
+    shared = df[(df["c_in"] == 16) & (df["kernel_size"] == 5) & (df["feature_dim"] == 8) & (df["op"] == "conv")]
+    assert set(shared["axis"]) == {"kernel_size,channels"}, set(shared["axis"])
 
 
 def check_png(path):
@@ -106,7 +117,7 @@ def test_breakdown_tables(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PAC_TRITON_BACKEND", "TRITON_INTERPRET")}
     proc = subprocess.run([sys.executable, "-m", "perf.breakdown", "--resolution", "6", "--channels", "16",
                            "--feature-dim", "4", "--k", "3", "--mode", "fwd", "--iters", "1", "--out", str(out)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
     assert "## fwd triton" in text and "## fwd floor" in text, text
@@ -128,7 +139,7 @@ def test_sass_proxy_table():
     loop length and warp instructions per pixel-tap."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-m", "perf.sass", "--only", "forward conv,dx + dK"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [ln for ln in proc.stdout.splitlines() if ln.startswith(("forward conv", "backward dx + dK"))]
     assert len(rows) == 2, proc.stdout
@@ -137,3 +148,48 @@ def test_sass_proxy_table():
         per_px_tap = float(fields[-1 - sum(1 for f in fields if "=" in f)])
         assert 1.0 < per_px_tap < 200.0, row
         assert "HGMMA=" in row, row
+
+
+def _perf_main():
+    try:
+        from pac_triton.perf import __main__ as perf_main
+    except ImportError:
+        sys.path.insert(0, str(REPO))
+        from perf import __main__ as perf_main
+    return perf_main
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--op", "conv"], ["--op", "--sweep"]),
+    (["--quick", "--op", "pool"], ["--op", "--sweep"]),
+    (["--channels", "32"], ["--channels", "--sweep"]),
+    (["--preset", "vgg", "--op", "conv"], ["--op", "--sweep", "--preset vgg"]),
+    (["--dtype", "bf16"], ["--dtype", "--quick"]),
+])
+def test_cli_refuses_options_it_would_ignore(argv, words, capsys):
+    """Issue 12: `pac-perf --op conv` used to run the whole quick set silently."""
+    with pytest.raises(SystemExit) as info:
+        _perf_main().parse_args(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    for word in words:
+        assert word in err, err
+
+
+def test_cli_applies_sweep_options():
+    args = _perf_main().parse_args(["--sweep", "k", "--op", "pool", "--channels", "8"])
+    assert args.op == ["pool"] and args.channels == 8
+    assert _perf_main().parse_args(["--sweep", "k"]).op == ["conv"]
+
+
+def test_ratio_chart_from_committed_gpu_results(tmp_path):
+    """The README's GPU chart is made from a committed results CSV by perf.charts.ratio_chart."""
+    try:
+        from pac_triton.perf import charts
+    except ImportError:
+        sys.path.insert(0, str(REPO))
+        from perf import charts
+    out = tmp_path / "ratio.png"
+    assert charts.ratio_chart(pd.read_csv(REPO / "perf" / "results" / "v3" / "results.csv"), out)
+    check_png(out)
+    assert (REPO / "perf" / "results" / "v3" / "ratio_to_cudnn.png").exists()
