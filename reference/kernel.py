@@ -83,9 +83,8 @@ def kernel_math(guide, mask, kernel_size, stride, padding, output_padding, dilat
     zeroes K (``K * m`` with ``m == 0``) the value is *selected* away, never multiplied by 0, so
     a NaN or Inf of the guide there (or an overflowing distance) cannot leak into the pixel's
     other taps, its normaliser, or any gradient; K stays exactly 0 there even when the
-    normaliser is NaN. The distance of such a tap is replaced by 0
-    before K is formed (a double select), so autograd sends exactly 0 (not ``0 * NaN``) back
-    through it. ``only_valid`` (the guide-taking operators, whose K never leaves them) does the
+    normaliser is NaN. The distance of such a tap is replaced by 0 before K is formed (a double
+    select), so autograd sends exactly 0 (not ``0 * NaN``) back through it. ``only_valid`` (the guide-taking operators, whose K never leaves them) does the
     same for the invalid taps of an unmasked, unnormalised K; the standalone ``packernel2d``
     returns K at every tap there, as the contract says.
     """
