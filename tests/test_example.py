@@ -55,6 +55,18 @@ def test_runs_small_offline(example, no_network, tmp_path, capsys):
     assert out.stat().st_size > 10_000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_defaults_do_not_overwrite_the_committed_picture_and_train_in_float32(example, tmp_path, monkeypatch):
+    """Issue 12: the default --out wrote over examples/joint_upsampling.png; the data is float32."""
+    committed = EXAMPLE.with_name("joint_upsampling.png").resolve()
+    monkeypatch.chdir(tmp_path)
+    assert example.DEFAULT_OUT.resolve() != committed
+    assert example.DEFAULT_OUT.resolve().parent == tmp_path.resolve()  # the current directory
+    image, target, valid = example.load_scene(32, 4)
+    assert image.dtype == target.dtype == valid.dtype == torch.float32
+    model = example.PacUpsampler(4, 1.5, 0.2, channels=2)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
 @pytest.mark.parametrize("factor", [2, 3, 4, 5])
 def test_geometry_and_bilinear(example, factor):
     kernel_size, padding, output_padding, offset = example.geometry(factor)
