@@ -10,6 +10,7 @@ so these helpers take the model (ours, or pacnet's module) to find them.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -38,9 +39,15 @@ def convert_pacnet_state_dict(source, model: nn.Module | None = None) -> "Ordere
     dict together with ``model``, a pac_triton model of the same structure, which tells which keys
     belong to transposed layers. Converting twice undoes the conversion.
     """
+    if model is not None and not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module (the pac_triton model the state dict is for), got "
+                        f"{type(model).__name__}")
     if isinstance(source, nn.Module):
         layout = source if model is None else model
         state_dict = source.state_dict()
+    elif not isinstance(source, Mapping):
+        raise TypeError(f"source must be a pacnet nn.Module or a state dict (a mapping of names to tensors), got "
+                        f"{type(source).__name__}")
     else:
         if model is None:
             raise ValueError("convert_pacnet_state_dict(state_dict) needs model=, the pac_triton model it will be "
@@ -64,5 +71,11 @@ def convert_pacnet_state_dict(source, model: nn.Module | None = None) -> "Ordere
 def load_pacnet_state_dict(model: nn.Module, state_dict, strict: bool = True):
     """``model.load_state_dict`` of a pacnet checkpoint, transposed weights flipped. Returns what
     ``load_state_dict`` returns. (Plain ``model.load_state_dict`` of a pacnet checkpoint warns
-    once: see ``PacConvTranspose2d``.)"""
+    once: see ``PacConvTranspose2d``.) ``TypeError`` when ``model`` is not an ``nn.Module`` or
+    ``state_dict`` not a mapping; ``ValueError`` when a transposed layer's weight is missing."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict must be a mapping of names to tensors (e.g. torch.load(...)), got "
+                        f"{type(state_dict).__name__}")
     return model.load_state_dict(convert_pacnet_state_dict(state_dict, model), strict=strict)

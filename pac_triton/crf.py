@@ -44,6 +44,8 @@ class PacCRF(nn.Module):
             raise ValueError(f"unknown final_output {final_output!r}: expected one of {FINAL_OUTPUTS}")
         if not isinstance(num_steps, int) or num_steps < 0:
             raise ValueError(f"num_steps must be a non-negative int, got {num_steps!r}")
+        if not isinstance(channels, int) or isinstance(channels, bool) or channels <= 0:
+            raise ValueError(f"channels must be a positive int (the number of categories), got {channels!r}")
         self.channels = channels
         self.num_steps = num_steps
         self.final_output = final_output
@@ -316,6 +318,10 @@ def _scale_tensor(scales, count, like, name):
 def create_position_feats(shape, scales=None, bs=1, device=None):
     """``[bs, len(shape), *shape]`` float32 coordinates (``ij`` meshgrid); coordinate ``a`` is
     divided by ``scales[a]`` when given."""
+    if not isinstance(shape, torch.Size) and (  # a tensor's size is trusted (and may be symbolic under compile)
+            not isinstance(shape, (tuple, list)) or not shape
+            or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in shape)):
+        raise ValueError(f"shape must be a tuple of positive ints (e.g. (H, W)), got {shape!r}")
     ranges = [torch.arange(n, dtype=torch.float32, device=device) for n in shape]
     mesh = torch.stack(torch.meshgrid(*ranges, indexing="ij"))
     if scales is not None:

@@ -84,6 +84,14 @@ CASES = {
     "pac_conv2d guide": (lambda: PF.pac_conv2d(x_(), x_(H=7), torch.randn(3, 2, 3, 3), padding=1), ["guide", "input"]),
     "create_YXRGB scales": (lambda: pac_triton.create_YXRGB(torch.rand(1, 3, 4, 4), scales=[1.0, 2.0, 3.0]),
                             ["scales", "2 \\+ 3"]),
+    "convert source": (lambda: pac_triton.convert_pacnet_state_dict([1, 2], torch.nn.Linear(1, 1)), ["source"],
+                       TypeError),
+    "convert model": (lambda: pac_triton.convert_pacnet_state_dict({}, "model"), ["model"], TypeError),
+    "load model": (lambda: pac_triton.load_pacnet_state_dict({}, {}), ["model"], TypeError),
+    "load state_dict": (lambda: pac_triton.load_pacnet_state_dict(torch.nn.Linear(1, 1), [1]), ["state_dict"],
+                        TypeError),
+    "crf channels": (lambda: pac_triton.PacCRF(0, 1), ["channels"]),
+    "position feats shape": (lambda: pac_triton.create_position_feats(5), ["shape"]),
 }
 
 
