@@ -3,7 +3,9 @@ stored).
 
 Same functions, signatures and return conventions as ``pac_triton.reference``; arguments arrive
 validated and normalised by ``pac_triton.functional``. Half types are computed with fp32
-accumulation and fp32 K math and returned in the input dtype; float64 uses exact math.
+accumulation and fp32 K math and returned in the input dtype; float64 uses exact math. Mixed
+dtypes follow docs/semantics.md ("Dtypes"): the K math is float64 when the input or the guide
+is (``_kernel_dtype_path``).
 Backward by Triton kernels too (``kernels_bwd.py``, ``launch_bwd.py``); double backward raises
 NotImplementedError.
 
@@ -30,6 +32,8 @@ IMPLEMENTED_BACKWARD = frozenset({
     "pac_conv2d", "pac_conv_transpose2d", "pac_pool2d",
 })
 
+import torch
+
 try:
     import triton as _triton  # noqa: F401
 
@@ -55,6 +59,23 @@ def _check():
 
 def _om(om, mask):
     return om if mask is not None else None
+
+
+def _kernel_dtype_path(input, guide):
+    """How a guide-taking op meets the dtype rule (docs/semantics.md, "Dtypes": the K math runs
+    in float64 when the input or the guide is float64, else in float32). The fused kernels do
+    their K math in the input's K dtype, so:
+
+    * ``"fused"``: neither or both are float64, or the guide is float64 only when the input
+      is too: fused, as it is;
+    * ``"promote_guide"``: a float64 input with a lower-precision guide: the guide is cast to
+      float64 (exact) and the op stays fused; the guide's gradient comes back in its dtype;
+    * ``"two_step"``: a float64 guide with a lower-precision input: K is computed by
+      ``packernel2d`` in float64 (normalised there, as the reference does), then the conv or
+      pooling reads that precomputed K (materialised: ``k*k`` values per output pixel)."""
+    if guide.dtype == input.dtype or (input.dtype != torch.float64 and guide.dtype != torch.float64):
+        return "fused"
+    return "promote_guide" if input.dtype == torch.float64 else "two_step"
 
 
 def _inv(kernel_type, inv_alpha, inv_lambda):
@@ -100,29 +121,49 @@ def pac_conv2d(input, guide, weight, bias, stride, padding, dilation, kernel_typ
                smooth_kernel, normalize_kernel, shared_filters, mask):
     """Fused: K from the guide inside the GEMM. Returns ``(y, out_mask)``."""
     _check()
+    path = _kernel_dtype_path(input, guide)
+    if path == "two_step":
+        kernel, om = packernel2d(guide, mask, tuple(weight.shape[-2:]), stride, padding, (0, 0), dilation,
+                                 kernel_type, smooth_kernel, inv_alpha, inv_lambda, False, normalize_kernel, False)
+        return pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters), om
+    g = guide.to(torch.float64) if path == "promote_guide" else guide
     kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
-    y, om = _ops.conv_fwd(input, weight, bias, guide, None, mask, smooth_kernel, a, lm, list(stride),
+    y, om = _ops.conv_fwd(input, weight, bias, g, None, mask, smooth_kernel, a, lm, list(stride),
                           list(padding), [0, 0], list(dilation), kt, bool(normalize_kernel),
                           bool(shared_filters), False)
-    return y, _om(om, mask)
+    return y, _om(om.to(guide.dtype), mask)
 
 
 def pac_conv_transpose2d(input, guide, weight, bias, stride, padding, output_padding, dilation, kernel_type,
                          inv_alpha, inv_lambda, smooth_kernel, normalize_kernel, shared_filters, mask):
     """Fused transposed conv (guide at output resolution). Returns ``(y, out_mask)``."""
     _check()
+    path = _kernel_dtype_path(input, guide)
+    if path == "two_step":
+        kernel, om = packernel2d(guide, mask, tuple(weight.shape[-2:]), stride, padding, output_padding, dilation,
+                                 kernel_type, smooth_kernel, inv_alpha, inv_lambda, False, normalize_kernel, True)
+        y = pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation,
+                                shared_filters)
+        return y, om
+    g = guide.to(torch.float64) if path == "promote_guide" else guide
     kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
-    y, om = _ops.conv_fwd(input, weight, bias, guide, None, mask, smooth_kernel, a, lm, list(stride),
+    y, om = _ops.conv_fwd(input, weight, bias, g, None, mask, smooth_kernel, a, lm, list(stride),
                           list(padding), list(output_padding), list(dilation), kt, bool(normalize_kernel),
                           bool(shared_filters), True)
-    return y, _om(om, mask)
+    return y, _om(om.to(guide.dtype), mask)
 
 
 def pac_pool2d(input, guide, kernel_size, stride, padding, dilation, kernel_type, inv_alpha, inv_lambda,
                smooth_kernel, normalize_kernel, channel_wise, mask):
     """Fused K-weighted pooling. Returns ``(y, out_mask)``."""
     _check()
+    path = _kernel_dtype_path(input, guide)
+    if path == "two_step":
+        kernel, om = packernel2d(guide, mask, kernel_size, stride, padding, (0, 0), dilation, kernel_type,
+                                 smooth_kernel, inv_alpha, inv_lambda, channel_wise, normalize_kernel, False)
+        return pacpool2d(input, kernel, kernel_size, stride, padding, dilation), om
+    g = guide.to(torch.float64) if path == "promote_guide" else guide
     kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
-    y, om = _ops.pool_fwd(input, guide, None, mask, smooth_kernel, a, lm, list(kernel_size), list(stride),
+    y, om = _ops.pool_fwd(input, g, None, mask, smooth_kernel, a, lm, list(kernel_size), list(stride),
                           list(padding), list(dilation), kt, bool(normalize_kernel), bool(channel_wise))
-    return y, _om(om, mask)
+    return y, _om(om.to(guide.dtype), mask)

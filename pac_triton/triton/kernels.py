@@ -31,7 +31,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-INV_EPSILON = 1e-4
+INV_EPSILON = tl.constexpr(1e-4)  # the inv_ kernels: K = alpha + (r + INV_EPSILON) ** (lambda / 2)
 
 # K_MODE
 K_GUIDE = 1   # K computed from the guide inside the kernel
@@ -127,11 +127,32 @@ def _centre(u, v, pmask, Hg, Wg, Ho, Wo,
 
 
 @triton.jit
+def _pow(base, exponent):
+    """``base ** exponent`` for ``base > 0`` as ``exp(exponent * log(base))``, with
+    ``x ** 0 = 1`` for every ``x`` as ``torch.pow`` has it (also for an infinite or NaN base,
+    where ``0 * log(base)`` would be NaN: ``inv_alpha_0`` kernels on an overflowing distance)."""
+    return tl.where(exponent == 0, 1.0, tl.exp(exponent * tl.log(base)))
+
+
+@triton.jit
+def _k_divisor(nsum, vsum, nz, NORMALIZE: tl.constexpr):
+    """What K (times the mask) is divided by (section 1 of docs/semantics.md): the sum of K*m
+    over the taps (normalised), else sum m / sum valid (mask only); 1 where the sum is 0.
+    Always a division, never a product with a reciprocal: a subnormal sum (far guide values
+    under a Gaussian) has a reciprocal that overflows to inf, while ``K / sum`` stays finite."""
+    if NORMALIZE:
+        d = tl.where(nz, nsum, 1.0)
+    else:
+        d = tl.where(nz, nsum / tl.where(nz, vsum, 1.0), 1.0)
+    return d
+
+
+@triton.jit
 def _kvalue(r, alpha, lam, KTYPE: tl.constexpr):
     if KTYPE == 0:
         k = tl.exp(-0.5 * r)
     else:
-        k = alpha + tl.exp((0.5 * lam) * tl.log(r + 1e-4))
+        k = alpha + _pow(r + INV_EPSILON, 0.5 * lam)
     return k
 
 
@@ -443,12 +464,9 @@ def pac_conv_kernel(
                     acc = _kdot(acc, xt, kt, wt, KDT, DOT_DT, PREC, USE_DOT)
 
     if K_MODE == 1:
-        if NORMALIZE:
-            nz = nsum != 0
-            acc = acc * (1.0 / tl.where(nz, nsum, 1.0))[:, None]
-        elif HAS_MASK:
-            nz = nsum != 0
-            acc = acc * tl.where(nz, vsum / tl.where(nz, nsum, 1.0), 0.0)[:, None]
+        nz = nsum != 0
+        if NORMALIZE or HAS_MASK:
+            acc = acc / _k_divisor(nsum, vsum, nz, NORMALIZE)[:, None]
         if HAS_MASK:
             if pid_o == 0:
                 tl.store(om_ptr + b * Ho * Wo + u * Wo + v, nz.to(KDT).to(om_ptr.dtype.element_ty), mask=pmask)
@@ -584,12 +602,9 @@ def pac_dw_kernel(
             acc += kt * xt
 
     if K_MODE == 1:
-        if NORMALIZE:
-            nz = nsum != 0
-            acc = acc / tl.where(nz, nsum, 1.0)
-        elif HAS_MASK:
-            nz = nsum != 0
-            acc = acc * tl.where(nz, vsum / tl.where(nz, nsum, 1.0), 0.0)
+        nz = nsum != 0
+        if NORMALIZE or HAS_MASK:
+            acc = acc / _k_divisor(nsum, vsum, nz, NORMALIZE)
         if HAS_MASK:
             if OM_PER_CHANNEL:
                 tl.store(om_ptr + (b * C + cc[None, :]) * Ho * Wo + (u * Wo + v)[:, None],
@@ -678,12 +693,7 @@ def pac_kernel_kernel(
                 nsum += mv
                 vsum += xin.to(KDT)[:, None]
     nz = nsum != 0
-    if NORMALIZE:
-        scale = 1.0 / tl.where(nz, nsum, 1.0)
-    elif HAS_MASK:
-        scale = tl.where(nz, vsum / tl.where(nz, nsum, 1.0), 0.0)
-    else:
-        scale = nsum + 1.0
+    divisor = _k_divisor(nsum, vsum, nz, NORMALIZE)
 
     if CW:
         smask = pmask[:, None] & cm[None, :]
@@ -705,7 +715,8 @@ def pac_kernel_kernel(
             kt = kt * tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)[:, None]
         elif NORMALIZE:
             kt = kt * xin.to(KDT)[:, None]
-        kt = kt * scale
+        if NORMALIZE or HAS_MASK:
+            kt = kt / divisor
         kptr = k_ptr + ((b * DK + cc[None, :]) * (KH * KW) + (ki * KW + kj)) * Ho * Wo + pix
         tl.store(kptr, kt.to(k_ptr.dtype.element_ty), mask=smask)
     if HAS_MASK:

@@ -11,7 +11,8 @@ Notation: output pixel P, tap t, q_t(P) the input pixel the tap reads, g = dL/dy
   reads an input pixel; elsewhere it is 0 and may be unwritten): the normaliser correction
   (dK~ = m (dK - sum_s dK_s K_s) / N), the chain through the kernel function (dr), the
   inv_alpha / inv_lambda per-pixel partials, d f0; overwrites dK with dr in place and writes
-  the per-pixel K scale (1/N, or sum valid / sum mask) used to recompute K elsewhere.
+  the per-pixel K divisor (N, or sum mask / sum valid; 1 where that sum is 0) used to recompute
+  K elsewhere (a division, never a reciprocal's product: see ``kernels._k_divisor``).
 * ``pac_guide_gather_kernel``: d f[q] = sum over (t, P) with q_t(P) = q of 2 dr_t(P) (f[q] - f0[P])
   (relu'd for _asym): a gather over guide pixels, no atomics.
 * ``pac_conv_dw_kernel``: dW_t = g^T @ (K_t . X_t) per tap, the pixel axis split over programs;
@@ -22,7 +23,18 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .kernels import _centre, _dist, _kvalue, _load_f0, _pixels, _pixels2d, _tap
+from .kernels import INV_EPSILON, _centre, _dist, _k_divisor, _kvalue, _load_f0, _pixels, _pixels2d, _pow, _tap
+
+
+@triton.jit
+def _over(value, mv, divisor, DIVIDE: tl.constexpr):
+    """``value * m / divisor`` when DIVIDE (K normalised or masked), else ``value``: the mask
+    first (a masked tap contributes exactly 0 even where ``value / divisor`` overflows), then
+    the division (a subnormal normaliser N meets a subnormal K(r) or K'(r) before anything
+    else: ``1 / N`` alone overflows, ``K'(r) / N`` is a finite normalised weight)."""
+    if DIVIDE:
+        value = (value * mv) / divisor
+    return value
 
 
 @triton.jit
@@ -32,7 +44,7 @@ def _k_at(g_b, sgd, sgh, sgw, gh, gw, gin, f0_b, sfd, sfh, sfw, ch, cw, cin, D, 
           KDT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):
     """K_t(P) for a row vector of (P, t) pairs, P = (ph_, pw_) valid where ``pin`` (which also
     says that the tap lands on an input pixel (mh, mw)). From the guide: the kernel function
-    times the mask at the input pixel and the per-pixel scale the guide pass wrote; or read
+    times the mask at the input pixel over the per-pixel divisor the guide pass wrote; or read
     from a precomputed K. 0 where ``pin`` is false."""
     if K_MODE == 1:
         r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, tl.zeros([BLOCK_P, BLOCK_D], KDT), f0_b, sfd, sfh, sfw,
@@ -41,7 +53,7 @@ def _k_at(g_b, sgd, sgh, sgw, gh, gw, gin, f0_b, sfd, sfh, sfw, ch, cw, cin, D, 
         if HAS_MASK:
             kt = kt * tl.load(m_b + mh * smh + mw * smw, mask=pin, other=0.0).to(KDT)
         if NORMALIZE or HAS_MASK:
-            kt = kt * tl.load(sc_b + ph_ * Wo + pw_, mask=pin, other=0.0)
+            kt = kt / tl.load(sc_b + ph_ * Wo + pw_, mask=pin, other=1.0)
         kt = tl.where(pin, kt, 0.0)
     else:
         kt = tl.load(k_b + ki * ski + kj * skj + ph_ * skh + pw_ * skw, mask=pin, other=0.0).to(KDT)
@@ -63,8 +75,9 @@ def pac_guide_pass_kernel(
 ):
     """Per output pixel, all taps (K's tap order, as in ``pac_kernel_kernel``):
 
-    * scale[b, P] = 1/N (normalised) or sum valid / sum mask (mask only), when either is on;
-    * NEED_DR: dK~_t = m_t (dK_t - [N != 0] sum_s dK_s K_s) / N (normalised), dK_t m_t scale
+    * divisor[b, P] = N (normalised) or sum mask / sum valid (mask only; 1 where the sum is 0),
+      when either is on (K = K(r) m / divisor);
+    * NEED_DR: dK~_t = m_t (dK_t - [N != 0] sum_s dK_s K_s) / N (normalised), dK_t m_t / divisor
       (mask only), dK_t otherwise; dr_t = dK~_t dK~/dr, written over dK; d f0[b, :, P]
       = -2 sum_t dr_t diff_t; per-pixel partials of d alpha (sum dK~) and d lambda.
     BLOCK_D covers all D guide channels (one block)."""
@@ -115,14 +128,11 @@ def pac_guide_pass_kernel(
                 nsum += mv
                 vsum += xin.to(KDT)
         nz = nsum != 0
-        if NORMALIZE:
-            scale = 1.0 / tl.where(nz, nsum, 1.0)
-        else:
-            scale = tl.where(nz, vsum / tl.where(nz, nsum, 1.0), 0.0)
-        tl.store(sc_ptr + b * Ho * Wo + pix, scale, mask=pmask)
-        corr = tl.where(nz, tsum * scale, 0.0)
+        divisor = _k_divisor(nsum, vsum, nz, NORMALIZE)
+        tl.store(sc_ptr + b * Ho * Wo + pix, divisor, mask=pmask)
+        corr = tl.where(nz, tsum / divisor, 0.0)
     else:
-        scale = nsum + 1.0
+        divisor = nsum + 1.0
         corr = nsum
 
     if NEED_DR:
@@ -152,17 +162,21 @@ def pac_guide_pass_kernel(
                     mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)
                 else:
                     mv = xin.to(KDT)
-                dkt = mv * (dk - corr) * scale
+                # dK~ = m (dK - corr) / N: m and 1/N go onto K'(r) below (``_over``)
+                dkc = dk - corr
             else:
-                dkt = dk
+                mv = 1.0
+                dkc = dk
             if KTYPE == 0:
-                dr = dkt * (-0.5) * tl.exp(-0.5 * r)
+                dr = dkc * (-0.5) * _over(tl.exp(-0.5 * r), mv, divisor, NORMALIZE or HAS_MASK)
             else:
-                le = tl.log(r + 1e-4)
-                pw_ = tl.exp((0.5 * lam) * le)
-                dr = dkt * (0.5 * lam) * pw_ / (r + 1e-4)
-                pa += dkt
-                pl += dkt * pw_ * le * 0.5
+                # d/dr (r + eps)^(lam/2) = lam/2 (r + eps)^(lam/2 - 1), each power by _pow
+                # (x^0 = 1 for an infinite distance too, as torch.pow)
+                pw_ = _pow(r + INV_EPSILON, 0.5 * lam)
+                dr = dkc * (0.5 * lam) * _over(_pow(r + INV_EPSILON, 0.5 * lam - 1.0), mv, divisor,
+                                               NORMALIZE or HAS_MASK)
+                pa += dkc * _over(1.0, mv, divisor, NORMALIZE or HAS_MASK)
+                pl += dkc * _over(pw_, mv, divisor, NORMALIZE or HAS_MASK) * tl.log(r + INV_EPSILON) * 0.5
             dr = tl.where(pmask, dr, 0.0)
             tl.store(dkp, dr, mask=pmask)
             df0 += dr[:, None] * diff
@@ -333,7 +347,7 @@ def _dxdk_block(
                     if HAS_MASK:
                         kt = kt * mq
                     if NORMALIZE or HAS_MASK:
-                        kt = kt * tl.load(sc_b + pu * Wo + pv, mask=pin, other=0.0)
+                        kt = kt / tl.load(sc_b + pu * Wo + pv, mask=pin, other=1.0)
                     kt = tl.where(pin, kt, 0.0)
                 else:
                     kt = tl.load(k_b + ki * ski + kj * skj + pu * skh + pv * skw, mask=pin, other=0.0).to(KDT)
@@ -410,7 +424,7 @@ def pac_conv_dxdk_kernel(
     with NEED_DX); ``dk_ptr`` ``[B, KH*KW, Ho*Wo]`` contiguous in KDT (K's tap order; only the
     elements an input pixel reaches are written); ``g_ptr`` / ``f0_ptr`` the guide ``[B, D, Hg, Wg]`` and the centre
     feature source (sg*, sf*); ``m_ptr`` the mask ``[B, 1, H, W]`` (sm*); ``sc_ptr`` the
-    per-output-pixel K scale ``[B, Ho*Wo]`` from the guide pass (NORMALIZE or HAS_MASK);
+    per-output-pixel K divisor ``[B, Ho*Wo]`` from the guide pass (NORMALIZE or HAS_MASK);
     ``k_ptr`` a given K ``[B, 1, kh, kw, Ho, Wo]`` (sk*; K_MODE 2); ``alpha_ptr`` /
     ``lam_ptr`` 1-element inv_alpha / inv_lambda in KDT.
 
@@ -505,7 +519,7 @@ def pac_conv_dw_kernel(
 
     Pointers: ``gy_ptr`` dL/dy ``[B, O, Ho, Wo]`` (sgy*); ``x_ptr`` the input ``[B, C, H, W]``
     (sx*); ``part_ptr`` ``[NSPLIT, KH*KW, O, C]`` contiguous in KDT; the K operands as in
-    ``pac_conv_dxdk_kernel`` (``sc_ptr`` the per-output-pixel scale ``[B, Ho*Wo]``)."""
+    ``pac_conv_dxdk_kernel`` (``sc_ptr`` the per-output-pixel K divisor ``[B, Ho*Wo]``)."""
     split = tl.program_id(0)
     pid_oc = tl.program_id(1)
     t = tl.program_id(2)
@@ -569,7 +583,7 @@ def pac_conv_dw_kernel(
                 if HAS_MASK:
                     kt = kt * tl.load(m_ptr + b * smb + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)
                 if NORMALIZE or HAS_MASK:
-                    kt = kt * tl.load(sc_ptr + b * Ho * Wo + u * Wo + v, mask=pmask, other=0.0)
+                    kt = kt / tl.load(sc_ptr + b * Ho * Wo + u * Wo + v, mask=pmask, other=1.0)
                 kt = tl.where(xin, kt, 0.0)
             else:
                 kt = tl.load(k_ptr + b * skb + ki * ski + kj * skj + u * skh + v * skw, mask=xin, other=0.0).to(KDT)
@@ -655,7 +669,7 @@ def pac_guide_pass_cw_kernel(
     KDT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """``pac_guide_pass_kernel`` for channel-wise K (pooling; packernel2d): guide channel c
-    is K channel c; scale, dr (over dK ``[B, C, KK, Ho*Wo]``), d f0 and the alpha/lambda
+    is K channel c; divisor, dr (over dK ``[B, C, KK, Ho*Wo]``), d f0 and the alpha/lambda
     partials are per channel (``[B, C, Ho*Wo]``); alpha/lambda read at c * sab."""
     pid_p = tl.program_id(0)
     b = tl.program_id(1)
@@ -710,14 +724,11 @@ def pac_guide_pass_cw_kernel(
                 nsum += mv
                 vsum += xin.to(KDT)[:, None]
         nz = nsum != 0
-        if NORMALIZE:
-            scale = 1.0 / tl.where(nz, nsum, 1.0)
-        else:
-            scale = tl.where(nz, vsum / tl.where(nz, nsum, 1.0), 0.0)
-        tl.store(sc_ptr + chan * Ho * Wo + pix2, scale, mask=pm2)
-        corr = tl.where(nz, tsum * scale, 0.0)
+        divisor = _k_divisor(nsum, vsum, nz, NORMALIZE)
+        tl.store(sc_ptr + chan * Ho * Wo + pix2, divisor, mask=pm2)
+        corr = tl.where(nz, tsum / divisor, 0.0)
     else:
-        scale = nsum + 1.0
+        divisor = nsum + 1.0
         corr = nsum
     if NEED_DR:
         df0 = tl.zeros([BLOCK_P, BLOCK_C], KDT)
@@ -744,17 +755,18 @@ def pac_guide_pass_cw_kernel(
                     mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)[:, None]
                 else:
                     mv = xin.to(KDT)[:, None]
-                dkt = mv * (dk - corr) * scale
+                dkc = dk - corr  # m and 1/N go onto K'(r): see pac_guide_pass_kernel
             else:
-                dkt = dk
+                mv = 1.0
+                dkc = dk
             if KTYPE == 0:
-                dr = dkt * (-0.5) * tl.exp(-0.5 * r)
+                dr = dkc * (-0.5) * _over(tl.exp(-0.5 * r), mv, divisor, NORMALIZE or HAS_MASK)
             else:
-                le = tl.log(r + 1e-4)
-                pw_ = tl.exp((0.5 * lam) * le)
-                dr = dkt * (0.5 * lam) * pw_ / (r + 1e-4)
-                pa += dkt
-                pl += dkt * pw_ * le * 0.5
+                pw_ = _pow(r + INV_EPSILON, 0.5 * lam)
+                dr = dkc * (0.5 * lam) * _over(_pow(r + INV_EPSILON, 0.5 * lam - 1.0), mv, divisor,
+                                               NORMALIZE or HAS_MASK)
+                pa += dkc * _over(1.0, mv, divisor, NORMALIZE or HAS_MASK)
+                pl += dkc * _over(pw_, mv, divisor, NORMALIZE or HAS_MASK) * tl.log(r + INV_EPSILON) * 0.5
             dr = tl.where(pm2, dr, 0.0)
             tl.store(dkp, dr, mask=pm2)
             df0 += dr * diff
@@ -783,7 +795,7 @@ def pac_dw_dx_kernel(
 ):
     """Input gradient of the depthwise family: dx[b, c, q] = sum over (t, P) with q_t(P) = q of
     w_t K_t(P)[c or 0] gy[b, c, P]; index patterns as ``pac_conv_dx_kernel``. The per-pixel
-    scale is ``[B, DKC, Ho*Wo]`` (DKC = C channel-wise, else 1)."""
+    the divisor is ``[B, DKC, Ho*Wo]`` (DKC = C channel-wise, else 1)."""
     pid_p = tl.program_id(0)
     pid_c = tl.program_id(1)
     b = tl.program_id(2)
@@ -837,10 +849,10 @@ def pac_dw_dx_kernel(
                     kt = kt * tl.load(m_ptr + b * smb + u * smh + v * smw, mask=pin, other=0.0).to(KDT)[:, None]
                 if NORMALIZE or HAS_MASK:
                     if CW:
-                        kt = kt * tl.load(sc_ptr + (b * C + cc[None, :]) * Ho * Wo + (pu * Wo + pv)[:, None],
-                                          mask=pm2, other=0.0)
+                        kt = kt / tl.load(sc_ptr + (b * C + cc[None, :]) * Ho * Wo + (pu * Wo + pv)[:, None],
+                                          mask=pm2, other=1.0)
                     else:
-                        kt = kt * tl.load(sc_ptr + b * Ho * Wo + pu * Wo + pv, mask=pin, other=0.0)[:, None]
+                        kt = kt / tl.load(sc_ptr + b * Ho * Wo + pu * Wo + pv, mask=pin, other=1.0)[:, None]
                 kt = tl.where(pm2, kt, 0.0)
             else:
                 kt = tl.load(k_ptr + b * skb + ki * ski + kj * skj + (pu * skh + pv * skw)[:, None]

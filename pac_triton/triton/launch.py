@@ -45,11 +45,46 @@ def kdt_of(dtype: torch.dtype) -> torch.dtype:
 
 
 def _span(t: torch.Tensor) -> int:
+    """Elements between a tensor's first and last addressed element, plus one."""
     return 1 + sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride()) if s > 0)
 
 
-def need_idx64(*tensors) -> bool:
-    return any(t is not None and _span(t) > _INT32_MAX // 2 for t in tensors)
+# A buffer whose span passes this many elements makes a launch index in 64 bits (half of int32's
+# range: offsets are sums of a few in-range terms before the bound check). Tests lower it.
+INDEX32_LIMIT = _INT32_MAX // 2
+
+# CUDA's limit on grid axes 1 and 2 (axis 0 takes 2**31 - 1). The kernels put the batch on one
+# of them, so the custom ops run batches larger than BATCH_CHUNK in chunks (``ops._over_batch``;
+# tests lower BATCH_CHUNK, never the limit).
+GRID_YZ_LIMIT = 65535
+BATCH_CHUNK = GRID_YZ_LIMIT
+
+
+def need_idx64(*values) -> bool:
+    """Whether any tensor among ``values`` spans more than ``INDEX32_LIMIT`` elements."""
+    return any(isinstance(t, torch.Tensor) and _span(t) > INDEX32_LIMIT for t in values)
+
+
+class checked:
+    """``checked(kernel)[grid](*args, **meta)`` launches ``kernel`` (a ``@triton.jit`` function or
+    an autotuner) with ``IDX64`` decided from **every** tensor the launch receives (inputs,
+    outputs and scratch buffers alike: a dL/dK or weight-gradient partial can pass 2**31
+    elements while the input does not), and refuses a grid whose axis 1 or 2 passes CUDA's
+    limit (the batch is split before it gets here)."""
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+
+    def __getitem__(self, grid):
+        if not callable(grid) and any(int(n) > GRID_YZ_LIMIT for n in tuple(grid)[1:]):
+            raise RuntimeError(f"pac_triton internal error: launch grid {tuple(grid)} of {self.kernel} passes "
+                               f"{GRID_YZ_LIMIT} programs on axis 1 or 2")
+        launcher = self.kernel[grid]
+
+        def run(*args, **meta):
+            meta["IDX64"] = need_idx64(*args, *meta.values())
+            return launcher(*args, **meta)
+        return run
 
 
 def conv_out_hw(hw, kernel_size, stride, padding, dilation):
@@ -253,14 +288,13 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
     lm = _vec(lam, kdt) if (k_mode == K.K_GUIDE and ktype != K.KT_GAUSS) else x
     bd = tuning.block_d(D) if k_mode == K.K_GUIDE else 1
     dot_dt, prec = _dot_types(x.dtype)
-    idx64 = need_idx64(x, y, guide, f0, mask, kernel)
-    args = [x, w2, bias if bias is not None else x, y, g, fz, m, kt, om, a, lm,
+    args = [x, w2, bias.contiguous() if bias is not None else x, y, g, fz, m, kt, om, a, lm,
             C, O, H, W, Ho, Wo, D, Hg, Wg,
             *_strides4(x), *_strides4(y), *sg, *sf, *sm, *sk]
     meta = dict(KH=kh, KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],
                 DH=dilation[0], DW=dilation[1], TRANSPOSED=bool(transposed), K_MODE=k_mode,
                 KTYPE=int(ktype), F0_SMOOTH=f0 is not None, NORMALIZE=bool(normalize) and k_mode == K.K_GUIDE,
-                HAS_MASK=has_mask, HAS_BIAS=bias is not None, IDX64=idx64, KDT=_TL[kdt], DOT_DT=dot_dt,
+                HAS_MASK=has_mask, HAS_BIAS=bias is not None, KDT=_TL[kdt], DOT_DT=dot_dt,
                 PREC=prec, USE_DOT=True, D_SINGLE=D <= bd, BLOCK_D=bd)
     sh_, sw_ = (stride if transposed else (1, 1))
     # rectangular pixel tiles (kernels._pixels2d) over the output grid, or each phase's grid
@@ -274,12 +308,12 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
 
     if tuning.autotune_enabled() and x.dtype != torch.float64:
         # TILE_W and C_SINGLE are added per config by tuning._conv_prune
-        conv_tuned[grid](*args, **meta)
+        checked(conv_tuned)[grid](*args, **meta)
     else:
         cfg = tuning.conv_default(C, O, x.dtype == torch.float64, channel_runs(x))
         cfg["TILE_W"] = tuning.tile_w(pw_, cfg["BLOCK_P"])
         cfg["C_SINGLE"] = C <= cfg["BLOCK_C"]
-        K.pac_conv_kernel[grid](*args, **meta, **cfg)
+        checked(K.pac_conv_kernel)[grid](*args, **meta, **cfg)
     return y, (om if has_mask else None)
 
 
@@ -315,15 +349,14 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
     a, lm, sab = _inv_params(alpha, lam, kdt, C, cw, x) if inv else (x, x, 0)
     wt = _vec(wtap, kdt) if wtap is not None else x
     bd = tuning.block_d(D) if (k_mode == K.K_GUIDE and not cw) else 1
-    idx64 = need_idx64(x, y, guide, f0, mask, kernel)
-    args = [x, wt, bias if bias is not None else x, y, g, fz, m, kt, om, a, lm,
+    args = [x, wt, bias.contiguous() if bias is not None else x, y, g, fz, m, kt, om, a, lm,
             C, H, W, Ho, Wo, D, Hg, Wg, sab,
             *_strides4(x), *_strides4(y), *sg, *sf, *sm, *sk]
     meta = dict(KH=kh, KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],
                 DH=dilation[0], DW=dilation[1], TRANSPOSED=bool(transposed), K_MODE=k_mode,
                 KTYPE=int(ktype), F0_SMOOTH=f0 is not None, NORMALIZE=bool(normalize) and k_mode == K.K_GUIDE,
                 HAS_MASK=has_mask, HAS_BIAS=bias is not None, HAS_WTAP=wtap is not None, CW=cw,
-                OM_PER_CHANNEL=om_per_channel, IDX64=idx64, KDT=_TL[kdt], D_SINGLE=D <= bd, BLOCK_D=bd)
+                OM_PER_CHANNEL=om_per_channel, KDT=_TL[kdt], D_SINGLE=D <= bd, BLOCK_D=bd)
     sh_, sw_ = (stride if transposed else (1, 1))
     ph_, pw_ = (triton.cdiv(Ho, sh_), triton.cdiv(Wo, sw_)) if transposed else (Ho, Wo)
 
@@ -333,11 +366,11 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
         return (n, triton.cdiv(C, META["BLOCK_C"]), B)
 
     if tuning.autotune_enabled() and x.dtype != torch.float64:
-        dw_tuned[grid](*args, **meta)  # TILE_W added per config by tuning._dw_prune
+        checked(dw_tuned)[grid](*args, **meta)  # TILE_W added per config by tuning._dw_prune
     else:
         cfg = tuning.dw_fwd_default(C, x.dtype == torch.float64, channel_runs(x))
         cfg["TILE_W"] = tuning.tile_w(pw_, cfg["BLOCK_P"])
-        K.pac_dw_kernel[grid](*args, **meta, **cfg)
+        checked(K.pac_dw_kernel)[grid](*args, **meta, **cfg)
     return y, (om if has_mask else None)
 
 
@@ -369,12 +402,11 @@ def kernel_forward(guide, mask, kernel_size, stride, padding, output_padding, di
     a, lm, sab = _inv_params(alpha, lam, kdt, DK, bool(channel_wise), guide) if inv else (guide, guide, 0)
     bd = 1 if channel_wise else tuning.block_d(D)
     cfg = tuning.kernel_default(DK, bool(channel_wise), guide.dtype == torch.float64)
-    idx64 = need_idx64(guide, kout, f0, mask)
     args = [g, fz, m, kout, om, a, lm, DK, H, W, Ho, Wo, D, Hg, Wg, sab, *sg, *sf, *sm]
     meta = dict(KH=kh, KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],
                 DH=dilation[0], DW=dilation[1], TRANSPOSED=bool(transposed), KTYPE=int(ktype),
                 F0_SMOOTH=f0 is not None, NORMALIZE=bool(normalize), HAS_MASK=has_mask, CW=bool(channel_wise),
-                OM_PER_CHANNEL=om_per_channel, IDX64=idx64, KDT=_TL[kdt], D_SINGLE=D <= bd, BLOCK_D=bd)
+                OM_PER_CHANNEL=om_per_channel, KDT=_TL[kdt], D_SINGLE=D <= bd, BLOCK_D=bd)
     grid = (triton.cdiv(Ho * Wo, cfg["BLOCK_P"]), triton.cdiv(DK, cfg["BLOCK_C"]), B)
-    K.pac_kernel_kernel[grid](*args, **meta, **cfg)
+    checked(K.pac_kernel_kernel)[grid](*args, **meta, **cfg)
     return kout, (om if has_mask else None)

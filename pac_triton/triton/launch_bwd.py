@@ -15,7 +15,7 @@ from . import kernels as K
 from . import kernels_bwd as KB
 from . import tuning
 from .launch import (_TL, _dot_types, _empty, _gather_layout, _like_layout, _mask_args, _strides4,
-                     centre_pads, channel_runs, conv_out_hw, k_grid, kdt_of, need_idx64, smoothed_centre)
+                     centre_pads, channel_runs, checked, conv_out_hw, k_grid, kdt_of, smoothed_centre)
 
 
 def _guide_operands(x, guide, smooth, k_mode, kernel_size, stride, padding, dilation, out_hw, transposed):
@@ -33,7 +33,7 @@ def _guide_operands(x, guide, smooth, k_mode, kernel_size, stride, padding, dila
 
 
 def _guide_side_grads(out, need_g, need_s, df0, g, fz, dk, guide, smooth, f0_smooth, kernel_size, stride, padding,
-                      dilation, transposed, ktype, cw, block_d, block_p, idx64, kdt, sg, sf, Ho, Wo, slots=(3, 5)):
+                      dilation, transposed, ktype, cw, block_d, block_p, kdt, sg, sf, Ho, Wo, slots=(3, 5)):
     """Fill ``out[slots[0]]`` (d guide) and ``out[slots[1]]`` (d smoothing window) from ``df0``
     (the centre feature's gradient, ``[B, D, Ho·Wo]``) and the guide gather over ``dk`` (no
     atomics). Without smoothing the gather kernel adds d f0 itself and writes the guide
@@ -52,10 +52,10 @@ def _guide_side_grads(out, need_g, need_s, df0, g, fz, dk, guide, smooth, f0_smo
             gs, gp = tuple(stride), tuple(padding)
         dfq = _empty((B, D, Hg, Wg), guide.dtype if fused else kdt, guide.device)
         n = gs[0] * gs[1] * triton.cdiv(triton.cdiv(Hg, gs[0]) * triton.cdiv(Wg, gs[1]), block_p)
-        KB.pac_guide_gather_kernel[(n, B)](
+        checked(KB.pac_guide_gather_kernel)[(n, B)](
             g, fz, dk, dfq, df0, Ho, Wo, D, Hg, Wg, *sg, *sf,
             KH=kh, KW=kw, SH=gs[0], SW=gs[1], PH=gp[0], PW=gp[1], DH=dilation[0], DW=dilation[1],
-            F0_SMOOTH=f0_smooth, ASYM=ktype == K.KT_INV_ASYM, CW=cw, ADD_DF0=fused, IDX64=idx64, KDT=_TL[kdt],
+            F0_SMOOTH=f0_smooth, ASYM=ktype == K.KT_INV_ASYM, CW=cw, ADD_DF0=fused, KDT=_TL[kdt],
             BLOCK_D=block_d, BLOCK_P=block_p, num_warps=4)
         out[slots[0]] = dfq if fused else (dfq + dg).to(guide.dtype)
     if need_s and not fused:
@@ -141,7 +141,6 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
     vec = channel_runs(x, gy)
     geom = dict(KH=kh, KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],
                 DH=dilation[0], DW=dilation[1])
-    idx64 = need_idx64(x, gy, guide, mask, kernel)
     f0, g, fz, sg, sf = _guide_operands(x, guide, smooth, k_mode, (kh, kw), stride, padding, dilation, (Ho, Wo),
                                         transposed)
     m, sm = _mask_args(mask if has_mask else None, x)
@@ -150,7 +149,7 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
     a = alpha.detach().reshape(-1).to(kdt).contiguous() if inv else x
     lm = lam.detach().reshape(-1).to(kdt).contiguous() if inv else x
     bd = tuning.np2(D) if k_mode == K.K_GUIDE else 1
-    common = dict(**geom, IDX64=idx64, KDT=_TL[kdt])
+    common = dict(**geom, KDT=_TL[kdt])
     gbp = tuning.guide_bwd_block_p(x.dtype == torch.float64)
 
     kstr = [*sg, *sf, *sm, *sk]
@@ -166,7 +165,7 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
         df0 = _empty((B, D, Ho * Wo), kdt, dev) if need_dr else x
         pa = _empty((B, Ho * Wo), kdt, dev) if need_dr and inv else x
         pl = _empty((B, Ho * Wo), kdt, dev) if need_dr and inv else x
-        KB.pac_guide_pass_kernel[(triton.cdiv(Ho * Wo, gbp), B)](
+        checked(KB.pac_guide_pass_kernel)[(triton.cdiv(Ho * Wo, gbp), B)](
             g, fz, m, dk if dk is not None else x, scale, df0, pa, pl, a, lm,
             H, W, Ho, Wo, D, Hg, Wg, *sg, *sf, *sm,
             **common, TRANSPOSED=bool(transposed), KTYPE=int(ktype), F0_SMOOTH=f0 is not None,
@@ -179,7 +178,7 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
             out[7] = pl.sum(dtype=kdt).reshape(lam.shape).to(lam.dtype)
         if need_g or need_s:
             _guide_side_grads(out, need_g, need_s, df0, g, fz, dk, guide, smooth, f0 is not None, (kh, kw), stride,
-                              padding, dilation, transposed, ktype, False, bd, gbp, idx64, kdt, sg, sf, Ho, Wo)
+                              padding, dilation, transposed, ktype, False, bd, gbp, kdt, sg, sf, Ho, Wo)
 
     # dx needs K, hence the per-pixel scale (normaliser / mask ratio) first; the scale-only
     # guide pass is the K sums over the taps (no dK).
@@ -204,7 +203,7 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
         c_single = C <= xcfg["BLOCK_C"]
         n_c = 1 if (need_dk or c_single) else triton.cdiv(C, xcfg["BLOCK_C"])
         bdx = tuning.block_d(D) if k_mode == K.K_GUIDE else 1
-        KB.pac_conv_dxdk_kernel[(n, n_c, B)](
+        checked(KB.pac_conv_dxdk_kernel)[(n, n_c, B)](
             gy, w_co, x, dx, dk if dk is not None else x, g, fz, m, scale, kt, a, lm,
             C, O, H, W, Ho, Wo, D, Hg, Wg,
             *_strides4(gy), *_strides4(x), *_strides4(dx), *kstr, **kmeta, NEED_DX=need_x, NEED_DK=need_dk,
@@ -228,7 +227,7 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
         ns = _nsplit(tiles, n_ob * n_cb * KK, O, C, B * Ho * Wo)
         part = _empty((ns, KK, O, C), kdt, dev)
         bdw = tuning.block_d(D) if k_mode == K.K_GUIDE else 1
-        KB.pac_conv_dw_kernel[(ns, n_ob * n_cb, KK)](
+        checked(KB.pac_conv_dw_kernel)[(ns, n_ob * n_cb, KK)](
             gy, x, part, g, fz, m, scale, kt, a, lm, C, O, H, W, Ho, Wo, D, Hg, Wg, B, ns,
             *_strides4(gy), *_strides4(x), *kstr, **kmeta, D_SINGLE=D <= bdw, BLOCK_D=bdw, BLOCK_P=bpw,
             BLOCK_O=bo, BLOCK_C=bc, TILE_W=tw, num_warps=wcfg["num_warps"], num_stages=wcfg["num_stages"])
@@ -280,8 +279,7 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
     nw = cfg["num_warps"]
     geom = dict(KH=kh, KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],
                 DH=dilation[0], DW=dilation[1])
-    idx64 = need_idx64(x, gy, guide, mask, kernel)
-    common = dict(**geom, IDX64=idx64, KDT=_TL[kdt])
+    common = dict(**geom, KDT=_TL[kdt])
     gbp = tuning.guide_bwd_block_p(x.dtype == torch.float64)
     f0, g, fz, sg, sf = _guide_operands(x, guide, smooth, k_mode, (kh, kw), stride, padding, dilation, (Ho, Wo),
                                         transposed)
@@ -311,7 +309,7 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
     if need_guide_side or need_k:
         per_c = dkc > 1
         dk = _empty((B, dkc, KK, Ho * Wo), kdt, dev)
-        KB.pac_dw_dk_kernel[(ph_grid, B, triton.cdiv(C, bc) if per_c else 1)](
+        checked(KB.pac_dw_dk_kernel)[(ph_grid, B, triton.cdiv(C, bc) if per_c else 1)](
             gy, x, wt, dk, C, H, W, Ho, Wo, *_strides4(gy), *_strides4(x), **common,
             TRANSPOSED=bool(transposed), HAS_WTAP=wtap is not None, PER_CHANNEL=per_c, BLOCK_P=bp, BLOCK_C=bc,
             num_warps=nw)
@@ -326,12 +324,12 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
         dkarg = dk if dk is not None else x
         if cw:
             bcg = min(bc, 32)  # 64 channels spill in the channel-wise guide pass
-            KB.pac_guide_pass_cw_kernel[(triton.cdiv(Ho * Wo, bp), B, triton.cdiv(C, bcg))](
+            checked(KB.pac_guide_pass_cw_kernel)[(triton.cdiv(Ho * Wo, bp), B, triton.cdiv(C, bcg))](
                 g, fz, m, dkarg, scale, df0, pa, pl, a, lm, C, H, W, Ho, Wo, Hg, Wg, sab, *sg, *sf, *sm,
                 **common, TRANSPOSED=False, KTYPE=int(ktype), F0_SMOOTH=f0 is not None, NORMALIZE=norm, HAS_MASK=has_mask,
                 NEED_DR=need_guide_side, BLOCK_P=bp, BLOCK_C=bcg, num_warps=4)
         else:
-            KB.pac_guide_pass_kernel[(triton.cdiv(Ho * Wo, gbp), B)](
+            checked(KB.pac_guide_pass_kernel)[(triton.cdiv(Ho * Wo, gbp), B)](
                 g, fz, m, dkarg, scale, df0, pa, pl, a, lm, H, W, Ho, Wo, D, Hg, Wg, *sg, *sf, *sm,
                 **common, TRANSPOSED=bool(transposed), KTYPE=int(ktype), F0_SMOOTH=f0 is not None,
                 NORMALIZE=norm, HAS_MASK=has_mask, NEED_DR=need_guide_side, BLOCK_D=bd, BLOCK_P=gbp, num_warps=4)
@@ -341,7 +339,7 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
                 out[k] = (v if src.numel() == v.numel() and src.dim() > 0 else v.sum()).reshape(src.shape).to(src.dtype)
         if need_g or need_s:
             _guide_side_grads(out, need_g, need_s, df0, g, fz, dk, guide, smooth, f0 is not None, (kh, kw), stride,
-                              padding, dilation, transposed, ktype, cw, tuning.np2(D), gbp, idx64, kdt, sg, sf, Ho, Wo)
+                              padding, dilation, transposed, ktype, cw, tuning.np2(D), gbp, kdt, sg, sf, Ho, Wo)
     kmeta = dict(**common, TRANSPOSED=bool(transposed), K_MODE=k_mode, KTYPE=int(ktype), F0_SMOOTH=f0 is not None,
                  NORMALIZE=norm, HAS_MASK=has_mask, BLOCK_D=bd)
     if need_x:
@@ -350,7 +348,7 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
             n = triton.cdiv(H * W, bp)
         else:
             n = stride[0] * stride[1] * triton.cdiv(triton.cdiv(H, stride[0]) * triton.cdiv(W, stride[1]), bp)
-        KB.pac_dw_dx_kernel[(n, triton.cdiv(C, bc), B)](
+        checked(KB.pac_dw_dx_kernel)[(n, triton.cdiv(C, bc), B)](
             gy, wt, dx, g, fz, m, scale, kt, a, lm, C, H, W, Ho, Wo, D, Hg, Wg, sab, dkc,
             *_strides4(gy), *_strides4(dx), *sg, *sf, *sm, *sk, **kmeta, HAS_WTAP=wtap is not None, CW=cw,
             BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
@@ -360,7 +358,7 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
         ns = max(1, min(tiles, 1024 // KK))
         part = _empty((ns, KK), kdt, dev)
         sk5 = [sk[0], sk[2], sk[3], sk[4], sk[5]]
-        KB.pac_shared_dw_kernel[(ns, KK)](
+        checked(KB.pac_shared_dw_kernel)[(ns, KK)](
             gy, x, part, g, fz, m, scale, kt, a, lm, C, H, W, Ho, Wo, D, Hg, Wg, B, ns,
             *_strides4(gy), *_strides4(x), *sg, *sf, *sm, *sk5, **kmeta, BLOCK_P=bp, BLOCK_C=bc,
             num_warps=8 if bc >= 64 else nw)
@@ -399,7 +397,7 @@ def kernel_backward(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, pa
     bp = tuning.guide_bwd_block_p(guide.dtype == torch.float64)
     bc = tuning.dw_default(D, guide.dtype == torch.float64)["BLOCK_C"]
     common = dict(KH=kh, KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1], DH=dilation[0],
-                  DW=dilation[1], IDX64=need_idx64(guide, gk, mask), KDT=_TL[kdt])
+                  DW=dilation[1], KDT=_TL[kdt])
     f0 = (smoothed_centre(guide, smooth, kernel_size, stride, padding, dilation, (Ho, Wo), transposed)
           if smooth is not None else None)
     g = guide
@@ -422,11 +420,11 @@ def kernel_backward(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, pa
     meta = dict(**common, TRANSPOSED=bool(transposed), KTYPE=int(ktype), F0_SMOOTH=f0 is not None, NORMALIZE=norm,
                 HAS_MASK=has_mask, NEED_DR=True, BLOCK_P=bp)
     if cw:
-        KB.pac_guide_pass_cw_kernel[(triton.cdiv(Ho * Wo, bp), B, triton.cdiv(D, bc))](
+        checked(KB.pac_guide_pass_cw_kernel)[(triton.cdiv(Ho * Wo, bp), B, triton.cdiv(D, bc))](
             g, fz, m, dk, scale, df0, pa, pl, a, lm, D, H, W, Ho, Wo, Hg, Wg, sab, *sg, *sf, *sm, **meta,
             BLOCK_C=bc, num_warps=4)
     else:
-        KB.pac_guide_pass_kernel[(triton.cdiv(Ho * Wo, bp), B)](
+        checked(KB.pac_guide_pass_kernel)[(triton.cdiv(Ho * Wo, bp), B)](
             g, fz, m, dk, scale, df0, pa, pl, a, lm, H, W, Ho, Wo, D, Hg, Wg, *sg, *sf, *sm, **meta,
             BLOCK_D=tuning.np2(D), num_warps=4)
     for k, t, src in ((2, pa, alpha), (3, pl, lam)):
@@ -435,6 +433,6 @@ def kernel_backward(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, pa
             out[k] = (v if src.numel() == v.numel() and src.dim() > 0 else v.sum()).reshape(src.shape).to(src.dtype)
     if need_g or need_s:
         _guide_side_grads(out, need_g, need_s, df0, g, fz, dk, guide, smooth, f0 is not None, kernel_size, stride,
-                          padding, dilation, transposed, ktype, cw, tuning.np2(D), bp, common["IDX64"], kdt, sg, sf,
+                          padding, dilation, transposed, ktype, cw, tuning.np2(D), bp, kdt, sg, sf,
                           Ho, Wo, slots=(0, 1))
     return out

@@ -36,6 +36,39 @@ def _empty_like_layout(x, shape, dtype):
     return launch._like_layout(x, shape, dtype)
 
 
+def _over_batch(impl, args, batched, summed=()):
+    """``impl(*args)``, run per batch chunk when the batch passes CUDA's grid limit
+    (``launch.BATCH_CHUNK``, CUDA's 65535 programs on grid axes 1 and 2, where the kernels put
+    the batch). ``batched``:
+    positions of the batch-indexed arguments (sliced where their first dimension is the
+    batch); the results are concatenated along the batch, except the positions in ``summed``
+    (gradients of parameters: added in chunk order, so the result is deterministic) and empty
+    placeholders."""
+    B = args[batched[0]].shape[0]
+    step = launch.BATCH_CHUNK
+    if B <= step:
+        return impl(*args)
+    parts = []
+    for start in range(0, B, step):
+        chunk = list(args)
+        for i in batched:
+            if chunk[i] is not None and chunk[i].dim() > 0 and chunk[i].shape[0] == B:
+                chunk[i] = chunk[i][start:start + step]
+        parts.append(impl(*chunk))
+    out = []
+    for k, first in enumerate(parts[0]):
+        if first.dim() == 1 and first.numel() == 0:
+            out.append(first)
+        elif k in summed:
+            total = first
+            for p in parts[1:]:
+                total = total + p[k]
+            out.append(total)
+        else:
+            out.append(torch.cat([p[k] for p in parts], dim=0))
+    return type(parts[0])(out) if isinstance(parts[0], tuple) else out
+
+
 # --- conv / transposed conv ---------------------------------------------------------------------
 
 @torch.library.custom_op("pac_triton::triton_conv_fwd", mutates_args=())
@@ -44,6 +77,12 @@ def conv_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], guide: Optional[
              alpha: Optional[Tensor], lam: Optional[Tensor], stride: List[int], padding: List[int],
              output_padding: List[int], dilation: List[int], ktype: int, normalize: bool,
              shared: bool, transposed: bool) -> Tuple[Tensor, Tensor]:
+    return _over_batch(_conv_fwd, (x, weight, bias, guide, kernel, mask, smooth, alpha, lam, stride, padding,
+                                   output_padding, dilation, ktype, normalize, shared, transposed), (0, 3, 4, 5))
+
+
+def _conv_fwd(x, weight, bias, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding, dilation,
+              ktype, normalize, shared, transposed):
     st, pd, op, dl = tuple(stride), tuple(padding), tuple(output_padding), tuple(dilation)
     if shared:
         y, om = launch.dw_forward(x, weight, bias, tuple(weight.shape[-2:]), st, pd, op, dl, transposed,
@@ -117,6 +156,13 @@ def conv_bwd(gy: Tensor, x: Tensor, weight: Tensor, guide: Optional[Tensor], ker
              normalize: bool, shared: bool, transposed: bool, needs: List[bool]) -> List[Tensor]:
     """Gradients of conv_fwd for (x, weight, bias, guide, kernel, smooth, alpha, lam); an empty
     tensor where ``needs`` is false (or the input is None)."""
+    return _over_batch(_conv_bwd, (gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride, padding,
+                                   output_padding, dilation, ktype, normalize, shared, transposed, needs),
+                       (0, 1, 3, 4, 5), summed=(1, 2, 5, 6, 7))
+
+
+def _conv_bwd(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding, dilation,
+              ktype, normalize, shared, transposed, needs):
     if shared:
         res = _lazy_bwd().dw_backward(gy, x, weight, tuple(weight.shape[-2:]), tuple(stride), tuple(padding),
                                       tuple(output_padding), tuple(dilation), bool(transposed), guide, kernel, mask,
@@ -164,6 +210,12 @@ def pool_fwd(x: Tensor, guide: Optional[Tensor], kernel: Optional[Tensor], mask:
              smooth: Optional[Tensor], alpha: Optional[Tensor], lam: Optional[Tensor], kernel_size: List[int],
              stride: List[int], padding: List[int], dilation: List[int], ktype: int, normalize: bool,
              channel_wise: bool) -> Tuple[Tensor, Tensor]:
+    return _over_batch(_pool_fwd, (x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding,
+                                   dilation, ktype, normalize, channel_wise), (0, 1, 2, 3))
+
+
+def _pool_fwd(x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding, dilation, ktype, normalize,
+              channel_wise):
     y, om = launch.dw_forward(x, None, None, tuple(kernel_size), tuple(stride), tuple(padding), (0, 0),
                               tuple(dilation), False, guide=guide, kernel=kernel, mask=mask, smooth=smooth,
                               alpha=alpha, lam=lam, ktype=ktype, normalize=normalize, channel_wise=channel_wise)
@@ -225,6 +277,13 @@ def pool_bwd(gy: Tensor, x: Tensor, guide: Optional[Tensor], kernel: Optional[Te
              channel_wise: bool, needs: List[bool]) -> List[Tensor]:
     """Gradients of pool_fwd in the order (x, -, -, guide, kernel, smooth, alpha, lam); empty
     tensors where not asked for."""
+    return _over_batch(_pool_bwd, (gy, x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding,
+                                   dilation, ktype, normalize, channel_wise, needs), (0, 1, 2, 3, 4),
+                       summed=(5, 6, 7))
+
+
+def _pool_bwd(gy, x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding, dilation, ktype,
+              normalize, channel_wise, needs):
     res = _lazy_bwd().dw_backward(gy, x, None, tuple(kernel_size), tuple(stride), tuple(padding), (0, 0),
                                   tuple(dilation), False, guide, kernel, mask, smooth, alpha, lam, int(ktype),
                                   bool(normalize), bool(channel_wise), list(needs))
@@ -247,6 +306,12 @@ def kernel_fwd(guide: Tensor, mask: Optional[Tensor], smooth: Optional[Tensor], 
                lam: Optional[Tensor], kernel_size: List[int], stride: List[int], padding: List[int],
                output_padding: List[int], dilation: List[int], ktype: int, channel_wise: bool,
                normalize: bool, transposed: bool) -> Tuple[Tensor, Tensor]:
+    return _over_batch(_kernel_fwd, (guide, mask, smooth, alpha, lam, kernel_size, stride, padding, output_padding,
+                                     dilation, ktype, channel_wise, normalize, transposed), (0, 1))
+
+
+def _kernel_fwd(guide, mask, smooth, alpha, lam, kernel_size, stride, padding, output_padding, dilation, ktype,
+                channel_wise, normalize, transposed):
     k, om = launch.kernel_forward(guide, mask, tuple(kernel_size), tuple(stride), tuple(padding),
                                   tuple(output_padding), tuple(dilation), ktype, smooth, alpha, lam,
                                   channel_wise, normalize, transposed)
@@ -305,6 +370,13 @@ def kernel_bwd(gk: Tensor, guide: Tensor, mask: Optional[Tensor], smooth: Option
                output_padding: List[int], dilation: List[int], ktype: int, channel_wise: bool, normalize: bool,
                transposed: bool, needs: List[bool]) -> List[Tensor]:
     """Gradients of kernel_fwd for (guide, smooth, alpha, lam); empty where not asked for."""
+    return _over_batch(_kernel_bwd, (gk, guide, mask, smooth, alpha, lam, kernel_size, stride, padding,
+                                     output_padding, dilation, ktype, channel_wise, normalize, transposed, needs),
+                       (0, 1, 2), summed=(1, 2, 3))
+
+
+def _kernel_bwd(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, padding, output_padding, dilation, ktype,
+                channel_wise, normalize, transposed, needs):
     res = _lazy_bwd().kernel_backward(gk, guide, mask, smooth, alpha, lam, tuple(kernel_size), tuple(stride),
                                       tuple(padding), tuple(output_padding), tuple(dilation), int(ktype),
                                       bool(channel_wise), bool(normalize), bool(transposed), list(needs))

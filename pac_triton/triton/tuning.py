@@ -122,9 +122,11 @@ def conv_dw_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
     ``[O, C]`` block per program (all of O and C up to 64) and 64 output pixels per step of the
     reduction at 4 warps with vectorised gathers (``vec``: ~100 registers on sm_90); otherwise
     (per-element gathers, 64-bit addresses) 32 pixels per step at 4 warps (64 pixels spill on
-    sm_80 with triton 3.6; 8 warps hit 3.6's 80-register cap there; ~140-230 registers)."""
+    sm_80 with triton 3.6; 8 warps hit 3.6's 80-register cap there; ~140-230 registers).
+    float64: 16 output channels per block (the K divisor's float64 division, a subroutine,
+    makes 32 spill on sm_90)."""
     if f64:
-        cfg = dict(BLOCK_P=32, BLOCK_O=clamp(np2(O), 16, 32), BLOCK_C=16, num_warps=4, num_stages=1)
+        cfg = dict(BLOCK_P=32, BLOCK_O=16, BLOCK_C=16, num_warps=4, num_stages=1)
     else:
         bo, bc = clamp(np2(O), 16, 64), clamp(np2(C), 16, 64)
         cfg = dict(BLOCK_P=64 if vec else 32, BLOCK_O=bo, BLOCK_C=bc, num_warps=4, num_stages=2)
