@@ -81,11 +81,11 @@ def _log_ticks(ax, which: str = "y"):
 
 
 CPU_FOOTNOTE = ("CPU run: these numbers test the harness and the reference; the speeds that matter are "
-                "measured on CUDA (python -m perf on a GPU).")
+                "measured on CUDA (pac-perf on a GPU).")
 
 
-CPU_RATIO_NOTE = ("CPU: the floor (F.conv2d on the CPU) switches algorithms between shapes (its time jumps, e.g. ~12x "
-                  "between k7 and k9), so these ratios follow the floor's jumps, not PAC's cost")
+CPU_RATIO_NOTE = ("CPU: the floor (F.conv2d on the CPU) switches algorithms between shapes and its time jumps "
+                  "(12x between k7 and k9 in one run), so these ratios follow the floor, not PAC's cost")
 
 
 def on_axis(df, axis: str):
