@@ -1,12 +1,13 @@
-"""``python -m perf`` (or ``pac-perf``): benchmark PAC throughput against the conv floor.
+"""``pac-perf`` (anywhere, once installed; ``python -m perf`` from the repository root):
+benchmark PAC throughput against the conv floor.
 
 Examples::
 
-    python -m perf                         # = --quick: about a minute on a CPU
-    python -m perf --sweep k,C,D --mode fwd,fwdbwd --dtype bf16,tf32
-    python -m perf --preset upsample       # the paper's workloads: upsample, vgg, crf
-    python -m perf --preset gpu-check --out $OUT   # what perf/gpu_check.sh runs
-    python -m perf --autotune --sweep k    # tune the Triton kernels over the sweep (CUDA)
+    pac-perf                               # = --quick: under a minute on a CPU
+    pac-perf --sweep k,C,D --mode fwd,fwdbwd --dtype bf16,tf32
+    pac-perf --preset upsample             # the paper's workloads: upsample, vgg, crf
+    pac-perf --preset gpu-check --out $OUT # what perf/gpu_check.sh runs (as python -m perf)
+    pac-perf --autotune --sweep k          # tune the Triton kernels over the sweep (CUDA)
 
 Writes ``results.csv`` (long format, see ``perf/results.py``), ``summary.txt`` and PNG charts
 into ``--out`` (default ``perf_out/``), and prints the summary table last.
