@@ -72,8 +72,13 @@ def _autocast_inputs(low=(), fp32=()):
 # --------------------------------------------------------------------------- shared checks
 
 def _kernel_options(guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda,
-                    channel_wise, smooth_required):
+                    channel_wise, smooth_required, input=None):
     """Parse the K options. Returns ``(kernel_type, smooth_kernel or None, inv_alpha, inv_lambda)``.
+
+    Defaults (the fixed smoothing window, ``inv_alpha``/``inv_lambda`` from the kernel name) are
+    built in the K math dtype (docs/semantics.md, "Dtypes"): float64 when the guide or
+    ``input`` is float64, else float32, so that ``1/9`` or ``0.1`` are not rounded to float32
+    for a float64 computation.
 
     ``smooth_required``: the functional ``packernel2d`` needs the window passed in (the type
     only switches smoothing on); the guide-taking functions default to the type's fixed window,
@@ -81,6 +86,8 @@ def _kernel_options(guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_a
     """
     ktype = parse_kernel_type(kernel_type)
     stype = parse_smooth_type(smooth_kernel_type)
+    f64 = guide.dtype == torch.float64 or (input is not None and input.dtype == torch.float64)
+    kdt = torch.float64 if f64 else torch.float32
     if stype.kind == "none":
         if smooth_kernel is not None:
             raise ValueError("smooth_kernel was given but smooth_kernel_type is 'none': set the type "
@@ -88,14 +95,13 @@ def _kernel_options(guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_a
     elif smooth_kernel is None:
         if smooth_required or stype.kind == "full":
             raise ValueError(f"smooth_kernel_type={stype.name!r} needs a smooth_kernel tensor [1, 1, n, n]")
-        smooth_kernel = fixed_smooth_kernel(stype, torch.float64 if guide.dtype == torch.float64 else torch.float32,
-                                            guide.device)
+        smooth_kernel = fixed_smooth_kernel(stype, kdt, guide.device)
     if smooth_kernel is not None:
         check_smooth_kernel(smooth_kernel)
     if ktype.family == "inv":
         channels = guide.shape[1]
-        inv_alpha = check_inv_param("inv_alpha", inv_alpha, ktype.alpha, channels, channel_wise, guide)
-        inv_lambda = check_inv_param("inv_lambda", inv_lambda, ktype.lam, channels, channel_wise, guide)
+        inv_alpha = check_inv_param("inv_alpha", inv_alpha, ktype.alpha, channels, channel_wise, guide, kdt)
+        inv_lambda = check_inv_param("inv_lambda", inv_lambda, ktype.lam, channels, channel_wise, guide, kdt)
     elif inv_alpha is not None or inv_lambda is not None:
         raise ValueError(f"inv_alpha / inv_lambda were given but kernel_type is {ktype.name!r}")
     return ktype.name, smooth_kernel, inv_alpha, inv_lambda
@@ -309,7 +315,7 @@ def _pac_conv2d(input, guide, weight, bias, stride, padding, dilation, kernel_ty
     if mask is not None:
         mask = check_mask(mask, input.shape[0], input.shape[-2:], names["input"], names["mask"])
     kernel_type, smooth_kernel, inv_alpha, inv_lambda = _kernel_options(
-        guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, False, False)
+        guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, False, False, input)
     _devices(names, input=input, guide=guide, weight=weight, bias=bias, mask=mask, smooth_kernel=smooth_kernel,
              inv_alpha=inv_alpha, inv_lambda=inv_lambda)
     impl = select(backend, "pac_conv2d", (input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda))
@@ -346,7 +352,7 @@ def _pac_conv_transpose2d(input, guide, weight, bias, stride, padding, output_pa
     if mask is not None:
         mask = check_mask(mask, input.shape[0], input.shape[-2:], names["input"], names["mask"])
     kernel_type, smooth_kernel, inv_alpha, inv_lambda = _kernel_options(
-        guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, False, False)
+        guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, False, False, input)
     _devices(names, input=input, guide=guide, weight=weight, bias=bias, mask=mask, smooth_kernel=smooth_kernel,
              inv_alpha=inv_alpha, inv_lambda=inv_lambda)
     impl = select(backend, "pac_conv_transpose2d", (input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda))
@@ -382,7 +388,7 @@ def _pac_pool2d(input, guide, kernel_size, stride, padding, dilation, kernel_typ
     if mask is not None:
         mask = check_mask(mask, input.shape[0], input.shape[-2:], names["input"], names["mask"])
     kernel_type, smooth_kernel, inv_alpha, inv_lambda = _kernel_options(
-        guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, channel_wise, False)
+        guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, channel_wise, False, input)
     _devices(names, input=input, guide=guide, mask=mask, smooth_kernel=smooth_kernel, inv_alpha=inv_alpha,
              inv_lambda=inv_lambda)
     impl = select(backend, "pac_pool2d", (input, guide, smooth_kernel, inv_alpha, inv_lambda))

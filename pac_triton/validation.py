@@ -112,14 +112,16 @@ def check_guide(guide, input, expected_hw, what, guide_name="guide", input_name=
                          f"{tuple(expected_hw)} {shapes}")
 
 
-def check_inv_param(name, value, default, channels, channel_wise, ref):
-    """``inv_alpha``/``inv_lambda``: ``None`` -> the type's default; a number -> 0-d tensor; a tensor
-    must be 0-d (or of length ``channels`` for channel-wise kernels)."""
+def check_inv_param(name, value, default, channels, channel_wise, ref, dtype=None):
+    """``inv_alpha``/``inv_lambda``: ``None`` -> the type's default; a number -> 0-d tensor (in
+    ``dtype``, default: ``ref``'s, float32 for half types); a tensor must be 0-d (or of length
+    ``channels`` for channel-wise kernels)."""
     if value is None:
         value = default
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return torch.tensor(float(value), dtype=torch.float32 if ref.dtype in (torch.float16, torch.bfloat16)
-                            else ref.dtype, device=ref.device)
+        if dtype is None:
+            dtype = torch.float32 if ref.dtype in (torch.float16, torch.bfloat16) else ref.dtype
+        return torch.tensor(float(value), dtype=dtype, device=ref.device)
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__}")
     if not value.is_floating_point():

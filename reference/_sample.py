@@ -2,7 +2,7 @@
 
 Everything here is plain PyTorch. The reference is written for clarity, not speed: every tap
 of the kernel window is a separate strided view of a zero-padded tensor, so each line of the
-formulas in ``PAC_SEMANTICS.md`` appears once, as written.
+formulas in ``docs/semantics.md`` appears once, as written.
 """
 from __future__ import annotations
 

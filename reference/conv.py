@@ -1,6 +1,6 @@
 """PAC convolution and transposed convolution with a given kernel K, in plain PyTorch.
 
-Sections 2 and 3 of PAC_SEMANTICS.md, one tap at a time:
+Sections 2 and 3 of docs/semantics.md, one tap at a time:
 
     conv:        y[b,o,u,v] = bias[o] + sum_{c,i,j} W[o,c,i,j] K[b,0,i,j,u,v] x[b,c,u*s-p+i*d, v*s-p+j*d]
     transposed:  y[b,o,u,v] = bias[o] + sum_{c,i,j} W[c,o,i,j] K[b,0,kh-1-i,kw-1-j,u,v] x[b,c,(u+p-i*d)/s, ...]

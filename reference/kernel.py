@@ -1,4 +1,4 @@
-"""The adapting kernel K (``packernel2d``) in plain PyTorch: section 1 of PAC_SEMANTICS.md.
+"""The adapting kernel K (``packernel2d``) in plain PyTorch: section 1 of docs/semantics.md.
 
 Arguments arrive validated and normalised by ``pac_triton.functional``: pairs are tuples,
 ``inv_alpha``/``inv_lambda`` are tensors, ``smooth_kernel`` is a ``[1, 1, sh, sw]`` tensor or

@@ -1,4 +1,4 @@
-"""PAC pooling with a given kernel K (section 4 of PAC_SEMANTICS.md), in plain PyTorch:
+"""PAC pooling with a given kernel K (section 4 of docs/semantics.md), in plain PyTorch:
 
     y[b,c,u,v] = sum_{i,j} K[b, c or 0, i, j, u, v] * x[b, c, u*s-p+i*d, v*s-p+j*d]
 

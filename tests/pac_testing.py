@@ -1,5 +1,5 @@
 """Test helpers: tolerances, relative-error assertion, and a naive, loop-by-loop transcription
-of ``PAC_SEMANTICS.md`` (sections 1-4) used as an independent oracle.
+of ``docs/semantics.md`` (sections 1-4) used as an independent oracle.
 
 The naive functions below are deliberately written pixel by pixel and tap by tap, with the
 index formulas of the spec spelled out, and share no code with the library.

@@ -407,3 +407,19 @@ def test_batch_past_65535(op, backend):
         tail = _big_batch_call(op, x[65535:].detach(), guide[65535:].detach(), w, backend)
         expected = torch.autograd.grad([head, tail], [w], [upstream[:65535], upstream[65535:]])[0]
         torch.testing.assert_close(grads[2], expected, rtol=1e-4, atol=1e-3, msg="weight gradient")
+
+
+@pytest.mark.parametrize("backend", [pytest.param("reference", id="reference"), pytest.param("triton", id="triton")])
+@pytest.mark.parametrize("options", [pytest.param(dict(kernel_type="inv_0.1_-1.3"), id="inv-defaults"),
+                                     pytest.param(dict(smooth_kernel_type="average_3"), id="average-window")])
+def test_float64_input_builds_kernel_defaults_in_float64(backend, options):
+    """The defaults the functions build (inv_alpha / inv_lambda from the kernel name, a fixed
+    smoothing window) follow the dtype rule too: with a float64 input and a float32 guide they
+    are float64 (0.1 and 1/9 not rounded to float32), so the result equals the float64 guide's."""
+    torch.manual_seed(0)
+    guide = torch.randn(1, 2, 5, 5) * 3
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    w = torch.randn(3, 2, 3, 3, dtype=torch.float64)
+    y = PF.pac_conv2d(x, guide, w, padding=1, backend=backend, **options)
+    y64 = PF.pac_conv2d(x, guide.double(), w, padding=1, backend=backend, **options)
+    torch.testing.assert_close(y, y64, rtol=1e-12, atol=1e-12)

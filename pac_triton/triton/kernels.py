@@ -135,6 +135,15 @@ def _pow(base, exponent):
 
 
 @triton.jit
+def _kept(kt, mv):
+    """K times the tap's mask value ``mv`` (or its validity, 0/1) where that is non-zero, and
+    exactly 0 at dropped taps (outside the input, between a transposed conv's input pixels,
+    mask 0) even where K is NaN or Inf there: a dropped tap contributes nothing
+    (docs/semantics.md, "Non-finite values"), where ``K * 0`` would be NaN."""
+    return tl.where(mv != 0, kt * mv, 0.0)
+
+
+@triton.jit
 def _k_divisor(nsum, vsum, nz, NORMALIZE: tl.constexpr):
     """What K (times the mask) is divided by (section 1 of docs/semantics.md): the sum of K*m
     over the taps (normalised), else sum m / sum valid (mask only); 1 where the sum is 0.
@@ -417,15 +426,14 @@ def pac_conv_kernel(
                     mv = tl.load(m_b + (dh * smh + dw * smw) + moff, mask=xin, other=0.0).to(KDT)
                 else:
                     mv = xin.to(KDT)
+                kt = _kept(kt, mv)
                 if NORMALIZE:
-                    kt = kt * mv
                     nsum += kt
                 elif HAS_MASK:
-                    kt = kt * mv
                     nsum += mv
                     vsum += xin.to(KDT)
             else:
-                kt = tl.load(k_b + ki * ski + kj * skj + kpos, mask=pmask, other=0.0).to(KDT)
+                kt = tl.load(k_b + ki * ski + kj * skj + kpos, mask=xin, other=0.0).to(KDT)
             # the tap's offset is added in the index type before the pointer add: one IMAD.WIDE
             # per element and 32-bit offsets live across the loop (adding it to the base pointer
             # lets the compiler keep 64-bit widened offsets: twice the registers)
@@ -585,16 +593,15 @@ def pac_dw_kernel(
                     mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)[:, None]
                 else:
                     mv = xin.to(KDT)[:, None]
+                kt = _kept(kt, mv)
                 if NORMALIZE:
-                    kt = kt * mv
                     nsum += kt
                 elif HAS_MASK:
-                    kt = kt * mv
                     nsum += mv
                     vsum += xin.to(KDT)[:, None]
             else:
                 kt = tl.load(k_b + (ki * ski + kj * skj + u * skh + v * skw)[:, None] + cc[None, :] * skc,
-                             mask=pmask[:, None] & cm[None, :], other=0.0).to(KDT)
+                             mask=xin[:, None] & cm[None, :], other=0.0).to(KDT)
             if HAS_WTAP:
                 kt = kt * tl.load(wt_ptr + t).to(KDT)
             xt = tl.load(x_b + (ih * sxh + iw * sxw)[:, None] + cc[None, :] * sxc,
@@ -688,7 +695,7 @@ def pac_kernel_kernel(
             if NORMALIZE:
                 kt = _k_tile(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
                              alpha, lam, cc, cm, KTYPE, CW, KDT, D_SINGLE, BLOCK_P, BLOCK_D, BLOCK_C)
-                nsum += kt * mv
+                nsum += _kept(kt, mv)
             else:
                 nsum += mv
                 vsum += xin.to(KDT)[:, None]
@@ -712,11 +719,10 @@ def pac_kernel_kernel(
         kt = _k_tile(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
                      alpha, lam, cc, cm, KTYPE, CW, KDT, D_SINGLE, BLOCK_P, BLOCK_D, BLOCK_C)
         if HAS_MASK:
-            kt = kt * tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)[:, None]
+            mk = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)[:, None]
+            kt = tl.where(mk != 0, kt * mk / divisor, 0.0)  # exactly 0 at dropped taps (NaN K or divisor)
         elif NORMALIZE:
-            kt = kt * xin.to(KDT)[:, None]
-        if NORMALIZE or HAS_MASK:
-            kt = kt / divisor
+            kt = tl.where(xin[:, None], kt / divisor, 0.0)
         kptr = k_ptr + ((b * DK + cc[None, :]) * (KH * KW) + (ki * KW + kj)) * Ho * Wo + pix
         tl.store(kptr, kt.to(k_ptr.dtype.element_ty), mask=smask)
     if HAS_MASK:

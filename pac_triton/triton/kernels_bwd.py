@@ -23,7 +23,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .kernels import INV_EPSILON, _centre, _dist, _k_divisor, _kvalue, _load_f0, _pixels, _pixels2d, _pow, _tap
+from .kernels import INV_EPSILON, _centre, _dist, _k_divisor, _kept, _kvalue, _load_f0, _pixels, _pixels2d, _pow, _tap
 
 
 @triton.jit
@@ -51,10 +51,14 @@ def _k_at(g_b, sgd, sgh, sgw, gh, gw, gin, f0_b, sfd, sfh, sfw, ch, cw, cin, D, 
                   ch, cw, cin, D, KDT, KTYPE == 2, False, BLOCK_P, BLOCK_D)
         kt = _kvalue(r, alpha, lam, KTYPE)
         if HAS_MASK:
-            kt = kt * tl.load(m_b + mh * smh + mw * smw, mask=pin, other=0.0).to(KDT)
+            mk = tl.load(m_b + mh * smh + mw * smw, mask=pin, other=0.0).to(KDT)
+            kt = kt * mk
         if NORMALIZE or HAS_MASK:
             kt = kt / tl.load(sc_b + ph_ * Wo + pw_, mask=pin, other=1.0)
-        kt = tl.where(pin, kt, 0.0)
+        if HAS_MASK:
+            kt = tl.where(pin & (mk != 0), kt, 0.0)  # exactly 0 at masked taps (NaN K or divisor)
+        else:
+            kt = tl.where(pin, kt, 0.0)
     else:
         kt = tl.load(k_b + ki * ski + kj * skj + ph_ * skh + pw_ * skw, mask=pin, other=0.0).to(KDT)
     return kt
@@ -120,7 +124,7 @@ def pac_guide_pass_kernel(
             if NORMALIZE:
                 r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
                           KDT, KTYPE == 2, True, BLOCK_P, BLOCK_D)
-                km = _kvalue(r, alpha, lam, KTYPE) * mv
+                km = _kept(_kvalue(r, alpha, lam, KTYPE), mv)
                 nsum += km
                 if NEED_DR:
                     tsum += km * tl.load(dk_b + (ki * KW + kj) * Ho * Wo + pix, mask=xin, other=0.0)
@@ -147,9 +151,15 @@ def pac_guide_pass_kernel(
                 j = KW - 1 - j
             ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
                                                    KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+            if HAS_MASK:
+                mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)
+            else:
+                mv = xin.to(KDT)
             fq = tl.load(g_b + (gh * sgh + gw * sgw)[:, None] + od[None, :] * sgd,
                          mask=gin[:, None] & dmask, other=0.0).to(KDT)
-            diff = fq - f0t
+            # a dropped tap (no input pixel, or mask 0) gets distance 0: nothing reaches it, and
+            # a NaN / Inf guide value there must not reach anything either (0 * NaN)
+            diff = tl.where((mv != 0)[:, None], fq - f0t, 0.0)
             if KTYPE == 2:
                 diff = tl.maximum(diff, 0.0)
             r = tl.sum(diff * diff, axis=1)
@@ -158,14 +168,9 @@ def pac_guide_pass_kernel(
             # transposed conv): the dx / dK pass leaves those elements unwritten
             dk = tl.load(dkp, mask=xin, other=0.0)
             if NORMALIZE or HAS_MASK:
-                if HAS_MASK:
-                    mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)
-                else:
-                    mv = xin.to(KDT)
                 # dK~ = m (dK - corr) / N: m and 1/N go onto K'(r) below (``_over``)
                 dkc = dk - corr
             else:
-                mv = 1.0
                 dkc = dk
             if KTYPE == 0:
                 dr = dkc * (-0.5) * _over(tl.exp(-0.5 * r), mv, divisor, NORMALIZE or HAS_MASK)
@@ -175,9 +180,11 @@ def pac_guide_pass_kernel(
                 pw_ = _pow(r + INV_EPSILON, 0.5 * lam)
                 dr = dkc * (0.5 * lam) * _over(_pow(r + INV_EPSILON, 0.5 * lam - 1.0), mv, divisor,
                                                NORMALIZE or HAS_MASK)
-                pa += dkc * _over(1.0, mv, divisor, NORMALIZE or HAS_MASK)
-                pl += dkc * _over(pw_, mv, divisor, NORMALIZE or HAS_MASK) * tl.log(r + INV_EPSILON) * 0.5
-            dr = tl.where(pmask, dr, 0.0)
+                pa += tl.where(mv != 0, dkc * _over(1.0, mv, divisor, NORMALIZE or HAS_MASK), 0.0)
+                pl += tl.where(mv != 0, dkc * _over(pw_, mv, divisor, NORMALIZE or HAS_MASK) * tl.log(r + INV_EPSILON) * 0.5,
+                               0.0)
+            # exactly 0 at dropped taps, also where the pixel's normaliser (hence corr) is NaN
+            dr = tl.where(pmask & (mv != 0), dr, 0.0)
             tl.store(dkp, dr, mask=pmask)
             df0 += dr[:, None] * diff
         df0 = -2.0 * df0
@@ -243,7 +250,9 @@ def pac_guide_gather_kernel(
             diff = fq - f0
             if ASYM:
                 diff = tl.maximum(diff, 0.0)
-            acc += dr * diff
+            # dr is exactly 0 at dropped taps (and only there can it meet a NaN difference that
+            # the forward never read): they add nothing
+            acc += tl.where(dr != 0, dr * diff, 0.0)
     acc = 2.0 * acc
     if ADD_DF0:
         # the centre tap (KH//2, KW//2) of P_c reads q: P_c = (q + PH - (KH//2)*DH) / SH
@@ -348,7 +357,10 @@ def _dxdk_block(
                         kt = kt * mq
                     if NORMALIZE or HAS_MASK:
                         kt = kt / tl.load(sc_b + pu * Wo + pv, mask=pin, other=1.0)
-                    kt = tl.where(pin, kt, 0.0)
+                    if HAS_MASK:
+                        kt = tl.where(pin & (mq != 0), kt, 0.0)  # exactly 0 at masked taps
+                    else:
+                        kt = tl.where(pin, kt, 0.0)
                 else:
                     kt = tl.load(k_b + ki * ski + kj * skj + pu * skh + pv * skw, mask=pin, other=0.0).to(KDT)
             # the tap product, gy gathered transposed [BLOCK_O, BLOCK_P] (lanes along pixels for
@@ -581,10 +593,14 @@ def pac_conv_dw_kernel(
                               sfw, ch, cw, cin, D, KDT, KTYPE == 2, False, BLOCK_P, BLOCK_D)
                 kt = _kvalue(r, alpha, lam, KTYPE)
                 if HAS_MASK:
-                    kt = kt * tl.load(m_ptr + b * smb + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)
+                    mk = tl.load(m_ptr + b * smb + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)
+                    kt = kt * mk
                 if NORMALIZE or HAS_MASK:
                     kt = kt / tl.load(sc_ptr + b * Ho * Wo + u * Wo + v, mask=pmask, other=1.0)
-                kt = tl.where(xin, kt, 0.0)
+                if HAS_MASK:
+                    kt = tl.where(xin & (mk != 0), kt, 0.0)  # exactly 0 at masked taps
+                else:
+                    kt = tl.where(xin, kt, 0.0)
             else:
                 kt = tl.load(k_ptr + b * skb + ki * ski + kj * skj + u * skh + v * skw, mask=xin, other=0.0).to(KDT)
             xT = tl.load(x_ptr + b * sxb + offs_c[:, None] * sxc + (ih * sxh + iw * sxw)[None, :],
@@ -716,7 +732,7 @@ def pac_guide_pass_cw_kernel(
                 df = fq - f0t
                 if KTYPE == 2:
                     df = tl.maximum(df, 0.0)
-                km = _kvalue(df * df, alpha, lam, KTYPE) * mv
+                km = _kept(_kvalue(df * df, alpha, lam, KTYPE), mv)
                 nsum += km
                 if NEED_DR:
                     tsum += km * tl.load(dk_ptr + (chan * (KH * KW) + ki * KW + kj) * Ho * Wo + pix2, mask=pm2, other=0.0)
@@ -742,22 +758,21 @@ def pac_guide_pass_cw_kernel(
                 j = KW - 1 - j
             ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
                                                    KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+            if HAS_MASK:
+                mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)[:, None]
+            else:
+                mv = xin.to(KDT)[:, None]
             fq = tl.load(g_b + (gh * sgh + gw * sgw)[:, None] + cc[None, :] * sgd,
                          mask=gin[:, None] & cm[None, :], other=0.0).to(KDT)
-            diff = fq - f0t
+            diff = tl.where(mv != 0, fq - f0t, 0.0)  # dropped taps: see pac_guide_pass_kernel
             if KTYPE == 2:
                 diff = tl.maximum(diff, 0.0)
             r = diff * diff
             dkp = dk_ptr + (chan * (KH * KW) + ki * KW + kj) * Ho * Wo + pix2
-            dk = tl.load(dkp, mask=pm2, other=0.0)
+            dk = tl.where(mv != 0, tl.load(dkp, mask=pm2, other=0.0), 0.0)
             if NORMALIZE or HAS_MASK:
-                if HAS_MASK:
-                    mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)[:, None]
-                else:
-                    mv = xin.to(KDT)[:, None]
                 dkc = dk - corr  # m and 1/N go onto K'(r): see pac_guide_pass_kernel
             else:
-                mv = 1.0
                 dkc = dk
             if KTYPE == 0:
                 dr = dkc * (-0.5) * _over(tl.exp(-0.5 * r), mv, divisor, NORMALIZE or HAS_MASK)
@@ -765,9 +780,10 @@ def pac_guide_pass_cw_kernel(
                 pw_ = _pow(r + INV_EPSILON, 0.5 * lam)
                 dr = dkc * (0.5 * lam) * _over(_pow(r + INV_EPSILON, 0.5 * lam - 1.0), mv, divisor,
                                                NORMALIZE or HAS_MASK)
-                pa += dkc * _over(1.0, mv, divisor, NORMALIZE or HAS_MASK)
-                pl += dkc * _over(pw_, mv, divisor, NORMALIZE or HAS_MASK) * tl.log(r + INV_EPSILON) * 0.5
-            dr = tl.where(pm2, dr, 0.0)
+                pa += tl.where(mv != 0, dkc * _over(1.0, mv, divisor, NORMALIZE or HAS_MASK), 0.0)
+                pl += tl.where(mv != 0, dkc * _over(pw_, mv, divisor, NORMALIZE or HAS_MASK) * tl.log(r + INV_EPSILON) * 0.5,
+                               0.0)
+            dr = tl.where(pm2 & (mv != 0), dr, 0.0)
             tl.store(dkp, dr, mask=pm2)
             df0 += dr * diff
         tl.store(df0_ptr + chan * Ho * Wo + pix2, -2.0 * df0, mask=pm2)
@@ -846,14 +862,18 @@ def pac_dw_dx_kernel(
                               sfw, ch, cw, cin, D, KDT, KTYPE == 2, False, BLOCK_P, BLOCK_D)
                     kt = _kvalue(r, alpha, lam, KTYPE)[:, None] + tl.zeros([BLOCK_P, BLOCK_C], KDT)
                 if HAS_MASK:
-                    kt = kt * tl.load(m_ptr + b * smb + u * smh + v * smw, mask=pin, other=0.0).to(KDT)[:, None]
+                    mk = tl.load(m_ptr + b * smb + u * smh + v * smw, mask=pin, other=0.0).to(KDT)[:, None]
+                    kt = kt * mk
                 if NORMALIZE or HAS_MASK:
                     if CW:
                         kt = kt / tl.load(sc_ptr + (b * C + cc[None, :]) * Ho * Wo + (pu * Wo + pv)[:, None],
                                           mask=pm2, other=1.0)
                     else:
                         kt = kt / tl.load(sc_ptr + b * Ho * Wo + pu * Wo + pv, mask=pin, other=1.0)[:, None]
-                kt = tl.where(pm2, kt, 0.0)
+                if HAS_MASK:
+                    kt = tl.where(pm2 & (mk != 0), kt, 0.0)  # exactly 0 at masked taps
+                else:
+                    kt = tl.where(pm2, kt, 0.0)
             else:
                 kt = tl.load(k_ptr + b * skb + ki * ski + kj * skj + (pu * skh + pv * skw)[:, None]
                              + cc[None, :] * skc, mask=pm2, other=0.0).to(KDT)

@@ -1,0 +1,50 @@
+"""The non-finite-value locality cases of ``test_hostile_inputs.py`` on the Triton backend
+(through the interpreter on CPU): a NaN or Inf in the guide, in a precomputed K or in K itself
+at a dropped tap (outside the input, between a transposed conv's input pixels, mask 0) reaches
+nothing that does not read it, in the output and in every gradient.
+
+The same test functions run with the module's backend switched to ``"triton"``, on a subset
+of the cases that keeps CI's interpreter time down (between-pixel and masked-normalised
+transposed taps, masked and smoothed conv, channel-wise pooling; NaN in a precomputed K, an
+overflowing K at padded taps).
+"""
+from __future__ import annotations
+
+import pytest
+
+import test_hostile_inputs as base
+
+triton_backend = pytest.importorskip("pac_triton.triton")
+if not triton_backend.is_available()[0]:
+    pytest.skip(f"Triton backend unavailable: {triton_backend.is_available()[1]}", allow_module_level=True)
+
+TRITON_GUIDE_CASES = {
+    "transposed-s2-between-pixels", "transposed-s2-mask-normalised", "conv-mask-smoothed", "pool-channel-wise",
+}
+TRITON_KERNEL_CASES = {"transposed-normalised", "transposed-mask-normalised"}
+
+
+@pytest.fixture(autouse=True)
+def _on_triton(monkeypatch):
+    monkeypatch.setattr(base, "REF", dict(backend="triton"))
+
+
+@pytest.mark.parametrize("op, guide_hw, options, pos",
+                         [c for c in base.NAN_CASES if c.id in TRITON_GUIDE_CASES])
+def test_nan_in_guide_reaches_only_what_its_valid_taps_read(op, guide_hw, options, pos):
+    base.test_nan_in_guide_reaches_only_what_its_valid_taps_read(op, guide_hw, options, pos)
+
+
+@pytest.mark.parametrize("options, pos", [c for c in base.KERNEL_NAN_CASES if c.id in TRITON_KERNEL_CASES])
+def test_nan_in_guide_stays_local_in_a_normalised_or_masked_transposed_kernel(options, pos):
+    base.test_nan_in_guide_stays_local_in_a_normalised_or_masked_transposed_kernel(options, pos)
+
+
+@pytest.mark.parametrize("op", ["pacconv_transpose2d", "pacconv2d", "pacpool2d"])
+def test_precomputed_kernel_nan_at_invalid_taps_contributes_nothing(op):
+    base.test_precomputed_kernel_nan_at_invalid_taps_contributes_nothing(op, base.NAN)
+
+
+@pytest.mark.parametrize("op", ["conv", "pool", "conv_transpose"])
+def test_kernel_overflow_at_padded_taps_contributes_nothing(op):
+    base.test_kernel_overflow_at_padded_taps_contributes_nothing(op, "inv_0.5_2")
