@@ -3,13 +3,18 @@ stored).
 
 Same functions, signatures and return conventions as ``pac_triton.reference``; arguments arrive
 validated and normalised by ``pac_triton.functional``. Half types are computed with fp32
-accumulation and fp32 K math and returned in the input dtype; float64 uses exact math.
-Backward by Triton kernels too (``kernels_bwd.py``, ``launch_bwd.py``); double backward raises
-NotImplementedError.
+accumulation and fp32 K math and returned in the input dtype; float64 uses exact math. Double
+backward raises NotImplementedError.
+
+Layout, one file per operator family (kernels forward beside backward, launchers, custom ops):
+``conv.py`` (dense conv and transposed conv), ``depthwise.py`` (pooling, shared filters),
+``kernel_map.py`` (packernel2d, the guide pass and guide gather); shared ``@triton.jit``
+helpers and named constexprs in ``jit_common.py``, shared host code in ``host_common.py``, tile
+defaults, autotuning lists and the runtime settings (``configs.settings``) in ``configs.py``.
 
 Importing this package imports triton; when that fails, ``is_available()`` says why and every
 function raises RuntimeError with that reason (the dispatcher turns that into NotImplementedError
-before any call).
+before any call). No environment variable is read at import (``configs.py``).
 """
 from __future__ import annotations
 
@@ -33,11 +38,13 @@ IMPLEMENTED_BACKWARD = frozenset({
 try:
     import triton as _triton  # noqa: F401
 
-    from . import ops as _ops
-    from .launch import ktype_code as _ktype_code
+    from . import conv as _conv_mod
+    from . import depthwise as _depthwise
+    from . import kernel_map as _kernel_map
+    from .host_common import ktype_code as _ktype_code
     _IMPORT_ERROR = None
 except Exception as e:  # noqa: BLE001 - any import failure makes the backend unavailable
-    _ops = None
+    _conv_mod = _depthwise = _kernel_map = None
     _IMPORT_ERROR = f"{type(e).__name__}: {e}"
 
 
@@ -59,9 +66,23 @@ def _om(om, mask):
 
 def _inv(kernel_type, inv_alpha, inv_lambda):
     kt = _ktype_code(kernel_type)
-    if kt == 0:
+    if kt == 0:  # gaussian: no inv_alpha / inv_lambda
         return kt, None, None
     return kt, inv_alpha, inv_lambda
+
+
+def _conv_op(*, input, weight, bias, guide=None, kernel=None, mask=None, smooth=None, alpha=None, lam=None,
+             stride, padding, output_padding=(0, 0), dilation, ktype=0, normalize=False, shared, transposed):
+    """The dense family's custom op (``shared``: the depthwise family's shared-filter launchers)."""
+    return _conv_mod.conv_fwd(input, weight, bias, guide, kernel, mask, smooth, alpha, lam, list(stride),
+                              list(padding), list(output_padding), list(dilation), int(ktype), bool(normalize),
+                              bool(shared), bool(transposed))
+
+
+def _pool_op(*, input, guide=None, kernel=None, mask=None, smooth=None, alpha=None, lam=None, kernel_size,
+             stride, padding, dilation, ktype=0, normalize=False, channel_wise=False):
+    return _depthwise.pool_fwd(input, guide, kernel, mask, smooth, alpha, lam, list(kernel_size), list(stride),
+                               list(padding), list(dilation), int(ktype), bool(normalize), bool(channel_wise))
 
 
 def packernel2d(guide, mask, kernel_size, stride, padding, output_padding, dilation, kernel_type,
@@ -69,30 +90,30 @@ def packernel2d(guide, mask, kernel_size, stride, padding, output_padding, dilat
     """Returns ``(K, out_mask)``; ``K`` is ``[B, 1 or D, kh, kw, Ho, Wo]`` in the guide's dtype."""
     _check()
     kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
-    k, om = _ops.kernel_fwd(guide, mask, smooth_kernel, a, lm, list(kernel_size), list(stride), list(padding),
-                            list(output_padding), list(dilation), kt, bool(channel_wise),
-                            bool(normalize_kernel), bool(transposed))
+    k, om = _kernel_map.kernel_fwd(guide, mask, smooth_kernel, a, lm, list(kernel_size), list(stride),
+                                   list(padding), list(output_padding), list(dilation), kt, bool(channel_wise),
+                                   bool(normalize_kernel), bool(transposed))
     return k, _om(om, mask)
 
 
 def pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters):
     _check()
-    y, _ = _ops.conv_fwd(input, weight, bias, None, kernel, None, None, None, None, list(stride), list(padding),
-                         [0, 0], list(dilation), 0, False, bool(shared_filters), False)
+    y, _ = _conv_op(input=input, weight=weight, bias=bias, kernel=kernel, stride=stride, padding=padding,
+                 dilation=dilation, shared=shared_filters, transposed=False)
     return y
 
 
 def pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation, shared_filters):
     _check()
-    y, _ = _ops.conv_fwd(input, weight, bias, None, kernel, None, None, None, None, list(stride), list(padding),
-                         list(output_padding), list(dilation), 0, False, bool(shared_filters), True)
+    y, _ = _conv_op(input=input, weight=weight, bias=bias, kernel=kernel, stride=stride, padding=padding,
+                 output_padding=output_padding, dilation=dilation, shared=shared_filters, transposed=True)
     return y
 
 
 def pacpool2d(input, kernel, kernel_size, stride, padding, dilation):
     _check()
-    y, _ = _ops.pool_fwd(input, None, kernel, None, None, None, None, list(kernel_size), list(stride),
-                         list(padding), list(dilation), 0, False, False)
+    y, _ = _pool_op(input=input, kernel=kernel, kernel_size=kernel_size, stride=stride, padding=padding,
+                 dilation=dilation)
     return y
 
 
@@ -101,9 +122,9 @@ def pac_conv2d(input, guide, weight, bias, stride, padding, dilation, kernel_typ
     """Fused: K from the guide inside the GEMM. Returns ``(y, out_mask)``."""
     _check()
     kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
-    y, om = _ops.conv_fwd(input, weight, bias, guide, None, mask, smooth_kernel, a, lm, list(stride),
-                          list(padding), [0, 0], list(dilation), kt, bool(normalize_kernel),
-                          bool(shared_filters), False)
+    y, om = _conv_op(input=input, weight=weight, bias=bias, guide=guide, mask=mask, smooth=smooth_kernel, alpha=a,
+                  lam=lm, stride=stride, padding=padding, dilation=dilation, ktype=kt, normalize=normalize_kernel,
+                  shared=shared_filters, transposed=False)
     return y, _om(om, mask)
 
 
@@ -112,9 +133,9 @@ def pac_conv_transpose2d(input, guide, weight, bias, stride, padding, output_pad
     """Fused transposed conv (guide at output resolution). Returns ``(y, out_mask)``."""
     _check()
     kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
-    y, om = _ops.conv_fwd(input, weight, bias, guide, None, mask, smooth_kernel, a, lm, list(stride),
-                          list(padding), list(output_padding), list(dilation), kt, bool(normalize_kernel),
-                          bool(shared_filters), True)
+    y, om = _conv_op(input=input, weight=weight, bias=bias, guide=guide, mask=mask, smooth=smooth_kernel, alpha=a,
+                  lam=lm, stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,
+                  ktype=kt, normalize=normalize_kernel, shared=shared_filters, transposed=True)
     return y, _om(om, mask)
 
 
@@ -123,6 +144,7 @@ def pac_pool2d(input, guide, kernel_size, stride, padding, dilation, kernel_type
     """Fused K-weighted pooling. Returns ``(y, out_mask)``."""
     _check()
     kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
-    y, om = _ops.pool_fwd(input, guide, None, mask, smooth_kernel, a, lm, list(kernel_size), list(stride),
-                          list(padding), list(dilation), kt, bool(normalize_kernel), bool(channel_wise))
+    y, om = _pool_op(input=input, guide=guide, mask=mask, smooth=smooth_kernel, alpha=a, lam=lm,
+                  kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, ktype=kt,
+                  normalize=normalize_kernel, channel_wise=channel_wise)
     return y, _om(om, mask)
