@@ -199,8 +199,8 @@ def kernel_variants(dt):
 
 
 def bwd_variants(dt):
-    """Every backward kernel (``kernels_bwd.py``) with its default launch config; the most
-    general specialisation (inv_asym, normalised, masked)."""
+    """Every backward kernel (``conv.py``, ``depthwise.py``, ``kernel_map.py``) with its default
+    launch config; the most general specialisation (inv_asym, normalised, masked)."""
     f64 = dt == "fp64"
     kdt = "fp64" if f64 else "fp32"
     dot_dt = _TL[dt]
@@ -222,19 +222,22 @@ def bwd_variants(dt):
     gp = P(("g_ptr", "f0_ptr", "m_ptr"), ("dk_ptr", "sc_ptr", "df0_ptr", "pa_ptr", "pl_ptr", "alpha_ptr", "lam_ptr"))
     gpc = {**base, "KTYPE": KT_INV_ASYM, "F0_SMOOTH": False, "NORMALIZE": True, "HAS_MASK": True, "NEED_DR": True}
     yield ("bwd_guide_pass", kernel_map.pac_guide_pass_kernel, gp,
-           {**_geom(), "TRANSPOSED": False, **gpc, "BLOCK_D": 16, "BLOCK_P": gpd["BLOCK_P"]}, gl)
+           {**_geom(), "TRANSPOSED": False, **gpc, "CW": False, "BLOCK_D": 16, "BLOCK_P": gpd["BLOCK_P"],
+            "BLOCK_C": gpd["BLOCK_C"]}, gl)
     # channel-wise, as the depthwise backward launches it (channel blocks of its dK / dx passes,
     # capped by the guide pass's own config)
-    gpcw = configs.guide_pass_default(f64, True, dcfg["BLOCK_C"])
-    yield ("bwd_guide_pass_cw", kernel_map.pac_guide_pass_cw_kernel, gp,
-           {**_geom(), "TRANSPOSED": False, **gpc, "BLOCK_P": gpcw["BLOCK_P"], "BLOCK_C": gpcw["BLOCK_C"]},
+    gpcw = configs.guide_pass_default(f64, dcfg)
+    yield ("bwd_guide_pass_cw", kernel_map.pac_guide_pass_kernel, gp,
+           {**_geom(), "TRANSPOSED": False, **gpc, "CW": True, "BLOCK_D": 1, "BLOCK_P": gpcw["BLOCK_P"],
+            "BLOCK_C": gpcw["BLOCK_C"]},
            dict(num_warps=gpcw["num_warps"], num_stages=gpcw["num_stages"]))
     # not smoothed: the guide gradient finished in the kernel (d f0 added, the guide's dtype);
     # smoothed: fp32 partial, the smoothing window's adjoint added by the host
-    yield ("bwd_guide_gather", kernel_map.pac_guide_gather_kernel, P(("g_ptr", "f0_ptr", "df_ptr"), ("dr_ptr", "df0_ptr")),
+    gather = kernel_map.pac_guide_gather_kernel
+    yield ("bwd_guide_gather", gather, P(("g_ptr", "f0_ptr", "df_ptr"), ("dr_ptr", "df0_ptr")),
            {**_geom(), "F0_SMOOTH": False, "ASYM": True, "CW": False, "ADD_DF0": True, **base, "BLOCK_D": 16,
             "BLOCK_P": ggd["BLOCK_P"]}, ggl)
-    yield ("bwd_guide_gather_smooth", kernel_map.pac_guide_gather_kernel, P(("g_ptr", "f0_ptr"), ("dr_ptr", "df_ptr", "df0_ptr")),
+    yield ("bwd_guide_gather_smooth", gather, P(("g_ptr", "f0_ptr"), ("dr_ptr", "df_ptr", "df0_ptr")),
            {**_geom(), "F0_SMOOTH": True, "ASYM": False, "CW": True, "ADD_DF0": False, **base, "BLOCK_D": 16,
             "BLOCK_P": ggd["BLOCK_P"]}, ggl)
     # the fused input-gradient / dK pass, as launched for C = O = 64 (one channel block each)
@@ -314,16 +317,17 @@ def bwd_variants(dt):
             c["_div16"] = tuple(n for n in fn.arg_names if n not in c and not n.endswith("_ptr"))
             return c
         yield ("bwd_dw_dk_vec", depthwise.pac_dw_dk_kernel, P(("gy_ptr", "x_ptr"), ("wt_ptr", "dk_ptr")),
-               dvec(depthwise.pac_dw_dk_kernel, {**_geom(), "TRANSPOSED": False, "HAS_WTAP": False, "PER_CHANNEL": False,
-                                          **base}, ("sgyc", "sxc")), vdl)
+               dvec(depthwise.pac_dw_dk_kernel, {**_geom(), "TRANSPOSED": False, "HAS_WTAP": False,
+                                                 "PER_CHANNEL": False, **base}, ("sgyc", "sxc")), vdl)
         yield ("bwd_dw_dx_vec", depthwise.pac_dw_dx_kernel, dp,
                dvec(depthwise.pac_dw_dx_kernel, {**_geom(), "TRANSPOSED": False, **base, **kopt, "HAS_WTAP": True,
                                           "CW": False, "BLOCK_D": 16}, ("sgyc", "sgd", "sfd")), vdl)
         # as launched: the channel-wise guide pass and the shared dW with their own configs
-        vg = configs.guide_pass_default(False, True, vd["BLOCK_C"])
-        yield ("bwd_guide_pass_cw_vec", kernel_map.pac_guide_pass_cw_kernel, gp,
-               dvec(kernel_map.pac_guide_pass_cw_kernel, {**_geom(), "TRANSPOSED": False, **gpc,
-                                                          "BLOCK_P": vg["BLOCK_P"], "BLOCK_C": vg["BLOCK_C"]},
+        vg = configs.guide_pass_default(False, vd)
+        yield ("bwd_guide_pass_cw_vec", kernel_map.pac_guide_pass_kernel, gp,
+               dvec(kernel_map.pac_guide_pass_kernel, {**_geom(), "TRANSPOSED": False, **gpc, "CW": True,
+                                                       "BLOCK_D": 1, "BLOCK_P": vg["BLOCK_P"],
+                                                       "BLOCK_C": vg["BLOCK_C"]},
                     ("sgd", "sfd")), dict(num_warps=vg["num_warps"], num_stages=vg["num_stages"]))
         vs = configs.shared_dw_default(64, 9, 1, False, vec=True)
         yield ("bwd_shared_dw_vec", depthwise.pac_shared_dw_kernel, wp,

@@ -9,7 +9,7 @@ Runtime settings (``settings``; each may change between calls, no re-import need
 * ``PAC_TRITON_FORCE`` (or ``settings.force``), e.g. ``BLOCK_P=128,num_warps=8,num_stages=1``:
   block sizes (any of ``FORCE_KEYS``) and ``num_warps`` / ``num_stages`` that replace the
   defaults of every kernel whose config has the key, with autotuning off. For A/B timings of
-  tile shapes in one GPU session (``perf/gpu_check.sh``, ``pac-perf --force``). The variable is
+  tile shapes in one GPU session (``perf/gpu_check.sh``'s VARIANTS). The variable is
   read when a kernel is launched; a malformed value raises a ValueError naming it there (it
   never makes the backend unavailable). On a GPU a forced tile that would give a ``tl.dot``
   dimension below 16 raises a ValueError (the interpreter accepts smaller tiles; the tests use
@@ -296,11 +296,13 @@ def guide_bwd_block_p(f64: bool) -> int:
     return _get("BLOCK_P", 32 if f64 else 64)
 
 
-def guide_pass_default(f64: bool, channel_wise: bool = False, block_c: int = 1) -> dict:
-    """The backward's guide pass (``pac_guide_pass_kernel``): 4 warps; channel-wise, the
-    depthwise channel block ``block_c`` capped at 32 (64 channels spill)."""
-    if channel_wise:
-        return dict(BLOCK_P=_get("BLOCK_P", 64), BLOCK_C=min(block_c, 32), num_warps=4, num_stages=1)
+def guide_pass_default(f64: bool, dw_cfg: dict | None = None) -> dict:
+    """The backward's guide pass (``pac_guide_pass_kernel``). Not channel-wise: 4 warps over
+    ``guide_bwd_block_p`` pixels. Channel-wise (``dw_cfg``: the depthwise backward's config,
+    ``dw_default``): its pixel block and warps, channel blocks capped at 32 (64 spill)."""
+    if dw_cfg is not None:
+        return dict(BLOCK_P=dw_cfg["BLOCK_P"], BLOCK_C=min(dw_cfg["BLOCK_C"], 32), num_warps=dw_cfg["num_warps"],
+                    num_stages=1)
     return dict(BLOCK_P=guide_bwd_block_p(f64), BLOCK_C=1, num_warps=4, num_stages=1)
 
 

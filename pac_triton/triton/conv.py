@@ -41,7 +41,7 @@ from . import host_common as hc
 from . import kernel_map
 from .host_common import Grads
 from .jit_common import (INV_EPSILON, K_GUIDE, KT_GAUSS, KT_INV_ASYM, _centre, _dist, _kvalue,  # noqa: F401
-                         _load_f0, _out_tap, _pixels2d, _tap)
+                         _load_f0, _norm_scale, _out_tap, _pixels2d, _tap)
 
 
 # --- kernels ---------------------------------------------------------------------------------
@@ -76,9 +76,16 @@ def pac_conv_kernel(
 ):
     """y[b, o, u, v] = bias[o] + sum_t K_t(u, v) * sum_c W_t[c, o] * x[b, c, q_t(u, v)].
 
-    ``w_ptr``: the weight permuted to ``[kh, kw, O, C]`` contiguous (conv tap (i, j) at slice
-    ``i*KW + j``; C fastest: the B operand is K-major, as wgmma wants for tf32). K math in KDT
-    (fp32, or fp64 for fp64 inputs); the accumulator too.
+    Pointers (strides in elements, any layout unless said):
+    ``x_ptr`` input ``[B, C, H, W]`` (sx*); ``w_ptr`` the weight permuted to ``[kh, kw, O, C]``
+    contiguous (conv tap (i, j) at slice ``i*KW + j``; C fastest: the B operand is K-major, as
+    wgmma wants for tf32); ``bias_ptr`` ``[O]`` (HAS_BIAS); ``y_ptr`` output ``[B, O, Ho, Wo]``
+    (sy*); ``g_ptr`` guide ``[B, D, Hg, Wg]`` (sg*; K_GUIDE); ``f0_ptr`` the centre feature's
+    source (sf*): the smoothed f0 ``[B, D, Ho, Wo]`` (F0_SMOOTH) or the guide itself; ``m_ptr``
+    mask ``[B, 1, H, W]`` (smb, smh, smw; HAS_MASK); ``k_ptr`` a given K ``[B, 1, kh, kw, Ho, Wo]``
+    (skb, ski, skj, skh, skw; K_LOAD); ``om_ptr`` out mask ``[B, 1, 1, 1, Ho, Wo]`` contiguous
+    (HAS_MASK); ``alpha_ptr`` / ``lam_ptr`` 1-element inv_alpha / inv_lambda in KDT.
+    K math in KDT (fp32, or fp64 for fp64 inputs); the accumulator too.
 
     Memory layout of the gathers: the input tile is loaded transposed, ``[BLOCK_C, BLOCK_P]``,
     and the guide tile as ``[BLOCK_D, BLOCK_P]``. Triton's coalescing pass gives every access
@@ -86,10 +93,11 @@ def pac_conv_kernel(
     connected to; the aligned output store and f0 load (pixels fastest, ``[P, *]``) would give
     the unaligned tap gathers 8 pixels per thread (8 scalar loads per thread, lanes spread over
     4 image rows). Transposed, the gathers have their own order and get one pixel per lane,
-    32 lanes on 32 consecutive pixels of an image row (NCHW). Pixel tiles are ``(BLOCK_P // TILE_W) x TILE_W`` rectangles (``_pixels2d``). Per tap, K_t
-    is computed once for the tile and scales the rows of the gathered input tile before
-    ``tl.dot(.., acc)``. ``C_SINGLE``: all input channels fit one ``BLOCK_C`` block (no inner
-    loop, so the tap loop is the innermost loop)."""
+    32 lanes on 32 consecutive pixels of an image row (NCHW). Pixel tiles are
+    ``(BLOCK_P // TILE_W) x TILE_W`` rectangles (``_pixels2d``). Per tap, K_t is computed once
+    for the tile and scales the rows of the tap's product over all input channels
+    (``_kdot_acc``). ``C_SINGLE``: all input channels fit one ``BLOCK_C`` block (no inner loop,
+    so the tap loop is the innermost loop)."""
     pid_p = tl.program_id(0)
     pid_o = tl.program_id(1)
     b = tl.program_id(2)
@@ -241,12 +249,9 @@ def pac_conv_kernel(
                 acc += kt[:, None] * part
 
     if K_MODE == K_GUIDE:
-        if NORMALIZE:
-            nz = nsum != 0
-            acc = acc * (1.0 / tl.where(nz, nsum, 1.0))[:, None]
-        elif HAS_MASK:
-            nz = nsum != 0
-            acc = acc * tl.where(nz, vsum / tl.where(nz, nsum, 1.0), 0.0)[:, None]
+        if NORMALIZE or HAS_MASK:
+            nz, scale = _norm_scale(nsum, vsum, NORMALIZE)
+            acc = acc * scale[:, None]
         if HAS_MASK:
             if pid_o == 0:
                 tl.store(om_ptr + b * Ho * Wo + u * Wo + v, nz.to(KDT).to(om_ptr.dtype.element_ty), mask=pmask)
@@ -441,21 +446,27 @@ def pac_conv_dxdk_kernel(
                 fqT = tl.load(g_b + od[:, None] * sgd + (u * sgh + v * sgw)[None, :],
                               mask=dmask[:, None] & (qmask & (u < Hg) & (v < Wg))[None, :], other=0.0).to(KDT)
     if C_SINGLE:
-        _dxdk_block(gy_b, w_ptr, x_b, dx_b, dk_b, g_b, f0_b, sc_b, k_b, 0, alpha, lam, mq, fqT,
-                    u, v, qmask, ph, pw, offs_o, om, offs_c0, od, dmask, C, O, H, W, Ho, Wo, D, Hg, Wg,
-                    sgyo, sgyh, sgyw, sxc, sxh, sxw, sdc, sdh, sdw, sgd, sgh, sgw, sfd, sfh, sfw, ski, skj, skh, skw,
-                    KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED, K_MODE, KTYPE, F0_SMOOTH, NORMALIZE, HAS_MASK,
-                    NEED_DX, NEED_DK, False, HOIST_F, KDT, DOT_DT, PREC, BLOCK_D, BLOCK_P, BLOCK_O, BLOCK_C,
-                    O_SINGLE)
+        _dxdk_block(gy_b=gy_b, w_ptr=w_ptr, x_b=x_b, dx_b=dx_b, dk_b=dk_b, g_b=g_b, f0_b=f0_b, sc_b=sc_b, k_b=k_b,
+                    c0=0, alpha=alpha, lam=lam, mq=mq, fqT=fqT, u=u, v=v, qmask=qmask, ph=ph, pw=pw, offs_o=offs_o,
+                    om=om, offs_c0=offs_c0, od=od, dmask=dmask, C=C, O=O, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
+                    sgyo=sgyo, sgyh=sgyh, sgyw=sgyw, sxc=sxc, sxh=sxh, sxw=sxw, sdc=sdc, sdh=sdh, sdw=sdw, sgd=sgd,
+                    sgh=sgh, sgw=sgw, sfd=sfd, sfh=sfh, sfw=sfw, ski=ski, skj=skj, skh=skh, skw=skw, KH=KH, KW=KW,
+                    SH=SH, SW=SW, PH=PH, PW=PW, DH=DH, DW=DW, TRANSPOSED=TRANSPOSED, K_MODE=K_MODE, KTYPE=KTYPE,
+                    F0_SMOOTH=F0_SMOOTH, NORMALIZE=NORMALIZE, HAS_MASK=HAS_MASK, NEED_DX=NEED_DX, NEED_DK=NEED_DK,
+                    DK_ACCUMULATE=False, HOIST_F=HOIST_F, KDT=KDT, DOT_DT=DOT_DT, PREC=PREC, BLOCK_D=BLOCK_D,
+                    BLOCK_P=BLOCK_P, BLOCK_O=BLOCK_O, BLOCK_C=BLOCK_C, O_SINGLE=O_SINGLE)
     else:
         for c0 in range(pid_c * BLOCK_C, C, tl.num_programs(1) * BLOCK_C):
-            _dxdk_block(gy_b, w_ptr, x_b, dx_b, dk_b, g_b, f0_b, sc_b, k_b, c0, alpha, lam, mq, fqT,
-                        u, v, qmask, ph, pw, offs_o, om, offs_c0, od, dmask, C, O, H, W, Ho, Wo, D, Hg, Wg,
-                        sgyo, sgyh, sgyw, sxc, sxh, sxw, sdc, sdh, sdw, sgd, sgh, sgw, sfd, sfh, sfw,
-                        ski, skj, skh, skw,
-                        KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED, K_MODE, KTYPE, F0_SMOOTH, NORMALIZE, HAS_MASK,
-                        NEED_DX, NEED_DK, True, HOIST_F, KDT, DOT_DT, PREC, BLOCK_D, BLOCK_P, BLOCK_O, BLOCK_C,
-                        O_SINGLE)
+            _dxdk_block(gy_b=gy_b, w_ptr=w_ptr, x_b=x_b, dx_b=dx_b, dk_b=dk_b, g_b=g_b, f0_b=f0_b, sc_b=sc_b,
+                        k_b=k_b, c0=c0, alpha=alpha, lam=lam, mq=mq, fqT=fqT, u=u, v=v, qmask=qmask, ph=ph, pw=pw,
+                        offs_o=offs_o, om=om, offs_c0=offs_c0, od=od, dmask=dmask, C=C, O=O, H=H, W=W, Ho=Ho, Wo=Wo,
+                        D=D, Hg=Hg, Wg=Wg, sgyo=sgyo, sgyh=sgyh, sgyw=sgyw, sxc=sxc, sxh=sxh, sxw=sxw, sdc=sdc,
+                        sdh=sdh, sdw=sdw, sgd=sgd, sgh=sgh, sgw=sgw, sfd=sfd, sfh=sfh, sfw=sfw, ski=ski, skj=skj,
+                        skh=skh, skw=skw, KH=KH, KW=KW, SH=SH, SW=SW, PH=PH, PW=PW, DH=DH, DW=DW,
+                        TRANSPOSED=TRANSPOSED, K_MODE=K_MODE, KTYPE=KTYPE, F0_SMOOTH=F0_SMOOTH, NORMALIZE=NORMALIZE,
+                        HAS_MASK=HAS_MASK, NEED_DX=NEED_DX, NEED_DK=NEED_DK, DK_ACCUMULATE=True, HOIST_F=HOIST_F,
+                        KDT=KDT, DOT_DT=DOT_DT, PREC=PREC, BLOCK_D=BLOCK_D, BLOCK_P=BLOCK_P, BLOCK_O=BLOCK_O,
+                        BLOCK_C=BLOCK_C, O_SINGLE=O_SINGLE)
 
 
 @triton.jit
@@ -615,14 +626,10 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
     bd = configs.block_d(D) if k_mode == hc.K_GUIDE else 1
     dot_dt, prec = hc.dot_types(x.dtype)
     idx64 = hc.need_idx64(x, y, guide, f0, mask, kernel)
-    sx, sy, sk = hc.strides4(x), hc.strides4(y), ko.sk
-    args = dict(x_ptr=x, w_ptr=w2, bias_ptr=bias if bias is not None else x, y_ptr=y, g_ptr=ko.g, f0_ptr=ko.fz,
-                m_ptr=ko.m, k_ptr=ko.k, om_ptr=om, alpha_ptr=ko.alpha, lam_ptr=ko.lam,
+    args = dict(x_ptr=x, w_ptr=w2, bias_ptr=bias if bias is not None else x, y_ptr=y, om_ptr=om,
+                **ko.guide_args(), **ko.mask_args(), **ko.k_args(), **ko.param_args(),
                 C=C, O=O, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
-                sxb=sx[0], sxc=sx[1], sxh=sx[2], sxw=sx[3], syb=sy[0], syo=sy[1], syh=sy[2], syw=sy[3],
-                sgb=ko.sg[0], sgd=ko.sg[1], sgh=ko.sg[2], sgw=ko.sg[3],
-                sfb=ko.sf[0], sfd=ko.sf[1], sfh=ko.sf[2], sfw=ko.sf[3], smb=ko.sm[0], smh=ko.sm[1], smw=ko.sm[2],
-                skb=sk[0], ski=sk[1], skj=sk[2], skh=sk[3], skw=sk[4])
+                **hc.strides("sx", x), **hc.strides("sy", y, "bohw"))
     meta = dict(**hc.geometry((kh, kw), stride, padding, dilation), TRANSPOSED=bool(transposed), K_MODE=k_mode,
                 KTYPE=int(ktype), F0_SMOOTH=f0 is not None, NORMALIZE=bool(normalize) and k_mode == hc.K_GUIDE,
                 HAS_MASK=has_mask, HAS_BIAS=bias is not None, IDX64=idx64, KDT=hc.TL_DTYPE[kdt], DOT_DT=dot_dt,
@@ -693,10 +700,7 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
     ko = hc.k_operands(x, guide, f0, mask if has_mask else None, kernel, alpha, lam, kdt, inv=inv)
     bd = configs.np2(D) if k_mode == hc.K_GUIDE else 1
     f64 = x.dtype == torch.float64
-    kargs = dict(g_ptr=ko.g, f0_ptr=ko.fz, m_ptr=ko.m, k_ptr=ko.k, alpha_ptr=ko.alpha, lam_ptr=ko.lam,
-                 sgb=ko.sg[0], sgd=ko.sg[1], sgh=ko.sg[2], sgw=ko.sg[3],
-                 sfb=ko.sf[0], sfd=ko.sf[1], sfh=ko.sf[2], sfw=ko.sf[3], smb=ko.sm[0], smh=ko.sm[1], smw=ko.sm[2],
-                 skb=ko.sk[0], ski=ko.sk[1], skj=ko.sk[2], skh=ko.sk[3], skw=ko.sk[4])
+    kargs = dict(**ko.guide_args(), **ko.mask_args(), **ko.k_args(), **ko.param_args())
     kmeta = dict(**geom, IDX64=idx64, KDT=hc.TL_DTYPE[kdt], TRANSPOSED=bool(transposed), K_MODE=k_mode,
                  KTYPE=int(ktype), F0_SMOOTH=f0 is not None, NORMALIZE=norm, HAS_MASK=has_mask, DOT_DT=dot_dt,
                  PREC=prec)
@@ -747,12 +751,10 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
         c_single = C <= xcfg["BLOCK_C"]
         n_c = 1 if (need_dk or c_single) else triton.cdiv(C, xcfg["BLOCK_C"])
         bdx = configs.block_d(D) if k_mode == hc.K_GUIDE else 1
-        sgy, sx, sd = hc.strides4(gy), hc.strides4(x), hc.strides4(dx)
         pac_conv_dxdk_kernel[(n, n_c, B)](
             gy_ptr=gy, w_ptr=w_co, x_ptr=x, dx_ptr=dx, dk_ptr=dk if dk is not None else x, sc_ptr=scale, **kargs,
             C=C, O=O, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
-            sgyb=sgy[0], sgyo=sgy[1], sgyh=sgy[2], sgyw=sgy[3], sxb=sx[0], sxc=sx[1], sxh=sx[2], sxw=sx[3],
-            sdb=sd[0], sdc=sd[1], sdh=sd[2], sdw=sd[3],
+            **hc.strides("sgy", gy, "bohw"), **hc.strides("sx", x), **hc.strides("sd", dx),
             **kmeta, NEED_DX=needs.x, NEED_DK=need_dk,
             BLOCK_D=bdx, BLOCK_P=bpx, BLOCK_O=xcfg["BLOCK_O"], BLOCK_C=xcfg["BLOCK_C"], TILE_W=tw,
             O_SINGLE=O <= xcfg["BLOCK_O"], C_SINGLE=c_single,
@@ -774,11 +776,10 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
         ns = configs.conv_dw_splits(tiles, n_ob * n_cb * KK, O, C, B * Ho * Wo)
         part = hc.empty((ns, KK, O, C), kdt, dev)
         bdw = configs.block_d(D) if k_mode == hc.K_GUIDE else 1
-        sgy, sx = hc.strides4(gy), hc.strides4(x)
         pac_conv_dw_kernel[(ns, n_ob * n_cb, KK)](
             gy_ptr=gy, x_ptr=x, part_ptr=part, sc_ptr=scale, **kargs,
             C=C, O=O, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, B=B, NSPLIT=ns,
-            sgyb=sgy[0], sgyo=sgy[1], sgyh=sgy[2], sgyw=sgy[3], sxb=sx[0], sxc=sx[1], sxh=sx[2], sxw=sx[3],
+            **hc.strides("sgy", gy, "bohw"), **hc.strides("sx", x),
             **kmeta, D_SINGLE=D <= bdw, BLOCK_D=bdw, BLOCK_P=bpw,
             BLOCK_O=bo, BLOCK_C=bc, TILE_W=tw, num_warps=wcfg["num_warps"], num_stages=wcfg["num_stages"])
         dw = part.sum(dim=0).reshape(kh, kw, O, C)  # fixed-order reduction over the splits

@@ -24,8 +24,8 @@ from . import configs
 from . import host_common as hc
 from . import kernel_map
 from .host_common import Grads
-from .jit_common import (INV_EPSILON, K_GUIDE, KT_GAUSS, KT_INV_ASYM, _centre, _dist, _k_tile,  # noqa: F401
-                         _kvalue, _load_f0, _out_tap, _pixels, _pixels2d, _tap)
+from .jit_common import (INV_EPSILON, K_GUIDE, KT_GAUSS, KT_INV_ASYM, _centre, _centre_tile, _dist,  # noqa: F401
+                         _k_params, _k_tile, _kvalue, _load_f0, _out_tap, _pixels, _pixels2d, _tap)
 
 
 # --- kernels ---------------------------------------------------------------------------------
@@ -51,10 +51,18 @@ def pac_dw_kernel(
     """y[b, c, u, v] = bias[c] + sum_t w_t * K_t(u, v)[c or 0] * x[b, c, q_t(u, v)].
 
     Pooling (no w_t, no bias) and ``shared_filters`` convolution (w_t = weight[0, 0, i, j]).
-    ``CW``: K per channel from a guide with C channels; ``alpha``/``lambda`` read at
-    ``c * sab`` (sab = 0 for 0-d parameters). Pixel tiles are ``(BLOCK_P // TILE_W) x TILE_W``
-    rectangles (``_pixels2d``; transposed: of one output phase), so the per-tap gathers run along
-    image rows (NCHW) or along whole channel runs (the launcher's channels-last copies)."""
+    Pointers: ``x_ptr`` input ``[B, C, H, W]`` (sx*); ``wt_ptr`` the shared filter ``[kh*kw]``
+    contiguous in KDT (HAS_WTAP); ``bias_ptr`` ``[C]`` (HAS_BIAS); ``y_ptr`` output
+    ``[B, C, Ho, Wo]`` (sy*); ``g_ptr`` guide ``[B, D, Hg, Wg]`` (sg*; channel-wise D = C);
+    ``f0_ptr`` the centre feature's source (sf*; smoothed ``[B, D, Ho, Wo]`` or the guide);
+    ``m_ptr`` mask ``[B, 1, H, W]`` (sm*); ``k_ptr`` a given K ``[B, 1|C, kh, kw, Ho, Wo]``
+    (sk*, skc = 0 for one channel; K_LOAD); ``om_ptr`` out mask ``[B, 1|C, 1, 1, Ho, Wo]``
+    contiguous (OM_PER_CHANNEL: one per channel); ``alpha_ptr`` / ``lam_ptr`` inv_alpha /
+    inv_lambda in KDT, read at ``c * sab`` (sab = 0: one value).
+    ``CW``: K per channel from a guide with C channels. Pixel tiles are
+    ``(BLOCK_P // TILE_W) x TILE_W`` rectangles (``_pixels2d``; transposed: of one output
+    phase), so the per-tap gathers run along image rows (NCHW) or along whole channel runs (the
+    launcher's channels-last copies)."""
     pid_p = tl.program_id(0)
     pid_c = tl.program_id(1)
     b = tl.program_id(2)
@@ -77,20 +85,8 @@ def pac_dw_kernel(
     if K_MODE == K_GUIDE:
         ch, cw, cin = _centre(u, v, pmask, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW,
                               TRANSPOSED, F0_SMOOTH)
-        if CW:
-            if KTYPE != KT_GAUSS:
-                alpha = tl.load(alpha_ptr + cc * sab, mask=cm, other=0.0).to(KDT)[None, :]
-                lam = tl.load(lam_ptr + cc * sab, mask=cm, other=0.0).to(KDT)[None, :]
-            f0t = tl.load(f0_b + (ch * sfh + cw * sfw)[:, None] + cc[None, :] * sfd,
-                          mask=cin[:, None] & cm[None, :], other=0.0).to(KDT)
-        else:
-            if KTYPE != KT_GAUSS:
-                alpha = tl.load(alpha_ptr).to(KDT)
-                lam = tl.load(lam_ptr).to(KDT)
-            if D_SINGLE:
-                f0t = _load_f0(f0_b, sfd, sfh, sfw, ch, cw, cin, D, KDT, BLOCK_D)
-            else:
-                f0t = tl.zeros([BLOCK_P, BLOCK_D], KDT)
+        alpha, lam = _k_params(alpha_ptr, lam_ptr, cc, cm, sab, KTYPE, CW, KDT)
+        f0t = _centre_tile(f0_b, sfd, sfh, sfw, ch, cw, cin, cc, cm, D, CW, D_SINGLE, KDT, BLOCK_P, BLOCK_D)
     else:
         ch = u
         cw = v
@@ -191,7 +187,11 @@ def pac_dw_dk_kernel(
     KDT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """dK[b, c or 0, (ki, kj), P] = w_t gy[b, c, P] x[b, c, q_t(P)] (summed over c unless
-    PER_CHANNEL). ``dk_ptr``: ``[B, C or 1, KH*KW, Ho*Wo]`` contiguous in KDT; all written."""
+    PER_CHANNEL).
+
+    Pointers: ``gy_ptr`` dL/dy ``[B, C, Ho, Wo]`` (sgy*); ``x_ptr`` input ``[B, C, H, W]`` (sx*);
+    ``wt_ptr`` the shared filter ``[kh*kw]`` in KDT (HAS_WTAP); ``dk_ptr`` ``[B, C or 1, KH*KW,
+    Ho*Wo]`` contiguous in KDT (K's tap order); every element written."""
     pid_p = tl.program_id(0)
     b = tl.program_id(1)
     pid_c = tl.program_id(2)
@@ -254,8 +254,14 @@ def pac_dw_dx_kernel(
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """Input gradient of the depthwise family: dx[b, c, q] = sum over (t, P) with q_t(P) = q of
-    w_t K_t(P)[c or 0] gy[b, c, P]; index patterns as ``pac_conv_dx_kernel``. The per-pixel
-    scale is ``[B, DKC, Ho*Wo]`` (DKC = C channel-wise, else 1)."""
+    w_t K_t(P)[c or 0] gy[b, c, P] (a gather over the taps, no atomics; index patterns as in
+    ``pac_conv_dxdk_kernel``).
+
+    Pointers: ``gy_ptr`` dL/dy ``[B, C, Ho, Wo]`` (sgy*); ``wt_ptr`` the shared filter
+    ``[kh*kw]`` in KDT (HAS_WTAP); ``dx_ptr`` ``[B, C, H, W]`` (sd*); ``g_ptr`` / ``f0_ptr`` /
+    ``m_ptr`` / ``k_ptr`` / ``alpha_ptr`` / ``lam_ptr`` as in ``pac_dw_kernel``; ``sc_ptr`` the
+    per-pixel K scale from the guide pass ``[B, DKC, Ho*Wo]`` contiguous in KDT (DKC = C
+    channel-wise, else 1; NORMALIZE or HAS_MASK)."""
     pid_p = tl.program_id(0)
     pid_c = tl.program_id(1)
     b = tl.program_id(2)
@@ -271,13 +277,7 @@ def pac_dw_dx_kernel(
     alpha = 0.0
     lam = 0.0
     if K_MODE == K_GUIDE:
-        if KTYPE != KT_GAUSS:
-            if CW:
-                alpha = tl.load(alpha_ptr + cc * sab, mask=cm, other=0.0).to(KDT)[None, :]
-                lam = tl.load(lam_ptr + cc * sab, mask=cm, other=0.0).to(KDT)[None, :]
-            else:
-                alpha = tl.load(alpha_ptr).to(KDT)
-                lam = tl.load(lam_ptr).to(KDT)
+        alpha, lam = _k_params(alpha_ptr, lam_ptr, cc, cm, sab, KTYPE, CW, KDT)
     acc = tl.zeros([BLOCK_P, BLOCK_C], KDT)
     for t in range(KH * KW):
         i = t // KW
@@ -342,8 +342,15 @@ def pac_shared_dw_kernel(
     NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, IDX64: tl.constexpr,
     KDT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """Shared-filter weight gradient partials: part[split, t] = sum over this split's pixel
-    tiles of K_t(P) sum_c gy[b, c, P] x[b, c, q_t(P)] (no atomics; host sums over splits)."""
+    """Shared-filter weight-gradient partials: part[split, t] = sum over this split's pixel
+    tiles of K_t(P) sum_c gy[b, c, P] x[b, c, q_t(P)] (no atomics; the host sums over splits in
+    a fixed order).
+
+    Pointers: ``gy_ptr`` dL/dy ``[B, C, Ho, Wo]`` (sgy*); ``x_ptr`` input ``[B, C, H, W]``
+    (sx*); ``part_ptr`` ``[NSPLIT, KH*KW]`` contiguous in KDT; ``g_ptr`` / ``f0_ptr`` /
+    ``m_ptr`` / ``alpha_ptr`` / ``lam_ptr`` as in ``pac_dw_kernel``; ``k_ptr`` a given K
+    ``[B, 1, kh, kw, Ho, Wo]`` (skb, ski, skj, skh, skw); ``sc_ptr`` the per-pixel K scale
+    ``[B, Ho*Wo]`` in KDT."""
     split = tl.program_id(0)
     t = tl.program_id(1)
     i = t // KW
@@ -352,9 +359,7 @@ def pac_shared_dw_kernel(
     alpha = 0.0
     lam = 0.0
     if K_MODE == K_GUIDE:
-        if KTYPE != KT_GAUSS:
-            alpha = tl.load(alpha_ptr).to(KDT)
-            lam = tl.load(lam_ptr).to(KDT)
+        alpha, lam = _k_params(alpha_ptr, lam_ptr, 0, 0, 0, KTYPE, False, KDT)
     n_tiles = (Ho * Wo + BLOCK_P - 1) // BLOCK_P
     acc = tl.zeros([BLOCK_P], KDT)
     for tid in range(split, B * n_tiles, NSPLIT):
@@ -365,10 +370,11 @@ def pac_shared_dw_kernel(
         ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
                                                KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
         ch, cw, cin = _centre(u, v, pmask, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED, F0_SMOOTH)
-        kt = _k_at(g_ptr + b * sgb, sgd, sgh, sgw, gh, gw, gin, f0_ptr + b * sfb, sfd, sfh, sfw, ch, cw, cin, D,
-                   alpha, lam, m_ptr + b * smb, smh, smw, ih, iw, sc_ptr + b * Ho * Wo, Wo,
-                   k_ptr + b * skb, ski, skj, skh, skw, ki, kj, u, v, xin,
-                   K_MODE, KTYPE, NORMALIZE, HAS_MASK, KDT, BLOCK_P, BLOCK_D)
+        kt = _k_at(g_b=g_ptr + b * sgb, sgd=sgd, sgh=sgh, sgw=sgw, gh=gh, gw=gw, gin=gin, f0_b=f0_ptr + b * sfb,
+                   sfd=sfd, sfh=sfh, sfw=sfw, ch=ch, cw=cw, cin=cin, D=D, alpha=alpha, lam=lam, m_b=m_ptr + b * smb,
+                   smh=smh, smw=smw, mh=ih, mw=iw, sc_b=sc_ptr + b * Ho * Wo, Wo=Wo, k_b=k_ptr + b * skb, ski=ski,
+                   skj=skj, skh=skh, skw=skw, ki=ki, kj=kj, ph_=u, pw_=v, pin=xin, K_MODE=K_MODE, KTYPE=KTYPE,
+                   NORMALIZE=NORMALIZE, HAS_MASK=HAS_MASK, KDT=KDT, BLOCK_P=BLOCK_P, BLOCK_D=BLOCK_D)
         e = tl.zeros([BLOCK_P], KDT)
         for c0 in range(0, C, BLOCK_C):
             cc = c0 + offs_c
@@ -417,14 +423,10 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
     wt = hc.kdt_vector(wtap, kdt) if wtap is not None else x
     bd = configs.block_d(D) if (k_mode == hc.K_GUIDE and not cw) else 1
     idx64 = hc.need_idx64(x, y, guide, f0, mask, kernel)
-    sx, sy, sk = hc.strides4(x), hc.strides4(y), ko.sk
-    args = dict(x_ptr=x, wt_ptr=wt, bias_ptr=bias if bias is not None else x, y_ptr=y, g_ptr=ko.g, f0_ptr=ko.fz,
-                m_ptr=ko.m, k_ptr=ko.k, om_ptr=om, alpha_ptr=ko.alpha, lam_ptr=ko.lam,
+    args = dict(x_ptr=x, wt_ptr=wt, bias_ptr=bias if bias is not None else x, y_ptr=y, om_ptr=om,
+                **ko.guide_args(), **ko.mask_args(), **ko.k_args(channel=True), **ko.param_args(),
                 C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, sab=ko.sab,
-                sxb=sx[0], sxc=sx[1], sxh=sx[2], sxw=sx[3], syb=sy[0], syc=sy[1], syh=sy[2], syw=sy[3],
-                sgb=ko.sg[0], sgd=ko.sg[1], sgh=ko.sg[2], sgw=ko.sg[3],
-                sfb=ko.sf[0], sfd=ko.sf[1], sfh=ko.sf[2], sfw=ko.sf[3], smb=ko.sm[0], smh=ko.sm[1], smw=ko.sm[2],
-                skb=sk[0], skc=sk[1], ski=sk[2], skj=sk[3], skh=sk[4], skw=sk[5])
+                **hc.strides("sx", x), **hc.strides("sy", y))
     meta = dict(**hc.geometry((kh, kw), stride, padding, dilation), TRANSPOSED=bool(transposed), K_MODE=k_mode,
                 KTYPE=int(ktype), F0_SMOOTH=f0 is not None, NORMALIZE=bool(normalize) and k_mode == hc.K_GUIDE,
                 HAS_MASK=has_mask, HAS_BIAS=bias is not None, HAS_WTAP=wtap is not None, CW=cw,
@@ -495,16 +497,12 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
         f0 = hc.smoothed_centre(guide, smooth, (kh, kw), stride, padding, dilation, (Ho, Wo), transposed)
     ko = hc.k_operands(x, guide, f0, mask if has_mask else None, kernel, alpha, lam, kdt, inv=inv, channel_wise=cw,
                        n_channels=C, k_channel_stride=True)
-    sk = ko.sk
     wt = hc.kdt_vector(wtap, kdt) if wtap is not None else x
     bd = configs.np2(D) if (k_mode == hc.K_GUIDE and not cw) else 1
     ph_grid = (stride[0] * stride[1] * triton.cdiv(triton.cdiv(Ho, stride[0]) * triton.cdiv(Wo, stride[1]), bp)
                if transposed else triton.cdiv(Ho * Wo, bp))
-    sgy, sx = hc.strides4(gy), hc.strides4(x)
-    gy_args = dict(gy_ptr=gy, sgyb=sgy[0], sgyc=sgy[1], sgyh=sgy[2], sgyw=sgy[3])
-    kargs = dict(g_ptr=ko.g, f0_ptr=ko.fz, m_ptr=ko.m, alpha_ptr=ko.alpha, lam_ptr=ko.lam,
-                 sgb=ko.sg[0], sgd=ko.sg[1], sgh=ko.sg[2], sgw=ko.sg[3],
-                 sfb=ko.sf[0], sfd=ko.sf[1], sfh=ko.sf[2], sfw=ko.sf[3], smb=ko.sm[0], smh=ko.sm[1], smw=ko.sm[2])
+    gy_args = dict(gy_ptr=gy, **hc.strides("sgy", gy))
+    kargs = dict(**ko.guide_args(), **ko.mask_args(), **ko.param_args())
 
     scale = x
     dk = None
@@ -512,8 +510,7 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
         per_c = dkc > 1
         dk = hc.empty((B, dkc, KK, Ho * Wo), kdt, dev)
         pac_dw_dk_kernel[(ph_grid, B, triton.cdiv(C, bc) if per_c else 1)](
-            **gy_args, x_ptr=x, wt_ptr=wt, dk_ptr=dk, C=C, H=H, W=W, Ho=Ho, Wo=Wo,
-            sxb=sx[0], sxc=sx[1], sxh=sx[2], sxw=sx[3], **common,
+            **gy_args, x_ptr=x, wt_ptr=wt, dk_ptr=dk, C=C, H=H, W=W, Ho=Ho, Wo=Wo, **hc.strides("sx", x), **common,
             TRANSPOSED=bool(transposed), HAS_WTAP=wtap is not None, PER_CHANNEL=per_c, BLOCK_P=bp, BLOCK_C=bc,
             num_warps=nw)
         if needs.kernel:
@@ -525,11 +522,11 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
             ko=ko, dk=dk, scale=scale, dummy=x, B=B, C=C if cw else 1, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
             geom=geom, idx64=idx64, kdt=kdt, transposed=bool(transposed) and not cw, ktype=int(ktype),
             smoothed=f0 is not None, normalize=norm, has_mask=has_mask, need_dr=need_guide_side, channel_wise=cw,
-            block_d=bd, cfg=configs.guide_pass_default(f64, cw, bc))
-        for name, t, src in (("alpha", pa, alpha), ("lam", pl, lam)):
-            if getattr(needs, name) and inv:
-                v = t.sum(dim=(0, 2), dtype=kdt)  # [dkc]
-                out[name] = (v if src.numel() == v.numel() and src.dim() > 0 else v.sum()).reshape(src.shape).to(src.dtype)
+            block_d=bd, cfg=configs.guide_pass_default(f64, cfg if cw else None))
+        if needs.alpha:
+            out["alpha"] = hc.param_grad(pa, alpha, kdt)
+        if needs.lam:
+            out["lam"] = hc.param_grad(pl, lam, kdt)
         if needs.guide or needs.smooth:
             out["guide"], out["smooth"] = kernel_map.guide_side_grads(
                 need_guide=needs.guide, need_smooth=needs.smooth, df0=df0, ko=ko, dr=dk, guide=guide, smooth=smooth,
@@ -543,12 +540,9 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
             n = triton.cdiv(H * W, bp)
         else:
             n = stride[0] * stride[1] * triton.cdiv(triton.cdiv(H, stride[0]) * triton.cdiv(W, stride[1]), bp)
-        sd = hc.strides4(dx)
         pac_dw_dx_kernel[(n, triton.cdiv(C, bc), B)](
-            **gy_args, wt_ptr=wt, dx_ptr=dx, sc_ptr=scale, k_ptr=ko.k, **kargs,
-            C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, sab=ko.sab, DKC=dkc,
-            sdb=sd[0], sdc=sd[1], sdh=sd[2], sdw=sd[3],
-            skb=sk[0], skc=sk[1], ski=sk[2], skj=sk[3], skh=sk[4], skw=sk[5],
+            **gy_args, wt_ptr=wt, dx_ptr=dx, sc_ptr=scale, **kargs, **ko.k_args(channel=True),
+            C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, sab=ko.sab, DKC=dkc, **hc.strides("sd", dx),
             **kmeta, HAS_WTAP=wtap is not None, CW=cw, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
         out["x"] = dx
     if needs.weight:
@@ -556,10 +550,8 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
         ns = wcfg["NSPLIT"]
         part = hc.empty((ns, KK), kdt, dev)
         pac_shared_dw_kernel[(ns, KK)](
-            **gy_args, x_ptr=x, part_ptr=part, sc_ptr=scale, k_ptr=ko.k, **kargs,
-            C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, B=B, NSPLIT=ns,
-            sxb=sx[0], sxc=sx[1], sxh=sx[2], sxw=sx[3],
-            skb=sk[0], ski=sk[2], skj=sk[3], skh=sk[4], skw=sk[5],
+            **gy_args, x_ptr=x, part_ptr=part, sc_ptr=scale, **kargs, **ko.k_args(),
+            C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, B=B, NSPLIT=ns, **hc.strides("sx", x),
             **kmeta, BLOCK_P=wcfg["BLOCK_P"], BLOCK_C=wcfg["BLOCK_C"], num_warps=wcfg["num_warps"])
         out["weight"] = part.sum(dim=0).reshape(1, 1, kh, kw).to(wtap.dtype)  # fixed-order sum over the splits
     return Grads(**out)

@@ -152,6 +152,12 @@ def strides4(t):
     return [int(s) for s in t.stride()]
 
 
+def strides(prefix: str, t, dims: str = "bchw") -> dict:
+    """The kernels' stride arguments of a 4-D tensor by name: ``strides("sx", x)`` ->
+    ``{"sxb": .., "sxc": .., "sxh": .., "sxw": ..}``."""
+    return {prefix + d: int(s) for d, s in zip(dims, t.stride())}
+
+
 def empty(shape, dtype, device, memory_format=torch.contiguous_format):
     """``torch.empty``; NaN-filled when ``configs.settings.fill_outputs_with_nan`` (tests)."""
     out = torch.empty(shape, dtype=dtype, device=device, memory_format=memory_format)
@@ -226,6 +232,29 @@ class KOperands(NamedTuple):
     lam: torch.Tensor
     sab: int
 
+    def guide_args(self) -> dict:
+        """``g_ptr``, ``f0_ptr`` and their strides ``sg*``, ``sf*`` (b, d, h, w)."""
+        return dict(g_ptr=self.g, f0_ptr=self.fz, **dict(zip(("sgb", "sgd", "sgh", "sgw"), self.sg)),
+                    **dict(zip(("sfb", "sfd", "sfh", "sfw"), self.sf)))
+
+    def mask_args(self) -> dict:
+        """``m_ptr`` and its strides ``smb``, ``smh``, ``smw``."""
+        return dict(m_ptr=self.m, **dict(zip(("smb", "smh", "smw"), self.sm)))
+
+    def param_args(self) -> dict:
+        """``alpha_ptr``, ``lam_ptr`` (inv_alpha / inv_lambda)."""
+        return dict(alpha_ptr=self.alpha, lam_ptr=self.lam)
+
+    def k_args(self, channel: bool = False) -> dict:
+        """``k_ptr`` and its strides ``skb, (skc,) ski, skj, skh, skw`` (``channel``: with the
+        channel stride, which ``k_operands(k_channel_stride=True)`` provides)."""
+        sk = list(self.sk)
+        if len(sk) == 6 and not channel:
+            del sk[1]
+        names = ("skb", "skc", "ski", "skj", "skh", "skw") if channel else ("skb", "ski", "skj", "skh", "skw")
+        assert len(sk) == len(names)
+        return dict(k_ptr=self.k, **dict(zip(names, sk)))
+
 
 def k_operands(dummy, guide, f0, mask, kernel, alpha, lam, kdt, *, inv, channel_wise=False, n_channels=1,
                k_channel_stride=False) -> KOperands:
@@ -256,6 +285,14 @@ def k_operands(dummy, guide, f0, mask, kernel, alpha, lam, kdt, *, inv, channel_
     else:
         a, lm, sab = dummy, dummy, 0
     return KOperands(g, fz, sg, sf, m, sm, k, sk, a, lm, sab)
+
+
+def param_grad(partials, src, kdt):
+    """The gradient of inv_alpha or inv_lambda ``src`` (0-d, or one value per K channel) from
+    the guide pass's per-pixel partials ``[B, 1|C, Ho*Wo]``: summed over images and pixels
+    (per channel where ``src`` has one value per channel), in ``src``'s shape and dtype."""
+    v = partials.sum(dim=(0, 2), dtype=kdt)  # [1|C]
+    return (v if src.numel() == v.numel() and src.dim() > 0 else v.sum()).reshape(src.shape).to(src.dtype)
 
 
 # --- the custom ops' gradient bundle -------------------------------------------------------------

@@ -255,3 +255,72 @@ def _out_tap(u, v, qmask, i, j, Ho, Wo, Hg, Wg,
         kj = j
     return pu, pv, pin, gh, gw, gin, ki, kj
 
+
+
+@triton.jit
+def _k_params(alpha_ptr, lam_ptr, cc, cm, sab, KTYPE: tl.constexpr, CW: tl.constexpr, KDT: tl.constexpr):
+    """inv_alpha / inv_lambda of the inverse kernels: per channel, ``[1, BLOCK_C]`` read at
+    ``cc * sab`` (CW; masked by ``cm``), else the 1-element values; 0.0 for the Gaussian."""
+    alpha = 0.0
+    lam = 0.0
+    if KTYPE != KT_GAUSS:
+        if CW:
+            alpha = tl.load(alpha_ptr + cc * sab, mask=cm, other=0.0).to(KDT)[None, :]
+            lam = tl.load(lam_ptr + cc * sab, mask=cm, other=0.0).to(KDT)[None, :]
+        else:
+            alpha = tl.load(alpha_ptr).to(KDT)
+            lam = tl.load(lam_ptr).to(KDT)
+    return alpha, lam
+
+
+@triton.jit
+def _centre_tile(f0_b, sfd, sfh, sfw, ch, cw, cin, cc, cm, D, CW: tl.constexpr, D_SINGLE: tl.constexpr,
+                 KDT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The centre feature f0 of the tile's pixels: ``[BLOCK_P, BLOCK_C]`` at the tile's channels
+    ``cc`` (CW: channel-wise K), else all D guide channels ``[BLOCK_P, BLOCK_D]`` (D_SINGLE; zeros
+    otherwise: ``_dist`` then reads f0 block by block)."""
+    if CW:
+        f0t = tl.load(f0_b + (ch * sfh + cw * sfw)[:, None] + cc[None, :] * sfd,
+                      mask=cin[:, None] & cm[None, :], other=0.0).to(KDT)
+    elif D_SINGLE:
+        f0t = _load_f0(f0_b, sfd, sfh, sfw, ch, cw, cin, D, KDT, BLOCK_D)
+    else:
+        f0t = tl.zeros([BLOCK_P, BLOCK_D], KDT)
+    return f0t
+
+
+@triton.jit
+def _mask_at(m_b, smh, smw, ih, iw, xin, HAS_MASK: tl.constexpr, KDT: tl.constexpr):
+    """The mask at the tap's input pixel (0 outside), or 1 where the tap reads an input pixel."""
+    if HAS_MASK:
+        mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)
+    else:
+        mv = xin.to(KDT)
+    return mv
+
+
+@triton.jit
+def _k_order_tap(t, u, v, pmask, H, W, Hg, Wg,
+                 KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                 PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+                 TRANSPOSED: tl.constexpr):
+    """``_tap`` of the t-th tap in K's tap order (transposed: conv tap (KH-1-i, KW-1-j) pairs
+    with K tap (i, j))."""
+    i = t // KW
+    j = t % KW
+    if TRANSPOSED:
+        i = KH - 1 - i
+        j = KW - 1 - j
+    return _tap(u, v, pmask, i, j, H, W, Hg, Wg, KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+
+
+@triton.jit
+def _norm_scale(nsum, vsum, NORMALIZE: tl.constexpr):
+    """``(N != 0, the K scale)``: 1/N (normalised) or sum valid / sum mask (mask only; 0 where no
+    tap is valid)."""
+    nz = nsum != 0
+    if NORMALIZE:
+        scale = 1.0 / tl.where(nz, nsum, 1.0)
+    else:
+        scale = tl.where(nz, vsum / tl.where(nz, nsum, 1.0), 0.0)
+    return nz, scale

@@ -6,8 +6,8 @@ launchers and the ``packernel2d`` custom op.
 
 * ``pac_kernel_kernel``: writes K (and the out mask). With a normaliser it makes two passes
   over the taps (sums, then scaled values); K is cheap to recompute.
-* ``pac_guide_pass_kernel`` (``CW``: channel-wise K, one K channel per guide channel:
-  ``pac_guide_pass_cw_kernel``): per output pixel, all taps at hand (dK read only where the
+* ``pac_guide_pass_kernel`` (``CW``: channel-wise K, one K channel per guide channel): per
+  output pixel, all taps at hand (dK read only where the
   tap reads an input pixel; elsewhere it is 0 and may be unwritten): dK~ = m (dK - sum_s dK_s
   K_s) / N, dr = dK~ dK/dr (written over dK in place), the per-pixel K scale (1/N, or sum
   valid / sum mask) used to recompute K elsewhere.
@@ -27,8 +27,8 @@ from torch import Tensor
 from . import configs
 from . import host_common as hc
 from .host_common import Grads
-from .jit_common import (INV_EPSILON, KT_GAUSS, KT_INV_ASYM, _centre, _dist, _k_tile, _kvalue,  # noqa: F401
-                         _load_f0, _pixels, _tap)
+from .jit_common import (INV_EPSILON, KT_GAUSS, KT_INV_ASYM, _centre, _centre_tile, _dist, _k_order_tap,  # noqa: F401
+                         _k_params, _k_tile, _kvalue, _load_f0, _mask_at, _norm_scale, _pixels, _tap)
 
 
 # --- kernels ---------------------------------------------------------------------------------
@@ -47,9 +47,15 @@ def pac_kernel_kernel(
     IDX64: tl.constexpr, KDT: tl.constexpr, D_SINGLE: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """packernel2d: K ``[B, DK, kh, kw, Ho, Wo]`` contiguous (DK = D channel-wise, else 1) and
-    the out mask ``[B, 1 or D, Ho, Wo]`` contiguous. Columns of the tile are K channels
-    (channel-wise) or a broadcast of the single K channel (only column 0 is stored)."""
+    """packernel2d: K of every output pixel and tap.
+
+    Pointers: ``g_ptr`` guide ``[B, D, Hg, Wg]`` (sg*); ``f0_ptr`` the centre feature's source
+    (sf*; smoothed ``[B, D, Ho, Wo]`` or the guide); ``m_ptr`` mask ``[B, 1, H, W]`` (sm*; on
+    the input grid); ``k_ptr`` K ``[B, DK, kh, kw, Ho, Wo]`` contiguous (DK = D channel-wise,
+    else 1); ``om_ptr`` out mask ``[B, 1 or DK, Ho, Wo]`` contiguous (OM_PER_CHANNEL);
+    ``alpha_ptr`` / ``lam_ptr`` inv_alpha / inv_lambda in KDT at ``c * sab``. Columns of the
+    tile are K channels (channel-wise) or a broadcast of the single K channel (only column 0 is
+    stored)."""
     pid_p = tl.program_id(0)
     pid_c = tl.program_id(1)
     b = tl.program_id(2)
@@ -66,39 +72,17 @@ def pac_kernel_kernel(
 
     ch, cw, cin = _centre(u, v, pmask, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW,
                           TRANSPOSED, F0_SMOOTH)
-    alpha = 0.0
-    lam = 0.0
-    if CW:
-        if KTYPE != KT_GAUSS:
-            alpha = tl.load(alpha_ptr + cc * sab, mask=cm, other=0.0).to(KDT)[None, :]
-            lam = tl.load(lam_ptr + cc * sab, mask=cm, other=0.0).to(KDT)[None, :]
-        f0t = tl.load(f0_b + (ch * sfh + cw * sfw)[:, None] + cc[None, :] * sfd,
-                      mask=cin[:, None] & cm[None, :], other=0.0).to(KDT)
-    else:
-        if KTYPE != KT_GAUSS:
-            alpha = tl.load(alpha_ptr).to(KDT)
-            lam = tl.load(lam_ptr).to(KDT)
-        if D_SINGLE:
-            f0t = _load_f0(f0_b, sfd, sfh, sfw, ch, cw, cin, D, KDT, BLOCK_D)
-        else:
-            f0t = tl.zeros([BLOCK_P, BLOCK_D], KDT)
+    alpha, lam = _k_params(alpha_ptr, lam_ptr, cc, cm, sab, KTYPE, CW, KDT)
+    f0t = _centre_tile(f0_b, sfd, sfh, sfw, ch, cw, cin, cc, cm, D, CW, D_SINGLE, KDT, BLOCK_P, BLOCK_D)
 
     # Pass 1: the normaliser (sum over taps of K*m, or of m and of valid).
     nsum = tl.zeros([BLOCK_P, BLOCK_C], KDT)
     vsum = tl.zeros([BLOCK_P, BLOCK_C], KDT)
     if NORMALIZE or HAS_MASK:
         for t in range(KH * KW):
-            i = t // KW
-            j = t % KW
-            if TRANSPOSED:
-                i = KH - 1 - i
-                j = KW - 1 - j
-            ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
-                                                   KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
-            if HAS_MASK:
-                mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)[:, None]
-            else:
-                mv = xin.to(KDT)[:, None]
+            ih, iw, xin, gh, gw, gin, ki, kj = _k_order_tap(t, u, v, pmask, H, W, Hg, Wg,
+                                                            KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+            mv = _mask_at(m_b, smh, smw, ih, iw, xin, HAS_MASK, KDT)[:, None]
             if NORMALIZE:
                 kt = _k_tile(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
                              alpha, lam, cc, cm, KTYPE, CW, KDT, D_SINGLE, BLOCK_P, BLOCK_D, BLOCK_C)
@@ -106,12 +90,10 @@ def pac_kernel_kernel(
             else:
                 nsum += mv
                 vsum += xin.to(KDT)[:, None]
-    nz = nsum != 0
-    if NORMALIZE:
-        scale = 1.0 / tl.where(nz, nsum, 1.0)
-    elif HAS_MASK:
-        scale = tl.where(nz, vsum / tl.where(nz, nsum, 1.0), 0.0)
+    if NORMALIZE or HAS_MASK:
+        nz, scale = _norm_scale(nsum, vsum, NORMALIZE)
     else:
+        nz = nsum != 0
         scale = nsum + 1.0
 
     if CW:
@@ -121,13 +103,8 @@ def pac_kernel_kernel(
     pix = (u * Wo + v)[:, None]
     # Pass 2: K itself.
     for t in range(KH * KW):
-        i = t // KW
-        j = t % KW
-        if TRANSPOSED:
-            i = KH - 1 - i
-            j = KW - 1 - j
-        ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
-                                               KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+        ih, iw, xin, gh, gw, gin, ki, kj = _k_order_tap(t, u, v, pmask, H, W, Hg, Wg,
+                                                        KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
         kt = _k_tile(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
                      alpha, lam, cc, cm, KTYPE, CW, KDT, D_SINGLE, BLOCK_P, BLOCK_D, BLOCK_C)
         if HAS_MASK:
@@ -147,17 +124,27 @@ def pac_kernel_kernel(
 
 
 @triton.jit
+def _lanes(x, CW: tl.constexpr):
+    """A per-pixel vector as the guide pass's tile: ``[BLOCK_P]``, or ``[BLOCK_P, 1]`` against
+    channel-wise ``[BLOCK_P, BLOCK_C]`` tiles (CW)."""
+    if CW:
+        x = x[:, None]
+    return x
+
+
+@triton.jit
 def pac_guide_pass_kernel(
     g_ptr, f0_ptr, m_ptr, dk_ptr, sc_ptr, df0_ptr, pa_ptr, pl_ptr, alpha_ptr, lam_ptr,
     H, W, Ho, Wo, D, Hg, Wg,
     sgb, sgd, sgh, sgw,
     sfb, sfd, sfh, sfw,
     smb, smh, smw,
+    C, sab,
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
     TRANSPOSED: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
-    NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, NEED_DR: tl.constexpr, IDX64: tl.constexpr,
-    KDT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr,
+    NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, NEED_DR: tl.constexpr, CW: tl.constexpr,
+    IDX64: tl.constexpr, KDT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """Per output pixel, all taps (K's tap order, as in ``pac_kernel_kernel``):
 
@@ -165,91 +152,132 @@ def pac_guide_pass_kernel(
     * NEED_DR: dK~_t = m_t (dK_t - [N != 0] sum_s dK_s K_s) / N (normalised), dK_t m_t scale
       (mask only), dK_t otherwise; dr_t = dK~_t dK~/dr, written over dK; d f0[b, :, P]
       = -2 sum_t dr_t diff_t; per-pixel partials of d alpha (sum dK~) and d lambda.
-    BLOCK_D covers all D guide channels (one block)."""
+
+    Not channel-wise: one K from all D guide channels (BLOCK_D covers them, one block); grid
+    (pixel tiles, B). ``CW`` (channel-wise K: pooling, packernel2d): guide channel c is K
+    channel c, everything per channel, tiles ``[BLOCK_P, BLOCK_C]``; grid (pixel tiles, B,
+    channel blocks of C = D).
+
+    Pointers: ``g_ptr`` guide ``[B, D, Hg, Wg]`` (sg*); ``f0_ptr`` the centre feature's source
+    (sf*); ``m_ptr`` mask ``[B, 1, H, W]`` (sm*); ``dk_ptr`` dL/dK ``[B, 1|C, KH*KW, Ho*Wo]``
+    contiguous in KDT (read only where a tap reads an input pixel; overwritten by dr);
+    ``sc_ptr`` the scale, ``pa_ptr`` / ``pl_ptr`` the alpha / lambda partials
+    ``[B, 1|C, Ho*Wo]`` and ``df0_ptr`` d f0 ``[B, D, Ho*Wo]``, all contiguous in KDT;
+    ``alpha_ptr`` / ``lam_ptr`` inv_alpha / inv_lambda in KDT read at ``c * sab`` (CW) or
+    1-element."""
     pid_p = tl.program_id(0)
     b = tl.program_id(1)
+    if CW:
+        pid_c = tl.program_id(2)
     if IDX64:
         b = b.to(tl.int64)
     u, v, pmask, ph, pw = _pixels(pid_p, Ho, Wo, SH, SW, False, IDX64, BLOCK_P)
-    g_b = g_ptr + b * sgb
-    f0_b = f0_ptr + b * sfb
-    m_b = m_ptr + b * smb
-    dk_b = dk_ptr + b * (KH * KW) * Ho * Wo
-    pix = u * Wo + v
+    if CW:
+        cc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+        if IDX64:
+            cc = cc.to(tl.int64)
+        cm = cc < C
+        live = pmask[:, None] & cm[None, :]
+        g_b = g_ptr + b * sgb
+        m_b = m_ptr + b * smb
+        pix = (u * Wo + v)[:, None]
+        chan = (b * C + cc[None, :])
+    else:
+        live = pmask
+        g_b = g_ptr + b * sgb
+        f0_b = f0_ptr + b * sfb
+        m_b = m_ptr + b * smb
+        dk_b = dk_ptr + b * (KH * KW) * Ho * Wo
+        pix = u * Wo + v
     ch, cw, cin = _centre(u, v, pmask, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED, F0_SMOOTH)
-    alpha = 0.0
-    lam = 0.0
-    if KTYPE != KT_GAUSS:
-        alpha = tl.load(alpha_ptr).to(KDT)
-        lam = tl.load(lam_ptr).to(KDT)
-    f0t = _load_f0(f0_b, sfd, sfh, sfw, ch, cw, cin, D, KDT, BLOCK_D)
-    od = tl.arange(0, BLOCK_D)
-    dmask = (od < D)[None, :]
+    if CW:
+        alpha, lam = _k_params(alpha_ptr, lam_ptr, cc, cm, sab, KTYPE, CW, KDT)
+        f0t = _centre_tile(f0_ptr + b * sfb, sfd, sfh, sfw, ch, cw, cin, cc, cm, D, CW, True, KDT, BLOCK_P,
+                           BLOCK_D)
+        nsum = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+        vsum = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+        tsum = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+    else:
+        alpha, lam = _k_params(alpha_ptr, lam_ptr, 0, 0, 0, KTYPE, CW, KDT)
+        f0t = _load_f0(f0_b, sfd, sfh, sfw, ch, cw, cin, D, KDT, BLOCK_D)
+        od = tl.arange(0, BLOCK_D)
+        dmask = (od < D)[None, :]
+        nsum = tl.zeros([BLOCK_P], KDT)
+        vsum = tl.zeros([BLOCK_P], KDT)
+        tsum = tl.zeros([BLOCK_P], KDT)
 
-    nsum = tl.zeros([BLOCK_P], KDT)
-    vsum = tl.zeros([BLOCK_P], KDT)
-    tsum = tl.zeros([BLOCK_P], KDT)
+    # Pass 1: the normaliser N (sum over taps of K*m, or of m and of valid) and sum_s dK_s K_s m_s.
     if NORMALIZE or HAS_MASK:
         for t in range(KH * KW):
-            i = t // KW
-            j = t % KW
-            if TRANSPOSED:
-                i = KH - 1 - i
-                j = KW - 1 - j
-            ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
-                                                   KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
-            if HAS_MASK:
-                mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)
-            else:
-                mv = xin.to(KDT)
+            ih, iw, xin, gh, gw, gin, ki, kj = _k_order_tap(t, u, v, pmask, H, W, Hg, Wg,
+                                                            KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+            mv = _lanes(_mask_at(m_b, smh, smw, ih, iw, xin, HAS_MASK, KDT), CW)
             if NORMALIZE:
-                r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
-                          KDT, KTYPE == KT_INV_ASYM, True, BLOCK_P, BLOCK_D)
+                if CW:
+                    fq = tl.load(g_b + (gh * sgh + gw * sgw)[:, None] + cc[None, :] * sgd,
+                                 mask=gin[:, None] & cm[None, :], other=0.0).to(KDT)
+                    df = fq - f0t
+                    if KTYPE == KT_INV_ASYM:
+                        df = tl.maximum(df, 0.0)
+                    r = df * df
+                else:
+                    r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
+                              KDT, KTYPE == KT_INV_ASYM, True, BLOCK_P, BLOCK_D)
                 km = _kvalue(r, alpha, lam, KTYPE) * mv
                 nsum += km
                 if NEED_DR:
-                    tsum += km * tl.load(dk_b + (ki * KW + kj) * Ho * Wo + pix, mask=xin, other=0.0)
+                    if CW:
+                        tsum += km * tl.load(dk_ptr + (chan * (KH * KW) + ki * KW + kj) * Ho * Wo + pix, mask=live,
+                                             other=0.0)
+                    else:
+                        tsum += km * tl.load(dk_b + (ki * KW + kj) * Ho * Wo + pix, mask=xin, other=0.0)
             else:
                 nsum += mv
-                vsum += xin.to(KDT)
-        nz = nsum != 0
-        if NORMALIZE:
-            scale = 1.0 / tl.where(nz, nsum, 1.0)
+                vsum += _lanes(xin.to(KDT), CW)
+        nz, scale = _norm_scale(nsum, vsum, NORMALIZE)
+        if CW:
+            tl.store(sc_ptr + chan * Ho * Wo + pix, scale, mask=live)
         else:
-            scale = tl.where(nz, vsum / tl.where(nz, nsum, 1.0), 0.0)
-        tl.store(sc_ptr + b * Ho * Wo + pix, scale, mask=pmask)
+            tl.store(sc_ptr + b * Ho * Wo + pix, scale, mask=pmask)
         corr = tl.where(nz, tsum * scale, 0.0)
     else:
         scale = nsum + 1.0
         corr = nsum
 
+    # Pass 2: dr over dK, d f0 and the alpha / lambda partials.
     if NEED_DR:
-        df0 = tl.zeros([BLOCK_P, BLOCK_D], KDT)
-        pa = tl.zeros([BLOCK_P], KDT)
-        pl = tl.zeros([BLOCK_P], KDT)
+        if CW:
+            df0 = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+            pa = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+            pl = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+        else:
+            df0 = tl.zeros([BLOCK_P, BLOCK_D], KDT)
+            pa = tl.zeros([BLOCK_P], KDT)
+            pl = tl.zeros([BLOCK_P], KDT)
         for t in range(KH * KW):
-            i = t // KW
-            j = t % KW
-            if TRANSPOSED:
-                i = KH - 1 - i
-                j = KW - 1 - j
-            ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
-                                                   KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
-            fq = tl.load(g_b + (gh * sgh + gw * sgw)[:, None] + od[None, :] * sgd,
-                         mask=gin[:, None] & dmask, other=0.0).to(KDT)
+            ih, iw, xin, gh, gw, gin, ki, kj = _k_order_tap(t, u, v, pmask, H, W, Hg, Wg,
+                                                            KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+            if CW:
+                fq = tl.load(g_b + (gh * sgh + gw * sgw)[:, None] + cc[None, :] * sgd,
+                             mask=gin[:, None] & cm[None, :], other=0.0).to(KDT)
+            else:
+                fq = tl.load(g_b + (gh * sgh + gw * sgw)[:, None] + od[None, :] * sgd,
+                             mask=gin[:, None] & dmask, other=0.0).to(KDT)
             diff = fq - f0t
             if KTYPE == KT_INV_ASYM:
                 diff = tl.maximum(diff, 0.0)
-            r = tl.sum(diff * diff, axis=1)
-            dkp = dk_b + (ki * KW + kj) * Ho * Wo + pix
             # dK is 0 where the tap reads no input pixel (padding; between the input pixels of a
             # transposed conv): the dx / dK pass leaves those elements unwritten
-            dk = tl.load(dkp, mask=xin, other=0.0)
+            if CW:
+                r = diff * diff
+                dkp = dk_ptr + (chan * (KH * KW) + ki * KW + kj) * Ho * Wo + pix
+                dk = tl.load(dkp, mask=live, other=0.0)
+            else:
+                r = tl.sum(diff * diff, axis=1)
+                dkp = dk_b + (ki * KW + kj) * Ho * Wo + pix
+                dk = tl.load(dkp, mask=xin, other=0.0)
             if NORMALIZE or HAS_MASK:
-                if HAS_MASK:
-                    mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)
-                else:
-                    mv = xin.to(KDT)
+                mv = _lanes(_mask_at(m_b, smh, smw, ih, iw, xin, HAS_MASK, KDT), CW)
                 dkt = mv * (dk - corr) * scale
             else:
                 dkt = dk
@@ -261,14 +289,23 @@ def pac_guide_pass_kernel(
                 dr = dkt * (0.5 * lam) * pw_ / (r + INV_EPSILON)
                 pa += dkt
                 pl += dkt * pw_ * le * 0.5
-            dr = tl.where(pmask, dr, 0.0)
-            tl.store(dkp, dr, mask=pmask)
-            df0 += dr[:, None] * diff
-        df0 = -2.0 * df0
-        tl.store(df0_ptr + (b * D + od[None, :]) * Ho * Wo + pix[:, None], df0, mask=pmask[:, None] & dmask)
-        if KTYPE != KT_GAUSS:
-            tl.store(pa_ptr + b * Ho * Wo + pix, pa, mask=pmask)
-            tl.store(pl_ptr + b * Ho * Wo + pix, pl, mask=pmask)
+            dr = tl.where(live, dr, 0.0)
+            tl.store(dkp, dr, mask=live)
+            if CW:
+                df0 += dr * diff
+            else:
+                df0 += dr[:, None] * diff
+        if CW:
+            tl.store(df0_ptr + chan * Ho * Wo + pix, -2.0 * df0, mask=live)
+            if KTYPE != KT_GAUSS:
+                tl.store(pa_ptr + chan * Ho * Wo + pix, pa, mask=live)
+                tl.store(pl_ptr + chan * Ho * Wo + pix, pl, mask=live)
+        else:
+            df0 = -2.0 * df0
+            tl.store(df0_ptr + (b * D + od[None, :]) * Ho * Wo + pix[:, None], df0, mask=pmask[:, None] & dmask)
+            if KTYPE != KT_GAUSS:
+                tl.store(pa_ptr + b * Ho * Wo + pix, pa, mask=pmask)
+                tl.store(pl_ptr + b * Ho * Wo + pix, pl, mask=pmask)
 
 
 @triton.jit
@@ -287,11 +324,14 @@ def pac_guide_gather_kernel(
 
     K's guide geometry is that of a plain conv (stride SH, padding PH; the transposed conv's is
     stride 1 and "same" padding), so P = (q + PH - i*DH) / SH where that divides. Rows are
-    guide pixels split by phase; ``df_ptr`` ``[B, D, Hg, Wg]`` contiguous, in KDT, or in its
-    own element type with ADD_DF0 (then it is the finished guide gradient: the centre feature
-    is the guide itself, not smoothed, so its adjoint is d f0 read at the centre tap's P).
-    ``df0_ptr``: d f0 ``[B, D, Ho*Wo]`` in KDT (ADD_DF0). CW: dr has one channel per guide
-    channel (``[B, D, KK, Ho*Wo]``)."""
+    guide pixels split by phase.
+
+    Pointers: ``g_ptr`` guide ``[B, D, Hg, Wg]`` (sg*); ``f0_ptr`` the centre feature's source
+    (sf*); ``dr_ptr`` dr ``[B, KH*KW, Ho*Wo]`` (CW: ``[B, D, KH*KW, Ho*Wo]``, one channel per
+    guide channel) contiguous in KDT; ``df_ptr`` ``[B, D, Hg, Wg]`` contiguous, in KDT, or in
+    its own element type with ADD_DF0 (then it is the finished guide gradient: the centre
+    feature is the guide itself, not smoothed, so its adjoint is d f0 read at the centre tap's
+    P); ``df0_ptr`` d f0 ``[B, D, Ho*Wo]`` contiguous in KDT (ADD_DF0)."""
     pid_p = tl.program_id(0)
     b = tl.program_id(1)
     if IDX64:
@@ -340,130 +380,6 @@ def pac_guide_gather_kernel(
 
 
 
-@triton.jit
-def pac_guide_pass_cw_kernel(
-    g_ptr, f0_ptr, m_ptr, dk_ptr, sc_ptr, df0_ptr, pa_ptr, pl_ptr, alpha_ptr, lam_ptr,
-    C, H, W, Ho, Wo, Hg, Wg, sab,
-    sgb, sgd, sgh, sgw,
-    sfb, sfd, sfh, sfw,
-    smb, smh, smw,
-    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
-    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
-    TRANSPOSED: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
-    NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, NEED_DR: tl.constexpr, IDX64: tl.constexpr,
-    KDT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
-):
-    """``pac_guide_pass_kernel`` for channel-wise K (pooling; packernel2d): guide channel c
-    is K channel c; scale, dr (over dK ``[B, C, KK, Ho*Wo]``), d f0 and the alpha/lambda
-    partials are per channel (``[B, C, Ho*Wo]``); alpha/lambda read at c * sab."""
-    pid_p = tl.program_id(0)
-    b = tl.program_id(1)
-    pid_c = tl.program_id(2)
-    if IDX64:
-        b = b.to(tl.int64)
-    u, v, pmask, ph, pw = _pixels(pid_p, Ho, Wo, SH, SW, False, IDX64, BLOCK_P)
-    cc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    if IDX64:
-        cc = cc.to(tl.int64)
-    cm = cc < C
-    pm2 = pmask[:, None] & cm[None, :]
-    g_b = g_ptr + b * sgb
-    m_b = m_ptr + b * smb
-    pix2 = (u * Wo + v)[:, None]
-    chan = (b * C + cc[None, :])
-    ch, cw, cin = _centre(u, v, pmask, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED, F0_SMOOTH)
-    alpha = 0.0
-    lam = 0.0
-    if KTYPE != KT_GAUSS:
-        alpha = tl.load(alpha_ptr + cc * sab, mask=cm, other=0.0).to(KDT)[None, :]
-        lam = tl.load(lam_ptr + cc * sab, mask=cm, other=0.0).to(KDT)[None, :]
-    f0t = tl.load(f0_ptr + b * sfb + (ch * sfh + cw * sfw)[:, None] + cc[None, :] * sfd,
-                  mask=cin[:, None] & cm[None, :], other=0.0).to(KDT)
-    nsum = tl.zeros([BLOCK_P, BLOCK_C], KDT)
-    vsum = tl.zeros([BLOCK_P, BLOCK_C], KDT)
-    tsum = tl.zeros([BLOCK_P, BLOCK_C], KDT)
-    if NORMALIZE or HAS_MASK:
-        for t in range(KH * KW):
-            i = t // KW
-            j = t % KW
-            if TRANSPOSED:
-                i = KH - 1 - i
-                j = KW - 1 - j
-            ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
-                                                   KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
-            if HAS_MASK:
-                mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)[:, None]
-            else:
-                mv = xin.to(KDT)[:, None]
-            if NORMALIZE:
-                fq = tl.load(g_b + (gh * sgh + gw * sgw)[:, None] + cc[None, :] * sgd,
-                             mask=gin[:, None] & cm[None, :], other=0.0).to(KDT)
-                df = fq - f0t
-                if KTYPE == KT_INV_ASYM:
-                    df = tl.maximum(df, 0.0)
-                km = _kvalue(df * df, alpha, lam, KTYPE) * mv
-                nsum += km
-                if NEED_DR:
-                    tsum += km * tl.load(dk_ptr + (chan * (KH * KW) + ki * KW + kj) * Ho * Wo + pix2, mask=pm2, other=0.0)
-            else:
-                nsum += mv
-                vsum += xin.to(KDT)[:, None]
-        nz = nsum != 0
-        if NORMALIZE:
-            scale = 1.0 / tl.where(nz, nsum, 1.0)
-        else:
-            scale = tl.where(nz, vsum / tl.where(nz, nsum, 1.0), 0.0)
-        tl.store(sc_ptr + chan * Ho * Wo + pix2, scale, mask=pm2)
-        corr = tl.where(nz, tsum * scale, 0.0)
-    else:
-        scale = nsum + 1.0
-        corr = nsum
-    if NEED_DR:
-        df0 = tl.zeros([BLOCK_P, BLOCK_C], KDT)
-        pa = tl.zeros([BLOCK_P, BLOCK_C], KDT)
-        pl = tl.zeros([BLOCK_P, BLOCK_C], KDT)
-        for t in range(KH * KW):
-            i = t // KW
-            j = t % KW
-            if TRANSPOSED:
-                i = KH - 1 - i
-                j = KW - 1 - j
-            ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
-                                                   KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
-            fq = tl.load(g_b + (gh * sgh + gw * sgw)[:, None] + cc[None, :] * sgd,
-                         mask=gin[:, None] & cm[None, :], other=0.0).to(KDT)
-            diff = fq - f0t
-            if KTYPE == KT_INV_ASYM:
-                diff = tl.maximum(diff, 0.0)
-            r = diff * diff
-            dkp = dk_ptr + (chan * (KH * KW) + ki * KW + kj) * Ho * Wo + pix2
-            dk = tl.load(dkp, mask=pm2, other=0.0)
-            if NORMALIZE or HAS_MASK:
-                if HAS_MASK:
-                    mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)[:, None]
-                else:
-                    mv = xin.to(KDT)[:, None]
-                dkt = mv * (dk - corr) * scale
-            else:
-                dkt = dk
-            if KTYPE == KT_GAUSS:
-                dr = dkt * (-0.5) * tl.exp(-0.5 * r)
-            else:
-                le = tl.log(r + INV_EPSILON)
-                pw_ = tl.exp((0.5 * lam) * le)
-                dr = dkt * (0.5 * lam) * pw_ / (r + INV_EPSILON)
-                pa += dkt
-                pl += dkt * pw_ * le * 0.5
-            dr = tl.where(pm2, dr, 0.0)
-            tl.store(dkp, dr, mask=pm2)
-            df0 += dr * diff
-        tl.store(df0_ptr + chan * Ho * Wo + pix2, -2.0 * df0, mask=pm2)
-        if KTYPE != KT_GAUSS:
-            tl.store(pa_ptr + chan * Ho * Wo + pix2, pa, mask=pm2)
-            tl.store(pl_ptr + chan * Ho * Wo + pix2, pl, mask=pm2)
-
-
-
 # --- launchers -------------------------------------------------------------------------------
 
 def kernel_forward(guide, mask, kernel_size, stride, padding, output_padding, dilation, ktype, smooth,
@@ -495,10 +411,8 @@ def kernel_forward(guide, mask, kernel_size, stride, padding, output_padding, di
     idx64 = hc.need_idx64(guide, kout, f0, mask)
     grid = (triton.cdiv(Ho * Wo, cfg["BLOCK_P"]), triton.cdiv(DK, cfg["BLOCK_C"]), B)
     pac_kernel_kernel[grid](
-        g_ptr=ko.g, f0_ptr=ko.fz, m_ptr=ko.m, k_ptr=kout, om_ptr=om, alpha_ptr=ko.alpha, lam_ptr=ko.lam,
+        **ko.guide_args(), **ko.mask_args(), **ko.param_args(), k_ptr=kout, om_ptr=om,
         DK=DK, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, sab=ko.sab,
-        sgb=ko.sg[0], sgd=ko.sg[1], sgh=ko.sg[2], sgw=ko.sg[3], sfb=ko.sf[0], sfd=ko.sf[1], sfh=ko.sf[2],
-        sfw=ko.sf[3], smb=ko.sm[0], smh=ko.sm[1], smw=ko.sm[2],
         **hc.geometry((kh, kw), stride, padding, dilation), TRANSPOSED=bool(transposed), KTYPE=int(ktype),
         F0_SMOOTH=f0 is not None, NORMALIZE=bool(normalize), HAS_MASK=has_mask, CW=bool(channel_wise),
         OM_PER_CHANNEL=om_per_channel, IDX64=idx64, KDT=hc.TL_DTYPE[kdt], D_SINGLE=D <= bd, BLOCK_D=bd, **cfg)
@@ -516,20 +430,15 @@ def guide_pass(*, ko, dk, scale, dummy, B, C, H, W, Ho, Wo, D, Hg, Wg, geom, idx
     df0 = hc.empty((B, D, Ho * Wo), kdt, dev) if need_dr else dummy
     pa = hc.empty((B, C, Ho * Wo), kdt, dev) if need_dr and inv else dummy
     pl = hc.empty((B, C, Ho * Wo), kdt, dev) if need_dr and inv else dummy
-    bufs = dict(g_ptr=ko.g, f0_ptr=ko.fz, m_ptr=ko.m, dk_ptr=dk if dk is not None else dummy, sc_ptr=scale,
-                df0_ptr=df0, pa_ptr=pa, pl_ptr=pl, alpha_ptr=ko.alpha, lam_ptr=ko.lam)
-    strides = dict(sgb=ko.sg[0], sgd=ko.sg[1], sgh=ko.sg[2], sgw=ko.sg[3], sfb=ko.sf[0], sfd=ko.sf[1], sfh=ko.sf[2],
-                   sfw=ko.sf[3], smb=ko.sm[0], smh=ko.sm[1], smw=ko.sm[2])
+    bufs = dict(**ko.guide_args(), **ko.mask_args(), **ko.param_args(), dk_ptr=dk if dk is not None else dummy,
+                sc_ptr=scale, df0_ptr=df0, pa_ptr=pa, pl_ptr=pl)
     meta = dict(**geom, IDX64=idx64, KDT=hc.TL_DTYPE[kdt], TRANSPOSED=bool(transposed), KTYPE=int(ktype),
                 F0_SMOOTH=smoothed, NORMALIZE=normalize, HAS_MASK=has_mask, NEED_DR=need_dr,
                 BLOCK_P=cfg["BLOCK_P"], num_warps=cfg["num_warps"])
-    if channel_wise:
-        pac_guide_pass_cw_kernel[(triton.cdiv(Ho * Wo, cfg["BLOCK_P"]), B, triton.cdiv(C, cfg["BLOCK_C"]))](
-            **bufs, C=C, H=H, W=W, Ho=Ho, Wo=Wo, Hg=Hg, Wg=Wg, sab=ko.sab, **strides, **meta,
-            BLOCK_C=cfg["BLOCK_C"])
-    else:
-        pac_guide_pass_kernel[(triton.cdiv(Ho * Wo, cfg["BLOCK_P"]), B)](
-            **bufs, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, **strides, **meta, BLOCK_D=block_d)
+    grid = (triton.cdiv(Ho * Wo, cfg["BLOCK_P"]), B) + ((triton.cdiv(C, cfg["BLOCK_C"]),) if channel_wise else ())
+    pac_guide_pass_kernel[grid](
+        **bufs, C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, sab=ko.sab, **meta, CW=channel_wise,
+        BLOCK_D=1 if channel_wise else block_d, BLOCK_C=cfg["BLOCK_C"] if channel_wise else 1)
     return df0, pa, pl
 
 
@@ -556,9 +465,7 @@ def guide_side_grads(*, need_guide, need_smooth, df0, ko, dr, guide, smooth, ker
         dfq = hc.empty((B, D, Hg, Wg), guide.dtype if fused else kdt, guide.device)
         n = gs[0] * gs[1] * triton.cdiv(triton.cdiv(Hg, gs[0]) * triton.cdiv(Wg, gs[1]), cfg["BLOCK_P"])
         pac_guide_gather_kernel[(n, B)](
-            g_ptr=ko.g, f0_ptr=ko.fz, dr_ptr=dr, df_ptr=dfq, df0_ptr=df0, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
-            sgb=ko.sg[0], sgd=ko.sg[1], sgh=ko.sg[2], sgw=ko.sg[3], sfb=ko.sf[0], sfd=ko.sf[1], sfh=ko.sf[2],
-            sfw=ko.sf[3],
+            **ko.guide_args(), dr_ptr=dr, df_ptr=dfq, df0_ptr=df0, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
             KH=kh, KW=kw, SH=gs[0], SW=gs[1], PH=gp[0], PW=gp[1], DH=dilation[0], DW=dilation[1],
             F0_SMOOTH=not fused, ASYM=ktype == hc.KT_INV_ASYM, CW=channel_wise, ADD_DF0=fused, IDX64=idx64,
             KDT=hc.TL_DTYPE[kdt], BLOCK_D=block_d, BLOCK_P=cfg["BLOCK_P"], num_warps=cfg["num_warps"])
@@ -586,7 +493,8 @@ def centre_adjoint(df0, guide, smooth, kernel_size, stride, padding, dilation, t
     ds = torch.zeros(sh, sw, dtype=kdt, device=df0.device) if need_smooth else None
     for a in range(sh):
         for b in range(sw):
-            sl = (Ellipsis, slice(a, a + (Ho - 1) * step[0] + 1, step[0]), slice(b, b + (Wo - 1) * step[1] + 1, step[1]))
+            sl = (Ellipsis, slice(a, a + (Ho - 1) * step[0] + 1, step[0]),
+                  slice(b, b + (Wo - 1) * step[1] + 1, step[1]))
             dfp[sl] += S[a, b] * df0
             if need_smooth:
                 ds[a, b] = (df0 * fp[sl]).sum()
@@ -629,16 +537,20 @@ def kernel_backward(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, pa
           if smooth is not None else None)
     ko = hc.k_operands(guide, guide, f0, mask, None, alpha, lam, kdt, inv=inv, channel_wise=cw, n_channels=D)
     scale = hc.empty((B, dkc, Ho * Wo), kdt, dev) if (norm or has_mask) else guide
-    gp_cfg = dict(configs.guide_pass_default(f64), BLOCK_C=configs.dw_default(D, f64)["BLOCK_C"])
+    if cw:  # the depthwise backward's channel blocks and warps, over guide_bwd_block_p pixels
+        gp_cfg = dict(configs.guide_pass_default(f64, configs.dw_default(D, f64)),
+                      BLOCK_P=configs.guide_bwd_block_p(f64))
+    else:
+        gp_cfg = configs.guide_pass_default(f64)
     df0, pa, pl = guide_pass(
         ko=ko, dk=dk, scale=scale, dummy=guide, B=B, C=dkc, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
         geom=hc.geometry(kernel_size, stride, padding, dilation), idx64=idx64, kdt=kdt, transposed=bool(transposed),
         ktype=int(ktype), smoothed=f0 is not None, normalize=norm, has_mask=has_mask, need_dr=True, channel_wise=cw,
         block_d=configs.np2(D), cfg=gp_cfg)
-    for name, t, src in (("alpha", pa, alpha), ("lam", pl, lam)):
-        if getattr(needs, name) and inv:
-            v = t.sum(dim=(0, 2), dtype=kdt)
-            out[name] = (v if src.numel() == v.numel() and src.dim() > 0 else v.sum()).reshape(src.shape).to(src.dtype)
+    if needs.alpha:
+        out["alpha"] = hc.param_grad(pa, alpha, kdt)
+    if needs.lam:
+        out["lam"] = hc.param_grad(pl, lam, kdt)
     if needs.guide or needs.smooth:
         out["guide"], out["smooth"] = guide_side_grads(
             need_guide=needs.guide, need_smooth=needs.smooth, df0=df0, ko=ko, dr=dk, guide=guide, smooth=smooth,
