@@ -614,15 +614,11 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
         if B * O * Ho * Wo:
             y.zero_()
         return y, (om if has_mask else None)
-    f0 = None
-    if k_mode == hc.K_GUIDE and smooth is not None:
-        f0 = hc.smoothed_centre(guide, smooth, (kh, kw), stride, padding, dilation, (Ho, Wo), transposed)
     # (y above follows the caller's layout)
-    x = hc.gather_layout(x)
-    if guide is not None:
-        guide = hc.gather_layout(guide)
-    inv = k_mode == hc.K_GUIDE and ktype != hc.KT_GAUSS
-    ko = hc.k_operands(x, guide, f0, mask if has_mask else None, kernel, alpha, lam, kdt, inv=inv)
+    x, guide, f0, ko = hc.forward_operands(
+        x, guide, kernel, mask if has_mask else None, smooth, alpha, lam, k_mode=k_mode, ktype=ktype,
+        kernel_size=(kh, kw), stride=stride, padding=padding, dilation=dilation, out_hw=(Ho, Wo),
+        transposed=transposed)
     bd = configs.block_d(D) if k_mode == hc.K_GUIDE else 1
     dot_dt, prec = hc.dot_types(x.dtype)
     idx64 = hc.need_idx64(x, y, guide, f0, mask, kernel)

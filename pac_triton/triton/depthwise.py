@@ -410,16 +410,11 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
                   guide.dtype if guide is not None else x.dtype, x.device)
     if B == 0 or C == 0 or Ho * Wo == 0:
         return y, (om if has_mask else None)
-    f0 = None
-    if k_mode == hc.K_GUIDE and smooth is not None:
-        f0 = hc.smoothed_centre(guide, smooth, (kh, kw), stride, padding, dilation, (Ho, Wo), transposed)
     # (y above follows the caller's layout)
-    x = hc.gather_layout(x)
-    if guide is not None:
-        guide = hc.gather_layout(guide)
-    inv = k_mode == hc.K_GUIDE and ktype != hc.KT_GAUSS
-    ko = hc.k_operands(x, guide, f0, mask if has_mask else None, kernel, alpha, lam, kdt, inv=inv, channel_wise=cw,
-                       n_channels=C, k_channel_stride=True)
+    x, guide, f0, ko = hc.forward_operands(
+        x, guide, kernel, mask if has_mask else None, smooth, alpha, lam, k_mode=k_mode, ktype=ktype,
+        kernel_size=(kh, kw), stride=stride, padding=padding, dilation=dilation, out_hw=(Ho, Wo),
+        transposed=transposed, channel_wise=cw, k_channel_stride=True)
     wt = hc.kdt_vector(wtap, kdt) if wtap is not None else x
     bd = configs.block_d(D) if (k_mode == hc.K_GUIDE and not cw) else 1
     idx64 = hc.need_idx64(x, y, guide, f0, mask, kernel)

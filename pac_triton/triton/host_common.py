@@ -90,6 +90,17 @@ def convt_in_hw(out_hw, kernel_size, stride, padding, output_padding, dilation):
                  for n, op, k, d, p, s in zip(out_hw, output_padding, kernel_size, dilation, padding, stride))
 
 
+def kernel_map_hw(guide_hw, kernel_size, stride, padding, output_padding, dilation, transposed):
+    """``(Ho, Wo, H, W)`` of packernel2d: K's grid and the input (mask) grid it is laid over
+    (transposed: K at the guide's resolution over the conv-transpose's input)."""
+    Hg, Wg = guide_hw
+    if transposed:
+        H, W = convt_in_hw((Hg, Wg), kernel_size, stride, padding, output_padding, dilation)
+        return Hg, Wg, H, W
+    Ho, Wo = conv_out_hw((Hg, Wg), kernel_size, stride, padding, dilation)
+    return Ho, Wo, Hg, Wg
+
+
 def k_grid(kernel, guide, kernel_size, stride, padding, dilation, transposed):
     """Where K comes from and lives: ``(k_mode, Hg, Wg, D, Ho, Wo)``. K_LOAD reads a precomputed
     kernel (no guide: Hg = Wg = D = 1); K_GUIDE computes it from the guide (transposed: at the
@@ -293,6 +304,23 @@ def param_grad(partials, src, kdt):
     (per channel where ``src`` has one value per channel), in ``src``'s shape and dtype."""
     v = partials.sum(dim=(0, 2), dtype=kdt)  # [1|C]
     return (v if src.numel() == v.numel() and src.dim() > 0 else v.sum()).reshape(src.shape).to(src.dtype)
+
+
+def forward_operands(x, guide, kernel, mask, smooth, alpha, lam, *, k_mode, ktype, kernel_size, stride, padding,
+                     dilation, out_hw, transposed, channel_wise=False, k_channel_stride=False):
+    """A forward launch's operands: the smoothed centre feature f0 (from the caller's guide),
+    ``x`` and the guide as ``gather_layout`` copies, and the K operands (``k_operands``).
+    Returns ``(x, guide, f0, ko)``."""
+    f0 = None
+    if k_mode == K_GUIDE and smooth is not None:
+        f0 = smoothed_centre(guide, smooth, kernel_size, stride, padding, dilation, out_hw, transposed)
+    x = gather_layout(x)
+    if guide is not None:
+        guide = gather_layout(guide)
+    inv = k_mode == K_GUIDE and ktype != KT_GAUSS
+    ko = k_operands(x, guide, f0, mask, kernel, alpha, lam, kdt_of(x.dtype), inv=inv, channel_wise=channel_wise,
+                    n_channels=x.shape[1], k_channel_stride=k_channel_stride)
+    return x, guide, f0, ko
 
 
 # --- the custom ops' gradient bundle -------------------------------------------------------------

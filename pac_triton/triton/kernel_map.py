@@ -388,12 +388,7 @@ def kernel_forward(guide, mask, kernel_size, stride, padding, output_padding, di
     B, D, Hg, Wg = guide.shape
     kh, kw = kernel_size
     kdt = hc.kdt_of(guide.dtype)
-    if transposed:
-        Ho, Wo = Hg, Wg
-        H, W = hc.convt_in_hw((Ho, Wo), kernel_size, stride, padding, output_padding, dilation)
-    else:
-        Ho, Wo = hc.conv_out_hw((Hg, Wg), kernel_size, stride, padding, dilation)
-        H, W = Hg, Wg
+    Ho, Wo, H, W = hc.kernel_map_hw((Hg, Wg), kernel_size, stride, padding, output_padding, dilation, transposed)
     DK = D if channel_wise else 1
     has_mask = mask is not None
     om_per_channel = bool(channel_wise) and bool(normalize)
@@ -520,12 +515,7 @@ def kernel_backward(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, pa
     out = {}
     if not (needs.guide or needs.smooth or needs.alpha or needs.lam):
         return Grads()
-    if transposed:
-        Ho, Wo = Hg, Wg
-        H, W = hc.convt_in_hw((Ho, Wo), kernel_size, stride, padding, output_padding, dilation)
-    else:
-        Ho, Wo = hc.conv_out_hw((Hg, Wg), kernel_size, stride, padding, dilation)
-        H, W = Hg, Wg
+    Ho, Wo, H, W = hc.kernel_map_hw((Hg, Wg), kernel_size, stride, padding, output_padding, dilation, transposed)
     cw = bool(channel_wise)
     dkc = D if cw else 1
     dk = hc.empty((B, dkc, KK, Ho * Wo), kdt, dev)

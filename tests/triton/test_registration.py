@@ -199,3 +199,38 @@ def test_channels_last_copies_setting(monkeypatch):
     assert host_common.gather_layout(x).is_contiguous(memory_format=torch.channels_last)
     monkeypatch.setattr(configs.settings, "channels_last_copies", False)
     assert host_common.gather_layout(x) is x
+
+
+def test_autotuned_launches_under_a_fake_benchmark(monkeypatch):
+    """The autotuned launches (used on a GPU only) take keyword arguments: run them under the
+    interpreter with a fake benchmark that still launches every pruned config, so that the
+    plumbing (prune, tuning key, grid, the per-config TILE_W / C_SINGLE) runs on a CPU too."""
+    from pac_triton.triton import configs, conv, depthwise
+    from triton_helpers import REF
+    monkeypatch.setattr(configs.settings, "force", {})  # nothing forced
+    monkeypatch.setattr(configs.settings, "autotune", True)
+    monkeypatch.setattr(configs, "interpreting", lambda: False)  # as on a GPU
+    launched = []
+
+    def fake_bench(kernel_call, quantiles=None, **kwargs):
+        kernel_call()
+        launched.append(1)
+        return [1.0 + len(launched), 1.0, 1.0]
+
+    for tuned in (conv.conv_tuned, depthwise.dw_tuned):
+        monkeypatch.setattr(tuned, "_do_bench", fake_bench, raising=False)
+        monkeypatch.setattr(tuned, "cache_results", False, raising=False)
+        monkeypatch.setattr(tuned, "cache", {})
+        monkeypatch.delitem(tuned.__dict__, "do_bench", raising=False)
+    torch.manual_seed(0)
+    x = torch.randn(1, 33, 5, 4)
+    g = torch.randn(1, 3, 5, 4)
+    w = torch.randn(33, 33, 3, 3)
+    y, _ = PT.pac_conv2d(x, g, w, None, (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, True, False, None)
+    yr, _ = REF.pac_conv2d(x, g, w, None, (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, True, False, None)
+    torch.testing.assert_close(y, yr, rtol=1e-4, atol=1e-4)
+    n_conv = len(launched)
+    p, _ = PT.pac_pool2d(x, g, (3, 3), (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, True, False, None)
+    pr, _ = REF.pac_pool2d(x, g, (3, 3), (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, True, False, None)
+    torch.testing.assert_close(p, pr, rtol=1e-4, atol=1e-4)
+    assert n_conv > 1 and len(launched) > n_conv, launched
