@@ -147,7 +147,7 @@ def conv_variants(dt):
                                               "BLOCK_C": ccfg["BLOCK_C"], "C_SINGLE": False, "BLOCK_D": 64}, ccfg)
     yield ("conv_guide_dblocks_gauss", ptrs, {**_geom(), "TRANSPOSED": False, **common, **full,
                                                "KTYPE": KT_GAUSS, "D_SINGLE": False}, cfg)
-    yield ("conv_loadK", ptrs, {**_geom(), "TRANSPOSED": False, **common, "K_MODE": K_LOAD, "KTYPE": 0,
+    yield ("conv_loadK", ptrs, {**_geom(), "TRANSPOSED": False, **common, "K_MODE": K_LOAD, "KTYPE": KT_GAUSS,
                                 "F0_SMOOTH": False, "NORMALIZE": False, "HAS_MASK": False,
                                 "D_SINGLE": True, "BLOCK_D": 1}, cfg)
     yield ("convT_guide", ptrs, {**_geom(True), "TRANSPOSED": True, **common, **full}, cfg)

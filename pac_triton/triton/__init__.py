@@ -41,6 +41,7 @@ try:
     from . import conv as _conv_mod
     from . import depthwise as _depthwise
     from . import kernel_map as _kernel_map
+    from .host_common import KT_GAUSS as _KT_GAUSS
     from .host_common import ktype_code as _ktype_code
     _IMPORT_ERROR = None
 except Exception as e:  # noqa: BLE001 - any import failure makes the backend unavailable
@@ -66,23 +67,31 @@ def _om(om, mask):
 
 def _inv(kernel_type, inv_alpha, inv_lambda):
     kt = _ktype_code(kernel_type)
-    if kt == 0:  # gaussian: no inv_alpha / inv_lambda
+    if kt == _KT_GAUSS:  # no inv_alpha / inv_lambda
         return kt, None, None
     return kt, inv_alpha, inv_lambda
 
 
+def _ktype_or_gauss(ktype):
+    """The ops' ``ktype`` argument: the kernel type's code, or the Gaussian's where no K comes
+    from a guide (a precomputed K; unused then)."""
+    return int(_KT_GAUSS if ktype is None else ktype)
+
+
 def _conv_op(*, input, weight, bias, guide=None, kernel=None, mask=None, smooth=None, alpha=None, lam=None,
-             stride, padding, output_padding=(0, 0), dilation, ktype=0, normalize=False, shared, transposed):
+             stride, padding, output_padding=(0, 0), dilation, ktype=None, normalize=False, shared,
+             transposed):
     """The dense family's custom op (``shared``: the depthwise family's shared-filter launchers)."""
     return _conv_mod.conv_fwd(input, weight, bias, guide, kernel, mask, smooth, alpha, lam, list(stride),
-                              list(padding), list(output_padding), list(dilation), int(ktype), bool(normalize),
-                              bool(shared), bool(transposed))
+                              list(padding), list(output_padding), list(dilation), _ktype_or_gauss(ktype),
+                              bool(normalize), bool(shared), bool(transposed))
 
 
 def _pool_op(*, input, guide=None, kernel=None, mask=None, smooth=None, alpha=None, lam=None, kernel_size,
-             stride, padding, dilation, ktype=0, normalize=False, channel_wise=False):
+             stride, padding, dilation, ktype=None, normalize=False, channel_wise=False):
     return _depthwise.pool_fwd(input, guide, kernel, mask, smooth, alpha, lam, list(kernel_size), list(stride),
-                               list(padding), list(dilation), int(ktype), bool(normalize), bool(channel_wise))
+                               list(padding), list(dilation), _ktype_or_gauss(ktype), bool(normalize),
+                               bool(channel_wise))
 
 
 def packernel2d(guide, mask, kernel_size, stride, padding, output_padding, dilation, kernel_type,

@@ -150,6 +150,12 @@ def block_d(D: int) -> int:
     return _get("BLOCK_D", clamp(np2(D), 1, 64))
 
 
+def block_d_all(D: int) -> int:
+    """The backward's guide-side kernels (guide pass, guide gather, K recomputed in the dx / dW
+    passes): all D guide channels in one block."""
+    return np2(D)
+
+
 def tile_w(Wo: int, block_p: int) -> int:
     """Width of the rectangular pixel tile: a power of two up to 32 (one warp along an image
     row), at most the image width rounded up and at most BLOCK_P."""

@@ -599,7 +599,7 @@ def _weight_tap_major(weight, transposed, reduce_over_o):
 
 def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, transposed, *,
                  guide=None, kernel=None, mask=None, smooth=None, alpha=None, lam=None,
-                 ktype=0, normalize=False):
+                 ktype=hc.KT_GAUSS, normalize=False):
     """Implicit-GEMM conv / transposed conv (not shared filters). Returns ``(y, out_mask)``."""
     B, C, H, W = x.shape
     kh, kw = weight.shape[-2:]
@@ -694,7 +694,7 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
     if k_mode == hc.K_GUIDE and smooth is not None:
         f0 = hc.smoothed_centre(guide, smooth, (kh, kw), stride, padding, dilation, (Ho, Wo), transposed)
     ko = hc.k_operands(x, guide, f0, mask if has_mask else None, kernel, alpha, lam, kdt, inv=inv)
-    bd = configs.np2(D) if k_mode == hc.K_GUIDE else 1
+    bd = configs.block_d_all(D) if k_mode == hc.K_GUIDE else 1
     f64 = x.dtype == torch.float64
     kargs = dict(**ko.guide_args(), **ko.mask_args(), **ko.k_args(), **ko.param_args())
     kmeta = dict(**geom, IDX64=idx64, KDT=hc.TL_DTYPE[kdt], TRANSPOSED=bool(transposed), K_MODE=k_mode,

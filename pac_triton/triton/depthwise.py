@@ -394,7 +394,7 @@ dw_tuned = configs.make_autotuned(pac_dw_kernel, configs.DW_CONFIGS, configs.DW_
 
 
 def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dilation, transposed, *,
-               guide=None, kernel=None, mask=None, smooth=None, alpha=None, lam=None, ktype=0,
+               guide=None, kernel=None, mask=None, smooth=None, alpha=None, lam=None, ktype=hc.KT_GAUSS,
                normalize=False, channel_wise=False):
     """Depthwise family: pooling (``wtap`` None) and shared-filter conv / transposed conv.
     Returns ``(y, out_mask)``."""
@@ -493,7 +493,7 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
     ko = hc.k_operands(x, guide, f0, mask if has_mask else None, kernel, alpha, lam, kdt, inv=inv, channel_wise=cw,
                        n_channels=C, k_channel_stride=True)
     wt = hc.kdt_vector(wtap, kdt) if wtap is not None else x
-    bd = configs.np2(D) if (k_mode == hc.K_GUIDE and not cw) else 1
+    bd = configs.block_d_all(D) if (k_mode == hc.K_GUIDE and not cw) else 1
     ph_grid = (stride[0] * stride[1] * triton.cdiv(triton.cdiv(Ho, stride[0]) * triton.cdiv(Wo, stride[1]), bp)
                if transposed else triton.cdiv(Ho * Wo, bp))
     gy_args = dict(gy_ptr=gy, **hc.strides("sgy", gy))
@@ -526,7 +526,7 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
             out["guide"], out["smooth"] = kernel_map.guide_side_grads(
                 need_guide=needs.guide, need_smooth=needs.smooth, df0=df0, ko=ko, dr=dk, guide=guide, smooth=smooth,
                 kernel_size=(kh, kw), stride=stride, padding=padding, dilation=dilation, transposed=transposed,
-                ktype=ktype, channel_wise=cw, block_d=configs.np2(D), idx64=idx64, kdt=kdt, Ho=Ho, Wo=Wo)
+                ktype=ktype, channel_wise=cw, block_d=configs.block_d_all(D), idx64=idx64, kdt=kdt, Ho=Ho, Wo=Wo)
     kmeta = dict(**common, TRANSPOSED=bool(transposed), K_MODE=k_mode, KTYPE=int(ktype), F0_SMOOTH=f0 is not None,
                  NORMALIZE=norm, HAS_MASK=has_mask, BLOCK_D=bd)
     if needs.x:

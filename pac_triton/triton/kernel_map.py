@@ -536,7 +536,7 @@ def kernel_backward(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, pa
         ko=ko, dk=dk, scale=scale, dummy=guide, B=B, C=dkc, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
         geom=hc.geometry(kernel_size, stride, padding, dilation), idx64=idx64, kdt=kdt, transposed=bool(transposed),
         ktype=int(ktype), smoothed=f0 is not None, normalize=norm, has_mask=has_mask, need_dr=True, channel_wise=cw,
-        block_d=configs.np2(D), cfg=gp_cfg)
+        block_d=configs.block_d_all(D), cfg=gp_cfg)
     if needs.alpha:
         out["alpha"] = hc.param_grad(pa, alpha, kdt)
     if needs.lam:
@@ -545,7 +545,7 @@ def kernel_backward(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, pa
         out["guide"], out["smooth"] = guide_side_grads(
             need_guide=needs.guide, need_smooth=needs.smooth, df0=df0, ko=ko, dr=dk, guide=guide, smooth=smooth,
             kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, transposed=transposed,
-            ktype=ktype, channel_wise=cw, block_d=configs.np2(D), idx64=idx64, kdt=kdt, Ho=Ho, Wo=Wo)
+            ktype=ktype, channel_wise=cw, block_d=configs.block_d_all(D), idx64=idx64, kdt=kdt, Ho=Ho, Wo=Wo)
     return Grads(**out)
 
 
