@@ -139,7 +139,7 @@ def pac_guide_pass_kernel(
     sgb, sgd, sgh, sgw,
     sfb, sfd, sfh, sfw,
     smb, smh, smw,
-    C, sab,
+    C, sab,  # CW only; last, so that the plain pass's arguments keep their constant-bank offsets
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
     TRANSPOSED: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
