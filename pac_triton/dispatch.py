@@ -10,8 +10,9 @@ always get the reference under ``"auto"``, interpreter or not). ``"triton"`` nev
 it runs or raises ``NotImplementedError`` saying why (Triton not importable, no kernel for the
 operator, or CPU tensors without the interpreter).
 
-``triton_available()`` answers whether the Triton backend can run *here*: Triton imports (a
-malformed ``PAC_TRITON_FORCE`` raises at that import rather than answering no) and this machine
+``triton_available()`` answers whether the Triton backend can run *here*: Triton imports (the
+experiment settings such as ``PAC_TRITON_FORCE`` are read at each launch, where a malformed
+value raises a ValueError naming it; they never make the backend look unavailable) and this machine
 can run its kernels, i.e. a CUDA device is available or Triton's interpreter is on
 (``TRITON_INTERPRET`` set, before ``triton`` is first imported: Triton decides when the kernels
 are defined). Otherwise it is falsy and its ``reason`` says why.

@@ -11,12 +11,12 @@
 #      switches Triton's interpreter on only where there is no CUDA, so none here);
 #   2. `python -m perf --preset gpu-check --out $OUT`: forward (bf16, TF32) and forward+backward
 #      (bf16) timings of the Triton and reference backends against F.conv2d (cudnn.benchmark
-#      on) at the floor shapes of KERNEL_NOTES.md, float64-reference errors, bitwise
+#      on) at the floor shapes of docs/kernels.md, float64-reference errors, bitwise
 #      run-to-run comparison of outputs and gradients, peak memory vs resolution;
 #   3. `python -m perf.breakdown`: per-kernel device time of one C64 k5 D16 512² bf16 forward and
 #      forward+backward (Triton and F.conv2d) and the wall - kernel-sum gap (host time);
 #   4. if time is left, experiments: k5 fwd and fwd+bwd under each environment in VARIANTS
-#      (PAC_TRITON_FORCE=num_stages=1: L1-cached plain loads with triton 3.6, whose cp.async
+#      (the runtime settings of pac_triton/triton/configs.py; PAC_TRITON_FORCE=num_stages=1: L1-cached plain loads with triton 3.6, whose cp.async
 #      ignores cache_modifier=".ca"; BLOCK_P=128: half the weight-tile traffic per pixel;
 #      PAC_TRITON_CHANNELS_LAST_COPIES=0: NCHW gathers, no per-call copies of x, gy, guide).
 # Output (at most 8 files): gpu_check.log, results.csv, summary.txt, breakdown.txt, variants.txt
@@ -142,7 +142,8 @@ for V in "${VLIST[@]}"; do
     say "stage 4: variant '$V' skipped (${LIM_V}s left)"; continue
   fi
   say "stage 4: variant '$V' (limit ${LIM_V}s)"
-  if [ "$V" = default ]; then ENV_V="PAC_PERF_VARIANT=default"; FLAG="${TUNE_FLAG-}"; else ENV_V="$V"; FLAG=""; fi
+  # "default": no override (an empty PAC_TRITON_FORCE; the knobs are read at each launch)
+  if [ "$V" = default ]; then ENV_V="PAC_TRITON_FORCE="; FLAG="${TUNE_FLAG-}"; else ENV_V="$V"; FLAG=""; fi
   echo "## variant: ${V}" >>"$OUT/variants.txt"
   # shellcheck disable=SC2086
   (cd "$RUN_DIR" && env "$ENV_V" PAC_TRITON_AUTOTUNE="${PERF_AUTOTUNE:-0}" timeout -k 10 "$LIM_V" \

@@ -24,7 +24,7 @@ triton_backend = pytest.importorskip("pac_triton.triton")
 if not triton_backend.is_available()[0]:
     pytest.skip(f"Triton backend unavailable: {triton_backend.is_available()[1]}", allow_module_level=True)
 
-from pac_triton.triton import launch  # noqa: E402
+from pac_triton.triton import host_common as hc  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -394,13 +394,13 @@ def test_index_width_is_decided_by_every_buffer(name, monkeypatch):
     (B*k*k*Ho*Wo = 360; channel-wise K more), every launch that touches a buffer above it
     indexes in 64 bits and no other launch does."""
     limit = 150
-    monkeypatch.setattr(launch, "INDEX32_LIMIT", limit)
+    monkeypatch.setattr(hc, "INDEX32_LIMIT", limit)
     with _captured_launches() as launches:
         dict(_all_ops())[name]()
     wide = 0
     for kname, _, args, kw in launches:
-        big = [launch._span(a) for a in (*args, *kw.values()) if isinstance(a, torch.Tensor)
-               and launch._span(a) > limit]
+        big = [hc._span(a) for a in (*args, *kw.values()) if isinstance(a, torch.Tensor)
+               and hc._span(a) > limit]
         assert kw["IDX64"] == bool(big), f"{kname}: IDX64={kw['IDX64']} with buffer spans above {limit}: {big}"
         wide += bool(big)
     assert wide, "the lowered limit made no launch 64-bit: the test checks nothing"
@@ -416,7 +416,7 @@ def test_batch_beyond_the_grid_limit_is_split(name, monkeypatch):
     lowered to 2, a batch of 3 runs in chunks (2 + 1; no launch takes the whole batch) and
     gives the reference's output and gradients, parameter gradients summed over the chunks."""
     B = 3  # no other grid extent of these shapes is 3 (taps: 9; channel blocks: 1)
-    monkeypatch.setattr(launch, "BATCH_CHUNK", 2)
+    monkeypatch.setattr(hc, "BATCH_CHUNK", 2)
     with _captured_launches() as launches:
         out, grads = dict(_all_ops(B=B))[name]()
     assert any(2 in tuple(grid)[1:] for _, grid, _, _ in launches if not callable(grid))
@@ -433,4 +433,4 @@ def test_grid_limit_is_refused_not_wrapped():
     """The launch helper refuses a grid past the limit (an internal error, never a silent
     wrap-around on the device)."""
     with pytest.raises(RuntimeError, match="axis 1 or 2"):
-        launch.checked(object())[(1, 1, launch.GRID_YZ_LIMIT + 1)]
+        hc.checked(object())[(1, 1, hc.GRID_YZ_LIMIT + 1)]

@@ -5,15 +5,21 @@ Same functions, signatures and return conventions as ``pac_triton.reference``; a
 validated and normalised by ``pac_triton.functional``. Half types are computed with fp32
 accumulation and fp32 K math and returned in the input dtype; float64 uses exact math. Mixed
 dtypes follow docs/semantics.md ("Dtypes"): the K math is float64 when the input or the guide
-is (``_kernel_dtype_path``).
-Backward by Triton kernels too (``kernels_bwd.py``, ``launch_bwd.py``); double backward raises
-NotImplementedError.
+is (``_kernel_dtype_path``). Double backward raises NotImplementedError.
+
+Layout, one file per operator family (kernels forward beside backward, launchers, custom ops):
+``conv.py`` (dense conv and transposed conv), ``depthwise.py`` (pooling, shared filters),
+``kernel_map.py`` (packernel2d, the guide pass and guide gather); shared ``@triton.jit``
+helpers and named constexprs in ``jit_common.py``, shared host code in ``host_common.py``, tile
+defaults, autotuning lists and the runtime settings (``configs.settings``) in ``configs.py``.
 
 Importing this package imports triton; when that fails, ``is_available()`` says why and every
 function raises RuntimeError with that reason (the dispatcher turns that into NotImplementedError
-before any call).
+before any call). No environment variable is read at import (``configs.py``).
 """
 from __future__ import annotations
+
+import torch
 
 __all__ = [
     "is_available", "IMPLEMENTED", "IMPLEMENTED_BACKWARD",
@@ -32,16 +38,17 @@ IMPLEMENTED_BACKWARD = frozenset({
     "pac_conv2d", "pac_conv_transpose2d", "pac_pool2d",
 })
 
-import torch
-
 try:
     import triton as _triton  # noqa: F401
 
-    from . import ops as _ops
-    from .launch import ktype_code as _ktype_code
+    from . import conv as _conv_mod
+    from . import depthwise as _depthwise
+    from . import kernel_map as _kernel_map
+    from .host_common import KT_GAUSS as _KT_GAUSS
+    from .host_common import ktype_code as _ktype_code
     _IMPORT_ERROR = None
 except Exception as e:  # noqa: BLE001 - any import failure makes the backend unavailable
-    _ops = None
+    _conv_mod = _depthwise = _kernel_map = None
     _IMPORT_ERROR = f"{type(e).__name__}: {e}"
 
 
@@ -66,8 +73,7 @@ def _kernel_dtype_path(input, guide):
     in float64 when the input or the guide is float64, else in float32). The fused kernels do
     their K math in the input's K dtype, so:
 
-    * ``"fused"``: neither or both are float64, or the guide is float64 only when the input
-      is too: fused, as it is;
+    * ``"fused"``: neither is float64, or both are: fused, as it is;
     * ``"promote_guide"``: a float64 input with a lower-precision guide: the guide is cast to
       float64 (exact) and the op stays fused; the guide's gradient comes back in its dtype;
     * ``"two_step"``: a float64 guide with a lower-precision input: K is computed by
@@ -80,9 +86,31 @@ def _kernel_dtype_path(input, guide):
 
 def _inv(kernel_type, inv_alpha, inv_lambda):
     kt = _ktype_code(kernel_type)
-    if kt == 0:
+    if kt == _KT_GAUSS:  # no inv_alpha / inv_lambda
         return kt, None, None
     return kt, inv_alpha, inv_lambda
+
+
+def _ktype_or_gauss(ktype):
+    """The ops' ``ktype`` argument: the kernel type's code, or the Gaussian's where no K comes
+    from a guide (a precomputed K; unused then)."""
+    return int(_KT_GAUSS if ktype is None else ktype)
+
+
+def _conv_op(*, input, weight, bias, guide=None, kernel=None, mask=None, smooth=None, alpha=None, lam=None,
+             stride, padding, output_padding=(0, 0), dilation, ktype=None, normalize=False, shared,
+             transposed):
+    """The dense family's custom op (``shared``: the depthwise family's shared-filter launchers)."""
+    return _conv_mod.conv_fwd(input, weight, bias, guide, kernel, mask, smooth, alpha, lam, list(stride),
+                              list(padding), list(output_padding), list(dilation), _ktype_or_gauss(ktype),
+                              bool(normalize), bool(shared), bool(transposed))
+
+
+def _pool_op(*, input, guide=None, kernel=None, mask=None, smooth=None, alpha=None, lam=None, kernel_size,
+             stride, padding, dilation, ktype=None, normalize=False, channel_wise=False):
+    return _depthwise.pool_fwd(input, guide, kernel, mask, smooth, alpha, lam, list(kernel_size), list(stride),
+                               list(padding), list(dilation), _ktype_or_gauss(ktype), bool(normalize),
+                               bool(channel_wise))
 
 
 def packernel2d(guide, mask, kernel_size, stride, padding, output_padding, dilation, kernel_type,
@@ -90,30 +118,30 @@ def packernel2d(guide, mask, kernel_size, stride, padding, output_padding, dilat
     """Returns ``(K, out_mask)``; ``K`` is ``[B, 1 or D, kh, kw, Ho, Wo]`` in the guide's dtype."""
     _check()
     kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
-    k, om = _ops.kernel_fwd(guide, mask, smooth_kernel, a, lm, list(kernel_size), list(stride), list(padding),
-                            list(output_padding), list(dilation), kt, bool(channel_wise),
-                            bool(normalize_kernel), bool(transposed))
+    k, om = _kernel_map.kernel_fwd(guide, mask, smooth_kernel, a, lm, list(kernel_size), list(stride),
+                                   list(padding), list(output_padding), list(dilation), kt, bool(channel_wise),
+                                   bool(normalize_kernel), bool(transposed))
     return k, _om(om, mask)
 
 
 def pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters):
     _check()
-    y, _ = _ops.conv_fwd(input, weight, bias, None, kernel, None, None, None, None, list(stride), list(padding),
-                         [0, 0], list(dilation), 0, False, bool(shared_filters), False)
+    y, _ = _conv_op(input=input, weight=weight, bias=bias, kernel=kernel, stride=stride, padding=padding,
+                 dilation=dilation, shared=shared_filters, transposed=False)
     return y
 
 
 def pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation, shared_filters):
     _check()
-    y, _ = _ops.conv_fwd(input, weight, bias, None, kernel, None, None, None, None, list(stride), list(padding),
-                         list(output_padding), list(dilation), 0, False, bool(shared_filters), True)
+    y, _ = _conv_op(input=input, weight=weight, bias=bias, kernel=kernel, stride=stride, padding=padding,
+                 output_padding=output_padding, dilation=dilation, shared=shared_filters, transposed=True)
     return y
 
 
 def pacpool2d(input, kernel, kernel_size, stride, padding, dilation):
     _check()
-    y, _ = _ops.pool_fwd(input, None, kernel, None, None, None, None, list(kernel_size), list(stride),
-                         list(padding), list(dilation), 0, False, False)
+    y, _ = _pool_op(input=input, kernel=kernel, kernel_size=kernel_size, stride=stride, padding=padding,
+                 dilation=dilation)
     return y
 
 
@@ -128,9 +156,9 @@ def pac_conv2d(input, guide, weight, bias, stride, padding, dilation, kernel_typ
         return pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters), om
     g = guide.to(torch.float64) if path == "promote_guide" else guide
     kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
-    y, om = _ops.conv_fwd(input, weight, bias, g, None, mask, smooth_kernel, a, lm, list(stride),
-                          list(padding), [0, 0], list(dilation), kt, bool(normalize_kernel),
-                          bool(shared_filters), False)
+    y, om = _conv_op(input=input, weight=weight, bias=bias, guide=g, mask=mask, smooth=smooth_kernel, alpha=a,
+                  lam=lm, stride=stride, padding=padding, dilation=dilation, ktype=kt, normalize=normalize_kernel,
+                  shared=shared_filters, transposed=False)
     return y, _om(om.to(guide.dtype), mask)
 
 
@@ -147,9 +175,9 @@ def pac_conv_transpose2d(input, guide, weight, bias, stride, padding, output_pad
         return y, om
     g = guide.to(torch.float64) if path == "promote_guide" else guide
     kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
-    y, om = _ops.conv_fwd(input, weight, bias, g, None, mask, smooth_kernel, a, lm, list(stride),
-                          list(padding), list(output_padding), list(dilation), kt, bool(normalize_kernel),
-                          bool(shared_filters), True)
+    y, om = _conv_op(input=input, weight=weight, bias=bias, guide=g, mask=mask, smooth=smooth_kernel, alpha=a,
+                  lam=lm, stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,
+                  ktype=kt, normalize=normalize_kernel, shared=shared_filters, transposed=True)
     return y, _om(om.to(guide.dtype), mask)
 
 
@@ -164,6 +192,7 @@ def pac_pool2d(input, guide, kernel_size, stride, padding, dilation, kernel_type
         return pacpool2d(input, kernel, kernel_size, stride, padding, dilation), om
     g = guide.to(torch.float64) if path == "promote_guide" else guide
     kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
-    y, om = _ops.pool_fwd(input, g, None, mask, smooth_kernel, a, lm, list(kernel_size), list(stride),
-                          list(padding), list(dilation), kt, bool(normalize_kernel), bool(channel_wise))
+    y, om = _pool_op(input=input, guide=g, mask=mask, smooth=smooth_kernel, alpha=a, lam=lm,
+                  kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, ktype=kt,
+                  normalize=normalize_kernel, channel_wise=channel_wise)
     return y, _om(om.to(guide.dtype), mask)

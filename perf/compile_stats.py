@@ -1,10 +1,29 @@
-"""Ahead-of-time compilation of the kernels for NVIDIA targets (no GPU needed).
+"""Compile the Triton kernels for NVIDIA targets without a GPU and report what the compiler made of
+them: one dev tool (not part of the installed package), two commands.
 
-Run as ``python -m pac_triton.triton.aot [--arch 80 90] [--dtypes ...] [--all-configs]`` in a
-process WITHOUT ``TRITON_INTERPRET`` (interpreted functions cannot be compiled). For every
-kernel variant × dtype × arch it compiles PTX and a cubin with the ptxas shipped in the triton
-wheel and reads registers and spill bytes with ``cuobjdump --dump-resource-usage``. Prints one
-JSON object per line: ``{"name", "arch", "dtype", "regs", "spill_stores", "spill_loads", "ok"}``.
+    python -m perf.compile_stats aot [--arch 80 90] [--dtypes ...] [--all-configs] [--only S]
+    python -m perf.compile_stats sass [--arch 90] [--dtype bf16] [--only "forward conv,dW"]
+    python -m perf.sass ...            # = compile_stats sass (alias)
+
+``aot``: every kernel variant x dtype x arch, compiled to PTX and a cubin with the ptxas shipped
+in the triton wheel; registers and spill bytes read with ``cuobjdump --dump-resource-usage``.
+Prints one JSON object per line: ``{"name", "arch", "dtype", "regs", "stack", "local",
+"atomics", "ok", ...}`` (tests/triton/test_triton_aot.py fails on a compile error, a spill in a
+default config, or an atomic in a weight-gradient kernel).
+
+``sass``: the GPU-free speed proxy. For each hot kernel, compiled with its default launch config
+for C = O = 64, D = 16, a Gaussian kernel without normalisation or mask and 16-byte aligned
+channels-last strides (what a 512 x 512 bf16 launch specialises to; NCHW outputs: unit pixel
+stride), it prints registers, shared memory, the main loop's length in instructions, its
+barriers / async copies / global loads / tensor-core ops, and **warp instructions per
+pixel-tap** (loop length x warps / pixels per iteration; for the guide kernels, whose 3 x 3 tap
+loop is unrolled, the whole kernel / 9 taps). Lower is better; perf/NOTES.md relates these counts
+to measured times.
+
+Every launch config comes from ``pac_triton.triton.configs`` (the launchers' own data); the
+variants only choose the specialisation (options, strides, dtypes). Runs without
+``TRITON_INTERPRET`` (removed for this process before Triton is imported; interpreted functions
+cannot be compiled).
 """
 from __future__ import annotations
 
@@ -16,21 +35,28 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 
-if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-    raise SystemExit("aot.py must run without TRITON_INTERPRET")
+os.environ.pop("TRITON_INTERPRET", None)
 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 
-from . import kernels as K  # noqa: E402
-from . import kernels_bwd as KB  # noqa: E402
-from . import tuning  # noqa: E402
+from pac_triton.triton import configs, conv, depthwise, kernel_map  # noqa: E402
+from pac_triton.triton.jit_common import K_GUIDE, K_LOAD, KT_GAUSS, KT_INV_ASYM  # noqa: E402
 
-_TS = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32", "fp64": "fp64"}
+AOT_DOC = "Compile every kernel variant for NVIDIA targets; one JSON record per line."
+SASS_DOC = "The SASS proxy: registers, spills and warp instructions per pixel-tap of the hot kernels."
+
 _TL = {"fp16": tl.float16, "bf16": tl.bfloat16, "fp32": tl.float32, "fp64": tl.float64}
 
+# every @triton.jit kernel of the backend, by name
+KERNELS = {fn.__name__: fn for mod in (conv, depthwise, kernel_map) for name, fn in vars(mod).items()
+           if name.startswith("pac_") and name.endswith("_kernel") and hasattr(fn, "arg_names")}
+
+
+# --- compiling -------------------------------------------------------------------------------
 
 def _tool(name):
     base = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
@@ -51,10 +77,6 @@ def _signature(fn, ptr_types, constexprs, int64_args=()):
         else:
             sig[name] = "i64" if name in int64_args else "i32"
     return sig
-
-
-def _jitfn(fn):
-    return getattr(fn, "fn", fn) if not hasattr(fn, "arg_names") else fn
 
 
 def compile_one(fn, ptr_types, constexprs, arch, num_warps=4, num_stages=2, int64_args=()):
@@ -90,6 +112,8 @@ def resource_usage(cubin: bytes):
     return dict(regs=int(m.group(1)), stack=int(st.group(1)), local=int(lo.group(1)))
 
 
+# --- the variants ------------------------------------------------------------------------------
+
 def _geom(transposed=False):
     return dict(KH=3, KW=3, SH=2 if transposed else 1, SW=2 if transposed else 1, PH=1, PW=1, DH=1, DW=1)
 
@@ -101,29 +125,29 @@ def conv_variants(dt):
     prec = "tf32" if dt == "fp32" else "ieee"
     ptrs = dict(x_ptr=dt, w_ptr=dt, bias_ptr=dt, y_ptr=dt, g_ptr=dt, f0_ptr=dt, m_ptr=dt, k_ptr=dt,
                 om_ptr=dt, alpha_ptr=kdt, lam_ptr=kdt)
-    cfg = tuning.conv_default(64, 64, f64)
-    common = dict(KDT=_TL[kdt], DOT_DT=dot_dt, PREC=prec, USE_DOT=True, HAS_BIAS=True, IDX64=False,
+    cfg = configs.conv_default(64, 64, f64)
+    common = dict(KDT=_TL[kdt], DOT_DT=dot_dt, PREC=prec, HAS_BIAS=True, IDX64=False,
                   BLOCK_P=cfg["BLOCK_P"], BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"],
-                  TILE_W=tuning.tile_w(512, cfg["BLOCK_P"]), C_SINGLE=64 <= cfg["BLOCK_C"], SCALE_ACC=True)
-    full = dict(K_MODE=K.K_GUIDE, KTYPE=K.KT_INV_ASYM, F0_SMOOTH=False, NORMALIZE=True, HAS_MASK=True,
+                  TILE_W=configs.tile_w(512, cfg["BLOCK_P"]), C_SINGLE=64 <= cfg["BLOCK_C"])
+    full = dict(K_MODE=K_GUIDE, KTYPE=KT_INV_ASYM, F0_SMOOTH=False, NORMALIZE=True, HAS_MASK=True,
                 D_SINGLE=True, BLOCK_D=16)
     yield ("conv_guide", ptrs, {**_geom(), "TRANSPOSED": False, **common, **full}, cfg)
     if not f64:
         # the vectorised-gather default (channels-last input and guide, C and D multiples of
         # 16): compiled with that specialisation (channel strides 1, the others multiples of 16)
-        vcfg = tuning.conv_default(64, 64, f64, vec=True)
+        vcfg = configs.conv_default(64, 64, f64, vec=True)
         vconst = {**_geom(), "TRANSPOSED": False, **common, **full, "BLOCK_P": vcfg["BLOCK_P"],
                   "BLOCK_O": vcfg["BLOCK_O"], "BLOCK_C": vcfg["BLOCK_C"], "sxc": 1, "sgd": 1, "sfd": 1,
                   "_div16": ("C", "O", "D", "sxb", "sxh", "sxw", "sgb", "sgh", "sgw", "sfb", "sfh", "sfw",
                              "syb", "syo", "syh")}
         yield ("conv_guide_vec", ptrs, vconst, vcfg)
         # C256 D64 (VGG conv3-like): channel blocks in an inner loop, 64 x 128 tile, D in one block
-        ccfg = tuning.conv_default(256, 256, f64, vec=True)
+        ccfg = configs.conv_default(256, 256, f64, vec=True)
         yield ("conv_guide_vec_c256", ptrs, {**vconst, "BLOCK_P": ccfg["BLOCK_P"], "BLOCK_O": ccfg["BLOCK_O"],
                                               "BLOCK_C": ccfg["BLOCK_C"], "C_SINGLE": False, "BLOCK_D": 64}, ccfg)
     yield ("conv_guide_dblocks_gauss", ptrs, {**_geom(), "TRANSPOSED": False, **common, **full,
-                                               "KTYPE": K.KT_GAUSS, "D_SINGLE": False}, cfg)
-    yield ("conv_loadK", ptrs, {**_geom(), "TRANSPOSED": False, **common, "K_MODE": K.K_LOAD, "KTYPE": 0,
+                                               "KTYPE": KT_GAUSS, "D_SINGLE": False}, cfg)
+    yield ("conv_loadK", ptrs, {**_geom(), "TRANSPOSED": False, **common, "K_MODE": K_LOAD, "KTYPE": KT_GAUSS,
                                 "F0_SMOOTH": False, "NORMALIZE": False, "HAS_MASK": False,
                                 "D_SINGLE": True, "BLOCK_D": 1}, cfg)
     yield ("convT_guide", ptrs, {**_geom(True), "TRANSPOSED": True, **common, **full}, cfg)
@@ -134,10 +158,10 @@ def dw_variants(dt):
     kdt = "fp64" if dt == "fp64" else "fp32"
     ptrs = dict(x_ptr=dt, wt_ptr=kdt, bias_ptr=dt, y_ptr=dt, g_ptr=dt, f0_ptr=dt, m_ptr=dt, k_ptr=dt,
                 om_ptr=dt, alpha_ptr=kdt, lam_ptr=kdt)
-    cfg = tuning.dw_fwd_default(32, dt == "fp64")
+    cfg = configs.dw_fwd_default(32, dt == "fp64")
     common = dict(KDT=_TL[kdt], IDX64=False, BLOCK_P=cfg["BLOCK_P"], BLOCK_C=cfg["BLOCK_C"],
-                  TILE_W=tuning.tile_w(512, cfg["BLOCK_P"]),
-                  K_MODE=K.K_GUIDE, KTYPE=K.KT_INV_ASYM, F0_SMOOTH=False, NORMALIZE=True, HAS_MASK=True)
+                  TILE_W=configs.tile_w(512, cfg["BLOCK_P"]),
+                  K_MODE=K_GUIDE, KTYPE=KT_INV_ASYM, F0_SMOOTH=False, NORMALIZE=True, HAS_MASK=True)
     yield ("pool_cw", ptrs, {**_geom(), "TRANSPOSED": False, **common, "HAS_BIAS": False, "HAS_WTAP": False,
                              "CW": True, "OM_PER_CHANNEL": True, "D_SINGLE": True, "BLOCK_D": 1}, cfg)
     yield ("shared_conv", ptrs, {**_geom(), "TRANSPOSED": False, **common, "HAS_BIAS": True, "HAS_WTAP": True,
@@ -148,15 +172,15 @@ def dw_variants(dt):
     if dt != "fp64":
         # C = 64 (one channel block) with the channels-last gathers, as launched for NCHW inputs
         # whose channel count is a multiple of 16; the general options, channel-wise or not
-        vcfg = tuning.dw_fwd_default(64, False, vec=True)
+        vcfg = configs.dw_fwd_default(64, False, vec=True)
         for cwv in (False, True):
             vc = {**_geom(), "TRANSPOSED": False, **common, "BLOCK_P": vcfg["BLOCK_P"], "BLOCK_C": vcfg["BLOCK_C"],
-                  "TILE_W": tuning.tile_w(512, vcfg["BLOCK_P"]), "HAS_BIAS": False,
+                  "TILE_W": configs.tile_w(512, vcfg["BLOCK_P"]), "HAS_BIAS": False,
                   "HAS_WTAP": False, "CW": cwv, "OM_PER_CHANNEL": cwv, "D_SINGLE": True, "BLOCK_D": 1 if cwv else 16,
                   "sxc": 1, "sgd": 1, "sfd": 1}
-            vc["_div16"] = tuple(n for n in K.pac_dw_kernel.arg_names if n not in vc and not n.endswith("_ptr"))
+            vc["_div16"] = tuple(n for n in depthwise.pac_dw_kernel.arg_names if n not in vc and not n.endswith("_ptr"))
             yield (f"pool{'_cw' if cwv else ''}_vec", ptrs, vc, vcfg)
-    yield ("pool_loadK_idx64", ptrs, {**_geom(), "TRANSPOSED": False, **common, "K_MODE": K.K_LOAD,
+    yield ("pool_loadK_idx64", ptrs, {**_geom(), "TRANSPOSED": False, **common, "K_MODE": K_LOAD,
                                       "NORMALIZE": False, "HAS_MASK": False, "HAS_BIAS": False,
                                       "HAS_WTAP": False, "CW": False, "OM_PER_CHANNEL": False,
                                       "D_SINGLE": True, "BLOCK_D": 1, "IDX64": True}, cfg)
@@ -166,82 +190,92 @@ def kernel_variants(dt):
     kdt = "fp64" if dt == "fp64" else "fp32"
     ptrs = dict(g_ptr=dt, f0_ptr=dt, m_ptr=dt, k_ptr=dt, om_ptr=dt, alpha_ptr=kdt, lam_ptr=kdt)
     for cw in (False, True):
-        cfg = tuning.kernel_default(16, cw, dt == "fp64")
+        cfg = configs.kernel_default(16, cw, dt == "fp64")
         yield (f"packernel{'_cw' if cw else ''}", ptrs,
-               {**_geom(), "TRANSPOSED": False, "KTYPE": K.KT_INV_ASYM, "F0_SMOOTH": False, "NORMALIZE": True,
+               {**_geom(), "TRANSPOSED": False, "KTYPE": KT_INV_ASYM, "F0_SMOOTH": False, "NORMALIZE": True,
                 "HAS_MASK": True, "CW": cw, "OM_PER_CHANNEL": cw, "IDX64": False, "KDT": _TL[kdt],
                 "D_SINGLE": not cw, "BLOCK_D": 1 if cw else 16, "BLOCK_P": cfg["BLOCK_P"],
                 "BLOCK_C": cfg["BLOCK_C"]}, cfg)
 
 
 def bwd_variants(dt):
-    """Every backward kernel (``kernels_bwd.py``) with its default launch config; the most
-    general specialisation (inv_asym, normalised, masked)."""
+    """Every backward kernel (``conv.py``, ``depthwise.py``, ``kernel_map.py``) with its default
+    launch config; the most general specialisation (inv_asym, normalised, masked)."""
     f64 = dt == "fp64"
     kdt = "fp64" if f64 else "fp32"
     dot_dt = _TL[dt]
     prec = "tf32" if dt == "fp32" else "ieee"
-    ccfg = tuning.conv_dw_default(64, 64, f64)
+    ccfg = configs.conv_dw_default(64, 64, f64)
     cl = dict(num_warps=ccfg["num_warps"], num_stages=ccfg["num_stages"])
     cblk = dict(BLOCK_P=ccfg["BLOCK_P"], BLOCK_O=ccfg["BLOCK_O"], BLOCK_C=ccfg["BLOCK_C"],
-                TILE_W=tuning.tile_w(512, ccfg["BLOCK_P"]))
-    dcfg = tuning.dw_default(32, f64)
+                TILE_W=configs.tile_w(512, ccfg["BLOCK_P"]))
+    dcfg = configs.dw_default(32, f64)
     dl = dict(num_warps=dcfg["num_warps"], num_stages=1)
-    gl = dict(num_warps=4, num_stages=1)
+    gpd = configs.guide_pass_default(f64)
+    gl = dict(num_warps=gpd["num_warps"], num_stages=gpd["num_stages"])
+    ggd = configs.guide_gather_default(f64)
+    ggl = dict(num_warps=ggd["num_warps"], num_stages=ggd["num_stages"])
     base = dict(IDX64=False, KDT=_TL[kdt])
-    kopt = dict(K_MODE=K.K_GUIDE, KTYPE=K.KT_INV_ASYM, F0_SMOOTH=False, NORMALIZE=True, HAS_MASK=True)
+    kopt = dict(K_MODE=K_GUIDE, KTYPE=KT_INV_ASYM, F0_SMOOTH=False, NORMALIZE=True, HAS_MASK=True)
     gemm = dict(DOT_DT=dot_dt, PREC=prec)
     P = lambda names_dt, names_k: {**{n: dt for n in names_dt}, **{n: kdt for n in names_k}}  # noqa: E731
     gp = P(("g_ptr", "f0_ptr", "m_ptr"), ("dk_ptr", "sc_ptr", "df0_ptr", "pa_ptr", "pl_ptr", "alpha_ptr", "lam_ptr"))
-    gpc = {**base, "KTYPE": K.KT_INV_ASYM, "F0_SMOOTH": False, "NORMALIZE": True, "HAS_MASK": True, "NEED_DR": True}
-    yield ("bwd_guide_pass", KB.pac_guide_pass_kernel, gp,
-           {**_geom(), "TRANSPOSED": False, **gpc, "BLOCK_D": 16, "BLOCK_P": tuning.guide_bwd_block_p(f64)}, gl)
-    yield ("bwd_guide_pass_cw", KB.pac_guide_pass_cw_kernel, gp,
-           {**_geom(), "TRANSPOSED": False, **gpc, "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
+    gpc = {**base, "KTYPE": KT_INV_ASYM, "F0_SMOOTH": False, "NORMALIZE": True, "HAS_MASK": True, "NEED_DR": True}
+    yield ("bwd_guide_pass", kernel_map.pac_guide_pass_kernel, gp,
+           {**_geom(), "TRANSPOSED": False, **gpc, "CW": False, "BLOCK_D": 16, "BLOCK_P": gpd["BLOCK_P"],
+            "BLOCK_C": gpd["BLOCK_C"]}, gl)
+    # channel-wise, as the depthwise backward launches it (channel blocks of its dK / dx passes,
+    # capped by the guide pass's own config)
+    gpcw = configs.guide_pass_default(f64, dcfg)
+    yield ("bwd_guide_pass_cw", kernel_map.pac_guide_pass_kernel, gp,
+           {**_geom(), "TRANSPOSED": False, **gpc, "CW": True, "BLOCK_D": 1, "BLOCK_P": gpcw["BLOCK_P"],
+            "BLOCK_C": gpcw["BLOCK_C"]},
+           dict(num_warps=gpcw["num_warps"], num_stages=gpcw["num_stages"]))
     # not smoothed: the guide gradient finished in the kernel (d f0 added, the guide's dtype);
     # smoothed: fp32 partial, the smoothing window's adjoint added by the host
-    yield ("bwd_guide_gather", KB.pac_guide_gather_kernel, P(("g_ptr", "f0_ptr", "df_ptr"), ("dr_ptr", "df0_ptr")),
+    gather = kernel_map.pac_guide_gather_kernel
+    yield ("bwd_guide_gather", gather, P(("g_ptr", "f0_ptr", "df_ptr"), ("dr_ptr", "df0_ptr")),
            {**_geom(), "F0_SMOOTH": False, "ASYM": True, "CW": False, "ADD_DF0": True, **base, "BLOCK_D": 16,
-            "BLOCK_P": tuning.guide_bwd_block_p(f64)}, gl)
-    yield ("bwd_guide_gather_smooth", KB.pac_guide_gather_kernel, P(("g_ptr", "f0_ptr"), ("dr_ptr", "df_ptr", "df0_ptr")),
+            "BLOCK_P": ggd["BLOCK_P"]}, ggl)
+    yield ("bwd_guide_gather_smooth", gather, P(("g_ptr", "f0_ptr"), ("dr_ptr", "df_ptr", "df0_ptr")),
            {**_geom(), "F0_SMOOTH": True, "ASYM": False, "CW": True, "ADD_DF0": False, **base, "BLOCK_D": 16,
-            "BLOCK_P": tuning.guide_bwd_block_p(f64)}, gl)
+            "BLOCK_P": ggd["BLOCK_P"]}, ggl)
     # the fused input-gradient / dK pass, as launched for C = O = 64 (one channel block each)
-    xcfg = tuning.conv_dxdk_default(64, 64, f64)
+    xcfg = configs.conv_dxdk_default(64, 64, f64)
     xl = dict(num_warps=xcfg["num_warps"], num_stages=xcfg["num_stages"])
     xblk = dict(BLOCK_P=xcfg["BLOCK_P"], BLOCK_O=xcfg["BLOCK_O"], BLOCK_C=xcfg["BLOCK_C"],
-                TILE_W=tuning.tile_w(512, xcfg["BLOCK_P"]), O_SINGLE=64 <= xcfg["BLOCK_O"],
+                TILE_W=configs.tile_w(512, xcfg["BLOCK_P"]), O_SINGLE=64 <= xcfg["BLOCK_O"],
                 C_SINGLE=64 <= xcfg["BLOCK_C"])
     kp = P(("gy_ptr", "w_ptr", "x_ptr", "dx_ptr", "g_ptr", "f0_ptr", "m_ptr", "k_ptr"),
            ("dk_ptr", "sc_ptr", "alpha_ptr", "lam_ptr"))
     both = dict(NEED_DX=True, NEED_DK=True)
     for tr in (False, True):
-        yield (f"bwd_conv{'T' if tr else ''}_dxdk", KB.pac_conv_dxdk_kernel, kp,
+        yield (f"bwd_conv{'T' if tr else ''}_dxdk", conv.pac_conv_dxdk_kernel, kp,
                {**_geom(tr), "TRANSPOSED": tr, **base, **kopt, **gemm, **xblk, **both, "BLOCK_D": 16,
                 "HOIST_F": not tr}, xl)
     # C = O = 256: channel blocks in a loop with dK accumulated in memory; output channels in
     # blocks too
-    bcfg = tuning.conv_dxdk_default(256, 256, f64)
-    yield ("bwd_conv_dxdk_cblocks", KB.pac_conv_dxdk_kernel, kp,
+    bcfg = configs.conv_dxdk_default(256, 256, f64)
+    yield ("bwd_conv_dxdk_cblocks", conv.pac_conv_dxdk_kernel, kp,
            {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, **xblk, **both, "BLOCK_D": 16, "HOIST_F": True,
             "BLOCK_O": bcfg["BLOCK_O"], "BLOCK_C": bcfg["BLOCK_C"], "C_SINGLE": False, "O_SINGLE": False},
            dict(num_warps=bcfg["num_warps"], num_stages=bcfg["num_stages"]))
-    yield ("bwd_conv_dxdk_loadK_dx", KB.pac_conv_dxdk_kernel, kp,
-           {**_geom(), "TRANSPOSED": False, **base, **kopt, "K_MODE": K.K_LOAD, "NORMALIZE": False,
+    yield ("bwd_conv_dxdk_loadK_dx", conv.pac_conv_dxdk_kernel, kp,
+           {**_geom(), "TRANSPOSED": False, **base, **kopt, "K_MODE": K_LOAD, "NORMALIZE": False,
             "HAS_MASK": False, **gemm, **xblk, "NEED_DX": True, "NEED_DK": False, "BLOCK_D": 1, "HOIST_F": False}, xl)
     wp = P(("gy_ptr", "x_ptr", "g_ptr", "f0_ptr", "m_ptr", "k_ptr"), ("part_ptr", "sc_ptr", "alpha_ptr", "lam_ptr"))
     for tr in (False, True):
-        yield (f"bwd_conv{'T' if tr else ''}_dw", KB.pac_conv_dw_kernel, wp,
+        yield (f"bwd_conv{'T' if tr else ''}_dw", conv.pac_conv_dw_kernel, wp,
                {**_geom(tr), "TRANSPOSED": tr, **base, **kopt, **gemm, **cblk, "D_SINGLE": True, "BLOCK_D": 16}, cl)
-    yield ("bwd_conv_dw_loadK", KB.pac_conv_dw_kernel, wp,
-           {**_geom(), "TRANSPOSED": False, **base, **kopt, "K_MODE": K.K_LOAD, "NORMALIZE": False,
+    yield ("bwd_conv_dw_loadK", conv.pac_conv_dw_kernel, wp,
+           {**_geom(), "TRANSPOSED": False, **base, **kopt, "K_MODE": K_LOAD, "NORMALIZE": False,
             "HAS_MASK": False, **gemm, **cblk, "D_SINGLE": True, "BLOCK_D": 1}, cl)
-    yield ("bwd_conv_dw_dblocks", KB.pac_conv_dw_kernel, wp,
+    yield ("bwd_conv_dw_dblocks", conv.pac_conv_dw_kernel, wp,
            {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, **cblk, "D_SINGLE": False, "BLOCK_D": 16}, cl)
     if not f64:
         # the vectorised-gather tiles (x and gy channels-last, C and O multiples of 16),
         # compiled with that specialisation
-        vcfg = tuning.conv_dw_default(64, 64, f64, vec=True)
+        vcfg = configs.conv_dw_default(64, 64, f64, vec=True)
         vl = dict(num_warps=vcfg["num_warps"], num_stages=vcfg["num_stages"])
         vblk = dict(BLOCK_P=vcfg["BLOCK_P"], BLOCK_O=vcfg["BLOCK_O"], BLOCK_C=vcfg["BLOCK_C"])
 
@@ -249,32 +283,32 @@ def bwd_variants(dt):
             c = {**const, **vblk, **{n: 1 for n in ones}}
             c["_div16"] = tuple(n for n in fn.arg_names if n not in c and not n.endswith("_ptr"))
             return c
-        xv = tuning.conv_dxdk_default(64, 64, f64, vec=True)
+        xv = configs.conv_dxdk_default(64, 64, f64, vec=True)
         xvc = {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, **xblk, **both, "BLOCK_D": 16,
                "HOIST_F": True, "BLOCK_P": xv["BLOCK_P"], "BLOCK_O": xv["BLOCK_O"], "BLOCK_C": xv["BLOCK_C"],
                "sgyo": 1, "sxc": 1, "sgd": 1, "sfd": 1}
         # as the JIT specialises a 512 x 512, C = O = 64, D = 16 launch: every other integer a
         # multiple of 16
-        xvc["_div16"] = tuple(n for n in KB.pac_conv_dxdk_kernel.arg_names if n not in xvc and not n.endswith("_ptr"))
-        yield ("bwd_conv_dxdk_vec", KB.pac_conv_dxdk_kernel, kp, xvc,
+        xvc["_div16"] = tuple(n for n in conv.pac_conv_dxdk_kernel.arg_names if n not in xvc and not n.endswith("_ptr"))
+        yield ("bwd_conv_dxdk_vec", conv.pac_conv_dxdk_kernel, kp, xvc,
                dict(num_warps=xv["num_warps"], num_stages=xv["num_stages"]))
         dwv = {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, **cblk, "D_SINGLE": True, "BLOCK_D": 16}
-        yield ("bwd_conv_dw_vec", KB.pac_conv_dw_kernel, wp, vspec(KB.pac_conv_dw_kernel, dwv,
+        yield ("bwd_conv_dw_vec", conv.pac_conv_dw_kernel, wp, vspec(conv.pac_conv_dw_kernel, dwv,
                                                                    ("sgyo", "sxc", "sgd", "sfd")), vl)
-    yield ("bwd_dw_dk", KB.pac_dw_dk_kernel, P(("gy_ptr", "x_ptr"), ("wt_ptr", "dk_ptr")),
+    yield ("bwd_dw_dk", depthwise.pac_dw_dk_kernel, P(("gy_ptr", "x_ptr"), ("wt_ptr", "dk_ptr")),
            {**_geom(), "TRANSPOSED": False, "HAS_WTAP": True, "PER_CHANNEL": True, **base,
             "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
     dp = P(("gy_ptr", "dx_ptr", "g_ptr", "f0_ptr", "m_ptr", "k_ptr"), ("wt_ptr", "sc_ptr", "alpha_ptr", "lam_ptr"))
     for cw in (False, True):
-        yield (f"bwd_dw_dx{'_cw' if cw else ''}", KB.pac_dw_dx_kernel, dp,
+        yield (f"bwd_dw_dx{'_cw' if cw else ''}", depthwise.pac_dw_dx_kernel, dp,
                {**_geom(), "TRANSPOSED": False, **base, **kopt, "HAS_WTAP": not cw, "CW": cw,
                 "BLOCK_D": 1 if cw else 16, "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
-    yield ("bwd_shared_dw", KB.pac_shared_dw_kernel, wp,
+    yield ("bwd_shared_dw", depthwise.pac_shared_dw_kernel, wp,
            {**_geom(), "TRANSPOSED": False, **base, **kopt, "BLOCK_D": 16, "BLOCK_P": dcfg["BLOCK_P"],
             "BLOCK_C": dcfg["BLOCK_C"]}, dl)
     if not f64:
         # the depthwise family with channels-last gathers (C = 64, one 64-channel block)
-        vd = tuning.dw_default(64, False, vec=True)
+        vd = configs.dw_default(64, False, vec=True)
         vdl = dict(num_warps=vd["num_warps"], num_stages=1)
         vb = dict(BLOCK_P=vd["BLOCK_P"], BLOCK_C=vd["BLOCK_C"])
 
@@ -282,20 +316,24 @@ def bwd_variants(dt):
             c = {**vb, **const, **{n: 1 for n in ones}}
             c["_div16"] = tuple(n for n in fn.arg_names if n not in c and not n.endswith("_ptr"))
             return c
-        yield ("bwd_dw_dk_vec", KB.pac_dw_dk_kernel, P(("gy_ptr", "x_ptr"), ("wt_ptr", "dk_ptr")),
-               dvec(KB.pac_dw_dk_kernel, {**_geom(), "TRANSPOSED": False, "HAS_WTAP": False, "PER_CHANNEL": False,
-                                          **base}, ("sgc", "sxc")), vdl)
-        yield ("bwd_dw_dx_vec", KB.pac_dw_dx_kernel, dp,
-               dvec(KB.pac_dw_dx_kernel, {**_geom(), "TRANSPOSED": False, **base, **kopt, "HAS_WTAP": True,
+        yield ("bwd_dw_dk_vec", depthwise.pac_dw_dk_kernel, P(("gy_ptr", "x_ptr"), ("wt_ptr", "dk_ptr")),
+               dvec(depthwise.pac_dw_dk_kernel, {**_geom(), "TRANSPOSED": False, "HAS_WTAP": False,
+                                                 "PER_CHANNEL": False, **base}, ("sgyc", "sxc")), vdl)
+        yield ("bwd_dw_dx_vec", depthwise.pac_dw_dx_kernel, dp,
+               dvec(depthwise.pac_dw_dx_kernel, {**_geom(), "TRANSPOSED": False, **base, **kopt, "HAS_WTAP": True,
                                           "CW": False, "BLOCK_D": 16}, ("sgyc", "sgd", "sfd")), vdl)
-        # as launched: the channel-wise guide pass in 32-channel blocks at 4 warps, the shared dW
-        # at 8 warps
-        yield ("bwd_guide_pass_cw_vec", KB.pac_guide_pass_cw_kernel, gp,
-               dvec(KB.pac_guide_pass_cw_kernel, {**_geom(), "TRANSPOSED": False, **gpc, "BLOCK_C": 32},
-                    ("sgd", "sfd")), dict(num_warps=4, num_stages=1))
-        yield ("bwd_shared_dw_vec", KB.pac_shared_dw_kernel, wp,
-               dvec(KB.pac_shared_dw_kernel, {**_geom(), "TRANSPOSED": False, **base, **kopt, "BLOCK_D": 16},
-                    ("sgyc", "sxc", "sgd", "sfd")), dict(num_warps=8, num_stages=1))
+        # as launched: the channel-wise guide pass and the shared dW with their own configs
+        vg = configs.guide_pass_default(False, vd)
+        yield ("bwd_guide_pass_cw_vec", kernel_map.pac_guide_pass_kernel, gp,
+               dvec(kernel_map.pac_guide_pass_kernel, {**_geom(), "TRANSPOSED": False, **gpc, "CW": True,
+                                                       "BLOCK_D": 1, "BLOCK_P": vg["BLOCK_P"],
+                                                       "BLOCK_C": vg["BLOCK_C"]},
+                    ("sgd", "sfd")), dict(num_warps=vg["num_warps"], num_stages=vg["num_stages"]))
+        vs = configs.shared_dw_default(64, 9, 1, False, vec=True)
+        yield ("bwd_shared_dw_vec", depthwise.pac_shared_dw_kernel, wp,
+               dvec(depthwise.pac_shared_dw_kernel, {**_geom(), "TRANSPOSED": False, **base, **kopt, "BLOCK_D": 16,
+                                                     "BLOCK_P": vs["BLOCK_P"], "BLOCK_C": vs["BLOCK_C"]},
+                    ("sgyc", "sxc", "sgd", "sfd")), dict(num_warps=vs["num_warps"], num_stages=vs["num_stages"]))
 
 
 # Weight-gradient kernels: their PTX must hold no atom./red. (deterministic split reduction).
@@ -315,11 +353,11 @@ def all_variants(dtypes):
     packernel2d) are compiled for sm_90 bf16 only, to keep the test under two minutes."""
     for dt in dtypes:
         for v in conv_variants(dt):
-            yield K.pac_conv_kernel, dt, v, v[0] in CORE
+            yield conv.pac_conv_kernel, dt, v, v[0] in CORE
         for v in dw_variants(dt):
-            yield K.pac_dw_kernel, dt, v, v[0] in CORE
+            yield depthwise.pac_dw_kernel, dt, v, v[0] in CORE
         for v in kernel_variants(dt):
-            yield K.pac_kernel_kernel, dt, v, v[0] in CORE
+            yield kernel_map.pac_kernel_kernel, dt, v, v[0] in CORE
         for name, fn, ptrs, const, cfg in bwd_variants(dt):
             yield fn, dt, (name, ptrs, const, cfg), name in CORE
 
@@ -327,7 +365,7 @@ def all_variants(dtypes):
 def tuned_conv_variants(dt="bf16"):
     """Every config of the conv tuning list (C = O = 64, not pruned away) for one specialisation."""
     name, ptrs, const, _ = next(conv_variants(dt))
-    for c in tuning._conv_prune(tuning.CONV_CONFIGS, dict(C=64, O=64, Wo=512, SW=1, TRANSPOSED=False)):
+    for c in configs.conv_prune(configs.CONV_CONFIGS, dict(C=64, O=64, Wo=512, SW=1, TRANSPOSED=False)):
         cst = {**const, **c.kwargs}
         cfg = dict(num_warps=c.num_warps, num_stages=c.num_stages)
         yield (f"{name}[P{c.kwargs['BLOCK_P']},O{c.kwargs['BLOCK_O']},C{c.kwargs['BLOCK_C']},"
@@ -336,7 +374,7 @@ def tuned_conv_variants(dt="bf16"):
 
 def _work(job):
     fn_name, dt, arch, name, ptrs, const, cfg, default = job
-    fn = getattr(KB, fn_name) if fn_name.startswith("pac_") and hasattr(KB, fn_name) else getattr(K, fn_name)
+    fn = KERNELS[fn_name]
     t0 = time.time()
     rec = dict(name=name, arch=arch, dtype=dt, default=default,
                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
@@ -352,14 +390,113 @@ def _work(job):
     rec["seconds"] = round(time.time() - t0, 2)
     return rec
 
+# --- SASS proxy ------------------------------------------------------------------------------
 
-def _jsonable(const):
-    return {k: (str(v) if not isinstance(v, (int, float, bool, str)) else v) for k, v in const.items()}
+_INS = re.compile(r"^\s+/\*([0-9a-f]{4,})\*/\s+(.*?);", re.M)
+_KEYS = ("HGMMA", "HMMA", "BAR", "LDGSTS", "LDG", "LDS", "STS", "SHFL", "MUFU")
+
+
+def instructions(sass: str):
+    """[(address, text)] of a ``cuobjdump -sass`` listing."""
+    return [(int(a, 16), t) for a, t in _INS.findall(sass)]
+
+
+def main_loop(ins):
+    """(start, end) of the longest backward branch's body that contains no longer backward
+    branch's body (the tap / tile loop), or None when every loop was unrolled."""
+    loops = []
+    for addr, text in ins:
+        m = re.search(r"BRA\s.*?0x([0-9a-f]+)", text)
+        if m and int(m.group(1), 16) < addr:
+            loops.append((int(m.group(1), 16), addr))
+    # drop retry loops of a few instructions (barrier / mbarrier waits)
+    loops = [lp for lp in loops if (lp[1] - lp[0]) // 16 > 8]
+    return max(loops, key=lambda lp: lp[1] - lp[0]) if loops else None
+
+
+def op_name(text: str) -> str:
+    return re.sub(r"^@!?U?P\w+\s+", "", text).split()[0].split(".")[0]
+
+
+def specs(dtype: str):
+    """(label, jit fn, pointer types, constexprs, launch config, pixels per loop iteration)."""
+    gauss = dict(KTYPE=0, NORMALIZE=False, HAS_MASK=False)
+
+    def div16(fn, const):
+        const["_div16"] = tuple(n for n in fn.arg_names if n not in const and not n.endswith("_ptr"))
+        return const
+
+    for name, ptrs, const, cfg in conv_variants(dtype):
+        if name == "conv_guide_vec":
+            c = div16(conv.pac_conv_kernel, {**{k: v for k, v in const.items() if k != "_div16"}, **gauss,
+                                          "HAS_BIAS": False, "syw": 1})
+            yield "forward conv", conv.pac_conv_kernel, ptrs, c, cfg, c["BLOCK_P"]
+    for name, ptrs, const, cfg in dw_variants(dtype):
+        if name == "pool_vec":
+            c = div16(depthwise.pac_dw_kernel, {**{k: v for k, v in const.items() if k != "_div16"}, **gauss, "syw": 1})
+            yield "forward pool", depthwise.pac_dw_kernel, ptrs, c, cfg, c["BLOCK_P"] * 64 // c["BLOCK_C"]
+    for name, fn, ptrs, const, cfg in bwd_variants(dtype):
+        c = {k: v for k, v in const.items() if k != "_div16"}
+        for k, v in gauss.items():
+            if k in c:
+                c[k] = v
+        if name == "bwd_conv_dxdk_vec":
+            c["sdw"] = 1  # dx in the input's NCHW layout
+            yield "backward dx + dK", fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"]
+        elif name == "bwd_conv_dw_vec":
+            yield "backward dW", fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"]
+        elif name == "bwd_guide_pass":
+            c.update(sgd=1, sfd=1)
+            yield "backward guide pass", fn, ptrs, div16(fn, c), cfg, None
+        elif name == "bwd_guide_gather":
+            c.update(sgd=1, sfd=1, ASYM=False)
+            yield "backward guide gather", fn, ptrs, div16(fn, c), cfg, None
+
+
+def sass_main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m perf.compile_stats sass", description=SASS_DOC)
+    ap.add_argument("--arch", type=int, default=90)
+    ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
+    ap.add_argument("--only", default=None, help="comma list of substrings of the kernel labels")
+    a = ap.parse_args(argv)
+    only = [s.strip() for s in a.only.split(",")] if a.only else None
+    print(f"# SASS proxy: sm_{a.arch} {a.dtype}, C = O = 64, D = 16, gaussian, channels-last strides")
+    print(f"{'kernel':24s} {'warps':>5s} {'regs':>4s} {'smem':>6s} {'loop':>5s} {'/px-tap':>7s}  loop ops")
+    for label, fn, ptrs, const, cfg, pixels in specs(a.dtype):
+        if only and not any(s in label for s in only):
+            continue
+        ck = compile_one(fn, ptrs, const, a.arch, cfg["num_warps"], cfg["num_stages"])
+        ru = resource_usage(ck.asm["cubin"])
+        with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+            f.write(ck.asm["cubin"])
+            path = f.name
+        try:
+            sass = subprocess.run([_tool("cuobjdump"), "-sass", path], capture_output=True, text=True,
+                                  check=True).stdout
+        finally:
+            os.unlink(path)
+        ins = instructions(sass)
+        loop = main_loop(ins)
+        body = [t for ad, t in ins if loop is None or loop[0] <= ad <= loop[1]]
+        ops = Counter(op_name(t) for t in body)
+        taps = const["KH"] * const["KW"]
+        if loop is not None and pixels:
+            per = len(body) * cfg["num_warps"] / pixels
+        else:  # unrolled: the whole kernel over its taps and pixels
+            per = len(body) * cfg["num_warps"] / (const["BLOCK_P"] * taps)
+        shown = " ".join(f"{k}={ops[k]}" for k in _KEYS if ops.get(k))
+        print(f"{label:24s} {cfg['num_warps']:5d} {ru['regs']:4d} {ck.metadata.shared:6d} "
+              f"{len(body) if loop else 0:5d} {per:7.1f}  {shown}" + ("" if loop else "  (unrolled)"))
+        if ru["stack"] or ru["local"]:
+            print(f"{'':24s} spills: stack {ru['stack']} local {ru['local']}")
+    return 0
 
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser()
+# --- aot -------------------------------------------------------------------------------------
+
+def aot_main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m perf.compile_stats aot", description=AOT_DOC)
     ap.add_argument("--arch", type=int, nargs="+", default=[80, 90])
     ap.add_argument("--dtypes", nargs="+", default=["fp32", "fp16", "bf16", "fp64"])
     ap.add_argument("--all-configs", action="store_true", help="also the conv tuning list (bf16, sm_90)")
@@ -393,6 +530,15 @@ def main(argv=None):
             rc |= not rec["ok"]
             print(json.dumps(rec), flush=True)
     return int(rc)
+
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("aot", "sass"):
+        print(__doc__.split("\n\n")[1], file=sys.stderr)
+        return 2
+    return (aot_main if argv[0] == "aot" else sass_main)(argv[1:])
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Ahead-of-time compilation for real GPUs (no GPU needed): every kernel variant (forward and
-backward) with its default config × dtypes for sm_80 and sm_90, and the conv tuning list for one specialisation on
-sm_90. Runs ``python -m pac_triton.triton.aot`` in a subprocess without TRITON_INTERPRET and
+backward) of every family with its default config × dtypes for sm_80 and sm_90, and the conv
+tuning list for one specialisation on sm_90. Runs ``python -m perf.compile_stats aot`` (the dev
+tool, ``perf/compile_stats.py``) in a subprocess without TRITON_INTERPRET and
 fails on a compile error, on spills (stack or local memory) in a default config, or when the
 register count cannot be read."""
 from __future__ import annotations
@@ -27,7 +28,7 @@ def test_aot_compile_all_kernels():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, "-m", "pac_triton.triton.aot", "--arch", "80", "90", "--all-configs"],
+    proc = subprocess.run([sys.executable, "-m", "perf.compile_stats", "aot", "--arch", "80", "90", "--all-configs"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     recs = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert recs, f"no compile records\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
@@ -47,7 +48,7 @@ def test_aot_compile_all_kernels():
                 assert (kern, arch, dt) in names
     # Backward: every kernel for both targets; no atomics anywhere (gathers and fixed-order
     # split reductions), in particular none in the weight-gradient kernels (determinism).
-    # as in aot.py (not importable here)
+    # as in perf/compile_stats.py (not imported here: it must run without TRITON_INTERPRET)
     WEIGHT_GRAD = ("bwd_conv_dw", "bwd_convT_dw", "bwd_conv_dw_loadK", "bwd_conv_dw_dblocks", "bwd_conv_dw_vec",
                    "bwd_shared_dw")
     bwd = [r for r in recs if r["name"].startswith("bwd_")]
@@ -67,11 +68,11 @@ def test_weight_grad_ptx_has_no_atomics():
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     code = (
         "import json\n"
-        "from pac_triton.triton import aot\n"
-        "print(json.dumps(dict(expected=list(aot.WEIGHT_GRAD))))\n"
-        "for name, fn, ptrs, const, cfg in aot.bwd_variants('bf16'):\n"
-        "    if name in aot.WEIGHT_GRAD:\n"
-        "        ck = aot.compile_one(fn, ptrs, const, 90, cfg['num_warps'], cfg['num_stages'])\n"
+        "from perf import compile_stats as cs\n"
+        "print(json.dumps(dict(expected=list(cs.WEIGHT_GRAD))))\n"
+        "for name, fn, ptrs, const, cfg in cs.bwd_variants('bf16'):\n"
+        "    if name in cs.WEIGHT_GRAD:\n"
+        "        ck = cs.compile_one(fn, ptrs, const, 90, cfg['num_warps'], cfg['num_stages'])\n"
         "        print(json.dumps(dict(name=name, ptx=ck.asm['ptx'])))\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=240)

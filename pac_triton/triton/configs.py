@@ -1,0 +1,389 @@
+"""Every tile default and autotuning list of the Triton backend, as data in one place (forward
+and backward), and the runtime settings (experiment knobs) read at every launch.
+
+Runtime settings (``settings``; each may change between calls, no re-import needed):
+
+* ``PAC_TRITON_AUTOTUNE=0`` (or ``settings.autotune = False``): launch each kernel's default
+  config instead of tuning. Under the Triton interpreter (``TRITON_INTERPRET=1``) the default
+  config is always launched (the autotuner needs a GPU driver).
+* ``PAC_TRITON_FORCE`` (or ``settings.force``), e.g. ``BLOCK_P=128,num_warps=8,num_stages=1``:
+  block sizes (any of ``FORCE_KEYS``) and ``num_warps`` / ``num_stages`` that replace the
+  defaults of every kernel whose config has the key, with autotuning off. For A/B timings of
+  tile shapes in one GPU session (``perf/gpu_check.sh``'s VARIANTS). The variable is
+  read when a kernel is launched; a malformed value raises a ValueError naming it there (it
+  never makes the backend unavailable). On a GPU a forced tile that would give a ``tl.dot``
+  dimension below 16 raises a ValueError (the interpreter accepts smaller tiles; the tests use
+  them). Tests use ``force_blocks(...)``.
+* ``PAC_TRITON_CHANNELS_LAST_COPIES=0`` (or ``settings.channels_last_copies = False``): gather
+  from NCHW tensors instead of per-call channels-last copies (``host_common.gather_layout``).
+* ``settings.fill_outputs_with_nan`` (tests): every output buffer is NaN-filled first, so
+  unwritten elements show up.
+
+A settings attribute left at ``None`` means "read the environment variable at the call".
+Tuned results are kept in memory per process; where the installed Triton's ``autotune``
+accepts ``cache_results`` they are also written to Triton's on-disk cache (GPU only).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import os
+from dataclasses import dataclass
+
+import triton
+
+FORCE_KEYS = ("BLOCK_P", "BLOCK_O", "BLOCK_C", "TILE_W", "BLOCK_D", "DW_BLOCK_C", "KER_BLOCK_C",
+              "num_warps", "num_stages")
+FORCE_ENV = "PAC_TRITON_FORCE"
+CHANNELS_LAST_ENV = "PAC_TRITON_CHANNELS_LAST_COPIES"
+AUTOTUNE_ENV = "PAC_TRITON_AUTOTUNE"
+# tl.dot needs every dimension >= 16 on a GPU (the interpreter takes smaller ones)
+MIN_DOT_DIM = 16
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_force(spec: str):
+    out = []
+    for item in filter(None, (t.strip() for t in (spec or "").split(","))):
+        key, sep, val = item.partition("=")
+        key = key.strip()
+        if not sep or key not in FORCE_KEYS or not val.strip().isdigit() or int(val) <= 0:
+            raise ValueError(f"{FORCE_ENV}: expected KEY=positive int with KEY in {FORCE_KEYS}, got {item!r}")
+        out.append((key, int(val)))
+    return tuple(out)
+
+
+def parse_force(spec: str) -> dict | None:
+    """``"BLOCK_P=128,num_warps=8"`` -> ``{"BLOCK_P": 128, "num_warps": 8}`` (None when empty)."""
+    return dict(_parse_force(spec or "")) or None
+
+
+@dataclass
+class Settings:
+    """Runtime settings of the Triton backend (see the module docstring); ``None``: read the
+    environment variable at each call."""
+    force: dict | None = None
+    channels_last_copies: bool | None = None
+    autotune: bool | None = None
+    fill_outputs_with_nan: bool = False
+
+    def forced(self) -> dict | None:
+        if self.force is not None:
+            return self.force or None
+        return parse_force(os.environ.get(FORCE_ENV, ""))
+
+    def gather_channels_last(self) -> bool:
+        if self.channels_last_copies is not None:
+            return bool(self.channels_last_copies)
+        return os.environ.get(CHANNELS_LAST_ENV, "1") != "0"
+
+    def autotune_enabled(self) -> bool:
+        if interpreting() or self.forced() is not None:
+            return False
+        if self.autotune is not None:
+            return bool(self.autotune)
+        return os.environ.get(AUTOTUNE_ENV, "1") != "0"
+
+
+settings = Settings()
+
+
+@contextlib.contextmanager
+def force_blocks(**blocks):
+    """Force block sizes (keys: ``FORCE_KEYS``) inside the block, whatever the environment."""
+    old = settings.force
+    settings.force = dict(blocks)
+    try:
+        yield
+    finally:
+        settings.force = old
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def autotune_enabled() -> bool:
+    return settings.autotune_enabled()
+
+
+def np2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+
+
+def clamp(v, lo, hi):
+    return max(lo, min(hi, v))
+
+
+def _get(key, default):
+    force = settings.forced()
+    if force is not None and key in force:
+        return force[key]
+    return default
+
+
+def _launch_overrides(cfg: dict) -> dict:
+    """``num_warps`` / ``num_stages`` from the forced settings (the experiment knob), if given."""
+    for k in ("num_warps", "num_stages"):
+        cfg[k] = _get(k, cfg[k])
+    return cfg
+
+
+def _check_dot_dims(cfg: dict, kernel: str) -> dict:
+    """Refuse (on a GPU) forced tiles whose ``tl.dot`` dimensions fall below 16: the kernel's
+    dots are BLOCK_P x BLOCK_C x BLOCK_O in some order, so each must be at least 16."""
+    if interpreting():
+        return cfg
+    small = {k: cfg[k] for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C") if cfg[k] < MIN_DOT_DIM}
+    if small:
+        raise ValueError(f"{kernel}: forced tile {small} gives a tl.dot dimension below {MIN_DOT_DIM}, which "
+                         f"compiles only in the Triton interpreter; force {MIN_DOT_DIM} or more "
+                         f"({FORCE_ENV} / configs.force_blocks)")
+    return cfg
+
+
+# --- forward ---------------------------------------------------------------------------------
+
+def block_d(D: int) -> int:
+    """Guide channels per block: all of D up to 64 (f0 then stays in registers)."""
+    return _get("BLOCK_D", clamp(np2(D), 1, 64))
+
+
+def block_d_all(D: int) -> int:
+    """The backward's guide-side kernels (guide pass, guide gather, K recomputed in the dx / dW
+    passes): all D guide channels in one block."""
+    return np2(D)
+
+
+def tile_w(Wo: int, block_p: int) -> int:
+    """Width of the rectangular pixel tile: a power of two up to 32 (one warp along an image
+    row), at most the image width rounded up and at most BLOCK_P."""
+    return _get("TILE_W", min(block_p, clamp(np2(Wo), 1, 32)))
+
+
+def conv_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
+    """Default forward conv config (what ``PAC_TRITON_AUTOTUNE=0`` launches), chosen from the
+    sm_90 SASS (perf/NOTES.md, v2): 64 pixels (2 x 32) x all output channels up to 128 (K
+    computed once per pixel tile) x all input channels up to 64 in one block (no inner loop:
+    the tap loop is the innermost loop and is software-pipelined). ``vec``: the input gather
+    is channel-fastest with 16-element-aligned strides (16-byte cp.async, ~128 registers at 4
+    warps: 4 programs per SM); otherwise the gather is per element and needs 8 warps to stay
+    clear of spills (the general specialisation needs ~200 registers at 8 warps)."""
+    if f64:
+        # fp64: 8 warps (at 4 the transposed variant spills on sm_90 with triton 3.9)
+        cfg = dict(BLOCK_P=32, BLOCK_O=clamp(np2(O), 16, 32), BLOCK_C=16, num_warps=8, num_stages=1)
+    else:
+        bo = clamp(np2(O), 16, 128)
+        # C > 64 runs an inner loop over channel blocks anyway: 32-wide blocks keep the
+        # 64 x 128 tile at 8 warps under 128 registers (C256 D64 bf16 gaussian on sm_90: 118
+        # instead of 158 with triton 3.6, 120 instead of 135 with 3.9, so 2 programs per SM
+        # instead of 1; TF32 162 instead of 212 and half the shared memory)
+        bc = clamp(np2(C), 16, 64) if C <= 64 else 32
+        cfg = dict(BLOCK_P=64, BLOCK_O=bo, BLOCK_C=bc, num_warps=4 if (vec and bo <= 64) else 8,
+                   num_stages=2)
+    for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C"):
+        cfg[k] = _get(k, cfg[k])
+    if settings.forced() is not None:
+        # the tests' tiny forced tiles: 4 warps
+        cfg["num_warps"] = 4 if (f64 or cfg["BLOCK_P"] * cfg["BLOCK_O"] < 64 * 64) else cfg["num_warps"]
+    return _check_dot_dims(_launch_overrides(cfg), "pac_conv_kernel")
+
+
+def dw_fwd_default(C: int, f64: bool = False, vec: bool = False) -> dict:
+    """Default config of the depthwise forward (pooling, shared filters): all channels up to 64
+    in one block, so K is computed once per pixel tile (sm_90 SASS, bf16, C = 64, D = 16, not
+    channel-wise: 13 warp instructions per pixel-tap with channels-last gathers at 4 warps; the
+    v3 default, 32-channel blocks over flat pixel rows, took 68). Without ``vec`` (per-element
+    gathers) 32 x 32 tiles at 4 warps: 64-pixel tiles or 8 warps spill a register with triton
+    3.9 on sm_90 in float32 / float64 (its register caps of 80 / 128)."""
+    if f64:
+        cfg = dict(BLOCK_P=32, BLOCK_C=clamp(np2(C), 1, 16), num_warps=4, num_stages=1)
+    elif vec:
+        cfg = dict(BLOCK_P=64, BLOCK_C=clamp(np2(C), 1, 64), num_warps=4, num_stages=1)
+    else:
+        cfg = dict(BLOCK_P=32, BLOCK_C=clamp(np2(C), 1, 32), num_warps=4, num_stages=1)
+    cfg["BLOCK_P"] = _get("BLOCK_P", cfg["BLOCK_P"])
+    cfg["BLOCK_C"] = _get("DW_BLOCK_C", cfg["BLOCK_C"])
+    return _launch_overrides(cfg)
+
+
+def kernel_default(DK: int, channel_wise: bool, f64: bool = False) -> dict:
+    """packernel2d: 64 pixels per program for channel-wise K (32 in float64, which spills a
+    register at 64 with triton 3.6 on sm_90), 32 for the single-channel K (64 keeps an 8-byte
+    stack on sm_90 in bf16 since K is masked and divided per tap: 48 registers at 32)."""
+    cfg = dict(BLOCK_P=64 if (channel_wise and not f64) else 32,
+               BLOCK_C=clamp(np2(DK), 1, 16) if channel_wise else 1, num_warps=4, num_stages=1)
+    cfg["BLOCK_P"] = _get("BLOCK_P", cfg["BLOCK_P"])
+    if channel_wise:
+        cfg["BLOCK_C"] = _get("KER_BLOCK_C", cfg["BLOCK_C"])
+    return cfg
+
+
+# --- backward --------------------------------------------------------------------------------
+
+def conv_dxdk_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
+    """Tiles of the backward's fused input-gradient / dK pass (``pac_conv_dxdk_kernel``): the
+    forward's shape with the roles of C and O swapped (rows = input pixels, columns = input
+    channels ``BLOCK_C``, reduction over output channels ``BLOCK_O``): 64 pixels x all of C up
+    to 64 x all of O up to 64, 4 warps with vectorised gathers (``vec``), else 8. Larger C or O
+    run loops over 64-wide channel blocks and 32-wide output-channel blocks at 8 warps (sm_80 /
+    sm_90, bf16: 64 x 64 blocks with the channel loop spill on sm_80; 64 x 32 need ~235
+    registers, ~173 vectorised)."""
+    if f64:
+        # 8 warps: at 4 the transposed variant spills with triton 3.6 on sm_90
+        cfg = dict(BLOCK_P=32, BLOCK_O=16, BLOCK_C=clamp(np2(C), 16, 32), num_warps=8, num_stages=1)
+    else:
+        bc = clamp(np2(C), 16, 64)
+        small = C <= 64 and O <= 64
+        bo = clamp(np2(O), 16, 64) if small else clamp(np2(O), 16, 32)
+        cfg = dict(BLOCK_P=64, BLOCK_O=bo, BLOCK_C=bc, num_warps=4 if (vec and small) else 8, num_stages=2)
+    for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C"):
+        cfg[k] = _get(k, cfg[k])
+    if settings.forced() is not None and cfg["BLOCK_P"] * cfg["BLOCK_C"] < 64 * 64:
+        cfg["num_warps"] = 4  # the tests' tiny forced tiles
+    return _check_dot_dims(_launch_overrides(cfg), "pac_conv_dxdk_kernel")
+
+
+def conv_dw_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
+    """Tiles of the backward's weight-gradient pass (``pac_conv_dw_kernel``): an
+    ``[O, C]`` block per program (all of O and C up to 64) and 64 output pixels per step of the
+    reduction at 4 warps with vectorised gathers (``vec``: ~100 registers on sm_90); otherwise
+    (per-element gathers, 64-bit addresses) 32 pixels per step at 4 warps (64 pixels spill on
+    sm_80 with triton 3.6; 8 warps hit 3.6's 80-register cap there; ~140-230 registers).
+    float64: 16 output channels per block (the K divisor's float64 division, a subroutine,
+    makes 32 spill on sm_90)."""
+    if f64:
+        cfg = dict(BLOCK_P=32, BLOCK_O=16, BLOCK_C=16, num_warps=4, num_stages=1)
+    else:
+        bo, bc = clamp(np2(O), 16, 64), clamp(np2(C), 16, 64)
+        cfg = dict(BLOCK_P=64 if vec else 32, BLOCK_O=bo, BLOCK_C=bc, num_warps=4, num_stages=2)
+    for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C"):
+        cfg[k] = _get(k, cfg[k])
+    return _check_dot_dims(_launch_overrides(cfg), "pac_conv_dw_kernel")
+
+
+# Programs of a weight-gradient launch (splits of the pixel axis x blocks x taps): enough to fill
+# a GPU; a shape-only number (never the device's), so runs are bitwise reproducible.
+WEIGHT_GRAD_PROGRAMS = 1024
+
+
+def conv_dw_splits(total_tiles: int, n_prog: int, O: int, C: int, npix: int) -> int:
+    """Splits of the pixel axis of the weight gradient: enough programs to fill a GPU, at most
+    one per pixel tile, partials no larger than max(O*C, B*Ho*Wo) per tap. Depends on shapes
+    only (never on the device), so runs are bitwise reproducible."""
+    cap = max(1, max(O * C, npix) // max(1, O * C))
+    return max(1, min(total_tiles, max(1, WEIGHT_GRAD_PROGRAMS // max(1, n_prog)), cap))
+
+
+def dw_default(C: int, f64: bool = False, vec: bool = False) -> dict:
+    """Default config of the depthwise backward kernels (dK, dx): channel blocks of 32, or 64
+    when the gathers are channels-last (``vec``, 4 warps; sm_90 bf16 C = 64: dK / dx loops ~21 /
+    ~51 warp instructions per pixel-tap instead of 59 / 122 from NCHW in 32-channel blocks)."""
+    bc = clamp(np2(C), 1, 16 if f64 else (64 if vec else 32))
+    nw = 4 if vec else (8 if 64 * bc >= 2048 or f64 else 4)
+    cfg = dict(BLOCK_P=64, BLOCK_C=bc, num_warps=nw, num_stages=1)
+    cfg["BLOCK_P"] = _get("BLOCK_P", cfg["BLOCK_P"])
+    cfg["BLOCK_C"] = _get("DW_BLOCK_C", cfg["BLOCK_C"])
+    return _launch_overrides(cfg)
+
+
+def shared_dw_default(C: int, KK: int, tiles: int, f64: bool = False, vec: bool = False) -> dict:
+    """The shared-filter weight gradient (``pac_shared_dw_kernel``): the depthwise tiles, at 8
+    warps with 64-channel blocks (4 spill a register on sm_80), ``NSPLIT`` splits of the pixel
+    tiles per tap."""
+    cfg = dw_default(C, f64, vec)
+    if cfg["BLOCK_C"] >= 64:
+        cfg["num_warps"] = 8
+    cfg["NSPLIT"] = max(1, min(tiles, WEIGHT_GRAD_PROGRAMS // KK))
+    return cfg
+
+
+def guide_bwd_block_p(f64: bool) -> int:
+    """Pixels per program of the backward's guide pass / guide gather (fp64 with 64 pixels
+    spills on sm_90)."""
+    return _get("BLOCK_P", 32 if f64 else 64)
+
+
+def guide_pass_default(f64: bool, dw_cfg: dict | None = None) -> dict:
+    """The backward's guide pass (``pac_guide_pass_kernel``). Not channel-wise: 4 warps over
+    ``guide_bwd_block_p`` pixels. Channel-wise (``dw_cfg``: the depthwise backward's config,
+    ``dw_default``): its pixel block and warps, channel blocks capped at 32 (64 spill)."""
+    if dw_cfg is not None:
+        return dict(BLOCK_P=dw_cfg["BLOCK_P"], BLOCK_C=min(dw_cfg["BLOCK_C"], 32), num_warps=dw_cfg["num_warps"],
+                    num_stages=1)
+    return dict(BLOCK_P=guide_bwd_block_p(f64), BLOCK_C=1, num_warps=4, num_stages=1)
+
+
+def guide_gather_default(f64: bool) -> dict:
+    """The backward's guide gather (``pac_guide_gather_kernel``): 4 warps."""
+    return dict(BLOCK_P=guide_bwd_block_p(f64), num_warps=4, num_stages=1)
+
+
+# --- autotuning lists ------------------------------------------------------------------------
+
+# (BLOCK_P, BLOCK_O, BLOCK_C, num_warps, num_stages): a short list around the default
+# (64 x 64 x 64, 4 warps); the prune drops output-channel / input-channel blocks far larger
+# than the layer and adds TILE_W / C_SINGLE per config.
+CONV_TUNE_TABLE = [(64, 64, 64, 4, 2), (64, 64, 64, 4, 3), (128, 64, 64, 8, 2), (64, 64, 64, 8, 2),
+                   (64, 128, 64, 8, 2), (128, 128, 64, 8, 2), (64, 64, 32, 4, 2), (64, 32, 32, 4, 2),
+                   (64, 128, 32, 8, 2)]
+# depthwise forward: BLOCK_P x BLOCK_C x num_warps (no 8 warps for tiles up to 32 x 32)
+DW_TUNE_BLOCK_P = (32, 64, 128)
+DW_TUNE_BLOCK_C = (16, 32, 64)
+DW_TUNE_WARPS = (4, 8)
+
+CONV_KEY = ["C", "O", "D", "Ho", "Wo", "KH", "KW", "SH", "SW", "TRANSPOSED", "K_MODE", "KTYPE",
+            "NORMALIZE", "HAS_MASK", "D_SINGLE", "PREC"]
+DW_KEY = ["C", "D", "Ho", "Wo", "KH", "KW", "SH", "SW", "TRANSPOSED", "K_MODE", "KTYPE", "CW",
+          "NORMALIZE", "HAS_MASK", "D_SINGLE"]
+
+
+def _conv_configs():
+    return [triton.Config(dict(BLOCK_P=bp, BLOCK_O=bo, BLOCK_C=bc), num_warps=nw, num_stages=ns)
+            for bp, bo, bc, nw, ns in CONV_TUNE_TABLE]
+
+
+def conv_prune(configs, nargs, **kwargs):
+    a = {**nargs, **kwargs}
+    C, O = int(a["C"]), int(a["O"])
+    Wo = int(a.get("Wo", 32))
+    if a.get("TRANSPOSED", False):
+        Wo = -(-Wo // int(a.get("SW", 1)))
+    keep = [c for c in configs
+            if c.kwargs["BLOCK_O"] <= max(32, np2(O)) and c.kwargs["BLOCK_C"] <= max(32, np2(C))]
+    keep = keep or configs[:1]
+    return [triton.Config(dict(c.kwargs, TILE_W=tile_w(Wo, c.kwargs["BLOCK_P"]),
+                               C_SINGLE=C <= c.kwargs["BLOCK_C"]),
+                          num_warps=c.num_warps, num_stages=c.num_stages) for c in keep]
+
+
+def _dw_configs():
+    return [triton.Config(dict(BLOCK_P=bp, BLOCK_C=bc), num_warps=nw, num_stages=1)
+            for bp in DW_TUNE_BLOCK_P for bc in DW_TUNE_BLOCK_C for nw in DW_TUNE_WARPS
+            if not (bp * bc <= 32 * 32 and nw == 8)]
+
+
+def dw_prune(configs, nargs, **kwargs):
+    a = {**nargs, **kwargs}
+    C = int(a["C"])
+    Wo = int(a.get("Wo", 32))
+    if a.get("TRANSPOSED", False):
+        Wo = -(-Wo // int(a.get("SW", 1)))
+    keep = [c for c in configs if c.kwargs["BLOCK_C"] <= max(16, np2(C))] or configs[:1]
+    return [triton.Config(dict(c.kwargs, TILE_W=tile_w(Wo, c.kwargs["BLOCK_P"])), num_warps=c.num_warps,
+                          num_stages=c.num_stages) for c in keep]
+
+
+def make_autotuned(jit_fn, configs, key, prune):
+    kwargs = dict(configs=configs, key=key, prune_configs_by={"early_config_prune": prune})
+    try:
+        if "cache_results" in inspect.signature(triton.autotune).parameters:
+            kwargs["cache_results"] = True
+    except (TypeError, ValueError):
+        pass
+    return triton.autotune(**kwargs)(jit_fn)
+
+
+CONV_CONFIGS = _conv_configs()
+DW_CONFIGS = _dw_configs()

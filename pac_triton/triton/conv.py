@@ -1,0 +1,905 @@
+"""The dense family: ``pacconv2d`` / ``pac_conv2d`` and ``pacconv_transpose2d`` /
+``pac_conv_transpose2d`` (not ``shared_filters``, which is the depthwise family,
+``depthwise.py``). One story per section: the forward kernel, the backward kernels (dx + dK,
+dW), the launchers, and the ``torch.library`` custom ops (fake, autograd).
+
+* ``pac_conv_kernel``: the implicit GEMM. Rows are output pixels of one image (a 2-D
+  rectangle of them, ``_pixels2d``), columns output channels; the reduction runs over (tap,
+  input channel block). Per (pixel tile, tap) the adapting kernel ``K_t`` is computed in fp32
+  from the guide (or read from a precomputed ``K``), the tap's product ``X_t @ W_t`` is
+  finished over all input channels (both operands straight from the loads: cp.async into
+  shared memory, wgmma from there), and ``acc += K_t[:, None] * partial`` (scaling the rows of
+  ``X_t`` first instead, so that ``acc`` stays in the dot chain, costs a shared-memory round
+  trip, a convert, a multiply and a repack per input element: ~20% more instructions per tap
+  on sm_90). K never touches memory. Transposed: rows are split by output phase
+  ``(u % s, v % s)`` and a program runs only the taps that land on an input pixel for its
+  phase.
+* ``pac_conv_dxdk_kernel``: per tap the product G_t = g[P, :] @ W_t^T, shaped like the forward
+  (rows = input pixels q, a rectangle of one phase ``q % s``; P the output pixel that reads q
+  through tap t), then dK_t(P) = G_t . x[q, :] and dx[q, :] += K_t(P) G_t (K recomputed from
+  the guide). dK ``[B, 1, kh*kw, Ho*Wo]`` (K's tap order) is the one extra buffer; dx needs no
+  atomics (a gather). The guide-side gradients from dK are the kernel map's guide pass and
+  guide gather (``kernel_map.py``).
+* ``pac_conv_dw_kernel``: dW_t = g^T @ (K_t . X_t) per tap, the pixel axis split over programs;
+  each program writes its own partial [kh*kw, O, C] slice, summed later in a fixed order.
+
+The launchers gather from channels-last copies where the channel count is a multiple of 16
+(16-byte vector loads per pixel instead of a 2-byte load per element; ``host_common``).
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from . import configs
+from . import depthwise
+from . import host_common as hc
+from . import kernel_map
+from .host_common import Grads
+from .jit_common import (INV_EPSILON, K_GUIDE, KT_GAUSS, KT_INV_ASYM, _centre, _dist, _kept, _kvalue,  # noqa: F401
+                         _load_f0, _norm_divisor, _out_tap, _pixels2d, _tap)
+
+
+# --- kernels ---------------------------------------------------------------------------------
+
+@triton.jit
+def _kdot_acc(acc, xT, kt, wt, KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr):
+    """acc += K_t[:, None] * (X @ W_t): the tap's product first (both operands straight from
+    the loads, no per-element convert / multiply / repack of the input tile), then one FMA per
+    accumulator element."""
+    part = tl.dot(tl.trans(xT.to(DOT_DT)), wt.to(DOT_DT), input_precision=PREC, out_dtype=KDT)
+    return acc + kt[:, None] * part
+
+
+@triton.jit
+def pac_conv_kernel(
+    x_ptr, w_ptr, bias_ptr, y_ptr, g_ptr, f0_ptr, m_ptr, k_ptr, om_ptr, alpha_ptr, lam_ptr,
+    C, O, H, W, Ho, Wo, D, Hg, Wg,
+    sxb, sxc, sxh, sxw,
+    syb, syo, syh, syw,
+    sgb, sgd, sgh, sgw,
+    sfb, sfd, sfh, sfw,
+    smb, smh, smw,
+    skb, ski, skj, skh, skw,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    TRANSPOSED: tl.constexpr, K_MODE: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
+    NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, IDX64: tl.constexpr,
+    KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr,
+    D_SINGLE: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr,
+    TILE_W: tl.constexpr, C_SINGLE: tl.constexpr,
+):
+    """y[b, o, u, v] = bias[o] + sum_t K_t(u, v) * sum_c W_t[c, o] * x[b, c, q_t(u, v)].
+
+    Pointers (strides in elements, any layout unless said):
+    ``x_ptr`` input ``[B, C, H, W]`` (sx*); ``w_ptr`` the weight permuted to ``[kh, kw, O, C]``
+    contiguous (conv tap (i, j) at slice ``i*KW + j``; C fastest: the B operand is K-major, as
+    wgmma wants for tf32); ``bias_ptr`` ``[O]`` (HAS_BIAS); ``y_ptr`` output ``[B, O, Ho, Wo]``
+    (sy*); ``g_ptr`` guide ``[B, D, Hg, Wg]`` (sg*; K_GUIDE); ``f0_ptr`` the centre feature's
+    source (sf*): the smoothed f0 ``[B, D, Ho, Wo]`` (F0_SMOOTH) or the guide itself; ``m_ptr``
+    mask ``[B, 1, H, W]`` (smb, smh, smw; HAS_MASK); ``k_ptr`` a given K ``[B, 1, kh, kw, Ho, Wo]``
+    (skb, ski, skj, skh, skw; K_LOAD); ``om_ptr`` out mask ``[B, 1, 1, 1, Ho, Wo]`` contiguous
+    (HAS_MASK); ``alpha_ptr`` / ``lam_ptr`` 1-element inv_alpha / inv_lambda in KDT.
+    K math in KDT (fp32, or fp64 for fp64 inputs); the accumulator too.
+
+    Memory layout of the gathers: the input tile is loaded transposed, ``[BLOCK_C, BLOCK_P]``,
+    and the guide tile as ``[BLOCK_D, BLOCK_P]``. Triton's coalescing pass gives every access
+    of one dimension order the widest per-thread vector found among the accesses it is
+    connected to; the aligned output store and f0 load (pixels fastest, ``[P, *]``) would give
+    the unaligned tap gathers 8 pixels per thread (8 scalar loads per thread, lanes spread over
+    4 image rows). Transposed, the gathers have their own order and get one pixel per lane,
+    32 lanes on 32 consecutive pixels of an image row (NCHW). Pixel tiles are
+    ``(BLOCK_P // TILE_W) x TILE_W`` rectangles (``_pixels2d``). Per tap, K_t is computed once
+    for the tile and scales the rows of the tap's product over all input channels
+    (``_kdot_acc``). ``C_SINGLE``: all input channels fit one ``BLOCK_C`` block (no inner loop,
+    so the tap loop is the innermost loop)."""
+    pid_p = tl.program_id(0)
+    pid_o = tl.program_id(1)
+    b = tl.program_id(2)
+    if IDX64:
+        b = b.to(tl.int64)
+    u, v, pmask, ph, pw = _pixels2d(pid_p, Ho, Wo, SH, SW, TRANSPOSED, IDX64, BLOCK_P, TILE_W)
+
+    offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
+    omask = offs_o < O
+    offs_c = tl.arange(0, BLOCK_C)
+    if IDX64:
+        offs_c = offs_c.to(tl.int64)
+    cm = offs_c < C
+
+    x_b = x_ptr + b * sxb
+    g_b = g_ptr + b * sgb
+    f0_b = f0_ptr + b * sfb
+    m_b = m_ptr + b * smb
+    k_b = k_ptr + b * skb
+
+    alpha = 0.0
+    lam = 0.0
+    if K_MODE == K_GUIDE:
+        if KTYPE != KT_GAUSS:
+            alpha = tl.load(alpha_ptr).to(KDT)
+            lam = tl.load(lam_ptr).to(KDT)
+        ch, cw, cin = _centre(u, v, pmask, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW,
+                              TRANSPOSED, F0_SMOOTH)
+        if D_SINGLE:
+            f0t = _load_f0(f0_b, sfd, sfh, sfw, ch, cw, cin, D, KDT, BLOCK_D)
+        else:
+            f0t = tl.zeros([BLOCK_P, BLOCK_D], KDT)
+    else:
+        ch = u
+        cw = v
+        cin = pmask
+        f0t = tl.zeros([BLOCK_P, BLOCK_D], KDT)
+
+    acc = tl.zeros([BLOCK_P, BLOCK_O], KDT)
+    nsum = tl.zeros([BLOCK_P], KDT)
+    vsum = tl.zeros([BLOCK_P], KDT)
+    # Per-tile offsets, hoisted out of the tap loop: a tap only adds a scalar.
+    woff = offs_c[:, None] + offs_o[None, :] * C
+    wmask = cm[:, None] & omask[None, :]
+
+    # Tap (i, j) reads input pixel (ib + dh, jb + dw) and guide pixel (gbu + gdh, gbv + gdw):
+    # per-tile offset tensors plus per-tap scalars.
+    #   conv: (ib, jb) = (u*SH, v*SW), dh = i*DH - PH; the guide pixel is the input pixel.
+    #   transposed: the tile's rows share the output phase (ph, pw), u = ph + uu*SH; tap (i, j)
+    #   reads input (u + PH - i*DH) / SH = uu + (ph + PH - i*DH) / SH where that divides (else
+    #   the tap lands between input pixels for the whole tile and is skipped); its guide pixel
+    #   is u + (KH//2 - i)*DH and it pairs with K tap (KH-1-i, KW-1-j).
+    if TRANSPOSED:
+        ib = (u - ph) // SH
+        jb = (v - pw) // SW
+        gbu = u
+        gbv = v
+    else:
+        ib = u * SH
+        jb = v * SW
+        gbu = ib
+        gbv = jb
+    xoff = offs_c[:, None] * sxc + (ib * sxh + jb * sxw)[None, :]
+    od = tl.arange(0, BLOCK_D)
+    goff = od[:, None] * sgd + (gbu * sgh + gbv * sgw)[None, :]
+    dmask = od < D
+    f0T = tl.trans(f0t)
+    moff = ib * smh + jb * smw
+    kpos = u * skh + v * skw
+    for t in range(KH * KW):
+        i = t // KW
+        j = t % KW
+        run = True
+        if TRANSPOSED:
+            zh = ph + PH - i * DH
+            zw = pw + PW - j * DW
+            run = (zh % SH == 0) & (zw % SW == 0)
+            dh = zh // SH
+            dw = zw // SW
+            gdh = (KH // 2 - i) * DH
+            gdw = (KW // 2 - j) * DW
+            ki = KH - 1 - i
+            kj = KW - 1 - j
+        else:
+            dh = i * DH - PH
+            dw = j * DW - PW
+            gdh = dh
+            gdw = dw
+            ki = i
+            kj = j
+        if IDX64:
+            dh = dh.to(tl.int64)
+            dw = dw.to(tl.int64)
+            gdh = gdh.to(tl.int64)
+            gdw = gdw.to(tl.int64)
+        if run:
+            ih = ib + dh
+            iw = jb + dw
+            xin = pmask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            if K_MODE == K_GUIDE:
+                gh = gbu + gdh
+                gw = gbv + gdw
+                gin = pmask & (gh >= 0) & (gh < Hg) & (gw >= 0) & (gw < Wg)
+                if D_SINGLE:
+                    fq = tl.load(g_b + (goff + (gdh * sgh + gdw * sgw)), mask=dmask[:, None] & gin[None, :],
+                                 other=0.0, cache_modifier=".ca").to(KDT)
+                    df = fq - f0T
+                    if KTYPE == KT_INV_ASYM:
+                        df = tl.maximum(df, 0.0)
+                    r = tl.sum(df * df, axis=0)
+                else:
+                    r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
+                              KDT, KTYPE == KT_INV_ASYM, D_SINGLE, BLOCK_P, BLOCK_D)
+                kt = _kvalue(r, alpha, lam, KTYPE)
+                if HAS_MASK:
+                    mv = tl.load(m_b + (dh * smh + dw * smw) + moff, mask=xin, other=0.0).to(KDT)
+                else:
+                    mv = xin.to(KDT)
+                kt = _kept(kt, mv)
+                if NORMALIZE:
+                    nsum += kt
+                elif HAS_MASK:
+                    nsum += mv
+                    vsum += xin.to(KDT)
+            else:
+                kt = tl.load(k_b + ki * ski + kj * skj + kpos, mask=xin, other=0.0).to(KDT)
+            # the tap's offset is added in the index type before the pointer add: one IMAD.WIDE
+            # per element and 32-bit offsets live across the loop (adding it to the base pointer
+            # lets the compiler keep 64-bit widened offsets: twice the registers)
+            xoff_t = xoff + (dh * sxh + dw * sxw)
+            w_t = w_ptr + t * C * O
+            if C_SINGLE:
+                xt = tl.load(x_b + xoff_t, mask=cm[:, None] & xin[None, :], other=0.0, cache_modifier=".ca")
+                wt = tl.load(w_t + woff, mask=wmask, other=0.0, cache_modifier=".ca")
+                acc = _kdot_acc(acc, xt, kt, wt, KDT, DOT_DT, PREC)
+            else:
+                # the tap's product over all channel blocks first (operands straight from the
+                # loads), then one row scaling per tap
+                part = tl.zeros([BLOCK_P, BLOCK_O], KDT)
+                for c0 in range(0, C, BLOCK_C):
+                    cmc = (c0 + offs_c) < C
+                    xt = tl.load(x_b + c0 * sxc + xoff_t, mask=cmc[:, None] & xin[None, :], other=0.0,
+                                 cache_modifier=".ca")
+                    wt = tl.load(w_t + c0 + woff, mask=cmc[:, None] & omask[None, :], other=0.0,
+                                 cache_modifier=".ca")
+                    part = tl.dot(tl.trans(xt.to(DOT_DT)), wt.to(DOT_DT), part, input_precision=PREC,
+                                  out_dtype=KDT)
+                acc += kt[:, None] * part
+
+    if K_MODE == K_GUIDE:
+        if NORMALIZE or HAS_MASK:
+            nz, divisor = _norm_divisor(nsum, vsum, NORMALIZE)
+            acc = acc / divisor[:, None]
+        if HAS_MASK:
+            if pid_o == 0:
+                tl.store(om_ptr + b * Ho * Wo + u * Wo + v, nz.to(KDT).to(om_ptr.dtype.element_ty), mask=pmask)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_o, mask=omask, other=0.0).to(KDT)
+        acc += bias[None, :]
+    y_ptrs = y_ptr + b * syb + (u * syh + v * syw)[:, None] + offs_o[None, :] * syo
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=pmask[:, None] & omask[None, :])
+
+
+
+@triton.jit
+def _dxdk_block(
+    gy_b, w_ptr, x_b, dx_b, dk_b, g_b, f0_b, sc_b, k_b, c0, alpha, lam, mq, fqT,
+    u, v, qmask, ph, pw, offs_o, om, offs_c0, od, dmask,
+    C, O, H, W, Ho, Wo, D, Hg, Wg,
+    sgyo, sgyh, sgyw, sxc, sxh, sxw, sdc, sdh, sdw, sgd, sgh, sgw, sfd, sfh, sfw, ski, skj, skh, skw,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    TRANSPOSED: tl.constexpr, K_MODE: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
+    NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, NEED_DX: tl.constexpr, NEED_DK: tl.constexpr,
+    DK_ACCUMULATE: tl.constexpr, HOIST_F: tl.constexpr,
+    KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, O_SINGLE: tl.constexpr,
+):
+    """The tap loop of ``pac_conv_dxdk_kernel`` for the input channels ``c0 .. c0 + BLOCK_C``
+    of one tile of input pixels q (rows). Per tap t (only the taps of the tile's phase):
+    P = the output pixel that reads q through t (valid where ``pin``), the tap product
+    G = gy[P, :] @ W_t^T ``[BLOCK_P, BLOCK_C]`` (operands straight from the loads), then
+    dK_t(P) += rowsum(G * x[q, :]) (NEED_DK; accumulated in memory over channel blocks when
+    DK_ACCUMULATE) and dx[q, :] += K_t(P) G (NEED_DX)."""
+    offs_c = c0 + offs_c0
+    cm = offs_c < C
+    wmask = om[:, None] & cm[None, :]
+    # W_t^T tile [BLOCK_O, BLOCK_C] of the [kh, kw, C, O] weight: O fastest (K-major B operand)
+    woff = offs_o[:, None] + offs_c[None, :] * O
+    if NEED_DK:
+        xq = tl.load(x_b + (u * sxh + v * sxw)[:, None] + offs_c[None, :] * sxc,
+                     mask=qmask[:, None] & cm[None, :], other=0.0).to(KDT)
+    acc = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+    for t in range(KH * KW):
+        i = t // KW
+        j = t % KW
+        run = True
+        if not TRANSPOSED:
+            run = ((ph + PH - i * DH) % SH == 0) & ((pw + PW - j * DW) % SW == 0)
+        if run:
+            pu, pv, pin, gh, gw, gin, ki, kj = _out_tap(u, v, qmask, i, j, Ho, Wo, Hg, Wg,
+                                                        KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+            # K_t(P) first (as in the forward): the tap product is then live only briefly
+            kt = tl.zeros([BLOCK_P], KDT)
+            if NEED_DX:
+                if K_MODE == K_GUIDE:
+                    ch, cw, cin = _centre(pu, pv, pin, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW,
+                                          TRANSPOSED, F0_SMOOTH)
+                    if HOIST_F:
+                        # conv: K_t(P)'s neighbour feature is f[q] (the row's own, loaded once);
+                        # only the centre feature f0[P] is gathered per tap ([BLOCK_D, BLOCK_P])
+                        f0T = tl.load(f0_b + od[:, None] * sfd + (ch * sfh + cw * sfw)[None, :],
+                                      mask=dmask[:, None] & cin[None, :], other=0.0, cache_modifier=".ca").to(KDT)
+                        df = fqT - f0T
+                        if KTYPE == KT_INV_ASYM:
+                            df = tl.maximum(df, 0.0)
+                        r = tl.sum(df * df, axis=0)
+                    else:
+                        r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, tl.zeros([BLOCK_P, BLOCK_D], KDT), f0_b, sfd,
+                                  sfh, sfw, ch, cw, cin, D, KDT, KTYPE == KT_INV_ASYM, False, BLOCK_P, BLOCK_D)
+                    kt = _kvalue(r, alpha, lam, KTYPE)
+                    if HAS_MASK:
+                        kt = kt * mq
+                    if NORMALIZE or HAS_MASK:
+                        kt = kt / tl.load(sc_b + pu * Wo + pv, mask=pin, other=1.0)
+                    if HAS_MASK:
+                        kt = tl.where(pin & (mq != 0), kt, 0.0)  # exactly 0 at masked taps (NaN K or divisor)
+                    else:
+                        kt = tl.where(pin, kt, 0.0)
+                else:
+                    kt = tl.load(k_b + ki * ski + kj * skj + pu * skh + pv * skw, mask=pin, other=0.0).to(KDT)
+            # the tap product, gy gathered transposed [BLOCK_O, BLOCK_P] (lanes along pixels for
+            # NCHW, 16-byte channel runs for channels-last copies), as in the forward
+            goffT = (pu * sgyh + pv * sgyw)[None, :]
+            w_t = w_ptr + t * C * O
+            if O_SINGLE:
+                gT = tl.load(gy_b + offs_o[:, None] * sgyo + goffT, mask=om[:, None] & pin[None, :], other=0.0,
+                             cache_modifier=".ca")
+                wt = tl.load(w_t + woff, mask=wmask, other=0.0, cache_modifier=".ca")
+                part = tl.dot(tl.trans(gT.to(DOT_DT)), wt.to(DOT_DT), input_precision=PREC, out_dtype=KDT)
+            else:
+                part = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+                for o0 in range(0, O, BLOCK_O):
+                    omo = (o0 + offs_o) < O
+                    gT = tl.load(gy_b + (o0 + offs_o)[:, None] * sgyo + goffT, mask=omo[:, None] & pin[None, :],
+                                 other=0.0, cache_modifier=".ca")
+                    wt = tl.load(w_t + o0 + woff, mask=omo[:, None] & cm[None, :], other=0.0,
+                                 cache_modifier=".ca")
+                    part = tl.dot(tl.trans(gT.to(DOT_DT)), wt.to(DOT_DT), part, input_precision=PREC,
+                                  out_dtype=KDT)
+            if NEED_DK:
+                dkv = tl.sum(part * xq, axis=1)
+                dptr = dk_b + (ki * KW + kj) * Ho * Wo + pu * Wo + pv
+                if DK_ACCUMULATE:
+                    # the first channel block writes, later ones add (dK may start unwritten)
+                    dkv += tl.load(dptr, mask=pin & (c0 > 0), other=0.0)
+                tl.store(dptr, dkv, mask=pin)
+            if NEED_DX:
+                acc += kt[:, None] * part
+    if NEED_DX:
+        tl.store(dx_b + (u * sdh + v * sdw)[:, None] + offs_c[None, :] * sdc,
+                 acc.to(dx_b.dtype.element_ty), mask=qmask[:, None] & cm[None, :])
+
+
+@triton.jit
+def pac_conv_dxdk_kernel(
+    gy_ptr, w_ptr, x_ptr, dx_ptr, dk_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, k_ptr, alpha_ptr, lam_ptr,
+    C, O, H, W, Ho, Wo, D, Hg, Wg,
+    sgyb, sgyo, sgyh, sgyw,
+    sxb, sxc, sxh, sxw,
+    sdb, sdc, sdh, sdw,
+    sgb, sgd, sgh, sgw,
+    sfb, sfd, sfh, sfw,
+    smb, smh, smw,
+    skb, ski, skj, skh, skw,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    TRANSPOSED: tl.constexpr, K_MODE: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
+    NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, IDX64: tl.constexpr,
+    NEED_DX: tl.constexpr, NEED_DK: tl.constexpr,
+    KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, TILE_W: tl.constexpr,
+    O_SINGLE: tl.constexpr, C_SINGLE: tl.constexpr, HOIST_F: tl.constexpr,
+):
+    """Input gradient and dL/dK in one pass over the tap products G_t = gy @ W_t^T:
+
+        dx[b, c, q] = sum over (t, P) with q_t(P) = q of K_t(P) G_t[P, c]   (NEED_DX)
+        dK[b, t, P] = sum_c G_t[P, c] x[b, c, q_t(P)]                        (NEED_DK)
+
+    Rows are input pixels q (a ``(BLOCK_P // TILE_W) x TILE_W`` rectangle; conv: of one phase
+    ``q % s``, so a program runs only the taps that reach an output pixel). Every (P, t) with
+    q_t(P) inside the input is exactly one (q, t) pair here, so each dK element is written by
+    one program; the others (taps in the padding, or between input pixels of a transposed
+    conv) get no input, are 0 by definition and are left unwritten (the guide pass does not
+    read them; a requested dL/dK is zero-filled by the launcher). x[q] is loaded once
+    per tile; K_t(P) is recomputed in fp32 from the guide (conv: the neighbour feature is the
+    row's own f[q], loaded once; the centre feature f0[P] per tap) or read from a given K.
+
+    Pointers: ``gy_ptr`` dL/dy ``[B, O, Ho, Wo]`` (strides sgy*); ``w_ptr`` the weight as
+    ``[kh, kw, C, O]`` contiguous (conv tap (i, j) at slice ``i*KW + j``); ``x_ptr`` the input
+    ``[B, C, H, W]`` (sx*; read only with NEED_DK); ``dx_ptr`` ``[B, C, H, W]`` (sd*; written
+    with NEED_DX); ``dk_ptr`` ``[B, KH*KW, Ho*Wo]`` contiguous in KDT (K's tap order; only the
+    elements an input pixel reaches are written); ``g_ptr`` / ``f0_ptr`` the guide ``[B, D, Hg, Wg]`` and the centre
+    feature source (sg*, sf*); ``m_ptr`` the mask ``[B, 1, H, W]`` (sm*); ``sc_ptr`` the
+    per-output-pixel K divisor ``[B, Ho*Wo]`` from the guide pass (NORMALIZE or HAS_MASK);
+    ``k_ptr`` a given K ``[B, 1, kh, kw, Ho, Wo]`` (sk*; K_MODE 2); ``alpha_ptr`` /
+    ``lam_ptr`` 1-element inv_alpha / inv_lambda in KDT.
+
+    Grid: (pixel tiles, channel programs, B). Without NEED_DK each channel program takes one
+    BLOCK_C block; with it one program loops over all channel blocks (dK sums over every
+    channel; C_SINGLE: one block, no loop, the tap loop innermost). HOIST_F (conv, K from the
+    guide, all D channels in one BLOCK_D block): f[q] loaded once per tile."""
+    pid_p = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    b = tl.program_id(2)
+    if IDX64:
+        b = b.to(tl.int64)
+    u, v, qmask, ph, pw = _pixels2d(pid_p, H, W, SH, SW, not TRANSPOSED, IDX64, BLOCK_P, TILE_W)
+    offs_o = tl.arange(0, BLOCK_O)
+    offs_c0 = tl.arange(0, BLOCK_C)
+    if IDX64:
+        offs_o = offs_o.to(tl.int64)
+        offs_c0 = offs_c0.to(tl.int64)
+    om = offs_o < O
+    gy_b = gy_ptr + b * sgyb
+    x_b = x_ptr + b * sxb
+    dx_b = dx_ptr + b * sdb
+    dk_b = dk_ptr + b * (KH * KW) * Ho * Wo
+    g_b = g_ptr + b * sgb
+    f0_b = f0_ptr + b * sfb
+    sc_b = sc_ptr + b * Ho * Wo
+    k_b = k_ptr + b * skb
+    alpha = 0.0
+    lam = 0.0
+    od = tl.arange(0, BLOCK_D)
+    dmask = od < D
+    mq = tl.zeros([BLOCK_P], KDT)
+    fqT = tl.zeros([BLOCK_D, BLOCK_P], KDT)
+    if NEED_DX:
+        if K_MODE == K_GUIDE:
+            if KTYPE != KT_GAUSS:
+                alpha = tl.load(alpha_ptr).to(KDT)
+                lam = tl.load(lam_ptr).to(KDT)
+            if HAS_MASK:
+                # the mask lives on the input grid: at q for every tap
+                mq = tl.load(m_ptr + b * smb + u * smh + v * smw, mask=qmask, other=0.0).to(KDT)
+            if HOIST_F:
+                fqT = tl.load(g_b + od[:, None] * sgd + (u * sgh + v * sgw)[None, :],
+                              mask=dmask[:, None] & (qmask & (u < Hg) & (v < Wg))[None, :], other=0.0).to(KDT)
+    if C_SINGLE:
+        _dxdk_block(gy_b=gy_b, w_ptr=w_ptr, x_b=x_b, dx_b=dx_b, dk_b=dk_b, g_b=g_b, f0_b=f0_b, sc_b=sc_b, k_b=k_b,
+                    c0=0, alpha=alpha, lam=lam, mq=mq, fqT=fqT, u=u, v=v, qmask=qmask, ph=ph, pw=pw, offs_o=offs_o,
+                    om=om, offs_c0=offs_c0, od=od, dmask=dmask, C=C, O=O, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
+                    sgyo=sgyo, sgyh=sgyh, sgyw=sgyw, sxc=sxc, sxh=sxh, sxw=sxw, sdc=sdc, sdh=sdh, sdw=sdw, sgd=sgd,
+                    sgh=sgh, sgw=sgw, sfd=sfd, sfh=sfh, sfw=sfw, ski=ski, skj=skj, skh=skh, skw=skw, KH=KH, KW=KW,
+                    SH=SH, SW=SW, PH=PH, PW=PW, DH=DH, DW=DW, TRANSPOSED=TRANSPOSED, K_MODE=K_MODE, KTYPE=KTYPE,
+                    F0_SMOOTH=F0_SMOOTH, NORMALIZE=NORMALIZE, HAS_MASK=HAS_MASK, NEED_DX=NEED_DX, NEED_DK=NEED_DK,
+                    DK_ACCUMULATE=False, HOIST_F=HOIST_F, KDT=KDT, DOT_DT=DOT_DT, PREC=PREC, BLOCK_D=BLOCK_D,
+                    BLOCK_P=BLOCK_P, BLOCK_O=BLOCK_O, BLOCK_C=BLOCK_C, O_SINGLE=O_SINGLE)
+    else:
+        for c0 in range(pid_c * BLOCK_C, C, tl.num_programs(1) * BLOCK_C):
+            _dxdk_block(gy_b=gy_b, w_ptr=w_ptr, x_b=x_b, dx_b=dx_b, dk_b=dk_b, g_b=g_b, f0_b=f0_b, sc_b=sc_b,
+                        k_b=k_b, c0=c0, alpha=alpha, lam=lam, mq=mq, fqT=fqT, u=u, v=v, qmask=qmask, ph=ph, pw=pw,
+                        offs_o=offs_o, om=om, offs_c0=offs_c0, od=od, dmask=dmask, C=C, O=O, H=H, W=W, Ho=Ho, Wo=Wo,
+                        D=D, Hg=Hg, Wg=Wg, sgyo=sgyo, sgyh=sgyh, sgyw=sgyw, sxc=sxc, sxh=sxh, sxw=sxw, sdc=sdc,
+                        sdh=sdh, sdw=sdw, sgd=sgd, sgh=sgh, sgw=sgw, sfd=sfd, sfh=sfh, sfw=sfw, ski=ski, skj=skj,
+                        skh=skh, skw=skw, KH=KH, KW=KW, SH=SH, SW=SW, PH=PH, PW=PW, DH=DH, DW=DW,
+                        TRANSPOSED=TRANSPOSED, K_MODE=K_MODE, KTYPE=KTYPE, F0_SMOOTH=F0_SMOOTH, NORMALIZE=NORMALIZE,
+                        HAS_MASK=HAS_MASK, NEED_DX=NEED_DX, NEED_DK=NEED_DK, DK_ACCUMULATE=True, HOIST_F=HOIST_F,
+                        KDT=KDT, DOT_DT=DOT_DT, PREC=PREC, BLOCK_D=BLOCK_D, BLOCK_P=BLOCK_P, BLOCK_O=BLOCK_O,
+                        BLOCK_C=BLOCK_C, O_SINGLE=O_SINGLE)
+
+
+@triton.jit
+def pac_conv_dw_kernel(
+    gy_ptr, x_ptr, part_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, k_ptr, alpha_ptr, lam_ptr,
+    C, O, H, W, Ho, Wo, D, Hg, Wg, B, NSPLIT,
+    sgyb, sgyo, sgyh, sgyw,
+    sxb, sxc, sxh, sxw,
+    sgb, sgd, sgh, sgw,
+    sfb, sfd, sfh, sfw,
+    smb, smh, smw,
+    skb, ski, skj, skh, skw,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    TRANSPOSED: tl.constexpr, K_MODE: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
+    NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, IDX64: tl.constexpr,
+    KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr, D_SINGLE: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, TILE_W: tl.constexpr,
+):
+    """Weight-gradient partials: program (split, (o-block, c-block), tap t) sums
+    ``gy[P, o] K_t(P) x[q_t(P), c]`` over the output-pixel tiles ``split, split + NSPLIT, ...``
+    of all images and writes ``part[split, t, o, c]`` (KDT, every element written once; no
+    atomics); the host sums over ``split`` in a fixed order.
+
+    Tiles are ``(BLOCK_P // TILE_W) x TILE_W`` rectangles of output pixels (transposed: of one
+    output phase, and a tile whose phase the tap skips is skipped). Per tile: K_t from the
+    guide (both features gathered ``[BLOCK_D, BLOCK_P]``, as in the forward) or read from a
+    given K; the gy tile ``[BLOCK_O, BLOCK_P]`` and the input tile ``[BLOCK_C, BLOCK_P]``
+    (pixels along the reduction); one ``[O, P] @ [P, C]`` dot. K_t scales the gy tile (the A
+    operand, which wgmma may take from registers) so that the input tile goes from the load to
+    shared memory untouched (scaling the input tile instead compiled to as many instructions).
+
+    Pointers: ``gy_ptr`` dL/dy ``[B, O, Ho, Wo]`` (sgy*); ``x_ptr`` the input ``[B, C, H, W]``
+    (sx*); ``part_ptr`` ``[NSPLIT, KH*KW, O, C]`` contiguous in KDT; the K operands as in
+    ``pac_conv_dxdk_kernel`` (``sc_ptr`` the per-output-pixel K divisor ``[B, Ho*Wo]``)."""
+    split = tl.program_id(0)
+    pid_oc = tl.program_id(1)
+    t = tl.program_id(2)
+    n_cb = (C + BLOCK_C - 1) // BLOCK_C
+    pid_o = pid_oc // n_cb
+    pid_c = pid_oc % n_cb
+    i = t // KW
+    j = t % KW
+    offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    if IDX64:
+        offs_o = offs_o.to(tl.int64)
+        offs_c = offs_c.to(tl.int64)
+    om = offs_o < O
+    cm = offs_c < C
+    od = tl.arange(0, BLOCK_D)
+    dmask = od < D
+    alpha = 0.0
+    lam = 0.0
+    if K_MODE == K_GUIDE:
+        if KTYPE != KT_GAUSS:
+            alpha = tl.load(alpha_ptr).to(KDT)
+            lam = tl.load(lam_ptr).to(KDT)
+    TILE_H = BLOCK_P // TILE_W
+    if TRANSPOSED:
+        Hph = (Ho + SH - 1) // SH
+        Wph = (Wo + SW - 1) // SW
+        n_tiles = SH * SW * ((Hph + TILE_H - 1) // TILE_H) * ((Wph + TILE_W - 1) // TILE_W)
+    else:
+        n_tiles = ((Ho + TILE_H - 1) // TILE_H) * ((Wo + TILE_W - 1) // TILE_W)
+    acc = tl.zeros([BLOCK_O, BLOCK_C], KDT)
+    for tid in range(split, B * n_tiles, NSPLIT):
+        b = tid // n_tiles
+        if IDX64:
+            b = b.to(tl.int64)
+        u, v, pmask, ph, pw = _pixels2d(tid % n_tiles, Ho, Wo, SH, SW, TRANSPOSED, IDX64, BLOCK_P, TILE_W)
+        run = True
+        if TRANSPOSED:
+            run = ((ph + PH - i * DH) % SH == 0) & ((pw + PW - j * DW) % SW == 0)
+        if run:
+            ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
+                                                   KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+            if K_MODE == K_GUIDE:
+                g_b = g_ptr + b * sgb
+                f0_b = f0_ptr + b * sfb
+                ch, cw, cin = _centre(u, v, pmask, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW,
+                                      TRANSPOSED, F0_SMOOTH)
+                if D_SINGLE:
+                    fqT = tl.load(g_b + od[:, None] * sgd + (gh * sgh + gw * sgw)[None, :],
+                                  mask=dmask[:, None] & gin[None, :], other=0.0).to(KDT)
+                    f0T = tl.load(f0_b + od[:, None] * sfd + (ch * sfh + cw * sfw)[None, :],
+                                  mask=dmask[:, None] & cin[None, :], other=0.0).to(KDT)
+                    df = fqT - f0T
+                    if KTYPE == KT_INV_ASYM:
+                        df = tl.maximum(df, 0.0)
+                    r = tl.sum(df * df, axis=0)
+                else:
+                    r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, tl.zeros([BLOCK_P, BLOCK_D], KDT), f0_b, sfd, sfh,
+                              sfw, ch, cw, cin, D, KDT, KTYPE == KT_INV_ASYM, False, BLOCK_P, BLOCK_D)
+                kt = _kvalue(r, alpha, lam, KTYPE)
+                if HAS_MASK:
+                    mk = tl.load(m_ptr + b * smb + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)
+                    kt = kt * mk
+                if NORMALIZE or HAS_MASK:
+                    kt = kt / tl.load(sc_ptr + b * Ho * Wo + u * Wo + v, mask=pmask, other=1.0)
+                if HAS_MASK:
+                    kt = tl.where(xin & (mk != 0), kt, 0.0)  # exactly 0 at masked taps
+                else:
+                    kt = tl.where(xin, kt, 0.0)
+            else:
+                kt = tl.load(k_ptr + b * skb + ki * ski + kj * skj + u * skh + v * skw, mask=xin, other=0.0).to(KDT)
+            xT = tl.load(x_ptr + b * sxb + offs_c[:, None] * sxc + (ih * sxh + iw * sxw)[None, :],
+                         mask=cm[:, None] & xin[None, :], other=0.0)
+            gT = tl.load(gy_ptr + b * sgyb + offs_o[:, None] * sgyo + (u * sgyh + v * sgyw)[None, :],
+                         mask=om[:, None] & pmask[None, :], other=0.0)
+            ga = (gT.to(KDT) * kt[None, :]).to(DOT_DT)
+            acc = tl.dot(ga, tl.trans(xT.to(DOT_DT)), acc, input_precision=PREC, out_dtype=acc.dtype)
+    pp = part_ptr + ((split * (KH * KW) + t) * O + offs_o[:, None]) * C + offs_c[None, :]
+    tl.store(pp, acc, mask=om[:, None] & cm[None, :])
+
+
+
+# --- launchers -------------------------------------------------------------------------------
+
+conv_tuned = configs.make_autotuned(pac_conv_kernel, configs.CONV_CONFIGS, configs.CONV_KEY, configs.conv_prune)
+
+
+def _weight_tap_major(weight, transposed, reduce_over_o):
+    """The weight as ``[kh, kw, O, C]`` (forward: C fastest) or ``[kh, kw, C, O]`` (dx: O
+    fastest) contiguous, and O."""
+    if transposed:  # [C, O, kh, kw]
+        O = weight.shape[1]
+        w = weight.permute(2, 3, 0, 1) if reduce_over_o else weight.permute(2, 3, 1, 0)
+    else:  # [O, C, kh, kw]
+        O = weight.shape[0]
+        w = weight.permute(2, 3, 1, 0) if reduce_over_o else weight.permute(2, 3, 0, 1)
+    return w.contiguous(), O
+
+
+def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, transposed, *,
+                 guide=None, kernel=None, mask=None, smooth=None, alpha=None, lam=None,
+                 ktype=hc.KT_GAUSS, normalize=False):
+    """Implicit-GEMM conv / transposed conv (not shared filters). Returns ``(y, out_mask)``."""
+    B, C, H, W = x.shape
+    kh, kw = weight.shape[-2:]
+    w2, O = _weight_tap_major(weight, transposed, reduce_over_o=False)  # [kh, kw, O, C]
+    kdt = hc.kdt_of(x.dtype)
+    k_mode, Hg, Wg, D, Ho, Wo = hc.k_grid(kernel, guide, (kh, kw), stride, padding, dilation, transposed)
+    y = hc.like_layout(x, (B, O, Ho, Wo), x.dtype)
+    has_mask = mask is not None and k_mode == hc.K_GUIDE
+    om = hc.empty((B, 1, 1, 1, Ho, Wo) if has_mask else (0,), guide.dtype if guide is not None else x.dtype,
+                  x.device)
+    if B == 0 or O == 0 or Ho * Wo == 0:
+        if B * O * Ho * Wo:
+            y.zero_()
+        return y, (om if has_mask else None)
+    # (y above follows the caller's layout)
+    x, guide, f0, ko = hc.forward_operands(
+        x, guide, kernel, mask if has_mask else None, smooth, alpha, lam, k_mode=k_mode, ktype=ktype,
+        kernel_size=(kh, kw), stride=stride, padding=padding, dilation=dilation, out_hw=(Ho, Wo),
+        transposed=transposed)
+    bd = configs.block_d(D) if k_mode == hc.K_GUIDE else 1
+    dot_dt, prec = hc.dot_types(x.dtype)
+    args = dict(x_ptr=x, w_ptr=w2, bias_ptr=bias.contiguous() if bias is not None else x, y_ptr=y, om_ptr=om,
+                **ko.guide_args(), **ko.mask_args(), **ko.k_args(), **ko.param_args(),
+                C=C, O=O, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
+                **hc.strides("sx", x), **hc.strides("sy", y, "bohw"))
+    meta = dict(**hc.geometry((kh, kw), stride, padding, dilation), TRANSPOSED=bool(transposed), K_MODE=k_mode,
+                KTYPE=int(ktype), F0_SMOOTH=f0 is not None, NORMALIZE=bool(normalize) and k_mode == hc.K_GUIDE,
+                HAS_MASK=has_mask, HAS_BIAS=bias is not None, KDT=hc.TL_DTYPE[kdt], DOT_DT=dot_dt,
+                PREC=prec, D_SINGLE=D <= bd, BLOCK_D=bd)
+    sh_, sw_ = (stride if transposed else (1, 1))
+    # rectangular pixel tiles (jit_common._pixels2d) over the output grid, or each phase's grid
+    ph_, pw_ = (triton.cdiv(Ho, sh_), triton.cdiv(Wo, sw_)) if transposed else (Ho, Wo)
+
+    def grid(META):
+        tw = META["TILE_W"]
+        th = META["BLOCK_P"] // tw
+        n = sh_ * sw_ * triton.cdiv(ph_, th) * triton.cdiv(pw_, tw)
+        return (n, triton.cdiv(O, META["BLOCK_O"]), B)
+
+    if configs.autotune_enabled() and x.dtype != torch.float64:
+        # TILE_W and C_SINGLE are added per config by configs.conv_prune
+        hc.checked(conv_tuned)[grid](**args, **meta)
+    else:
+        cfg = configs.conv_default(C, O, x.dtype == torch.float64, hc.channel_runs(x))
+        cfg["TILE_W"] = configs.tile_w(pw_, cfg["BLOCK_P"])
+        cfg["C_SINGLE"] = C <= cfg["BLOCK_C"]
+        hc.checked(pac_conv_kernel)[grid](**args, **meta, **cfg)
+    return y, (om if has_mask else None)
+
+
+def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding,
+                  dilation, transposed, ktype, normalize, needs: Grads) -> Grads:
+    """Gradients of ``conv_fwd`` (not shared filters) that ``needs`` asks for (a ``Grads`` of
+    booleans); None elsewhere."""
+    B, C, H, W = x.shape
+    kh, kw = weight.shape[-2:]
+    KK = kh * kw
+    w_co, O = _weight_tap_major(weight, transposed, reduce_over_o=True)  # [kh, kw, C, O]
+    kdt = hc.kdt_of(x.dtype)
+    k_mode, Hg, Wg, D, Ho, Wo = hc.k_grid(kernel, guide, (kh, kw), stride, padding, dilation, transposed)
+    has_mask = mask is not None and k_mode == hc.K_GUIDE
+    norm = bool(normalize) and k_mode == hc.K_GUIDE
+    inv = k_mode == hc.K_GUIDE and ktype != hc.KT_GAUSS
+    if k_mode == hc.K_LOAD:
+        needs = needs._replace(guide=False, smooth=False, alpha=False, lam=False)
+    if not inv:
+        needs = needs._replace(alpha=False, lam=False)
+    need_guide_side = needs.guide or needs.smooth or needs.alpha or needs.lam
+    out = {}
+    dev = x.device
+    if needs.bias:
+        out["bias"] = gy.sum(dim=(0, 2, 3), dtype=kdt).to(weight.dtype)
+    if not (needs.x or needs.weight or need_guide_side or needs.kernel):
+        return Grads(**out)
+    gy = gy if gy.dtype == x.dtype else gy.to(x.dtype)
+    # The dx / dK and dW passes gather [pixels, channels] tiles of x and gy per tap: from
+    # channels-last copies (C, O multiples of 16) these are contiguous, aligned channel runs
+    # (vectorised, coalesced) instead of one cache line per lane. dx keeps x's layout.
+    # The guide too (D a multiple of 16), as in the forward: each thread then holds all of a
+    # pixel's guide channels and the distance over D is a reduction inside the thread instead of
+    # one across warps through shared memory (2 instead of 8 barriers per tap in dx / dK, sm_90).
+    x_in = x
+    x = hc.gather_layout(x)
+    gy = hc.gather_layout(gy)
+    guide = hc.gather_layout(guide)
+    dot_dt, prec = hc.dot_types(x.dtype)
+    vec = hc.channel_runs(x, gy)
+    geom = hc.geometry((kh, kw), stride, padding, dilation)
+    f0 = None
+    if k_mode == hc.K_GUIDE and smooth is not None:
+        f0 = hc.smoothed_centre(guide, smooth, (kh, kw), stride, padding, dilation, (Ho, Wo), transposed)
+    ko = hc.k_operands(x, guide, f0, mask if has_mask else None, kernel, alpha, lam, kdt, inv=inv)
+    bd = configs.block_d_all(D) if k_mode == hc.K_GUIDE else 1
+    f64 = x.dtype == torch.float64
+    kargs = dict(**ko.guide_args(), **ko.mask_args(), **ko.k_args(), **ko.param_args())
+    kmeta = dict(**geom, KDT=hc.TL_DTYPE[kdt], TRANSPOSED=bool(transposed), K_MODE=k_mode,
+                 KTYPE=int(ktype), F0_SMOOTH=f0 is not None, NORMALIZE=norm, HAS_MASK=has_mask, DOT_DT=dot_dt,
+                 PREC=prec)
+    need_dk = need_guide_side or needs.kernel
+    need_scale = k_mode == hc.K_GUIDE and (norm or has_mask) and (needs.x or needs.weight)
+    scale = hc.empty((B, Ho * Wo), kdt, dev) if (k_mode == hc.K_GUIDE and (norm or has_mask)) else x
+    gpass = dict(ko=ko, scale=scale, dummy=x, B=B, C=1, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, geom=geom,
+                 kdt=kdt, transposed=bool(transposed), ktype=int(ktype), smoothed=f0 is not None,
+                 normalize=norm, has_mask=has_mask, channel_wise=False, block_d=bd,
+                 cfg=configs.guide_pass_default(f64))
+
+    def guide_pass(dk, need_dr):
+        """Per-pixel K scale; with ``need_dr`` also the chain through K (dr over dK, d f0, the
+        alpha / lambda partials) and the guide-side gradients."""
+        df0, pa, pl = kernel_map.guide_pass(dk=dk, need_dr=need_dr, **gpass)
+        if not need_dr:
+            return
+        if needs.alpha:
+            out["alpha"] = pa.sum(dtype=kdt).reshape(alpha.shape).to(alpha.dtype)
+        if needs.lam:
+            out["lam"] = pl.sum(dtype=kdt).reshape(lam.shape).to(lam.dtype)
+        if needs.guide or needs.smooth:
+            out["guide"], out["smooth"] = kernel_map.guide_side_grads(
+                need_guide=needs.guide, need_smooth=needs.smooth, df0=df0, ko=ko, dr=dk, guide=guide, smooth=smooth,
+                kernel_size=(kh, kw), stride=stride, padding=padding, dilation=dilation, transposed=transposed,
+                ktype=ktype, channel_wise=False, block_d=bd, kdt=kdt, Ho=Ho, Wo=Wo)
+
+    # dx needs K, hence the per-pixel scale (normaliser / mask ratio) first; the scale-only
+    # guide pass is the K sums over the taps (no dK).
+    if need_scale and needs.x:
+        guide_pass(None, False)
+    dk = None
+    if needs.x or need_dk:
+        # dK elements that no input pixel reaches (taps in the padding) are 0 and left unwritten
+        # by the dx / dK pass; the guide pass reads dK only where a tap reads an input pixel, so
+        # only a requested dL/dK (a returned gradient) needs them zeroed
+        if needs.kernel:
+            dk = torch.zeros((B, KK, Ho * Wo), dtype=kdt, device=dev)
+        else:
+            dk = hc.empty((B, KK, Ho * Wo), kdt, dev) if need_dk else None
+        dx = hc.like_layout(x_in, (B, C, H, W), x.dtype) if needs.x else x
+        xcfg = configs.conv_dxdk_default(C, O, f64, vec)
+        bpx = xcfg["BLOCK_P"]
+        sh_, sw_ = (1, 1) if transposed else tuple(stride)
+        ph_, pw_ = triton.cdiv(H, sh_), triton.cdiv(W, sw_)
+        tw = configs.tile_w(pw_, bpx)
+        n = sh_ * sw_ * triton.cdiv(ph_, bpx // tw) * triton.cdiv(pw_, tw)
+        c_single = C <= xcfg["BLOCK_C"]
+        n_c = 1 if (need_dk or c_single) else triton.cdiv(C, xcfg["BLOCK_C"])
+        bdx = configs.block_d(D) if k_mode == hc.K_GUIDE else 1
+        hc.checked(pac_conv_dxdk_kernel)[(n, n_c, B)](
+            gy_ptr=gy, w_ptr=w_co, x_ptr=x, dx_ptr=dx, dk_ptr=dk if dk is not None else x, sc_ptr=scale, **kargs,
+            C=C, O=O, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
+            **hc.strides("sgy", gy, "bohw"), **hc.strides("sx", x), **hc.strides("sd", dx),
+            **kmeta, NEED_DX=needs.x, NEED_DK=need_dk,
+            BLOCK_D=bdx, BLOCK_P=bpx, BLOCK_O=xcfg["BLOCK_O"], BLOCK_C=xcfg["BLOCK_C"], TILE_W=tw,
+            O_SINGLE=O <= xcfg["BLOCK_O"], C_SINGLE=c_single,
+            HOIST_F=k_mode == hc.K_GUIDE and D <= bdx and not transposed,
+            num_warps=xcfg["num_warps"], num_stages=xcfg["num_stages"])
+        if needs.x:
+            out["x"] = dx
+        if needs.kernel:
+            out["kernel"] = dk.reshape(B, 1, kh, kw, Ho, Wo).to(kernel.dtype)
+    if k_mode == hc.K_GUIDE and (need_guide_side or (need_scale and not needs.x)):
+        guide_pass(dk, need_guide_side)
+    if needs.weight:
+        wcfg = configs.conv_dw_default(C, O, f64, vec)
+        bpw, bo, bc = wcfg["BLOCK_P"], wcfg["BLOCK_O"], wcfg["BLOCK_C"]
+        sh_, sw_ = tuple(stride) if transposed else (1, 1)
+        tw = configs.tile_w(triton.cdiv(Wo, sw_), bpw)
+        n_ob, n_cb = triton.cdiv(O, bo), triton.cdiv(C, bc)
+        tiles = B * sh_ * sw_ * triton.cdiv(triton.cdiv(Ho, sh_), bpw // tw) * triton.cdiv(triton.cdiv(Wo, sw_), tw)
+        ns = configs.conv_dw_splits(tiles, n_ob * n_cb * KK, O, C, B * Ho * Wo)
+        part = hc.empty((ns, KK, O, C), kdt, dev)
+        bdw = configs.block_d(D) if k_mode == hc.K_GUIDE else 1
+        hc.checked(pac_conv_dw_kernel)[(ns, n_ob * n_cb, KK)](
+            gy_ptr=gy, x_ptr=x, part_ptr=part, sc_ptr=scale, **kargs,
+            C=C, O=O, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, B=B, NSPLIT=ns,
+            **hc.strides("sgy", gy, "bohw"), **hc.strides("sx", x),
+            **kmeta, D_SINGLE=D <= bdw, BLOCK_D=bdw, BLOCK_P=bpw,
+            BLOCK_O=bo, BLOCK_C=bc, TILE_W=tw, num_warps=wcfg["num_warps"], num_stages=wcfg["num_stages"])
+        dw = part.sum(dim=0).reshape(kh, kw, O, C)  # fixed-order reduction over the splits
+        out["weight"] = (dw.permute(3, 2, 0, 1) if transposed else dw.permute(2, 3, 0, 1)).contiguous().to(weight.dtype)
+    return Grads(**out)
+
+
+# --- custom ops ------------------------------------------------------------------------------
+# The op returns ``(out, out_mask)``; ``out_mask`` is an empty tensor when no mask was given
+# (custom ops cannot return ``None`` inside a tuple); ``pac_triton.triton.__init__`` maps it back.
+# ``shared=True`` (shared_filters) runs the depthwise family's launchers.
+
+@torch.library.custom_op("pac_triton::triton_conv_fwd", mutates_args=())
+def conv_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], guide: Optional[Tensor],
+             kernel: Optional[Tensor], mask: Optional[Tensor], smooth: Optional[Tensor],
+             alpha: Optional[Tensor], lam: Optional[Tensor], stride: List[int], padding: List[int],
+             output_padding: List[int], dilation: List[int], ktype: int, normalize: bool,
+             shared: bool, transposed: bool) -> Tuple[Tensor, Tensor]:
+    return hc.over_batch(_conv_fwd, (x, weight, bias, guide, kernel, mask, smooth, alpha, lam, stride, padding,
+                                     output_padding, dilation, ktype, normalize, shared, transposed), (0, 3, 4, 5))
+
+
+def _conv_fwd(x, weight, bias, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding, dilation,
+              ktype, normalize, shared, transposed):
+    st, pd, op, dl = tuple(stride), tuple(padding), tuple(output_padding), tuple(dilation)
+    if shared:
+        y, om = depthwise.dw_forward(x, weight, bias, tuple(weight.shape[-2:]), st, pd, op, dl, transposed,
+                                     guide=guide, kernel=kernel, mask=mask, smooth=smooth, alpha=alpha,
+                                     lam=lam, ktype=ktype, normalize=normalize)
+    else:
+        y, om = conv_forward(x, weight, bias, st, pd, op, dl, transposed, guide=guide, kernel=kernel,
+                             mask=mask, smooth=smooth, alpha=alpha, lam=lam, ktype=ktype, normalize=normalize)
+    if om is None:
+        om = x.new_empty((0,))
+    return y, om
+
+
+def _conv_out_hw(x, weight, guide, kernel, stride, padding, dilation, transposed):
+    if kernel is not None:
+        return tuple(kernel.shape[-2:])
+    if transposed:
+        return tuple(guide.shape[-2:])
+    return hc.conv_out_hw(tuple(guide.shape[-2:]), tuple(weight.shape[-2:]), stride, padding, dilation)
+
+
+@conv_fwd.register_fake
+def _(x, weight, bias, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding, dilation,
+      ktype, normalize, shared, transposed):
+    Ho, Wo = _conv_out_hw(x, weight, guide, kernel, stride, padding, dilation, transposed)
+    B, C = x.shape[:2]
+    O = C if shared else (weight.shape[1] if transposed else weight.shape[0])
+    y = hc.like_layout(x, (B, O, Ho, Wo), x.dtype)
+    if mask is not None and kernel is None:
+        om = x.new_empty((B, 1, 1, 1, Ho, Wo), dtype=guide.dtype)
+    else:
+        om = x.new_empty((0,))
+    return y, om
+
+
+def _conv_setup_context(ctx, inputs, output):
+    (x, weight, bias, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding, dilation,
+     ktype, normalize, shared, transposed) = inputs
+    ctx.save_for_backward(x, weight, guide, kernel, mask, smooth, alpha, lam)
+    ctx.static = (list(stride), list(padding), list(output_padding), list(dilation), int(ktype), bool(normalize),
+                  bool(shared), bool(transposed))
+
+
+# conv_fwd's input index of each gradient field
+_CONV_INPUT_OF = Grads(x=0, weight=1, bias=2, guide=3, kernel=4, smooth=6, alpha=7, lam=8)
+
+
+def _conv_backward(ctx, gy, gom):
+    x, weight, guide, kernel, mask, smooth, alpha, lam = ctx.saved_tensors
+    stride, padding, output_padding, dilation, ktype, normalize, shared, transposed = ctx.static
+    needs = Grads(*(bool(ctx.needs_input_grad[i]) for i in _CONV_INPUT_OF))
+    grads = [None] * 17
+    if not any(needs):
+        return tuple(grads)
+    res = conv_bwd(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding,
+                   dilation, ktype, normalize, shared, transposed, list(needs))
+    for k, i in enumerate(_CONV_INPUT_OF):
+        if needs[k]:
+            grads[i] = res[k]
+    return tuple(grads)
+
+
+conv_fwd.register_autograd(_conv_backward, setup_context=_conv_setup_context)
+
+
+@torch.library.custom_op("pac_triton::triton_conv_bwd", mutates_args=())
+def conv_bwd(gy: Tensor, x: Tensor, weight: Tensor, guide: Optional[Tensor], kernel: Optional[Tensor],
+             mask: Optional[Tensor], smooth: Optional[Tensor], alpha: Optional[Tensor], lam: Optional[Tensor],
+             stride: List[int], padding: List[int], output_padding: List[int], dilation: List[int], ktype: int,
+             normalize: bool, shared: bool, transposed: bool, needs: List[bool]) -> List[Tensor]:
+    """Gradients of conv_fwd in ``Grads`` order (x, weight, bias, guide, kernel, smooth, alpha,
+    lam); an empty tensor where ``needs`` is false (or the input is None)."""
+    return hc.over_batch(_conv_bwd, (gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride, padding,
+                                     output_padding, dilation, ktype, normalize, shared, transposed, needs),
+                         (0, 1, 3, 4, 5), summed=(1, 2, 5, 6, 7))
+
+
+def _conv_bwd(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding, dilation,
+              ktype, normalize, shared, transposed, needs):
+    need = Grads(*map(bool, needs))
+    if shared:
+        res = depthwise.dw_backward(gy, x, weight, tuple(weight.shape[-2:]), tuple(stride), tuple(padding),
+                                    tuple(output_padding), tuple(dilation), bool(transposed), guide, kernel, mask,
+                                    smooth, alpha, lam, int(ktype), bool(normalize), False, need)
+    else:
+        res = conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, tuple(stride), tuple(padding),
+                            tuple(output_padding), tuple(dilation), bool(transposed), int(ktype), bool(normalize),
+                            need)
+    return hc.grads_to_list(res, x)
+
+
+@conv_bwd.register_fake
+def _(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding, dilation, ktype,
+      normalize, shared, transposed, needs):
+    return hc.fake_grads(x, Grads(x, weight, None, guide, kernel, smooth, alpha, lam), kernel, ktype,
+                         Grads(*map(bool, needs)), bias=weight.new_empty((gy.shape[1],)))
+
+
+conv_bwd.register_autograd(hc.no_double_backward)

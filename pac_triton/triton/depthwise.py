@@ -1,0 +1,652 @@
+"""The depthwise family: K-weighted pooling (``pacpool2d`` / ``pac_pool2d``) and
+``shared_filters`` convolution / transposed convolution (one ``[1, 1, kh, kw]`` filter for
+every channel): ``y[p, c] = sum_t w_t K_t[p, c or 0] x[q_t(p), c]``. Forward and backward
+kernels, launchers, and the pooling custom op (the shared-filter convolutions are the dense
+family's op with ``shared=True``, ``conv.py``).
+
+* ``pac_dw_kernel``: the forward; K from the guide (channel-wise: from a guide with C
+  channels, one K per channel) or read from a precomputed K.
+* ``pac_dw_dk_kernel``: dL/dK = w_t gy x (summed over channels unless K is per channel).
+* ``pac_dw_dx_kernel``: the input gradient, a gather over the taps (no atomics).
+* ``pac_shared_dw_kernel``: the shared filter's gradient, split partials summed on the host.
+The guide-side gradients from dK are the kernel map's guide pass and gather (``kernel_map.py``).
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from . import configs
+from . import host_common as hc
+from . import kernel_map
+from .host_common import Grads
+from .jit_common import (INV_EPSILON, K_GUIDE, KT_GAUSS, KT_INV_ASYM, _centre, _centre_tile, _dist,  # noqa: F401
+                         _k_params, _k_tile, _kept, _kvalue, _load_f0, _norm_divisor, _out_tap, _pixels, _pixels2d,
+                         _tap)
+
+
+# --- kernels ---------------------------------------------------------------------------------
+
+@triton.jit
+def pac_dw_kernel(
+    x_ptr, wt_ptr, bias_ptr, y_ptr, g_ptr, f0_ptr, m_ptr, k_ptr, om_ptr, alpha_ptr, lam_ptr,
+    C, H, W, Ho, Wo, D, Hg, Wg, sab,
+    sxb, sxc, sxh, sxw,
+    syb, syc, syh, syw,
+    sgb, sgd, sgh, sgw,
+    sfb, sfd, sfh, sfw,
+    smb, smh, smw,
+    skb, skc, ski, skj, skh, skw,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    TRANSPOSED: tl.constexpr, K_MODE: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
+    NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_WTAP: tl.constexpr,
+    CW: tl.constexpr, OM_PER_CHANNEL: tl.constexpr, IDX64: tl.constexpr, KDT: tl.constexpr,
+    D_SINGLE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    TILE_W: tl.constexpr = 1,
+):
+    """y[b, c, u, v] = bias[c] + sum_t w_t * K_t(u, v)[c or 0] * x[b, c, q_t(u, v)].
+
+    Pooling (no w_t, no bias) and ``shared_filters`` convolution (w_t = weight[0, 0, i, j]).
+    Pointers: ``x_ptr`` input ``[B, C, H, W]`` (sx*); ``wt_ptr`` the shared filter ``[kh*kw]``
+    contiguous in KDT (HAS_WTAP); ``bias_ptr`` ``[C]`` (HAS_BIAS); ``y_ptr`` output
+    ``[B, C, Ho, Wo]`` (sy*); ``g_ptr`` guide ``[B, D, Hg, Wg]`` (sg*; channel-wise D = C);
+    ``f0_ptr`` the centre feature's source (sf*; smoothed ``[B, D, Ho, Wo]`` or the guide);
+    ``m_ptr`` mask ``[B, 1, H, W]`` (sm*); ``k_ptr`` a given K ``[B, 1|C, kh, kw, Ho, Wo]``
+    (sk*, skc = 0 for one channel; K_LOAD); ``om_ptr`` out mask ``[B, 1|C, 1, 1, Ho, Wo]``
+    contiguous (OM_PER_CHANNEL: one per channel); ``alpha_ptr`` / ``lam_ptr`` inv_alpha /
+    inv_lambda in KDT, read at ``c * sab`` (sab = 0: one value).
+    ``CW``: K per channel from a guide with C channels. Pixel tiles are
+    ``(BLOCK_P // TILE_W) x TILE_W`` rectangles (``_pixels2d``; transposed: of one output
+    phase), so the per-tap gathers run along image rows (NCHW) or along whole channel runs (the
+    launcher's channels-last copies)."""
+    pid_p = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    b = tl.program_id(2)
+    if IDX64:
+        b = b.to(tl.int64)
+    u, v, pmask, ph, pw = _pixels2d(pid_p, Ho, Wo, SH, SW, TRANSPOSED, IDX64, BLOCK_P, TILE_W)
+    cc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    if IDX64:
+        cc = cc.to(tl.int64)
+    cm = cc < C
+
+    x_b = x_ptr + b * sxb
+    g_b = g_ptr + b * sgb
+    f0_b = f0_ptr + b * sfb
+    m_b = m_ptr + b * smb
+    k_b = k_ptr + b * skb
+
+    alpha = 0.0
+    lam = 0.0
+    if K_MODE == K_GUIDE:
+        ch, cw, cin = _centre(u, v, pmask, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW,
+                              TRANSPOSED, F0_SMOOTH)
+        alpha, lam = _k_params(alpha_ptr, lam_ptr, cc, cm, sab, KTYPE, CW, KDT)
+        f0t = _centre_tile(f0_b, sfd, sfh, sfw, ch, cw, cin, cc, cm, D, CW, D_SINGLE, KDT, BLOCK_P, BLOCK_D)
+    else:
+        ch = u
+        cw = v
+        cin = pmask
+        f0t = tl.zeros([BLOCK_P, BLOCK_D], KDT)
+
+    acc = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+    nsum = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+    vsum = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+
+    for t in range(KH * KW):
+        i = t // KW
+        j = t % KW
+        run = True
+        if TRANSPOSED:
+            run = ((ph + PH - i * DH) % SH == 0) & ((pw + PW - j * DW) % SW == 0)
+        if run:
+            ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
+                                                   KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+            if K_MODE == K_GUIDE:
+                kt = _k_tile(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
+                             alpha, lam, cc, cm, KTYPE, CW, KDT, D_SINGLE, BLOCK_P, BLOCK_D, BLOCK_C)
+                if HAS_MASK:
+                    mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)[:, None]
+                else:
+                    mv = xin.to(KDT)[:, None]
+                kt = _kept(kt, mv)
+                if NORMALIZE:
+                    nsum += kt
+                elif HAS_MASK:
+                    nsum += mv
+                    vsum += xin.to(KDT)[:, None]
+            else:
+                kt = tl.load(k_b + (ki * ski + kj * skj + u * skh + v * skw)[:, None] + cc[None, :] * skc,
+                             mask=xin[:, None] & cm[None, :], other=0.0).to(KDT)
+            if HAS_WTAP:
+                kt = kt * tl.load(wt_ptr + t).to(KDT)
+            xt = tl.load(x_b + (ih * sxh + iw * sxw)[:, None] + cc[None, :] * sxc,
+                         mask=xin[:, None] & cm[None, :], other=0.0, cache_modifier=".ca").to(KDT)
+            acc += kt * xt
+
+    if K_MODE == K_GUIDE:
+        if NORMALIZE or HAS_MASK:
+            nz, divisor = _norm_divisor(nsum, vsum, NORMALIZE)
+            acc = acc / divisor
+        if HAS_MASK:
+            if OM_PER_CHANNEL:
+                tl.store(om_ptr + (b * C + cc[None, :]) * Ho * Wo + (u * Wo + v)[:, None],
+                         nz.to(KDT).to(om_ptr.dtype.element_ty), mask=pmask[:, None] & cm[None, :])
+            else:
+                if pid_c == 0:
+                    nzp = tl.max(nz.to(tl.int32), axis=1)
+                    tl.store(om_ptr + b * Ho * Wo + u * Wo + v, nzp.to(KDT).to(om_ptr.dtype.element_ty), mask=pmask)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + cc, mask=cm, other=0.0).to(KDT)[None, :]
+    y_ptrs = y_ptr + b * syb + (u * syh + v * syw)[:, None] + cc[None, :] * syc
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=pmask[:, None] & cm[None, :])
+
+
+
+@triton.jit
+def _k_at(g_b, sgd, sgh, sgw, gh, gw, gin, f0_b, sfd, sfh, sfw, ch, cw, cin, D, alpha, lam,
+          m_b, smh, smw, mh, mw, sc_b, Wo, k_b, ski, skj, skh, skw, ki, kj, ph_, pw_, pin,
+          K_MODE: tl.constexpr, KTYPE: tl.constexpr, NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr,
+          KDT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):
+    """K_t(P) for a row vector of (P, t) pairs, P = (ph_, pw_) valid where ``pin`` (which also
+    says that the tap lands on an input pixel (mh, mw)). From the guide: the kernel function
+    times the mask at the input pixel over the per-pixel divisor the guide pass wrote; or read
+    from a precomputed K. 0 where ``pin`` is false."""
+    if K_MODE == K_GUIDE:
+        r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, tl.zeros([BLOCK_P, BLOCK_D], KDT), f0_b, sfd, sfh, sfw,
+                  ch, cw, cin, D, KDT, KTYPE == KT_INV_ASYM, False, BLOCK_P, BLOCK_D)
+        kt = _kvalue(r, alpha, lam, KTYPE)
+        if HAS_MASK:
+            mk = tl.load(m_b + mh * smh + mw * smw, mask=pin, other=0.0).to(KDT)
+            kt = kt * mk
+        if NORMALIZE or HAS_MASK:
+            kt = kt / tl.load(sc_b + ph_ * Wo + pw_, mask=pin, other=1.0)
+        if HAS_MASK:
+            kt = tl.where(pin & (mk != 0), kt, 0.0)  # exactly 0 at masked taps (NaN K or divisor)
+        else:
+            kt = tl.where(pin, kt, 0.0)
+    else:
+        kt = tl.load(k_b + ki * ski + kj * skj + ph_ * skh + pw_ * skw, mask=pin, other=0.0).to(KDT)
+    return kt
+
+
+
+@triton.jit
+def pac_dw_dk_kernel(
+    gy_ptr, x_ptr, wt_ptr, dk_ptr,
+    C, H, W, Ho, Wo,
+    sgyb, sgyc, sgyh, sgyw,
+    sxb, sxc, sxh, sxw,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    TRANSPOSED: tl.constexpr, HAS_WTAP: tl.constexpr, PER_CHANNEL: tl.constexpr, IDX64: tl.constexpr,
+    KDT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """dK[b, c or 0, (ki, kj), P] = w_t gy[b, c, P] x[b, c, q_t(P)] (summed over c unless
+    PER_CHANNEL).
+
+    Pointers: ``gy_ptr`` dL/dy ``[B, C, Ho, Wo]`` (sgy*); ``x_ptr`` input ``[B, C, H, W]`` (sx*);
+    ``wt_ptr`` the shared filter ``[kh*kw]`` in KDT (HAS_WTAP); ``dk_ptr`` ``[B, C or 1, KH*KW,
+    Ho*Wo]`` contiguous in KDT (K's tap order); every element written."""
+    pid_p = tl.program_id(0)
+    b = tl.program_id(1)
+    pid_c = tl.program_id(2)
+    if IDX64:
+        b = b.to(tl.int64)
+    u, v, pmask, ph, pw = _pixels(pid_p, Ho, Wo, SH, SW, TRANSPOSED, IDX64, BLOCK_P)
+    offs_c = tl.arange(0, BLOCK_C)
+    if IDX64:
+        offs_c = offs_c.to(tl.int64)
+    pix = u * Wo + v
+    goff = u * sgyh + v * sgyw
+    for t in range(KH * KW):
+        i = t // KW
+        j = t % KW
+        ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, 1, 1,
+                                               KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+        xoff = ih * sxh + iw * sxw
+        if HAS_WTAP:
+            wv = tl.load(wt_ptr + t).to(KDT)
+        else:
+            wv = 1.0
+        if PER_CHANNEL:
+            cc = pid_c * BLOCK_C + offs_c
+            cm = cc < C
+            gt = tl.load(gy_ptr + b * sgyb + goff[:, None] + cc[None, :] * sgyc, mask=pmask[:, None] & cm[None, :],
+                         other=0.0).to(KDT)
+            xt = tl.load(x_ptr + b * sxb + xoff[:, None] + cc[None, :] * sxc, mask=xin[:, None] & cm[None, :],
+                         other=0.0).to(KDT)
+            tl.store(dk_ptr + ((b * C + cc[None, :]) * (KH * KW) + ki * KW + kj) * Ho * Wo + pix[:, None],
+                     wv * gt * xt, mask=pmask[:, None] & cm[None, :])
+        else:
+            dk = tl.zeros([BLOCK_P], KDT)
+            for c0 in range(0, C, BLOCK_C):
+                cc = c0 + offs_c
+                cm = cc < C
+                gt = tl.load(gy_ptr + b * sgyb + goff[:, None] + cc[None, :] * sgyc,
+                             mask=pmask[:, None] & cm[None, :], other=0.0).to(KDT)
+                xt = tl.load(x_ptr + b * sxb + xoff[:, None] + cc[None, :] * sxc,
+                             mask=xin[:, None] & cm[None, :], other=0.0).to(KDT)
+                dk += tl.sum(gt * xt, axis=1)
+            tl.store(dk_ptr + (b * (KH * KW) + ki * KW + kj) * Ho * Wo + pix, wv * dk, mask=pmask)
+
+
+
+@triton.jit
+def pac_dw_dx_kernel(
+    gy_ptr, wt_ptr, dx_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, k_ptr, alpha_ptr, lam_ptr,
+    C, H, W, Ho, Wo, D, Hg, Wg, sab, DKC,
+    sgyb, sgyc, sgyh, sgyw,
+    sdb, sdc, sdh, sdw,
+    sgb, sgd, sgh, sgw,
+    sfb, sfd, sfh, sfw,
+    smb, smh, smw,
+    skb, skc, ski, skj, skh, skw,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    TRANSPOSED: tl.constexpr, K_MODE: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
+    NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_WTAP: tl.constexpr, CW: tl.constexpr,
+    IDX64: tl.constexpr, KDT: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """Input gradient of the depthwise family: dx[b, c, q] = sum over (t, P) with q_t(P) = q of
+    w_t K_t(P)[c or 0] gy[b, c, P] (a gather over the taps, no atomics; index patterns as in
+    ``pac_conv_dxdk_kernel``).
+
+    Pointers: ``gy_ptr`` dL/dy ``[B, C, Ho, Wo]`` (sgy*); ``wt_ptr`` the shared filter
+    ``[kh*kw]`` in KDT (HAS_WTAP); ``dx_ptr`` ``[B, C, H, W]`` (sd*); ``g_ptr`` / ``f0_ptr`` /
+    ``m_ptr`` / ``k_ptr`` / ``alpha_ptr`` / ``lam_ptr`` as in ``pac_dw_kernel``; ``sc_ptr`` the
+    per-pixel K divisor from the guide pass ``[B, DKC, Ho*Wo]`` contiguous in KDT (DKC = C
+    channel-wise, else 1; NORMALIZE or HAS_MASK)."""
+    pid_p = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    b = tl.program_id(2)
+    if IDX64:
+        b = b.to(tl.int64)
+    u, v, qmask, ph, pw = _pixels(pid_p, H, W, SH, SW, not TRANSPOSED, IDX64, BLOCK_P)
+    cc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    if IDX64:
+        cc = cc.to(tl.int64)
+    cm = cc < C
+    g_b = g_ptr + b * sgb
+    f0_b = f0_ptr + b * sfb
+    alpha = 0.0
+    lam = 0.0
+    if K_MODE == K_GUIDE:
+        alpha, lam = _k_params(alpha_ptr, lam_ptr, cc, cm, sab, KTYPE, CW, KDT)
+    acc = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+    for t in range(KH * KW):
+        i = t // KW
+        j = t % KW
+        run = True
+        if not TRANSPOSED:
+            run = ((ph + PH - i * DH) % SH == 0) & ((pw + PW - j * DW) % SW == 0)
+        if run:
+            pu, pv, pin, gh, gw, gin, ki, kj = _out_tap(u, v, qmask, i, j, Ho, Wo, Hg, Wg,
+                                                        KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+            pm2 = pin[:, None] & cm[None, :]
+            if K_MODE == K_GUIDE:
+                ch, cw, cin = _centre(pu, pv, pin, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED,
+                                      F0_SMOOTH)
+                if CW:
+                    fq = tl.load(g_b + (gh * sgh + gw * sgw)[:, None] + cc[None, :] * sgd,
+                                 mask=gin[:, None] & cm[None, :], other=0.0).to(KDT)
+                    f0 = tl.load(f0_b + (ch * sfh + cw * sfw)[:, None] + cc[None, :] * sfd,
+                                 mask=cin[:, None] & cm[None, :], other=0.0).to(KDT)
+                    df = fq - f0
+                    if KTYPE == KT_INV_ASYM:
+                        df = tl.maximum(df, 0.0)
+                    kt = _kvalue(df * df, alpha, lam, KTYPE)
+                else:
+                    r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, tl.zeros([BLOCK_P, BLOCK_D], KDT), f0_b, sfd, sfh,
+                              sfw, ch, cw, cin, D, KDT, KTYPE == KT_INV_ASYM, False, BLOCK_P, BLOCK_D)
+                    kt = _kvalue(r, alpha, lam, KTYPE)[:, None] + tl.zeros([BLOCK_P, BLOCK_C], KDT)
+                if HAS_MASK:
+                    mk = tl.load(m_ptr + b * smb + u * smh + v * smw, mask=pin, other=0.0).to(KDT)[:, None]
+                    kt = kt * mk
+                if NORMALIZE or HAS_MASK:
+                    if CW:
+                        kt = kt / tl.load(sc_ptr + (b * C + cc[None, :]) * Ho * Wo + (pu * Wo + pv)[:, None],
+                                          mask=pm2, other=1.0)
+                    else:
+                        kt = kt / tl.load(sc_ptr + b * Ho * Wo + pu * Wo + pv, mask=pin, other=1.0)[:, None]
+                if HAS_MASK:
+                    kt = tl.where(pm2 & (mk != 0), kt, 0.0)  # exactly 0 at masked taps
+                else:
+                    kt = tl.where(pm2, kt, 0.0)
+            else:
+                kt = tl.load(k_ptr + b * skb + ki * ski + kj * skj + (pu * skh + pv * skw)[:, None]
+                             + cc[None, :] * skc, mask=pm2, other=0.0).to(KDT)
+            if HAS_WTAP:
+                kt = kt * tl.load(wt_ptr + t).to(KDT)
+            gt = tl.load(gy_ptr + b * sgyb + (pu * sgyh + pv * sgyw)[:, None] + cc[None, :] * sgyc, mask=pm2,
+                         other=0.0).to(KDT)
+            acc += kt * gt
+    tl.store(dx_ptr + b * sdb + (u * sdh + v * sdw)[:, None] + cc[None, :] * sdc,
+             acc.to(dx_ptr.dtype.element_ty), mask=qmask[:, None] & cm[None, :])
+
+
+@triton.jit
+def pac_shared_dw_kernel(
+    gy_ptr, x_ptr, part_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, k_ptr, alpha_ptr, lam_ptr,
+    C, H, W, Ho, Wo, D, Hg, Wg, B, NSPLIT,
+    sgyb, sgyc, sgyh, sgyw,
+    sxb, sxc, sxh, sxw,
+    sgb, sgd, sgh, sgw,
+    sfb, sfd, sfh, sfw,
+    smb, smh, smw,
+    skb, ski, skj, skh, skw,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    TRANSPOSED: tl.constexpr, K_MODE: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
+    NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, IDX64: tl.constexpr,
+    KDT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """Shared-filter weight-gradient partials: part[split, t] = sum over this split's pixel
+    tiles of K_t(P) sum_c gy[b, c, P] x[b, c, q_t(P)] (no atomics; the host sums over splits in
+    a fixed order).
+
+    Pointers: ``gy_ptr`` dL/dy ``[B, C, Ho, Wo]`` (sgy*); ``x_ptr`` input ``[B, C, H, W]``
+    (sx*); ``part_ptr`` ``[NSPLIT, KH*KW]`` contiguous in KDT; ``g_ptr`` / ``f0_ptr`` /
+    ``m_ptr`` / ``alpha_ptr`` / ``lam_ptr`` as in ``pac_dw_kernel``; ``k_ptr`` a given K
+    ``[B, 1, kh, kw, Ho, Wo]`` (skb, ski, skj, skh, skw); ``sc_ptr`` the per-pixel K divisor
+    ``[B, Ho*Wo]`` in KDT."""
+    split = tl.program_id(0)
+    t = tl.program_id(1)
+    i = t // KW
+    j = t % KW
+    offs_c = tl.arange(0, BLOCK_C)
+    alpha = 0.0
+    lam = 0.0
+    if K_MODE == K_GUIDE:
+        alpha, lam = _k_params(alpha_ptr, lam_ptr, 0, 0, 0, KTYPE, False, KDT)
+    n_tiles = (Ho * Wo + BLOCK_P - 1) // BLOCK_P
+    acc = tl.zeros([BLOCK_P], KDT)
+    for tid in range(split, B * n_tiles, NSPLIT):
+        b = tid // n_tiles
+        if IDX64:
+            b = b.to(tl.int64)
+        u, v, pmask, ph, pw = _pixels(tid % n_tiles, Ho, Wo, SH, SW, False, IDX64, BLOCK_P)
+        ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
+                                               KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+        ch, cw, cin = _centre(u, v, pmask, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED, F0_SMOOTH)
+        kt = _k_at(g_b=g_ptr + b * sgb, sgd=sgd, sgh=sgh, sgw=sgw, gh=gh, gw=gw, gin=gin, f0_b=f0_ptr + b * sfb,
+                   sfd=sfd, sfh=sfh, sfw=sfw, ch=ch, cw=cw, cin=cin, D=D, alpha=alpha, lam=lam, m_b=m_ptr + b * smb,
+                   smh=smh, smw=smw, mh=ih, mw=iw, sc_b=sc_ptr + b * Ho * Wo, Wo=Wo, k_b=k_ptr + b * skb, ski=ski,
+                   skj=skj, skh=skh, skw=skw, ki=ki, kj=kj, ph_=u, pw_=v, pin=xin, K_MODE=K_MODE, KTYPE=KTYPE,
+                   NORMALIZE=NORMALIZE, HAS_MASK=HAS_MASK, KDT=KDT, BLOCK_P=BLOCK_P, BLOCK_D=BLOCK_D)
+        e = tl.zeros([BLOCK_P], KDT)
+        for c0 in range(0, C, BLOCK_C):
+            cc = c0 + offs_c
+            cm = cc < C
+            gt = tl.load(gy_ptr + b * sgyb + (u * sgyh + v * sgyw)[:, None] + cc[None, :] * sgyc,
+                         mask=pmask[:, None] & cm[None, :], other=0.0).to(KDT)
+            xt = tl.load(x_ptr + b * sxb + (ih * sxh + iw * sxw)[:, None] + cc[None, :] * sxc,
+                         mask=xin[:, None] & cm[None, :], other=0.0).to(KDT)
+            e += tl.sum(gt * xt, axis=1)
+        acc += kt * e
+    tl.store(part_ptr + split * (KH * KW) + t, tl.sum(acc, axis=0))
+
+
+# --- launchers -------------------------------------------------------------------------------
+
+dw_tuned = configs.make_autotuned(pac_dw_kernel, configs.DW_CONFIGS, configs.DW_KEY, configs.dw_prune)
+
+
+def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dilation, transposed, *,
+               guide=None, kernel=None, mask=None, smooth=None, alpha=None, lam=None, ktype=hc.KT_GAUSS,
+               normalize=False, channel_wise=False):
+    """Depthwise family: pooling (``wtap`` None) and shared-filter conv / transposed conv.
+    Returns ``(y, out_mask)``."""
+    B, C, H, W = x.shape
+    kh, kw = kernel_size
+    kdt = hc.kdt_of(x.dtype)
+    k_mode, Hg, Wg, D, Ho, Wo = hc.k_grid(kernel, guide, (kh, kw), stride, padding, dilation, transposed)
+    cw = bool(channel_wise) and k_mode == hc.K_GUIDE
+    has_mask = mask is not None and k_mode == hc.K_GUIDE
+    om_per_channel = cw and bool(normalize)
+    y = hc.like_layout(x, (B, C, Ho, Wo), x.dtype)
+    om = hc.empty((B, C if om_per_channel else 1, 1, 1, Ho, Wo) if has_mask else (0,),
+                  guide.dtype if guide is not None else x.dtype, x.device)
+    if B == 0 or C == 0 or Ho * Wo == 0:
+        return y, (om if has_mask else None)
+    # (y above follows the caller's layout)
+    x, guide, f0, ko = hc.forward_operands(
+        x, guide, kernel, mask if has_mask else None, smooth, alpha, lam, k_mode=k_mode, ktype=ktype,
+        kernel_size=(kh, kw), stride=stride, padding=padding, dilation=dilation, out_hw=(Ho, Wo),
+        transposed=transposed, channel_wise=cw, k_channel_stride=True)
+    wt = hc.kdt_vector(wtap, kdt) if wtap is not None else x
+    bd = configs.block_d(D) if (k_mode == hc.K_GUIDE and not cw) else 1
+    args = dict(x_ptr=x, wt_ptr=wt, bias_ptr=bias.contiguous() if bias is not None else x, y_ptr=y, om_ptr=om,
+                **ko.guide_args(), **ko.mask_args(), **ko.k_args(channel=True), **ko.param_args(),
+                C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, sab=ko.sab,
+                **hc.strides("sx", x), **hc.strides("sy", y))
+    meta = dict(**hc.geometry((kh, kw), stride, padding, dilation), TRANSPOSED=bool(transposed), K_MODE=k_mode,
+                KTYPE=int(ktype), F0_SMOOTH=f0 is not None, NORMALIZE=bool(normalize) and k_mode == hc.K_GUIDE,
+                HAS_MASK=has_mask, HAS_BIAS=bias is not None, HAS_WTAP=wtap is not None, CW=cw,
+                OM_PER_CHANNEL=om_per_channel, KDT=hc.TL_DTYPE[kdt], D_SINGLE=D <= bd, BLOCK_D=bd)
+    sh_, sw_ = (stride if transposed else (1, 1))
+    ph_, pw_ = (triton.cdiv(Ho, sh_), triton.cdiv(Wo, sw_)) if transposed else (Ho, Wo)
+
+    def grid(META):
+        tw = META["TILE_W"]
+        n = sh_ * sw_ * triton.cdiv(ph_, META["BLOCK_P"] // tw) * triton.cdiv(pw_, tw)
+        return (n, triton.cdiv(C, META["BLOCK_C"]), B)
+
+    if configs.autotune_enabled() and x.dtype != torch.float64:
+        hc.checked(dw_tuned)[grid](**args, **meta)  # TILE_W added per config by configs.dw_prune
+    else:
+        cfg = configs.dw_fwd_default(C, x.dtype == torch.float64, hc.channel_runs(x))
+        cfg["TILE_W"] = configs.tile_w(pw_, cfg["BLOCK_P"])
+        hc.checked(pac_dw_kernel)[grid](**args, **meta, **cfg)
+    return y, (om if has_mask else None)
+
+
+def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilation, transposed, guide, kernel,
+                mask, smooth, alpha, lam, ktype, normalize, channel_wise, needs: Grads) -> Grads:
+    """Gradients of the depthwise family (pooling: ``wtap`` None; shared filters: ``wtap`` the
+    ``[1, 1, kh, kw]`` weight) that ``needs`` (a ``Grads`` of booleans) asks for."""
+    B, C, H, W = x.shape
+    kh, kw = kernel_size
+    KK = kh * kw
+    kdt = hc.kdt_of(x.dtype)
+    dev = x.device
+    k_mode, Hg, Wg, D, Ho, Wo = hc.k_grid(kernel, guide, (kh, kw), stride, padding, dilation, transposed)
+    if k_mode == hc.K_LOAD:
+        needs = needs._replace(guide=False, smooth=False, alpha=False, lam=False)
+        dkc = kernel.shape[1]
+    else:
+        dkc = C if channel_wise else 1
+    cw = bool(channel_wise) and k_mode == hc.K_GUIDE
+    has_mask = mask is not None and k_mode == hc.K_GUIDE
+    norm = bool(normalize) and k_mode == hc.K_GUIDE
+    inv = k_mode == hc.K_GUIDE and ktype != hc.KT_GAUSS
+    if not inv:
+        needs = needs._replace(alpha=False, lam=False)
+    if wtap is None:
+        needs = needs._replace(weight=False, bias=False)
+    need_guide_side = needs.guide or needs.smooth or needs.alpha or needs.lam
+    out = {}
+    if needs.bias:
+        out["bias"] = gy.sum(dim=(0, 2, 3), dtype=kdt).to(wtap.dtype)
+    if not (needs.x or needs.weight or need_guide_side or needs.kernel):
+        return Grads(**out)
+    # channels-last copies of x, dL/dy and the guide for the per-tap gathers (as in
+    # conv_backward); dx keeps x's layout
+    x_in = x
+    gy = gy if gy.dtype == x.dtype else gy.to(x.dtype)
+    x = hc.gather_layout(x)
+    gy = hc.gather_layout(gy)
+    guide = hc.gather_layout(guide)
+    vec = hc.channel_runs(x, gy)
+    f64 = x.dtype == torch.float64
+    cfg = configs.dw_default(C, f64, vec)
+    bp, bc = cfg["BLOCK_P"], cfg["BLOCK_C"]
+    nw = cfg["num_warps"]
+    geom = hc.geometry((kh, kw), stride, padding, dilation)
+    common = dict(**geom, KDT=hc.TL_DTYPE[kdt])
+    f0 = None
+    if k_mode == hc.K_GUIDE and smooth is not None:
+        f0 = hc.smoothed_centre(guide, smooth, (kh, kw), stride, padding, dilation, (Ho, Wo), transposed)
+    ko = hc.k_operands(x, guide, f0, mask if has_mask else None, kernel, alpha, lam, kdt, inv=inv, channel_wise=cw,
+                       n_channels=C, k_channel_stride=True)
+    wt = hc.kdt_vector(wtap, kdt) if wtap is not None else x
+    bd = configs.block_d_all(D) if (k_mode == hc.K_GUIDE and not cw) else 1
+    ph_grid = (stride[0] * stride[1] * triton.cdiv(triton.cdiv(Ho, stride[0]) * triton.cdiv(Wo, stride[1]), bp)
+               if transposed else triton.cdiv(Ho * Wo, bp))
+    gy_args = dict(gy_ptr=gy, **hc.strides("sgy", gy))
+    kargs = dict(**ko.guide_args(), **ko.mask_args(), **ko.param_args())
+
+    scale = x
+    dk = None
+    if need_guide_side or needs.kernel:
+        per_c = dkc > 1
+        dk = hc.empty((B, dkc, KK, Ho * Wo), kdt, dev)
+        hc.checked(pac_dw_dk_kernel)[(ph_grid, B, triton.cdiv(C, bc) if per_c else 1)](
+            **gy_args, x_ptr=x, wt_ptr=wt, dk_ptr=dk, C=C, H=H, W=W, Ho=Ho, Wo=Wo, **hc.strides("sx", x), **common,
+            TRANSPOSED=bool(transposed), HAS_WTAP=wtap is not None, PER_CHANNEL=per_c, BLOCK_P=bp, BLOCK_C=bc,
+            num_warps=nw)
+        if needs.kernel:
+            out["kernel"] = dk.reshape(B, dkc, kh, kw, Ho, Wo).to(kernel.dtype)
+    if k_mode == hc.K_GUIDE and (need_guide_side or ((needs.x or needs.weight) and (norm or has_mask))):
+        if norm or has_mask:
+            scale = hc.empty((B, dkc, Ho * Wo), kdt, dev)
+        df0, pa, pl = kernel_map.guide_pass(
+            ko=ko, dk=dk, scale=scale, dummy=x, B=B, C=C if cw else 1, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
+            geom=geom, kdt=kdt, transposed=bool(transposed) and not cw, ktype=int(ktype),
+            smoothed=f0 is not None, normalize=norm, has_mask=has_mask, need_dr=need_guide_side, channel_wise=cw,
+            block_d=bd, cfg=configs.guide_pass_default(f64, cfg if cw else None))
+        if needs.alpha:
+            out["alpha"] = hc.param_grad(pa, alpha, kdt)
+        if needs.lam:
+            out["lam"] = hc.param_grad(pl, lam, kdt)
+        if needs.guide or needs.smooth:
+            out["guide"], out["smooth"] = kernel_map.guide_side_grads(
+                need_guide=needs.guide, need_smooth=needs.smooth, df0=df0, ko=ko, dr=dk, guide=guide, smooth=smooth,
+                kernel_size=(kh, kw), stride=stride, padding=padding, dilation=dilation, transposed=transposed,
+                ktype=ktype, channel_wise=cw, block_d=configs.block_d_all(D), kdt=kdt, Ho=Ho, Wo=Wo)
+    kmeta = dict(**common, TRANSPOSED=bool(transposed), K_MODE=k_mode, KTYPE=int(ktype), F0_SMOOTH=f0 is not None,
+                 NORMALIZE=norm, HAS_MASK=has_mask, BLOCK_D=bd)
+    if needs.x:
+        dx = hc.like_layout(x_in, (B, C, H, W), x.dtype)
+        if transposed:
+            n = triton.cdiv(H * W, bp)
+        else:
+            n = stride[0] * stride[1] * triton.cdiv(triton.cdiv(H, stride[0]) * triton.cdiv(W, stride[1]), bp)
+        hc.checked(pac_dw_dx_kernel)[(n, triton.cdiv(C, bc), B)](
+            **gy_args, wt_ptr=wt, dx_ptr=dx, sc_ptr=scale, **kargs, **ko.k_args(channel=True),
+            C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, sab=ko.sab, DKC=dkc, **hc.strides("sd", dx),
+            **kmeta, HAS_WTAP=wtap is not None, CW=cw, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
+        out["x"] = dx
+    if needs.weight:
+        wcfg = configs.shared_dw_default(C, KK, B * triton.cdiv(Ho * Wo, bp), f64, vec)
+        ns = wcfg["NSPLIT"]
+        part = hc.empty((ns, KK), kdt, dev)
+        hc.checked(pac_shared_dw_kernel)[(ns, KK)](
+            **gy_args, x_ptr=x, part_ptr=part, sc_ptr=scale, **kargs, **ko.k_args(),
+            C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, B=B, NSPLIT=ns, **hc.strides("sx", x),
+            **kmeta, BLOCK_P=wcfg["BLOCK_P"], BLOCK_C=wcfg["BLOCK_C"], num_warps=wcfg["num_warps"])
+        out["weight"] = part.sum(dim=0).reshape(1, 1, kh, kw).to(wtap.dtype)  # fixed-order sum over the splits
+    return Grads(**out)
+
+
+# --- custom ops (pooling) --------------------------------------------------------------------
+
+@torch.library.custom_op("pac_triton::triton_pool_fwd", mutates_args=())
+def pool_fwd(x: Tensor, guide: Optional[Tensor], kernel: Optional[Tensor], mask: Optional[Tensor],
+             smooth: Optional[Tensor], alpha: Optional[Tensor], lam: Optional[Tensor], kernel_size: List[int],
+             stride: List[int], padding: List[int], dilation: List[int], ktype: int, normalize: bool,
+             channel_wise: bool) -> Tuple[Tensor, Tensor]:
+    return hc.over_batch(_pool_fwd, (x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding,
+                                     dilation, ktype, normalize, channel_wise), (0, 1, 2, 3))
+
+
+def _pool_fwd(x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding, dilation, ktype, normalize,
+              channel_wise):
+    y, om = dw_forward(x, None, None, tuple(kernel_size), tuple(stride), tuple(padding), (0, 0),
+                       tuple(dilation), False, guide=guide, kernel=kernel, mask=mask, smooth=smooth,
+                       alpha=alpha, lam=lam, ktype=ktype, normalize=normalize, channel_wise=channel_wise)
+    if om is None:
+        om = x.new_empty((0,))
+    return y, om
+
+
+@pool_fwd.register_fake
+def _(x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding, dilation, ktype, normalize,
+      channel_wise):
+    if kernel is not None:
+        Ho, Wo = kernel.shape[-2:]
+    else:
+        Ho, Wo = hc.conv_out_hw(tuple(guide.shape[-2:]), tuple(kernel_size), stride, padding, dilation)
+    B, C = x.shape[:2]
+    y = hc.like_layout(x, (B, C, Ho, Wo), x.dtype)
+    if mask is not None and kernel is None:
+        om = x.new_empty((B, C if (channel_wise and normalize) else 1, 1, 1, Ho, Wo), dtype=guide.dtype)
+    else:
+        om = x.new_empty((0,))
+    return y, om
+
+
+def _pool_setup_context(ctx, inputs, output):
+    (x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding, dilation, ktype, normalize,
+     channel_wise) = inputs
+    ctx.save_for_backward(x, guide, kernel, mask, smooth, alpha, lam)
+    ctx.static = (list(kernel_size), list(stride), list(padding), list(dilation), int(ktype), bool(normalize),
+                  bool(channel_wise))
+
+
+# pool_fwd's input index of each gradient field (None: pooling has no such input)
+_POOL_INPUT_OF = Grads(x=0, weight=None, bias=None, guide=1, kernel=2, smooth=4, alpha=5, lam=6)
+
+
+def _pool_backward(ctx, gy, gom):
+    x, guide, kernel, mask, smooth, alpha, lam = ctx.saved_tensors
+    kernel_size, stride, padding, dilation, ktype, normalize, channel_wise = ctx.static
+    needs = Grads(*(i is not None and bool(ctx.needs_input_grad[i]) for i in _POOL_INPUT_OF))
+    grads = [None] * 14
+    if not any(needs):
+        return tuple(grads)
+    res = pool_bwd(gy, x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding, dilation, ktype,
+                   normalize, channel_wise, list(needs))
+    for k, i in enumerate(_POOL_INPUT_OF):
+        if i is not None and needs[k]:
+            grads[i] = res[k]
+    return tuple(grads)
+
+
+pool_fwd.register_autograd(_pool_backward, setup_context=_pool_setup_context)
+
+
+@torch.library.custom_op("pac_triton::triton_pool_bwd", mutates_args=())
+def pool_bwd(gy: Tensor, x: Tensor, guide: Optional[Tensor], kernel: Optional[Tensor], mask: Optional[Tensor],
+             smooth: Optional[Tensor], alpha: Optional[Tensor], lam: Optional[Tensor], kernel_size: List[int],
+             stride: List[int], padding: List[int], dilation: List[int], ktype: int, normalize: bool,
+             channel_wise: bool, needs: List[bool]) -> List[Tensor]:
+    """Gradients of pool_fwd in ``Grads`` order (weight and bias always empty); empty tensors
+    where not asked for."""
+    return hc.over_batch(_pool_bwd, (gy, x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding,
+                                     dilation, ktype, normalize, channel_wise, needs), (0, 1, 2, 3, 4),
+                         summed=(5, 6, 7))
+
+
+def _pool_bwd(gy, x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding, dilation, ktype,
+              normalize, channel_wise, needs):
+    res = dw_backward(gy, x, None, tuple(kernel_size), tuple(stride), tuple(padding), (0, 0),
+                      tuple(dilation), False, guide, kernel, mask, smooth, alpha, lam, int(ktype),
+                      bool(normalize), bool(channel_wise), Grads(*map(bool, needs)))
+    return hc.grads_to_list(res, x)
+
+
+@pool_bwd.register_fake
+def _(gy, x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding, dilation, ktype, normalize,
+      channel_wise, needs):
+    return hc.fake_grads(x, Grads(x, None, None, guide, kernel, smooth, alpha, lam), kernel, ktype,
+                         Grads(*map(bool, needs)))
+
+
+pool_bwd.register_autograd(hc.no_double_backward)

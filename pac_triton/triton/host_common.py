@@ -1,0 +1,441 @@
+"""Host code shared by the operator families: dtype / layout / index-width maps, geometry, the
+K operands (guide, centre feature, mask, precomputed K, inv_alpha / inv_lambda and their
+strides) built once per launch, output allocation, and the gradient bundle of the custom ops.
+No validation of user input (``pac_triton.functional`` did that)."""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+import triton.language as tl
+
+from . import configs
+from . import jit_common as jc
+
+# K_MODE / KTYPE values as plain ints for the host (the kernels' named constexprs)
+K_GUIDE, K_LOAD = int(jc.K_GUIDE), int(jc.K_LOAD)
+KT_GAUSS, KT_INV, KT_INV_ASYM = int(jc.KT_GAUSS), int(jc.KT_INV), int(jc.KT_INV_ASYM)
+
+# torch dtype -> Triton dtype of the kernels' constexpr KDT / DOT_DT
+TL_DTYPE = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32,
+            torch.float64: tl.float64}
+
+_INT32_MAX = 2 ** 31 - 1
+
+
+# --- dtypes ----------------------------------------------------------------------------------
+
+def allow_tf32() -> bool:
+    """TF32 for float32 dots exactly when ``F.conv2d`` would use it (cuDNN's conv setting)."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    prec = getattr(conv, "fp32_precision", None) if conv is not None else None
+    if prec == "tf32":
+        return True
+    if prec == "ieee":
+        return False
+    return bool(torch.backends.cudnn.allow_tf32)
+
+
+def ktype_code(kernel_type: str) -> int:
+    if kernel_type == "gaussian":
+        return KT_GAUSS
+    if kernel_type.startswith("inv_"):
+        return KT_INV_ASYM if "_asym" in kernel_type else KT_INV
+    raise ValueError(f"unknown kernel_type {kernel_type!r}")
+
+
+def kdt_of(dtype: torch.dtype) -> torch.dtype:
+    """The K math / accumulation dtype: float64 for float64 data, else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def dot_types(dtype):
+    """``(DOT_DT, PREC)`` of the kernels' ``tl.dot`` for data of ``dtype``."""
+    if dtype == torch.float64:
+        return tl.float64, "ieee"
+    if dtype == torch.float32:
+        return tl.float32, ("tf32" if allow_tf32() else "ieee")
+    if dtype == torch.bfloat16 and configs.interpreting():
+        # The interpreter computes bf16 dots wrongly: feed fp32 (the GPU path uses bf16).
+        return tl.float32, "ieee"
+    return TL_DTYPE[dtype], "ieee"
+
+
+# --- index width -----------------------------------------------------------------------------
+
+def _span(t: torch.Tensor) -> int:
+    """Elements between a tensor's first and last addressed element, plus one."""
+    return 1 + sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride()) if s > 0)
+
+
+# A buffer whose span passes this many elements makes a launch index in 64 bits (half of int32's
+# range: offsets are sums of a few in-range terms before the bound check). Tests lower it.
+INDEX32_LIMIT = _INT32_MAX // 2
+
+# CUDA's limit on grid axes 1 and 2 (axis 0 takes 2**31 - 1). The kernels put the batch on one
+# of them, so the custom ops run batches larger than BATCH_CHUNK in chunks (``over_batch``;
+# tests lower BATCH_CHUNK, never the limit).
+GRID_YZ_LIMIT = 65535
+BATCH_CHUNK = GRID_YZ_LIMIT
+
+
+def need_idx64(*values) -> bool:
+    """64-bit offsets (``IDX64``) when any tensor among ``values`` spans more than
+    ``INDEX32_LIMIT`` elements."""
+    return any(isinstance(t, torch.Tensor) and _span(t) > INDEX32_LIMIT for t in values)
+
+
+class checked:
+    """``checked(kernel)[grid](**args)`` launches ``kernel`` (a ``@triton.jit`` function or an
+    autotuner) with ``IDX64`` decided from **every** tensor the launch receives (inputs, outputs
+    and scratch buffers alike: a dL/dK or weight-gradient partial can pass 2**31 elements while
+    the input does not), and refuses a grid whose axis 1 or 2 passes CUDA's limit (the batch is
+    split before it gets here: ``over_batch``). Every launch of the backend goes through it."""
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+
+    def __getitem__(self, grid):
+        if not callable(grid) and any(int(n) > GRID_YZ_LIMIT for n in tuple(grid)[1:]):
+            raise RuntimeError(f"pac_triton internal error: launch grid {tuple(grid)} of {self.kernel} passes "
+                               f"{GRID_YZ_LIMIT} programs on axis 1 or 2")
+        launcher = self.kernel[grid]
+
+        def run(*args, **meta):
+            meta["IDX64"] = need_idx64(*args, *meta.values())
+            return launcher(*args, **meta)
+        return run
+
+
+def over_batch(impl, args, batched, summed=()):
+    """``impl(*args)``, run per batch chunk when the batch passes ``BATCH_CHUNK`` (CUDA's 65535
+    programs on grid axes 1 and 2, where the kernels put the batch). ``batched``: positions of
+    the batch-indexed arguments (sliced where their first dimension is the batch); the results
+    are concatenated along the batch, except the positions in ``summed`` (gradients of
+    parameters: added in chunk order, so the result is deterministic) and empty placeholders."""
+    B = args[batched[0]].shape[0]
+    step = BATCH_CHUNK
+    if B <= step:
+        return impl(*args)
+    parts = []
+    for start in range(0, B, step):
+        chunk = list(args)
+        for i in batched:
+            if chunk[i] is not None and chunk[i].dim() > 0 and chunk[i].shape[0] == B:
+                chunk[i] = chunk[i][start:start + step]
+        parts.append(impl(*chunk))
+    out = []
+    for k, first in enumerate(parts[0]):
+        if first.dim() == 1 and first.numel() == 0:
+            out.append(first)
+        elif k in summed:
+            total = first
+            for p in parts[1:]:
+                total = total + p[k]
+            out.append(total)
+        else:
+            out.append(torch.cat([p[k] for p in parts], dim=0))
+    return type(parts[0])(out) if isinstance(parts[0], tuple) else out
+
+
+# --- geometry --------------------------------------------------------------------------------
+
+def conv_out_hw(hw, kernel_size, stride, padding, dilation):
+    return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
+                 for n, k, s, p, d in zip(hw, kernel_size, stride, padding, dilation))
+
+
+def convt_out_hw(hw, kernel_size, stride, padding, output_padding, dilation):
+    return tuple((n - 1) * s - 2 * p + d * (k - 1) + op + 1
+                 for n, k, s, p, op, d in zip(hw, kernel_size, stride, padding, output_padding, dilation))
+
+
+def convt_in_hw(out_hw, kernel_size, stride, padding, output_padding, dilation):
+    return tuple((n - op - 1 - (k - 1) * d + 2 * p) // s + 1
+                 for n, op, k, d, p, s in zip(out_hw, output_padding, kernel_size, dilation, padding, stride))
+
+
+def kernel_map_hw(guide_hw, kernel_size, stride, padding, output_padding, dilation, transposed):
+    """``(Ho, Wo, H, W)`` of packernel2d: K's grid and the input (mask) grid it is laid over
+    (transposed: K at the guide's resolution over the conv-transpose's input)."""
+    Hg, Wg = guide_hw
+    if transposed:
+        H, W = convt_in_hw((Hg, Wg), kernel_size, stride, padding, output_padding, dilation)
+        return Hg, Wg, H, W
+    Ho, Wo = conv_out_hw((Hg, Wg), kernel_size, stride, padding, dilation)
+    return Ho, Wo, Hg, Wg
+
+
+def k_grid(kernel, guide, kernel_size, stride, padding, dilation, transposed):
+    """Where K comes from and lives: ``(k_mode, Hg, Wg, D, Ho, Wo)``. K_LOAD reads a precomputed
+    kernel (no guide: Hg = Wg = D = 1); K_GUIDE computes it from the guide (transposed: at the
+    guide's resolution)."""
+    if kernel is not None:
+        Ho, Wo = kernel.shape[-2:]
+        return K_LOAD, 1, 1, 1, Ho, Wo
+    Hg, Wg = guide.shape[-2:]
+    Ho, Wo = (Hg, Wg) if transposed else conv_out_hw((Hg, Wg), kernel_size, stride, padding, dilation)
+    return K_GUIDE, Hg, Wg, guide.shape[1], Ho, Wo
+
+
+def geometry(kernel_size, stride, padding, dilation) -> dict:
+    """The kernels' geometry constexprs ``KH, KW, SH, SW, PH, PW, DH, DW``."""
+    return dict(KH=kernel_size[0], KW=kernel_size[1], SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],
+                DH=dilation[0], DW=dilation[1])
+
+
+def centre_pads(guide_hw, smooth_hw, kernel_size, stride, padding, dilation, out_hw, transposed):
+    """Step and ``F.pad`` amounts ``[left, right, top, bottom]`` that turn the smoothing window
+    around each output pixel's centre tap into plain strided slices of the padded guide."""
+    sh, sw = smooth_hw
+    kh, kw = kernel_size
+    Hg, Wg = guide_hw
+    Ho, Wo = out_hw
+    if transposed:
+        step, c0 = (1, 1), (0, 0)
+    else:
+        step = tuple(stride)
+        c0 = ((kh // 2) * dilation[0] - padding[0], (kw // 2) * dilation[1] - padding[1])
+    top, left = sh // 2 - c0[0], sw // 2 - c0[1]
+    bottom = (Ho - 1) * step[0] + sh - (Hg + top)
+    right = (Wo - 1) * step[1] + sw - (Wg + left)
+    return step, [left, right, top, bottom]
+
+
+def smoothed_centre(guide, smooth, kernel_size, stride, padding, dilation, out_hw, transposed):
+    """The smoothed centre feature f0 ``[B, D, Ho, Wo]`` in the K math dtype (a small
+    D-channel depthwise stencil, exact elementwise math, zero padding)."""
+    kdt = kdt_of(guide.dtype)
+    f = guide.to(kdt)
+    S = smooth.to(kdt).reshape(smooth.shape[-2], smooth.shape[-1])
+    sh, sw = S.shape
+    Ho, Wo = out_hw
+    step, pads = centre_pads(tuple(f.shape[-2:]), (sh, sw), kernel_size, stride, padding, dilation, out_hw,
+                             transposed)
+    fp = F.pad(f, pads)
+    f0 = None
+    for a in range(sh):
+        for b in range(sw):
+            sl = fp[..., a:a + (Ho - 1) * step[0] + 1:step[0], b:b + (Wo - 1) * step[1] + 1:step[1]]
+            term = S[a, b] * sl
+            f0 = term if f0 is None else f0 + term
+    return f0
+
+
+# --- layouts and allocation ------------------------------------------------------------------
+
+def strides4(t):
+    return [int(s) for s in t.stride()]
+
+
+def strides(prefix: str, t, dims: str = "bchw") -> dict:
+    """The kernels' stride arguments of a 4-D tensor by name: ``strides("sx", x)`` ->
+    ``{"sxb": .., "sxc": .., "sxh": .., "sxw": ..}``."""
+    return {prefix + d: int(s) for d, s in zip(dims, t.stride())}
+
+
+def empty(shape, dtype, device, memory_format=torch.contiguous_format):
+    """``torch.empty``; NaN-filled when ``configs.settings.fill_outputs_with_nan`` (tests)."""
+    out = torch.empty(shape, dtype=dtype, device=device, memory_format=memory_format)
+    if configs.settings.fill_outputs_with_nan and out.is_floating_point():
+        out.fill_(float("nan"))
+    return out
+
+
+def like_layout(x, shape, dtype):
+    """An output of ``shape`` in ``x``'s memory layout (channels-last stays channels-last)."""
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return empty(shape, dtype, x.device, torch.channels_last)
+    if x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1 and not x.is_contiguous():
+        # a strided channels-last view (e.g. inside a padded buffer): keep its layout
+        return empty(shape, dtype, x.device, torch.channels_last)
+    return empty(shape, dtype, x.device)
+
+
+def gather_layout(t):
+    """``t`` as the kernels gather it best: a channels-last copy when ``t`` is not
+    channel-fastest and its channel count is a multiple of 16. Each tap then reads, per pixel,
+    a contiguous run of channels whose 16-byte alignment the compiler can prove (all strides
+    are multiples of 16 elements), so the gather is a pipelined 16-byte ``cp.async`` instead of
+    one 2-byte load (plus address math and a shared-memory store) per element: about 40% fewer
+    instructions per tap on sm_90. Costs one read and write of ``t`` per call; off with
+    ``configs.settings.channels_last_copies = False`` / ``PAC_TRITON_CHANNELS_LAST_COPIES=0``."""
+    if (t is None or t.dim() != 4 or t.shape[1] % 16 != 0 or t.stride(1) == 1 or t.numel() == 0
+            or not configs.settings.gather_channels_last()):
+        return t
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+def channel_runs(*tensors) -> bool:
+    """Whether every tensor is gathered as aligned channel runs: channel-fastest, with a
+    channel count and the other strides multiples of 16 elements (the vectorised gathers'
+    specialisation, what the default configs are sized for)."""
+    return all(t.shape[1] % 16 == 0 and t.stride(1) == 1
+               and all(int(st) % 16 == 0 for st in (t.stride(0), t.stride(2), t.stride(3))) for t in tensors)
+
+
+# --- K operands --------------------------------------------------------------------------------
+
+def kdt_vector(t, kdt):
+    return t.detach().reshape(-1).to(kdt).contiguous()
+
+
+def inv_params(alpha, lam, kdt, n, channel_wise):
+    """inv_alpha / inv_lambda as KDT vectors and their stride ``sab``; channel-wise: both of
+    length n (a 0-d one is broadcast), read at ``c * sab`` with sab = 1; else sab = 0."""
+    a, lm = kdt_vector(alpha, kdt), kdt_vector(lam, kdt)
+    if not channel_wise:
+        return a, lm, 0
+    return a.expand(n).contiguous(), lm.expand(n).contiguous(), 1
+
+
+class KOperands(NamedTuple):
+    """The pointer and stride arguments the kernels need for K: ``g`` / ``sg`` the guide
+    ``[B, D, Hg, Wg]``, ``fz`` / ``sf`` the centre feature's source (the smoothed f0
+    ``[B, D, Ho, Wo]``, else the guide), ``m`` / ``sm`` the mask ``[B, 1, H, W]`` (strides of
+    dims 0, 2, 3), ``k`` / ``sk`` a precomputed K ``[B, 1|C, kh, kw, Ho, Wo]``, ``alpha`` /
+    ``lam`` inv_alpha / inv_lambda in KDT (read at ``c * sab``). Absent operands are ``dummy``
+    with zero strides."""
+    g: torch.Tensor
+    fz: torch.Tensor
+    sg: list
+    sf: list
+    m: torch.Tensor
+    sm: list
+    k: torch.Tensor
+    sk: list
+    alpha: torch.Tensor
+    lam: torch.Tensor
+    sab: int
+
+    def guide_args(self) -> dict:
+        """``g_ptr``, ``f0_ptr`` and their strides ``sg*``, ``sf*`` (b, d, h, w)."""
+        return dict(g_ptr=self.g, f0_ptr=self.fz, **dict(zip(("sgb", "sgd", "sgh", "sgw"), self.sg)),
+                    **dict(zip(("sfb", "sfd", "sfh", "sfw"), self.sf)))
+
+    def mask_args(self) -> dict:
+        """``m_ptr`` and its strides ``smb``, ``smh``, ``smw``."""
+        return dict(m_ptr=self.m, **dict(zip(("smb", "smh", "smw"), self.sm)))
+
+    def param_args(self) -> dict:
+        """``alpha_ptr``, ``lam_ptr`` (inv_alpha / inv_lambda)."""
+        return dict(alpha_ptr=self.alpha, lam_ptr=self.lam)
+
+    def k_args(self, channel: bool = False) -> dict:
+        """``k_ptr`` and its strides ``skb, (skc,) ski, skj, skh, skw`` (``channel``: with the
+        channel stride, which ``k_operands(k_channel_stride=True)`` provides)."""
+        sk = list(self.sk)
+        if len(sk) == 6 and not channel:
+            del sk[1]
+        names = ("skb", "skc", "ski", "skj", "skh", "skw") if channel else ("skb", "ski", "skj", "skh", "skw")
+        assert len(sk) == len(names)
+        return dict(k_ptr=self.k, **dict(zip(names, sk)))
+
+
+def k_operands(dummy, guide, f0, mask, kernel, alpha, lam, kdt, *, inv, channel_wise=False, n_channels=1,
+               k_channel_stride=False) -> KOperands:
+    """Build the K operands once (see ``KOperands``). ``k_channel_stride``: ``sk`` has 6 entries
+    (batch, channel, i, j, h, w; the channel stride 0 for a single-channel K) instead of 5."""
+    if guide is None:
+        g = fz = dummy
+        sg = sf = [0, 0, 0, 0]
+    else:
+        g = guide
+        fz = f0 if f0 is not None else guide
+        sg, sf = strides4(g), strides4(fz)
+    if mask is None:
+        m, sm = dummy, [0, 0, 0]
+    else:
+        s = mask.stride()
+        m, sm = mask, [int(s[0]), int(s[2]), int(s[3])]
+    if kernel is None:
+        k, sk = dummy, [0] * (6 if k_channel_stride else 5)
+    elif k_channel_stride:
+        k = kernel
+        sk = [int(kernel.stride(0)), int(kernel.stride(1)) if kernel.shape[1] > 1 else 0,
+              *[int(kernel.stride(d)) for d in (2, 3, 4, 5)]]
+    else:
+        k, sk = kernel, [int(kernel.stride(d)) for d in (0, 2, 3, 4, 5)]
+    if inv:
+        a, lm, sab = inv_params(alpha, lam, kdt, n_channels, channel_wise)
+    else:
+        a, lm, sab = dummy, dummy, 0
+    return KOperands(g, fz, sg, sf, m, sm, k, sk, a, lm, sab)
+
+
+def param_grad(partials, src, kdt):
+    """The gradient of inv_alpha or inv_lambda ``src`` (0-d, or one value per K channel) from
+    the guide pass's per-pixel partials ``[B, 1|C, Ho*Wo]``: summed over images and pixels
+    (per channel where ``src`` has one value per channel), in ``src``'s shape and dtype."""
+    v = partials.sum(dim=(0, 2), dtype=kdt)  # [1|C]
+    return (v if src.numel() == v.numel() and src.dim() > 0 else v.sum()).reshape(src.shape).to(src.dtype)
+
+
+def forward_operands(x, guide, kernel, mask, smooth, alpha, lam, *, k_mode, ktype, kernel_size, stride, padding,
+                     dilation, out_hw, transposed, channel_wise=False, k_channel_stride=False):
+    """A forward launch's operands: the smoothed centre feature f0 (from the caller's guide),
+    ``x`` and the guide as ``gather_layout`` copies, and the K operands (``k_operands``).
+    Returns ``(x, guide, f0, ko)``."""
+    f0 = None
+    if k_mode == K_GUIDE and smooth is not None:
+        f0 = smoothed_centre(guide, smooth, kernel_size, stride, padding, dilation, out_hw, transposed)
+    x = gather_layout(x)
+    if guide is not None:
+        guide = gather_layout(guide)
+    inv = k_mode == K_GUIDE and ktype != KT_GAUSS
+    ko = k_operands(x, guide, f0, mask, kernel, alpha, lam, kdt_of(x.dtype), inv=inv, channel_wise=channel_wise,
+                    n_channels=x.shape[1], k_channel_stride=k_channel_stride)
+    return x, guide, f0, ko
+
+
+# --- the custom ops' gradient bundle -------------------------------------------------------------
+
+class Grads(NamedTuple):
+    """Gradients of a PAC op, ``None`` where not computed. As a request (``needs``): booleans."""
+    x: Optional[torch.Tensor] = None
+    weight: Optional[torch.Tensor] = None
+    bias: Optional[torch.Tensor] = None
+    guide: Optional[torch.Tensor] = None
+    kernel: Optional[torch.Tensor] = None
+    smooth: Optional[torch.Tensor] = None
+    alpha: Optional[torch.Tensor] = None
+    lam: Optional[torch.Tensor] = None
+
+
+GRAD_FIELDS = Grads._fields
+
+DOUBLE_BACKWARD_MSG = ("double backward (create_graph=True through a Triton PAC op) is not implemented; use "
+                       "backend='reference' for higher-order gradients")
+
+
+def no_double_backward(ctx, *grads):
+    raise NotImplementedError(DOUBLE_BACKWARD_MSG)
+
+
+def grads_to_list(g: Grads, like: torch.Tensor, fields=GRAD_FIELDS):
+    """A backward op's output: the bundle's ``fields`` in order, an empty tensor for None
+    (custom ops cannot return None in a list)."""
+    return [getattr(g, f) if getattr(g, f) is not None else like.new_empty((0,)) for f in fields]
+
+
+def fake_grads(x, like: Grads, kernel, ktype, needs: Grads, bias=None, fields=GRAD_FIELDS):
+    """Fake outputs of a backward op: the gradient of ``like.<field>`` (a tensor of its shape)
+    or an empty tensor where it is not computed (not asked for; guide-side fields when a
+    precomputed kernel is given; alpha / lambda of a gaussian)."""
+    guide_side = ("guide", "smooth", "alpha", "lam")
+    out = []
+    for f in fields:
+        src = getattr(like, f)
+        if not getattr(needs, f):
+            out.append(x.new_empty((0,)))
+        elif f == "bias" and bias is not None:
+            out.append(bias)
+        elif (src is None or (f in guide_side and kernel is not None)
+              or (f in ("alpha", "lam") and ktype == KT_GAUSS)):
+            out.append(x.new_empty((0,)))
+        elif f == "x":
+            out.append(like_layout(x, tuple(x.shape), x.dtype))
+        else:
+            out.append(torch.empty_like(src, memory_format=torch.contiguous_format))
+    return out

@@ -1,0 +1,347 @@
+"""Shared ``@triton.jit`` helpers of every operator family, and the named constexpr values the
+kernels test instead of literal mode numbers.
+
+Helpers: output-pixel tiles (``_pixels``: flat rows; ``_pixels2d``: rectangles of one phase),
+the positions of a conv tap (``_tap``: input, guide and K tap of an output pixel;
+``_out_tap``: the output pixel that reads an input pixel through a tap), the centre feature
+(``_centre``, ``_load_f0``), the guide distance (``_dist``), the kernel function
+(``_kvalue``, ``_pow``), the kept-tap product (``_kept``: exactly 0 at dropped taps), the
+normaliser (``_norm_divisor``) and a K tile (``_k_tile``: channel-wise or broadcast).
+
+Index conventions (see docs/semantics.md):
+  conv tap (i, j) of output pixel (u, v) reads input (u*s - p + i*d) and K tap (i, j) whose guide
+  position is the same; transposed, conv tap (i, j) reads input ((u + p - i*d) / s) where that is
+  an integer inside the input, and pairs with K tap (kh-1-i, kw-1-j) whose guide position is
+  ``u + (kh//2 - i)*d`` on the output-resolution guide.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+# K_MODE: where a kernel's K comes from
+K_GUIDE = tl.constexpr(1)  # computed from the guide inside the kernel (never stored)
+K_LOAD = tl.constexpr(2)   # read from a precomputed [B, 1|C, kh, kw, Ho, Wo] tensor
+# KTYPE: the kernel function of the guide distance r
+KT_GAUSS = tl.constexpr(0)     # exp(-r / 2)
+KT_INV = tl.constexpr(1)       # alpha + (r + eps)^(lambda / 2)
+KT_INV_ASYM = tl.constexpr(2)  # the same over relu'd differences (``inv_*_asym``)
+# eps of the inverse kernels (pacnet's 1e-4)
+INV_EPSILON = tl.constexpr(1e-4)
+
+
+@triton.jit
+def _pixels(pid, Ho, Wo, SH: tl.constexpr, SW: tl.constexpr, PHASED: tl.constexpr,
+            IDX64: tl.constexpr, BLOCK_P: tl.constexpr):
+    """Output pixels (u, v) of this program's row tile. PHASED: tiles never mix output phases
+    (u % SH, v % SW), so every row of the tile uses the same taps (transposed conv)."""
+    if PHASED:
+        Hph = (Ho + SH - 1) // SH
+        Wph = (Wo + SW - 1) // SW
+        n_tiles = (Hph * Wph + BLOCK_P - 1) // BLOCK_P
+        phase = pid // n_tiles
+        tile = pid % n_tiles
+        ph = phase // SW
+        pw = phase % SW
+        offs = tile * BLOCK_P + tl.arange(0, BLOCK_P)
+        if IDX64:
+            offs = offs.to(tl.int64)
+        u = ph + (offs // Wph) * SH
+        v = pw + (offs % Wph) * SW
+        pmask = (offs < Hph * Wph) & (u < Ho) & (v < Wo)
+    else:
+        ph = pid * 0
+        pw = pid * 0
+        offs = pid * BLOCK_P + tl.arange(0, BLOCK_P)
+        if IDX64:
+            offs = offs.to(tl.int64)
+        u = offs // Wo
+        v = offs % Wo
+        pmask = offs < Ho * Wo
+    return u, v, pmask, ph, pw
+
+
+@triton.jit
+def _tap(u, v, pmask, i, j, H, W, Hg, Wg,
+         KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+         PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+         TRANSPOSED: tl.constexpr):
+    """Positions of conv tap (i, j): input (ih, iw) valid where ``xin``; guide (gh, gw) valid
+    where ``gin``; the K tap (ki, kj) it pairs with."""
+    if TRANSPOSED:
+        zh = u + PH - i * DH
+        zw = v + PW - j * DW
+        okh = (zh >= 0) & (zh % SH == 0)
+        okw = (zw >= 0) & (zw % SW == 0)
+        ih = tl.where(okh, zh, 0) // SH
+        iw = tl.where(okw, zw, 0) // SW
+        xin = pmask & okh & okw & (ih < H) & (iw < W)
+        gh = u + (KH // 2 - i) * DH
+        gw = v + (KW // 2 - j) * DW
+        ki = KH - 1 - i
+        kj = KW - 1 - j
+    else:
+        ih = u * SH - PH + i * DH
+        iw = v * SW - PW + j * DW
+        xin = pmask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        gh = ih
+        gw = iw
+        ki = i
+        kj = j
+    gin = pmask & (gh >= 0) & (gh < Hg) & (gw >= 0) & (gw < Wg)
+    return ih, iw, xin, gh, gw, gin, ki, kj
+
+
+@triton.jit
+def _centre(u, v, pmask, Hg, Wg, Ho, Wo,
+            KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+            PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+            TRANSPOSED: tl.constexpr, F0_SMOOTH: tl.constexpr):
+    """Where the centre feature f0 is read: the precomputed smoothed f0 at (u, v), or the guide
+    at the centre tap's position (zero outside)."""
+    if F0_SMOOTH:
+        ch = u
+        cw = v
+        cin = pmask
+    else:
+        if TRANSPOSED:
+            ch = u
+            cw = v
+        else:
+            ch = u * SH - PH + (KH // 2) * DH
+            cw = v * SW - PW + (KW // 2) * DW
+        cin = pmask & (ch >= 0) & (ch < Hg) & (cw >= 0) & (cw < Wg)
+    return ch, cw, cin
+
+
+@triton.jit
+def _pow(base, exponent):
+    """``base ** exponent`` for ``base > 0`` as ``exp(exponent * log(base))``, with
+    ``x ** 0 = 1`` for every ``x`` as ``torch.pow`` has it (also for an infinite or NaN base,
+    where ``0 * log(base)`` would be NaN: ``inv_alpha_0`` kernels on an overflowing distance)."""
+    return tl.where(exponent == 0, 1.0, tl.exp(exponent * tl.log(base)))
+
+
+@triton.jit
+def _kvalue(r, alpha, lam, KTYPE: tl.constexpr):
+    if KTYPE == KT_GAUSS:
+        k = tl.exp(-0.5 * r)
+    else:
+        k = alpha + _pow(r + INV_EPSILON, 0.5 * lam)
+    return k
+
+
+@triton.jit
+def _kept(kt, mv):
+    """K times the tap's mask value ``mv`` (or its validity, 0/1) where that is non-zero, and
+    exactly 0 at dropped taps (outside the input, between a transposed conv's input pixels,
+    mask 0) even where K is NaN or Inf there: a dropped tap contributes nothing
+    (docs/semantics.md, "Non-finite values"), where ``K * 0`` would be NaN."""
+    return tl.where(mv != 0, kt * mv, 0.0)
+
+
+@triton.jit
+def _load_f0(f0_b, sfd, sfh, sfw, ch, cw, cin, D, KDT: tl.constexpr, BLOCK_D: tl.constexpr):
+    od = tl.arange(0, BLOCK_D)
+    ptrs = f0_b + (ch * sfh + cw * sfw)[:, None] + od[None, :] * sfd
+    return tl.load(ptrs, mask=cin[:, None] & (od < D)[None, :], other=0.0).to(KDT)
+
+
+@triton.jit
+def _dist(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
+          KDT: tl.constexpr, ASYM: tl.constexpr, D_SINGLE: tl.constexpr,
+          BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):
+    """r = sum_d (f[q] - f0)^2 over all guide channels (relu'd difference when ASYM).
+    D_SINGLE: all D channels fit one block and f0t holds them (loaded once per tile);
+    otherwise D runs in blocks and f0 blocks are re-read (L1/L2 hits)."""
+    od = tl.arange(0, BLOCK_D)
+    goff = gh * sgh + gw * sgw
+    if D_SINGLE:
+        fq = tl.load(g_b + goff[:, None] + od[None, :] * sgd,
+                     mask=gin[:, None] & (od < D)[None, :], other=0.0, cache_modifier=".ca").to(KDT)
+        df = fq - f0t
+        if ASYM:
+            df = tl.maximum(df, 0.0)
+        r = tl.sum(df * df, axis=1)
+    else:
+        r = tl.zeros([BLOCK_P], KDT)
+        coff = ch * sfh + cw * sfw
+        for d0 in range(0, D, BLOCK_D):
+            dd = d0 + od
+            dm = (dd < D)[None, :]
+            fq = tl.load(g_b + goff[:, None] + dd[None, :] * sgd, mask=gin[:, None] & dm, other=0.0,
+                         cache_modifier=".ca").to(KDT)
+            f0 = tl.load(f0_b + coff[:, None] + dd[None, :] * sfd, mask=cin[:, None] & dm, other=0.0).to(KDT)
+            df = fq - f0
+            if ASYM:
+                df = tl.maximum(df, 0.0)
+            r += tl.sum(df * df, axis=1)
+    return r
+
+
+@triton.jit
+def _pixels2d(pid, Ho, Wo, SH: tl.constexpr, SW: tl.constexpr, PHASED: tl.constexpr,
+              IDX64: tl.constexpr, BLOCK_P: tl.constexpr, TILE_W: tl.constexpr):
+    """Like ``_pixels`` but the tile is a ``(BLOCK_P // TILE_W) x TILE_W`` rectangle of output
+    pixels (of one phase when PHASED). Row ``r`` of the tile is pixel ``(r // TILE_W, r % TILE_W)``
+    of the rectangle: with TILE_W a power of two the compiler sees runs of TILE_W consecutive
+    pixels, so gathers from NCHW tensors put a warp's lanes along an image row (coalesced)
+    instead of along channels (one cache line per lane, as with a flat ``offs % Wo`` tile)."""
+    TILE_H = BLOCK_P // TILE_W
+    r = tl.arange(0, BLOCK_P)
+    if PHASED:
+        Hph = (Ho + SH - 1) // SH
+        Wph = (Wo + SW - 1) // SW
+        n_tw = (Wph + TILE_W - 1) // TILE_W
+        n_tiles = ((Hph + TILE_H - 1) // TILE_H) * n_tw
+        phase = pid // n_tiles
+        tile = pid % n_tiles
+        ph = phase // SW
+        pw = phase % SW
+        uu = (tile // n_tw) * TILE_H + r // TILE_W
+        vv = (tile % n_tw) * TILE_W + r % TILE_W
+        if IDX64:
+            uu = uu.to(tl.int64)
+            vv = vv.to(tl.int64)
+        u = ph + uu * SH
+        v = pw + vv * SW
+        pmask = (uu < Hph) & (vv < Wph) & (u < Ho) & (v < Wo)
+    else:
+        ph = pid * 0
+        pw = pid * 0
+        n_tw = (Wo + TILE_W - 1) // TILE_W
+        u = (pid // n_tw) * TILE_H + r // TILE_W
+        v = (pid % n_tw) * TILE_W + r % TILE_W
+        if IDX64:
+            u = u.to(tl.int64)
+            v = v.to(tl.int64)
+        pmask = (u < Ho) & (v < Wo)
+    return u, v, pmask, ph, pw
+
+
+
+@triton.jit
+def _k_tile(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
+            alpha, lam, cc, cm, KTYPE: tl.constexpr, CW: tl.constexpr, KDT: tl.constexpr,
+            D_SINGLE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+            BLOCK_C: tl.constexpr):
+    """K of tap (gh, gw) for a [BLOCK_P, BLOCK_C] tile: channel-wise (guide channel = tile
+    channel ``cc``, f0t holds the tile's channels) or one value per pixel broadcast."""
+    if CW:
+        fq = tl.load(g_b + (gh * sgh + gw * sgw)[:, None] + cc[None, :] * sgd,
+                     mask=gin[:, None] & cm[None, :], other=0.0, cache_modifier=".ca").to(KDT)
+        df = fq - f0t
+        if KTYPE == KT_INV_ASYM:
+            df = tl.maximum(df, 0.0)
+        kt = _kvalue(df * df, alpha, lam, KTYPE)
+    else:
+        r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
+                  KDT, KTYPE == KT_INV_ASYM, D_SINGLE, BLOCK_P, BLOCK_D)
+        kt = _kvalue(r, alpha, lam, KTYPE)[:, None] + tl.zeros([BLOCK_P, BLOCK_C], KDT)
+    return kt
+
+
+
+@triton.jit
+def _out_tap(u, v, qmask, i, j, Ho, Wo, Hg, Wg,
+             KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+             PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+             TRANSPOSED: tl.constexpr):
+    """For input pixels (u, v) (rows of an input-gradient tile) and conv tap (i, j): the output
+    pixel P = (pu, pv) that reads them through the tap (valid where ``pin``; conv: only for the
+    taps of the tile's phase, which the caller checks), the guide pixel of K_t(P) (gh, gw, valid
+    where ``gin``) and the K tap (ki, kj) the conv tap pairs with."""
+    if TRANSPOSED:
+        # conv-transpose tap (i, j) of P reads q = (P + p - i*d) / s, so P = q*s - p + i*d;
+        # K tap (kh-1-i, kw-1-j), guide pixel P + (k//2 - i)*d
+        pu = u * SH - PH + i * DH
+        pv = v * SW - PW + j * DW
+        pin = qmask & (pu >= 0) & (pu < Ho) & (pv >= 0) & (pv < Wo)
+        gh = pu + (KH // 2 - i) * DH
+        gw = pv + (KW // 2 - j) * DW
+        gin = pin & (gh >= 0) & (gh < Hg) & (gw >= 0) & (gw < Wg)
+        ki = KH - 1 - i
+        kj = KW - 1 - j
+    else:
+        # conv tap (i, j) of P reads q = P*s - p + i*d: P = (q + p - i*d) / s; guide pixel q
+        pu, pv, pin, _gh, _gw, _gin, _ki, _kj = _tap(u, v, qmask, i, j, Ho, Wo, 1, 1,
+                                                     KH, KW, SH, SW, PH, PW, DH, DW, True)
+        gh = u
+        gw = v
+        gin = pin & (u < Hg) & (v < Wg)
+        ki = i
+        kj = j
+    return pu, pv, pin, gh, gw, gin, ki, kj
+
+
+
+@triton.jit
+def _k_params(alpha_ptr, lam_ptr, cc, cm, sab, KTYPE: tl.constexpr, CW: tl.constexpr, KDT: tl.constexpr):
+    """inv_alpha / inv_lambda of the inverse kernels: per channel, ``[1, BLOCK_C]`` read at
+    ``cc * sab`` (CW; masked by ``cm``), else the 1-element values; 0.0 for the Gaussian."""
+    alpha = 0.0
+    lam = 0.0
+    if KTYPE != KT_GAUSS:
+        if CW:
+            alpha = tl.load(alpha_ptr + cc * sab, mask=cm, other=0.0).to(KDT)[None, :]
+            lam = tl.load(lam_ptr + cc * sab, mask=cm, other=0.0).to(KDT)[None, :]
+        else:
+            alpha = tl.load(alpha_ptr).to(KDT)
+            lam = tl.load(lam_ptr).to(KDT)
+    return alpha, lam
+
+
+@triton.jit
+def _centre_tile(f0_b, sfd, sfh, sfw, ch, cw, cin, cc, cm, D, CW: tl.constexpr, D_SINGLE: tl.constexpr,
+                 KDT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The centre feature f0 of the tile's pixels: ``[BLOCK_P, BLOCK_C]`` at the tile's channels
+    ``cc`` (CW: channel-wise K), else all D guide channels ``[BLOCK_P, BLOCK_D]`` (D_SINGLE; zeros
+    otherwise: ``_dist`` then reads f0 block by block)."""
+    if CW:
+        f0t = tl.load(f0_b + (ch * sfh + cw * sfw)[:, None] + cc[None, :] * sfd,
+                      mask=cin[:, None] & cm[None, :], other=0.0).to(KDT)
+    elif D_SINGLE:
+        f0t = _load_f0(f0_b, sfd, sfh, sfw, ch, cw, cin, D, KDT, BLOCK_D)
+    else:
+        f0t = tl.zeros([BLOCK_P, BLOCK_D], KDT)
+    return f0t
+
+
+@triton.jit
+def _mask_at(m_b, smh, smw, ih, iw, xin, HAS_MASK: tl.constexpr, KDT: tl.constexpr):
+    """The mask at the tap's input pixel (0 outside), or 1 where the tap reads an input pixel."""
+    if HAS_MASK:
+        mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)
+    else:
+        mv = xin.to(KDT)
+    return mv
+
+
+@triton.jit
+def _k_order_tap(t, u, v, pmask, H, W, Hg, Wg,
+                 KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                 PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+                 TRANSPOSED: tl.constexpr):
+    """``_tap`` of the t-th tap in K's tap order (transposed: conv tap (KH-1-i, KW-1-j) pairs
+    with K tap (i, j))."""
+    i = t // KW
+    j = t % KW
+    if TRANSPOSED:
+        i = KH - 1 - i
+        j = KW - 1 - j
+    return _tap(u, v, pmask, i, j, H, W, Hg, Wg, KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+
+
+@triton.jit
+def _norm_divisor(nsum, vsum, NORMALIZE: tl.constexpr):
+    """``(N != 0, the K divisor)``: what K (times the mask) is divided by (section 1 of
+    docs/semantics.md): N = the sum of K*m over the taps (normalised), else sum m / sum valid
+    (mask only); 1 where the sum is 0. Always a division, never a product with a reciprocal: a
+    subnormal sum (far guide values under a Gaussian) has a reciprocal that overflows to inf,
+    while ``K / N`` stays finite."""
+    nz = nsum != 0
+    if NORMALIZE:
+        divisor = tl.where(nz, nsum, 1.0)
+    else:
+        divisor = tl.where(nz, nsum / tl.where(nz, vsum, 1.0), 1.0)
+    return nz, divisor

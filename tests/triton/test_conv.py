@@ -1,0 +1,324 @@
+"""The dense family (``conv.py``): ``pac_conv2d`` / ``pac_conv_transpose2d`` and the given-K
+``pacconv2d`` / ``pacconv_transpose2d`` (shared filters: ``test_depthwise.py``), forward and
+backward against the float64 reference, every option and dtype, with small forced tiles,
+NaN-filled outputs, inputs inside NaN guard bands and the reference forbidden while the Triton
+path runs.
+
+On CPU the kernels run in the Triton interpreter (slow: shapes are tiny). The same cases run
+on CUDA under the ``gpu`` marker (autotuning off, TF32 off so float32 stays exact).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from triton_helpers import (DEVICES, GRADS, PT, Tracker, case, convt_out_hw, device_or_skip, inv_params,
+                            make_mask, reference_forbidden, run_backward, run_forward)
+
+pytest.importorskip("pac_triton.triton")
+
+F32, F16, BF16, F64 = torch.float32, torch.float16, torch.bfloat16, torch.float64
+DEFAULTS = dict(B=1, k=(3, 3), s=(1, 1), p=(1, 1), op=(0, 0), d=(1, 1), kt="gaussian", norm=False, mask=False,
+                smooth=None, bias=True, cl=False, dtype=F32, transposed=False)
+
+
+def conv_case(id, **kw):
+    return case(id, **{**DEFAULTS, **kw})
+
+
+def convt_case(id, **kw):
+    return case(id, **{**DEFAULTS, "s": (2, 2), "transposed": True, **kw})
+
+
+def conv_tensors(c, dev="cpu", transposed=False, shared=False):
+    """float64 inputs of one case (``shared``: a ``[1, 1, kh, kw]`` weight, bias over C)."""
+    Hg, Wg = convt_out_hw(c.H, c.W, c.k, c.s, c.p, c.op, c.d) if transposed else (c.H, c.W)
+    if shared:
+        wshape, nb = (1, 1, *c.k), c.C
+    else:
+        wshape, nb = ((c.C, c.O, *c.k) if transposed else (c.O, c.C, *c.k)), c.O
+    alpha, lam = inv_params(c.kt, dev)
+    r = lambda *s: torch.randn(*s, dtype=torch.float64, device=dev)  # noqa: E731
+    return dict(input=r(c.B, c.C, c.H, c.W), guide=r(c.B, c.D, Hg, Wg), weight=r(*wshape),
+                bias=r(nb) if c.bias else None, inv_alpha=alpha, inv_lambda=lam,
+                smooth_kernel=torch.rand(1, 1, *c.smooth, dtype=torch.float64, device=dev) if c.smooth else None,
+                mask=make_mask(c.B, c.H, c.W, dev) if c.mask else None)
+
+
+def conv_static(c, transposed=False, shared=False):
+    st = dict(stride=c.s, padding=c.p, dilation=c.d, kernel_type=c.kt, normalize_kernel=c.norm,
+              shared_filters=shared)
+    if transposed:
+        st["output_padding"] = c.op
+    return st
+
+
+# --- forward -----------------------------------------------------------------------------------
+
+CONV_CASES = [
+    conv_case("conv-k3-gauss-f32", B=2, C=10, O=11, D=3, H=5, W=5),
+    conv_case("conv-k3-s2x1-d1x2-invasym-norm-mask-smooth3-f32-cl", C=5, O=6, D=5, H=9, W=8, s=(2, 1), p=(2, 1),
+              d=(1, 2), kt="inv_1_-2_asym", norm=True, mask=True, smooth=(3, 3), bias=False, cl=True),
+    conv_case("conv-k3x5-inv-mask-f16", C=10, O=11, D=3, H=6, W=5, k=(3, 5), p=(1, 2), kt="inv_1_-2", mask=True,
+              dtype=F16),
+    conv_case("conv-k3-d2-d1-gauss-norm-smooth1x3-bf16", C=5, O=6, D=1, H=6, W=6, p=(2, 2), d=(2, 2), norm=True,
+              smooth=(1, 3), dtype=BF16),
+    conv_case("conv-k5-gauss-norm-mask-f64", C=4, O=5, D=3, H=6, W=6, k=(5, 5), p=(2, 2), norm=True, mask=True,
+              bias=False, dtype=F64),
+    conv_case("conv-k3-s2-p3-gauss-mask-f32", C=4, O=5, D=2, H=7, W=7, s=(2, 2), p=(3, 3), mask=True),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("c", CONV_CASES)
+def test_pac_conv2d(c, device):
+    dev = device_or_skip(device)
+    y, om = run_forward("pac_conv2d", conv_tensors(c, dev), conv_static(c), c.dtype, c.cl, ["y", "out_mask"])
+    if c.cl:
+        assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+# The forward's fast paths: channel counts that are multiples of 16 (NCHW input and guide are
+# then gathered from channels-last copies), all input channels in one block (C_SINGLE: the tap
+# loop is the innermost loop), rectangular pixel tiles of several rows; and the plain
+# per-element NCHW gather for the same shapes. Tiles still span several blocks on every axis.
+FAST_CASES = [
+    conv_case("conv-C16-D16-k3-gauss-f32", C=16, O=20, D=16, H=7, W=11),
+    conv_case("conv-C16-D16-k5-invasym-norm-mask-bf16", B=2, C=16, O=16, D=16, H=6, W=9, k=(5, 5), p=(2, 2),
+              kt="inv_1_-2_asym", norm=True, mask=True, dtype=BF16),
+    conv_case("conv-C32-D3-s2x1-d1x2-gauss-norm-f16", C=32, O=16, D=3, H=9, W=6, s=(2, 1), d=(1, 2), norm=True,
+              dtype=F16),
+    convt_case("convT-C16-D16-s2-gauss-norm-mask-f32", C=16, O=16, D=16, H=4, W=5, norm=True, mask=True),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cl_gather", [True, False], ids=["clgather", "nchwgather"])
+@pytest.mark.parametrize("c", FAST_CASES)
+def test_pac_conv_fast_paths(c, cl_gather, device, monkeypatch):
+    from pac_triton.triton import configs
+    dev = device_or_skip(device)
+    monkeypatch.setattr(configs.settings, "channels_last_copies", cl_gather)
+    fn = "pac_conv_transpose2d" if c.transposed else "pac_conv2d"
+    with configs.force_blocks(BLOCK_P=32, BLOCK_O=16, BLOCK_C=min(c.C, 32), BLOCK_D=16, TILE_W=8):
+        y, _ = run_forward(fn, conv_tensors(c, dev, c.transposed), conv_static(c, c.transposed), c.dtype, False,
+                           ["y", "out_mask"])
+    assert y.is_contiguous()  # NCHW in, NCHW out (the channels-last copies are internal)
+
+
+CONVT_CASES = [
+    convt_case("convT-k3-s2-op1-gauss-norm-mask-f32", B=2, C=10, O=11, D=3, H=3, W=3, op=(1, 1), norm=True,
+               mask=True),
+    convt_case("convT-k3x5-s2x3-d2x1-invasym-mask-smooth3x1-f16-cl", C=5, O=6, D=4, H=3, W=2, k=(3, 5), s=(2, 3),
+               p=(0, 1), op=(1, 2), d=(2, 1), kt="inv_1_-2_asym", mask=True, smooth=(3, 1), bias=False, dtype=F16,
+               cl=True),
+    convt_case("convT-k3-s2-d2-op1-gauss-mask-f64", C=4, O=5, D=2, H=3, W=3, op=(1, 1), d=(2, 2), mask=True,
+               dtype=F64),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("c", CONVT_CASES)
+def test_pac_conv_transpose2d(c, device):
+    dev = device_or_skip(device)
+    run_forward("pac_conv_transpose2d", conv_tensors(c, dev, True), conv_static(c, True), c.dtype, c.cl,
+                ["y", "out_mask"])
+
+
+def given_kernel_tensors(B, C, O, H, W, k, Ho, Wo, wshape, bias, dev="cpu", kc=1):
+    r = lambda *s: torch.randn(*s, dtype=torch.float64, device=dev)  # noqa: E731
+    return dict(input=r(B, C, H, W), kernel=torch.rand(B, kc, *k, Ho, Wo, dtype=torch.float64, device=dev),
+                weight=r(*wshape), bias=r(O) if bias else None)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_pacconv2d_given_kernel(device):
+    dev = device_or_skip(device)
+    B, C, O, H, W, k, s, p, d = 1, 10, 11, 7, 6, (3, 3), (2, 1), (1, 2), (1, 2)
+    Ho, Wo = (H + 2 * p[0] - d[0] * 2 - 1) // s[0] + 1, (W + 2 * p[1] - d[1] * 2 - 1) // s[1] + 1
+    tensors = given_kernel_tensors(B, C, O, H, W, k, Ho, Wo, (O, C, *k), True, dev)
+    run_forward("pacconv2d", tensors, dict(stride=s, padding=p, dilation=d, shared_filters=False), F32, True, ["y"])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_pacconv_transpose2d_given_kernel(device):
+    dev = device_or_skip(device)
+    B, C, O, H, W, k, s, p, op, d = 1, 10, 11, 3, 3, (3, 3), (2, 2), (1, 0), (1, 1), (1, 1)
+    Ho, Wo = convt_out_hw(H, W, k, s, p, op, d)
+    tensors = given_kernel_tensors(B, C, O, H, W, k, Ho, Wo, (C, O, *k), False, dev)
+    run_forward("pacconv_transpose2d", tensors,
+                dict(stride=s, padding=p, output_padding=op, dilation=d, shared_filters=False), F32, False, ["y"])
+
+
+# --- backward ----------------------------------------------------------------------------------
+
+CONV_BWD_CASES = [
+    conv_case("conv-k3-gauss-f32", B=2, C=10, O=11, D=3, H=5, W=5),
+    conv_case("conv-k3-s2x1-d1x2-invasym-norm-mask-smooth3-f64-cl", C=5, O=9, D=5, H=9, W=8, s=(2, 1), p=(2, 1),
+              d=(1, 2), kt="inv_1_-2_asym", norm=True, mask=True, smooth=(3, 3), dtype=F64, cl=True),
+    conv_case("conv-k3x5-s2-inv-mask-f32", C=10, O=6, D=3, H=7, W=6, k=(3, 5), s=(2, 2), p=(1, 2), kt="inv_1_-2",
+              mask=True),
+    # D within one forced BLOCK_D: the fused dx / dK pass loads f[q] once per tile (HOIST_F)
+    conv_case("conv-D2-hoistf-s2-invasym-norm-mask-smooth3-f32", C=10, O=7, D=2, H=7, W=6, s=(2, 2),
+              kt="inv_1_-2_asym", norm=True, mask=True, smooth=(3, 3)),
+    conv_case("conv-D1-k5x3-gauss-f64-cl", C=6, O=7, D=1, H=5, W=5, k=(5, 3), p=(2, 1), dtype=F64, cl=True),
+    # C, O, D multiples of 16: x, gy and the guide are gathered from channels-last copies
+    # (host_common.gather_layout)
+    conv_case("conv-C16-D16-inv-mask-f32", C=16, O=16, D=16, H=6, W=7, kt="inv_1_-2", mask=True),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("c", CONV_BWD_CASES)
+def test_pac_conv2d_backward(c, device):
+    device_or_skip(device)
+    run_backward("pac_conv2d", conv_tensors(c), conv_static(c), GRADS, c.dtype, device, c.cl)
+
+
+SUBSET_CASE = conv_case("subset", C=10, O=9, D=3, H=5, W=6, s=(2, 1), op=(1, 0), kt="inv_1_-2_asym", norm=True,
+                        mask=True, smooth=(3, 3)).values[0]
+SUBSETS = [("guide",), ("input",), ("weight", "inv_lambda"), ("guide", "smooth_kernel"), ("input", "guide")]
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["conv", "convT"])
+@pytest.mark.parametrize("subset", SUBSETS, ids=lambda s: "+".join(s))
+def test_conv_backward_gradient_subsets(subset, transposed):
+    """Only some inputs require grad: the fused dx / dK pass runs with dx or dK switched off,
+    the scale-only guide pass runs ahead of dx (normalised, masked), and each gradient still
+    matches the reference. Several channel blocks (dK summed over them in memory)."""
+    c = SUBSET_CASE
+    fn = "pac_conv_transpose2d" if transposed else "pac_conv2d"
+    run_backward(fn, conv_tensors(c, transposed=transposed), conv_static(c, transposed), list(subset), F32, "cpu")
+
+
+CONVT_BWD_CASES = [
+    convt_case("convT-k3-s2-op1-gauss-norm-mask-f32", B=2, C=10, O=11, D=3, H=3, W=3, op=(1, 1), norm=True,
+               mask=True),
+    convt_case("convT-k3x5-s2x3-d2x1-invasym-mask-smooth3x1-f64", C=5, O=6, D=4, H=3, W=2, k=(3, 5), s=(2, 3),
+               p=(0, 1), op=(1, 2), d=(2, 1), kt="inv_1_-2_asym", mask=True, smooth=(3, 1), dtype=F64),
+    convt_case("convT-C16-s2-op1x0-gauss-mask-f64", C=16, O=16, D=3, H=3, W=4, op=(1, 0), mask=True, dtype=F64),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("c", CONVT_BWD_CASES)
+def test_pac_conv_transpose2d_backward(c, device):
+    device_or_skip(device)
+    run_backward("pac_conv_transpose2d", conv_tensors(c, transposed=True), conv_static(c, True), GRADS, c.dtype,
+                 device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("transposed", [False, True], ids=["conv", "convT"])
+def test_given_kernel_backward(transposed, device):
+    device_or_skip(device)
+    B, C, O, H, W, k = 1, 6, 7, 5, 4, (3, 3)
+    if transposed:
+        s, p, op, d = (2, 2), (1, 0), (1, 1), (1, 1)
+        Ho, Wo = (H - 1) * 2 - 2 + 2 + 2, (W - 1) * 2 + 2 + 2
+        tensors = given_kernel_tensors(B, C, O, H, W, k, Ho, Wo, (C, O, *k), True)
+        fn, static = "pacconv_transpose2d", dict(stride=s, padding=p, output_padding=op, dilation=d,
+                                                 shared_filters=False)
+    else:
+        s, p, d = (2, 1), (1, 2), (1, 2)
+        Ho, Wo = (H - 1) // 2 + 1, W
+        tensors = given_kernel_tensors(B, C, O, H, W, k, Ho, Wo, (O, C, *k), True)
+        fn, static = "pacconv2d", dict(stride=s, padding=p, dilation=d, shared_filters=False)
+    run_backward(fn, tensors, static, ["input", "kernel", "weight", "bias"], F32, device)
+
+
+# --- plumbing of the dense family ------------------------------------------------------------------
+
+def test_only_requested_gradients(monkeypatch):
+    """Guide not requiring grad: no dK pass, no guide kernels run."""
+    from pac_triton.triton import conv, kernel_map
+    ran = []
+
+    class _Spy:
+        def __init__(self, fn, name):
+            self.fn, self.name = fn, name
+
+        def __getitem__(self, grid):
+            ran.append(self.name)
+            return self.fn[grid]
+    for mod, name in ((conv, "pac_conv_dxdk_kernel"), (kernel_map, "pac_guide_pass_kernel"),
+                      (kernel_map, "pac_guide_gather_kernel"), (conv, "pac_conv_dw_kernel")):
+        monkeypatch.setattr(mod, name, _Spy(getattr(mod, name), name))
+    x = torch.randn(1, 3, 5, 5, requires_grad=True)
+    g = torch.randn(1, 2, 5, 5)
+    w = torch.randn(4, 3, 3, 3)
+    y, _ = PT().pac_conv2d(x, g, w, None, (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, False, False, None)
+    y.sum().backward()
+    assert ran == ["pac_conv_dxdk_kernel"], ran
+    assert x.grad is not None and w.grad is None
+
+
+def test_no_kernel_sized_buffer():
+    """The fused conv never materialises K or im2col (k*k*Ho*Wo elements per image)."""
+    from triton_helpers import REF
+    B, C, O, D, H, W, k = 1, 2, 2, 2, 6, 6, 5
+    x = torch.randn(B, C, H, W)
+    g = torch.randn(B, D, H, W)
+    w = torch.randn(O, C, k, k)
+    m = (torch.rand(B, 1, H, W) > 0.3).float()
+    tracker = Tracker()
+    with reference_forbidden(), tracker:
+        y, _ = PT().pac_conv2d(x, g, w, None, (1, 1), (2, 2), (1, 1), "gaussian", None, None,
+                               torch.rand(1, 1, 3, 3), True, False, m)
+    assert 0 < tracker.max_numel < k * k * B * H * W, tracker.max_numel
+    yr, _ = REF.pac_conv2d(x, g, w, None, (1, 1), (2, 2), (1, 1), "gaussian", None, None, None, True, False, m)
+    assert y.shape == yr.shape
+
+
+def test_backward_allocations():
+    """No C*k*k*H*W buffer: the largest allocation of the backward is dK (k*k*Ho*Wo per image)
+    or a gradient / input."""
+    B, C, O, D, H, W, k = 1, 4, 4, 2, 6, 6, 5
+    x = torch.randn(B, C, H, W, requires_grad=True)
+    g = torch.randn(B, D, H, W, requires_grad=True)
+    w = torch.randn(O, C, k, k, requires_grad=True)
+    m = (torch.rand(B, 1, H, W) > 0.3).float()
+    y, _ = PT().pac_conv2d(x, g, w, None, (1, 1), (2, 2), (1, 1), "gaussian", None, None,
+                           torch.rand(1, 1, 3, 3), True, False, m)
+    tracker = Tracker()
+    with reference_forbidden(), tracker:
+        y.backward(torch.randn_like(y))
+    limit = max(k * k * B * H * W, w.numel(), x.numel())
+    assert tracker.max_numel <= limit, (tracker.max_numel, limit)
+    assert tracker.max_numel < C * k * k * B * H * W
+
+
+@pytest.mark.gpu
+def test_backward_bitwise_reproducible():
+    """Two runs give the same bits for every gradient (no atomics; fixed-order split sums),
+    also under torch.use_deterministic_algorithms(True)."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA")
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    B, C, O, D, H, W, k = 2, 32, 32, 8, 33, 29, (5, 5)
+    base = dict(x=torch.randn(B, C, H, W, device=dev), g=torch.randn(B, D, H, W, device=dev),
+                w=torch.randn(O, C, *k, device=dev), b=torch.randn(O, device=dev),
+                a=torch.tensor(1.0, device=dev), lm=torch.tensor(-2.0, device=dev),
+                sk=torch.full((1, 1, 3, 3), 1 / 9, device=dev))
+    m = (torch.rand(B, 1, H, W, device=dev) > 0.3).float()
+    gy = None
+
+    def run():
+        nonlocal gy
+        t = {k_: v.clone().requires_grad_() for k_, v in base.items()}
+        y, _ = PT().pac_conv2d(t["x"], t["g"], t["w"], t["b"], (1, 1), (2, 2), (1, 1), "inv_1_-2", t["a"], t["lm"],
+                               t["sk"], True, False, m)
+        if gy is None:
+            gy = torch.randn_like(y)
+        return torch.autograd.grad(y, list(t.values()), gy)
+
+    old = torch.are_deterministic_algorithms_enabled()
+    try:
+        for det in (False, True):
+            torch.use_deterministic_algorithms(det)
+            r1, r2 = run(), run()
+            for a, b in zip(r1, r2):
+                assert torch.equal(a, b)
+    finally:
+        torch.use_deterministic_algorithms(old)

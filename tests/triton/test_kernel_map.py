@@ -1,0 +1,68 @@
+"""The kernel map (``kernel_map.py``): ``packernel2d`` forward and backward (the guide pass and
+guide gather with dL/dK given) against the float64 reference."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from triton_helpers import DEVICES, GRADS, case, convt_in_hw, device_or_skip, inv_params, make_mask, run_backward, \
+    run_forward
+
+pytest.importorskip("pac_triton.triton")
+
+F32, F16, BF16, F64 = torch.float32, torch.float16, torch.bfloat16, torch.float64
+DEFAULTS = dict(B=1, D=3, k=(3, 3), s=(1, 1), p=(1, 1), op=(0, 0), d=(1, 1), kt="gaussian", norm=False,
+                mask=False, smooth=None, cw=False, transposed=False, dtype=F32)
+
+
+def kernel_case(id, **kw):
+    return case(id, **{**DEFAULTS, **kw})
+
+
+def kernel_tensors(c, dev="cpu"):
+    Hm, Wm = convt_in_hw(c.H, c.W, c.k, c.s, c.p, c.op, c.d) if c.transposed else (c.H, c.W)
+    alpha, lam = inv_params(c.kt, dev)
+    return dict(guide=torch.randn(c.B, c.D, c.H, c.W, dtype=torch.float64, device=dev),
+                mask=make_mask(c.B, Hm, Wm, dev) if c.mask else None,
+                smooth_kernel=torch.rand(1, 1, *c.smooth, dtype=torch.float64, device=dev) if c.smooth else None,
+                inv_alpha=alpha, inv_lambda=lam)
+
+
+def kernel_static(c):
+    return dict(kernel_size=c.k, stride=c.s, padding=c.p, output_padding=c.op, dilation=c.d, kernel_type=c.kt,
+                channel_wise=c.cw, normalize_kernel=c.norm, transposed=c.transposed)
+
+
+KERNEL_CASES = [
+    kernel_case("kernel-k3-inv-norm-mask-smooth3-f32", B=2, H=5, W=5, kt="inv_1_-2", norm=True, mask=True,
+                smooth=(3, 3)),
+    kernel_case("kernel-cw-s2x1-d1x2-gauss-norm-mask-f16", H=6, W=5, s=(2, 1), p=(1, 2), d=(1, 2), norm=True,
+                mask=True, cw=True, dtype=F16),
+    kernel_case("kernelT-s2-op1-invasym-mask-f32", H=6, W=6, s=(2, 2), op=(1, 1), kt="inv_1_-2_asym", mask=True,
+                transposed=True),
+    kernel_case("kernelT-cw-k3x5-s2-op0x1-gauss-norm-smooth1x3-bf16", H=7, W=6, k=(3, 5), s=(2, 2), p=(1, 2),
+                op=(0, 1), norm=True, smooth=(1, 3), cw=True, transposed=True, dtype=BF16),
+    kernel_case("kernel-k5x3-gauss-f64", H=5, W=5, k=(5, 3), p=(2, 1), dtype=F64),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("c", KERNEL_CASES)
+def test_packernel2d(c, device):
+    dev = device_or_skip(device)
+    run_forward("packernel2d", kernel_tensors(c, dev), kernel_static(c), c.dtype, False, ["K", "out_mask"])
+
+
+KERNEL_BWD_CASES = [
+    kernel_case("kernel-k3-inv-norm-mask-smooth3-f32", B=2, H=5, W=5, kt="inv_1_-2", norm=True, mask=True,
+                smooth=(3, 3)),
+    kernel_case("kernelT-cw-s2-op1-invasym-mask-f64", H=6, W=6, s=(2, 2), op=(1, 1), kt="inv_1_-2_asym", mask=True,
+                cw=True, transposed=True, dtype=F64),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("c", KERNEL_BWD_CASES)
+def test_packernel2d_backward(c, device):
+    device_or_skip(device)
+    run_backward("packernel2d", kernel_tensors(c), kernel_static(c), GRADS, c.dtype, device)

@@ -1,0 +1,236 @@
+"""Registration and plumbing of the Triton backend, across families: availability, the
+``torch.library`` custom ops (opcheck with the autograd checks, fake shapes), the backward
+error, torch.compile without graph breaks, and the runtime settings (``configs.settings``,
+``PAC_TRITON_FORCE``)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from triton_helpers import reference_forbidden
+
+PT = pytest.importorskip("pac_triton.triton")
+
+def test_available_and_implemented():
+    ok, reason = PT.is_available()
+    assert ok, reason
+    assert PT.IMPLEMENTED == {"packernel2d", "pacconv2d", "pacconv_transpose2d", "pacpool2d",
+                              "pac_conv2d", "pac_conv_transpose2d", "pac_pool2d"}
+
+
+def _conv_args(dtype=torch.float32, requires_grad=False):
+    x = torch.randn(1, 3, 5, 5, dtype=dtype, requires_grad=requires_grad)
+    g = torch.randn(1, 2, 5, 5, dtype=dtype)
+    w = torch.randn(4, 3, 3, 3, dtype=dtype, requires_grad=requires_grad)
+    m = (torch.rand(1, 1, 5, 5) > 0.3).to(dtype)
+    return x, g, w, m
+
+
+def test_opcheck_conv():
+    x, g, w, m = _conv_args()
+    ops = torch.ops.pac_triton
+    args = (x, w, None, g, None, m, None, torch.tensor(1.0), torch.tensor(-2.0), [1, 1], [1, 1], [0, 0], [1, 1],
+            1, True, False, False)
+    torch.library.opcheck(ops.triton_conv_fwd, args, test_utils=("test_schema", "test_faketensor",
+                                                                  "test_aot_dispatch_static"))
+
+
+def test_opcheck_pool_and_kernel():
+    x = torch.randn(1, 3, 5, 5)
+    g = torch.randn(1, 3, 5, 5)
+    m = (torch.rand(1, 1, 5, 5) > 0.3).float()
+    ops = torch.ops.pac_triton
+    torch.library.opcheck(ops.triton_pool_fwd,
+                          (x, g, None, m, None, None, None, [3, 3], [1, 1], [1, 1], [1, 1], 0, True, True),
+                          test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(ops.triton_kernel_fwd,
+                          (g, m, None, None, None, [3, 3], [1, 1], [1, 1], [0, 0], [1, 1], 0, False, True, False),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_backward_runs():
+    """The Triton backward exists (tests/triton/test_triton_backward.py checks its values)."""
+    x, g, w, m = _conv_args(requires_grad=True)
+    y, _ = PT.pac_conv2d(x, g, w, None, (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, False, False, None)
+    assert y.requires_grad
+    with reference_forbidden():
+        y.sum().backward()
+    assert x.grad is not None and w.grad is not None
+
+
+def test_torch_compile_fullgraph():
+    x, g, w, m = _conv_args()
+    wt = torch.randn(3, 4, 3, 3)
+    gt = torch.randn(1, 2, 10, 10)
+
+    def f(x, g, w, wt, gt, m):
+        y, om = PT.pac_conv2d(x, g, w, None, (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, True, False, m)
+        z, _ = PT.pac_conv_transpose2d(y[:, :3], gt, wt, None, (2, 2), (1, 1), (1, 1), (1, 1), "gaussian",
+                                       None, None, None, False, False, None)
+        p, _ = PT.pac_pool2d(z, z, (3, 3), (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, True, True, None)
+        return p, om
+
+    expected = f(x, g, w, wt, gt, m)
+    torch._dynamo.reset()
+    got = torch.compile(f, fullgraph=True, backend="aot_eager")(x, g, w, wt, gt, m)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b)
+
+
+def test_implemented_backward():
+    assert PT.IMPLEMENTED_BACKWARD == PT.IMPLEMENTED
+
+
+def test_double_backward_raises():
+    x = torch.randn(1, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    y, _ = PT.pac_conv2d(x, g, w, None, (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, False, False, None)
+    (dx,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+    with pytest.raises(NotImplementedError, match="double backward"):
+        dx.sum().backward()
+
+
+def test_opcheck_backward():
+    ops = torch.ops.pac_triton
+    x = torch.randn(1, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    m = (torch.rand(1, 1, 4, 4) > 0.3).double()
+    a = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    lm = torch.tensor(-2.0, dtype=torch.float64, requires_grad=True)
+    tests = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
+    torch.library.opcheck(ops.triton_conv_fwd, (x, w, b, g, None, m, None, a, lm, [1, 1], [1, 1], [0, 0], [1, 1],
+                                                1, True, False, False), test_utils=tests)
+    gp = torch.randn(1, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(ops.triton_pool_fwd, (x, gp, None, None, None, None, None, [3, 3], [1, 1], [1, 1], [1, 1],
+                                                0, False, True), test_utils=tests)
+    torch.library.opcheck(ops.triton_kernel_fwd, (g, m, None, None, None, [3, 3], [1, 1], [1, 1], [0, 0], [1, 1],
+                                                  0, False, True, False), test_utils=tests)
+
+
+def test_torch_compile_training_step():
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 5, 5)
+    g0 = torch.randn(1, 2, 5, 5)
+    w0 = torch.randn(4, 3, 3, 3)
+    sk0 = torch.full((1, 1, 3, 3), 1 / 9)
+
+    def loss_fn(x, g, w, sk):
+        y, _ = PT.pac_conv2d(x, g, w, None, (1, 1), (1, 1), (1, 1), "gaussian", None, None, sk, True, False, None)
+        p, _ = PT.pac_pool2d(y, y, (3, 3), (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, False, True, None)
+        return p.square().mean()
+
+    def step(fn):
+        leaves = g0.clone().requires_grad_(), w0.clone().requires_grad_(), sk0.clone().requires_grad_()
+        fn(x, *leaves).backward()
+        return [t.grad for t in leaves]
+
+    exp = step(loss_fn)
+    torch._dynamo.reset()
+    got = step(torch.compile(loss_fn, fullgraph=True, backend="aot_eager"))
+    for a, b in zip(got, exp):
+        torch.testing.assert_close(a, b)
+
+
+def test_force_knob_from_environment(monkeypatch):
+    """PAC_TRITON_FORCE (the tile-experiment knob) is read at each launch: it parses KEY=int
+    lists, rejects anything else with the variable and the accepted keys in the message, and
+    overrides the default configs' blocks, warps and stages (autotuning off); unset again, the
+    defaults come back without a re-import."""
+    from pac_triton.triton import configs
+    assert configs.parse_force("") is None
+    assert configs.parse_force(" BLOCK_P=128, num_warps=8,num_stages=1 ") == dict(BLOCK_P=128, num_warps=8,
+                                                                                  num_stages=1)
+    for bad in ("BLOCK_Q=1", "BLOCK_P", "BLOCK_P=0", "num_warps=x"):
+        with pytest.raises(ValueError, match="PAC_TRITON_FORCE"):
+            configs.parse_force(bad)
+    monkeypatch.setattr(configs.settings, "force", None)  # the environment decides
+    monkeypatch.setattr(configs, "interpreting", lambda: False)  # as on a GPU
+    monkeypatch.setenv("PAC_TRITON_FORCE", "BLOCK_P=128,num_warps=8,num_stages=1")
+    monkeypatch.setenv("PAC_TRITON_AUTOTUNE", "1")
+    assert not configs.autotune_enabled()
+    for cfg in (configs.conv_default(64, 64, False, vec=True), configs.conv_dxdk_default(64, 64, False, True),
+                configs.conv_dw_default(64, 64, False, True), configs.dw_default(64)):
+        assert (cfg["BLOCK_P"], cfg["num_warps"], cfg["num_stages"]) == (128, 8, 1), cfg
+    monkeypatch.delenv("PAC_TRITON_FORCE")
+    assert configs.autotune_enabled()
+    assert configs.conv_default(64, 64, False, vec=True)["BLOCK_P"] == 64
+
+
+def test_malformed_force_raises_at_call_not_unavailable(monkeypatch):
+    """A malformed PAC_TRITON_FORCE never makes the backend unavailable (backend="auto" would
+    silently run the reference): the backend stays available and a call raises a ValueError
+    naming the variable."""
+    import pac_triton
+    from pac_triton.triton import configs
+    monkeypatch.setattr(configs.settings, "force", None)
+    monkeypatch.setenv("PAC_TRITON_FORCE", "BLOCK_P=oops")
+    assert PT.is_available()[0]
+    assert pac_triton.triton_available()
+    x, g, w, m = _conv_args()
+    with pytest.raises(ValueError, match="PAC_TRITON_FORCE"):
+        PT.pac_conv2d(x, g, w, None, (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, False, False, None)
+
+
+def test_forced_dot_tiles_below_16_refused_on_gpu(monkeypatch):
+    """Forced tiles that give a tl.dot dimension below 16 compile only in the interpreter: on a
+    GPU the config functions refuse them with a clear error."""
+    from pac_triton.triton import configs
+    monkeypatch.setattr(configs, "interpreting", lambda: False)
+    with configs.force_blocks(BLOCK_P=16, BLOCK_O=8, BLOCK_C=8):
+        for fn in (configs.conv_default, configs.conv_dxdk_default, configs.conv_dw_default):
+            with pytest.raises(ValueError, match="below 16"):
+                fn(64, 64, False)
+    with configs.force_blocks(BLOCK_P=16, BLOCK_O=16, BLOCK_C=16):
+        assert configs.conv_default(64, 64, False)["BLOCK_C"] == 16
+
+
+def test_channels_last_copies_setting(monkeypatch):
+    """PAC_TRITON_CHANNELS_LAST_COPIES / settings.channels_last_copies switch the gather copies
+    at call time."""
+    from pac_triton.triton import configs, host_common
+    x = torch.randn(1, 16, 3, 3)
+    monkeypatch.setattr(configs.settings, "channels_last_copies", None)
+    monkeypatch.setenv("PAC_TRITON_CHANNELS_LAST_COPIES", "0")
+    assert host_common.gather_layout(x) is x
+    monkeypatch.delenv("PAC_TRITON_CHANNELS_LAST_COPIES")
+    assert host_common.gather_layout(x).is_contiguous(memory_format=torch.channels_last)
+    monkeypatch.setattr(configs.settings, "channels_last_copies", False)
+    assert host_common.gather_layout(x) is x
+
+
+def test_autotuned_launches_under_a_fake_benchmark(monkeypatch):
+    """The autotuned launches (used on a GPU only) take keyword arguments: run them under the
+    interpreter with a fake benchmark that still launches every pruned config, so that the
+    plumbing (prune, tuning key, grid, the per-config TILE_W / C_SINGLE) runs on a CPU too."""
+    from pac_triton.triton import configs, conv, depthwise
+    from triton_helpers import REF
+    monkeypatch.setattr(configs.settings, "force", {})  # nothing forced
+    monkeypatch.setattr(configs.settings, "autotune", True)
+    monkeypatch.setattr(configs, "interpreting", lambda: False)  # as on a GPU
+    launched = []
+
+    def fake_bench(kernel_call, quantiles=None, **kwargs):
+        kernel_call()
+        launched.append(1)
+        return [1.0 + len(launched), 1.0, 1.0]
+
+    for tuned in (conv.conv_tuned, depthwise.dw_tuned):
+        monkeypatch.setattr(tuned, "_do_bench", fake_bench, raising=False)
+        monkeypatch.setattr(tuned, "cache_results", False, raising=False)
+        monkeypatch.setattr(tuned, "cache", {})
+        monkeypatch.delitem(tuned.__dict__, "do_bench", raising=False)
+    torch.manual_seed(0)
+    x = torch.randn(1, 33, 5, 4)
+    g = torch.randn(1, 3, 5, 4)
+    w = torch.randn(33, 33, 3, 3)
+    y, _ = PT.pac_conv2d(x, g, w, None, (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, True, False, None)
+    yr, _ = REF.pac_conv2d(x, g, w, None, (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, True, False, None)
+    torch.testing.assert_close(y, yr, rtol=1e-4, atol=1e-4)
+    n_conv = len(launched)
+    p, _ = PT.pac_pool2d(x, g, (3, 3), (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, True, False, None)
+    pr, _ = REF.pac_pool2d(x, g, (3, 3), (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, True, False, None)
+    torch.testing.assert_close(p, pr, rtol=1e-4, atol=1e-4)
+    assert n_conv > 1 and len(launched) > n_conv, launched
