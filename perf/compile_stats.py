@@ -8,7 +8,7 @@ them: one dev tool (not part of the installed package), two commands.
 ``aot``: every kernel variant x dtype x arch, compiled to PTX and a cubin with the ptxas shipped
 in the triton wheel; registers and spill bytes read with ``cuobjdump --dump-resource-usage``.
 Prints one JSON object per line: ``{"name", "arch", "dtype", "regs", "stack", "local",
-"atomics", "ok", ...}`` (tests/triton/test_triton_aot.py fails on a compile error, a spill in a
+"atomics", "ok", ...}`` (tests/triton/test_aot.py fails on a compile error, a spill in a
 default config, or an atomic in a weight-gradient kernel).
 
 ``sass``: the GPU-free speed proxy. For each hot kernel, compiled with its default launch config

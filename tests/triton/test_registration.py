@@ -49,7 +49,7 @@ def test_opcheck_pool_and_kernel():
 
 
 def test_backward_runs():
-    """The Triton backward exists (tests/triton/test_triton_backward.py checks its values)."""
+    """The Triton backward exists (tests/triton/test_conv.py and test_depthwise.py check its values)."""
     x, g, w, m = _conv_args(requires_grad=True)
     y, _ = PT.pac_conv2d(x, g, w, None, (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, False, False, None)
     assert y.requires_grad
