@@ -352,7 +352,13 @@ def _dxdk_block(
                 dkv = tl.sum(part * xq, axis=1)
                 dptr = dk_b + (ki * KW + kj) * Ho * Wo + pu * Wo + pv
                 if DK_ACCUMULATE:
-                    # the first channel block writes, later ones add (dK may start unwritten)
+                    # the first channel block writes, later ones add (dK may start unwritten).
+                    # The previous block's store and this load map the pixels to threads in
+                    # different layouts (and a replicated [BLOCK_P] vector is read by threads
+                    # that did not write it): a CTA barrier orders them (global writes before
+                    # bar.sync are visible to the block after it). ``run`` and the constexprs
+                    # are uniform over the program, so every thread reaches it.
+                    tl.debug_barrier()
                     dkv += tl.load(dptr, mask=pin & (c0 > 0), other=0.0)
                 tl.store(dptr, dkv, mask=pin)
             if NEED_DX:
