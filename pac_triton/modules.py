@@ -323,7 +323,7 @@ class PacConv2d(_PacConvNd):
     now), ``padding`` may be ``"valid"`` or ``"same"`` (stride 1; stored resolved, as the pair
     ``dilation * (k - 1) // 2``), ``padding_mode`` (``'zeros'``, ``'reflect'``, ``'replicate'``,
     ``'circular'``: the input, the guide and a mask are padded that way, then the op runs with
-    padding 0; docs/semantics.md section 7), ``device`` and ``dtype`` (floating point) for the
+    padding 0; docs/semantics.md section 8), ``device`` and ``dtype`` (floating point) for the
     parameters and buffers. ``ValueError`` for channels not divisible by ``groups``, ``"same"``
     with a stride, an unknown ``padding_mode``."""
 
