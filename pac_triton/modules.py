@@ -270,7 +270,8 @@ class _PacConvNd(nn.Module):
 
     def _compute_kernel(self, guide, mask, names):
         args = self._kernel_args()
-        _, guide, mask = self._padded(None, guide, mask, names)
+        # the guide is K's input here: errors name it as compute_kernel calls it
+        _, guide, mask = self._padded(None, guide, mask, dict(names, guide=names["input"]))
         return PF._packernel2d(guide, mask, self.kernel_size, self.stride, self._op_padding(), self.output_padding,
                                self.dilation, args["kernel_type"], args["smooth_kernel_type"], args["smooth_kernel"],
                                args["inv_alpha"], args["inv_lambda"], self.channel_wise, self.normalize_kernel,
