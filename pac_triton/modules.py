@@ -58,7 +58,8 @@ class _PacConvNd(nn.Module):
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"dtype must be a floating-point torch.dtype (or None), got {dtype!r}")
         factory = {"device": device, "dtype": dtype}
-        padding = resolve_padding(padding, kernel_size, stride, dilation, transposed)
+        if not pool_only:  # nn.Conv2d's "same"/"valid" (pooling takes ints, as F.avg_pool2d)
+            padding = resolve_padding(padding, kernel_size, stride, dilation, transposed)
         geometry = check_geometry(kernel_size, stride, padding, dilation,
                                   output_padding if transposed else None)
         self.kernel_size, self.stride, self.padding, self.dilation = geometry[:4]
