@@ -20,9 +20,9 @@ import torch
 
 from .dispatch import select
 from .options import fixed_smooth_kernel, parse_kernel_type, parse_smooth_type
-from .validation import (arg_names, check_bias, check_geometry, check_guide, check_inv_param, check_mask,
-                         check_same_device, check_smooth_kernel, check_tensor, check_weight, conv_out_size,
-                         pair, transposed_out_size)
+from .validation import (arg_names, check_bias, check_geometry, check_groups, check_guide, check_inv_param,
+                         check_mask, check_same_device, check_smooth_kernel, check_tensor, check_weight,
+                         conv_out_size, pair, resolve_padding, transposed_out_size)
 
 __all__ = [
     "packernel2d", "pacconv2d", "pacconv_transpose2d", "pacpool2d",
@@ -107,22 +107,50 @@ def _kernel_options(guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_a
     return ktype.name, smooth_kernel, inv_alpha, inv_lambda
 
 
-def _check_conv_weight(input, weight, kernel_size, shared_filters, transposed, names):
-    """Weight shapes: ``[O, C, kh, kw]`` (conv), ``[C, O, kh, kw]`` (transposed), ``[1, 1, kh, kw]``
-    (shared). Returns the number of output channels."""
+def _check_conv_weight(input, weight, kernel_size, shared_filters, transposed, names, groups=1):
+    """Weight shapes: ``[O, C/groups, kh, kw]`` (conv), ``[C, O/groups, kh, kw]`` (transposed),
+    ``[1, 1, kh, kw]`` (shared, ``groups == 1`` only). Returns the number of output channels."""
     check_tensor(names["weight"], weight, rank=4)
     channels = input.shape[1]
     if weight.dtype != input.dtype:
         raise TypeError(f"{names['weight']} dtype {weight.dtype} != {names['input']} dtype {input.dtype}")
     if shared_filters:
+        if groups != 1:
+            raise ValueError(f"shared_filters=True cannot be combined with {names['groups']}={groups}: shared "
+                             "filters already apply one [1, 1, kh, kw] filter to every channel separately (like a "
+                             "depthwise conv with one filter); use groups=1, or shared_filters=False with a "
+                             "grouped weight")
         check_weight(weight, (1, 1, *kernel_size), "shared filters", names["weight"])
         return channels
-    in_axis = 0 if transposed else 1
-    if weight.shape[in_axis] != channels:
-        layout = "[C_in, C_out, kh, kw]" if transposed else "[C_out, C_in, kh, kw]"
+    if channels % groups:
+        raise ValueError(f"{names['input']} has {channels} channels, which {names['groups']}={groups} does not "
+                         f"divide (in_channels must be divisible by groups)")
+    if transposed:
+        if weight.shape[0] != channels:
+            raise ValueError(f"channel mismatch: {names['input']} has {channels} channels but {names['weight']} "
+                             f"[C_in, C_out/groups, kh, kw] has shape {tuple(weight.shape)}")
+        return weight.shape[1] * groups
+    if weight.shape[1] * groups != channels:
+        layout = "[C_out, C_in, kh, kw]" if groups == 1 else f"[C_out, C_in/groups = {channels // groups}, kh, kw]"
         raise ValueError(f"channel mismatch: {names['input']} has {channels} channels but {names['weight']} "
-                         f"{layout} has shape {tuple(weight.shape)}")
-    return weight.shape[1 - in_axis]
+                         f"{layout} has shape {tuple(weight.shape)}"
+                         + ("" if groups == 1 else f" ({names['groups']}={groups})"))
+    if weight.shape[0] % groups:
+        raise ValueError(f"{names['weight']} has {weight.shape[0]} output channels (shape {tuple(weight.shape)}), "
+                         f"which {names['groups']}={groups} does not divide (out_channels must be divisible by "
+                         "groups)")
+    return weight.shape[0]
+
+
+def _reference_only(groups):
+    """The options of a call that only the reference backend implements (for ``select``)."""
+    return () if groups == 1 else (f"groups={groups}",)
+
+
+def _groups_args(groups):
+    """``groups`` is passed to a backend only when it is not 1 (then always the reference: the
+    Triton functions have no ``groups`` argument yet)."""
+    return {} if groups == 1 else {"groups": groups}
 
 
 def _check_precomputed_kernel(kernel, batch, channels_allowed, kernel_size, out_hw, names):
@@ -137,7 +165,10 @@ def _check_precomputed_kernel(kernel, batch, channels_allowed, kernel_size, out_
 
 
 def _geometry_from_weight(weight, stride, padding, dilation, output_padding=None, names=None):
+    """The geometry with the kernel size read from ``weight``; ``padding`` may be ``"same"`` /
+    ``"valid"`` for a (not transposed) conv, as in ``F.conv2d``."""
     check_tensor(names["weight"] if names else "weight", weight, rank=4)
+    padding = resolve_padding(padding, tuple(weight.shape[-2:]), stride, dilation, output_padding is not None)
     return check_geometry(tuple(weight.shape[-2:]), stride, padding, dilation, output_padding)
 
 
@@ -211,54 +242,63 @@ def _packernel2d(input, mask, kernel_size, stride, padding, output_padding, dila
 
 
 def pacconv2d(input, kernel, weight, bias=None, stride=1, padding=0, dilation=1, shared_filters=False,
-              native_impl=False, *, backend=None):
+              native_impl=False, *, groups=1, backend=None):
     """PAC convolution with a precomputed ``kernel [B, 1, kh, kw, Ho, Wo]`` (section 2).
 
-    ``input [B, C, H, W]``, ``weight [C_out, C, kh, kw]`` (``[1, 1, kh, kw]`` shared) and ``bias
-    [C_out]`` in one float dtype; returns ``[B, C_out, Ho, Wo]`` in the input's dtype.
-    ``TypeError``/``ValueError`` name the argument at fault."""
+    ``input [B, C, H, W]``, ``weight [C_out, C/groups, kh, kw]`` (``[1, 1, kh, kw]`` shared) and
+    ``bias [C_out]`` in one float dtype; returns ``[B, C_out, Ho, Wo]`` in the input's dtype.
+    ``padding`` may also be ``"same"`` (stride 1) or ``"valid"``. ``groups`` as in ``F.conv2d``
+    (``C`` and ``C_out`` divisible by it; K is shared by all channels; not with
+    ``shared_filters``); ``groups != 1`` runs on the reference backend only (``backend='triton'``
+    raises ``NotImplementedError``). ``TypeError``/``ValueError`` name the argument at fault."""
     return _pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters, backend=backend,
-                      names=_PACCONV2D)
+                      names=_PACCONV2D, groups=groups)
 
 
 @_autocast_inputs(low=("input", "weight", "bias"))
-def _pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters, *, backend, names):
+def _pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters, *, backend, names,
+               groups=1):
     check_tensor(names["input"], input, rank=4)
+    groups = check_groups(groups, names["groups"])
     kernel_size, stride, padding, dilation = _geometry_from_weight(weight, stride, padding, dilation, names=names)
-    out_channels = _check_conv_weight(input, weight, kernel_size, shared_filters, False, names)
+    out_channels = _check_conv_weight(input, weight, kernel_size, shared_filters, False, names, groups)
     check_bias(bias, out_channels, input, names["bias"], names["input"])
     out_hw = conv_out_size(input.shape[-2:], kernel_size, stride, padding, dilation, names["input"])
     _check_precomputed_kernel(kernel, input.shape[0], (1,), kernel_size, out_hw, names)
     _devices(names, input=input, kernel=kernel, weight=weight, bias=bias)
-    impl = select(backend, "pacconv2d", (input, kernel, weight, bias))
-    return impl.pacconv2d(input, kernel, weight, bias, stride, padding, dilation, bool(shared_filters))
+    impl = select(backend, "pacconv2d", (input, kernel, weight, bias), _reference_only(groups))
+    return impl.pacconv2d(input, kernel, weight, bias, stride, padding, dilation, bool(shared_filters),
+                          **_groups_args(groups))
 
 
 def pacconv_transpose2d(input, kernel, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1,
-                        shared_filters=False, native_impl=False, *, backend=None):
+                        shared_filters=False, native_impl=False, *, groups=1, backend=None):
     """PAC transposed convolution with a precomputed ``kernel [B, 1, kh, kw, Ho, Wo]`` (section 3).
 
-    ``weight [C, C_out, kh, kw]``; returns ``[B, C_out, Ho, Wo]`` in the input's dtype. Equals
-    ``F.conv_transpose2d`` with the same weight when ``K == 1`` (pacnet needs the weight flipped;
-    see ``convert_pacnet_state_dict``). ``TypeError``/``ValueError`` name the argument at fault."""
+    ``weight [C, C_out/groups, kh, kw]``; returns ``[B, C_out, Ho, Wo]`` in the input's dtype.
+    Equals ``F.conv_transpose2d`` with the same weight (and ``groups``) when ``K == 1`` (pacnet
+    needs the weight flipped; see ``convert_pacnet_state_dict``). ``groups != 1`` (``C``
+    divisible by it; not with ``shared_filters``) runs on the reference backend only.
+    ``TypeError``/``ValueError`` name the argument at fault."""
     return _pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation,
-                                shared_filters, backend=backend, names=_PACCONV_T2D)
+                                shared_filters, backend=backend, names=_PACCONV_T2D, groups=groups)
 
 
 @_autocast_inputs(low=("input", "weight", "bias"))
 def _pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation, shared_filters, *,
-                         backend, names):
+                         backend, names, groups=1):
     check_tensor(names["input"], input, rank=4)
+    groups = check_groups(groups, names["groups"])
     kernel_size, stride, padding, dilation, output_padding = _geometry_from_weight(
         weight, stride, padding, dilation, output_padding, names=names)
-    out_channels = _check_conv_weight(input, weight, kernel_size, shared_filters, True, names)
+    out_channels = _check_conv_weight(input, weight, kernel_size, shared_filters, True, names, groups)
     check_bias(bias, out_channels, input, names["bias"], names["input"])
     out_hw = transposed_out_size(input.shape[-2:], kernel_size, stride, padding, output_padding, dilation)
     _check_precomputed_kernel(kernel, input.shape[0], (1,), kernel_size, out_hw, names)
     _devices(names, input=input, kernel=kernel, weight=weight, bias=bias)
-    impl = select(backend, "pacconv_transpose2d", (input, kernel, weight, bias))
+    impl = select(backend, "pacconv_transpose2d", (input, kernel, weight, bias), _reference_only(groups))
     return impl.pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation,
-                                    bool(shared_filters))
+                                    bool(shared_filters), **_groups_args(groups))
 
 
 def pacpool2d(input, kernel, kernel_size, stride=1, padding=0, dilation=1, native_impl=False, *, backend=None):
@@ -287,10 +327,13 @@ def _finish(y, out_mask, mask):
 
 def pac_conv2d(input, guide, weight, bias=None, *, stride=1, padding=0, dilation=1, kernel_type="gaussian",
                inv_alpha=None, inv_lambda=None, smooth_kernel_type="none", smooth_kernel=None,
-               normalize_kernel=False, shared_filters=False, mask=None, backend=None):
+               normalize_kernel=False, shared_filters=False, mask=None, groups=1, backend=None):
     """PAC convolution whose kernel K is defined by ``guide [B, D, H, W]`` (same B, H, W as
-    ``input [B, C, H, W]``). ``weight [C_out, C, kh, kw]`` (``[1, 1, kh, kw]`` shared), ``bias
-    [C_out]``, in the input's dtype; returns ``y [B, C_out, Ho, Wo]`` in the input's dtype.
+    ``input [B, C, H, W]``). ``weight [C_out, C/groups, kh, kw]`` (``[1, 1, kh, kw]`` shared),
+    ``bias [C_out]``, in the input's dtype; returns ``y [B, C_out, Ho, Wo]`` in the input's dtype.
+    ``padding``: an int, a pair, ``"valid"`` or ``"same"`` (stride 1 only, as ``F.conv2d``).
+    ``groups`` as ``F.conv2d`` (one K for all channels; not with ``shared_filters``; reference
+    backend only for now: ``backend='triton'`` raises ``NotImplementedError``).
 
     ``inv_alpha``/``inv_lambda`` default to the values in an ``inv_`` type's name;
     ``smooth_kernel`` defaults to the type's fixed window (required for ``full_n``). ``mask
@@ -299,16 +342,18 @@ def pac_conv2d(input, guide, weight, bias=None, *, stride=1, padding=0, dilation
     """
     return _pac_conv2d(input, guide, weight, bias, stride, padding, dilation, kernel_type, inv_alpha, inv_lambda,
                        smooth_kernel_type, smooth_kernel, normalize_kernel, shared_filters, mask, backend=backend,
-                       names=_PAC_CONV2D)
+                       names=_PAC_CONV2D, groups=groups)
 
 
 @_autocast_inputs(low=("input", "weight", "bias"), fp32=("guide", "mask"))
 def _pac_conv2d(input, guide, weight, bias, stride, padding, dilation, kernel_type, inv_alpha, inv_lambda,
-                smooth_kernel_type, smooth_kernel, normalize_kernel, shared_filters, mask, *, backend, names):
+                smooth_kernel_type, smooth_kernel, normalize_kernel, shared_filters, mask, *, backend, names,
+                groups=1):
     check_tensor(names["input"], input, rank=4)
     check_tensor(names["guide"], guide, rank=4)
+    groups = check_groups(groups, names["groups"])
     kernel_size, stride, padding, dilation = _geometry_from_weight(weight, stride, padding, dilation, names=names)
-    out_channels = _check_conv_weight(input, weight, kernel_size, shared_filters, False, names)
+    out_channels = _check_conv_weight(input, weight, kernel_size, shared_filters, False, names, groups)
     check_bias(bias, out_channels, input, names["bias"], names["input"])
     conv_out_size(input.shape[-2:], kernel_size, stride, padding, dilation, names["input"])
     check_guide(guide, input, input.shape[-2:], f"{names['input']}'s spatial size", names["guide"], names["input"])
@@ -318,34 +363,38 @@ def _pac_conv2d(input, guide, weight, bias, stride, padding, dilation, kernel_ty
         guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, False, False, input)
     _devices(names, input=input, guide=guide, weight=weight, bias=bias, mask=mask, smooth_kernel=smooth_kernel,
              inv_alpha=inv_alpha, inv_lambda=inv_lambda)
-    impl = select(backend, "pac_conv2d", (input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda))
+    impl = select(backend, "pac_conv2d", (input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda),
+                  _reference_only(groups))
     y, out_mask = impl.pac_conv2d(input, guide, weight, bias, stride, padding, dilation, kernel_type, inv_alpha,
-                                  inv_lambda, smooth_kernel, bool(normalize_kernel), bool(shared_filters), mask)
+                                  inv_lambda, smooth_kernel, bool(normalize_kernel), bool(shared_filters), mask,
+                                  **_groups_args(groups))
     return _finish(y, out_mask, mask)
 
 
 def pac_conv_transpose2d(input, guide, weight, bias=None, *, stride=1, padding=0, output_padding=0, dilation=1,
                          kernel_type="gaussian", inv_alpha=None, inv_lambda=None, smooth_kernel_type="none",
-                         smooth_kernel=None, normalize_kernel=False, shared_filters=False, mask=None,
+                         smooth_kernel=None, normalize_kernel=False, shared_filters=False, mask=None, groups=1,
                          backend=None):
     """PAC transposed convolution; ``guide [B, D, Ho, Wo]`` is at the *output* resolution (exactly
-    the size the input implies). ``weight [C, C_out, kh, kw]`` as ``nn.ConvTranspose2d``; ``mask
-    [B, 1, H, W]`` at the input resolution. Returns ``y [B, C_out, Ho, Wo]`` in the input's dtype
-    (``(y, out_mask)`` with a mask). Other options and errors as ``pac_conv2d``."""
+    the size the input implies). ``weight [C, C_out/groups, kh, kw]`` as ``nn.ConvTranspose2d``;
+    ``mask [B, 1, H, W]`` at the input resolution. Returns ``y [B, C_out, Ho, Wo]`` in the input's
+    dtype (``(y, out_mask)`` with a mask). ``padding`` is ints only (as ``F.conv_transpose2d``).
+    ``groups``, other options and errors as ``pac_conv2d``."""
     return _pac_conv_transpose2d(input, guide, weight, bias, stride, padding, output_padding, dilation, kernel_type,
                                  inv_alpha, inv_lambda, smooth_kernel_type, smooth_kernel, normalize_kernel,
-                                 shared_filters, mask, backend=backend, names=_PAC_CONV_T2D)
+                                 shared_filters, mask, backend=backend, names=_PAC_CONV_T2D, groups=groups)
 
 
 @_autocast_inputs(low=("input", "weight", "bias"), fp32=("guide", "mask"))
 def _pac_conv_transpose2d(input, guide, weight, bias, stride, padding, output_padding, dilation, kernel_type,
                           inv_alpha, inv_lambda, smooth_kernel_type, smooth_kernel, normalize_kernel, shared_filters,
-                          mask, *, backend, names):
+                          mask, *, backend, names, groups=1):
     check_tensor(names["input"], input, rank=4)
     check_tensor(names["guide"], guide, rank=4)
+    groups = check_groups(groups, names["groups"])
     kernel_size, stride, padding, dilation, output_padding = _geometry_from_weight(
         weight, stride, padding, dilation, output_padding, names=names)
-    out_channels = _check_conv_weight(input, weight, kernel_size, shared_filters, True, names)
+    out_channels = _check_conv_weight(input, weight, kernel_size, shared_filters, True, names, groups)
     check_bias(bias, out_channels, input, names["bias"], names["input"])
     out_hw = transposed_out_size(input.shape[-2:], kernel_size, stride, padding, output_padding, dilation)
     check_guide(guide, input, out_hw, "the transposed conv's output size", names["guide"], names["input"])
@@ -355,10 +404,12 @@ def _pac_conv_transpose2d(input, guide, weight, bias, stride, padding, output_pa
         guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, False, False, input)
     _devices(names, input=input, guide=guide, weight=weight, bias=bias, mask=mask, smooth_kernel=smooth_kernel,
              inv_alpha=inv_alpha, inv_lambda=inv_lambda)
-    impl = select(backend, "pac_conv_transpose2d", (input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda))
+    impl = select(backend, "pac_conv_transpose2d", (input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda),
+                  _reference_only(groups))
     y, out_mask = impl.pac_conv_transpose2d(input, guide, weight, bias, stride, padding, output_padding, dilation,
                                             kernel_type, inv_alpha, inv_lambda, smooth_kernel,
-                                            bool(normalize_kernel), bool(shared_filters), mask)
+                                            bool(normalize_kernel), bool(shared_filters), mask,
+                                            **_groups_args(groups))
     return _finish(y, out_mask, mask)
 
 

@@ -11,13 +11,15 @@ import math
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn import Parameter
 
 from . import functional as PF
 from .dispatch import check_backend
 from .options import fixed_smooth_kernel, parse_kernel_type, parse_smooth_type
-from .validation import arg_names, check_geometry
+from .validation import (arg_names, check_geometry, check_groups, check_guide, check_mask, check_padding_mode,
+                         check_tensor, resolve_padding)
 
 __all__ = ["PacConv2d", "PacConvTranspose2d", "PacPool2d"]
 
@@ -50,11 +52,19 @@ class _PacConvNd(nn.Module):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, transposed,
                  output_padding, bias, pool_only, kernel_type, smooth_kernel_type, channel_wise,
-                 normalize_kernel, shared_filters, filler, native_impl, backend):
+                 normalize_kernel, shared_filters, filler, native_impl, backend, groups=1, padding_mode="zeros",
+                 device=None, dtype=None):
         super().__init__()
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"dtype must be a floating-point torch.dtype (or None), got {dtype!r}")
+        factory = {"device": device, "dtype": dtype}
+        if not pool_only:  # nn.Conv2d's "same"/"valid" (pooling takes ints, as F.avg_pool2d)
+            padding = resolve_padding(padding, kernel_size, stride, dilation, transposed)
         geometry = check_geometry(kernel_size, stride, padding, dilation,
                                   output_padding if transposed else None)
         self.kernel_size, self.stride, self.padding, self.dilation = geometry[:4]
+        self.padding_mode = check_padding_mode(padding_mode, transposed)
+        self.groups = check_groups(groups)
         self.output_padding = geometry[4] if transposed else (0, 0)
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -75,23 +85,32 @@ class _PacConvNd(nn.Module):
             for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
                 if not isinstance(value, int) or value <= 0:
                     raise ValueError(f"{name} must be a positive int, got {value!r}")
+            for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+                if value % self.groups:
+                    raise ValueError(f"{name} must be divisible by groups, got {name}={value}, groups={self.groups}")
             if shared_filters and in_channels != out_channels:
                 raise ValueError(f"shared_filters needs in_channels == out_channels, got {in_channels} and "
                                  f"{out_channels}")
+            if shared_filters and self.groups != 1:
+                raise ValueError(f"shared_filters=True cannot be combined with groups={self.groups}: shared filters "
+                                 "already apply one [1, 1, kh, kw] filter to every channel separately; use "
+                                 "groups=in_channels (depthwise, one filter per channel) instead")
             self._check_filler()
             if filler in ("pool", "crf_pool"):
-                weight = torch.ones(1, 1, *self.kernel_size)
+                weight = torch.ones(1, 1, *self.kernel_size, **factory)
                 if filler == "crf_pool":
                     weight[0, 0, self.kernel_size[0] // 2, self.kernel_size[1] // 2] = 0
                 self.register_buffer("weight", weight)
             elif shared_filters:
-                self.weight = Parameter(torch.empty(1, 1, *self.kernel_size))
+                self.weight = Parameter(torch.empty(1, 1, *self.kernel_size, **factory))
             elif transposed:
-                self.weight = Parameter(torch.empty(in_channels, out_channels, *self.kernel_size))
+                self.weight = Parameter(torch.empty(in_channels, out_channels // self.groups, *self.kernel_size,
+                                                    **factory))
             else:
-                self.weight = Parameter(torch.empty(out_channels, in_channels, *self.kernel_size))
+                self.weight = Parameter(torch.empty(out_channels, in_channels // self.groups, *self.kernel_size,
+                                                    **factory))
             if bias:
-                self.bias = Parameter(torch.empty(out_channels))
+                self.bias = Parameter(torch.empty(out_channels, **factory))
             else:
                 self.register_parameter("bias", None)
 
@@ -101,10 +120,10 @@ class _PacConvNd(nn.Module):
                 if out_channels <= 0:
                     raise ValueError(f"out_channels is needed for channel_wise {kernel_type!r} (learnable alpha and "
                                      "lambda per channel)")
-                inv_alpha = torch.full((out_channels,), ktype.alpha)
-                inv_lambda = torch.full((out_channels,), ktype.lam)
+                inv_alpha = torch.full((out_channels,), ktype.alpha, **factory)
+                inv_lambda = torch.full((out_channels,), ktype.lam, **factory)
             else:
-                inv_alpha, inv_lambda = torch.tensor(ktype.alpha), torch.tensor(ktype.lam)
+                inv_alpha, inv_lambda = torch.tensor(ktype.alpha, **factory), torch.tensor(ktype.lam, **factory)
             if ktype.fixed:
                 self.register_buffer("inv_alpha", inv_alpha)
                 self.register_buffer("inv_lambda", inv_lambda)
@@ -112,9 +131,9 @@ class _PacConvNd(nn.Module):
                 self.inv_alpha = Parameter(inv_alpha)
                 self.inv_lambda = Parameter(inv_lambda)
         if stype.kind == "full":
-            self.smooth_kernel = Parameter(torch.empty(1, 1, stype.size, stype.size))
+            self.smooth_kernel = Parameter(torch.empty(1, 1, stype.size, stype.size, **factory))
         elif stype.kind != "none":
-            self.register_buffer("smooth_kernel", fixed_smooth_kernel(stype))
+            self.register_buffer("smooth_kernel", fixed_smooth_kernel(stype, dtype or torch.float32, device))
         self.reset_parameters()
 
     @property
@@ -160,7 +179,7 @@ class _PacConvNd(nn.Module):
     def _fill_weight(self):
         kh, kw = self.kernel_size
         if self.filler == "uniform":
-            bound = 1.0 / math.sqrt(self.in_channels * kh * kw)
+            bound = 1.0 / math.sqrt(self.in_channels // self.groups * kh * kw)
             if self.shared_filters:
                 bound *= self.in_channels
             self.weight.uniform_(-bound, bound)
@@ -171,20 +190,72 @@ class _PacConvNd(nn.Module):
             window = torch.outer(_tent(kh, self.stride[0], self.normalize_kernel),
                                  _tent(kw, self.stride[1], self.normalize_kernel))
             self.weight.zero_()
-            for c in range(1 if self.shared_filters else self.in_channels):
-                self.weight[c, c] = window
+            if self.shared_filters:
+                self.weight[0, 0] = window
+            else:
+                self.weight[self._same_channel()] = window.to(self.weight)
         else:  # crf, crf_perturbed
             gauss = _gaussian_2d(kh) * (kh * kh)
             gauss[kh // 2, kw // 2] = 0
             if self.shared_filters:
                 self.weight[0, 0] = gauss
             else:
-                off_diagonal = 1.0 - torch.eye(self.in_channels)
+                off_diagonal = (~self._same_channel()).to(torch.float32)
                 self.weight.copy_(off_diagonal[:, :, None, None] * gauss)
             if self.filler == "crf_perturbed":
                 self.weight.add_((torch.rand_like(self.weight) - 0.5) * 0.001)
         if self.bias is not None:
             self.bias.zero_()
+
+    def _same_channel(self):
+        """``[weight.shape[0], weight.shape[1]]`` bool: where a weight entry joins an input channel to the
+        output channel of the same index (``in == out``); with groups the second axis is the index
+        within the group (the diagonal ``weight[c, c]`` when ``groups == 1``)."""
+        rows, cols = self.weight.shape[:2]
+        a = torch.arange(rows)[:, None]
+        b = torch.arange(cols)[None, :]
+        return a == (a // (rows // self.groups)) * cols + b
+
+    # ----------------------------------------------------------------- padding modes
+    def _op_padding(self):
+        """The padding the operators get: ``self.padding`` with ``'zeros'``; 0 otherwise (the
+        tensors are padded by ``_pad`` first)."""
+        return self.padding if self.padding_mode == "zeros" else (0, 0)
+
+    def _pad(self, tensor, name):
+        """``tensor [B, *, H, W]`` padded by ``self.padding`` with ``self.padding_mode`` (not
+        ``'zeros'``), with a ``ValueError`` naming ``name`` where PyTorch cannot pad it."""
+        (ph, pw), mode = self.padding, self.padding_mode
+        height, width = tensor.shape[-2:]
+        if mode == "reflect" and (ph >= height or pw >= width):
+            raise ValueError(f"padding_mode='reflect' needs padding smaller than the padded size: padding "
+                             f"{self.padding}, {name} spatial size {(height, width)}")
+        if mode == "circular" and (ph > height or pw > width):
+            raise ValueError(f"padding_mode='circular' needs padding no larger than the padded size: padding "
+                             f"{self.padding}, {name} spatial size {(height, width)}")
+        if mode == "replicate" and (ph or pw) and min(height, width) == 0:
+            raise ValueError(f"padding_mode='replicate' cannot pad an empty {name} {tuple(tensor.shape)}")
+        if ph == 0 and pw == 0:
+            return tensor
+        return F.pad(tensor, (pw, pw, ph, ph), mode=mode)
+
+    def _padded(self, input, guide, mask, names):
+        """With a non-zero padding mode: ``input``, ``guide`` and ``mask`` (each may be ``None``;
+        all at the input resolution) checked and padded the same way, so taps past the border read
+        reflected / replicated / wrapped pixels and are valid taps. Unchanged with ``'zeros'``."""
+        if self.padding_mode == "zeros":
+            return input, guide, mask
+        ref = input if input is not None else guide
+        ref_name = names["input"] if input is not None else names["guide"]
+        check_tensor(ref_name, ref, rank=4)
+        if input is not None and guide is not None:
+            check_tensor(names["guide"], guide, rank=4)
+            check_guide(guide, input, input.shape[-2:], f"{names['input']}'s spatial size", names["guide"],
+                        names["input"])
+        if mask is not None:
+            mask = self._pad(check_mask(mask, ref.shape[0], ref.shape[-2:], ref_name, names["mask"]), names["mask"])
+        return (None if input is None else self._pad(input, names["input"]),
+                None if guide is None else self._pad(guide, names["guide"]), mask)
 
     def _kernel_args(self):
         return dict(kernel_type=self.kernel_type, smooth_kernel_type=self.smooth_kernel_type,
@@ -200,7 +271,9 @@ class _PacConvNd(nn.Module):
 
     def _compute_kernel(self, guide, mask, names):
         args = self._kernel_args()
-        return PF._packernel2d(guide, mask, self.kernel_size, self.stride, self.padding, self.output_padding,
+        # the guide is K's input here: errors name it as compute_kernel calls it
+        _, guide, mask = self._padded(None, guide, mask, dict(names, guide=names["input"]))
+        return PF._packernel2d(guide, mask, self.kernel_size, self.stride, self._op_padding(), self.output_padding,
                                self.dilation, args["kernel_type"], args["smooth_kernel_type"], args["smooth_kernel"],
                                args["inv_alpha"], args["inv_lambda"], self.channel_wise, self.normalize_kernel,
                                self.transposed, backend=self.backend, names=names)
@@ -225,6 +298,10 @@ class _PacConvNd(nn.Module):
             s += ", dilation={dilation}"
         if self.output_padding != (0, 0):
             s += ", output_padding={output_padding}"
+        if self.groups != 1:
+            s += ", groups={groups}"
+        if self.padding_mode != "zeros":
+            s += ", padding_mode={padding_mode}"
         if getattr(self, "bias", None) is None and not self.pool_only:
             s += ", bias=False"
         if self.smooth_kernel_type != "none":
@@ -241,14 +318,24 @@ class _PacConvNd(nn.Module):
 
 
 class PacConv2d(_PacConvNd):
-    """Pixel-adaptive convolution (pacnet's ``PacConv2d``); ``weight [out, in, kh, kw]``."""
+    """Pixel-adaptive convolution (pacnet's ``PacConv2d``); ``weight [out, in/groups, kh, kw]``.
+
+    Beyond pacnet, keyword-only as in ``nn.Conv2d``: ``groups`` (``in`` and ``out`` divisible by
+    it; K is shared by all channels; not with ``shared_filters``; reference backend only for
+    now), ``padding`` may be ``"valid"`` or ``"same"`` (stride 1; stored resolved, as the pair
+    ``dilation * (k - 1) // 2``), ``padding_mode`` (``'zeros'``, ``'reflect'``, ``'replicate'``,
+    ``'circular'``: the input, the guide and a mask are padded that way, then the op runs with
+    padding 0; docs/semantics.md section 8), ``device`` and ``dtype`` (floating point) for the
+    parameters and buffers. ``ValueError`` for channels not divisible by ``groups``, ``"same"``
+    with a stride, an unknown ``padding_mode``."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, bias=True,
                  kernel_type="gaussian", smooth_kernel_type="none", normalize_kernel=False, shared_filters=False,
-                 filler="uniform", native_impl=False, *, backend=None):
+                 filler="uniform", native_impl=False, *, groups=1, padding_mode="zeros", device=None, dtype=None,
+                 backend=None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, False, 0, bias, False,
                          kernel_type, smooth_kernel_type, False, normalize_kernel, shared_filters, filler,
-                         native_impl, backend)
+                         native_impl, backend, groups=groups, padding_mode=padding_mode, device=device, dtype=dtype)
 
     def forward(self, input_2d, input_for_kernel, kernel=None, mask=None):
         """``input_2d [B, in, H, W]``, guide ``input_for_kernel [B, D, H, W]`` (ignored, may be
@@ -260,22 +347,27 @@ class PacConv2d(_PacConvNd):
     def _forward(self, input_2d, input_for_kernel, kernel, mask, names):
         self._check_kernel_xor_mask(kernel, mask)
         if kernel is not None:
-            return PF._pacconv2d(input_2d, kernel, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                                 self.shared_filters, backend=self.backend, names=names)
+            input_2d, _, _ = self._padded(input_2d, None, None, names)
+            return PF._pacconv2d(input_2d, kernel, self.weight, self.bias, self.stride, self._op_padding(),
+                                 self.dilation, self.shared_filters, backend=self.backend, names=names,
+                                 groups=self.groups)
         args = self._kernel_args()
-        return PF._pac_conv2d(input_2d, input_for_kernel, self.weight, self.bias, self.stride, self.padding,
+        input_2d, input_for_kernel, mask = self._padded(input_2d, input_for_kernel, mask, names)
+        return PF._pac_conv2d(input_2d, input_for_kernel, self.weight, self.bias, self.stride, self._op_padding(),
                               self.dilation, args["kernel_type"], args["inv_alpha"], args["inv_lambda"],
                               args["smooth_kernel_type"], args["smooth_kernel"], args["normalize_kernel"],
-                              self.shared_filters, mask, backend=self.backend, names=names)
+                              self.shared_filters, mask, backend=self.backend, names=names, groups=self.groups)
 
 
 _PACNET_LOAD_WARNED = False  # the warning below is given once per process
 
 
 class PacConvTranspose2d(_PacConvNd):
-    """Pixel-adaptive transposed convolution; ``weight [in, out, kh, kw]`` as ``nn.ConvTranspose2d``
-    (pacnet's weights are spatially flipped: load them with ``load_pacnet_state_dict``). The guide
-    is at the output resolution.
+    """Pixel-adaptive transposed convolution; ``weight [in, out/groups, kh, kw]`` as
+    ``nn.ConvTranspose2d`` (pacnet's weights are spatially flipped: load them with
+    ``load_pacnet_state_dict``). The guide is at the output resolution. Keyword-only ``groups``,
+    ``device``, ``dtype`` as ``PacConv2d``; ``padding`` is ints only and ``padding_mode`` must be
+    ``'zeros'`` (both as ``nn.ConvTranspose2d``; ``ValueError`` otherwise).
 
     State dicts saved by this library carry ``_version = 2`` in their metadata. Loading a weight
     into this layer from a state dict without that version (pacnet's, an older pac_triton's, a
@@ -291,10 +383,12 @@ class PacConvTranspose2d(_PacConvNd):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, dilation=1,
                  bias=True, kernel_type="gaussian", smooth_kernel_type="none", normalize_kernel=False,
-                 shared_filters=False, filler="uniform", native_impl=False, *, backend=None):
+                 shared_filters=False, filler="uniform", native_impl=False, *, groups=1, padding_mode="zeros",
+                 device=None, dtype=None, backend=None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, True, output_padding,
                          bias, False, kernel_type, smooth_kernel_type, False, normalize_kernel, shared_filters,
-                         filler, native_impl, backend)
+                         filler, native_impl, backend, groups=groups, padding_mode=padding_mode, device=device,
+                         dtype=dtype)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
@@ -326,13 +420,13 @@ class PacConvTranspose2d(_PacConvNd):
         if kernel is not None:
             return PF._pacconv_transpose2d(input_2d, kernel, self.weight, self.bias, self.stride, self.padding,
                                            self.output_padding, self.dilation, self.shared_filters,
-                                           backend=self.backend, names=names)
+                                           backend=self.backend, names=names, groups=self.groups)
         args = self._kernel_args()
         return PF._pac_conv_transpose2d(input_2d, input_for_kernel, self.weight, self.bias, self.stride, self.padding,
                                         self.output_padding, self.dilation, args["kernel_type"], args["inv_alpha"],
                                         args["inv_lambda"], args["smooth_kernel_type"], args["smooth_kernel"],
                                         args["normalize_kernel"], self.shared_filters, mask, backend=self.backend,
-                                        names=names)
+                                        names=names, groups=self.groups)
 
 
 class PacPool2d(_PacConvNd):

@@ -10,16 +10,19 @@ import torch
 __all__ = [
     "pair", "check_tensor", "check_same_device", "check_geometry", "conv_out_size",
     "transposed_out_size", "check_inv_param", "check_smooth_kernel", "check_mask", "check_weight",
-    "check_bias", "check_guide", "arg_names",
+    "check_bias", "check_guide", "arg_names", "check_groups", "resolve_padding", "PADDING_MODES",
+    "check_padding_mode",
 ]
+
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 def arg_names(entry: str, **names: str) -> dict[str, str]:
     """How one public entry point calls the tensors the checks below talk about: ``entry`` (its
     own name, e.g. ``"PacConv2d.forward"``) and, for each of ``input``, ``guide``, ``kernel``,
-    ``mask``, ``weight``, ``bias``, the user's argument name (default: the same word). Passed
+    ``mask``, ``weight``, ``bias``, ``groups``, the user's argument name (default: the same word). Passed
     down by the modules and the CRF so that an error names what the user passed."""
-    table = {key: key for key in ("input", "guide", "kernel", "mask", "weight", "bias")}
+    table = {key: key for key in ("input", "guide", "kernel", "mask", "weight", "bias", "groups")}
     table.update(names)
     table["entry"] = entry
     return table
@@ -57,6 +60,50 @@ def check_same_device(**named):
     if len(set(devices.values())) > 1:
         listing = ", ".join(f"{name} on {device}" for name, device in devices.items())
         raise ValueError(f"all tensors must be on one device: {listing}")
+
+
+def check_groups(groups, name: str = "groups") -> int:
+    """``groups`` must be a positive int (``TypeError`` / ``ValueError`` naming it)."""
+    if not isinstance(groups, numbers.Integral) or isinstance(groups, bool):
+        raise TypeError(f"{name} must be a positive int, got {groups!r}")
+    if groups <= 0:
+        raise ValueError(f"{name} must be a positive int, got {groups}")
+    return int(groups)
+
+
+def resolve_padding(padding, kernel_size, stride, dilation, transposed: bool = False, name: str = "padding"):
+    """``nn.Conv2d``'s string padding: ``"valid"`` is 0; ``"same"`` (stride 1 only, as PyTorch; odd
+    kernels, so it is symmetric) is ``dilation * (k - 1) // 2`` per axis. Anything else is returned
+    unchanged for ``check_geometry``. Transposed convolutions take no string (as
+    ``nn.ConvTranspose2d``): ``ValueError``."""
+    if not isinstance(padding, str):
+        return padding
+    if transposed:
+        raise ValueError(f"{name}={padding!r}: string padding is not supported for transposed convolutions "
+                         "(as in nn.ConvTranspose2d); give an int or a pair of ints")
+    if padding == "valid":
+        return (0, 0)
+    if padding != "same":
+        raise ValueError(f"invalid {name} string {padding!r}: expected 'valid' or 'same' (or an int or a pair of "
+                         "ints)")
+    stride, kernel_size, dilation = pair(stride, "stride"), pair(kernel_size, "kernel_size"), pair(dilation, "dilation")
+    if stride != (1, 1):
+        raise ValueError(f"{name}='same' is not supported for strided convolutions (stride={stride}), as in "
+                         "nn.Conv2d")
+    if any(k % 2 != 1 for k in kernel_size):
+        raise ValueError(f"kernel_size must be positive and odd, got {kernel_size} ({name}='same' included: PAC "
+                         "needs a centre tap)")
+    return tuple(d * (k - 1) // 2 for d, k in zip(dilation, kernel_size))
+
+
+def check_padding_mode(padding_mode, transposed: bool = False, name: str = "padding_mode") -> str:
+    """One of ``PADDING_MODES``; transposed layers take ``'zeros'`` only (as ``nn.ConvTranspose2d``)."""
+    if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
+        raise ValueError(f"{name} must be one of {PADDING_MODES}, got {padding_mode!r}")
+    if transposed and padding_mode != "zeros":
+        raise ValueError(f"{name}={padding_mode!r}: only 'zeros' padding mode is supported for transposed "
+                         "convolutions (as in nn.ConvTranspose2d)")
+    return padding_mode
 
 
 def check_geometry(kernel_size, stride, padding, dilation, output_padding=None):

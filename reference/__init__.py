@@ -9,6 +9,10 @@ autograd returns each gradient in its tensor's dtype. Their K is selected to 0 a
 land on no input pixel before it is used, so nothing read there (a NaN of the guide, an
 overflowing distance) reaches an output or a gradient.
 
+The conv functions take a trailing ``groups`` (default 1), which only this backend
+implements: ``pac_triton.functional`` passes it only when it is not 1, and sends such calls
+here (``pac_triton.dispatch.select``), so both backends share the signatures without it.
+
 Arguments arrive validated and normalised (pairs as tuples, ``inv_alpha``/``inv_lambda`` as
 tensors, ``smooth_kernel`` a ``[1, 1, sh, sw]`` tensor or ``None``) by ``pac_triton.functional``.
 """
@@ -34,20 +38,23 @@ def _kernel(input, guide, mask, *args):
 
 
 def pac_conv2d(input, guide, weight, bias, stride, padding, dilation, kernel_type, inv_alpha, inv_lambda,
-               smooth_kernel, normalize_kernel, shared_filters, mask):
-    """Guide-taking conv: K from the guide, then ``pacconv2d``. Returns ``(y, out_mask)``."""
+               smooth_kernel, normalize_kernel, shared_filters, mask, groups=1):
+    """Guide-taking conv: K from the guide, then ``pacconv2d`` (``groups`` as there). Returns
+    ``(y, out_mask)``."""
     kernel, out_mask = _kernel(input, guide, mask, tuple(weight.shape[-2:]), stride, padding, (0, 0), dilation,
                                kernel_type, smooth_kernel, inv_alpha, inv_lambda, False, normalize_kernel, False)
-    return pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters), out_mask
+    return pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters, groups), out_mask
 
 
 def pac_conv_transpose2d(input, guide, weight, bias, stride, padding, output_padding, dilation, kernel_type,
-                         inv_alpha, inv_lambda, smooth_kernel, normalize_kernel, shared_filters, mask):
-    """Guide-taking transposed conv (guide at output resolution). Returns ``(y, out_mask)``."""
+                         inv_alpha, inv_lambda, smooth_kernel, normalize_kernel, shared_filters, mask, groups=1):
+    """Guide-taking transposed conv (guide at output resolution; ``groups`` as
+    ``pacconv_transpose2d``). Returns ``(y, out_mask)``."""
     kernel, out_mask = _kernel(input, guide, mask, tuple(weight.shape[-2:]), stride, padding, output_padding,
                                dilation, kernel_type, smooth_kernel, inv_alpha, inv_lambda, False, normalize_kernel,
                                True)
-    y = pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation, shared_filters)
+    y = pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation, shared_filters,
+                            groups)
     return y, out_mask
 
 

@@ -27,7 +27,9 @@ def _finish(acc, bias, out_dtype):
 
 def _accumulate(taps, kernel, weight, shared_filters, weight_tap):
     """``sum_t K_t * (x_t contracted with W_t)`` over the valid taps; ``taps`` yields
-    ``(i, j, x_t, valid_t)``."""
+    ``(i, j, x_t, valid_t)``. ``weight`` is ``[1, 1, kh, kw]`` (shared) or grouped,
+    ``[G, O/G, C/G, kh, kw]``: output channel ``g*O/G + p`` reads input channels
+    ``g*C/G .. (g+1)*C/G - 1`` only (``G == 1``: every channel)."""
     acc = 0
     for i, j, x_tap, valid in taps:
         k_tap = kernel[:, :, i, j] if weight_tap is None else kernel[:, :, weight_tap[0] - i, weight_tap[1] - j]
@@ -35,13 +37,17 @@ def _accumulate(taps, kernel, weight, shared_filters, weight_tap):
         if shared_filters:
             acc = acc + weight[0, 0, i, j] * scaled
         else:
-            acc = acc + torch.einsum("oc,bchw->bohw", weight[:, :, i, j], scaled)
+            groups = weight.shape[0]
+            grouped = scaled.unflatten(1, (groups, -1))  # [B, G, C/G, Ho, Wo]
+            acc = acc + torch.einsum("gpc,bgchw->bgphw", weight[..., i, j], grouped).flatten(1, 2)
     return acc
 
 
-def pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters):
-    """``input [B, C, H, W]``, ``kernel [B, 1, kh, kw, Ho, Wo]``, ``weight [O, C, kh, kw]``
-    (``[1, 1, kh, kw]`` shared) -> ``[B, O, Ho, Wo]`` in the input's dtype."""
+def pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters, groups=1):
+    """``input [B, C, H, W]``, ``kernel [B, 1, kh, kw, Ho, Wo]``, ``weight [O, C/groups, kh, kw]``
+    (``[1, 1, kh, kw]`` shared, then ``groups == 1``) -> ``[B, O, Ho, Wo]`` in the input's dtype.
+    With ``groups`` G, output channel ``o`` sums over the input channels of its group
+    ``o // (O/G)`` only, as ``F.conv2d(..., groups=G)``."""
     dtype = compute_dtype(input.dtype)
     x, k, w = input.to(dtype), kernel.to(dtype), weight.to(dtype)
     kh, kw = w.shape[-2:]
@@ -53,12 +59,16 @@ def pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_fil
         return i, j, sample(x, start, stride, out_hw), tap_valid(ones, start, stride, out_hw)
 
     taps = (tap(i, j) for i in range(kh) for j in range(kw))
+    if not shared_filters:
+        w = w.unflatten(0, (groups, -1))  # [G, O/G, C/G, kh, kw]
     return _finish(_accumulate(taps, k, w, shared_filters, None), bias, input.dtype)
 
 
-def pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation, shared_filters):
-    """``input [B, C, H, W]``, ``kernel [B, 1, kh, kw, Ho, Wo]``, ``weight [C, O, kh, kw]``
-    (``[1, 1, kh, kw]`` shared) -> ``[B, O, Ho, Wo]``. ``output_padding`` is implied by K's size."""
+def pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation, shared_filters,
+                        groups=1):
+    """``input [B, C, H, W]``, ``kernel [B, 1, kh, kw, Ho, Wo]``, ``weight [C, O/groups, kh, kw]``
+    (``[1, 1, kh, kw]`` shared, then ``groups == 1``) -> ``[B, O, Ho, Wo]``. ``output_padding`` is
+    implied by K's size. Groups as ``F.conv_transpose2d(..., groups=G)``."""
     dtype = compute_dtype(input.dtype)
     x, k, w = input.to(dtype), kernel.to(dtype), weight.to(dtype)
     kh, kw = w.shape[-2:]
@@ -73,5 +83,5 @@ def pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_pad
 
     taps = (tap(i, j) for i in range(kh) for j in range(kw))
     if not shared_filters:
-        w = w.transpose(0, 1)  # [O, C, kh, kw]
+        w = w.unflatten(0, (groups, -1)).transpose(1, 2)  # [C, O/G] -> [G, C/G, O/G] -> [G, O/G, C/G]
     return _finish(_accumulate(taps, k, w, shared_filters, (kh - 1, kw - 1)), bias, input.dtype)

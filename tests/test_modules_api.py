@@ -76,9 +76,9 @@ _GUIDE_COMMON = {"stride": 1, "padding": 0, "dilation": 1, "kernel_type": "gauss
                  "mask": None, "backend": None}
 GUIDE_FUNCTIONS = {
     "pac_conv2d": ([("input", EMPTY), ("guide", EMPTY), ("weight", EMPTY), ("bias", None)],
-                   dict(_GUIDE_COMMON, shared_filters=False)),
+                   dict(_GUIDE_COMMON, shared_filters=False, groups=1)),
     "pac_conv_transpose2d": ([("input", EMPTY), ("guide", EMPTY), ("weight", EMPTY), ("bias", None)],
-                             dict(_GUIDE_COMMON, shared_filters=False, output_padding=0)),
+                             dict(_GUIDE_COMMON, shared_filters=False, output_padding=0, groups=1)),
     "pac_pool2d": ([("input", EMPTY), ("guide", EMPTY), ("kernel_size", EMPTY)],
                    dict(_GUIDE_COMMON, channel_wise=False)),
 }
@@ -100,7 +100,9 @@ def _split(sig, skip_self=False):
 def test_function_signatures_match_pacnet(name):
     positional, kwonly = _split(inspect.signature(getattr(pac_triton, name)))
     assert positional == PACNET_FUNCTIONS[name]
-    if name.startswith("pac"):
+    if name in ("pacconv2d", "pacconv_transpose2d"):
+        assert kwonly == {"groups": 1, "backend": None}  # issue 14: keyword-only beyond pacnet
+    elif name.startswith("pac"):
         assert kwonly == {"backend": None}
     else:
         assert kwonly == {}
@@ -110,7 +112,10 @@ def test_function_signatures_match_pacnet(name):
 def test_constructor_signatures_match_pacnet(name):
     positional, kwonly = _split(inspect.signature(getattr(pac_triton, name).__init__), skip_self=True)
     assert positional == PACNET_CONSTRUCTORS[name]
-    assert kwonly == {"backend": None}
+    if name in ("PacConv2d", "PacConvTranspose2d"):  # issue 14: nn.Conv2d's keywords, keyword-only
+        assert kwonly == {"groups": 1, "padding_mode": "zeros", "device": None, "dtype": None, "backend": None}
+    else:
+        assert kwonly == {"backend": None}
 
 
 @pytest.mark.parametrize("cls,method", list(PACNET_METHODS))
