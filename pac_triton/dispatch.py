@@ -8,9 +8,8 @@ CUDA tensors, or any tensors under Triton's interpreter ``TRITON_INTERPRET=1``) 
 when autograd will need it, its backward) exist, and the reference otherwise (CPU tensors
 always get the reference under ``"auto"``, interpreter or not). ``"triton"`` never falls back:
 it runs or raises ``NotImplementedError`` saying why (Triton not importable, no kernel for the
-operator or for an option of the call such as ``groups != 1``, or CPU tensors without the
-interpreter). Options only the reference implements make ``"auto"`` pick the reference;
-``explain(...)`` says which backend a call gets and why.
+operator, or CPU tensors without the interpreter). ``explain(...)`` says which backend a call
+gets and why.
 
 ``triton_available()`` answers whether the Triton backend can run *here*: Triton imports (the
 experiment settings such as ``PAC_TRITON_FORCE`` are read at each launch, where a malformed
@@ -22,7 +21,6 @@ are defined). Otherwise it is falsy and its ``reason`` says why.
 from __future__ import annotations
 
 import os
-import warnings
 from typing import NamedTuple
 
 import torch
@@ -101,20 +99,14 @@ class Selection(NamedTuple):
     reason: str
 
 
-_WARNED_UNSUPPORTED: set = set()  # (op, features) pairs already warned about, once per process
-
-
-def _choose(backend, op, tensors, unsupported):
+def _choose(backend, op, tensors):
     """``(module, Selection)``; raises ``NotImplementedError`` for a ``"triton"`` that cannot run."""
     backend = check_backend(backend)
-    unsupported = tuple(unsupported)
     if backend == "reference":
         from . import reference
         return reference, Selection("reference", "backend='reference' was asked for")
     on_cuda = any(t is not None and t.is_cuda for t in tensors)
     module, reason = _triton_module()
-    missing = (f"{op} with {', '.join(unsupported)}: no Triton kernel for "
-               f"{'this option' if len(unsupported) == 1 else 'these options'} yet") if unsupported else ""
     if backend == "auto":
         if module is None:
             why = reason
@@ -122,17 +114,10 @@ def _choose(backend, op, tensors, unsupported):
             why = "CPU tensors ('auto' runs Triton on CUDA tensors only)"
         elif op not in module.IMPLEMENTED:
             why = f"{op} has no Triton kernel"
-        elif missing:
-            why = missing
         elif _needs_grad(tensors) and op not in getattr(module, "IMPLEMENTED_BACKWARD", ()):
             why = f"{op} has no Triton backward and autograd needs one"
         else:
             return module, Selection("triton", f"CUDA tensors and a Triton kernel for {op}")
-        if missing and on_cuda and module is not None and (op, unsupported) not in _WARNED_UNSUPPORTED:
-            # Triton would otherwise have run: say once why this (slower) path is taken.
-            _WARNED_UNSUPPORTED.add((op, unsupported))
-            warnings.warn(f"backend='auto' runs {op} on the reference backend: {why} "
-                          "(this warning is shown once per operator and options)", UserWarning, stacklevel=4)
         from . import reference
         return reference, Selection("reference", why)
     # backend == "triton": run or say why not.
@@ -141,28 +126,23 @@ def _choose(backend, op, tensors, unsupported):
     if op not in module.IMPLEMENTED:
         raise NotImplementedError(f"backend='triton': {op} has no Triton kernel yet; use backend='reference' "
                                   "or 'auto'")
-    if missing:
-        raise NotImplementedError(f"backend='triton': {missing}; use backend='reference' or 'auto' (which "
-                                  "picks the reference for it)")
     if not on_cuda and not _interpreting():
         raise NotImplementedError(f"backend='triton' for {op} needs CUDA tensors (or Triton's interpreter, "
                                   "TRITON_INTERPRET=1 set before triton is imported); got CPU tensors")
     return module, Selection("triton", "backend='triton' was asked for")
 
 
-def select(backend, op: str, tensors, unsupported=()):
+def select(backend, op: str, tensors):
     """The module implementing ``op`` for ``backend`` on these ``tensors``.
 
-    Both backends expose the same functions (see ``reference/__init__.py``). ``unsupported``
-    names the options of this call that only the reference implements (e.g. ``("groups=2",)``):
-    ``"triton"`` then raises ``NotImplementedError`` naming them, and ``"auto"`` picks the
-    reference (with a one-time ``UserWarning`` where Triton would otherwise have run, i.e. on
-    CUDA tensors). ``explain`` says which backend a call gets and why, without running it.
+    Both backends expose the same functions with the same options (see
+    ``reference/__init__.py``). ``explain`` says which backend a call gets and why, without
+    running it.
     """
-    return _choose(backend, op, tensors, unsupported)[0]
+    return _choose(backend, op, tensors)[0]
 
 
-def explain(backend, op: str, tensors, unsupported=()) -> Selection:
+def explain(backend, op: str, tensors) -> Selection:
     """``Selection(backend, reason)``: which backend ``select`` picks for these arguments and why.
     Raises what ``select`` raises (``NotImplementedError`` for a ``"triton"`` that cannot run)."""
-    return _choose(backend, op, tensors, unsupported)[1]
+    return _choose(backend, op, tensors)[1]

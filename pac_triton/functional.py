@@ -142,17 +142,6 @@ def _check_conv_weight(input, weight, kernel_size, shared_filters, transposed, n
     return weight.shape[0]
 
 
-def _reference_only(groups):
-    """The options of a call that only the reference backend implements (for ``select``)."""
-    return () if groups == 1 else (f"groups={groups}",)
-
-
-def _groups_args(groups):
-    """``groups`` is passed to a backend only when it is not 1 (then always the reference: the
-    Triton functions have no ``groups`` argument yet)."""
-    return {} if groups == 1 else {"groups": groups}
-
-
 def _check_precomputed_kernel(kernel, batch, channels_allowed, kernel_size, out_hw, names):
     check_tensor(names["kernel"], kernel, rank=6)
     kh, kw = kernel_size
@@ -249,8 +238,7 @@ def pacconv2d(input, kernel, weight, bias=None, stride=1, padding=0, dilation=1,
     ``bias [C_out]`` in one float dtype; returns ``[B, C_out, Ho, Wo]`` in the input's dtype.
     ``padding`` may also be ``"same"`` (stride 1) or ``"valid"``. ``groups`` as in ``F.conv2d``
     (``C`` and ``C_out`` divisible by it; K is shared by all channels; not with
-    ``shared_filters``); ``groups != 1`` runs on the reference backend only (``backend='triton'``
-    raises ``NotImplementedError``). ``TypeError``/``ValueError`` name the argument at fault."""
+    ``shared_filters``; both backends). ``TypeError``/``ValueError`` name the argument at fault."""
     return _pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters, backend=backend,
                       names=_PACCONV2D, groups=groups)
 
@@ -266,9 +254,9 @@ def _pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_fi
     out_hw = conv_out_size(input.shape[-2:], kernel_size, stride, padding, dilation, names["input"])
     _check_precomputed_kernel(kernel, input.shape[0], (1,), kernel_size, out_hw, names)
     _devices(names, input=input, kernel=kernel, weight=weight, bias=bias)
-    impl = select(backend, "pacconv2d", (input, kernel, weight, bias), _reference_only(groups))
+    impl = select(backend, "pacconv2d", (input, kernel, weight, bias))
     return impl.pacconv2d(input, kernel, weight, bias, stride, padding, dilation, bool(shared_filters),
-                          **_groups_args(groups))
+                          groups)
 
 
 def pacconv_transpose2d(input, kernel, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1,
@@ -277,8 +265,8 @@ def pacconv_transpose2d(input, kernel, weight, bias=None, stride=1, padding=0, o
 
     ``weight [C, C_out/groups, kh, kw]``; returns ``[B, C_out, Ho, Wo]`` in the input's dtype.
     Equals ``F.conv_transpose2d`` with the same weight (and ``groups``) when ``K == 1`` (pacnet
-    needs the weight flipped; see ``convert_pacnet_state_dict``). ``groups != 1`` (``C``
-    divisible by it; not with ``shared_filters``) runs on the reference backend only.
+    needs the weight flipped; see ``convert_pacnet_state_dict``). ``groups`` as
+    ``F.conv_transpose2d`` (``C`` and ``C_out`` divisible by it; not with ``shared_filters``).
     ``TypeError``/``ValueError`` name the argument at fault."""
     return _pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation,
                                 shared_filters, backend=backend, names=_PACCONV_T2D, groups=groups)
@@ -296,9 +284,9 @@ def _pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_pa
     out_hw = transposed_out_size(input.shape[-2:], kernel_size, stride, padding, output_padding, dilation)
     _check_precomputed_kernel(kernel, input.shape[0], (1,), kernel_size, out_hw, names)
     _devices(names, input=input, kernel=kernel, weight=weight, bias=bias)
-    impl = select(backend, "pacconv_transpose2d", (input, kernel, weight, bias), _reference_only(groups))
+    impl = select(backend, "pacconv_transpose2d", (input, kernel, weight, bias))
     return impl.pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation,
-                                    bool(shared_filters), **_groups_args(groups))
+                                    bool(shared_filters), groups)
 
 
 def pacpool2d(input, kernel, kernel_size, stride=1, padding=0, dilation=1, native_impl=False, *, backend=None):
@@ -332,8 +320,7 @@ def pac_conv2d(input, guide, weight, bias=None, *, stride=1, padding=0, dilation
     ``input [B, C, H, W]``). ``weight [C_out, C/groups, kh, kw]`` (``[1, 1, kh, kw]`` shared),
     ``bias [C_out]``, in the input's dtype; returns ``y [B, C_out, Ho, Wo]`` in the input's dtype.
     ``padding``: an int, a pair, ``"valid"`` or ``"same"`` (stride 1 only, as ``F.conv2d``).
-    ``groups`` as ``F.conv2d`` (one K for all channels; not with ``shared_filters``; reference
-    backend only for now: ``backend='triton'`` raises ``NotImplementedError``).
+    ``groups`` as ``F.conv2d`` (one K for all channels; not with ``shared_filters``).
 
     ``inv_alpha``/``inv_lambda`` default to the values in an ``inv_`` type's name;
     ``smooth_kernel`` defaults to the type's fixed window (required for ``full_n``). ``mask
@@ -363,11 +350,10 @@ def _pac_conv2d(input, guide, weight, bias, stride, padding, dilation, kernel_ty
         guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, False, False, input)
     _devices(names, input=input, guide=guide, weight=weight, bias=bias, mask=mask, smooth_kernel=smooth_kernel,
              inv_alpha=inv_alpha, inv_lambda=inv_lambda)
-    impl = select(backend, "pac_conv2d", (input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda),
-                  _reference_only(groups))
+    impl = select(backend, "pac_conv2d", (input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda))
     y, out_mask = impl.pac_conv2d(input, guide, weight, bias, stride, padding, dilation, kernel_type, inv_alpha,
                                   inv_lambda, smooth_kernel, bool(normalize_kernel), bool(shared_filters), mask,
-                                  **_groups_args(groups))
+                                  groups)
     return _finish(y, out_mask, mask)
 
 
@@ -404,12 +390,11 @@ def _pac_conv_transpose2d(input, guide, weight, bias, stride, padding, output_pa
         guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, False, False, input)
     _devices(names, input=input, guide=guide, weight=weight, bias=bias, mask=mask, smooth_kernel=smooth_kernel,
              inv_alpha=inv_alpha, inv_lambda=inv_lambda)
-    impl = select(backend, "pac_conv_transpose2d", (input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda),
-                  _reference_only(groups))
+    impl = select(backend, "pac_conv_transpose2d", (input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda))
     y, out_mask = impl.pac_conv_transpose2d(input, guide, weight, bias, stride, padding, output_padding, dilation,
                                             kernel_type, inv_alpha, inv_lambda, smooth_kernel,
                                             bool(normalize_kernel), bool(shared_filters), mask,
-                                            **_groups_args(groups))
+                                            groups)
     return _finish(y, out_mask, mask)
 
 

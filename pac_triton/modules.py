@@ -321,9 +321,9 @@ class PacConv2d(_PacConvNd):
     """Pixel-adaptive convolution (pacnet's ``PacConv2d``); ``weight [out, in/groups, kh, kw]``.
 
     Beyond pacnet, keyword-only as in ``nn.Conv2d``: ``groups`` (``in`` and ``out`` divisible by
-    it; K is shared by all channels; not with ``shared_filters``; reference backend only for
-    now), ``padding`` may be ``"valid"`` or ``"same"`` (stride 1; stored resolved, as the pair
-    ``dilation * (k - 1) // 2``), ``padding_mode`` (``'zeros'``, ``'reflect'``, ``'replicate'``,
+    it; K is shared by all channels; not with ``shared_filters``), ``padding`` may be
+    ``"valid"`` or ``"same"`` (stride 1; stored resolved, as the pair ``dilation * (k - 1) //
+    2``), ``padding_mode`` (``'zeros'``, ``'reflect'``, ``'replicate'``,
     ``'circular'``: the input, the guide and a mask are padded that way, then the op runs with
     padding 0; docs/semantics.md section 8), ``device`` and ``dtype`` (floating point) for the
     parameters and buffers. ``ValueError`` for channels not divisible by ``groups``, ``"same"``

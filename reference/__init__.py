@@ -9,9 +9,7 @@ autograd returns each gradient in its tensor's dtype. Their K is selected to 0 a
 land on no input pixel before it is used, so nothing read there (a NaN of the guide, an
 overflowing distance) reaches an output or a gradient.
 
-The conv functions take a trailing ``groups`` (default 1), which only this backend
-implements: ``pac_triton.functional`` passes it only when it is not 1, and sends such calls
-here (``pac_triton.dispatch.select``), so both backends share the signatures without it.
+The conv functions take a trailing ``groups`` (default 1), as the Triton backend's do.
 
 Arguments arrive validated and normalised (pairs as tuples, ``inv_alpha``/``inv_lambda`` as
 tensors, ``smooth_kernel`` a ``[1, 1, sh, sw]`` tensor or ``None``) by ``pac_triton.functional``.

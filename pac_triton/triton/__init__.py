@@ -99,11 +99,11 @@ def _ktype_or_gauss(ktype):
 
 def _conv_op(*, input, weight, bias, guide=None, kernel=None, mask=None, smooth=None, alpha=None, lam=None,
              stride, padding, output_padding=(0, 0), dilation, ktype=None, normalize=False, shared,
-             transposed):
+             transposed, groups=1):
     """The dense family's custom op (``shared``: the depthwise family's shared-filter launchers)."""
     return _conv_mod.conv_fwd(input, weight, bias, guide, kernel, mask, smooth, alpha, lam, list(stride),
                               list(padding), list(output_padding), list(dilation), _ktype_or_gauss(ktype),
-                              bool(normalize), bool(shared), bool(transposed))
+                              bool(normalize), bool(shared), bool(transposed), int(groups))
 
 
 def _pool_op(*, input, guide=None, kernel=None, mask=None, smooth=None, alpha=None, lam=None, kernel_size,
@@ -124,17 +124,19 @@ def packernel2d(guide, mask, kernel_size, stride, padding, output_padding, dilat
     return k, _om(om, mask)
 
 
-def pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters):
+def pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters, groups=1):
     _check()
     y, _ = _conv_op(input=input, weight=weight, bias=bias, kernel=kernel, stride=stride, padding=padding,
-                 dilation=dilation, shared=shared_filters, transposed=False)
+                 dilation=dilation, shared=shared_filters, transposed=False, groups=groups)
     return y
 
 
-def pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation, shared_filters):
+def pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation, shared_filters,
+                        groups=1):
     _check()
     y, _ = _conv_op(input=input, weight=weight, bias=bias, kernel=kernel, stride=stride, padding=padding,
-                 output_padding=output_padding, dilation=dilation, shared=shared_filters, transposed=True)
+                 output_padding=output_padding, dilation=dilation, shared=shared_filters, transposed=True,
+                 groups=groups)
     return y
 
 
@@ -146,24 +148,24 @@ def pacpool2d(input, kernel, kernel_size, stride, padding, dilation):
 
 
 def pac_conv2d(input, guide, weight, bias, stride, padding, dilation, kernel_type, inv_alpha, inv_lambda,
-               smooth_kernel, normalize_kernel, shared_filters, mask):
+               smooth_kernel, normalize_kernel, shared_filters, mask, groups=1):
     """Fused: K from the guide inside the GEMM. Returns ``(y, out_mask)``."""
     _check()
     path = _kernel_dtype_path(input, guide)
     if path == "two_step":
         kernel, om = packernel2d(guide, mask, tuple(weight.shape[-2:]), stride, padding, (0, 0), dilation,
                                  kernel_type, smooth_kernel, inv_alpha, inv_lambda, False, normalize_kernel, False)
-        return pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters), om
+        return pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters, groups), om
     g = guide.to(torch.float64) if path == "promote_guide" else guide
     kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
     y, om = _conv_op(input=input, weight=weight, bias=bias, guide=g, mask=mask, smooth=smooth_kernel, alpha=a,
                   lam=lm, stride=stride, padding=padding, dilation=dilation, ktype=kt, normalize=normalize_kernel,
-                  shared=shared_filters, transposed=False)
+                  shared=shared_filters, transposed=False, groups=groups)
     return y, _om(om.to(guide.dtype), mask)
 
 
 def pac_conv_transpose2d(input, guide, weight, bias, stride, padding, output_padding, dilation, kernel_type,
-                         inv_alpha, inv_lambda, smooth_kernel, normalize_kernel, shared_filters, mask):
+                         inv_alpha, inv_lambda, smooth_kernel, normalize_kernel, shared_filters, mask, groups=1):
     """Fused transposed conv (guide at output resolution). Returns ``(y, out_mask)``."""
     _check()
     path = _kernel_dtype_path(input, guide)
@@ -171,13 +173,13 @@ def pac_conv_transpose2d(input, guide, weight, bias, stride, padding, output_pad
         kernel, om = packernel2d(guide, mask, tuple(weight.shape[-2:]), stride, padding, output_padding, dilation,
                                  kernel_type, smooth_kernel, inv_alpha, inv_lambda, False, normalize_kernel, True)
         y = pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation,
-                                shared_filters)
+                                shared_filters, groups)
         return y, om
     g = guide.to(torch.float64) if path == "promote_guide" else guide
     kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
     y, om = _conv_op(input=input, weight=weight, bias=bias, guide=g, mask=mask, smooth=smooth_kernel, alpha=a,
                   lam=lm, stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,
-                  ktype=kt, normalize=normalize_kernel, shared=shared_filters, transposed=True)
+                  ktype=kt, normalize=normalize_kernel, shared=shared_filters, transposed=True, groups=groups)
     return y, _om(om.to(guide.dtype), mask)
 
 

@@ -58,7 +58,7 @@ def _kdot_acc(acc, xT, kt, wt, KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl
 @triton.jit
 def pac_conv_kernel(
     x_ptr, w_ptr, bias_ptr, y_ptr, g_ptr, f0_ptr, m_ptr, k_ptr, om_ptr, alpha_ptr, lam_ptr,
-    C, O, H, W, Ho, Wo, D, Hg, Wg,
+    C, O, OG, H, W, Ho, Wo, D, Hg, Wg,
     sxb, sxc, sxh, sxw,
     syb, syo, syh, syw,
     sgb, sgd, sgh, sgw,
@@ -72,12 +72,19 @@ def pac_conv_kernel(
     KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr,
     D_SINGLE: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr,
-    TILE_W: tl.constexpr, C_SINGLE: tl.constexpr,
+    TILE_W: tl.constexpr, C_SINGLE: tl.constexpr, GROUPED: tl.constexpr = False,
 ):
     """y[b, o, u, v] = bias[o] + sum_t K_t(u, v) * sum_c W_t[c, o] * x[b, c, q_t(u, v)].
 
+    ``C`` is the number of input channels per group (all of them without groups), ``O`` the
+    output channels, ``OG`` the output channels per group (``O`` without groups). GROUPED
+    (``groups`` G > 1, ``docs/semantics.md`` section 7): output channel ``o`` of group
+    ``g = o // OG`` sums over the input channels ``g*C .. g*C + C - 1`` only; grid axis 1 runs
+    over (group, output-channel block of the group) and the weight is ``[kh, kw, O, C]``
+    (each output channel's own group's C input channels).
+
     Pointers (strides in elements, any layout unless said):
-    ``x_ptr`` input ``[B, C, H, W]`` (sx*); ``w_ptr`` the weight permuted to ``[kh, kw, O, C]``
+    ``x_ptr`` input ``[B, G*C, H, W]`` (sx*); ``w_ptr`` the weight permuted to ``[kh, kw, O, C]``
     contiguous (conv tap (i, j) at slice ``i*KW + j``; C fastest: the B operand is K-major, as
     wgmma wants for tf32); ``bias_ptr`` ``[O]`` (HAS_BIAS); ``y_ptr`` output ``[B, O, Ho, Wo]``
     (sy*); ``g_ptr`` guide ``[B, D, Hg, Wg]`` (sg*; K_GUIDE); ``f0_ptr`` the centre feature's
@@ -105,14 +112,26 @@ def pac_conv_kernel(
         b = b.to(tl.int64)
     u, v, pmask, ph, pw = _pixels2d(pid_p, Ho, Wo, SH, SW, TRANSPOSED, IDX64, BLOCK_P, TILE_W)
 
-    offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
-    omask = offs_o < O
+    if GROUPED:
+        n_ob = (OG + BLOCK_O - 1) // BLOCK_O
+        grp = pid_o // n_ob
+        offs_og = (pid_o % n_ob) * BLOCK_O + tl.arange(0, BLOCK_O)
+        omask = offs_og < OG
+        offs_o = grp * OG + offs_og
+    else:
+        offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
+        omask = offs_o < O
     offs_c = tl.arange(0, BLOCK_C)
     if IDX64:
         offs_c = offs_c.to(tl.int64)
     cm = offs_c < C
 
     x_b = x_ptr + b * sxb
+    if GROUPED:
+        gc = grp * C  # the group's first input channel
+        if IDX64:
+            gc = gc.to(tl.int64)
+        x_b += gc * sxc
     g_b = g_ptr + b * sgb
     f0_b = f0_ptr + b * sfb
     m_b = m_ptr + b * smb
@@ -264,7 +283,7 @@ def pac_conv_kernel(
 
 @triton.jit
 def _dxdk_block(
-    gy_b, w_ptr, x_b, dx_b, dk_b, g_b, f0_b, sc_b, k_b, c0, alpha, lam, mq, fqT,
+    gy_b, w_ptr, x_b, dx_b, dk_b, g_b, f0_b, sc_b, k_b, c0, dk_add, wts, alpha, lam, mq, fqT,
     u, v, qmask, ph, pw, offs_o, om, offs_c0, od, dmask,
     C, O, H, W, Ho, Wo, D, Hg, Wg,
     sgyo, sgyh, sgyw, sxc, sxh, sxw, sdc, sdh, sdw, sgd, sgh, sgw, sfd, sfh, sfw, ski, skj, skh, skw,
@@ -277,7 +296,10 @@ def _dxdk_block(
     BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, O_SINGLE: tl.constexpr,
 ):
     """The tap loop of ``pac_conv_dxdk_kernel`` for the input channels ``c0 .. c0 + BLOCK_C``
-    of one tile of input pixels q (rows). Per tap t (only the taps of the tile's phase):
+    of one tile of input pixels q (rows), ``gy_b`` / ``w_ptr`` / ``x_b`` / ``dx_b`` at the
+    channels of one group (C, O: the group's input and output channel counts; ``wts`` the
+    weight's per-tap stride; ``dk_add``: add to the dK partial of an earlier channel block
+    instead of writing it). Per tap t (only the taps of the tile's phase):
     P = the output pixel that reads q through t (valid where ``pin``), the tap product
     G = gy[P, :] @ W_t^T ``[BLOCK_P, BLOCK_C]`` (operands straight from the loads), then
     dK_t(P) += rowsum(G * x[q, :]) (NEED_DK; accumulated in memory over channel blocks when
@@ -332,7 +354,7 @@ def _dxdk_block(
             # the tap product, gy gathered transposed [BLOCK_O, BLOCK_P] (lanes along pixels for
             # NCHW, 16-byte channel runs for channels-last copies), as in the forward
             goffT = (pu * sgyh + pv * sgyw)[None, :]
-            w_t = w_ptr + t * C * O
+            w_t = w_ptr + t * wts
             if O_SINGLE:
                 gT = tl.load(gy_b + offs_o[:, None] * sgyo + goffT, mask=om[:, None] & pin[None, :], other=0.0,
                              cache_modifier=".ca")
@@ -359,7 +381,7 @@ def _dxdk_block(
                     # bar.sync are visible to the block after it). ``run`` and the constexprs
                     # are uniform over the program, so every thread reaches it.
                     tl.debug_barrier()
-                    dkv += tl.load(dptr, mask=pin & (c0 > 0), other=0.0)
+                    dkv += tl.load(dptr, mask=pin & dk_add, other=0.0)
                 tl.store(dptr, dkv, mask=pin)
             if NEED_DX:
                 acc += kt[:, None] * part
@@ -371,7 +393,7 @@ def _dxdk_block(
 @triton.jit
 def pac_conv_dxdk_kernel(
     gy_ptr, w_ptr, x_ptr, dx_ptr, dk_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, k_ptr, alpha_ptr, lam_ptr,
-    C, O, H, W, Ho, Wo, D, Hg, Wg,
+    C, O, G, H, W, Ho, Wo, D, Hg, Wg,
     sgyb, sgyo, sgyh, sgyw,
     sxb, sxc, sxh, sxw,
     sdb, sdc, sdh, sdw,
@@ -386,7 +408,7 @@ def pac_conv_dxdk_kernel(
     NEED_DX: tl.constexpr, NEED_DK: tl.constexpr,
     KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, TILE_W: tl.constexpr,
-    O_SINGLE: tl.constexpr, C_SINGLE: tl.constexpr, HOIST_F: tl.constexpr,
+    O_SINGLE: tl.constexpr, C_SINGLE: tl.constexpr, HOIST_F: tl.constexpr, GROUPED: tl.constexpr = False,
 ):
     """Input gradient and dL/dK in one pass over the tap products G_t = gy @ W_t^T:
 
@@ -402,9 +424,15 @@ def pac_conv_dxdk_kernel(
     per tile; K_t(P) is recomputed in fp32 from the guide (conv: the neighbour feature is the
     row's own f[q], loaded once; the centre feature f0[P] per tap) or read from a given K.
 
-    Pointers: ``gy_ptr`` dL/dy ``[B, O, Ho, Wo]`` (strides sgy*); ``w_ptr`` the weight as
-    ``[kh, kw, C, O]`` contiguous (conv tap (i, j) at slice ``i*KW + j``); ``x_ptr`` the input
-    ``[B, C, H, W]`` (sx*; read only with NEED_DK); ``dx_ptr`` ``[B, C, H, W]`` (sd*; written
+    Groups (GROUPED, G groups; ``docs/semantics.md`` section 7): ``C`` and ``O`` are the input
+    and output channels per group, and G_t of an input channel of group g runs over that
+    group's output channels only; dK still sums over all G*C input channels. Without groups
+    G = 1 and C, O are all channels.
+
+    Pointers: ``gy_ptr`` dL/dy ``[B, G*O, Ho, Wo]`` (strides sgy*); ``w_ptr`` the weight as
+    ``[kh, kw, G*C, O]`` contiguous (conv tap (i, j) at slice ``i*KW + j``; input channel
+    ``g*C + c`` holds its weights to its group's O output channels); ``x_ptr`` the input
+    ``[B, G*C, H, W]`` (sx*; read only with NEED_DK); ``dx_ptr`` ``[B, G*C, H, W]`` (sd*; written
     with NEED_DX); ``dk_ptr`` ``[B, KH*KW, Ho*Wo]`` contiguous in KDT (K's tap order; only the
     elements an input pixel reaches are written); ``g_ptr`` / ``f0_ptr`` the guide ``[B, D, Hg, Wg]`` and the centre
     feature source (sg*, sf*); ``m_ptr`` the mask ``[B, 1, H, W]`` (sm*); ``sc_ptr`` the
@@ -413,7 +441,7 @@ def pac_conv_dxdk_kernel(
     ``lam_ptr`` 1-element inv_alpha / inv_lambda in KDT.
 
     Grid: (pixel tiles, channel programs, B). Without NEED_DK each channel program takes one
-    BLOCK_C block; with it one program loops over all channel blocks (dK sums over every
+    BLOCK_C block (of one group); with it one program loops over all channel blocks (dK sums over every
     channel; C_SINGLE: one block, no loop, the tap loop innermost). HOIST_F (conv, K from the
     guide, all D channels in one BLOCK_D block): f[q] loaded once per tile."""
     pid_p = tl.program_id(0)
@@ -453,20 +481,31 @@ def pac_conv_dxdk_kernel(
             if HOIST_F:
                 fqT = tl.load(g_b + od[:, None] * sgd + (u * sgh + v * sgw)[None, :],
                               mask=dmask[:, None] & (qmask & (u < Hg) & (v < Wg))[None, :], other=0.0).to(KDT)
-    if C_SINGLE:
+    if C_SINGLE and not GROUPED:
         _dxdk_block(gy_b=gy_b, w_ptr=w_ptr, x_b=x_b, dx_b=dx_b, dk_b=dk_b, g_b=g_b, f0_b=f0_b, sc_b=sc_b, k_b=k_b,
-                    c0=0, alpha=alpha, lam=lam, mq=mq, fqT=fqT, u=u, v=v, qmask=qmask, ph=ph, pw=pw, offs_o=offs_o,
-                    om=om, offs_c0=offs_c0, od=od, dmask=dmask, C=C, O=O, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
-                    sgyo=sgyo, sgyh=sgyh, sgyw=sgyw, sxc=sxc, sxh=sxh, sxw=sxw, sdc=sdc, sdh=sdh, sdw=sdw, sgd=sgd,
-                    sgh=sgh, sgw=sgw, sfd=sfd, sfh=sfh, sfw=sfw, ski=ski, skj=skj, skh=skh, skw=skw, KH=KH, KW=KW,
-                    SH=SH, SW=SW, PH=PH, PW=PW, DH=DH, DW=DW, TRANSPOSED=TRANSPOSED, K_MODE=K_MODE, KTYPE=KTYPE,
-                    F0_SMOOTH=F0_SMOOTH, NORMALIZE=NORMALIZE, HAS_MASK=HAS_MASK, NEED_DX=NEED_DX, NEED_DK=NEED_DK,
-                    DK_ACCUMULATE=False, HOIST_F=HOIST_F, KDT=KDT, DOT_DT=DOT_DT, PREC=PREC, BLOCK_D=BLOCK_D,
-                    BLOCK_P=BLOCK_P, BLOCK_O=BLOCK_O, BLOCK_C=BLOCK_C, O_SINGLE=O_SINGLE)
-    else:
-        for c0 in range(pid_c * BLOCK_C, C, tl.num_programs(1) * BLOCK_C):
-            _dxdk_block(gy_b=gy_b, w_ptr=w_ptr, x_b=x_b, dx_b=dx_b, dk_b=dk_b, g_b=g_b, f0_b=f0_b, sc_b=sc_b,
-                        k_b=k_b, c0=c0, alpha=alpha, lam=lam, mq=mq, fqT=fqT, u=u, v=v, qmask=qmask, ph=ph, pw=pw,
+                    c0=0, dk_add=False, wts=C * O, alpha=alpha, lam=lam, mq=mq, fqT=fqT, u=u, v=v, qmask=qmask,
+                    ph=ph, pw=pw, offs_o=offs_o, om=om, offs_c0=offs_c0, od=od, dmask=dmask, C=C, O=O, H=H, W=W,
+                    Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, sgyo=sgyo, sgyh=sgyh, sgyw=sgyw, sxc=sxc, sxh=sxh, sxw=sxw,
+                    sdc=sdc, sdh=sdh, sdw=sdw, sgd=sgd, sgh=sgh, sgw=sgw, sfd=sfd, sfh=sfh, sfw=sfw, ski=ski,
+                    skj=skj, skh=skh, skw=skw, KH=KH, KW=KW, SH=SH, SW=SW, PH=PH, PW=PW, DH=DH, DW=DW,
+                    TRANSPOSED=TRANSPOSED, K_MODE=K_MODE, KTYPE=KTYPE, F0_SMOOTH=F0_SMOOTH, NORMALIZE=NORMALIZE,
+                    HAS_MASK=HAS_MASK, NEED_DX=NEED_DX, NEED_DK=NEED_DK, DK_ACCUMULATE=False, HOIST_F=HOIST_F,
+                    KDT=KDT, DOT_DT=DOT_DT, PREC=PREC, BLOCK_D=BLOCK_D, BLOCK_P=BLOCK_P, BLOCK_O=BLOCK_O,
+                    BLOCK_C=BLOCK_C, O_SINGLE=O_SINGLE)
+    elif GROUPED:
+        # channel blocks (group, block of the group's C): with NEED_DK one program takes all
+        # of them in order (the first writes dK, the others add)
+        n_cb = (C + BLOCK_C - 1) // BLOCK_C
+        for cb in range(pid_c, G * n_cb, tl.num_programs(1)):
+            grp = cb // n_cb
+            gc = grp * C
+            go = grp * O
+            if IDX64:
+                gc = gc.to(tl.int64)
+                go = go.to(tl.int64)
+            _dxdk_block(gy_b=gy_b + go * sgyo, w_ptr=w_ptr + gc * O, x_b=x_b + gc * sxc, dx_b=dx_b + gc * sdc,
+                        dk_b=dk_b, g_b=g_b, f0_b=f0_b, sc_b=sc_b, k_b=k_b, c0=(cb % n_cb) * BLOCK_C, dk_add=cb > 0,
+                        wts=G * C * O, alpha=alpha, lam=lam, mq=mq, fqT=fqT, u=u, v=v, qmask=qmask, ph=ph, pw=pw,
                         offs_o=offs_o, om=om, offs_c0=offs_c0, od=od, dmask=dmask, C=C, O=O, H=H, W=W, Ho=Ho, Wo=Wo,
                         D=D, Hg=Hg, Wg=Wg, sgyo=sgyo, sgyh=sgyh, sgyw=sgyw, sxc=sxc, sxh=sxh, sxw=sxw, sdc=sdc,
                         sdh=sdh, sdw=sdw, sgd=sgd, sgh=sgh, sgw=sgw, sfd=sfd, sfh=sfh, sfw=sfw, ski=ski, skj=skj,
@@ -475,12 +514,24 @@ def pac_conv_dxdk_kernel(
                         HAS_MASK=HAS_MASK, NEED_DX=NEED_DX, NEED_DK=NEED_DK, DK_ACCUMULATE=True, HOIST_F=HOIST_F,
                         KDT=KDT, DOT_DT=DOT_DT, PREC=PREC, BLOCK_D=BLOCK_D, BLOCK_P=BLOCK_P, BLOCK_O=BLOCK_O,
                         BLOCK_C=BLOCK_C, O_SINGLE=O_SINGLE)
+    else:
+        for c0 in range(pid_c * BLOCK_C, C, tl.num_programs(1) * BLOCK_C):
+            _dxdk_block(gy_b=gy_b, w_ptr=w_ptr, x_b=x_b, dx_b=dx_b, dk_b=dk_b, g_b=g_b, f0_b=f0_b, sc_b=sc_b,
+                        k_b=k_b, c0=c0, dk_add=c0 > 0, wts=C * O, alpha=alpha, lam=lam, mq=mq, fqT=fqT, u=u, v=v,
+                        qmask=qmask, ph=ph, pw=pw, offs_o=offs_o, om=om, offs_c0=offs_c0, od=od, dmask=dmask, C=C,
+                        O=O, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, sgyo=sgyo, sgyh=sgyh, sgyw=sgyw, sxc=sxc,
+                        sxh=sxh, sxw=sxw, sdc=sdc, sdh=sdh, sdw=sdw, sgd=sgd, sgh=sgh, sgw=sgw, sfd=sfd, sfh=sfh,
+                        sfw=sfw, ski=ski, skj=skj, skh=skh, skw=skw, KH=KH, KW=KW, SH=SH, SW=SW, PH=PH, PW=PW, DH=DH,
+                        DW=DW, TRANSPOSED=TRANSPOSED, K_MODE=K_MODE, KTYPE=KTYPE, F0_SMOOTH=F0_SMOOTH,
+                        NORMALIZE=NORMALIZE, HAS_MASK=HAS_MASK, NEED_DX=NEED_DX, NEED_DK=NEED_DK, DK_ACCUMULATE=True,
+                        HOIST_F=HOIST_F, KDT=KDT, DOT_DT=DOT_DT, PREC=PREC, BLOCK_D=BLOCK_D, BLOCK_P=BLOCK_P,
+                        BLOCK_O=BLOCK_O, BLOCK_C=BLOCK_C, O_SINGLE=O_SINGLE)
 
 
 @triton.jit
 def pac_conv_dw_kernel(
     gy_ptr, x_ptr, part_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, k_ptr, alpha_ptr, lam_ptr,
-    C, O, H, W, Ho, Wo, D, Hg, Wg, B, NSPLIT,
+    C, O, G, H, W, Ho, Wo, D, Hg, Wg, B, NSPLIT,
     sgyb, sgyo, sgyh, sgyw,
     sxb, sxc, sxh, sxw,
     sgb, sgd, sgh, sgw,
@@ -493,6 +544,7 @@ def pac_conv_dw_kernel(
     NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, IDX64: tl.constexpr,
     KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr, D_SINGLE: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, TILE_W: tl.constexpr,
+    GROUPED: tl.constexpr = False,
 ):
     """Weight-gradient partials: program (split, (o-block, c-block), tap t) sums
     ``gy[P, o] K_t(P) x[q_t(P), c]`` over the output-pixel tiles ``split, split + NSPLIT, ...``
@@ -507,8 +559,12 @@ def pac_conv_dw_kernel(
     operand, which wgmma may take from registers) so that the input tile goes from the load to
     shared memory untouched (scaling the input tile instead compiled to as many instructions).
 
-    Pointers: ``gy_ptr`` dL/dy ``[B, O, Ho, Wo]`` (sgy*); ``x_ptr`` the input ``[B, C, H, W]``
-    (sx*); ``part_ptr`` ``[NSPLIT, KH*KW, O, C]`` contiguous in KDT; the K operands as in
+    Groups (GROUPED, G groups): ``C`` and ``O`` are the input and output channels per group;
+    grid axis 1 runs over (group, o-block, c-block) and output channel ``g*O + o`` pairs with
+    input channel ``g*C + c`` only (G = 1 without groups).
+
+    Pointers: ``gy_ptr`` dL/dy ``[B, G*O, Ho, Wo]`` (sgy*); ``x_ptr`` the input
+    ``[B, G*C, H, W]`` (sx*); ``part_ptr`` ``[NSPLIT, KH*KW, G*O, C]`` contiguous in KDT; the K operands as in
     ``pac_conv_dxdk_kernel`` (``sc_ptr`` the per-output-pixel K divisor ``[B, Ho*Wo]``)."""
     split = tl.program_id(0)
     pid_oc = tl.program_id(1)
@@ -520,11 +576,27 @@ def pac_conv_dw_kernel(
     j = t % KW
     offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    if GROUPED:
+        n_ob = (O + BLOCK_O - 1) // BLOCK_O
+        grp = pid_o // n_ob
+        offs_o = (pid_o % n_ob) * BLOCK_O + tl.arange(0, BLOCK_O)
     if IDX64:
         offs_o = offs_o.to(tl.int64)
         offs_c = offs_c.to(tl.int64)
     om = offs_o < O
     cm = offs_c < C
+    gy_g = gy_ptr
+    x_g = x_ptr
+    part_g = part_ptr
+    if GROUPED:
+        go = grp * O  # the group's first output channel
+        gc = grp * C  # and input channel
+        if IDX64:
+            go = go.to(tl.int64)
+            gc = gc.to(tl.int64)
+        gy_g += go * sgyo
+        x_g += gc * sxc
+        part_g += go * C
     od = tl.arange(0, BLOCK_D)
     dmask = od < D
     alpha = 0.0
@@ -581,13 +653,16 @@ def pac_conv_dw_kernel(
                     kt = tl.where(xin, kt, 0.0)
             else:
                 kt = tl.load(k_ptr + b * skb + ki * ski + kj * skj + u * skh + v * skw, mask=xin, other=0.0).to(KDT)
-            xT = tl.load(x_ptr + b * sxb + offs_c[:, None] * sxc + (ih * sxh + iw * sxw)[None, :],
+            xT = tl.load(x_g + b * sxb + offs_c[:, None] * sxc + (ih * sxh + iw * sxw)[None, :],
                          mask=cm[:, None] & xin[None, :], other=0.0)
-            gT = tl.load(gy_ptr + b * sgyb + offs_o[:, None] * sgyo + (u * sgyh + v * sgyw)[None, :],
+            gT = tl.load(gy_g + b * sgyb + offs_o[:, None] * sgyo + (u * sgyh + v * sgyw)[None, :],
                          mask=om[:, None] & pmask[None, :], other=0.0)
             ga = (gT.to(KDT) * kt[None, :]).to(DOT_DT)
             acc = tl.dot(ga, tl.trans(xT.to(DOT_DT)), acc, input_precision=PREC, out_dtype=acc.dtype)
-    pp = part_ptr + ((split * (KH * KW) + t) * O + offs_o[:, None]) * C + offs_c[None, :]
+    o_all = O
+    if GROUPED:
+        o_all = G * O
+    pp = part_g + ((split * (KH * KW) + t) * o_all + offs_o[:, None]) * C + offs_c[None, :]
     tl.store(pp, acc, mask=om[:, None] & cm[None, :])
 
 
@@ -597,25 +672,48 @@ def pac_conv_dw_kernel(
 conv_tuned = configs.make_autotuned(pac_conv_kernel, configs.CONV_CONFIGS, configs.CONV_KEY, configs.conv_prune)
 
 
-def _weight_tap_major(weight, transposed, reduce_over_o):
-    """The weight as ``[kh, kw, O, C]`` (forward: C fastest) or ``[kh, kw, C, O]`` (dx: O
-    fastest) contiguous, and O."""
-    if transposed:  # [C, O, kh, kw]
-        O = weight.shape[1]
-        w = weight.permute(2, 3, 0, 1) if reduce_over_o else weight.permute(2, 3, 1, 0)
-    else:  # [O, C, kh, kw]
+def _weight_tap_major(weight, transposed, reduce_over_o, groups=1):
+    """The weight as ``[kh, kw, O, C/G]`` (forward: C fastest; output channel o's weights to
+    the input channels of its group) or ``[kh, kw, C, O/G]`` (dx: O fastest; input channel
+    c's weights to the output channels of its group) contiguous, and O (all output channels).
+    G = ``groups``; the user's weight is ``[O, C/G, kh, kw]`` (conv) or ``[C, O/G, kh, kw]``
+    (transposed)."""
+    kh, kw = weight.shape[-2:]
+    if transposed:  # [C, O/G, kh, kw]
+        O = weight.shape[1] * groups
+        if reduce_over_o:
+            w = weight.permute(2, 3, 0, 1)
+        else:  # [G, C/G, O/G, kh, kw] -> [kh, kw, G, O/G, C/G]
+            w = weight.unflatten(0, (groups, -1)).permute(3, 4, 0, 2, 1)
+    else:  # [O, C/G, kh, kw]
         O = weight.shape[0]
-        w = weight.permute(2, 3, 1, 0) if reduce_over_o else weight.permute(2, 3, 0, 1)
-    return w.contiguous(), O
+        if reduce_over_o:  # [G, O/G, C/G, kh, kw] -> [kh, kw, G, C/G, O/G]
+            w = weight.unflatten(0, (groups, -1)).permute(3, 4, 0, 2, 1)
+        else:
+            w = weight.permute(2, 3, 0, 1)
+    w = w.contiguous()
+    return w.reshape(kh, kw, -1, w.shape[-1]), O
+
+
+def _weight_from_tap_major(dw, transposed, groups):
+    """The inverse of ``_weight_tap_major(..., reduce_over_o=False)``: ``[kh, kw, O, C/G]`` to
+    the user's weight layout, contiguous."""
+    if not transposed:
+        return dw.permute(2, 3, 0, 1).contiguous()
+    kh, kw, O, Cg = dw.shape  # -> [G, C/G, O/G, kh, kw] -> [C, O/G, kh, kw]
+    w = dw.reshape(kh, kw, groups, O // groups, Cg).permute(2, 4, 3, 0, 1)
+    return w.reshape(groups * Cg, O // groups, kh, kw).contiguous()
 
 
 def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, transposed, *,
                  guide=None, kernel=None, mask=None, smooth=None, alpha=None, lam=None,
-                 ktype=hc.KT_GAUSS, normalize=False):
-    """Implicit-GEMM conv / transposed conv (not shared filters). Returns ``(y, out_mask)``."""
-    B, C, H, W = x.shape
+                 ktype=hc.KT_GAUSS, normalize=False, groups=1):
+    """Implicit-GEMM conv / transposed conv (not shared filters), ``groups`` as in
+    ``F.conv2d``. Returns ``(y, out_mask)``."""
+    B, C_all, H, W = x.shape
     kh, kw = weight.shape[-2:]
-    w2, O = _weight_tap_major(weight, transposed, reduce_over_o=False)  # [kh, kw, O, C]
+    w2, O = _weight_tap_major(weight, transposed, reduce_over_o=False, groups=groups)  # [kh, kw, O, C/G]
+    C, Og = C_all // groups, O // groups
     kdt = hc.kdt_of(x.dtype)
     k_mode, Hg, Wg, D, Ho, Wo = hc.k_grid(kernel, guide, (kh, kw), stride, padding, dilation, transposed)
     y = hc.like_layout(x, (B, O, Ho, Wo), x.dtype)
@@ -635,12 +733,12 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
     dot_dt, prec = hc.dot_types(x.dtype)
     args = dict(x_ptr=x, w_ptr=w2, bias_ptr=bias.contiguous() if bias is not None else x, y_ptr=y, om_ptr=om,
                 **ko.guide_args(), **ko.mask_args(), **ko.k_args(), **ko.param_args(),
-                C=C, O=O, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
+                C=C, O=O, OG=Og, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
                 **hc.strides("sx", x), **hc.strides("sy", y, "bohw"))
     meta = dict(**hc.geometry((kh, kw), stride, padding, dilation), TRANSPOSED=bool(transposed), K_MODE=k_mode,
                 KTYPE=int(ktype), F0_SMOOTH=f0 is not None, NORMALIZE=bool(normalize) and k_mode == hc.K_GUIDE,
                 HAS_MASK=has_mask, HAS_BIAS=bias is not None, KDT=hc.TL_DTYPE[kdt], DOT_DT=dot_dt,
-                PREC=prec, D_SINGLE=D <= bd, BLOCK_D=bd)
+                PREC=prec, D_SINGLE=D <= bd, BLOCK_D=bd, GROUPED=groups > 1)
     sh_, sw_ = (stride if transposed else (1, 1))
     # rectangular pixel tiles (jit_common._pixels2d) over the output grid, or each phase's grid
     ph_, pw_ = (triton.cdiv(Ho, sh_), triton.cdiv(Wo, sw_)) if transposed else (Ho, Wo)
@@ -649,13 +747,13 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
         tw = META["TILE_W"]
         th = META["BLOCK_P"] // tw
         n = sh_ * sw_ * triton.cdiv(ph_, th) * triton.cdiv(pw_, tw)
-        return (n, triton.cdiv(O, META["BLOCK_O"]), B)
+        return (n, groups * triton.cdiv(Og, META["BLOCK_O"]), B)
 
     if configs.autotune_enabled() and x.dtype != torch.float64:
         # TILE_W and C_SINGLE are added per config by configs.conv_prune
         hc.checked(conv_tuned)[grid](**args, **meta)
     else:
-        cfg = configs.conv_default(C, O, x.dtype == torch.float64, hc.channel_runs(x))
+        cfg = configs.conv_default(C, Og, x.dtype == torch.float64, hc.channel_runs(x))
         cfg["TILE_W"] = configs.tile_w(pw_, cfg["BLOCK_P"])
         cfg["C_SINGLE"] = C <= cfg["BLOCK_C"]
         hc.checked(pac_conv_kernel)[grid](**args, **meta, **cfg)
@@ -663,13 +761,15 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
 
 
 def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding,
-                  dilation, transposed, ktype, normalize, needs: Grads) -> Grads:
+                  dilation, transposed, ktype, normalize, needs: Grads, groups=1) -> Grads:
     """Gradients of ``conv_fwd`` (not shared filters) that ``needs`` asks for (a ``Grads`` of
     booleans); None elsewhere."""
-    B, C, H, W = x.shape
+    B, C_all, H, W = x.shape
     kh, kw = weight.shape[-2:]
     KK = kh * kw
-    w_co, O = _weight_tap_major(weight, transposed, reduce_over_o=True)  # [kh, kw, C, O]
+    G = groups
+    w_co, O_all = _weight_tap_major(weight, transposed, reduce_over_o=True, groups=G)  # [kh, kw, C, O/G]
+    C, O = C_all // G, O_all // G  # per group
     kdt = hc.kdt_of(x.dtype)
     k_mode, Hg, Wg, D, Ho, Wo = hc.k_grid(kernel, guide, (kh, kw), stride, padding, dilation, transposed)
     has_mask = mask is not None and k_mode == hc.K_GUIDE
@@ -747,7 +847,7 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
             dk = torch.zeros((B, KK, Ho * Wo), dtype=kdt, device=dev)
         else:
             dk = hc.empty((B, KK, Ho * Wo), kdt, dev) if need_dk else None
-        dx = hc.like_layout(x_in, (B, C, H, W), x.dtype) if needs.x else x
+        dx = hc.like_layout(x_in, (B, C_all, H, W), x.dtype) if needs.x else x
         xcfg = configs.conv_dxdk_default(C, O, f64, vec)
         bpx = xcfg["BLOCK_P"]
         sh_, sw_ = (1, 1) if transposed else tuple(stride)
@@ -755,16 +855,16 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
         tw = configs.tile_w(pw_, bpx)
         n = sh_ * sw_ * triton.cdiv(ph_, bpx // tw) * triton.cdiv(pw_, tw)
         c_single = C <= xcfg["BLOCK_C"]
-        n_c = 1 if (need_dk or c_single) else triton.cdiv(C, xcfg["BLOCK_C"])
+        n_c = 1 if (need_dk or (c_single and G == 1)) else G * triton.cdiv(C, xcfg["BLOCK_C"])
         bdx = configs.block_d(D) if k_mode == hc.K_GUIDE else 1
         hc.checked(pac_conv_dxdk_kernel)[(n, n_c, B)](
             gy_ptr=gy, w_ptr=w_co, x_ptr=x, dx_ptr=dx, dk_ptr=dk if dk is not None else x, sc_ptr=scale, **kargs,
-            C=C, O=O, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
+            C=C, O=O, G=G, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
             **hc.strides("sgy", gy, "bohw"), **hc.strides("sx", x), **hc.strides("sd", dx),
             **kmeta, NEED_DX=needs.x, NEED_DK=need_dk,
             BLOCK_D=bdx, BLOCK_P=bpx, BLOCK_O=xcfg["BLOCK_O"], BLOCK_C=xcfg["BLOCK_C"], TILE_W=tw,
             O_SINGLE=O <= xcfg["BLOCK_O"], C_SINGLE=c_single,
-            HOIST_F=k_mode == hc.K_GUIDE and D <= bdx and not transposed,
+            HOIST_F=k_mode == hc.K_GUIDE and D <= bdx and not transposed, GROUPED=G > 1,
             num_warps=xcfg["num_warps"], num_stages=xcfg["num_stages"])
         if needs.x:
             out["x"] = dx
@@ -777,19 +877,20 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
         bpw, bo, bc = wcfg["BLOCK_P"], wcfg["BLOCK_O"], wcfg["BLOCK_C"]
         sh_, sw_ = tuple(stride) if transposed else (1, 1)
         tw = configs.tile_w(triton.cdiv(Wo, sw_), bpw)
-        n_ob, n_cb = triton.cdiv(O, bo), triton.cdiv(C, bc)
+        n_ob, n_cb = G * triton.cdiv(O, bo), triton.cdiv(C, bc)
         tiles = B * sh_ * sw_ * triton.cdiv(triton.cdiv(Ho, sh_), bpw // tw) * triton.cdiv(triton.cdiv(Wo, sw_), tw)
-        ns = configs.conv_dw_splits(tiles, n_ob * n_cb * KK, O, C, B * Ho * Wo)
-        part = hc.empty((ns, KK, O, C), kdt, dev)
+        ns = configs.conv_dw_splits(tiles, n_ob * n_cb * KK, O_all, C, B * Ho * Wo)
+        part = hc.empty((ns, KK, O_all, C), kdt, dev)
         bdw = configs.block_d(D) if k_mode == hc.K_GUIDE else 1
         hc.checked(pac_conv_dw_kernel)[(ns, n_ob * n_cb, KK)](
             gy_ptr=gy, x_ptr=x, part_ptr=part, sc_ptr=scale, **kargs,
-            C=C, O=O, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, B=B, NSPLIT=ns,
+            C=C, O=O, G=G, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, B=B, NSPLIT=ns,
             **hc.strides("sgy", gy, "bohw"), **hc.strides("sx", x),
             **kmeta, D_SINGLE=D <= bdw, BLOCK_D=bdw, BLOCK_P=bpw,
-            BLOCK_O=bo, BLOCK_C=bc, TILE_W=tw, num_warps=wcfg["num_warps"], num_stages=wcfg["num_stages"])
-        dw = part.sum(dim=0).reshape(kh, kw, O, C)  # fixed-order reduction over the splits
-        out["weight"] = (dw.permute(3, 2, 0, 1) if transposed else dw.permute(2, 3, 0, 1)).contiguous().to(weight.dtype)
+            BLOCK_O=bo, BLOCK_C=bc, TILE_W=tw, GROUPED=G > 1, num_warps=wcfg["num_warps"],
+            num_stages=wcfg["num_stages"])
+        dw = part.sum(dim=0).reshape(kh, kw, O_all, C)  # fixed-order reduction over the splits
+        out["weight"] = _weight_from_tap_major(dw, transposed, G).to(weight.dtype)
     return Grads(**out)
 
 
@@ -803,13 +904,14 @@ def conv_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], guide: Optional[
              kernel: Optional[Tensor], mask: Optional[Tensor], smooth: Optional[Tensor],
              alpha: Optional[Tensor], lam: Optional[Tensor], stride: List[int], padding: List[int],
              output_padding: List[int], dilation: List[int], ktype: int, normalize: bool,
-             shared: bool, transposed: bool) -> Tuple[Tensor, Tensor]:
+             shared: bool, transposed: bool, groups: int = 1) -> Tuple[Tensor, Tensor]:
     return hc.over_batch(_conv_fwd, (x, weight, bias, guide, kernel, mask, smooth, alpha, lam, stride, padding,
-                                     output_padding, dilation, ktype, normalize, shared, transposed), (0, 3, 4, 5))
+                                     output_padding, dilation, ktype, normalize, shared, transposed, groups),
+                         (0, 3, 4, 5))
 
 
 def _conv_fwd(x, weight, bias, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding, dilation,
-              ktype, normalize, shared, transposed):
+              ktype, normalize, shared, transposed, groups):
     st, pd, op, dl = tuple(stride), tuple(padding), tuple(output_padding), tuple(dilation)
     if shared:
         y, om = depthwise.dw_forward(x, weight, bias, tuple(weight.shape[-2:]), st, pd, op, dl, transposed,
@@ -817,7 +919,8 @@ def _conv_fwd(x, weight, bias, guide, kernel, mask, smooth, alpha, lam, stride, 
                                      lam=lam, ktype=ktype, normalize=normalize)
     else:
         y, om = conv_forward(x, weight, bias, st, pd, op, dl, transposed, guide=guide, kernel=kernel,
-                             mask=mask, smooth=smooth, alpha=alpha, lam=lam, ktype=ktype, normalize=normalize)
+                             mask=mask, smooth=smooth, alpha=alpha, lam=lam, ktype=ktype, normalize=normalize,
+                             groups=groups)
     if om is None:
         om = x.new_empty((0,))
     return y, om
@@ -833,10 +936,10 @@ def _conv_out_hw(x, weight, guide, kernel, stride, padding, dilation, transposed
 
 @conv_fwd.register_fake
 def _(x, weight, bias, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding, dilation,
-      ktype, normalize, shared, transposed):
+      ktype, normalize, shared, transposed, groups=1):
     Ho, Wo = _conv_out_hw(x, weight, guide, kernel, stride, padding, dilation, transposed)
     B, C = x.shape[:2]
-    O = C if shared else (weight.shape[1] if transposed else weight.shape[0])
+    O = C if shared else (weight.shape[1] * groups if transposed else weight.shape[0])
     y = hc.like_layout(x, (B, O, Ho, Wo), x.dtype)
     if mask is not None and kernel is None:
         om = x.new_empty((B, 1, 1, 1, Ho, Wo), dtype=guide.dtype)
@@ -847,10 +950,10 @@ def _(x, weight, bias, guide, kernel, mask, smooth, alpha, lam, stride, padding,
 
 def _conv_setup_context(ctx, inputs, output):
     (x, weight, bias, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding, dilation,
-     ktype, normalize, shared, transposed) = inputs
+     ktype, normalize, shared, transposed, groups) = inputs
     ctx.save_for_backward(x, weight, guide, kernel, mask, smooth, alpha, lam)
     ctx.static = (list(stride), list(padding), list(output_padding), list(dilation), int(ktype), bool(normalize),
-                  bool(shared), bool(transposed))
+                  bool(shared), bool(transposed), int(groups))
 
 
 # conv_fwd's input index of each gradient field
@@ -859,13 +962,13 @@ _CONV_INPUT_OF = Grads(x=0, weight=1, bias=2, guide=3, kernel=4, smooth=6, alpha
 
 def _conv_backward(ctx, gy, gom):
     x, weight, guide, kernel, mask, smooth, alpha, lam = ctx.saved_tensors
-    stride, padding, output_padding, dilation, ktype, normalize, shared, transposed = ctx.static
+    stride, padding, output_padding, dilation, ktype, normalize, shared, transposed, groups = ctx.static
     needs = Grads(*(bool(ctx.needs_input_grad[i]) for i in _CONV_INPUT_OF))
-    grads = [None] * 17
+    grads = [None] * 18
     if not any(needs):
         return tuple(grads)
     res = conv_bwd(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding,
-                   dilation, ktype, normalize, shared, transposed, list(needs))
+                   dilation, ktype, normalize, shared, transposed, list(needs), groups)
     for k, i in enumerate(_CONV_INPUT_OF):
         if needs[k]:
             grads[i] = res[k]
@@ -879,16 +982,16 @@ conv_fwd.register_autograd(_conv_backward, setup_context=_conv_setup_context)
 def conv_bwd(gy: Tensor, x: Tensor, weight: Tensor, guide: Optional[Tensor], kernel: Optional[Tensor],
              mask: Optional[Tensor], smooth: Optional[Tensor], alpha: Optional[Tensor], lam: Optional[Tensor],
              stride: List[int], padding: List[int], output_padding: List[int], dilation: List[int], ktype: int,
-             normalize: bool, shared: bool, transposed: bool, needs: List[bool]) -> List[Tensor]:
+             normalize: bool, shared: bool, transposed: bool, needs: List[bool], groups: int = 1) -> List[Tensor]:
     """Gradients of conv_fwd in ``Grads`` order (x, weight, bias, guide, kernel, smooth, alpha,
     lam); an empty tensor where ``needs`` is false (or the input is None)."""
     return hc.over_batch(_conv_bwd, (gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride, padding,
-                                     output_padding, dilation, ktype, normalize, shared, transposed, needs),
+                                     output_padding, dilation, ktype, normalize, shared, transposed, needs, groups),
                          (0, 1, 3, 4, 5), summed=(1, 2, 5, 6, 7))
 
 
 def _conv_bwd(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding, dilation,
-              ktype, normalize, shared, transposed, needs):
+              ktype, normalize, shared, transposed, needs, groups):
     need = Grads(*map(bool, needs))
     if shared:
         res = depthwise.dw_backward(gy, x, weight, tuple(weight.shape[-2:]), tuple(stride), tuple(padding),
@@ -897,13 +1000,13 @@ def _conv_bwd(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride, pa
     else:
         res = conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, tuple(stride), tuple(padding),
                             tuple(output_padding), tuple(dilation), bool(transposed), int(ktype), bool(normalize),
-                            need)
+                            need, groups=int(groups))
     return hc.grads_to_list(res, x)
 
 
 @conv_bwd.register_fake
 def _(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding, dilation, ktype,
-      normalize, shared, transposed, needs):
+      normalize, shared, transposed, needs, groups=1):
     return hc.fake_grads(x, Grads(x, weight, None, guide, kernel, smooth, alpha, lam), kernel, ktype,
                          Grads(*map(bool, needs)), bias=weight.new_empty((gy.shape[1],)))
 

@@ -19,7 +19,7 @@ pytest.importorskip("pac_triton.triton")
 
 F32, F16, BF16, F64 = torch.float32, torch.float16, torch.bfloat16, torch.float64
 DEFAULTS = dict(B=1, k=(3, 3), s=(1, 1), p=(1, 1), op=(0, 0), d=(1, 1), kt="gaussian", norm=False, mask=False,
-                smooth=None, bias=True, cl=False, dtype=F32, transposed=False)
+                smooth=None, bias=True, cl=False, dtype=F32, transposed=False, G=1)
 
 
 def conv_case(id, **kw):
@@ -36,7 +36,7 @@ def conv_tensors(c, dev="cpu", transposed=False, shared=False):
     if shared:
         wshape, nb = (1, 1, *c.k), c.C
     else:
-        wshape, nb = ((c.C, c.O, *c.k) if transposed else (c.O, c.C, *c.k)), c.O
+        wshape, nb = ((c.C, c.O // c.G, *c.k) if transposed else (c.O, c.C // c.G, *c.k)), c.O
     alpha, lam = inv_params(c.kt, dev)
     r = lambda *s: torch.randn(*s, dtype=torch.float64, device=dev)  # noqa: E731
     return dict(input=r(c.B, c.C, c.H, c.W), guide=r(c.B, c.D, Hg, Wg), weight=r(*wshape),
@@ -47,7 +47,7 @@ def conv_tensors(c, dev="cpu", transposed=False, shared=False):
 
 def conv_static(c, transposed=False, shared=False):
     st = dict(stride=c.s, padding=c.p, dilation=c.d, kernel_type=c.kt, normalize_kernel=c.norm,
-              shared_filters=shared)
+              shared_filters=shared, groups=c.G)
     if transposed:
         st["output_padding"] = c.op
     return st
@@ -225,6 +225,65 @@ def test_given_kernel_backward(transposed, device):
         tensors = given_kernel_tensors(B, C, O, H, W, k, Ho, Wo, (O, C, *k), True)
         fn, static = "pacconv2d", dict(stride=s, padding=p, dilation=d, shared_filters=False)
     run_backward(fn, tensors, static, ["input", "kernel", "weight", "bias"], F32, device)
+
+
+# --- groups ------------------------------------------------------------------------------------
+# ``groups`` G (docs/semantics.md section 7): output channel o reads the input channels of its
+# group only. The conftest's forced tiles (16 channels per block) give per-group channel
+# counts that span two blocks (Cg = 20: dK summed over blocks and groups in memory), fit one
+# with room to spare, or are 1 (one input channel per group, a channel multiplier of 2).
+
+GROUPED_CASES = [
+    conv_case("conv-G2-k3-gauss-f32", B=2, C=8, O=6, G=2, D=3, H=5, W=6),
+    conv_case("conv-G3-s2x1-invasym-norm-mask-smooth3-bf16-cl", C=6, O=9, G=3, D=3, H=7, W=6, s=(2, 1),
+              kt="inv_1_-2_asym", norm=True, mask=True, smooth=(3, 3), dtype=BF16, cl=True),
+    conv_case("conv-G2-Cg20-k3x5-inv-mask-f16", C=40, O=4, G=2, D=2, H=4, W=5, k=(3, 5), p=(1, 2), kt="inv_1_-2",
+              mask=True, dtype=F16),
+    conv_case("conv-G4-mult2-d2-gauss-norm-f64", C=4, O=8, G=4, D=2, H=6, W=5, p=(2, 2), d=(2, 2), norm=True,
+              dtype=F64),
+    convt_case("convT-G2-s2-op1-gauss-norm-mask-f32", C=4, O=6, G=2, D=3, H=3, W=3, op=(1, 1), norm=True,
+               mask=True),
+    convt_case("convT-G3-Cg20-s2x1-invasym-smooth3-f32", C=60, O=3, G=3, D=2, H=3, W=3, s=(2, 1), op=(1, 0),
+               kt="inv_1_-2_asym", smooth=(3, 3), bias=False),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("c", GROUPED_CASES)
+def test_grouped_forward(c, device):
+    dev = device_or_skip(device)
+    fn = "pac_conv_transpose2d" if c.transposed else "pac_conv2d"
+    run_forward(fn, conv_tensors(c, dev, c.transposed), conv_static(c, c.transposed), c.dtype, c.cl,
+                ["y", "out_mask"])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("c", GROUPED_CASES)
+def test_grouped_backward(c, device):
+    device_or_skip(device)
+    fn = "pac_conv_transpose2d" if c.transposed else "pac_conv2d"
+    dtype = F32 if c.dtype in (F16, BF16) else c.dtype  # low-precision gradients: the fast-path cases
+    run_backward(fn, conv_tensors(c, transposed=c.transposed), conv_static(c, c.transposed), GRADS, dtype, device,
+                 c.cl)
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["conv", "convT"])
+def test_grouped_given_kernel(transposed):
+    """The given-K functions with groups, forward and the input / kernel / weight / bias gradients."""
+    B, C, O, G, H, W, k = 1, 6, 4, 2, 5, 4, (3, 3)
+    if transposed:
+        s, p, op, d = (2, 2), (1, 0), (1, 1), (1, 1)
+        Ho, Wo = (H - 1) * 2 - 2 + 2 + 2, (W - 1) * 2 + 2 + 2
+        tensors = given_kernel_tensors(B, C, O, H, W, k, Ho, Wo, (C, O // G, *k), True)
+        fn, static = "pacconv_transpose2d", dict(stride=s, padding=p, output_padding=op, dilation=d,
+                                                 shared_filters=False, groups=G)
+    else:
+        s, p, d = (2, 1), (1, 2), (1, 2)
+        Ho, Wo = (H - 1) // 2 + 1, W
+        tensors = given_kernel_tensors(B, C, O, H, W, k, Ho, Wo, (O, C // G, *k), True)
+        fn, static = "pacconv2d", dict(stride=s, padding=p, dilation=d, shared_filters=False, groups=G)
+    run_forward(fn, tensors, static, F32, False, ["y"])
+    run_backward(fn, tensors, static, ["input", "kernel", "weight", "bias"], F32, "cpu")
 
 
 # --- plumbing of the dense family ------------------------------------------------------------------

@@ -85,20 +85,22 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 # positional argument order of each public function (``pac_triton.triton`` = the reference's)
 ORDER = {
     "pac_conv2d": ["input", "guide", "weight", "bias", "stride", "padding", "dilation", "kernel_type", "inv_alpha",
-                   "inv_lambda", "smooth_kernel", "normalize_kernel", "shared_filters", "mask"],
+                   "inv_lambda", "smooth_kernel", "normalize_kernel", "shared_filters", "mask", "groups"],
     "pac_conv_transpose2d": ["input", "guide", "weight", "bias", "stride", "padding", "output_padding", "dilation",
                              "kernel_type", "inv_alpha", "inv_lambda", "smooth_kernel", "normalize_kernel",
-                             "shared_filters", "mask"],
+                             "shared_filters", "mask", "groups"],
     "pac_pool2d": ["input", "guide", "kernel_size", "stride", "padding", "dilation", "kernel_type", "inv_alpha",
                    "inv_lambda", "smooth_kernel", "normalize_kernel", "channel_wise", "mask"],
     "packernel2d": ["guide", "mask", "kernel_size", "stride", "padding", "output_padding", "dilation",
                     "kernel_type", "smooth_kernel", "inv_alpha", "inv_lambda", "channel_wise", "normalize_kernel",
                     "transposed"],
-    "pacconv2d": ["input", "kernel", "weight", "bias", "stride", "padding", "dilation", "shared_filters"],
+    "pacconv2d": ["input", "kernel", "weight", "bias", "stride", "padding", "dilation", "shared_filters", "groups"],
     "pacconv_transpose2d": ["input", "kernel", "weight", "bias", "stride", "padding", "output_padding", "dilation",
-                            "shared_filters"],
+                            "shared_filters", "groups"],
     "pacpool2d": ["input", "kernel", "kernel_size", "stride", "padding", "dilation"],
 }
+# arguments a case's ``static`` may leave out (the backends' defaults)
+STATIC_DEFAULTS = {"groups": 1}
 GRADS = ["input", "guide", "weight", "bias", "inv_alpha", "inv_lambda", "smooth_kernel"]
 
 
@@ -166,6 +168,7 @@ def run_forward(fn_name, tensors, static, dtype, channels_last, out_names):
     are in ``dtype`` inside NaN guard bands (4-D ones in the requested layout)."""
     order = ORDER[fn_name]
     rounded = {k: (None if v is None else v.to(dtype).double()) for k, v in tensors.items()}
+    static = {**STATIC_DEFAULTS, **static}
     exp = getattr(REF, fn_name)(*[rounded[k] if k in rounded else static[k] for k in order])
     exp = exp if isinstance(exp, tuple) else (exp,)
     tri = {k: (None if v is None else _triton_input(k, v, dtype, channels_last)) for k, v in tensors.items()}
@@ -182,6 +185,7 @@ def run_backward(fn_name, tensors, static, grad_names, dtype, device, channels_l
     """Reference autograd (float64 on the inputs rounded to ``dtype``) vs the Triton backward
     on ``dtype`` inputs inside NaN guard bands. Returns the Triton gradients by name."""
     order = ORDER[fn_name]
+    static = {**STATIC_DEFAULTS, **static}
     dev = torch.device(device)
     rounded = {k: (None if v is None else v.to(dtype).double().to(dev)) for k, v in tensors.items()}
     leaves = {k: rounded[k].clone().requires_grad_() for k in grad_names if rounded.get(k) is not None}
