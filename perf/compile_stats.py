@@ -126,7 +126,7 @@ def conv_variants(dt):
     ptrs = dict(x_ptr=dt, w_ptr=dt, bias_ptr=dt, y_ptr=dt, g_ptr=dt, f0_ptr=dt, m_ptr=dt, k_ptr=dt,
                 om_ptr=dt, alpha_ptr=kdt, lam_ptr=kdt)
     cfg = configs.conv_default(64, 64, f64)
-    common = dict(KDT=_TL[kdt], DOT_DT=dot_dt, PREC=prec, HAS_BIAS=True, IDX64=False,
+    common = dict(KDT=_TL[kdt], DOT_DT=dot_dt, PREC=prec, HAS_BIAS=True, IDX64=False, GROUPED=False,
                   BLOCK_P=cfg["BLOCK_P"], BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"],
                   TILE_W=configs.tile_w(512, cfg["BLOCK_P"]), C_SINGLE=64 <= cfg["BLOCK_C"])
     full = dict(K_MODE=K_GUIDE, KTYPE=KT_INV_ASYM, F0_SMOOTH=False, NORMALIZE=True, HAS_MASK=True,
@@ -152,6 +152,9 @@ def conv_variants(dt):
                                 "D_SINGLE": True, "BLOCK_D": 1}, cfg)
     yield ("convT_guide", ptrs, {**_geom(True), "TRANSPOSED": True, **common, **full}, cfg)
     yield ("conv_guide_idx64", ptrs, {**_geom(), "TRANSPOSED": False, **common, **full, "IDX64": True}, cfg)
+    # groups (64 input and output channels per group): a program takes one group's block
+    yield ("conv_guide_grouped", ptrs, {**_geom(), "TRANSPOSED": False, **common, **full, "GROUPED": True}, cfg)
+    yield ("convT_guide_grouped", ptrs, {**_geom(True), "TRANSPOSED": True, **common, **full, "GROUPED": True}, cfg)
 
 
 def dw_variants(dt):
@@ -217,7 +220,7 @@ def bwd_variants(dt):
     ggl = dict(num_warps=ggd["num_warps"], num_stages=ggd["num_stages"])
     base = dict(IDX64=False, KDT=_TL[kdt])
     kopt = dict(K_MODE=K_GUIDE, KTYPE=KT_INV_ASYM, F0_SMOOTH=False, NORMALIZE=True, HAS_MASK=True)
-    gemm = dict(DOT_DT=dot_dt, PREC=prec)
+    gemm = dict(DOT_DT=dot_dt, PREC=prec, GROUPED=False)  # the dense family's GEMM kernels
     P = lambda names_dt, names_k: {**{n: dt for n in names_dt}, **{n: kdt for n in names_k}}  # noqa: E731
     gp = P(("g_ptr", "f0_ptr", "m_ptr"), ("dk_ptr", "sc_ptr", "df0_ptr", "pa_ptr", "pl_ptr", "alpha_ptr", "lam_ptr"))
     gpc = {**base, "KTYPE": KT_INV_ASYM, "F0_SMOOTH": False, "NORMALIZE": True, "HAS_MASK": True, "NEED_DR": True}
@@ -260,6 +263,12 @@ def bwd_variants(dt):
            {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, **xblk, **both, "BLOCK_D": 16, "HOIST_F": True,
             "BLOCK_O": bcfg["BLOCK_O"], "BLOCK_C": bcfg["BLOCK_C"], "C_SINGLE": False, "O_SINGLE": False},
            dict(num_warps=bcfg["num_warps"], num_stages=bcfg["num_stages"]))
+    # groups (64 input and output channels per group): the (group, channel block) loop's tiles
+    gcfg = configs.conv_dxdk_default(64, 64, f64, grouped=True)
+    yield ("bwd_conv_dxdk_grouped", conv.pac_conv_dxdk_kernel, kp,
+           {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, **xblk, **both, "BLOCK_D": 16, "HOIST_F": True,
+            "BLOCK_O": gcfg["BLOCK_O"], "BLOCK_C": gcfg["BLOCK_C"], "O_SINGLE": False, "GROUPED": True},
+           dict(num_warps=gcfg["num_warps"], num_stages=gcfg["num_stages"]))
     yield ("bwd_conv_dxdk_loadK_dx", conv.pac_conv_dxdk_kernel, kp,
            {**_geom(), "TRANSPOSED": False, **base, **kopt, "K_MODE": K_LOAD, "NORMALIZE": False,
             "HAS_MASK": False, **gemm, **xblk, "NEED_DX": True, "NEED_DK": False, "BLOCK_D": 1, "HOIST_F": False}, xl)
@@ -267,6 +276,9 @@ def bwd_variants(dt):
     for tr in (False, True):
         yield (f"bwd_conv{'T' if tr else ''}_dw", conv.pac_conv_dw_kernel, wp,
                {**_geom(tr), "TRANSPOSED": tr, **base, **kopt, **gemm, **cblk, "D_SINGLE": True, "BLOCK_D": 16}, cl)
+    yield ("bwd_conv_dw_grouped", conv.pac_conv_dw_kernel, wp,
+           {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, **cblk, "D_SINGLE": True, "BLOCK_D": 16,
+            "GROUPED": True}, cl)
     yield ("bwd_conv_dw_loadK", conv.pac_conv_dw_kernel, wp,
            {**_geom(), "TRANSPOSED": False, **base, **kopt, "K_MODE": K_LOAD, "NORMALIZE": False,
             "HAS_MASK": False, **gemm, **cblk, "D_SINGLE": True, "BLOCK_D": 1}, cl)
@@ -338,7 +350,7 @@ def bwd_variants(dt):
 
 # Weight-gradient kernels: their PTX must hold no atom./red. (deterministic split reduction).
 WEIGHT_GRAD = ("bwd_conv_dw", "bwd_convT_dw", "bwd_conv_dw_loadK", "bwd_conv_dw_dblocks", "bwd_conv_dw_vec",
-               "bwd_shared_dw", "bwd_shared_dw_vec")
+               "bwd_conv_dw_grouped", "bwd_shared_dw", "bwd_shared_dw_vec")
 # Backward kernels whose code depends on the data dtype (dots): compiled for every dtype.
 BWD_CORE = ("bwd_conv_dxdk", "bwd_conv_dw", "bwd_dw_dx", "bwd_shared_dw", "bwd_guide_pass",
             "bwd_guide_gather")

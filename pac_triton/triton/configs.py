@@ -222,20 +222,21 @@ def kernel_default(DK: int, channel_wise: bool, f64: bool = False) -> dict:
 
 # --- backward --------------------------------------------------------------------------------
 
-def conv_dxdk_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
+def conv_dxdk_default(C: int, O: int, f64: bool, vec: bool = False, grouped: bool = False) -> dict:
     """Tiles of the backward's fused input-gradient / dK pass (``pac_conv_dxdk_kernel``): the
     forward's shape with the roles of C and O swapped (rows = input pixels, columns = input
     channels ``BLOCK_C``, reduction over output channels ``BLOCK_O``): 64 pixels x all of C up
     to 64 x all of O up to 64, 4 warps with vectorised gathers (``vec``), else 8. Larger C or O
     run loops over 64-wide channel blocks and 32-wide output-channel blocks at 8 warps (sm_80 /
     sm_90, bf16: 64 x 64 blocks with the channel loop spill on sm_80; 64 x 32 need ~235
-    registers, ~173 vectorised)."""
+    registers, ~173 vectorised). ``grouped`` (C, O per group): the kernel always loops over
+    (group, channel block), so the loop's tiles."""
     if f64:
         # 8 warps: at 4 the transposed variant spills with triton 3.6 on sm_90
         cfg = dict(BLOCK_P=32, BLOCK_O=16, BLOCK_C=clamp(np2(C), 16, 32), num_warps=8, num_stages=1)
     else:
         bc = clamp(np2(C), 16, 64)
-        small = C <= 64 and O <= 64
+        small = C <= 64 and O <= 64 and not grouped
         bo = clamp(np2(O), 16, 64) if small else clamp(np2(O), 16, 32)
         cfg = dict(BLOCK_P=64, BLOCK_O=bo, BLOCK_C=bc, num_warps=4 if (vec and small) else 8, num_stages=2)
     for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C"):

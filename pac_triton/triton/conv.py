@@ -72,7 +72,7 @@ def pac_conv_kernel(
     KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr,
     D_SINGLE: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr,
-    TILE_W: tl.constexpr, C_SINGLE: tl.constexpr, GROUPED: tl.constexpr = False,
+    TILE_W: tl.constexpr, C_SINGLE: tl.constexpr, GROUPED: tl.constexpr,
 ):
     """y[b, o, u, v] = bias[o] + sum_t K_t(u, v) * sum_c W_t[c, o] * x[b, c, q_t(u, v)].
 
@@ -408,7 +408,7 @@ def pac_conv_dxdk_kernel(
     NEED_DX: tl.constexpr, NEED_DK: tl.constexpr,
     KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, TILE_W: tl.constexpr,
-    O_SINGLE: tl.constexpr, C_SINGLE: tl.constexpr, HOIST_F: tl.constexpr, GROUPED: tl.constexpr = False,
+    O_SINGLE: tl.constexpr, C_SINGLE: tl.constexpr, HOIST_F: tl.constexpr, GROUPED: tl.constexpr,
 ):
     """Input gradient and dL/dK in one pass over the tap products G_t = gy @ W_t^T:
 
@@ -544,7 +544,7 @@ def pac_conv_dw_kernel(
     NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, IDX64: tl.constexpr,
     KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr, D_SINGLE: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, TILE_W: tl.constexpr,
-    GROUPED: tl.constexpr = False,
+    GROUPED: tl.constexpr,
 ):
     """Weight-gradient partials: program (split, (o-block, c-block), tap t) sums
     ``gy[P, o] K_t(P) x[q_t(P), c]`` over the output-pixel tiles ``split, split + NSPLIT, ...``
@@ -848,7 +848,7 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
         else:
             dk = hc.empty((B, KK, Ho * Wo), kdt, dev) if need_dk else None
         dx = hc.like_layout(x_in, (B, C_all, H, W), x.dtype) if needs.x else x
-        xcfg = configs.conv_dxdk_default(C, O, f64, vec)
+        xcfg = configs.conv_dxdk_default(C, O, f64, vec, grouped=G > 1)
         bpx = xcfg["BLOCK_P"]
         sh_, sw_ = (1, 1) if transposed else tuple(stride)
         ph_, pw_ = triton.cdiv(H, sh_), triton.cdiv(W, sw_)

@@ -50,7 +50,7 @@ def test_aot_compile_all_kernels():
     # split reductions), in particular none in the weight-gradient kernels (determinism).
     # as in perf/compile_stats.py (not imported here: it must run without TRITON_INTERPRET)
     WEIGHT_GRAD = ("bwd_conv_dw", "bwd_convT_dw", "bwd_conv_dw_loadK", "bwd_conv_dw_dblocks", "bwd_conv_dw_vec",
-                   "bwd_shared_dw")
+                   "bwd_conv_dw_grouped", "bwd_shared_dw")
     bwd = [r for r in recs if r["name"].startswith("bwd_")]
     bwd_names = {r["name"] for r in bwd}
     for arch in (80, 90):
