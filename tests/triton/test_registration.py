@@ -103,6 +103,14 @@ def test_opcheck_backward():
     tests = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
     torch.library.opcheck(ops.triton_conv_fwd, (x, w, b, g, None, m, None, a, lm, [1, 1], [1, 1], [0, 0], [1, 1],
                                                 1, True, False, False), test_utils=tests)
+    # groups (the trailing argument): conv [O, C/G, kh, kw] and transposed [C, O/G, kh, kw]
+    wg = torch.randn(6, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    bg = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    for transposed in (False, True):
+        torch.library.opcheck(ops.triton_conv_fwd, (x, torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+                                                    if transposed else wg, bg, g, None, m, None, a, lm, [1, 1],
+                                                    [1, 1], [0, 0], [1, 1], 1, True, False, transposed, 3),
+                              test_utils=tests)
     gp = torch.randn(1, 3, 4, 4, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(ops.triton_pool_fwd, (x, gp, None, None, None, None, None, [3, 3], [1, 1], [1, 1], [1, 1],
                                                 0, False, True), test_utils=tests)
