@@ -381,3 +381,45 @@ def test_backward_bitwise_reproducible():
                 assert torch.equal(a, b)
     finally:
         torch.use_deterministic_algorithms(old)
+
+
+class _Copies(torch.utils._python_dispatch.TorchDispatchMode):
+    """The copies (clone / _to_copy / copy_) of ``numel`` elements made inside the block."""
+
+    OPS = {torch.ops.aten.clone.default, torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default}
+
+    def __init__(self, numels):
+        super().__init__()
+        self.numels, self.seen = set(numels), []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in self.OPS and isinstance(out, torch.Tensor) and out.numel() in self.numels:
+            self.seen.append((str(func), tuple(out.shape)))
+        return out
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "nchw"])
+def test_nhwc_inputs_are_read_in_place(layout):
+    """Channels-last input, guide and dL/dy are read in place: no copy of them in the forward or
+    the backward launchers (the custom ops' bodies: a dispatch mode sees a custom op as one
+    op), and the output and dL/dx are channels-last, as ``nn.Conv2d`` gives. NCHW ones with 16
+    channels are gathered from channels-last copies (the control: the probe sees those)."""
+    from pac_triton.triton import conv
+    B, C, D, H, W = 1, 16, 16, 5, 7
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = torch.randn(B, C, H, W).contiguous(memory_format=fmt)
+    g = torch.randn(B, D, H, W).contiguous(memory_format=fmt)
+    gy = torch.randn(B, C, H, W).contiguous(memory_format=fmt)
+    w = torch.randn(C, C, 3, 3)
+    geom = ([1, 1], [1, 1], [0, 0], [1, 1])
+    probe = _Copies({x.numel()})
+    with probe:
+        y, _ = conv._conv_fwd(x, w, None, g, None, None, None, None, None, *geom, 0, False, False, False, 1)
+        dx, dw, _, dg = conv._conv_bwd(gy, x, w, g, None, None, None, None, None, *geom, 0, False, False, False,
+                                       [True, True, False, True, False, False, False, False], 1)[:4]
+    assert y.is_contiguous(memory_format=fmt) and dx.is_contiguous(memory_format=fmt)
+    if layout == "channels_last":
+        assert probe.seen == [], probe.seen
+    else:
+        assert len(probe.seen) >= 4, probe.seen  # x and the guide in each pass, dL/dy
