@@ -13,8 +13,8 @@
 #      (bf16) timings of the Triton and reference backends against F.conv2d (cudnn.benchmark
 #      on) at the floor shapes of docs/kernels.md, the convnext preset's four depthwise k7 B32
 #      shapes (forward and forward+backward bf16, against F.conv2d(groups=C); these rows go into
-#      the same results.csv; where the Triton backend has no grouped kernel its rows read
-#      `failed: NotImplementedError ...`), float64-reference errors, bitwise
+#      the same results.csv; a Triton backend without grouped kernels gives rows reading
+#      `failed: NotImplementedError ...`, never reference timings), float64-reference errors, bitwise
 #      run-to-run comparison of outputs and gradients, peak memory vs resolution;
 #   3. `python -m perf.breakdown`: per-kernel device time of one C64 k5 D16 512² bf16 forward and
 #      forward+backward (Triton and F.conv2d) and the wall - kernel-sum gap (host time);

@@ -242,7 +242,7 @@ def test_convnext_preset_cases():
 
 def test_convnext_preset_runs_on_cpu(tmp_path):
     """``--preset convnext`` at the CPU scale: the depthwise floor and the reference are timed; the
-    auto provider says it ran the reference (no grouped Triton kernel on a CPU tensor); Triton is
+    auto provider says it ran the reference ('auto' runs Triton on CUDA tensors only); Triton is
     never timed on a CPU (interpreted at tiny sizes only)."""
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "PAC_TRITON_BACKEND")}
     env["MPLBACKEND"] = "Agg"
