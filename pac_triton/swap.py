@@ -3,8 +3,12 @@
 ``swap_to_pac(model, names)`` replaces chosen ``nn.Conv2d`` / ``nn.ConvTranspose2d`` layers with
 guided PAC layers that keep the pretrained parameters (the very same ``Parameter`` objects, so
 state-dict keys, ``requires_grad`` flags and an optimizer built earlier stay valid) and the
-geometry (stride, padding, dilation, output_padding). The swapped layers keep the one-argument
-``forward(x)`` of the layers they replace; their guide comes from a provider set on the model::
+geometry (stride, padding, dilation, output_padding, ``groups`` -- grouped and depthwise convs,
+channel multipliers included -- and ``padding_mode``: ``'reflect'``, ``'replicate'`` and
+``'circular'`` pad the input and the guide alike, docs/semantics.md section 8). Grouped layers
+run on the backends that implement ``groups != 1`` (docs/semantics.md section 7). The swapped
+layers keep the one-argument ``forward(x)`` of the layers they replace; their guide comes from
+a provider set on the model::
 
     model = swap_to_pac(model, ["features.2", "features.5"])        # or predicate=...
     with guided(model, image_features):                              # or set_guide(model, f)
@@ -31,8 +35,9 @@ did and the state-dict keys stay ``parametrizations.weight.original0``, ... Stat
 (such as ``weight_norm``'s loader of old checkpoints) carry over too.
 
 What PAC cannot express, or could not take over without changing what the model computes, is
-refused with a ``ValueError`` naming the layer: ``groups != 1``, ``padding_mode != 'zeros'``,
-even kernel sizes, uninitialised lazy layers, subclasses that override the computation
+refused with a ``ValueError`` naming the layer: even kernel sizes, a transposed layer whose
+``padding_mode`` is not ``'zeros'`` (``nn.ConvTranspose2d`` cannot run one either),
+uninitialised lazy layers, subclasses that override the computation
 (``forward``, ``_conv_forward``, ``_output_padding``: hand-made circular padding, weight
 standardisation, ...), forward or backward hooks on the layer (which includes the deprecated
 hook-based ``torch.nn.utils.weight_norm`` / ``spectral_norm`` and ``torch.nn.utils.prune``:
@@ -53,6 +58,7 @@ from torch.nn.utils import parametrize
 
 from . import functional as PF
 from .modules import PacConv2d, PacConvTranspose2d
+from .validation import PADDING_MODES
 
 __all__ = ["swap_to_pac", "set_guide", "guided", "GuidedPacConv2d", "GuidedPacConvTranspose2d", "GUIDE_MODES"]
 
@@ -179,7 +185,7 @@ class GuidedPacConvTranspose2d(_Guided, PacConvTranspose2d):
         return PF.pac_conv_transpose2d(input, guide, self.weight, self.bias, stride=self.stride,
                                        padding=self.padding, output_padding=output_padding,
                                        dilation=self.dilation, shared_filters=self.shared_filters,
-                                       backend=self.backend, **self._kernel_args())
+                                       groups=self.groups, backend=self.backend, **self._kernel_args())
 
 
 # --------------------------------------------------------------------------- the swap
@@ -235,10 +241,14 @@ def _refusal(module) -> str | None:
         if value is not None and not isinstance(value, nn.Parameter):
             return (f"its {name} is a {type(value).__name__}, not a Parameter (computed by something the PAC layer "
                     "would not run)")
-    if module.groups != 1:
-        return f"groups={module.groups}: PAC layers have no grouped (or depthwise) form"
-    if module.padding_mode != "zeros":
-        return f"padding_mode={module.padding_mode!r}: PAC pads with zeros only"
+    if module.padding_mode not in PADDING_MODES:
+        return f"padding_mode={module.padding_mode!r}: PAC layers pad with one of {PADDING_MODES}"
+    if isinstance(module, nn.ConvTranspose2d) and module.padding_mode != "zeros":
+        return (f"padding_mode={module.padding_mode!r}: transposed layers (nn.ConvTranspose2d and "
+                "PacConvTranspose2d) pad with 'zeros' only")
+    if module.in_channels % module.groups or module.out_channels % module.groups:
+        return (f"groups={module.groups} does not divide in_channels={module.in_channels} and "
+                f"out_channels={module.out_channels}")
     kernel_size = _pair(module.kernel_size)
     if any(k % 2 == 0 for k in kernel_size):
         return f"kernel_size={kernel_size}: PAC kernels need odd sizes (the centre tap defines K)"
@@ -265,10 +275,11 @@ def _make_pac(module, kernel_type, smooth_kernel_type, normalize_kernel, guide_m
     if isinstance(module, nn.ConvTranspose2d):
         pac = GuidedPacConvTranspose2d(module.in_channels, module.out_channels, kernel_size, stride=stride,
                                        padding=padding, output_padding=output_padding, dilation=dilation,
-                                       **options)
+                                       groups=module.groups, **options)
     else:
         pac = GuidedPacConv2d(module.in_channels, module.out_channels, kernel_size, stride=stride,
-                              padding=padding, dilation=dilation, **options)
+                              padding=padding, dilation=dilation, groups=module.groups,
+                              padding_mode=module.padding_mode, **options)
     # Kernel buffers/parameters (inv_alpha, smooth_kernel, ...) follow the layer's device and dtype;
     # weight and bias are the original Parameter objects.
     dtype, device = _dtype_device(module)
@@ -298,7 +309,8 @@ def swap_to_pac(model: nn.Module, names: str | Iterable[str] | None = None, *,
     ``"features.3"``; ``""`` is the model itself) or by ``predicate(name, module)``, which is
     asked about every ``nn.Conv2d``/``nn.ConvTranspose2d`` of the model. Exactly one of the two.
     The replacements are ``GuidedPacConv2d``/``GuidedPacConvTranspose2d`` with the layer's own
-    ``weight`` and ``bias`` Parameters, geometry, training mode, and the given PAC options
+    ``weight`` and ``bias`` Parameters (and parametrizations), geometry (``groups`` and
+    ``padding_mode`` included), dtype, device, training mode, and the given PAC options
     (``kernel_type``, ``smooth_kernel_type``, ``normalize_kernel``, ``backend``) and
     ``guide_mode`` (how the model's guide is resized to each layer: one of ``GUIDE_MODES``).
 

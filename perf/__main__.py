@@ -6,6 +6,7 @@ Examples::
     pac-perf                               # = --quick: under a minute on a CPU
     pac-perf --sweep k,C,D --mode fwd,fwdbwd --dtype bf16,tf32
     pac-perf --preset upsample             # the paper's workloads: upsample, vgg, crf
+    pac-perf --preset convnext             # ConvNeXt-T's depthwise 7x7 convs, B32, vs F.conv2d(groups=C)
     pac-perf --preset gpu-check --out $OUT # what perf/gpu_check.sh runs (as python -m perf)
     pac-perf --autotune --sweep k          # tune the Triton kernels over the sweep (CUDA)
 
@@ -43,7 +44,9 @@ def parse_args(argv=None):
     what.add_argument("--quick", action="store_true",
                       help="small built-in set: reference + conv floor (about a minute on a CPU); Triton only "
                            "at tiny sizes on a CPU, interpreted (correctness, not speed)")
-    what.add_argument("--preset", choices=sorted(C.PRESETS), help="the paper's workloads, or the GPU check set")
+    what.add_argument("--preset", choices=sorted(C.PRESETS),
+                      help="the paper's workloads (upsample, vgg, crf), ConvNeXt's depthwise convs (convnext), or "
+                           "the GPU check set")
     what.add_argument("--sweep", type=_csv, metavar="AXES",
                       help=f"comma-separated axes swept one at a time: {', '.join(C.AXES)} (aliases k, C, D, "
                            f"res, B); 'k=3/5/7' sweeps only those values")
@@ -192,7 +195,8 @@ def main(argv=None) -> int:
     suite, cases = build_cases(args, full, on_cuda)
     if args.preset and not full:
         notes.append(f"preset {args.preset}: full sizes are for a GPU; on this CPU resolutions are divided by "
-                     f"{C.CPU_PRESET_SCALE} (the 'note' column says so) and GPU-only cases are skipped")
+                     f"{C.CPU_PRESET_SCALE} (not below the kernel size) and batches by {C.CPU_PRESET_BATCH_SCALE} "
+                     "(the 'note' column says so) and GPU-only cases are skipped")
 
     if args.list:
         for c in cases:
@@ -291,6 +295,7 @@ def run_case(case, providers, device, args, results, bar, check, seed, rep_ms):
     inp = None
     ref = {}
     timed = {}
+    details = {}
 
     def reference_outputs():
         if "val" not in ref:
@@ -309,10 +314,12 @@ def run_case(case, providers, device, args, results, bar, check, seed, rep_ms):
 
     for prov in providers:
         bar.set_description_str(f"{case.shape_label()[:40]} {case.mode} {prov}", refresh=False)
-        detail = W.FLOOR_DETAIL[case.op] if prov == "floor" else W.DETAIL[prov]
+        detail = W.floor_detail(case) if prov == "floor" else W.DETAIL[prov]
         interpreted = prov == "triton" and on_cpu
         if interpreted:
             detail += " (interpreted)"
+        # triton / auto: which backend really ran is observed on the first call (BackendProbe).
+        probe = W.BackendProbe() if prov in W.PROBED else None
         skip = None
         if case.gpu_only and on_cpu:
             skip = "full-size GPU-only case"
@@ -329,7 +336,7 @@ def run_case(case, providers, device, args, results, bar, check, seed, rep_ms):
             fwd, grads, _ = W.provider_forward(case, inp, prov)
             metrics = {}
             if (check or interpreted) and prov not in ("floor", "reference"):
-                got = W.outputs_of(case.mode, fwd, grads, seed)
+                got = (probe.run if probe else lambda f: f())(lambda: W.outputs_of(case.mode, fwd, grads, seed))
                 again = W.outputs_of(case.mode, fwd, grads, seed)
                 metrics["bitwise_repeat"] = 1.0 if W.bitwise_equal(got, again) else 0.0
                 expect = reference_outputs()
@@ -337,11 +344,21 @@ def run_case(case, providers, device, args, results, bar, check, seed, rep_ms):
                     metrics["rel_err_vs_reference"] = W.rel_err(got, expect)
                 del got, again
             fn, _ = W.timed_callable(case.mode, fwd, grads, seed)
+            warm = False
+            if probe is not None:
+                if not probe.calls:
+                    probe.run(fn)  # also the first call outside the timer (compilation, autotuning)
+                    warm = True
+                detail += f" [ran: {probe.backend}]"
+                if prov == "triton" and probe.backend != "triton":
+                    raise RuntimeError("backend='triton' ran no Triton kernel (no pac_triton::triton_* op): "
+                                       "not recorded as a Triton timing")
             if interpreted:
                 metrics["interp_wall_ms"] = timing.wall_once(fn, device)
                 status = "interpreted"
             else:
-                fn()  # first call outside the timer (compilation, autotuning, cudnn.benchmark)
+                if not warm:
+                    fn()  # first call outside the timer (compilation, autotuning, cudnn.benchmark)
                 t = timing.bench(fn, device, warmup_ms=args.warmup_ms, rep_ms=rep_ms)
                 timed[prov] = t["median"]
                 sec = t["median"] * 1e-3
@@ -353,6 +370,7 @@ def run_case(case, providers, device, args, results, bar, check, seed, rep_ms):
                 if mem is not None:
                     metrics["peak_mem_bytes"], metrics["peak_mem_extra_bytes"] = mem
                 status = "ok"
+            details[prov] = detail
             for name, val in metrics.items():
                 results.add(case, prov, detail, status, name, val)
         except (KeyboardInterrupt, _Interrupted):
@@ -368,8 +386,7 @@ def run_case(case, providers, device, args, results, bar, check, seed, rep_ms):
     if floor:
         for prov, med in timed.items():
             if prov != "floor":
-                detail = W.DETAIL[prov]
-                results.add(case, prov, detail, "ok", "ratio_to_floor", med / floor)
+                results.add(case, prov, details.get(prov, W.DETAIL[prov]), "ok", "ratio_to_floor", med / floor)
     del inp, ref
 
 

@@ -1,12 +1,14 @@
 """What the harness measures, as data: sweep axes, defaults, presets, and the documented counts.
 
 A :class:`Case` is one workload at one shape, mode and dtype. Most are a single PAC layer
-(``op`` in ``conv``, ``transposed``, ``pool``); two presets time whole workloads:
+(``op`` in ``conv``, ``transposed``, ``pool``; a conv may be grouped: ``groups``, depthwise
+when ``groups == c_in``, as in the ``convnext`` preset); two presets time whole workloads:
 ``upsample`` (a stack of stride-2 transposed PAC layers) and ``crf`` (``PacCRF`` mean-field).
 
 Documented counts (also in ``perf/NOTES.md``); ``P = B * Ho * Wo`` output pixels:
 
-* GEMM FLOPs, forward: conv ``2*B*Cout*Cin*k^2*Ho*Wo``; transposed ``2*B*Cin*Cout*k^2*Hin*Win``
+* GEMM FLOPs, forward: conv ``2*B*Cout*(Cin/groups)*k^2*Ho*Wo`` (depthwise, ``groups = Cin =
+  Cout``: ``2*B*C*k^2*Ho*Wo``); transposed ``2*B*Cin*Cout*k^2*Hin*Win``
   (the multiply-adds ``F.conv_transpose2d`` does: each input pixel meets each of the ``k^2``
   taps once); pool ``2*B*C*k^2*Ho*Wo`` (``Cin*k^2`` per output pixel instead of
   ``Cout*Cin*k^2``). Backward counts ``2x`` the forward (input and weight gradients),
@@ -19,6 +21,7 @@ Documented counts (also in ``perf/NOTES.md``); ``P = B * Ho * Wo`` output pixels
 * Bytes: input + guide + weight + output once each in the dtype (forward); backward reads
   them and the output gradient and writes the input, guide and weight gradients
   (``2*(x+f+w) + y``); forward+backward is the sum. One count per case for every provider.
+  A grouped conv's weight is ``Cout*(Cin/groups)*k^2`` elements.
 """
 from __future__ import annotations
 
@@ -45,8 +48,11 @@ AXES = {
 # Values for the axes not swept.
 DEFAULTS_FULL = dict(b=1, c_in=64, k=5, d=16, h=512)
 DEFAULTS_CPU = dict(b=1, c_in=16, k=5, d=8, h=32)
-# Presets are defined at their paper sizes; on a CPU their resolution is divided by this.
+# Presets are defined at their paper sizes; on a CPU their resolution is divided by this (never
+# below the kernel size, nor below the full size when that is smaller) and their batch by
+# CPU_PRESET_BATCH_SCALE (never below 1; only the convnext preset has a batch above 1).
 CPU_PRESET_SCALE = 4
+CPU_PRESET_BATCH_SCALE = 8
 
 
 def axis_name(name: str) -> str:
@@ -87,6 +93,7 @@ class Case:
     d: int = 16
     stride: int = 1
     dilation: int = 1
+    groups: int = 1                  # conv only: nn.Conv2d's groups (c_in for depthwise)
     kernel_type: str = "gaussian"
     layers: int = 1                  # upsample: transposed layers in the stack
     steps: int = 1                   # crf: mean-field steps
@@ -168,7 +175,7 @@ class Case:
             elif self.op in ("transposed", "upsample"):
                 total += 2.0 * self.b * ci * co * k2 * hi * wi
             else:
-                total += 2.0 * self.b * co * ci * k2 * ho * wo
+                total += 2.0 * self.b * co * (ci // self.groups) * k2 * ho * wo
         return total
 
     def flops(self) -> float:
@@ -197,7 +204,7 @@ class Case:
                 continue
             f += self.b * self.d * (ho * wo if self.op in ("transposed", "upsample") else hi * wi)
             if self.op != "pool":
-                wt += ci * co * self.k * self.k
+                wt += ci * co * self.k * self.k // self.groups
         fwd = x + f + wt + y
         bwd = 2 * (x + f + wt) + y
         return float(e * {"fwd": fwd, "bwd": bwd, "fwdbwd": fwd + bwd}[self.mode])
@@ -213,13 +220,16 @@ class Case:
             extra = f" {self.steps}st"
         elif self.op == "transposed":
             extra = f" s{self.stride}"
+        if self.groups != 1:
+            extra += " depthwise" if self.groups == self.c_in else f" g{self.groups}"
         b = f"B{self.b} " if self.b != 1 else ""
         name = f"{self.name} " if self.name else ""
         return f"{name}{self.op} {b}C{self.c_in}{co} k{self.k} D{self.d} {res}{extra}"
 
     def config_id(self) -> str:
         return (f"{self.group}|{self.op}|b{self.b}|c{self.c_in}-{self.cout}|{self.h}x{self.wd}|k{self.k}"
-                f"|d{self.d}|s{self.stride}|dil{self.dilation}|L{self.layers}|T{self.steps}|{self.mode}|{self.dtype}")
+                f"|d{self.d}|s{self.stride}|dil{self.dilation}|L{self.layers}|T{self.steps}|{self.mode}|{self.dtype}"
+                + (f"|g{self.groups}" if self.groups != 1 else ""))
 
     def axes(self) -> list[str]:
         """The swept axes this point lies on (several for the shared default point)."""
@@ -236,7 +246,7 @@ class Case:
             c_out=self.layer_shapes()[-1][1], h_in=self.h_in, w_in=self.w_in, h_out=self.h_out,
             w_out=self.w_out, kernel_size=self.k, feature_dim=self.d, stride=self.stride,
             padding=self.padding, output_padding=self.output_padding, dilation=self.dilation,
-            kernel_type=self.kernel_type, layers=self.layers, steps=self.steps, note=self.note,
+            groups=self.groups, kernel_type=self.kernel_type, layers=self.layers, steps=self.steps, note=self.note,
         )
 
 
@@ -336,9 +346,18 @@ def quick_cases(full: bool):
 def _scaled(case: Case, full: bool) -> Case:
     if full or case.gpu_only:
         return case
-    s = CPU_PRESET_SCALE
-    return replace(case, h=case.h // s, w=(case.w // s if case.w else 0),
-                   note=(case.note + "; " if case.note else "") + f"cpu-scaled: resolution/{s}")
+    s, bs = CPU_PRESET_SCALE, CPU_PRESET_BATCH_SCALE
+
+    def size(n):  # 7 // 4 = 1 would leave a 7x7 kernel only its centre tap
+        return max(n // s, min(n, case.k))
+
+    h, w, b = size(case.h), (size(case.w) if case.w else 0), max(1, case.b // bs)
+    note = f"cpu-scaled: resolution/{s}"
+    if h != case.h // s or (case.w and w != case.w // s):
+        note += " (not below k)"
+    if b != case.b:
+        note += f", batch {case.b}->{b}"
+    return replace(case, h=h, w=w, b=b, note=(case.note + "; " if case.note else "") + note)
 
 
 def preset_upsample(modes, dtypes):
@@ -365,11 +384,39 @@ def preset_crf(modes, dtypes):
             for k in (5, 7, 9, 11) for m in modes for dt in dtypes]
 
 
+CONVNEXT_STAGES = (("stage1", 96, 56), ("stage2", 192, 28), ("stage3", 384, 14), ("stage4", 768, 7))
+CONVNEXT_BATCH = 32
+CONVNEXT_K = 7
+CONVNEXT_D = 16
+
+
+def convnext_cases(modes, dtypes, group="convnext", providers=None):
+    """ConvNeXt-T's depthwise 7x7 convs (padding 3, stride 1) as depthwise PAC, one per stage:
+    C96 56², C192 28², C384 14², C768 7² (a 224² image), batch 32, against the depthwise
+    ``F.conv2d(..., groups=C)`` at the same shape. Guide D = 16: a 16-channel projection of
+    image or stem features brought to each stage's resolution (ConvNeXt has no natural guide
+    width; 16 is the harness's default D, that of the sweeps, gpu-check's k sweep and the
+    upsample preset, and a multiple of 16 as the Triton kernels' vectorised guide gathers
+    want). For a depthwise conv K is not small: ``k^2 (3D + 8) = 2744`` FLOPs per pixel against
+    the conv's ``2 C k^2`` = 9408 (C96) .. 75264 (C768). ``providers``: stage name -> the
+    providers to run there (default: all asked for)."""
+    providers = providers or {}
+    return [Case(op="conv", b=CONVNEXT_BATCH, c_in=c, k=CONVNEXT_K, d=CONVNEXT_D, h=hw, groups=c, mode=m, dtype=dt,
+                 group=group, name=f"convnext-{name}", providers=providers.get(name, ()))
+            for name, c, hw in CONVNEXT_STAGES for m in modes for dt in dtypes]
+
+
+def preset_convnext(modes, dtypes):
+    """ConvNeXt-T's four depthwise 7x7 convs at batch 32 (see ``convnext_cases``)."""
+    return convnext_cases(modes, dtypes)
+
+
 def preset_gpu_check():
     """The short set ``perf/gpu_check.sh`` runs (a few minutes on an H100): the floor shapes of
     docs/kernels.md forward in bf16 and TF32, forward+backward in bf16 (guide requiring
-    grad), the transposed and pooling operators once, and peak memory vs resolution including
-    the 3840x2160 frame of the backward issue's memory target."""
+    grad), the transposed and pooling operators once, the convnext preset's four depthwise
+    shapes (forward and forward+backward bf16), and peak memory vs resolution including the
+    3840x2160 frame of the backward issue's memory target."""
     out = []
     g = "gpu-check"
     for dt in ("bf16", "tf32"):
@@ -394,6 +441,11 @@ def preset_gpu_check():
     out.append(Case(op="transposed", c_in=32, k=5, d=16, h=1024, w=448, stride=2, mode="fwd", dtype="bf16", group=g,
                     name="transposed"))
     out.append(Case(op="pool", c_in=64, k=5, d=16, h=512, mode="fwd", dtype="bf16", group=g, name="pool"))
+    # The convnext preset (depthwise k7, B32), forward and forward+backward bf16: Triton and the
+    # depthwise floor; the reference too at stage 4 (C768 7², small), so the check has a float64
+    # reference for the Triton error at one shape.
+    out += convnext_cases(("fwd", "fwdbwd"), ("bf16",), group=g,
+                          providers={name: ("triton", "floor") for name, *_ in CONVNEXT_STAGES[:3]})
     for h, w in ((1024, 0), (2160, 3840)):
         big = h * (w or h) > 4_000_000
         out.append(Case(op="conv", c_in=64, k=5, d=16, h=h, w=w, mode="fwdbwd", dtype="bf16", group=g,
@@ -406,6 +458,7 @@ PRESETS = {
     "upsample": lambda modes, dtypes: preset_upsample(modes, dtypes),
     "vgg": lambda modes, dtypes: preset_vgg(modes, dtypes),
     "crf": lambda modes, dtypes: preset_crf(modes, dtypes),
+    "convnext": lambda modes, dtypes: preset_convnext(modes, dtypes),
     "gpu-check": lambda modes, dtypes: preset_gpu_check(),
 }
 

@@ -293,6 +293,8 @@ def case_times_chart(df, path: Path, device: str) -> bool:
             vals = [times.get(lab, float("nan")) for lab in labels]
             color = PROVIDER_STYLE[prov][0]
             name = "floor" if prov == "floor" else prov
+            if prov == "auto" and pm["provider_detail"].astype(str).str.contains("[ran: reference]", regex=False).any():
+                name = "auto (ran the reference)"  # auto's choice, observed: not Triton timings
             ax.barh(ys, vals, height=height, color=color, alpha=0.8 if prov != "floor" else 0.45, label=name)
             for y, lab, v in zip(ys, labels, vals):
                 if prov != "floor" and lab in ratios and v == v:

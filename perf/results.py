@@ -8,9 +8,10 @@ Columns (``COLUMNS``; the order of the CSV):
   ``cudnn.benchmark``)
 * case: ``case_id, group, name, axis, axis_value, op, mode, dtype, batch, c_in, c_out, h_in,
   w_in, h_out, w_out, kernel_size, feature_dim, stride, padding, output_padding, dilation,
-  kernel_type, layers, steps, note``
+  groups, kernel_type, layers, steps, note``
 * provider: ``provider, provider_detail, status`` (``ok``, ``interpreted``, ``failed: <reason>``,
-  ``skipped: <reason>``)
+  ``skipped: <reason>``); for ``triton`` and ``auto`` the detail ends with the backend that
+  really ran, observed on the first call (``[ran: triton]`` / ``[ran: reference]``)
 * measurement: ``metric, value, unit``
 
 A provider that fails or is skipped gets one row, ``metric = time_ms_median`` and
@@ -31,7 +32,7 @@ RUN_COLUMNS = ["timestamp", "device", "device_type", "torch_version", "triton_ve
                "git_commit", "python_version", "cpu_threads", "suite", "settings"]
 CASE_COLUMNS = ["case_id", "group", "name", "axis", "axis_value", "op", "mode", "dtype", "batch", "c_in", "c_out",
                 "h_in", "w_in", "h_out", "w_out", "kernel_size", "feature_dim", "stride", "padding",
-                "output_padding", "dilation", "kernel_type", "layers", "steps", "note"]
+                "output_padding", "dilation", "groups", "kernel_type", "layers", "steps", "note"]
 PROVIDER_COLUMNS = ["provider", "provider_detail", "status"]
 MEASURE_COLUMNS = ["metric", "value", "unit"]
 COLUMNS = RUN_COLUMNS + CASE_COLUMNS + PROVIDER_COLUMNS + MEASURE_COLUMNS
@@ -133,6 +134,10 @@ def _label(row) -> str:
     b = f"B{int(row['batch'])} " if int(row["batch"]) != 1 else ""
     co = f"->{int(row['c_out'])}" if int(row["c_out"]) != int(row["c_in"]) else ""
     extra = ""
+    groups = row.get("groups", 1)  # CSVs written before the groups column have none
+    groups = 1 if groups is None or groups != groups else int(groups)
+    if groups != 1:
+        extra = " depthwise" if groups == int(row["c_in"]) else f" g{groups}"
     if row["op"] == "upsample":
         extra = f" {int(row['layers'])} layers"
     elif row["op"] == "crf":
@@ -171,6 +176,8 @@ def summary_table(df):
             kind, _, why = status.partition(": ")
             reasons[why] = reasons.get(why, 0) + 1
             text = kind
+        if status in ("ok", "interpreted") and prov == "auto" and "[ran: reference]" in str(first["provider_detail"]):
+            text += " [ran reference]"  # auto's own choice, observed on the first call
         if "rel_err_vs_reference" in vals and status == "ok":
             text += f" err {vals['rel_err_vs_reference']:.0e}"
         if vals.get("bitwise_repeat") == 0.0:

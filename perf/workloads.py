@@ -2,7 +2,13 @@
 
 Providers: ``triton``, ``reference``, ``auto`` (the library's own choice), ``compile``
 (``torch.compile`` of the reference) and ``floor`` (``F.conv2d`` / ``F.conv_transpose2d`` /
-depthwise ``F.conv2d`` for pooling at the same shape: the same GEMM work without K).
+depthwise ``F.conv2d`` for pooling at the same shape, ``F.conv2d(groups=...)`` for a grouped
+conv: the same GEMM work without K).
+
+Which backend a ``triton`` or ``auto`` provider really ran is observed, not assumed
+(:class:`BackendProbe`: the Triton backend's work goes through the ``pac_triton::triton_*``
+custom ops): the harness writes it into ``provider_detail`` (``[ran: reference]``) and fails a
+``triton`` point that ran no Triton kernel.
 
 All inputs of a case are drawn once (seeded, random, never zeros) and shared by every provider,
 so correctness checks compare the same function on the same data. The guide is scaled so that
@@ -16,6 +22,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from torch.utils._python_dispatch import TorchDispatchMode
+
 from .cases import Case
 
 TORCH_DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -26,6 +34,43 @@ FLOOR_DETAIL = {
 }
 DETAIL = {"triton": "pac_triton triton", "reference": "pac_triton reference (eager)",
           "auto": "pac_triton auto", "compile": "torch.compile(reference)"}
+# Providers whose backend is observed with BackendProbe (the others are what they say).
+PROBED = ("triton", "auto")
+
+
+def floor_detail(case: Case) -> str:
+    if case.op == "conv" and case.groups != 1:
+        return "F.conv2d(groups=C)" if case.groups == case.c_in else f"F.conv2d(groups={case.groups})"
+    return FLOOR_DETAIL[case.op]
+
+
+class BackendProbe(TorchDispatchMode):
+    """Records the operators one call dispatches; ``backend`` is ``"triton"`` when a
+    ``pac_triton::triton_*`` custom op (every Triton kernel launch of the library) ran,
+    ``"reference"`` otherwise. ``run(fn)`` calls ``fn`` once under the probe."""
+
+    TRITON_PREFIX = "pac_triton::triton_"
+
+    def __init__(self):
+        super().__init__()
+        self.triton_ops = set()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.name() if hasattr(func, "name") else str(func)
+        if name.startswith(self.TRITON_PREFIX):
+            self.triton_ops.add(name)
+        return func(*args, **(kwargs or {}))
+
+    def run(self, fn):
+        with self:
+            out = fn()
+        self.calls += 1
+        return out
+
+    @property
+    def backend(self) -> str:
+        return "triton" if self.triton_ops else "reference"
 
 
 class Unavailable(Exception):
@@ -70,9 +115,9 @@ def make_inputs(case: Case, device: torch.device, seed: int) -> Inputs:
         inp.t["x"] = rnd(b, ci, hi, wi)
         gh, gw = (ho, wo) if case.op == "transposed" else (hi, wi)
         inp.t["guide"] = rnd(b, d, gh, gw, scale=gscale)
-        fan_in = ci * k * k
+        fan_in = ci // case.groups * k * k
         if case.op == "conv":
-            inp.t["weight"] = rnd(co, ci, k, k, scale=1.0 / math.sqrt(fan_in))
+            inp.t["weight"] = rnd(co, ci // case.groups, k, k, scale=1.0 / math.sqrt(fan_in))
         elif case.op == "transposed":
             inp.t["weight"] = rnd(ci, co, k, k, scale=1.0 / math.sqrt(fan_in))
         else:  # pool: the floor is a depthwise conv of the same size
@@ -109,7 +154,7 @@ def pac_forward(case: Case, inp: Inputs, backend: str):
     if case.op == "conv":
         def fwd():
             return _first(PF.pac_conv2d(t["x"], t["guide"], t["weight"], None, stride=s, padding=p, dilation=dil,
-                                        kernel_type=kt, backend=backend))
+                                        kernel_type=kt, groups=case.groups, backend=backend))
         return fwd, [t["x"], t["guide"], t["weight"]]
     if case.op == "transposed":
         def fwd():
@@ -138,7 +183,7 @@ def floor_forward(case: Case, inp: Inputs):
     t = inp.t
     s, p, op_, dil = case.stride, case.padding, case.output_padding, case.dilation
     if case.op == "conv":
-        return (lambda: F.conv2d(t["x"], t["weight"], None, s, p, dil)), [t["x"], t["weight"]]
+        return (lambda: F.conv2d(t["x"], t["weight"], None, s, p, dil, case.groups)), [t["x"], t["weight"]]
     if case.op == "transposed":
         return (lambda: F.conv_transpose2d(t["x"], t["weight"], None, s, p, op_, 1, dil)), [t["x"], t["weight"]]
     if case.op == "pool":
@@ -167,7 +212,7 @@ def provider_forward(case: Case, inp: Inputs, provider: str):
     """``(forward, grad_tensors, detail)`` for any provider."""
     if provider == "floor":
         fwd, grads = floor_forward(case, inp)
-        return fwd, grads, FLOOR_DETAIL[case.op]
+        return fwd, grads, floor_detail(case)
     if provider == "compile":
         fwd, grads = pac_forward(case, inp, "reference")
         import torch._dynamo

@@ -193,3 +193,128 @@ def test_ratio_chart_from_committed_gpu_results(tmp_path):
     assert charts.ratio_chart(pd.read_csv(REPO / "perf" / "results" / "v3" / "results.csv"), out)
     check_png(out)
     assert (REPO / "perf" / "results" / "v3" / "ratio_to_cudnn.png").exists()
+
+
+# --------------------------------------------------------------------------- the convnext preset (issue 14)
+
+def _perf_module(name):
+    try:
+        return __import__(f"pac_triton.perf.{name}", fromlist=[name])
+    except ImportError:
+        sys.path.insert(0, str(REPO))
+        return __import__(f"perf.{name}", fromlist=[name])
+
+
+CONVNEXT = [("stage1", 96, 56), ("stage2", 192, 28), ("stage3", 384, 14), ("stage4", 768, 7)]
+
+
+def _shape(case):
+    return (case.name, case.op, case.c_in, case.cout, case.h, case.wd, case.b, case.k, case.groups, case.stride,
+            case.padding, case.dilation, case.d, case.mode, case.dtype)
+
+
+def test_convnext_preset_cases():
+    """Issue 14 point 5: depthwise PAC k7 (padding 3, stride 1) at C96 56², C192 28², C384 14², C768 7²,
+    batch 32, forward and forward+backward, against F.conv2d(groups=C); in gpu-check's set too."""
+    C = _perf_module("cases")
+    modes = ["fwd", "fwdbwd"]
+    cases = C.preset_cases("convnext", modes, ["bf16"], full=True)
+    expected = [(f"convnext-{name}", "conv", c, c, hw, hw, 32, 7, c, 1, 3, 1, 16, mode, "bf16")
+                for name, c, hw in CONVNEXT for mode in modes]
+    assert [_shape(case) for case in cases] == expected
+    for case in cases:
+        c, hw = case.c_in, case.h
+        assert case.layer_shapes() == [(c, c, hw, hw, hw, hw)]  # "same" output
+        assert case.fwd_flops() == 2 * 32 * c * 49 * hw * hw  # depthwise: C_in/groups = 1
+        assert case.config_id().endswith(f"|g{c}") and "depthwise" in case.shape_label()
+        assert case.fields()["groups"] == c and not case.axis
+    gpu = [case for case in C.preset_gpu_check() if case.name.startswith("convnext-")]
+    assert [_shape(case) for case in gpu] == expected
+    assert all(case.providers in (("triton", "floor"), ()) for case in gpu)
+    # On a CPU: batch 32 -> 4, resolution / 4 but never below the 7x7 kernel.
+    cpu = C.preset_cases("convnext", ["fwd"], ["fp32"], full=False)
+    assert [(case.b, case.h, case.groups) for case in cpu] == [(4, 14, 96), (4, 7, 192), (4, 7, 384), (4, 7, 768)]
+    assert all("cpu-scaled" in case.note for case in cpu)
+    # The other presets are scaled as before (batch 1, resolution / 4).
+    assert [(case.b, case.h) for case in C.preset_cases("vgg", ["fwd"], ["fp32"], full=False)] == \
+        [(1, 32), (1, 16), (1, 8)]
+
+
+def test_convnext_preset_runs_on_cpu(tmp_path):
+    """``--preset convnext`` at the CPU scale: the depthwise floor and the reference are timed; the
+    auto provider says it ran the reference ('auto' runs Triton on CUDA tensors only); Triton is
+    never timed on a CPU (interpreted at tiny sizes only)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "PAC_TRITON_BACKEND")}
+    env["MPLBACKEND"] = "Agg"
+    proc = subprocess.run([sys.executable, "-m", "perf", "--preset", "convnext", "--cpu", "--mode", "fwd",
+                           "--backend", "triton,reference,auto", "--rep-ms", "1", "--no-charts", "--no-progress",
+                           "--out", str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=HANG_S)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    df = pd.read_csv(tmp_path / "results.csv")
+    times = df[df["metric"] == "time_ms_median"]
+    assert sorted(set(zip(times["c_in"], times["h_out"], times["batch"], times["groups"], times["kernel_size"]))) == \
+        [(96, 14, 4, 96, 7), (192, 7, 4, 192, 7), (384, 7, 4, 384, 7), (768, 7, 4, 768, 7)]
+    by = {p: g for p, g in times.groupby("provider")}
+    assert (by["floor"]["status"] == "ok").all() and (by["floor"]["provider_detail"] == "F.conv2d(groups=C)").all()
+    assert (by["reference"]["status"] == "ok").all()
+    assert (by["auto"]["status"] == "ok").all()
+    assert (by["auto"]["provider_detail"] == "pac_triton auto [ran: reference]").all()
+    assert by["triton"]["status"].str.startswith("skipped: ").all() and by["triton"]["value"].isna().all()
+    ratios = df[df["metric"] == "ratio_to_floor"]
+    assert set(ratios["provider"]) == {"reference", "auto"} and (ratios["value"] > 0).all()
+    assert "[ran reference]" in (tmp_path / "summary.txt").read_text()
+
+
+class _Bar:
+    def set_description_str(self, *args, **kwargs):
+        pass
+
+    def update(self, *args):
+        pass
+
+    def write(self, text):
+        print(text)
+
+
+def _run_case(case, providers):
+    import argparse
+
+    import torch
+
+    main, R = _perf_module("__main__"), _perf_module("results")
+    results = R.Results(R.run_metadata(torch.device("cpu"), "test"))
+    main.run_case(case, providers, torch.device("cpu"), argparse.Namespace(warmup_ms=0.0), results, _Bar(),
+                  check=False, seed=0, rep_ms=1.0)
+    return results.frame()
+
+
+@pytest.mark.parametrize("groups", [pytest.param(1, id="conv"), pytest.param(4, id="depthwise")])
+def test_interpreted_triton_records_what_ran(groups):
+    """A tiny interpreted point: Triton either ran its kernels ('[ran: triton]', never a speed) or
+    failed saying why (no grouped Triton kernel); it is never a reference run under Triton's name."""
+    C = _perf_module("cases")
+    case = C.Case(op="conv", b=1, c_in=4, k=3, d=2, h=6, groups=groups, mode="fwd", dtype="fp32", tiny=True,
+                  group="test", name="tiny")
+    df = _run_case(case, ["floor", "triton", "auto"])
+    tri = df[df["provider"] == "triton"]
+    status, detail = tri["status"].iloc[0], tri["provider_detail"].iloc[0]
+    if groups == 1:
+        assert status == "interpreted" and detail.endswith("[ran: triton]"), (status, detail)
+    else:
+        assert (status == "interpreted" and detail.endswith("[ran: triton]")) or \
+            (status.startswith("failed: NotImplementedError") and "groups" in status), (status, detail)
+    if status == "interpreted":  # a correctness check, never a speed
+        assert not tri["metric"].isin(["time_ms_median", "tflops", "ratio_to_floor"]).any()
+    auto = df[(df["provider"] == "auto") & (df["metric"] == "time_ms_median")]
+    assert auto["status"].iloc[0] == "ok" and auto["provider_detail"].iloc[0].endswith("[ran: reference]")
+
+
+def test_triton_point_that_ran_no_triton_kernel_fails(monkeypatch):
+    """The safety net: a 'triton' provider whose call dispatched no pac_triton::triton_* op is a
+    failed row, never a Triton number."""
+    C, W = _perf_module("cases"), _perf_module("workloads")
+    real = W.provider_forward
+    monkeypatch.setattr(W, "provider_forward", lambda case, inp, prov: real(case, inp, "reference"))
+    case = C.Case(op="conv", b=1, c_in=4, k=3, d=2, h=6, mode="fwd", dtype="fp32", tiny=True, group="test", name="t")
+    df = _run_case(case, ["triton"])
+    assert len(df) == 1 and df["status"].iloc[0].startswith("failed: RuntimeError: backend='triton' ran no Triton")

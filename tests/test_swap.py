@@ -175,19 +175,28 @@ class _StandardisedConv(nn.Conv2d):
         return super().forward(x - x.mean())
 
 
+def _transposed_with_padding_mode(mode):
+    """nn.ConvTranspose2d refuses padding modes other than 'zeros' when built (and when run): one set
+    afterwards must still be refused, not silently dropped."""
+    layer = nn.ConvTranspose2d(4, 4, 3, padding=1, groups=2)
+    layer.padding_mode = mode
+    return layer
+
+
 @pytest.mark.parametrize("layer, message", [
-    (nn.Conv2d(4, 4, 3, groups=2), "groups=2"),
-    (nn.Conv2d(4, 4, 3, groups=4), "groups=4"),
-    (nn.ConvTranspose2d(4, 4, 3, groups=2), "groups=2"),
-    (nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"), "padding_mode='reflect'"),
-    (nn.Conv2d(4, 4, 3, padding=1, padding_mode="circular"), "padding_mode='circular'"),
-    (nn.Conv2d(4, 4, 2), "odd"),
-    (nn.Conv2d(4, 4, (3, 4)), "odd"),
-    (nn.ConvTranspose2d(4, 4, 4, stride=2, padding=1), "odd"),
-    (_StandardisedConv(4, 4, 3), "overrides forward"),
-    (nn.LazyConv2d(4, 3), "lazy"),
-    (nn.Linear(4, 4), "not an nn.Conv2d"),
-    (PacConv2d(4, 4, 3), "already a PAC layer"),
+    pytest.param(_transposed_with_padding_mode("reflect"), "padding_mode='reflect'.*'zeros' only",
+                 id="transposed-reflect"),
+    pytest.param(_transposed_with_padding_mode("circular"), "padding_mode='circular'.*'zeros' only",
+                 id="transposed-circular"),
+    pytest.param(nn.Conv2d(4, 4, 2, groups=2), "odd", id="even-grouped"),
+    pytest.param(nn.Conv2d(4, 4, (3, 4), groups=4, padding_mode="reflect"), "odd", id="even-depthwise-reflect"),
+    pytest.param(nn.Conv2d(4, 4, 2), "odd", id="even"),
+    pytest.param(nn.Conv2d(4, 4, (3, 4)), "odd", id="even-width"),
+    pytest.param(nn.ConvTranspose2d(4, 4, 4, stride=2, padding=1), "odd", id="even-transposed"),
+    pytest.param(_StandardisedConv(4, 4, 3), "overrides forward", id="overrides-forward"),
+    pytest.param(nn.LazyConv2d(4, 3), "lazy", id="lazy"),
+    pytest.param(nn.Linear(4, 4), "not an nn.Conv2d", id="linear"),
+    pytest.param(PacConv2d(4, 4, 3), "already a PAC layer", id="already-pac"),
 ])
 def test_refuses_what_pac_cannot_express(layer, message):
     net = nn.Sequential(nn.Conv2d(4, 4, 1), layer)
