@@ -464,7 +464,7 @@ def tap_weights(wtap, C, kdt):
                          f"{tuple(wtap.shape)}")
     if wtap.shape[0] == 1:
         return hc.kdt_vector(wtap, kdt), False
-    return wtap.detach().to(kdt).reshape(C, -1).t().contiguous(), True
+    return wtap.detach().to(kdt).reshape(C, wtap.shape[2] * wtap.shape[3]).t().contiguous(), True
 
 
 def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dilation, transposed, *,

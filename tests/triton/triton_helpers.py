@@ -160,13 +160,14 @@ def _compare(name, got, exp, dtype, exact_names=("out_mask",)):
         assert_close_rel(got, exp, TOL[dtype], name)
 
 
-def run_forward(fn_name, tensors, static, dtype, channels_last, out_names):
+def run_forward(fn_name, tensors, static, dtype, channels_last, out_names, oracle=None):
     """``tensors``: name -> float64 tensor or None; ``static``: the other arguments by name.
-    The float64 reference on the inputs rounded to ``dtype`` is the oracle; the Triton inputs
-    are in ``dtype`` inside NaN guard bands (4-D ones in the requested layout)."""
+    The float64 reference on the inputs rounded to ``dtype`` is the oracle (``oracle``: another
+    float64 function taking the same positional arguments, e.g. a grouped reference); the
+    Triton inputs are in ``dtype`` inside NaN guard bands (4-D ones in the requested layout)."""
     order = ORDER[fn_name]
     rounded = {k: (None if v is None else v.to(dtype).double()) for k, v in tensors.items()}
-    exp = getattr(REF, fn_name)(*[rounded[k] if k in rounded else static[k] for k in order])
+    exp = (oracle or getattr(REF, fn_name))(*[rounded[k] if k in rounded else static[k] for k in order])
     exp = exp if isinstance(exp, tuple) else (exp,)
     tri = {k: (None if v is None else _triton_input(k, v, dtype, channels_last)) for k, v in tensors.items()}
     with reference_forbidden():
@@ -178,14 +179,16 @@ def run_forward(fn_name, tensors, static, dtype, channels_last, out_names):
     return got
 
 
-def run_backward(fn_name, tensors, static, grad_names, dtype, device, channels_last=False):
-    """Reference autograd (float64 on the inputs rounded to ``dtype``) vs the Triton backward
-    on ``dtype`` inputs inside NaN guard bands. Returns the Triton gradients by name."""
+def run_backward(fn_name, tensors, static, grad_names, dtype, device, channels_last=False, oracle=None):
+    """Reference autograd (float64 on the inputs rounded to ``dtype``; ``oracle``: another
+    float64 function taking the same positional arguments) vs the Triton backward on ``dtype``
+    inputs inside NaN guard bands. Returns the Triton gradients by name."""
     order = ORDER[fn_name]
     dev = torch.device(device)
     rounded = {k: (None if v is None else v.to(dtype).double().to(dev)) for k, v in tensors.items()}
     leaves = {k: rounded[k].clone().requires_grad_() for k in grad_names if rounded.get(k) is not None}
-    out = getattr(REF, fn_name)(*[leaves.get(k, rounded.get(k)) if k in rounded else static[k] for k in order])
+    out = (oracle or getattr(REF, fn_name))(*[leaves.get(k, rounded.get(k)) if k in rounded else static[k]
+                                              for k in order])
     y = out[0] if isinstance(out, tuple) else out
     gy = torch.randn(y.shape, dtype=torch.float64).to(dtype).double().to(dev)
     names = list(leaves)
