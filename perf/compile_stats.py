@@ -474,9 +474,10 @@ def specs(dtype: str):
                                           "HAS_BIAS": False, "syw": 1})
             yield "forward conv", conv.pac_conv_kernel, ptrs, c, cfg, c["BLOCK_P"]
     for name, ptrs, const, cfg in dw_variants(dtype):
-        if name == "pool_vec":
+        if name in ("pool_vec", "dw_conv_vec"):
             c = div16(depthwise.pac_dw_kernel, {**{k: v for k, v in const.items() if k != "_div16"}, **gauss, "syw": 1})
-            yield "forward pool", depthwise.pac_dw_kernel, ptrs, c, cfg, c["BLOCK_P"] * 64 // c["BLOCK_C"]
+            label = "forward pool" if name == "pool_vec" else "forward depthwise conv"
+            yield label, depthwise.pac_dw_kernel, ptrs, c, cfg, c["BLOCK_P"] * 64 // c["BLOCK_C"]
     for name, fn, ptrs, const, cfg in bwd_variants(dtype):
         c = {k: v for k, v in const.items() if k != "_div16"}
         for k, v in gauss.items():
