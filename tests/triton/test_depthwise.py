@@ -245,7 +245,7 @@ DW_BWD_CASES = [
               d=(1, 2), kt="inv_1_-2", norm=True, mask=True, smooth=(1, 3), cl=True),
     conv_case("dw-conv-k3-invasym-mask-f64", C=5, O=5, D=2, H=6, W=6, kt="inv_1_-2_asym", mask=True, dtype=F64),
     # C a multiple of 16: x and dL/dy gathered from channels-last copies
-    conv_case("dw-conv-C16-gauss-norm-f32", C=16, O=16, D=3, H=5, W=6, norm=True),
+    conv_case("dw-conv-C16-gauss-norm-f32", C=16, O=16, D=3, H=4, W=6, norm=True),
     convt_case("dw-convT-s2-op0x1-inv-norm-smooth3-f32", C=6, O=6, D=3, H=3, W=3, op=(0, 1), kt="inv_1_-2",
                norm=True, smooth=(3, 3)),
     convt_case("dw-convT-k3x5-s2x1-d1x2-gauss-mask-bf16", C=5, O=5, D=2, H=3, W=3, k=(3, 5), s=(2, 1), p=(1, 2),
@@ -345,9 +345,9 @@ def test_depthwise_batch_chunks_and_64bit_offsets(transposed, monkeypatch):
     monkeypatch.setattr(hc, "over_batch", lambda impl, args, *a, **k: seen.append(args[0].shape[0])
                         or over_batch(impl, args, *a, **k))
     if transposed:
-        c = convt_case("t", B=3, C=5, O=5, D=2, H=2, W=3, kt="inv_1_-2", norm=True, mask=True).values[0]
+        c = convt_case("t", B=3, C=5, O=5, D=2, H=2, W=2, kt="inv_1_-2", norm=True, mask=True).values[0]
     else:
-        c = conv_case("c", B=3, C=5, O=5, D=2, H=5, W=4, s=(2, 1), kt="inv_1_-2", mask=True,
+        c = conv_case("c", B=3, C=5, O=5, D=2, H=4, W=4, s=(2, 1), kt="inv_1_-2", mask=True,
                       smooth=(3, 3)).values[0]
     dw_run(c, "cpu")
     dw_run(c, "cpu", backward=True)
@@ -361,3 +361,19 @@ def test_depthwise_weight_shape_error():
     for w in (torch.randn(4, 1, 3, 3), torch.randn(5, 2, 3, 3)):
         with pytest.raises(ValueError, match=r"\[C, 1, kh, kw\] with C = 5"):
             PT().pac_conv2d(x, g, w, None, (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, False, True, None)
+
+
+def test_depthwise_opcheck():
+    """The custom op with shared=True and a [C, 1, kh, kw] weight: schema, autograd
+    registration, fake tensors (the weight gradient's fake has the weight's shape) and AOT
+    dispatch (the transposed op's fake shapes do not depend on the weight's rows)."""
+    ops = torch.ops.pac_triton
+    r = lambda *s: torch.randn(*s, dtype=F64, requires_grad=True)  # noqa: E731
+    x, w, b = r(1, 3, 3, 4), r(3, 1, 3, 3), r(3)  # C = 3: per-channel tap weights
+    g = r(1, 2, 3, 4)
+    m = (torch.rand(1, 1, 3, 4) > 0.3).double()
+    a, lm = torch.tensor(1.0, dtype=F64, requires_grad=True), torch.tensor(-2.0, dtype=F64, requires_grad=True)
+    torch.library.opcheck(ops.triton_conv_fwd, (x, w, b, g, None, m, None, a, lm, [1, 1], [1, 1], [0, 0], [1, 1], 1,
+                                                True, True, False),
+                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor",
+                                      "test_aot_dispatch_dynamic"))
