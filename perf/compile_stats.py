@@ -164,7 +164,8 @@ def dw_variants(dt):
     cfg = configs.dw_fwd_default(32, dt == "fp64")
     common = dict(KDT=_TL[kdt], IDX64=False, BLOCK_P=cfg["BLOCK_P"], BLOCK_C=cfg["BLOCK_C"],
                   TILE_W=configs.tile_w(512, cfg["BLOCK_P"]),
-                  K_MODE=K_GUIDE, KTYPE=KT_INV_ASYM, F0_SMOOTH=False, NORMALIZE=True, HAS_MASK=True)
+                  K_MODE=K_GUIDE, KTYPE=KT_INV_ASYM, F0_SMOOTH=False, NORMALIZE=True, HAS_MASK=True,
+                  WT_PER_CHANNEL=False)
     yield ("pool_cw", ptrs, {**_geom(), "TRANSPOSED": False, **common, "HAS_BIAS": False, "HAS_WTAP": False,
                              "CW": True, "OM_PER_CHANNEL": True, "D_SINGLE": True, "BLOCK_D": 1}, cfg)
     yield ("shared_conv", ptrs, {**_geom(), "TRANSPOSED": False, **common, "HAS_BIAS": True, "HAS_WTAP": True,
@@ -172,6 +173,13 @@ def dw_variants(dt):
     yield ("shared_convT", ptrs, {**_geom(True), "TRANSPOSED": True, **common, "HAS_BIAS": True,
                                   "HAS_WTAP": True, "CW": False, "OM_PER_CHANNEL": False, "D_SINGLE": True,
                                   "BLOCK_D": 16}, cfg)
+    # the depthwise conv (groups == C: one filter per channel, [kh*kw, C] tap weights)
+    yield ("dw_conv", ptrs, {**_geom(), "TRANSPOSED": False, **common, "HAS_BIAS": True, "HAS_WTAP": True,
+                             "WT_PER_CHANNEL": True, "CW": False, "OM_PER_CHANNEL": False, "D_SINGLE": True,
+                             "BLOCK_D": 16}, cfg)
+    yield ("dw_convT", ptrs, {**_geom(True), "TRANSPOSED": True, **common, "HAS_BIAS": True, "HAS_WTAP": True,
+                              "WT_PER_CHANNEL": True, "CW": False, "OM_PER_CHANNEL": False, "D_SINGLE": True,
+                              "BLOCK_D": 16}, cfg)
     if dt != "fp64":
         # C = 64 (one channel block) with the channels-last gathers, as launched for NCHW inputs
         # whose channel count is a multiple of 16; the general options, channel-wise or not
@@ -183,6 +191,13 @@ def dw_variants(dt):
                   "sxc": 1, "sgd": 1, "sfd": 1}
             vc["_div16"] = tuple(n for n in depthwise.pac_dw_kernel.arg_names if n not in vc and not n.endswith("_ptr"))
             yield (f"pool{'_cw' if cwv else ''}_vec", ptrs, vc, vcfg)
+        # the depthwise conv with the channels-last gathers (C = 64, per-channel tap weights)
+        vc = {**_geom(), "TRANSPOSED": False, **common, "BLOCK_P": vcfg["BLOCK_P"], "BLOCK_C": vcfg["BLOCK_C"],
+              "TILE_W": configs.tile_w(512, vcfg["BLOCK_P"]), "HAS_BIAS": True, "HAS_WTAP": True,
+              "WT_PER_CHANNEL": True, "CW": False, "OM_PER_CHANNEL": False, "D_SINGLE": True, "BLOCK_D": 16,
+              "sxc": 1, "sgd": 1, "sfd": 1}
+        vc["_div16"] = tuple(n for n in depthwise.pac_dw_kernel.arg_names if n not in vc and not n.endswith("_ptr"))
+        yield ("dw_conv_vec", ptrs, vc, vcfg)
     yield ("pool_loadK_idx64", ptrs, {**_geom(), "TRANSPOSED": False, **common, "K_MODE": K_LOAD,
                                       "NORMALIZE": False, "HAS_MASK": False, "HAS_BIAS": False,
                                       "HAS_WTAP": False, "CW": False, "OM_PER_CHANNEL": False,
@@ -307,17 +322,31 @@ def bwd_variants(dt):
         dwv = {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, **cblk, "D_SINGLE": True, "BLOCK_D": 16}
         yield ("bwd_conv_dw_vec", conv.pac_conv_dw_kernel, wp, vspec(conv.pac_conv_dw_kernel, dwv,
                                                                    ("sgyo", "sxc", "sgd", "sfd")), vl)
-    yield ("bwd_dw_dk", depthwise.pac_dw_dk_kernel, P(("gy_ptr", "x_ptr"), ("wt_ptr", "dk_ptr")),
-           {**_geom(), "TRANSPOSED": False, "HAS_WTAP": True, "PER_CHANNEL": True, **base,
+    dkp = P(("gy_ptr", "x_ptr"), ("wt_ptr", "dk_ptr"))
+    yield ("bwd_dw_dk", depthwise.pac_dw_dk_kernel, dkp,
+           {**_geom(), "TRANSPOSED": False, "HAS_WTAP": True, "WT_PER_CHANNEL": False, "PER_CHANNEL": True, **base,
             "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
     dp = P(("gy_ptr", "dx_ptr", "g_ptr", "f0_ptr", "m_ptr", "k_ptr"), ("wt_ptr", "sc_ptr", "alpha_ptr", "lam_ptr"))
     for cw in (False, True):
         yield (f"bwd_dw_dx{'_cw' if cw else ''}", depthwise.pac_dw_dx_kernel, dp,
-               {**_geom(), "TRANSPOSED": False, **base, **kopt, "HAS_WTAP": not cw, "CW": cw,
-                "BLOCK_D": 1 if cw else 16, "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
+               {**_geom(), "TRANSPOSED": False, **base, **kopt, "HAS_WTAP": not cw, "WT_PER_CHANNEL": False,
+                "CW": cw, "BLOCK_D": 1 if cw else 16, "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
     yield ("bwd_shared_dw", depthwise.pac_shared_dw_kernel, wp,
-           {**_geom(), "TRANSPOSED": False, **base, **kopt, "BLOCK_D": 16, "BLOCK_P": dcfg["BLOCK_P"],
-            "BLOCK_C": dcfg["BLOCK_C"]}, dl)
+           {**_geom(), "TRANSPOSED": False, **base, **kopt, "WT_PER_CHANNEL": False, "BLOCK_D": 16,
+            "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
+    # the depthwise conv (one filter per channel): dK weighted inside the channel sum, dx, and
+    # the per-channel weight gradient (a program per channel block too)
+    yield ("bwd_dwc_dk", depthwise.pac_dw_dk_kernel, dkp,
+           {**_geom(), "TRANSPOSED": False, "HAS_WTAP": True, "WT_PER_CHANNEL": True, "PER_CHANNEL": False, **base,
+            "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
+    yield ("bwd_dwc_dx", depthwise.pac_dw_dx_kernel, dp,
+           {**_geom(), "TRANSPOSED": False, **base, **kopt, "HAS_WTAP": True, "WT_PER_CHANNEL": True, "CW": False,
+            "BLOCK_D": 16, "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
+    pcw = configs.shared_dw_default(32, 9, 1, f64, per_channel=True)
+    yield ("bwd_dwc_dw", depthwise.pac_shared_dw_kernel, wp,
+           {**_geom(), "TRANSPOSED": False, **base, **kopt, "WT_PER_CHANNEL": True, "BLOCK_D": 16,
+            "BLOCK_P": pcw["BLOCK_P"], "BLOCK_C": pcw["BLOCK_C"]},
+           dict(num_warps=pcw["num_warps"], num_stages=pcw["num_stages"]))
     if not f64:
         # the depthwise family with channels-last gathers (C = 64, one 64-channel block)
         vd = configs.dw_default(64, False, vec=True)
@@ -330,10 +359,21 @@ def bwd_variants(dt):
             return c
         yield ("bwd_dw_dk_vec", depthwise.pac_dw_dk_kernel, P(("gy_ptr", "x_ptr"), ("wt_ptr", "dk_ptr")),
                dvec(depthwise.pac_dw_dk_kernel, {**_geom(), "TRANSPOSED": False, "HAS_WTAP": False,
-                                                 "PER_CHANNEL": False, **base}, ("sgyc", "sxc")), vdl)
+                                                 "WT_PER_CHANNEL": False, "PER_CHANNEL": False, **base},
+                    ("sgyc", "sxc")), vdl)
         yield ("bwd_dw_dx_vec", depthwise.pac_dw_dx_kernel, dp,
                dvec(depthwise.pac_dw_dx_kernel, {**_geom(), "TRANSPOSED": False, **base, **kopt, "HAS_WTAP": True,
-                                          "CW": False, "BLOCK_D": 16}, ("sgyc", "sgd", "sfd")), vdl)
+                                          "WT_PER_CHANNEL": False, "CW": False, "BLOCK_D": 16},
+                    ("sgyc", "sgd", "sfd")), vdl)
+        # the depthwise conv (per-channel tap weights) with the channels-last gathers
+        yield ("bwd_dwc_dk_vec", depthwise.pac_dw_dk_kernel, P(("gy_ptr", "x_ptr"), ("wt_ptr", "dk_ptr")),
+               dvec(depthwise.pac_dw_dk_kernel, {**_geom(), "TRANSPOSED": False, "HAS_WTAP": True,
+                                                 "WT_PER_CHANNEL": True, "PER_CHANNEL": False, **base},
+                    ("sgyc", "sxc")), vdl)
+        yield ("bwd_dwc_dx_vec", depthwise.pac_dw_dx_kernel, dp,
+               dvec(depthwise.pac_dw_dx_kernel, {**_geom(), "TRANSPOSED": False, **base, **kopt, "HAS_WTAP": True,
+                                          "WT_PER_CHANNEL": True, "CW": False, "BLOCK_D": 16},
+                    ("sgyc", "sgd", "sfd")), vdl)
         # as launched: the channel-wise guide pass and the shared dW with their own configs
         vg = configs.guide_pass_default(False, vd)
         yield ("bwd_guide_pass_cw_vec", kernel_map.pac_guide_pass_kernel, gp,
@@ -342,20 +382,22 @@ def bwd_variants(dt):
                                                        "BLOCK_C": vg["BLOCK_C"]},
                     ("sgd", "sfd")), dict(num_warps=vg["num_warps"], num_stages=vg["num_stages"]))
         vs = configs.shared_dw_default(64, 9, 1, False, vec=True)
-        yield ("bwd_shared_dw_vec", depthwise.pac_shared_dw_kernel, wp,
-               dvec(depthwise.pac_shared_dw_kernel, {**_geom(), "TRANSPOSED": False, **base, **kopt, "BLOCK_D": 16,
-                                                     "BLOCK_P": vs["BLOCK_P"], "BLOCK_C": vs["BLOCK_C"]},
-                    ("sgyc", "sxc", "sgd", "sfd")), dict(num_warps=vs["num_warps"], num_stages=vs["num_stages"]))
+        for pc in (False, True):
+            yield ("bwd_dwc_dw_vec" if pc else "bwd_shared_dw_vec", depthwise.pac_shared_dw_kernel, wp,
+                   dvec(depthwise.pac_shared_dw_kernel, {**_geom(), "TRANSPOSED": False, **base, **kopt,
+                                                         "WT_PER_CHANNEL": pc, "BLOCK_D": 16,
+                                                         "BLOCK_P": vs["BLOCK_P"], "BLOCK_C": vs["BLOCK_C"]},
+                        ("sgyc", "sxc", "sgd", "sfd")), dict(num_warps=vs["num_warps"], num_stages=vs["num_stages"]))
 
 
 # Weight-gradient kernels: their PTX must hold no atom./red. (deterministic split reduction).
 WEIGHT_GRAD = ("bwd_conv_dw", "bwd_convT_dw", "bwd_conv_dw_loadK", "bwd_conv_dw_dblocks", "bwd_conv_dw_vec",
-               "bwd_conv_dw_grouped", "bwd_shared_dw", "bwd_shared_dw_vec")
+               "bwd_conv_dw_grouped", "bwd_shared_dw", "bwd_shared_dw_vec", "bwd_dwc_dw", "bwd_dwc_dw_vec")
 # Backward kernels whose code depends on the data dtype (dots): compiled for every dtype.
-BWD_CORE = ("bwd_conv_dxdk", "bwd_conv_dw", "bwd_dw_dx", "bwd_shared_dw", "bwd_guide_pass",
-            "bwd_guide_gather")
+BWD_CORE = ("bwd_conv_dxdk", "bwd_conv_dw", "bwd_dw_dx", "bwd_shared_dw", "bwd_dwc_dx", "bwd_dwc_dw",
+            "bwd_guide_pass", "bwd_guide_gather")
 
-CORE = ("conv_guide", "conv_guide_vec", "convT_guide", "shared_conv", "packernel_cw") + BWD_CORE
+CORE = ("conv_guide", "conv_guide_vec", "convT_guide", "shared_conv", "dw_conv", "packernel_cw") + BWD_CORE
 
 
 def all_variants(dtypes):
@@ -444,9 +486,10 @@ def specs(dtype: str):
                                           "HAS_BIAS": False, "syw": 1})
             yield "forward conv", conv.pac_conv_kernel, ptrs, c, cfg, c["BLOCK_P"]
     for name, ptrs, const, cfg in dw_variants(dtype):
-        if name == "pool_vec":
+        if name in ("pool_vec", "dw_conv_vec"):
             c = div16(depthwise.pac_dw_kernel, {**{k: v for k, v in const.items() if k != "_div16"}, **gauss, "syw": 1})
-            yield "forward pool", depthwise.pac_dw_kernel, ptrs, c, cfg, c["BLOCK_P"] * 64 // c["BLOCK_C"]
+            label = "forward pool" if name == "pool_vec" else "forward depthwise conv"
+            yield label, depthwise.pac_dw_kernel, ptrs, c, cfg, c["BLOCK_P"] * 64 // c["BLOCK_C"]
     for name, fn, ptrs, const, cfg in bwd_variants(dtype):
         c = {k: v for k, v in const.items() if k != "_div16"}
         for k, v in gauss.items():

@@ -289,14 +289,17 @@ def dw_default(C: int, f64: bool = False, vec: bool = False) -> dict:
     return _launch_overrides(cfg)
 
 
-def shared_dw_default(C: int, KK: int, tiles: int, f64: bool = False, vec: bool = False) -> dict:
-    """The shared-filter weight gradient (``pac_shared_dw_kernel``): the depthwise tiles, at 8
+def shared_dw_default(C: int, KK: int, tiles: int, f64: bool = False, vec: bool = False,
+                      per_channel: bool = False) -> dict:
+    """The depthwise weight gradient (``pac_shared_dw_kernel``): the depthwise tiles, at 8
     warps with 64-channel blocks (4 spill a register on sm_80), ``NSPLIT`` splits of the pixel
-    tiles per tap."""
+    tiles per tap. ``per_channel`` (one filter per channel): a program per channel block too,
+    so the splits share ``WEIGHT_GRAD_PROGRAMS`` with the ``cdiv(C, BLOCK_C)`` blocks."""
     cfg = dw_default(C, f64, vec)
     if cfg["BLOCK_C"] >= 64:
         cfg["num_warps"] = 8
-    cfg["NSPLIT"] = max(1, min(tiles, WEIGHT_GRAD_PROGRAMS // KK))
+    n_cb = -(-C // cfg["BLOCK_C"]) if per_channel else 1
+    cfg["NSPLIT"] = max(1, min(tiles, WEIGHT_GRAD_PROGRAMS // (KK * max(1, n_cb))))
     return cfg
 
 
@@ -337,7 +340,7 @@ DW_TUNE_WARPS = (4, 8)
 CONV_KEY = ["C", "O", "D", "Ho", "Wo", "KH", "KW", "SH", "SW", "TRANSPOSED", "K_MODE", "KTYPE",
             "NORMALIZE", "HAS_MASK", "D_SINGLE", "PREC"]
 DW_KEY = ["C", "D", "Ho", "Wo", "KH", "KW", "SH", "SW", "TRANSPOSED", "K_MODE", "KTYPE", "CW",
-          "NORMALIZE", "HAS_MASK", "D_SINGLE"]
+          "NORMALIZE", "HAS_MASK", "D_SINGLE", "WT_PER_CHANNEL"]
 
 
 def _conv_configs():

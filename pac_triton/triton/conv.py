@@ -910,10 +910,18 @@ def conv_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], guide: Optional[
                          (0, 3, 4, 5))
 
 
+def _depthwise_family(x, weight, shared, groups):
+    """Shared filters, and depthwise convs (``groups == C`` with one output channel per input
+    channel: a ``[C, 1, kh, kw]`` weight, conv or transposed), run on the depthwise family's
+    kernels (K computed once per pixel tile for a block of channels); other groups on the dense
+    family's."""
+    return shared or (groups > 1 and groups == x.shape[1] and tuple(weight.shape[:2]) == (groups, 1))
+
+
 def _conv_fwd(x, weight, bias, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding, dilation,
               ktype, normalize, shared, transposed, groups):
     st, pd, op, dl = tuple(stride), tuple(padding), tuple(output_padding), tuple(dilation)
-    if shared:
+    if _depthwise_family(x, weight, shared, groups):
         y, om = depthwise.dw_forward(x, weight, bias, tuple(weight.shape[-2:]), st, pd, op, dl, transposed,
                                      guide=guide, kernel=kernel, mask=mask, smooth=smooth, alpha=alpha,
                                      lam=lam, ktype=ktype, normalize=normalize)
@@ -993,7 +1001,7 @@ def conv_bwd(gy: Tensor, x: Tensor, weight: Tensor, guide: Optional[Tensor], ker
 def _conv_bwd(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding, dilation,
               ktype, normalize, shared, transposed, needs, groups):
     need = Grads(*map(bool, needs))
-    if shared:
+    if _depthwise_family(x, weight, shared, groups):
         res = depthwise.dw_backward(gy, x, weight, tuple(weight.shape[-2:]), tuple(stride), tuple(padding),
                                     tuple(output_padding), tuple(dilation), bool(transposed), guide, kernel, mask,
                                     smooth, alpha, lam, int(ktype), bool(normalize), False, need)

@@ -1,14 +1,21 @@
-"""The depthwise family: K-weighted pooling (``pacpool2d`` / ``pac_pool2d``) and
-``shared_filters`` convolution / transposed convolution (one ``[1, 1, kh, kw]`` filter for
-every channel): ``y[p, c] = sum_t w_t K_t[p, c or 0] x[q_t(p), c]``. Forward and backward
-kernels, launchers, and the pooling custom op (the shared-filter convolutions are the dense
+"""The depthwise family: K-weighted pooling (``pacpool2d`` / ``pac_pool2d``) and the
+``shared=True`` convolutions / transposed convolutions, one adapting kernel K per output pixel
+(computed once per pixel tile for every channel) and one filter per channel:
+``y[p, c] = bias[c] + sum_t w_t[c] K_t(p)[c or 0] x[q_t(p), c]``. The tap weights ``w_t`` are
+the ``[1, 1, kh, kw]`` shared filter (``shared_filters``: one filter for every channel), or per
+channel for a weight with C rows, ``[C, 1, kh, kw]`` (the depthwise conv, ``groups == C_in ==
+C_out``: ``F.conv2d(..., groups=C)`` / ``F.conv_transpose2d(..., groups=C)``'s layout, tap
+``(i, j)`` of channel ``c`` at ``weight[c, 0, i, j]`` for both); pooling has no weight. Forward
+and backward kernels, launchers, and the pooling custom op (the convolutions are the dense
 family's op with ``shared=True``, ``conv.py``).
 
 * ``pac_dw_kernel``: the forward; K from the guide (channel-wise: from a guide with C
   channels, one K per channel) or read from a precomputed K.
-* ``pac_dw_dk_kernel``: dL/dK = w_t gy x (summed over channels unless K is per channel).
+* ``pac_dw_dk_kernel``: dL/dK = sum_c w_t[c] gy x (not summed over channels when K is per
+  channel).
 * ``pac_dw_dx_kernel``: the input gradient, a gather over the taps (no atomics).
-* ``pac_shared_dw_kernel``: the shared filter's gradient, split partials summed on the host.
+* ``pac_shared_dw_kernel``: the weight gradient (shared filter: summed over channels; per
+  channel: one value per channel and tap), split partials summed on the host in a fixed order.
 The guide-side gradients from dK are the kernel map's guide pass and gather (``kernel_map.py``).
 """
 from __future__ import annotations
@@ -32,6 +39,21 @@ from .jit_common import (INV_EPSILON, K_GUIDE, KT_GAUSS, KT_INV_ASYM, _centre, _
 # --- kernels ---------------------------------------------------------------------------------
 
 @triton.jit
+def _wtap(wt_ptr, t, cc, cm, C, WT_PER_CHANNEL: tl.constexpr, IDX64: tl.constexpr, KDT: tl.constexpr):
+    """Tap ``t``'s weight: per channel (WT_PER_CHANNEL), ``[1, BLOCK_C]`` at the channels ``cc``
+    (0 where ``cm`` is false) of the tap weights ``[kh*kw, C]`` contiguous (tap t's row at
+    ``t * C``); else the shared filter's scalar at ``t`` of ``[kh*kw]``."""
+    if WT_PER_CHANNEL:
+        row = t
+        if IDX64:
+            row = row.to(tl.int64)
+        w = tl.load(wt_ptr + row * C + cc, mask=cm, other=0.0).to(KDT)[None, :]
+    else:
+        w = tl.load(wt_ptr + t).to(KDT)
+    return w
+
+
+@triton.jit
 def pac_dw_kernel(
     x_ptr, wt_ptr, bias_ptr, y_ptr, g_ptr, f0_ptr, m_ptr, k_ptr, om_ptr, alpha_ptr, lam_ptr,
     C, H, W, Ho, Wo, D, Hg, Wg, sab,
@@ -45,15 +67,18 @@ def pac_dw_kernel(
     PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
     TRANSPOSED: tl.constexpr, K_MODE: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
     NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_WTAP: tl.constexpr,
-    CW: tl.constexpr, OM_PER_CHANNEL: tl.constexpr, IDX64: tl.constexpr, KDT: tl.constexpr,
-    D_SINGLE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
-    TILE_W: tl.constexpr = 1,
+    WT_PER_CHANNEL: tl.constexpr, CW: tl.constexpr, OM_PER_CHANNEL: tl.constexpr, IDX64: tl.constexpr,
+    KDT: tl.constexpr, D_SINGLE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr, TILE_W: tl.constexpr = 1,
 ):
-    """y[b, c, u, v] = bias[c] + sum_t w_t * K_t(u, v)[c or 0] * x[b, c, q_t(u, v)].
+    """y[b, c, u, v] = bias[c] + sum_t w_t[c] * K_t(u, v)[c or 0] * x[b, c, q_t(u, v)].
 
-    Pooling (no w_t, no bias) and ``shared_filters`` convolution (w_t = weight[0, 0, i, j]).
-    Pointers: ``x_ptr`` input ``[B, C, H, W]`` (sx*); ``wt_ptr`` the shared filter ``[kh*kw]``
-    contiguous in KDT (HAS_WTAP); ``bias_ptr`` ``[C]`` (HAS_BIAS); ``y_ptr`` output
+    Pooling (no w_t, no bias), ``shared_filters`` convolution (w_t = weight[0, 0, i, j] for
+    every channel) and the depthwise convolution (WT_PER_CHANNEL: w_t[c] = weight[c, 0, i, j]).
+    Pointers: ``x_ptr`` input ``[B, C, H, W]`` (sx*); ``wt_ptr`` the tap weights in KDT
+    (HAS_WTAP): the shared filter ``[kh*kw]``, or per channel ``[kh*kw, C]`` contiguous
+    (WT_PER_CHANNEL; the host's permute of the ``[C, 1, kh, kw]`` weight); ``bias_ptr``
+    ``[C]`` (HAS_BIAS); ``y_ptr`` output
     ``[B, C, Ho, Wo]`` (sy*); ``g_ptr`` guide ``[B, D, Hg, Wg]`` (sg*; channel-wise D = C);
     ``f0_ptr`` the centre feature's source (sf*; smoothed ``[B, D, Ho, Wo]`` or the guide);
     ``m_ptr`` mask ``[B, 1, H, W]`` (sm*); ``k_ptr`` a given K ``[B, 1|C, kh, kw, Ho, Wo]``
@@ -124,7 +149,7 @@ def pac_dw_kernel(
                 kt = tl.load(k_b + (ki * ski + kj * skj + u * skh + v * skw)[:, None] + cc[None, :] * skc,
                              mask=xin[:, None] & cm[None, :], other=0.0).to(KDT)
             if HAS_WTAP:
-                kt = kt * tl.load(wt_ptr + t).to(KDT)
+                kt = kt * _wtap(wt_ptr, t, cc, cm, C, WT_PER_CHANNEL, IDX64, KDT)
             xt = tl.load(x_b + (ih * sxh + iw * sxw)[:, None] + cc[None, :] * sxc,
                          mask=xin[:, None] & cm[None, :], other=0.0, cache_modifier=".ca").to(KDT)
             acc += kt * xt
@@ -184,15 +209,16 @@ def pac_dw_dk_kernel(
     sxb, sxc, sxh, sxw,
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
-    TRANSPOSED: tl.constexpr, HAS_WTAP: tl.constexpr, PER_CHANNEL: tl.constexpr, IDX64: tl.constexpr,
-    KDT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    TRANSPOSED: tl.constexpr, HAS_WTAP: tl.constexpr, WT_PER_CHANNEL: tl.constexpr, PER_CHANNEL: tl.constexpr,
+    IDX64: tl.constexpr, KDT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """dK[b, c or 0, (ki, kj), P] = w_t gy[b, c, P] x[b, c, q_t(P)] (summed over c unless
-    PER_CHANNEL).
+    """dK[b, c or 0, (ki, kj), P] = w_t[c] gy[b, c, P] x[b, c, q_t(P)] (summed over c unless
+    PER_CHANNEL, i.e. K per channel).
 
     Pointers: ``gy_ptr`` dL/dy ``[B, C, Ho, Wo]`` (sgy*); ``x_ptr`` input ``[B, C, H, W]`` (sx*);
-    ``wt_ptr`` the shared filter ``[kh*kw]`` in KDT (HAS_WTAP); ``dk_ptr`` ``[B, C or 1, KH*KW,
-    Ho*Wo]`` contiguous in KDT (K's tap order); every element written."""
+    ``wt_ptr`` the tap weights in KDT (HAS_WTAP): the shared filter ``[kh*kw]``, or per channel
+    ``[kh*kw, C]`` contiguous (WT_PER_CHANNEL: weighted inside the channel sum); ``dk_ptr``
+    ``[B, C or 1, KH*KW, Ho*Wo]`` contiguous in KDT (K's tap order); every element written."""
     pid_p = tl.program_id(0)
     b = tl.program_id(1)
     pid_c = tl.program_id(2)
@@ -210,7 +236,7 @@ def pac_dw_dk_kernel(
         ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, 1, 1,
                                                KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
         xoff = ih * sxh + iw * sxw
-        if HAS_WTAP:
+        if HAS_WTAP and not WT_PER_CHANNEL:
             wv = tl.load(wt_ptr + t).to(KDT)
         else:
             wv = 1.0
@@ -221,6 +247,8 @@ def pac_dw_dk_kernel(
                          other=0.0).to(KDT)
             xt = tl.load(x_ptr + b * sxb + xoff[:, None] + cc[None, :] * sxc, mask=xin[:, None] & cm[None, :],
                          other=0.0).to(KDT)
+            if HAS_WTAP and WT_PER_CHANNEL:
+                gt = gt * _wtap(wt_ptr, t, cc, cm, C, WT_PER_CHANNEL, IDX64, KDT)
             tl.store(dk_ptr + ((b * C + cc[None, :]) * (KH * KW) + ki * KW + kj) * Ho * Wo + pix[:, None],
                      wv * gt * xt, mask=pmask[:, None] & cm[None, :])
         else:
@@ -232,6 +260,8 @@ def pac_dw_dk_kernel(
                              mask=pmask[:, None] & cm[None, :], other=0.0).to(KDT)
                 xt = tl.load(x_ptr + b * sxb + xoff[:, None] + cc[None, :] * sxc,
                              mask=xin[:, None] & cm[None, :], other=0.0).to(KDT)
+                if HAS_WTAP and WT_PER_CHANNEL:
+                    gt = gt * _wtap(wt_ptr, t, cc, cm, C, WT_PER_CHANNEL, IDX64, KDT)
                 dk += tl.sum(gt * xt, axis=1)
             tl.store(dk_ptr + (b * (KH * KW) + ki * KW + kj) * Ho * Wo + pix, wv * dk, mask=pmask)
 
@@ -250,16 +280,17 @@ def pac_dw_dx_kernel(
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
     TRANSPOSED: tl.constexpr, K_MODE: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
-    NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_WTAP: tl.constexpr, CW: tl.constexpr,
-    IDX64: tl.constexpr, KDT: tl.constexpr, BLOCK_D: tl.constexpr,
+    NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_WTAP: tl.constexpr, WT_PER_CHANNEL: tl.constexpr,
+    CW: tl.constexpr, IDX64: tl.constexpr, KDT: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """Input gradient of the depthwise family: dx[b, c, q] = sum over (t, P) with q_t(P) = q of
-    w_t K_t(P)[c or 0] gy[b, c, P] (a gather over the taps, no atomics; index patterns as in
+    w_t[c] K_t(P)[c or 0] gy[b, c, P] (a gather over the taps, no atomics; index patterns as in
     ``pac_conv_dxdk_kernel``).
 
-    Pointers: ``gy_ptr`` dL/dy ``[B, C, Ho, Wo]`` (sgy*); ``wt_ptr`` the shared filter
-    ``[kh*kw]`` in KDT (HAS_WTAP); ``dx_ptr`` ``[B, C, H, W]`` (sd*); ``g_ptr`` / ``f0_ptr`` /
+    Pointers: ``gy_ptr`` dL/dy ``[B, C, Ho, Wo]`` (sgy*); ``wt_ptr`` the tap weights in KDT
+    (HAS_WTAP): the shared filter ``[kh*kw]``, or per channel ``[kh*kw, C]`` contiguous
+    (WT_PER_CHANNEL); ``dx_ptr`` ``[B, C, H, W]`` (sd*); ``g_ptr`` / ``f0_ptr`` /
     ``m_ptr`` / ``k_ptr`` / ``alpha_ptr`` / ``lam_ptr`` as in ``pac_dw_kernel``; ``sc_ptr`` the
     per-pixel K divisor from the guide pass ``[B, DKC, Ho*Wo]`` contiguous in KDT (DKC = C
     channel-wise, else 1; NORMALIZE or HAS_MASK)."""
@@ -323,7 +354,7 @@ def pac_dw_dx_kernel(
                 kt = tl.load(k_ptr + b * skb + ki * ski + kj * skj + (pu * skh + pv * skw)[:, None]
                              + cc[None, :] * skc, mask=pm2, other=0.0).to(KDT)
             if HAS_WTAP:
-                kt = kt * tl.load(wt_ptr + t).to(KDT)
+                kt = kt * _wtap(wt_ptr, t, cc, cm, C, WT_PER_CHANNEL, IDX64, KDT)
             gt = tl.load(gy_ptr + b * sgyb + (pu * sgyh + pv * sgyw)[:, None] + cc[None, :] * sgyc, mask=pm2,
                          other=0.0).to(KDT)
             acc += kt * gt
@@ -344,23 +375,32 @@ def pac_shared_dw_kernel(
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
     TRANSPOSED: tl.constexpr, K_MODE: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
-    NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, IDX64: tl.constexpr,
+    NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, WT_PER_CHANNEL: tl.constexpr, IDX64: tl.constexpr,
     KDT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """Shared-filter weight-gradient partials: part[split, t] = sum over this split's pixel
-    tiles of K_t(P) sum_c gy[b, c, P] x[b, c, q_t(P)] (no atomics; the host sums over splits in
-    a fixed order).
+    """Weight-gradient partials of the depthwise family, program (split, t[, channel block]):
+    shared filter, part[split, t] = sum over this split's pixel tiles of K_t(P) sum_c gy[b, c, P]
+    x[b, c, q_t(P)]; per channel (WT_PER_CHANNEL, grid axis 2 = channel blocks of BLOCK_C),
+    part[split, t, c] = sum over the same tiles of K_t(P) gy[b, c, P] x[b, c, q_t(P)], not summed
+    over channels. No atomics: the host sums over splits in a fixed order. ``t`` is the conv tap
+    (i, j) = weight[.., i, j] (transposed: paired with K tap (kh-1-i, kw-1-j)).
 
     Pointers: ``gy_ptr`` dL/dy ``[B, C, Ho, Wo]`` (sgy*); ``x_ptr`` input ``[B, C, H, W]``
-    (sx*); ``part_ptr`` ``[NSPLIT, KH*KW]`` contiguous in KDT; ``g_ptr`` / ``f0_ptr`` /
-    ``m_ptr`` / ``alpha_ptr`` / ``lam_ptr`` as in ``pac_dw_kernel``; ``k_ptr`` a given K
-    ``[B, 1, kh, kw, Ho, Wo]`` (skb, ski, skj, skh, skw); ``sc_ptr`` the per-pixel K divisor
-    ``[B, Ho*Wo]`` in KDT."""
+    (sx*); ``part_ptr`` ``[NSPLIT, KH*KW]`` (per channel ``[NSPLIT, KH*KW, C]``) contiguous in
+    KDT; ``g_ptr`` / ``f0_ptr`` / ``m_ptr`` / ``alpha_ptr`` / ``lam_ptr`` as in
+    ``pac_dw_kernel``; ``k_ptr`` a given K ``[B, 1, kh, kw, Ho, Wo]`` (skb, ski, skj, skh, skw);
+    ``sc_ptr`` the per-pixel K divisor ``[B, Ho*Wo]`` in KDT."""
     split = tl.program_id(0)
     t = tl.program_id(1)
     i = t // KW
     j = t % KW
     offs_c = tl.arange(0, BLOCK_C)
+    if IDX64:
+        offs_c = offs_c.to(tl.int64)
+    if WT_PER_CHANNEL:
+        cc1 = tl.program_id(2) * BLOCK_C + offs_c
+        cm1 = cc1 < C
+        accc = tl.zeros([BLOCK_P, BLOCK_C], KDT)
     alpha = 0.0
     lam = 0.0
     if K_MODE == K_GUIDE:
@@ -380,17 +420,30 @@ def pac_shared_dw_kernel(
                    smh=smh, smw=smw, mh=ih, mw=iw, sc_b=sc_ptr + b * Ho * Wo, Wo=Wo, k_b=k_ptr + b * skb, ski=ski,
                    skj=skj, skh=skh, skw=skw, ki=ki, kj=kj, ph_=u, pw_=v, pin=xin, K_MODE=K_MODE, KTYPE=KTYPE,
                    NORMALIZE=NORMALIZE, HAS_MASK=HAS_MASK, KDT=KDT, BLOCK_P=BLOCK_P, BLOCK_D=BLOCK_D)
-        e = tl.zeros([BLOCK_P], KDT)
-        for c0 in range(0, C, BLOCK_C):
-            cc = c0 + offs_c
-            cm = cc < C
-            gt = tl.load(gy_ptr + b * sgyb + (u * sgyh + v * sgyw)[:, None] + cc[None, :] * sgyc,
-                         mask=pmask[:, None] & cm[None, :], other=0.0).to(KDT)
-            xt = tl.load(x_ptr + b * sxb + (ih * sxh + iw * sxw)[:, None] + cc[None, :] * sxc,
-                         mask=xin[:, None] & cm[None, :], other=0.0).to(KDT)
-            e += tl.sum(gt * xt, axis=1)
-        acc += kt * e
-    tl.store(part_ptr + split * (KH * KW) + t, tl.sum(acc, axis=0))
+        if WT_PER_CHANNEL:
+            gt = tl.load(gy_ptr + b * sgyb + (u * sgyh + v * sgyw)[:, None] + cc1[None, :] * sgyc,
+                         mask=pmask[:, None] & cm1[None, :], other=0.0).to(KDT)
+            xt = tl.load(x_ptr + b * sxb + (ih * sxh + iw * sxw)[:, None] + cc1[None, :] * sxc,
+                         mask=xin[:, None] & cm1[None, :], other=0.0).to(KDT)
+            accc += kt[:, None] * (gt * xt)
+        else:
+            e = tl.zeros([BLOCK_P], KDT)
+            for c0 in range(0, C, BLOCK_C):
+                cc = c0 + offs_c
+                cm = cc < C
+                gt = tl.load(gy_ptr + b * sgyb + (u * sgyh + v * sgyw)[:, None] + cc[None, :] * sgyc,
+                             mask=pmask[:, None] & cm[None, :], other=0.0).to(KDT)
+                xt = tl.load(x_ptr + b * sxb + (ih * sxh + iw * sxw)[:, None] + cc[None, :] * sxc,
+                             mask=xin[:, None] & cm[None, :], other=0.0).to(KDT)
+                e += tl.sum(gt * xt, axis=1)
+            acc += kt * e
+    if WT_PER_CHANNEL:
+        row = split * (KH * KW) + t
+        if IDX64:
+            row = row.to(tl.int64)
+        tl.store(part_ptr + row * C + cc1, tl.sum(accc, axis=0), mask=cm1)
+    else:
+        tl.store(part_ptr + split * (KH * KW) + t, tl.sum(acc, axis=0))
 
 
 # --- launchers -------------------------------------------------------------------------------
@@ -398,14 +451,32 @@ def pac_shared_dw_kernel(
 dw_tuned = configs.make_autotuned(pac_dw_kernel, configs.DW_CONFIGS, configs.DW_KEY, configs.dw_prune)
 
 
+def tap_weights(wtap, C, kdt):
+    """``(wt, per_channel)``: the tap weights as the kernels read them (``wt_ptr``), in KDT. The
+    shared filter ``[1, 1, kh, kw]`` (one filter for every channel) as its ``[kh*kw]`` vector;
+    a weight with C rows, ``[C, 1, kh, kw]`` (C > 1: one filter per channel, the depthwise
+    conv / transposed conv), permuted to ``[kh*kw, C]`` contiguous (a tap's channels are one
+    contiguous run), ``per_channel`` True. Any layout of ``wtap`` (a strided view) is read
+    through the copy. Another shape is a ValueError."""
+    if wtap.dim() != 4 or wtap.shape[1] != 1 or wtap.shape[0] not in (1, C):
+        raise ValueError(f"depthwise tap weights must be [1, 1, kh, kw] (one filter shared by every channel) or "
+                         f"[C, 1, kh, kw] with C = {C}, the input's channels (one filter per channel); got "
+                         f"{tuple(wtap.shape)}")
+    if wtap.shape[0] == 1:
+        return hc.kdt_vector(wtap, kdt), False
+    return wtap.detach().to(kdt).reshape(C, wtap.shape[2] * wtap.shape[3]).t().contiguous(), True
+
+
 def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dilation, transposed, *,
                guide=None, kernel=None, mask=None, smooth=None, alpha=None, lam=None, ktype=hc.KT_GAUSS,
                normalize=False, channel_wise=False):
-    """Depthwise family: pooling (``wtap`` None) and shared-filter conv / transposed conv.
-    Returns ``(y, out_mask)``."""
+    """Depthwise family: pooling (``wtap`` None) and the conv / transposed conv with tap weights
+    ``wtap``: the shared filter ``[1, 1, kh, kw]`` or one filter per channel ``[C, 1, kh, kw]``
+    (``tap_weights``). Returns ``(y, out_mask)``."""
     B, C, H, W = x.shape
     kh, kw = kernel_size
     kdt = hc.kdt_of(x.dtype)
+    wt, wt_pc = tap_weights(wtap, C, kdt) if wtap is not None else (None, False)
     k_mode, Hg, Wg, D, Ho, Wo = hc.k_grid(kernel, guide, (kh, kw), stride, padding, dilation, transposed)
     cw = bool(channel_wise) and k_mode == hc.K_GUIDE
     has_mask = mask is not None and k_mode == hc.K_GUIDE
@@ -420,7 +491,8 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
         x, guide, kernel, mask if has_mask else None, smooth, alpha, lam, k_mode=k_mode, ktype=ktype,
         kernel_size=(kh, kw), stride=stride, padding=padding, dilation=dilation, out_hw=(Ho, Wo),
         transposed=transposed, channel_wise=cw, k_channel_stride=True)
-    wt = hc.kdt_vector(wtap, kdt) if wtap is not None else x
+    if wt is None:
+        wt = x  # no weight (pooling): a placeholder pointer
     bd = configs.block_d(D) if (k_mode == hc.K_GUIDE and not cw) else 1
     args = dict(x_ptr=x, wt_ptr=wt, bias_ptr=bias.contiguous() if bias is not None else x, y_ptr=y, om_ptr=om,
                 **ko.guide_args(), **ko.mask_args(), **ko.k_args(channel=True), **ko.param_args(),
@@ -428,8 +500,8 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
                 **hc.strides("sx", x), **hc.strides("sy", y))
     meta = dict(**hc.geometry((kh, kw), stride, padding, dilation), TRANSPOSED=bool(transposed), K_MODE=k_mode,
                 KTYPE=int(ktype), F0_SMOOTH=f0 is not None, NORMALIZE=bool(normalize) and k_mode == hc.K_GUIDE,
-                HAS_MASK=has_mask, HAS_BIAS=bias is not None, HAS_WTAP=wtap is not None, CW=cw,
-                OM_PER_CHANNEL=om_per_channel, KDT=hc.TL_DTYPE[kdt], D_SINGLE=D <= bd, BLOCK_D=bd)
+                HAS_MASK=has_mask, HAS_BIAS=bias is not None, HAS_WTAP=wtap is not None, WT_PER_CHANNEL=wt_pc,
+                CW=cw, OM_PER_CHANNEL=om_per_channel, KDT=hc.TL_DTYPE[kdt], D_SINGLE=D <= bd, BLOCK_D=bd)
     sh_, sw_ = (stride if transposed else (1, 1))
     ph_, pw_ = (triton.cdiv(Ho, sh_), triton.cdiv(Wo, sw_)) if transposed else (Ho, Wo)
 
@@ -449,12 +521,15 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
 
 def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilation, transposed, guide, kernel,
                 mask, smooth, alpha, lam, ktype, normalize, channel_wise, needs: Grads) -> Grads:
-    """Gradients of the depthwise family (pooling: ``wtap`` None; shared filters: ``wtap`` the
-    ``[1, 1, kh, kw]`` weight) that ``needs`` (a ``Grads`` of booleans) asks for."""
+    """Gradients of the depthwise family (pooling: ``wtap`` None; conv / transposed conv: ``wtap``
+    the shared filter ``[1, 1, kh, kw]`` or one filter per channel ``[C, 1, kh, kw]``,
+    ``tap_weights``) that ``needs`` (a ``Grads`` of booleans) asks for. The weight gradient has
+    ``wtap``'s shape and dtype."""
     B, C, H, W = x.shape
     kh, kw = kernel_size
     KK = kh * kw
     kdt = hc.kdt_of(x.dtype)
+    wt, wt_pc = tap_weights(wtap, C, kdt) if wtap is not None else (None, False)
     dev = x.device
     k_mode, Hg, Wg, D, Ho, Wo = hc.k_grid(kernel, guide, (kh, kw), stride, padding, dilation, transposed)
     if k_mode == hc.K_LOAD:
@@ -495,7 +570,8 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
         f0 = hc.smoothed_centre(guide, smooth, (kh, kw), stride, padding, dilation, (Ho, Wo), transposed)
     ko = hc.k_operands(x, guide, f0, mask if has_mask else None, kernel, alpha, lam, kdt, inv=inv, channel_wise=cw,
                        n_channels=C, k_channel_stride=True)
-    wt = hc.kdt_vector(wtap, kdt) if wtap is not None else x
+    if wt is None:
+        wt = x  # no weight (pooling): a placeholder pointer
     bd = configs.block_d_all(D) if (k_mode == hc.K_GUIDE and not cw) else 1
     ph_grid = (stride[0] * stride[1] * triton.cdiv(triton.cdiv(Ho, stride[0]) * triton.cdiv(Wo, stride[1]), bp)
                if transposed else triton.cdiv(Ho * Wo, bp))
@@ -509,7 +585,8 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
         dk = hc.empty((B, dkc, KK, Ho * Wo), kdt, dev)
         hc.checked(pac_dw_dk_kernel)[(ph_grid, B, triton.cdiv(C, bc) if per_c else 1)](
             **gy_args, x_ptr=x, wt_ptr=wt, dk_ptr=dk, C=C, H=H, W=W, Ho=Ho, Wo=Wo, **hc.strides("sx", x), **common,
-            TRANSPOSED=bool(transposed), HAS_WTAP=wtap is not None, PER_CHANNEL=per_c, BLOCK_P=bp, BLOCK_C=bc,
+            TRANSPOSED=bool(transposed), HAS_WTAP=wtap is not None, WT_PER_CHANNEL=wt_pc, PER_CHANNEL=per_c,
+            BLOCK_P=bp, BLOCK_C=bc,
             num_warps=nw)
         if needs.kernel:
             out["kernel"] = dk.reshape(B, dkc, kh, kw, Ho, Wo).to(kernel.dtype)
@@ -541,17 +618,22 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
         hc.checked(pac_dw_dx_kernel)[(n, triton.cdiv(C, bc), B)](
             **gy_args, wt_ptr=wt, dx_ptr=dx, sc_ptr=scale, **kargs, **ko.k_args(channel=True),
             C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, sab=ko.sab, DKC=dkc, **hc.strides("sd", dx),
-            **kmeta, HAS_WTAP=wtap is not None, CW=cw, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
+            **kmeta, HAS_WTAP=wtap is not None, WT_PER_CHANNEL=wt_pc, CW=cw, BLOCK_P=bp, BLOCK_C=bc,
+            num_warps=nw)
         out["x"] = dx
     if needs.weight:
-        wcfg = configs.shared_dw_default(C, KK, B * triton.cdiv(Ho * Wo, bp), f64, vec)
+        wcfg = configs.shared_dw_default(C, KK, B * triton.cdiv(Ho * Wo, bp), f64, vec, per_channel=wt_pc)
         ns = wcfg["NSPLIT"]
-        part = hc.empty((ns, KK), kdt, dev)
-        hc.checked(pac_shared_dw_kernel)[(ns, KK)](
+        # per channel: one program per (split, tap, channel block), partials [splits, taps, C]
+        n_cb = triton.cdiv(C, wcfg["BLOCK_C"]) if wt_pc else 1
+        part = hc.empty((ns, KK, C) if wt_pc else (ns, KK), kdt, dev)
+        hc.checked(pac_shared_dw_kernel)[(ns, KK, n_cb)](
             **gy_args, x_ptr=x, part_ptr=part, sc_ptr=scale, **kargs, **ko.k_args(),
             C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, B=B, NSPLIT=ns, **hc.strides("sx", x),
-            **kmeta, BLOCK_P=wcfg["BLOCK_P"], BLOCK_C=wcfg["BLOCK_C"], num_warps=wcfg["num_warps"])
-        out["weight"] = part.sum(dim=0).reshape(1, 1, kh, kw).to(wtap.dtype)  # fixed-order sum over the splits
+            **kmeta, WT_PER_CHANNEL=wt_pc, BLOCK_P=wcfg["BLOCK_P"], BLOCK_C=wcfg["BLOCK_C"],
+            num_warps=wcfg["num_warps"])
+        dw = part.sum(dim=0)  # fixed-order sum over the splits: [taps] or [taps, C]
+        out["weight"] = (dw.t() if wt_pc else dw).reshape(wtap.shape).to(wtap.dtype)
     return Grads(**out)
 
 

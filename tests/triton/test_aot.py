@@ -44,13 +44,13 @@ def test_aot_compile_all_kernels():
     names = {(r["name"], r["arch"], r["dtype"]) for r in recs if r["default"]}
     for arch in (80, 90):
         for dt in ("fp32", "fp16", "bf16", "fp64"):
-            for kern in ("conv_guide", "convT_guide", "shared_conv", "packernel_cw"):
+            for kern in ("conv_guide", "convT_guide", "shared_conv", "dw_conv", "packernel_cw"):
                 assert (kern, arch, dt) in names
     # Backward: every kernel for both targets; no atomics anywhere (gathers and fixed-order
     # split reductions), in particular none in the weight-gradient kernels (determinism).
     # as in perf/compile_stats.py (not imported here: it must run without TRITON_INTERPRET)
     WEIGHT_GRAD = ("bwd_conv_dw", "bwd_convT_dw", "bwd_conv_dw_loadK", "bwd_conv_dw_dblocks", "bwd_conv_dw_vec",
-                   "bwd_conv_dw_grouped", "bwd_shared_dw")
+                   "bwd_conv_dw_grouped", "bwd_shared_dw", "bwd_dwc_dw")
     bwd = [r for r in recs if r["name"].startswith("bwd_")]
     bwd_names = {r["name"] for r in bwd}
     for arch in (80, 90):

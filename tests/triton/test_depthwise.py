@@ -1,15 +1,18 @@
-"""The depthwise family (``depthwise.py``): ``pac_pool2d`` / ``pacpool2d`` and the
-``shared_filters`` convolutions (one ``[1, 1, kh, kw]`` filter for every channel), forward and
-backward against the float64 reference, with small forced tiles, NaN-filled outputs, inputs
-inside NaN guard bands and the reference forbidden while the Triton path runs."""
+"""The depthwise family (``depthwise.py``): ``pac_pool2d`` / ``pacpool2d``, the
+``shared_filters`` convolutions (one ``[1, 1, kh, kw]`` filter for every channel) and the
+depthwise convolutions (one ``[C, 1, kh, kw]`` filter per channel, ``groups == C``, against the
+grouped reference), forward and backward against the float64 reference, with small forced
+tiles, NaN-filled outputs, inputs inside NaN guard bands and the reference forbidden while the
+Triton path runs."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from test_conv import conv_case, conv_static, conv_tensors, convt_case, given_kernel_tensors
-from triton_helpers import (DEVICES, GRADS, case, convt_out_hw, device_or_skip, inv_params, make_mask,
-                            run_backward, run_forward)
+from pac_testing import assert_close_rel
+from triton_helpers import (DEVICES, GRADS, ORDER, PT, case, convt_out_hw, device_or_skip, guarded, inv_params,
+                            make_mask, reference_forbidden, run_backward, run_forward)
 
 pytest.importorskip("pac_triton.triton")
 
@@ -166,3 +169,223 @@ def test_given_kernel_backward(op, device):
                        kernel=torch.rand(B, C, *k, Ho, Wo, dtype=torch.float64))
         run_backward("pacpool2d", tensors, dict(kernel_size=k, stride=s, padding=p, dilation=d),
                      ["input", "kernel"], F32, device)
+
+
+# --- depthwise conv: one filter per channel (groups == C_in == C_out) ---------------------------
+# groups=C with a [C, 1, kh, kw] weight: the op routes it to the depthwise family (per-channel tap
+# weights, K computed once per pixel tile for a block of channels), against the float64 grouped
+# reference.
+
+def dw_tensors(c, dev="cpu"):
+    """float64 inputs of one depthwise case: the shared-filter case's tensors with a per-channel
+    weight ``[C, 1, kh, kw]`` (``F.conv2d`` / ``F.conv_transpose2d`` with ``groups=C``)."""
+    t = conv_tensors(c, dev, c.transposed, shared=True)
+    t["weight"] = torch.randn(c.C, 1, *c.k, dtype=torch.float64, device=dev)
+    return t
+
+
+def dw_run(c, dev, backward=False, grads=GRADS):
+    fn = "pac_conv_transpose2d" if c.transposed else "pac_conv2d"
+    args = (fn, dw_tensors(c, dev), {**conv_static(c, c.transposed), "groups": c.C})
+    if backward:
+        return run_backward(*args, grads, c.dtype, dev, c.cl)
+    return run_forward(*args, c.dtype, c.cl, ["y", "out_mask"])
+
+
+# C = 6, 5, 10 with 4-channel blocks (the fixture): ragged channel blocks; 16-pixel tiles over
+# images that are no multiple of them
+DW_CASES = [
+    conv_case("dw-conv-k3-inv-norm-mask-f32-cl", C=6, O=6, D=3, H=6, W=5, kt="inv_1_-2", norm=True, mask=True,
+              cl=True),
+    conv_case("dw-conv-k3x5-s2x1-d1x2-invasym-mask-smooth1x3-f16", C=5, O=5, D=2, H=7, W=6, k=(3, 5), s=(2, 1),
+              p=(1, 3), d=(1, 2), kt="inv_1_-2_asym", mask=True, smooth=(1, 3), dtype=F16),
+    conv_case("dw-conv-k3-p2-gauss-norm-bf16", C=10, O=10, D=3, H=5, W=6, p=(2, 2), norm=True, dtype=BF16),
+    conv_case("dw-conv-k5-gauss-mask-nobias-f64", C=5, O=5, D=2, H=6, W=6, k=(5, 5), p=(2, 2), mask=True,
+              bias=False, dtype=F64),
+    # C and D multiples of 16: x and the guide gathered from channels-last copies
+    conv_case("dw-conv-C16-D16-s2-gauss-norm-mask-f32", C=16, O=16, D=16, H=6, W=7, s=(2, 2), norm=True,
+              mask=True),
+    convt_case("dw-convT-k3-s2-op1-inv-norm-mask-bf16", C=6, O=6, D=3, H=3, W=4, op=(1, 1), kt="inv_1_-2",
+               norm=True, mask=True, dtype=BF16),
+    convt_case("dw-convT-k3x5-s2x3-d2x1-invasym-smooth3x1-f16-cl", C=5, O=5, D=4, H=3, W=2, k=(3, 5), s=(2, 3),
+               p=(0, 1), op=(1, 2), d=(2, 1), kt="inv_1_-2_asym", smooth=(3, 1), dtype=F16, cl=True),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("c", DW_CASES)
+def test_depthwise(c, device):
+    y, _ = dw_run(c, device_or_skip(device))
+    if c.cl:
+        assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+DW_BWD_CASES = [
+    conv_case("dw-conv-s2x1-d1x2-inv-norm-mask-smooth1x3-f32-cl", C=6, O=6, D=3, H=6, W=5, s=(2, 1), p=(1, 2),
+              d=(1, 2), kt="inv_1_-2", norm=True, mask=True, smooth=(1, 3), cl=True),
+    conv_case("dw-conv-k3-invasym-mask-f64", C=5, O=5, D=2, H=6, W=6, kt="inv_1_-2_asym", mask=True, dtype=F64),
+    # C a multiple of 16: x and dL/dy gathered from channels-last copies
+    conv_case("dw-conv-C16-gauss-norm-f32", C=16, O=16, D=3, H=4, W=6, norm=True),
+    convt_case("dw-convT-s2-op0x1-inv-norm-smooth3-f32", C=6, O=6, D=3, H=3, W=3, op=(0, 1), kt="inv_1_-2",
+               norm=True, smooth=(3, 3)),
+    convt_case("dw-convT-k3x5-s2x1-d1x2-gauss-mask-bf16", C=5, O=5, D=2, H=3, W=3, k=(3, 5), s=(2, 1), p=(1, 2),
+               d=(1, 2), mask=True, dtype=BF16),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("c", DW_BWD_CASES)
+def test_depthwise_backward(c, device):
+    dev = device_or_skip(device)
+    got = dw_run(c, dev, backward=True)
+    assert got["weight"].shape == (c.C, 1, *c.k)
+
+
+def _dw_given_kernel_case(transposed, dev, nan_at_dropped_taps=False):
+    """(function name, tensors, static) of a depthwise conv with a precomputed K. With
+    ``nan_at_dropped_taps`` (stride 1, padding (kh-1)/2 only) K is NaN at every tap that reads
+    the zero padding of the first / last row and column: dropped taps contribute nothing."""
+    C, k = 6, (3, 3)
+    if transposed:
+        B, H, W, s, p, op, d = 1, 3, 4, (2, 2), (1, 0), (1, 1), (1, 1)
+        Ho, Wo = convt_out_hw(H, W, k, s, p, op, d)
+        tensors = given_kernel_tensors(B, C, C, H, W, k, Ho, Wo, (C, 1, *k), True, dev)
+        return "pacconv_transpose2d", tensors, dict(stride=s, padding=p, output_padding=op, dilation=d,
+                                                    shared_filters=False, groups=C)
+    B, H, W, s, p, d = 2, 5, 6, (1, 1), (1, 1), (1, 1)
+    tensors = given_kernel_tensors(B, C, C, H, W, k, H, W, (C, 1, *k), True, dev)
+    if nan_at_dropped_taps:
+        K = tensors["kernel"]
+        K[:, :, 0, :, 0, :] = K[:, :, -1, :, -1, :] = float("nan")
+        K[:, :, :, 0, :, 0] = K[:, :, :, -1, :, -1] = float("nan")
+    return "pacconv2d", tensors, dict(stride=s, padding=p, dilation=d, shared_filters=False, groups=C)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("transposed,dtype", [(False, F16), (True, BF16)],
+                         ids=["dw-conv-given-nan-dropped-f16", "dw-convT-given-bf16"])
+def test_depthwise_given_kernel(transposed, dtype, device):
+    fn, tensors, static = _dw_given_kernel_case(transposed, device_or_skip(device), not transposed)
+    run_forward(fn, tensors, static, dtype, False, ["y"])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("transposed,dtype", [(False, F32), (True, F64)],
+                         ids=["dw-conv-given-nan-dropped-f32", "dw-convT-given-f64"])
+def test_depthwise_given_kernel_backward(transposed, dtype, device):
+    fn, tensors, static = _dw_given_kernel_case(transposed, device_or_skip(device), not transposed)
+    got = run_backward(fn, tensors, static, ["input", "kernel", "weight", "bias"], dtype, device)
+    if not transposed:
+        # dL/dK is exactly 0 at the dropped (NaN) taps
+        dropped = torch.isnan(tensors["kernel"])
+        assert dropped.any() and bool((got["kernel"][dropped.to(got["kernel"].device)] == 0).all())
+
+
+@pytest.mark.parametrize("transposed", [False, True],
+                         ids=["dw-conv-K1-equals-F.conv2d", "dw-convT-K1-equals-F.conv_transpose2d"])
+def test_depthwise_constant_guide_equals_torch_conv(transposed):
+    """A constant guide with the unnormalised Gaussian (K == 1, no mask) is the depthwise conv
+    of PyTorch with the same [C, 1, kh, kw] weight (read here through a strided view), and
+    the transposed one is ``F.conv_transpose2d(..., groups=C)`` (no flip)."""
+    import torch.nn.functional as F
+    B, C, D, H, W, k = 2, 6, 2, 5, 7, (3, 5)
+    x = torch.randn(B, C, H, W, dtype=F64)
+    w = torch.randn(k[0], k[1], C, 1, dtype=F64).permute(2, 3, 0, 1)  # [C, 1, kh, kw], not contiguous
+    assert not w.is_contiguous()
+    b = torch.randn(C, dtype=F64)
+    if transposed:
+        s, p, op, d = (2, 3), (1, 2), (1, 2), (2, 1)
+        exp = F.conv_transpose2d(x, w, b, s, p, op, C, d)
+        guide = torch.full((B, D, *exp.shape[-2:]), 0.7, dtype=F64)
+        with reference_forbidden():
+            y, om = PT().pac_conv_transpose2d(guarded(x), guide, w, b, s, p, op, d, "gaussian", None, None, None,
+                                              False, False, None, C)
+    else:
+        s, p, d = (2, 1), (1, 4), (1, 2)  # padding <= d*(k-1)/2: every centre feature inside the guide
+        exp = F.conv2d(x, w, b, s, p, d, C)
+        guide = torch.full((B, D, H, W), 0.7, dtype=F64)
+        with reference_forbidden():
+            y, om = PT().pac_conv2d(guarded(x), guide, w, b, s, p, d, "gaussian", None, None, None, False, False,
+                                    None, C)
+    assert om is None
+    assert_close_rel(y, exp, 1e-12, "y vs torch (groups=C)")
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["dw-conv-chunked-idx64", "dw-convT-chunked-idx64"])
+def test_depthwise_batch_chunks_and_64bit_offsets(transposed, monkeypatch):
+    """Every launch with 64-bit offsets (the 32-bit limit lowered to 0) and a batch of 3 run in
+    chunks of 2 (the weight and bias gradients summed over the chunks): forward and backward
+    as the reference."""
+    from pac_triton.triton import host_common as hc
+    monkeypatch.setattr(hc, "INDEX32_LIMIT", 0)
+    monkeypatch.setattr(hc, "BATCH_CHUNK", 2)
+    seen = []
+    over_batch = hc.over_batch
+    monkeypatch.setattr(hc, "over_batch", lambda impl, args, *a, **k: seen.append(args[0].shape[0])
+                        or over_batch(impl, args, *a, **k))
+    if transposed:
+        c = convt_case("t", B=3, C=5, O=5, D=2, H=2, W=2, kt="inv_1_-2", norm=True, mask=True).values[0]
+    else:
+        c = conv_case("c", B=3, C=5, O=5, D=2, H=4, W=4, s=(2, 1), kt="inv_1_-2", mask=True,
+                      smooth=(3, 3)).values[0]
+    dw_run(c, "cpu")
+    dw_run(c, "cpu", backward=True)
+    assert seen and all(n == 3 for n in seen)  # the ops saw the whole batch and split it
+
+
+def test_depthwise_weight_shape_error():
+    """A weight that is neither the shared filter [1, 1, kh, kw] nor [C, 1, kh, kw] is refused
+    with a ValueError naming the shapes (never read as something else)."""
+    x, g = torch.randn(1, 5, 4, 4), torch.randn(1, 2, 4, 4)
+    for w in (torch.randn(4, 1, 3, 3), torch.randn(5, 2, 3, 3)):
+        with pytest.raises(ValueError, match=r"\[C, 1, kh, kw\] with C = 5"):
+            PT().pac_conv2d(x, g, w, None, (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, False, True, None)
+
+
+def test_depthwise_opcheck():
+    """The custom op with groups = C and a [C, 1, kh, kw] weight (the depthwise family), and
+    with shared=True and that weight (per-channel tap weights): schema, autograd registration,
+    fake tensors (the weight gradient's fake has the weight's shape) and AOT dispatch (the
+    transposed op's fake shapes do not depend on the weight's rows)."""
+    ops = torch.ops.pac_triton
+    r = lambda *s: torch.randn(*s, dtype=F64, requires_grad=True)  # noqa: E731
+    x, w, b = r(1, 3, 3, 4), r(3, 1, 3, 3), r(3)  # C = 3: per-channel tap weights
+    g = r(1, 2, 3, 4)
+    m = (torch.rand(1, 1, 3, 4) > 0.3).double()
+    a, lm = torch.tensor(1.0, dtype=F64, requires_grad=True), torch.tensor(-2.0, dtype=F64, requires_grad=True)
+    for shared, groups in ((False, 3), (True, 1)):
+        torch.library.opcheck(ops.triton_conv_fwd, (x, w, b, g, None, m, None, a, lm, [1, 1], [1, 1], [0, 0],
+                                                    [1, 1], 1, True, shared, False, groups),
+                              test_utils=("test_schema", "test_autograd_registration", "test_faketensor",
+                                          "test_aot_dispatch_dynamic"))
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["conv", "convT"])
+@pytest.mark.parametrize("groups,family", [(4, "depthwise"), (2, "dense")], ids=["groups=C", "groups=2"])
+def test_groups_route_to_family(groups, family, transposed):
+    """groups == C with one output channel per input channel runs the depthwise family's
+    kernels (K once per pixel tile for a block of channels) forward and backward; other groups
+    the dense family's."""
+    from pac_triton.triton import conv, depthwise
+    names = {"depthwise": {"pac_dw_kernel", "pac_dw_dx_kernel", "pac_shared_dw_kernel"},
+             "dense": {"pac_conv_kernel", "pac_conv_dxdk_kernel", "pac_conv_dw_kernel"}}
+    ran = set()
+    orig = conv.hc.checked
+
+    class Spy(orig):
+        def __getitem__(self, grid):
+            ran.add(getattr(self.kernel, "__name__", None) or self.kernel.fn.__name__)
+            return super().__getitem__(grid)
+    C, O = 4, 4
+    x = torch.randn(1, C, 5, 5, requires_grad=True)
+    w = torch.randn(*((C, O // groups) if transposed else (O, C // groups)), 3, 3, requires_grad=True)
+    g = torch.randn(1, 2, 5, 5)
+    try:
+        conv.hc.checked = Spy
+        fn = PT().pac_conv_transpose2d if transposed else PT().pac_conv2d
+        args = ((1, 1), (1, 1), (0, 0), (1, 1)) if transposed else ((1, 1), (1, 1), (1, 1))
+        y, _ = fn(x, g, w, None, *args, "gaussian", None, None, None, False, False, None, groups)
+        y.sum().backward()
+    finally:
+        conv.hc.checked = orig
+    assert names[family] <= ran and not (names["dense" if family == "depthwise" else "depthwise"] & ran), ran
