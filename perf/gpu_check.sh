@@ -8,7 +8,8 @@
 #   0. environment (GPU, versions) and making `pac_triton` importable from this checkout
 #      (already installed / editable install offline / a copied package tree, in that order);
 #   1. `python -m pytest -m gpu -q tests` with PAC_TRITON_AUTOTUNE=0 (the tests' conftest
-#      switches Triton's interpreter on only where there is no CUDA, so none here);
+#      switches Triton's interpreter on only where there is no CUDA, so none here), with
+#      pytest-xdist workers (GPU_TEST_WORKERS, default 8) when it is installed;
 #   2. `python -m perf --preset gpu-check --out $OUT`: forward (bf16, TF32) and forward+backward
 #      (bf16) timings of the Triton and reference backends against F.conv2d (cudnn.benchmark
 #      on) at the floor shapes of docs/kernels.md, the convnext preset's four depthwise k7 B32
@@ -105,8 +106,12 @@ fi
 # ---- 1. gpu-marked tests -----------------------------------------------------------------------
 LIM_TESTS=$(min "$T_TESTS" $(( $(left) - 60 - 15 )))   # keep at least 60 s for the timings
 [ "$LIM_TESTS" -lt 10 ] && LIM_TESTS=10
-say "stage 1: pytest -m gpu (PAC_TRITON_AUTOTUNE=0, limit ${LIM_TESTS}s)"
-(cd "$RUN_DIR" && PAC_TRITON_AUTOTUNE=0 timeout -k 5 "$LIM_TESTS" "$PY" -m pytest -m gpu -q -rfEs \
+# ~100 gpu tests, each compiling its own kernel specialisations: compile in parallel when
+# pytest-xdist is there (the image has it; 16 CPU cores, one GPU shared by the workers)
+XDIST=()
+if "$PY" -c "import xdist" >/dev/null 2>&1; then XDIST=(-n "${GPU_TEST_WORKERS:-8}"); fi
+say "stage 1: pytest -m gpu ${XDIST[*]} (PAC_TRITON_AUTOTUNE=0, limit ${LIM_TESTS}s)"
+(cd "$RUN_DIR" && PAC_TRITON_AUTOTUNE=0 timeout -k 5 "$LIM_TESTS" "$PY" -m pytest -m gpu -q -rfEs "${XDIST[@]}" \
   -p no:cacheprovider -c "$REPO/pyproject.toml" --rootdir "$REPO" "$REPO/tests") 2>&1 | tee -a "$LOG"
 RC_TESTS=${PIPESTATUS[0]}
 say "stage 1: $(status_of "$RC_TESTS")"
