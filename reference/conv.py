@@ -19,10 +19,14 @@ from ._sample import compute_dtype, sample, tap_valid, zero_insert
 __all__ = ["pacconv2d", "pacconv_transpose2d"]
 
 
-def _finish(acc, bias, out_dtype):
+def _finish(acc, bias, like):
+    """``acc`` (+ bias) in ``like``'s dtype and memory format (channels-last in, channels-last
+    out, as ``F.conv2d``; otherwise contiguous, whatever layout the per-tap einsum left)."""
     if bias is not None:
         acc = acc + bias.to(acc.dtype).reshape(1, -1, 1, 1)
-    return acc.to(out_dtype)
+    channels_last = like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous()
+    return acc.to(like.dtype).contiguous(memory_format=torch.channels_last if channels_last
+                                         else torch.contiguous_format)
 
 
 def _accumulate(taps, kernel, weight, shared_filters, weight_tap):
@@ -61,7 +65,7 @@ def pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_fil
     taps = (tap(i, j) for i in range(kh) for j in range(kw))
     if not shared_filters:
         w = w.unflatten(0, (groups, -1))  # [G, O/G, C/G, kh, kw]
-    return _finish(_accumulate(taps, k, w, shared_filters, None), bias, input.dtype)
+    return _finish(_accumulate(taps, k, w, shared_filters, None), bias, input)
 
 
 def pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation, shared_filters,
@@ -84,4 +88,4 @@ def pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_pad
     taps = (tap(i, j) for i in range(kh) for j in range(kw))
     if not shared_filters:
         w = w.unflatten(0, (groups, -1)).transpose(1, 2)  # [C, O/G] -> [G, C/G, O/G] -> [G, O/G, C/G]
-    return _finish(_accumulate(taps, k, w, shared_filters, (kh - 1, kw - 1)), bias, input.dtype)
+    return _finish(_accumulate(taps, k, w, shared_filters, (kh - 1, kw - 1)), bias, input)

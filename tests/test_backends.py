@@ -151,3 +151,28 @@ def test_triton_available_reports_a_backend_that_cannot_import(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     answer = pac_triton.triton_available()
     assert not answer and answer.reason == "simulated: triton cannot be imported"
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
+def test_output_layout_follows_the_input(fmt, backend):
+    """Every operator returns its output in the input's memory format, as ``F.conv2d`` does
+    (contiguous for NCHW, channels-last for channels-last): the reference's per-tap einsum used
+    to leave the batch axis inside the channel axis ((C, B) in memory), which broke ``.view``."""
+    import pac_triton
+    from pac_triton import functional as PF
+    if backend == "triton" and not pac_triton.triton_available():
+        pytest.skip(pac_triton.triton_available().reason)
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 5, 6).contiguous(memory_format=fmt)
+    g = torch.randn(2, 3, 5, 6).contiguous(memory_format=fmt)
+    gt = torch.randn(2, 3, 9, 11).contiguous(memory_format=fmt)
+    outs = {
+        "pac_conv2d": PF.pac_conv2d(x, g, torch.randn(6, 4, 3, 3), torch.randn(6), padding=1, backend=backend),
+        "pac_conv2d groups=2": PF.pac_conv2d(x, g, torch.randn(6, 2, 3, 3), padding=1, groups=2, backend=backend),
+        "pac_conv_transpose2d": PF.pac_conv_transpose2d(x, gt, torch.randn(4, 6, 3, 3), stride=2, padding=1,
+                                                        backend=backend),
+        "pac_pool2d": PF.pac_pool2d(x, g, 3, padding=1, backend=backend),
+    }
+    for name, y in outs.items():
+        assert y.is_contiguous(memory_format=fmt), (name, y.stride())
