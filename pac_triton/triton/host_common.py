@@ -296,8 +296,11 @@ def channel_runs(*tensors) -> bool:
     """Whether every tensor is gathered as aligned channel runs: channel-fastest, with a
     channel count and the other strides multiples of 16 elements (the vectorised gathers'
     specialisation, what the default configs are sized for)."""
-    return all(t.shape[1] % 16 == 0 and t.stride(1) == 1
-               and all(int(st) % 16 == 0 for st in (t.stride(0), t.stride(2), t.stride(3))) for t in tensors)
+    for t in tensors:
+        s = t.stride()
+        if t.shape[1] % 16 or s[1] != 1 or s[0] % 16 or s[2] % 16 or s[3] % 16:
+            return False
+    return True
 
 
 # --- K operands --------------------------------------------------------------------------------
