@@ -268,7 +268,7 @@ def _conv_default(C, O, f64, vec, forced_key, interp):
     return _check_dot_dims(_launch_overrides(cfg, forced), "pac_conv_kernel", interp)
 
 
-def dw_fwd_default(C: int, f64: bool, vec: bool = False, rt: Runtime | None = None) -> dict:
+def dw_fwd_default(C: int, f64: bool = False, vec: bool = False, rt: Runtime | None = None) -> dict:
     """Default config of the depthwise forward (pooling, shared filters): all channels up to 64
     in one block, so K is computed once per pixel tile (sm_90 SASS, bf16, C = 64, D = 16, not
     channel-wise: 13 warp instructions per pixel-tap with channels-last gathers at 4 warps; the
