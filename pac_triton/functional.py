@@ -71,18 +71,21 @@ def _autocast_inputs(low=(), fp32=()):
 
 # --------------------------------------------------------------------------- shared checks
 
-# The parsed option strings (frozen dataclasses, shared safely), memoised per string; anything
-# that is not a str goes to the parser itself, which raises its TypeError.
+# The parsed option strings (frozen dataclasses, shared safely), memoised per string in eager
+# mode; anything that is not a str goes to the parser itself, which raises its TypeError, and
+# so does torch.compile's tracing (which would only trace through the cache wrapper).
 _parse_kernel_type_str = functools.lru_cache(maxsize=64)(parse_kernel_type)
 _parse_smooth_type_str = functools.lru_cache(maxsize=64)(parse_smooth_type)
 
 
 def _kernel_type(kernel_type):
-    return _parse_kernel_type_str(kernel_type) if type(kernel_type) is str else parse_kernel_type(kernel_type)
+    if type(kernel_type) is str and not torch.compiler.is_compiling():
+        return _parse_kernel_type_str(kernel_type)
+    return parse_kernel_type(kernel_type)
 
 
 def _smooth_type(smooth_kernel_type):
-    if type(smooth_kernel_type) is str:
+    if type(smooth_kernel_type) is str and not torch.compiler.is_compiling():
         return _parse_smooth_type_str(smooth_kernel_type)
     return parse_smooth_type(smooth_kernel_type)
 
