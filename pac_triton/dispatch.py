@@ -47,12 +47,19 @@ def default_backend() -> str:
     return value
 
 
+_TRITON_BACKEND = None  # the backend package once imported (an import statement per call costs ~1 us)
+
+
 def _triton_module():
     """The Triton backend module and ``None``, or ``None`` and the reason it cannot run."""
-    try:
-        from . import triton as triton_backend
-    except ImportError as error:  # triton not installed, or the backend package is missing
-        return None, f"the Triton backend cannot be imported ({error})"
+    global _TRITON_BACKEND
+    triton_backend = _TRITON_BACKEND
+    if triton_backend is None:
+        try:
+            from . import triton as triton_backend
+        except ImportError as error:  # triton not installed, or the backend package is missing
+            return None, f"the Triton backend cannot be imported ({error})"
+        _TRITON_BACKEND = triton_backend
     ok, reason = triton_backend.is_available()
     if not ok:
         return None, reason
@@ -105,7 +112,11 @@ def _choose(backend, op, tensors):
     if backend == "reference":
         from . import reference
         return reference, Selection("reference", "backend='reference' was asked for")
-    on_cuda = any(t is not None and t.is_cuda for t in tensors)
+    on_cuda = False
+    for t in tensors:
+        if t is not None and t.is_cuda:
+            on_cuda = True
+            break
     module, reason = _triton_module()
     if backend == "auto":
         if module is None:

@@ -22,7 +22,7 @@ from .dispatch import select
 from .options import fixed_smooth_kernel, parse_kernel_type, parse_smooth_type
 from .validation import (arg_names, check_bias, check_geometry, check_groups, check_guide, check_inv_param,
                          check_mask, check_same_device, check_smooth_kernel, check_tensor, check_weight,
-                         conv_out_size, pair, resolve_padding, transposed_out_size)
+                         constant_tensor, conv_out_size, pair, resolve_padding, transposed_out_size)
 
 __all__ = [
     "packernel2d", "pacconv2d", "pacconv_transpose2d", "pacpool2d",
@@ -71,6 +71,25 @@ def _autocast_inputs(low=(), fp32=()):
 
 # --------------------------------------------------------------------------- shared checks
 
+# The parsed option strings (frozen dataclasses, shared safely), memoised per string in eager
+# mode; anything that is not a str goes to the parser itself, which raises its TypeError, and
+# so does torch.compile's tracing (which would only trace through the cache wrapper).
+_parse_kernel_type_str = functools.lru_cache(maxsize=64)(parse_kernel_type)
+_parse_smooth_type_str = functools.lru_cache(maxsize=64)(parse_smooth_type)
+
+
+def _kernel_type(kernel_type):
+    if type(kernel_type) is str and not torch.compiler.is_compiling():
+        return _parse_kernel_type_str(kernel_type)
+    return parse_kernel_type(kernel_type)
+
+
+def _smooth_type(smooth_kernel_type):
+    if type(smooth_kernel_type) is str and not torch.compiler.is_compiling():
+        return _parse_smooth_type_str(smooth_kernel_type)
+    return parse_smooth_type(smooth_kernel_type)
+
+
 def _kernel_options(guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda,
                     channel_wise, smooth_required, input=None):
     """Parse the K options. Returns ``(kernel_type, smooth_kernel or None, inv_alpha, inv_lambda)``.
@@ -84,8 +103,8 @@ def _kernel_options(guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_a
     only switches smoothing on); the guide-taking functions default to the type's fixed window,
     except ``full_n`` whose window is a learnable parameter that must be given.
     """
-    ktype = parse_kernel_type(kernel_type)
-    stype = parse_smooth_type(smooth_kernel_type)
+    ktype = _kernel_type(kernel_type)
+    stype = _smooth_type(smooth_kernel_type)
     f64 = guide.dtype == torch.float64 or (input is not None and input.dtype == torch.float64)
     kdt = torch.float64 if f64 else torch.float32
     if stype.kind == "none":
@@ -95,7 +114,9 @@ def _kernel_options(guide, kernel_type, smooth_kernel_type, smooth_kernel, inv_a
     elif smooth_kernel is None:
         if smooth_required or stype.kind == "full":
             raise ValueError(f"smooth_kernel_type={stype.name!r} needs a smooth_kernel tensor [1, 1, n, n]")
-        smooth_kernel = fixed_smooth_kernel(stype, kdt, guide.device)
+        # a constant made once per (type, dtype, device): no host-to-device copy per call
+        smooth_kernel = constant_tensor(stype, kdt, guide, make=lambda dtype, device: fixed_smooth_kernel(
+            stype, dtype, device))
     if smooth_kernel is not None:
         check_smooth_kernel(smooth_kernel)
     if ktype.family == "inv":
@@ -162,6 +183,15 @@ def _geometry_from_weight(weight, stride, padding, dilation, output_padding=None
 
 
 def _devices(names, **tensors):
+    first = None
+    for t in tensors.values():  # fast path: one device (the renamed check below says which differ)
+        if isinstance(t, torch.Tensor):
+            if first is None:
+                first = t.device
+            elif t.device != first:
+                break
+    else:
+        return
     check_same_device(**{names.get(key, key): value for key, value in tensors.items()})
 
 

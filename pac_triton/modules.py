@@ -46,6 +46,10 @@ def _tent(kernel_size: int, stride: int, normalize_kernel: bool) -> torch.Tensor
     return tent
 
 
+# class -> its ``_forward_names`` table (read-only)
+_FORWARD_NAMES: dict = {}
+
+
 class _PacConvNd(nn.Module):
     """Shared parameters, fillers and ``compute_kernel`` of the PAC layers (as pacnet's
     ``_PacConvNd``)."""
@@ -257,10 +261,18 @@ class _PacConvNd(nn.Module):
         return (None if input is None else self._pad(input, names["input"]),
                 None if guide is None else self._pad(guide, names["guide"]), mask)
 
+    def _optional(self, name):
+        """``getattr(self, name, None)`` without raising and catching nn.Module's AttributeError
+        (a few microseconds per call) for the K tensors a layer may not have."""
+        if (name in self._parameters or name in self._buffers or name in self.__dict__ or name in self._modules
+                or hasattr(type(self), name)):
+            return getattr(self, name, None)
+        return None
+
     def _kernel_args(self):
         return dict(kernel_type=self.kernel_type, smooth_kernel_type=self.smooth_kernel_type,
-                    smooth_kernel=getattr(self, "smooth_kernel", None), inv_alpha=getattr(self, "inv_alpha", None),
-                    inv_lambda=getattr(self, "inv_lambda", None), normalize_kernel=self.normalize_kernel)
+                    smooth_kernel=self._optional("smooth_kernel"), inv_alpha=self._optional("inv_alpha"),
+                    inv_lambda=self._optional("inv_lambda"), normalize_kernel=self.normalize_kernel)
 
     def compute_kernel(self, input_for_kernel, input_mask=None):
         """``(K, out_mask)`` of this layer for a guide ``input_for_kernel [B, D, H, W]`` (and an
@@ -279,8 +291,14 @@ class _PacConvNd(nn.Module):
                                self.transposed, backend=self.backend, names=names)
 
     def _forward_names(self):
-        return arg_names(f"{type(self).__name__}.forward", input="input_2d", guide="input_for_kernel (guide)",
-                         weight=f"{type(self).__name__}.weight", bias=f"{type(self).__name__}.bias")
+        """The argument names of ``forward``'s errors (per class, built once: the table is only read)."""
+        cls = type(self)
+        names = _FORWARD_NAMES.get(cls)
+        if names is None:
+            names = _FORWARD_NAMES[cls] = arg_names(
+                f"{cls.__name__}.forward", input="input_2d", guide="input_for_kernel (guide)",
+                weight=f"{cls.__name__}.weight", bias=f"{cls.__name__}.bias")
+        return names
 
     @staticmethod
     def _check_kernel_xor_mask(kernel, mask):

@@ -11,7 +11,7 @@ __all__ = [
     "pair", "check_tensor", "check_same_device", "check_geometry", "conv_out_size",
     "transposed_out_size", "check_inv_param", "check_smooth_kernel", "check_mask", "check_weight",
     "check_bias", "check_guide", "arg_names", "check_groups", "resolve_padding", "PADDING_MODES",
-    "check_padding_mode",
+    "check_padding_mode", "constant_tensor",
 ]
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -30,6 +30,11 @@ def arg_names(entry: str, **names: str) -> dict[str, str]:
 
 def pair(value, name: str) -> tuple[int, int]:
     """An int or a pair of ints -> a tuple of two Python ints."""
+    kind = type(value)
+    if kind is int:  # fast paths: a plain int, or an already normalised pair (bool is not int here)
+        return value, value
+    if kind is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        return value
     items = (value, value) if isinstance(value, numbers.Integral) else value
     try:
         items = tuple(items)
@@ -43,6 +48,8 @@ def pair(value, name: str) -> tuple[int, int]:
 
 
 def check_tensor(name: str, tensor, rank: int | None = 4, allow_none: bool = False):
+    if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and (rank is None or tensor.dim() == rank):
+        return  # fast path: every check below passes
     if tensor is None:
         if allow_none:
             return
@@ -56,6 +63,15 @@ def check_tensor(name: str, tensor, rank: int | None = 4, allow_none: bool = Fal
 
 
 def check_same_device(**named):
+    first = None
+    for t in named.values():  # fast path: one device
+        if isinstance(t, torch.Tensor):
+            if first is None:
+                first = t.device
+            elif t.device != first:
+                break
+    else:
+        return
     devices = {name: t.device for name, t in named.items() if isinstance(t, torch.Tensor)}
     if len(set(devices.values())) > 1:
         listing = ", ".join(f"{name} on {device}" for name, device in devices.items())
@@ -64,6 +80,8 @@ def check_same_device(**named):
 
 def check_groups(groups, name: str = "groups") -> int:
     """``groups`` must be a positive int (``TypeError`` / ``ValueError`` naming it)."""
+    if type(groups) is int and groups > 0:
+        return groups
     if not isinstance(groups, numbers.Integral) or isinstance(groups, bool):
         raise TypeError(f"{name} must be a positive int, got {groups!r}")
     if groups <= 0:
@@ -110,13 +128,14 @@ def check_geometry(kernel_size, stride, padding, dilation, output_padding=None):
     """Validate and normalise the conv geometry. Returns tuples of two ints."""
     kernel_size, stride = pair(kernel_size, "kernel_size"), pair(stride, "stride")
     padding, dilation = pair(padding, "padding"), pair(dilation, "dilation")
-    if any(k <= 0 or k % 2 != 1 for k in kernel_size):
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    if kh <= 0 or kh % 2 != 1 or kw <= 0 or kw % 2 != 1:
         raise ValueError(f"kernel_size must be positive and odd, got {kernel_size}")
-    if any(s <= 0 for s in stride):
+    if sh <= 0 or sw <= 0:
         raise ValueError(f"stride must be positive, got {stride}")
-    if any(d <= 0 for d in dilation):
+    if dh <= 0 or dw <= 0:
         raise ValueError(f"dilation must be positive, got {dilation}")
-    if any(p < 0 for p in padding):
+    if ph < 0 or pw < 0:
         raise ValueError(f"padding must be non-negative, got {padding}")
     if output_padding is None:
         return kernel_size, stride, padding, dilation
@@ -151,6 +170,9 @@ def transposed_out_size(in_hw, kernel_size, stride, padding, output_padding, dil
 
 def check_guide(guide, input, expected_hw, what, guide_name="guide", input_name="input"):
     """Guide batch and spatial size must match exactly (no broadcasting)."""
+    gshape, ishape = guide.shape, input.shape
+    if gshape[0] == ishape[0] and gshape[-2:] == tuple(expected_hw):
+        return  # fast path: both checks below pass
     shapes = f"({guide_name} {tuple(guide.shape)}, {input_name} {tuple(input.shape)})"
     if guide.shape[0] != input.shape[0]:
         raise ValueError(f"{guide_name} batch {guide.shape[0]} != {input_name} batch {input.shape[0]} {shapes}")
@@ -168,7 +190,7 @@ def check_inv_param(name, value, default, channels, channel_wise, ref, dtype=Non
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         if dtype is None:
             dtype = torch.float32 if ref.dtype in (torch.float16, torch.bfloat16) else ref.dtype
-        return torch.tensor(float(value), dtype=dtype, device=ref.device)
+        return constant_tensor(float(value), dtype, ref)
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__}")
     if not value.is_floating_point():
@@ -179,6 +201,42 @@ def check_inv_param(name, value, default, channels, channel_wise, ref, dtype=Non
         allowed = f"0-d or length {channels} (channel_wise)" if channel_wise else "0-d"
         raise ValueError(f"{name} must be {allowed}, got shape {tuple(value.shape)}")
     return value
+
+
+# (value key, dtype, device) -> (tensor, its version when cached); see ``constant_tensor``
+_CONSTANTS: dict = {}
+_CONSTANTS_MAX = 256
+
+
+def _cacheable(ref) -> bool:
+    """Whether constants for ``ref`` may be kept across calls: a plain (or Parameter) eager tensor
+    outside torch.compile's tracing (a FakeTensor or a traced tensor must never be cached)."""
+    return type(ref) in (torch.Tensor, torch.nn.Parameter) and not torch.compiler.is_compiling()
+
+
+def constant_tensor(value, dtype, ref, make=None):
+    """A tensor of ``dtype`` on ``ref``'s device holding ``value`` (a float: ``torch.tensor``;
+    else ``make(dtype, device)`` builds it), made once per (value, dtype, device) and then
+    reused: on CUDA a fresh ``torch.tensor`` per call is a synchronous host-to-device copy, and
+    one inside CUDA-graph capture breaks it. The tensors are internal constants (the default
+    ``inv_alpha`` / ``inv_lambda``, numbers given for them, the fixed smoothing windows): never
+    returned to the user, never written by the backends, never requiring grad. A cached tensor
+    whose version counter moved (written in place after all) is replaced. Floats are keyed by
+    their exact bits (``float.hex``: -0.0 and NaN are keys like any other); the cache is
+    bounded (cleared past ``_CONSTANTS_MAX`` entries)."""
+    device = ref.device
+    if not _cacheable(ref):
+        return torch.tensor(value, dtype=dtype, device=device) if make is None else make(dtype, device)
+    key = (value.hex() if make is None else value, dtype, device)
+    hit = _CONSTANTS.get(key)
+    if hit is not None and hit[0]._version == hit[1]:
+        return hit[0]
+    t = torch.tensor(value, dtype=dtype, device=device) if make is None else make(dtype, device)
+    if type(t) is torch.Tensor and not t.requires_grad:
+        if len(_CONSTANTS) >= _CONSTANTS_MAX:
+            _CONSTANTS.clear()
+        _CONSTANTS[key] = (t, t._version)
+    return t
 
 
 def check_smooth_kernel(smooth_kernel):
@@ -209,6 +267,9 @@ def check_weight(weight, expected, what, name="weight"):
 def check_bias(bias, out_channels, input, name="bias", input_name="input"):
     if bias is None:
         return
+    if (isinstance(bias, torch.Tensor) and bias.is_floating_point() and bias.dtype == input.dtype
+            and bias.dim() == 1 and bias.shape[0] == out_channels):
+        return  # fast path: every check below passes (a float bias of the input's dtype and size)
     check_tensor(name, bias, rank=1)
     if bias.shape[0] != out_channels:
         raise ValueError(f"{name} must have shape ({out_channels},), got {tuple(bias.shape)}")

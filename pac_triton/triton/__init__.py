@@ -68,6 +68,12 @@ def _om(om, mask):
     return om if mask is not None else None
 
 
+def _om_as(om, mask, dtype):
+    """The out_mask in ``dtype`` (the guide's) when a mask was given, else None (no cast of the
+    empty placeholder)."""
+    return om.to(dtype) if mask is not None else None
+
+
 def _kernel_dtype_path(input, guide):
     """How a guide-taking op meets the dtype rule (docs/semantics.md, "Dtypes": the K math runs
     in float64 when the input or the guide is float64, else in float32). The fused kernels do
@@ -161,7 +167,7 @@ def pac_conv2d(input, guide, weight, bias, stride, padding, dilation, kernel_typ
     y, om = _conv_op(input=input, weight=weight, bias=bias, guide=g, mask=mask, smooth=smooth_kernel, alpha=a,
                   lam=lm, stride=stride, padding=padding, dilation=dilation, ktype=kt, normalize=normalize_kernel,
                   shared=shared_filters, transposed=False, groups=groups)
-    return y, _om(om.to(guide.dtype), mask)
+    return y, _om_as(om, mask, guide.dtype)
 
 
 def pac_conv_transpose2d(input, guide, weight, bias, stride, padding, output_padding, dilation, kernel_type,
@@ -180,7 +186,7 @@ def pac_conv_transpose2d(input, guide, weight, bias, stride, padding, output_pad
     y, om = _conv_op(input=input, weight=weight, bias=bias, guide=g, mask=mask, smooth=smooth_kernel, alpha=a,
                   lam=lm, stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,
                   ktype=kt, normalize=normalize_kernel, shared=shared_filters, transposed=True, groups=groups)
-    return y, _om(om.to(guide.dtype), mask)
+    return y, _om_as(om, mask, guide.dtype)
 
 
 def pac_pool2d(input, guide, kernel_size, stride, padding, dilation, kernel_type, inv_alpha, inv_lambda,
@@ -197,4 +203,4 @@ def pac_pool2d(input, guide, kernel_size, stride, padding, dilation, kernel_type
     y, om = _pool_op(input=input, guide=g, mask=mask, smooth=smooth_kernel, alpha=a, lam=lm,
                   kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, ktype=kt,
                   normalize=normalize_kernel, channel_wise=channel_wise)
-    return y, _om(om.to(guide.dtype), mask)
+    return y, _om_as(om, mask, guide.dtype)

@@ -19,7 +19,11 @@ Runtime settings (``settings``; each may change between calls, no re-import need
 * ``settings.fill_outputs_with_nan`` (tests): every output buffer is NaN-filled first, so
   unwritten elements show up.
 
-A settings attribute left at ``None`` means "read the environment variable at the call".
+A settings attribute left at ``None`` means "read the environment variable at the call". A launch
+reads them once (``runtime()``, each variable read once, the parse of ``PAC_TRITON_FORCE``
+memoised on its raw string) and passes that ``Runtime`` to the config functions (``rt=``),
+whose results are memoised on their shape / dtype arguments plus the forced blocks and the
+interpreter flag (so a changed setting is never served from a cache).
 Tuned results are kept in memory per process; where the installed Triton's ``autotune``
 accepts ``cache_results`` they are also written to Triton's on-disk cache (GPU only).
 """
@@ -30,6 +34,7 @@ import functools
 import inspect
 import os
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import triton
 
@@ -42,7 +47,7 @@ AUTOTUNE_ENV = "PAC_TRITON_AUTOTUNE"
 MIN_DOT_DIM = 16
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=64)
 def _parse_force(spec: str):
     out = []
     for item in filter(None, (t.strip() for t in (spec or "").split(","))):
@@ -59,6 +64,19 @@ def parse_force(spec: str) -> dict | None:
     return dict(_parse_force(spec or "")) or None
 
 
+class Runtime(NamedTuple):
+    """The runtime settings as one launch sees them (``Settings.runtime()``): read once at the
+    launch and passed to the config functions (``rt=``), so that a launch reads each
+    environment variable once and every config function of the launch sees the same values.
+    ``forced_key``: the forced blocks as a tuple of ``(key, value)`` pairs (``()``: none), the
+    cache key of the memoised default configs; ``forced``: the same as a dict, or None."""
+    forced_key: tuple
+    forced: dict | None
+    channels_last: bool
+    autotune: bool
+    interpreting: bool
+
+
 @dataclass
 class Settings:
     """Runtime settings of the Triton backend (see the module docstring); ``None``: read the
@@ -67,6 +85,26 @@ class Settings:
     channels_last_copies: bool | None = None
     autotune: bool | None = None
     fill_outputs_with_nan: bool = False
+
+    def runtime(self) -> Runtime:
+        """Every runtime setting, each environment variable read once (a malformed
+        ``PAC_TRITON_FORCE`` raises here, naming it). The parse of the variable is memoised on
+        its raw string, so an unchanged value costs a dictionary lookup."""
+        env = os.environ
+        if self.force is not None:
+            fkey = tuple(self.force.items())
+        else:
+            fkey = _parse_force(env.get(FORCE_ENV, ""))
+        interp = interpreting()
+        cl = self.channels_last_copies
+        cl = bool(cl) if cl is not None else env.get(CHANNELS_LAST_ENV, "1") != "0"
+        if interp or fkey:
+            tune = False
+        elif self.autotune is not None:
+            tune = bool(self.autotune)
+        else:
+            tune = env.get(AUTOTUNE_ENV, "1") != "0"
+        return Runtime(fkey, dict(fkey) if fkey else None, cl, tune, interp)
 
     def forced(self) -> dict | None:
         if self.force is not None:
@@ -87,6 +125,11 @@ class Settings:
 
 
 settings = Settings()
+
+
+def runtime() -> Runtime:
+    """``settings.runtime()``: what a launch reads once and passes to the config functions."""
+    return settings.runtime()
 
 
 @contextlib.contextmanager
@@ -112,28 +155,35 @@ def np2(n: int) -> int:
     return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
 
 
+def cdiv(a: int, b: int) -> int:
+    """``triton.cdiv`` for host integers (``triton.cdiv`` is a ``@triton.jit`` function: calling
+    it from Python goes through the JIT's call wrapper, ~5 us per call)."""
+    return -(-a // b)
+
+
 def clamp(v, lo, hi):
     return max(lo, min(hi, v))
 
 
-def _get(key, default):
-    force = settings.forced()
-    if force is not None and key in force:
-        return force[key]
+def _get(key, default, forced=None):
+    """``forced[key]`` when the forced blocks have it, else ``default``."""
+    if forced is not None and key in forced:
+        return forced[key]
     return default
 
 
-def _launch_overrides(cfg: dict) -> dict:
+def _launch_overrides(cfg: dict, forced=None) -> dict:
     """``num_warps`` / ``num_stages`` from the forced settings (the experiment knob), if given."""
-    for k in ("num_warps", "num_stages"):
-        cfg[k] = _get(k, cfg[k])
+    if forced is not None:
+        for k in ("num_warps", "num_stages"):
+            cfg[k] = _get(k, cfg[k], forced)
     return cfg
 
 
-def _check_dot_dims(cfg: dict, kernel: str) -> dict:
+def _check_dot_dims(cfg: dict, kernel: str, interp: bool) -> dict:
     """Refuse (on a GPU) forced tiles whose ``tl.dot`` dimensions fall below 16: the kernel's
     dots are BLOCK_P x BLOCK_C x BLOCK_O in some order, so each must be at least 16."""
-    if interpreting():
+    if interp:
         return cfg
     small = {k: cfg[k] for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C") if cfg[k] < MIN_DOT_DIM}
     if small:
@@ -143,11 +193,32 @@ def _check_dot_dims(cfg: dict, kernel: str) -> dict:
     return cfg
 
 
-# --- forward ---------------------------------------------------------------------------------
+def _memo(fn):
+    """Memoise a default-config function of ``(shape/dtype arguments..., forced_key,
+    interpreting)`` (pure: the forced blocks and the interpreter flag are part of the key, so a
+    change of either is never served from the cache); each call returns a fresh copy of the
+    dict, which callers may extend. Exceptions (forced tiles refused on a GPU) are not cached."""
+    cached = functools.lru_cache(maxsize=256)(fn)
 
-def block_d(D: int) -> int:
+    @functools.wraps(fn)
+    def call(*args):
+        return dict(cached(*args))
+    call.cache_clear = cached.cache_clear
+    call.cache_info = cached.cache_info
+    return call
+
+
+def _rt(rt):
+    return runtime() if rt is None else rt
+
+
+# --- forward ---------------------------------------------------------------------------------
+# Each config function takes the launch's ``rt`` (``runtime()``; read afresh when None) and is
+# memoised on its arguments plus the forced blocks and the interpreter flag (``_memo``).
+
+def block_d(D: int, rt: Runtime | None = None) -> int:
     """Guide channels per block: all of D up to 64 (f0 then stays in registers)."""
-    return _get("BLOCK_D", clamp(np2(D), 1, 64))
+    return _get("BLOCK_D", clamp(np2(D), 1, 64), _rt(rt).forced)
 
 
 def block_d_all(D: int) -> int:
@@ -156,13 +227,13 @@ def block_d_all(D: int) -> int:
     return np2(D)
 
 
-def tile_w(Wo: int, block_p: int) -> int:
+def tile_w(Wo: int, block_p: int, rt: Runtime | None = None) -> int:
     """Width of the rectangular pixel tile: a power of two up to 32 (one warp along an image
     row), at most the image width rounded up and at most BLOCK_P."""
-    return _get("TILE_W", min(block_p, clamp(np2(Wo), 1, 32)))
+    return _get("TILE_W", min(block_p, clamp(np2(Wo), 1, 32)), _rt(rt).forced)
 
 
-def conv_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
+def conv_default(C: int, O: int, f64: bool, vec: bool = False, rt: Runtime | None = None) -> dict:
     """Default forward conv config (what ``PAC_TRITON_AUTOTUNE=0`` launches), chosen from the
     sm_90 SASS (perf/NOTES.md, v2): 64 pixels (2 x 32) x all output channels up to 128 (K
     computed once per pixel tile) x all input channels up to 64 in one block (no inner loop:
@@ -170,6 +241,13 @@ def conv_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
     is channel-fastest with 16-element-aligned strides (16-byte cp.async, ~128 registers at 4
     warps: 4 programs per SM); otherwise the gather is per element and needs 8 warps to stay
     clear of spills (the general specialisation needs ~200 registers at 8 warps)."""
+    rt = _rt(rt)
+    return _conv_default(int(C), int(O), bool(f64), bool(vec), rt.forced_key, rt.interpreting)
+
+
+@_memo
+def _conv_default(C, O, f64, vec, forced_key, interp):
+    forced = dict(forced_key) or None
     if f64:
         # fp64: 8 warps (at 4 the transposed variant spills on sm_90 with triton 3.9)
         cfg = dict(BLOCK_P=32, BLOCK_O=clamp(np2(O), 16, 32), BLOCK_C=16, num_warps=8, num_stages=1)
@@ -183,46 +261,59 @@ def conv_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
         cfg = dict(BLOCK_P=64, BLOCK_O=bo, BLOCK_C=bc, num_warps=4 if (vec and bo <= 64) else 8,
                    num_stages=2)
     for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C"):
-        cfg[k] = _get(k, cfg[k])
-    if settings.forced() is not None:
+        cfg[k] = _get(k, cfg[k], forced)
+    if forced is not None:
         # the tests' tiny forced tiles: 4 warps
         cfg["num_warps"] = 4 if (f64 or cfg["BLOCK_P"] * cfg["BLOCK_O"] < 64 * 64) else cfg["num_warps"]
-    return _check_dot_dims(_launch_overrides(cfg), "pac_conv_kernel")
+    return _check_dot_dims(_launch_overrides(cfg, forced), "pac_conv_kernel", interp)
 
 
-def dw_fwd_default(C: int, f64: bool = False, vec: bool = False) -> dict:
+def dw_fwd_default(C: int, f64: bool = False, vec: bool = False, rt: Runtime | None = None) -> dict:
     """Default config of the depthwise forward (pooling, shared filters): all channels up to 64
     in one block, so K is computed once per pixel tile (sm_90 SASS, bf16, C = 64, D = 16, not
     channel-wise: 13 warp instructions per pixel-tap with channels-last gathers at 4 warps; the
     v3 default, 32-channel blocks over flat pixel rows, took 68). Without ``vec`` (per-element
     gathers) 32 x 32 tiles at 4 warps: 64-pixel tiles or 8 warps spill a register with triton
     3.9 on sm_90 in float32 / float64 (its register caps of 80 / 128)."""
+    return _dw_fwd_default(int(C), bool(f64), bool(vec), _rt(rt).forced_key)
+
+
+@_memo
+def _dw_fwd_default(C, f64, vec, forced_key):
+    forced = dict(forced_key) or None
     if f64:
         cfg = dict(BLOCK_P=32, BLOCK_C=clamp(np2(C), 1, 16), num_warps=4, num_stages=1)
     elif vec:
         cfg = dict(BLOCK_P=64, BLOCK_C=clamp(np2(C), 1, 64), num_warps=4, num_stages=1)
     else:
         cfg = dict(BLOCK_P=32, BLOCK_C=clamp(np2(C), 1, 32), num_warps=4, num_stages=1)
-    cfg["BLOCK_P"] = _get("BLOCK_P", cfg["BLOCK_P"])
-    cfg["BLOCK_C"] = _get("DW_BLOCK_C", cfg["BLOCK_C"])
-    return _launch_overrides(cfg)
+    cfg["BLOCK_P"] = _get("BLOCK_P", cfg["BLOCK_P"], forced)
+    cfg["BLOCK_C"] = _get("DW_BLOCK_C", cfg["BLOCK_C"], forced)
+    return _launch_overrides(cfg, forced)
 
 
-def kernel_default(DK: int, channel_wise: bool, f64: bool = False) -> dict:
+def kernel_default(DK: int, channel_wise: bool, f64: bool = False, rt: Runtime | None = None) -> dict:
     """packernel2d: 64 pixels per program for channel-wise K (32 in float64, which spills a
     register at 64 with triton 3.6 on sm_90), 32 for the single-channel K (64 keeps an 8-byte
     stack on sm_90 in bf16 since K is masked and divided per tap: 48 registers at 32)."""
+    return _kernel_default(int(DK), bool(channel_wise), bool(f64), _rt(rt).forced_key)
+
+
+@_memo
+def _kernel_default(DK, channel_wise, f64, forced_key):
+    forced = dict(forced_key) or None
     cfg = dict(BLOCK_P=64 if (channel_wise and not f64) else 32,
                BLOCK_C=clamp(np2(DK), 1, 16) if channel_wise else 1, num_warps=4, num_stages=1)
-    cfg["BLOCK_P"] = _get("BLOCK_P", cfg["BLOCK_P"])
+    cfg["BLOCK_P"] = _get("BLOCK_P", cfg["BLOCK_P"], forced)
     if channel_wise:
-        cfg["BLOCK_C"] = _get("KER_BLOCK_C", cfg["BLOCK_C"])
+        cfg["BLOCK_C"] = _get("KER_BLOCK_C", cfg["BLOCK_C"], forced)
     return cfg
 
 
 # --- backward --------------------------------------------------------------------------------
 
-def conv_dxdk_default(C: int, O: int, f64: bool, vec: bool = False, grouped: bool = False) -> dict:
+def conv_dxdk_default(C: int, O: int, f64: bool, vec: bool = False, grouped: bool = False,
+                      rt: Runtime | None = None) -> dict:
     """Tiles of the backward's fused input-gradient / dK pass (``pac_conv_dxdk_kernel``): the
     forward's shape with the roles of C and O swapped (rows = input pixels, columns = input
     channels ``BLOCK_C``, reduction over output channels ``BLOCK_O``): 64 pixels x all of C up
@@ -231,6 +322,13 @@ def conv_dxdk_default(C: int, O: int, f64: bool, vec: bool = False, grouped: boo
     sm_90, bf16: 64 x 64 blocks with the channel loop spill on sm_80; 64 x 32 need ~235
     registers, ~173 vectorised). ``grouped`` (C, O per group): the kernel always loops over
     (group, channel block), so the loop's tiles."""
+    rt = _rt(rt)
+    return _conv_dxdk_default(int(C), int(O), bool(f64), bool(vec), bool(grouped), rt.forced_key, rt.interpreting)
+
+
+@_memo
+def _conv_dxdk_default(C, O, f64, vec, grouped, forced_key, interp):
+    forced = dict(forced_key) or None
     if f64:
         # 8 warps: at 4 the transposed variant spills with triton 3.6 on sm_90
         cfg = dict(BLOCK_P=32, BLOCK_O=16, BLOCK_C=clamp(np2(C), 16, 32), num_warps=8, num_stages=1)
@@ -240,13 +338,13 @@ def conv_dxdk_default(C: int, O: int, f64: bool, vec: bool = False, grouped: boo
         bo = clamp(np2(O), 16, 64) if small else clamp(np2(O), 16, 32)
         cfg = dict(BLOCK_P=64, BLOCK_O=bo, BLOCK_C=bc, num_warps=4 if (vec and small) else 8, num_stages=2)
     for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C"):
-        cfg[k] = _get(k, cfg[k])
-    if settings.forced() is not None and cfg["BLOCK_P"] * cfg["BLOCK_C"] < 64 * 64:
+        cfg[k] = _get(k, cfg[k], forced)
+    if forced is not None and cfg["BLOCK_P"] * cfg["BLOCK_C"] < 64 * 64:
         cfg["num_warps"] = 4  # the tests' tiny forced tiles
-    return _check_dot_dims(_launch_overrides(cfg), "pac_conv_dxdk_kernel")
+    return _check_dot_dims(_launch_overrides(cfg, forced), "pac_conv_dxdk_kernel", interp)
 
 
-def conv_dw_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
+def conv_dw_default(C: int, O: int, f64: bool, vec: bool = False, rt: Runtime | None = None) -> dict:
     """Tiles of the backward's weight-gradient pass (``pac_conv_dw_kernel``): an
     ``[O, C]`` block per program (all of O and C up to 64) and 64 output pixels per step of the
     reduction at 4 warps with vectorised gathers (``vec``: ~100 registers on sm_90); otherwise
@@ -254,14 +352,21 @@ def conv_dw_default(C: int, O: int, f64: bool, vec: bool = False) -> dict:
     sm_80 with triton 3.6; 8 warps hit 3.6's 80-register cap there; ~140-230 registers).
     float64: 16 output channels per block (the K divisor's float64 division, a subroutine,
     makes 32 spill on sm_90)."""
+    rt = _rt(rt)
+    return _conv_dw_default(int(C), int(O), bool(f64), bool(vec), rt.forced_key, rt.interpreting)
+
+
+@_memo
+def _conv_dw_default(C, O, f64, vec, forced_key, interp):
+    forced = dict(forced_key) or None
     if f64:
         cfg = dict(BLOCK_P=32, BLOCK_O=16, BLOCK_C=16, num_warps=4, num_stages=1)
     else:
         bo, bc = clamp(np2(O), 16, 64), clamp(np2(C), 16, 64)
         cfg = dict(BLOCK_P=64 if vec else 32, BLOCK_O=bo, BLOCK_C=bc, num_warps=4, num_stages=2)
     for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C"):
-        cfg[k] = _get(k, cfg[k])
-    return _check_dot_dims(_launch_overrides(cfg), "pac_conv_dw_kernel")
+        cfg[k] = _get(k, cfg[k], forced)
+    return _check_dot_dims(_launch_overrides(cfg, forced), "pac_conv_dw_kernel", interp)
 
 
 # Programs of a weight-gradient launch (splits of the pixel axis x blocks x taps): enough to fill
@@ -277,25 +382,31 @@ def conv_dw_splits(total_tiles: int, n_prog: int, O: int, C: int, npix: int) -> 
     return max(1, min(total_tiles, max(1, WEIGHT_GRAD_PROGRAMS // max(1, n_prog)), cap))
 
 
-def dw_default(C: int, f64: bool = False, vec: bool = False) -> dict:
+def dw_default(C: int, f64: bool = False, vec: bool = False, rt: Runtime | None = None) -> dict:
     """Default config of the depthwise backward kernels (dK, dx): channel blocks of 32, or 64
     when the gathers are channels-last (``vec``, 4 warps; sm_90 bf16 C = 64: dK / dx loops ~21 /
     ~51 warp instructions per pixel-tap instead of 59 / 122 from NCHW in 32-channel blocks)."""
+    return _dw_default(int(C), bool(f64), bool(vec), _rt(rt).forced_key)
+
+
+@_memo
+def _dw_default(C, f64, vec, forced_key):
+    forced = dict(forced_key) or None
     bc = clamp(np2(C), 1, 16 if f64 else (64 if vec else 32))
     nw = 4 if vec else (8 if 64 * bc >= 2048 or f64 else 4)
     cfg = dict(BLOCK_P=64, BLOCK_C=bc, num_warps=nw, num_stages=1)
-    cfg["BLOCK_P"] = _get("BLOCK_P", cfg["BLOCK_P"])
-    cfg["BLOCK_C"] = _get("DW_BLOCK_C", cfg["BLOCK_C"])
-    return _launch_overrides(cfg)
+    cfg["BLOCK_P"] = _get("BLOCK_P", cfg["BLOCK_P"], forced)
+    cfg["BLOCK_C"] = _get("DW_BLOCK_C", cfg["BLOCK_C"], forced)
+    return _launch_overrides(cfg, forced)
 
 
 def shared_dw_default(C: int, KK: int, tiles: int, f64: bool = False, vec: bool = False,
-                      per_channel: bool = False) -> dict:
+                      per_channel: bool = False, rt: Runtime | None = None) -> dict:
     """The depthwise weight gradient (``pac_shared_dw_kernel``): the depthwise tiles, at 8
     warps with 64-channel blocks (4 spill a register on sm_80), ``NSPLIT`` splits of the pixel
     tiles per tap. ``per_channel`` (one filter per channel): a program per channel block too,
     so the splits share ``WEIGHT_GRAD_PROGRAMS`` with the ``cdiv(C, BLOCK_C)`` blocks."""
-    cfg = dw_default(C, f64, vec)
+    cfg = dw_default(C, f64, vec, rt)
     if cfg["BLOCK_C"] >= 64:
         cfg["num_warps"] = 8
     n_cb = -(-C // cfg["BLOCK_C"]) if per_channel else 1
@@ -303,25 +414,25 @@ def shared_dw_default(C: int, KK: int, tiles: int, f64: bool = False, vec: bool 
     return cfg
 
 
-def guide_bwd_block_p(f64: bool) -> int:
+def guide_bwd_block_p(f64: bool, rt: Runtime | None = None) -> int:
     """Pixels per program of the backward's guide pass / guide gather (fp64 with 64 pixels
     spills on sm_90)."""
-    return _get("BLOCK_P", 32 if f64 else 64)
+    return _get("BLOCK_P", 32 if f64 else 64, _rt(rt).forced)
 
 
-def guide_pass_default(f64: bool, dw_cfg: dict | None = None) -> dict:
+def guide_pass_default(f64: bool, dw_cfg: dict | None = None, rt: Runtime | None = None) -> dict:
     """The backward's guide pass (``pac_guide_pass_kernel``). Not channel-wise: 4 warps over
     ``guide_bwd_block_p`` pixels. Channel-wise (``dw_cfg``: the depthwise backward's config,
     ``dw_default``): its pixel block and warps, channel blocks capped at 32 (64 spill)."""
     if dw_cfg is not None:
         return dict(BLOCK_P=dw_cfg["BLOCK_P"], BLOCK_C=min(dw_cfg["BLOCK_C"], 32), num_warps=dw_cfg["num_warps"],
                     num_stages=1)
-    return dict(BLOCK_P=guide_bwd_block_p(f64), BLOCK_C=1, num_warps=4, num_stages=1)
+    return dict(BLOCK_P=guide_bwd_block_p(f64, rt), BLOCK_C=1, num_warps=4, num_stages=1)
 
 
-def guide_gather_default(f64: bool) -> dict:
+def guide_gather_default(f64: bool, rt: Runtime | None = None) -> dict:
     """The backward's guide gather (``pac_guide_gather_kernel``): 4 warps."""
-    return dict(BLOCK_P=guide_bwd_block_p(f64), num_warps=4, num_stages=1)
+    return dict(BLOCK_P=guide_bwd_block_p(f64, rt), num_warps=4, num_stages=1)
 
 
 # --- autotuning lists ------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from . import configs
 from . import depthwise
 from . import host_common as hc
 from . import kernel_map
+from .configs import cdiv
 from .host_common import Grads
 from .jit_common import (INV_EPSILON, K_GUIDE, KT_GAUSS, KT_INV_ASYM, _centre, _dist, _kept, _kvalue,  # noqa: F401
                          _load_f0, _norm_divisor, _out_tap, _pixels2d, _tap)
@@ -725,12 +726,13 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
             y.zero_()
         return y, (om if has_mask else None)
     # (y above follows the caller's layout)
+    rt = configs.runtime()  # the runtime settings, read once per launch
     x, guide, f0, ko = hc.forward_operands(
         x, guide, kernel, mask if has_mask else None, smooth, alpha, lam, k_mode=k_mode, ktype=ktype,
         kernel_size=(kh, kw), stride=stride, padding=padding, dilation=dilation, out_hw=(Ho, Wo),
-        transposed=transposed)
-    bd = configs.block_d(D) if k_mode == hc.K_GUIDE else 1
-    dot_dt, prec = hc.dot_types(x.dtype)
+        transposed=transposed, rt=rt)
+    bd = configs.block_d(D, rt) if k_mode == hc.K_GUIDE else 1
+    dot_dt, prec = hc.dot_types(x.dtype, rt)
     args = dict(x_ptr=x, w_ptr=w2, bias_ptr=bias.contiguous() if bias is not None else x, y_ptr=y, om_ptr=om,
                 **ko.guide_args(), **ko.mask_args(), **ko.k_args(), **ko.param_args(),
                 C=C, O=O, OG=Og, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
@@ -741,20 +743,20 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
                 PREC=prec, D_SINGLE=D <= bd, BLOCK_D=bd, GROUPED=groups > 1)
     sh_, sw_ = (stride if transposed else (1, 1))
     # rectangular pixel tiles (jit_common._pixels2d) over the output grid, or each phase's grid
-    ph_, pw_ = (triton.cdiv(Ho, sh_), triton.cdiv(Wo, sw_)) if transposed else (Ho, Wo)
+    ph_, pw_ = (cdiv(Ho, sh_), cdiv(Wo, sw_)) if transposed else (Ho, Wo)
 
     def grid(META):
         tw = META["TILE_W"]
         th = META["BLOCK_P"] // tw
-        n = sh_ * sw_ * triton.cdiv(ph_, th) * triton.cdiv(pw_, tw)
-        return (n, groups * triton.cdiv(Og, META["BLOCK_O"]), B)
+        n = sh_ * sw_ * cdiv(ph_, th) * cdiv(pw_, tw)
+        return (n, groups * cdiv(Og, META["BLOCK_O"]), B)
 
-    if configs.autotune_enabled() and x.dtype != torch.float64:
+    if rt.autotune and x.dtype != torch.float64:
         # TILE_W and C_SINGLE are added per config by configs.conv_prune
         hc.checked(conv_tuned)[grid](**args, **meta)
     else:
-        cfg = configs.conv_default(C, Og, x.dtype == torch.float64, hc.channel_runs(x))
-        cfg["TILE_W"] = configs.tile_w(pw_, cfg["BLOCK_P"])
+        cfg = configs.conv_default(C, Og, x.dtype == torch.float64, hc.channel_runs(x), rt)
+        cfg["TILE_W"] = configs.tile_w(pw_, cfg["BLOCK_P"], rt)
         cfg["C_SINGLE"] = C <= cfg["BLOCK_C"]
         hc.checked(pac_conv_kernel)[grid](**args, **meta, **cfg)
     return y, (om if has_mask else None)
@@ -793,11 +795,12 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
     # The guide too (D a multiple of 16), as in the forward: each thread then holds all of a
     # pixel's guide channels and the distance over D is a reduction inside the thread instead of
     # one across warps through shared memory (2 instead of 8 barriers per tap in dx / dK, sm_90).
+    rt = configs.runtime()  # the runtime settings, read once per launch
     x_in = x
-    x = hc.gather_layout(x)
-    gy = hc.gather_layout(gy)
-    guide = hc.gather_layout(guide)
-    dot_dt, prec = hc.dot_types(x.dtype)
+    x = hc.gather_layout(x, rt)
+    gy = hc.gather_layout(gy, rt)
+    guide = hc.gather_layout(guide, rt)
+    dot_dt, prec = hc.dot_types(x.dtype, rt)
     vec = hc.channel_runs(x, gy)
     geom = hc.geometry((kh, kw), stride, padding, dilation)
     f0 = None
@@ -816,7 +819,7 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
     gpass = dict(ko=ko, scale=scale, dummy=x, B=B, C=1, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, geom=geom,
                  kdt=kdt, transposed=bool(transposed), ktype=int(ktype), smoothed=f0 is not None,
                  normalize=norm, has_mask=has_mask, channel_wise=False, block_d=bd,
-                 cfg=configs.guide_pass_default(f64))
+                 cfg=configs.guide_pass_default(f64, rt=rt))
 
     def guide_pass(dk, need_dr):
         """Per-pixel K scale; with ``need_dr`` also the chain through K (dr over dK, d f0, the
@@ -832,7 +835,7 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
             out["guide"], out["smooth"] = kernel_map.guide_side_grads(
                 need_guide=needs.guide, need_smooth=needs.smooth, df0=df0, ko=ko, dr=dk, guide=guide, smooth=smooth,
                 kernel_size=(kh, kw), stride=stride, padding=padding, dilation=dilation, transposed=transposed,
-                ktype=ktype, channel_wise=False, block_d=bd, kdt=kdt, Ho=Ho, Wo=Wo)
+                ktype=ktype, channel_wise=False, block_d=bd, kdt=kdt, Ho=Ho, Wo=Wo, rt=rt)
 
     # dx needs K, hence the per-pixel scale (normaliser / mask ratio) first; the scale-only
     # guide pass is the K sums over the taps (no dK).
@@ -848,15 +851,15 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
         else:
             dk = hc.empty((B, KK, Ho * Wo), kdt, dev) if need_dk else None
         dx = hc.like_layout(x_in, (B, C_all, H, W), x.dtype) if needs.x else x
-        xcfg = configs.conv_dxdk_default(C, O, f64, vec, grouped=G > 1)
+        xcfg = configs.conv_dxdk_default(C, O, f64, vec, grouped=G > 1, rt=rt)
         bpx = xcfg["BLOCK_P"]
         sh_, sw_ = (1, 1) if transposed else tuple(stride)
-        ph_, pw_ = triton.cdiv(H, sh_), triton.cdiv(W, sw_)
-        tw = configs.tile_w(pw_, bpx)
-        n = sh_ * sw_ * triton.cdiv(ph_, bpx // tw) * triton.cdiv(pw_, tw)
+        ph_, pw_ = cdiv(H, sh_), cdiv(W, sw_)
+        tw = configs.tile_w(pw_, bpx, rt)
+        n = sh_ * sw_ * cdiv(ph_, bpx // tw) * cdiv(pw_, tw)
         c_single = C <= xcfg["BLOCK_C"]
-        n_c = 1 if (need_dk or (c_single and G == 1)) else G * triton.cdiv(C, xcfg["BLOCK_C"])
-        bdx = configs.block_d(D) if k_mode == hc.K_GUIDE else 1
+        n_c = 1 if (need_dk or (c_single and G == 1)) else G * cdiv(C, xcfg["BLOCK_C"])
+        bdx = configs.block_d(D, rt) if k_mode == hc.K_GUIDE else 1
         hc.checked(pac_conv_dxdk_kernel)[(n, n_c, B)](
             gy_ptr=gy, w_ptr=w_co, x_ptr=x, dx_ptr=dx, dk_ptr=dk if dk is not None else x, sc_ptr=scale, **kargs,
             C=C, O=O, G=G, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
@@ -873,15 +876,15 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
     if k_mode == hc.K_GUIDE and (need_guide_side or (need_scale and not needs.x)):
         guide_pass(dk, need_guide_side)
     if needs.weight:
-        wcfg = configs.conv_dw_default(C, O, f64, vec)
+        wcfg = configs.conv_dw_default(C, O, f64, vec, rt)
         bpw, bo, bc = wcfg["BLOCK_P"], wcfg["BLOCK_O"], wcfg["BLOCK_C"]
         sh_, sw_ = tuple(stride) if transposed else (1, 1)
-        tw = configs.tile_w(triton.cdiv(Wo, sw_), bpw)
-        n_ob, n_cb = G * triton.cdiv(O, bo), triton.cdiv(C, bc)
-        tiles = B * sh_ * sw_ * triton.cdiv(triton.cdiv(Ho, sh_), bpw // tw) * triton.cdiv(triton.cdiv(Wo, sw_), tw)
+        tw = configs.tile_w(cdiv(Wo, sw_), bpw, rt)
+        n_ob, n_cb = G * cdiv(O, bo), cdiv(C, bc)
+        tiles = B * sh_ * sw_ * cdiv(cdiv(Ho, sh_), bpw // tw) * cdiv(cdiv(Wo, sw_), tw)
         ns = configs.conv_dw_splits(tiles, n_ob * n_cb * KK, O_all, C, B * Ho * Wo)
         part = hc.empty((ns, KK, O_all, C), kdt, dev)
-        bdw = configs.block_d(D) if k_mode == hc.K_GUIDE else 1
+        bdw = configs.block_d(D, rt) if k_mode == hc.K_GUIDE else 1
         hc.checked(pac_conv_dw_kernel)[(ns, n_ob * n_cb, KK)](
             gy_ptr=gy, x_ptr=x, part_ptr=part, sc_ptr=scale, **kargs,
             C=C, O=O, G=G, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, B=B, NSPLIT=ns,

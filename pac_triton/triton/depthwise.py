@@ -30,6 +30,7 @@ from torch import Tensor
 from . import configs
 from . import host_common as hc
 from . import kernel_map
+from .configs import cdiv
 from .host_common import Grads
 from .jit_common import (INV_EPSILON, K_GUIDE, KT_GAUSS, KT_INV_ASYM, _centre, _centre_tile, _dist,  # noqa: F401
                          _k_params, _k_tile, _kept, _kvalue, _load_f0, _norm_divisor, _out_tap, _pixels, _pixels2d,
@@ -487,13 +488,14 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
     if B == 0 or C == 0 or Ho * Wo == 0:
         return y, (om if has_mask else None)
     # (y above follows the caller's layout)
+    rt = configs.runtime()  # the runtime settings, read once per launch
     x, guide, f0, ko = hc.forward_operands(
         x, guide, kernel, mask if has_mask else None, smooth, alpha, lam, k_mode=k_mode, ktype=ktype,
         kernel_size=(kh, kw), stride=stride, padding=padding, dilation=dilation, out_hw=(Ho, Wo),
-        transposed=transposed, channel_wise=cw, k_channel_stride=True)
+        transposed=transposed, channel_wise=cw, k_channel_stride=True, rt=rt)
     if wt is None:
         wt = x  # no weight (pooling): a placeholder pointer
-    bd = configs.block_d(D) if (k_mode == hc.K_GUIDE and not cw) else 1
+    bd = configs.block_d(D, rt) if (k_mode == hc.K_GUIDE and not cw) else 1
     args = dict(x_ptr=x, wt_ptr=wt, bias_ptr=bias.contiguous() if bias is not None else x, y_ptr=y, om_ptr=om,
                 **ko.guide_args(), **ko.mask_args(), **ko.k_args(channel=True), **ko.param_args(),
                 C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, sab=ko.sab,
@@ -503,18 +505,18 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
                 HAS_MASK=has_mask, HAS_BIAS=bias is not None, HAS_WTAP=wtap is not None, WT_PER_CHANNEL=wt_pc,
                 CW=cw, OM_PER_CHANNEL=om_per_channel, KDT=hc.TL_DTYPE[kdt], D_SINGLE=D <= bd, BLOCK_D=bd)
     sh_, sw_ = (stride if transposed else (1, 1))
-    ph_, pw_ = (triton.cdiv(Ho, sh_), triton.cdiv(Wo, sw_)) if transposed else (Ho, Wo)
+    ph_, pw_ = (cdiv(Ho, sh_), cdiv(Wo, sw_)) if transposed else (Ho, Wo)
 
     def grid(META):
         tw = META["TILE_W"]
-        n = sh_ * sw_ * triton.cdiv(ph_, META["BLOCK_P"] // tw) * triton.cdiv(pw_, tw)
-        return (n, triton.cdiv(C, META["BLOCK_C"]), B)
+        n = sh_ * sw_ * cdiv(ph_, META["BLOCK_P"] // tw) * cdiv(pw_, tw)
+        return (n, cdiv(C, META["BLOCK_C"]), B)
 
-    if configs.autotune_enabled() and x.dtype != torch.float64:
+    if rt.autotune and x.dtype != torch.float64:
         hc.checked(dw_tuned)[grid](**args, **meta)  # TILE_W added per config by configs.dw_prune
     else:
-        cfg = configs.dw_fwd_default(C, x.dtype == torch.float64, hc.channel_runs(x))
-        cfg["TILE_W"] = configs.tile_w(pw_, cfg["BLOCK_P"])
+        cfg = configs.dw_fwd_default(C, x.dtype == torch.float64, hc.channel_runs(x), rt)
+        cfg["TILE_W"] = configs.tile_w(pw_, cfg["BLOCK_P"], rt)
         hc.checked(pac_dw_kernel)[grid](**args, **meta, **cfg)
     return y, (om if has_mask else None)
 
@@ -553,14 +555,15 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
         return Grads(**out)
     # channels-last copies of x, dL/dy and the guide for the per-tap gathers (as in
     # conv_backward); dx keeps x's layout
+    rt = configs.runtime()  # the runtime settings, read once per launch
     x_in = x
     gy = gy if gy.dtype == x.dtype else gy.to(x.dtype)
-    x = hc.gather_layout(x)
-    gy = hc.gather_layout(gy)
-    guide = hc.gather_layout(guide)
+    x = hc.gather_layout(x, rt)
+    gy = hc.gather_layout(gy, rt)
+    guide = hc.gather_layout(guide, rt)
     vec = hc.channel_runs(x, gy)
     f64 = x.dtype == torch.float64
-    cfg = configs.dw_default(C, f64, vec)
+    cfg = configs.dw_default(C, f64, vec, rt)
     bp, bc = cfg["BLOCK_P"], cfg["BLOCK_C"]
     nw = cfg["num_warps"]
     geom = hc.geometry((kh, kw), stride, padding, dilation)
@@ -573,8 +576,8 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
     if wt is None:
         wt = x  # no weight (pooling): a placeholder pointer
     bd = configs.block_d_all(D) if (k_mode == hc.K_GUIDE and not cw) else 1
-    ph_grid = (stride[0] * stride[1] * triton.cdiv(triton.cdiv(Ho, stride[0]) * triton.cdiv(Wo, stride[1]), bp)
-               if transposed else triton.cdiv(Ho * Wo, bp))
+    ph_grid = (stride[0] * stride[1] * cdiv(cdiv(Ho, stride[0]) * cdiv(Wo, stride[1]), bp)
+               if transposed else cdiv(Ho * Wo, bp))
     gy_args = dict(gy_ptr=gy, **hc.strides("sgy", gy))
     kargs = dict(**ko.guide_args(), **ko.mask_args(), **ko.param_args())
 
@@ -583,7 +586,7 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
     if need_guide_side or needs.kernel:
         per_c = dkc > 1
         dk = hc.empty((B, dkc, KK, Ho * Wo), kdt, dev)
-        hc.checked(pac_dw_dk_kernel)[(ph_grid, B, triton.cdiv(C, bc) if per_c else 1)](
+        hc.checked(pac_dw_dk_kernel)[(ph_grid, B, cdiv(C, bc) if per_c else 1)](
             **gy_args, x_ptr=x, wt_ptr=wt, dk_ptr=dk, C=C, H=H, W=W, Ho=Ho, Wo=Wo, **hc.strides("sx", x), **common,
             TRANSPOSED=bool(transposed), HAS_WTAP=wtap is not None, WT_PER_CHANNEL=wt_pc, PER_CHANNEL=per_c,
             BLOCK_P=bp, BLOCK_C=bc,
@@ -597,7 +600,7 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
             ko=ko, dk=dk, scale=scale, dummy=x, B=B, C=C if cw else 1, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
             geom=geom, kdt=kdt, transposed=bool(transposed) and not cw, ktype=int(ktype),
             smoothed=f0 is not None, normalize=norm, has_mask=has_mask, need_dr=need_guide_side, channel_wise=cw,
-            block_d=bd, cfg=configs.guide_pass_default(f64, cfg if cw else None))
+            block_d=bd, cfg=configs.guide_pass_default(f64, cfg if cw else None, rt))
         if needs.alpha:
             out["alpha"] = hc.param_grad(pa, alpha, kdt)
         if needs.lam:
@@ -606,26 +609,27 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
             out["guide"], out["smooth"] = kernel_map.guide_side_grads(
                 need_guide=needs.guide, need_smooth=needs.smooth, df0=df0, ko=ko, dr=dk, guide=guide, smooth=smooth,
                 kernel_size=(kh, kw), stride=stride, padding=padding, dilation=dilation, transposed=transposed,
-                ktype=ktype, channel_wise=cw, block_d=configs.block_d_all(D), kdt=kdt, Ho=Ho, Wo=Wo)
+                ktype=ktype, channel_wise=cw, block_d=configs.block_d_all(D), kdt=kdt, Ho=Ho, Wo=Wo, rt=rt)
     kmeta = dict(**common, TRANSPOSED=bool(transposed), K_MODE=k_mode, KTYPE=int(ktype), F0_SMOOTH=f0 is not None,
                  NORMALIZE=norm, HAS_MASK=has_mask, BLOCK_D=bd)
     if needs.x:
         dx = hc.like_layout(x_in, (B, C, H, W), x.dtype)
         if transposed:
-            n = triton.cdiv(H * W, bp)
+            n = cdiv(H * W, bp)
         else:
-            n = stride[0] * stride[1] * triton.cdiv(triton.cdiv(H, stride[0]) * triton.cdiv(W, stride[1]), bp)
-        hc.checked(pac_dw_dx_kernel)[(n, triton.cdiv(C, bc), B)](
+            n = stride[0] * stride[1] * cdiv(cdiv(H, stride[0]) * cdiv(W, stride[1]), bp)
+        hc.checked(pac_dw_dx_kernel)[(n, cdiv(C, bc), B)](
             **gy_args, wt_ptr=wt, dx_ptr=dx, sc_ptr=scale, **kargs, **ko.k_args(channel=True),
             C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, sab=ko.sab, DKC=dkc, **hc.strides("sd", dx),
             **kmeta, HAS_WTAP=wtap is not None, WT_PER_CHANNEL=wt_pc, CW=cw, BLOCK_P=bp, BLOCK_C=bc,
             num_warps=nw)
         out["x"] = dx
     if needs.weight:
-        wcfg = configs.shared_dw_default(C, KK, B * triton.cdiv(Ho * Wo, bp), f64, vec, per_channel=wt_pc)
+        wcfg = configs.shared_dw_default(C, KK, B * cdiv(Ho * Wo, bp), f64, vec, per_channel=wt_pc,
+                                         rt=rt)
         ns = wcfg["NSPLIT"]
         # per channel: one program per (split, tap, channel block), partials [splits, taps, C]
-        n_cb = triton.cdiv(C, wcfg["BLOCK_C"]) if wt_pc else 1
+        n_cb = cdiv(C, wcfg["BLOCK_C"]) if wt_pc else 1
         part = hc.empty((ns, KK, C) if wt_pc else (ns, KK), kdt, dev)
         hc.checked(pac_shared_dw_kernel)[(ns, KK, n_cb)](
             **gy_args, x_ptr=x, part_ptr=part, sc_ptr=scale, **kargs, **ko.k_args(),

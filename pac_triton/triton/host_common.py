@@ -50,13 +50,14 @@ def kdt_of(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def dot_types(dtype):
-    """``(DOT_DT, PREC)`` of the kernels' ``tl.dot`` for data of ``dtype``."""
+def dot_types(dtype, rt: configs.Runtime | None = None):
+    """``(DOT_DT, PREC)`` of the kernels' ``tl.dot`` for data of ``dtype`` (``rt``: the launch's
+    runtime settings, for the interpreter flag)."""
     if dtype == torch.float64:
         return tl.float64, "ieee"
     if dtype == torch.float32:
         return tl.float32, ("tf32" if allow_tf32() else "ieee")
-    if dtype == torch.bfloat16 and configs.interpreting():
+    if dtype == torch.bfloat16 and (configs.interpreting() if rt is None else rt.interpreting):
         # The interpreter computes bf16 dots wrongly: feed fp32 (the GPU path uses bf16).
         return tl.float32, "ieee"
     return TL_DTYPE[dtype], "ieee"
@@ -80,10 +81,32 @@ GRID_YZ_LIMIT = 65535
 BATCH_CHUNK = GRID_YZ_LIMIT
 
 
+def _wide(t: torch.Tensor, limit: int) -> bool:
+    """``_span(t) > limit``, cheaply where the tensor's storage is small: every element ``t``
+    addresses lies in its storage, so for a non-empty tensor the span is at most the storage's
+    element count; only a tensor over a storage larger than ``limit`` (or an empty one) has its
+    span computed."""
+    if t.numel() and t.untyped_storage().nbytes() // t.element_size() <= limit:
+        return False
+    return _span(t) > limit
+
+
 def need_idx64(*values) -> bool:
     """64-bit offsets (``IDX64``) when any tensor among ``values`` spans more than
     ``INDEX32_LIMIT`` elements."""
-    return any(isinstance(t, torch.Tensor) and _span(t) > INDEX32_LIMIT for t in values)
+    limit = INDEX32_LIMIT
+    return any(isinstance(t, torch.Tensor) and _wide(t, limit) for t in values)
+
+
+def _need_idx64_call(args, meta) -> bool:
+    limit = INDEX32_LIMIT
+    for t in args:
+        if isinstance(t, torch.Tensor) and _wide(t, limit):
+            return True
+    for t in meta.values():
+        if isinstance(t, torch.Tensor) and _wide(t, limit):
+            return True
+    return False
 
 
 class checked:
@@ -103,7 +126,7 @@ class checked:
         launcher = self.kernel[grid]
 
         def run(*args, **meta):
-            meta["IDX64"] = need_idx64(*args, *meta.values())
+            meta["IDX64"] = _need_idx64_call(args, meta)
             return launcher(*args, **meta)
         return run
 
@@ -253,16 +276,18 @@ def like_layout(x, shape, dtype):
     return empty(shape, dtype, x.device)
 
 
-def gather_layout(t):
+def gather_layout(t, rt: configs.Runtime | None = None):
     """``t`` as the kernels gather it best: a channels-last copy when ``t`` is not
     channel-fastest and its channel count is a multiple of 16. Each tap then reads, per pixel,
     a contiguous run of channels whose 16-byte alignment the compiler can prove (all strides
     are multiples of 16 elements), so the gather is a pipelined 16-byte ``cp.async`` instead of
     one 2-byte load (plus address math and a shared-memory store) per element: about 40% fewer
     instructions per tap on sm_90. Costs one read and write of ``t`` per call; off with
-    ``configs.settings.channels_last_copies = False`` / ``PAC_TRITON_CHANNELS_LAST_COPIES=0``."""
-    if (t is None or t.dim() != 4 or t.shape[1] % 16 != 0 or t.stride(1) == 1 or t.numel() == 0
-            or not configs.settings.gather_channels_last()):
+    ``configs.settings.channels_last_copies = False`` / ``PAC_TRITON_CHANNELS_LAST_COPIES=0``
+    (``rt``: the launch's runtime settings; read afresh when None)."""
+    if t is None or t.dim() != 4 or t.shape[1] % 16 != 0 or t.stride(1) == 1 or t.numel() == 0:
+        return t
+    if not (configs.settings.gather_channels_last() if rt is None else rt.channels_last):
         return t
     return t.contiguous(memory_format=torch.channels_last)
 
@@ -271,8 +296,11 @@ def channel_runs(*tensors) -> bool:
     """Whether every tensor is gathered as aligned channel runs: channel-fastest, with a
     channel count and the other strides multiples of 16 elements (the vectorised gathers'
     specialisation, what the default configs are sized for)."""
-    return all(t.shape[1] % 16 == 0 and t.stride(1) == 1
-               and all(int(st) % 16 == 0 for st in (t.stride(0), t.stride(2), t.stride(3))) for t in tensors)
+    for t in tensors:
+        s = t.stride()
+        if t.shape[1] % 16 or s[1] != 1 or s[0] % 16 or s[2] % 16 or s[3] % 16:
+            return False
+    return True
 
 
 # --- K operands --------------------------------------------------------------------------------
@@ -373,16 +401,16 @@ def param_grad(partials, src, kdt):
 
 
 def forward_operands(x, guide, kernel, mask, smooth, alpha, lam, *, k_mode, ktype, kernel_size, stride, padding,
-                     dilation, out_hw, transposed, channel_wise=False, k_channel_stride=False):
+                     dilation, out_hw, transposed, channel_wise=False, k_channel_stride=False, rt=None):
     """A forward launch's operands: the smoothed centre feature f0 (from the caller's guide),
     ``x`` and the guide as ``gather_layout`` copies, and the K operands (``k_operands``).
     Returns ``(x, guide, f0, ko)``."""
     f0 = None
     if k_mode == K_GUIDE and smooth is not None:
         f0 = smoothed_centre(guide, smooth, kernel_size, stride, padding, dilation, out_hw, transposed)
-    x = gather_layout(x)
+    x = gather_layout(x, rt)
     if guide is not None:
-        guide = gather_layout(guide)
+        guide = gather_layout(guide, rt)
     inv = k_mode == K_GUIDE and ktype != KT_GAUSS
     ko = k_operands(x, guide, f0, mask, kernel, alpha, lam, kdt_of(x.dtype), inv=inv, channel_wise=channel_wise,
                     n_channels=x.shape[1], k_channel_stride=k_channel_stride)

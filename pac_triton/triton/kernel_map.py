@@ -26,6 +26,7 @@ from torch import Tensor
 
 from . import configs
 from . import host_common as hc
+from .configs import cdiv
 from .host_common import Grads
 from .jit_common import (INV_EPSILON, KT_GAUSS, KT_INV_ASYM, _centre, _centre_tile, _dist, _k_order_tap,  # noqa: F401
                          _k_params, _k_tile, _kept, _kvalue, _load_f0, _mask_at, _norm_divisor, _pixels, _pow,
@@ -421,14 +422,15 @@ def kernel_forward(guide, mask, kernel_size, stride, padding, output_padding, di
     om = hc.empty((B, DK if om_per_channel else 1, 1, 1, Ho, Wo) if has_mask else (0,), guide.dtype, guide.device)
     if kout.numel() == 0:
         return kout, (om if has_mask else None)
+    rt = configs.runtime()  # the runtime settings, read once per launch
     f0 = None
     if smooth is not None:
         f0 = hc.smoothed_centre(guide, smooth, kernel_size, stride, padding, dilation, (Ho, Wo), transposed)
     ko = hc.k_operands(guide, guide, f0, mask, None, alpha, lam, kdt, inv=ktype != hc.KT_GAUSS,
                        channel_wise=bool(channel_wise), n_channels=DK)
-    bd = 1 if channel_wise else configs.block_d(D)
-    cfg = configs.kernel_default(DK, bool(channel_wise), guide.dtype == torch.float64)
-    grid = (triton.cdiv(Ho * Wo, cfg["BLOCK_P"]), triton.cdiv(DK, cfg["BLOCK_C"]), B)
+    bd = 1 if channel_wise else configs.block_d(D, rt)
+    cfg = configs.kernel_default(DK, bool(channel_wise), guide.dtype == torch.float64, rt)
+    grid = (cdiv(Ho * Wo, cfg["BLOCK_P"]), cdiv(DK, cfg["BLOCK_C"]), B)
     hc.checked(pac_kernel_kernel)[grid](
         **ko.guide_args(), **ko.mask_args(), **ko.param_args(), k_ptr=kout, om_ptr=om,
         DK=DK, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, sab=ko.sab,
@@ -454,7 +456,7 @@ def guide_pass(*, ko, dk, scale, dummy, B, C, H, W, Ho, Wo, D, Hg, Wg, geom, kdt
     meta = dict(**geom, KDT=hc.TL_DTYPE[kdt], TRANSPOSED=bool(transposed), KTYPE=int(ktype),
                 F0_SMOOTH=smoothed, NORMALIZE=normalize, HAS_MASK=has_mask, NEED_DR=need_dr,
                 BLOCK_P=cfg["BLOCK_P"], num_warps=cfg["num_warps"])
-    grid = (triton.cdiv(Ho * Wo, cfg["BLOCK_P"]), B) + ((triton.cdiv(C, cfg["BLOCK_C"]),) if channel_wise else ())
+    grid = (cdiv(Ho * Wo, cfg["BLOCK_P"]), B) + ((cdiv(C, cfg["BLOCK_C"]),) if channel_wise else ())
     hc.checked(pac_guide_pass_kernel)[grid](
         **bufs, C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, sab=ko.sab, **meta, CW=channel_wise,
         BLOCK_D=1 if channel_wise else block_d, BLOCK_C=cfg["BLOCK_C"] if channel_wise else 1)
@@ -462,7 +464,7 @@ def guide_pass(*, ko, dk, scale, dummy, B, C, H, W, Ho, Wo, D, Hg, Wg, geom, kdt
 
 
 def guide_side_grads(*, need_guide, need_smooth, df0, ko, dr, guide, smooth, kernel_size, stride, padding,
-                     dilation, transposed, ktype, channel_wise, block_d, kdt, Ho, Wo):
+                     dilation, transposed, ktype, channel_wise, block_d, kdt, Ho, Wo, rt=None):
     """``(d guide, d smoothing window)`` (None where not asked for) from ``df0`` (the centre
     feature's gradient, ``[B, D, Ho*Wo]``) and the guide gather over ``dr`` (no atomics).
     Without smoothing the gather kernel adds d f0 itself and writes the guide gradient in the
@@ -480,9 +482,9 @@ def guide_side_grads(*, need_guide, need_smooth, df0, ko, dr, guide, smooth, ker
             gs, gp = (1, 1), ((kh // 2) * dilation[0], (kw // 2) * dilation[1])
         else:
             gs, gp = tuple(stride), tuple(padding)
-        cfg = configs.guide_gather_default(kdt == torch.float64)
+        cfg = configs.guide_gather_default(kdt == torch.float64, rt)
         dfq = hc.empty((B, D, Hg, Wg), guide.dtype if fused else kdt, guide.device)
-        n = gs[0] * gs[1] * triton.cdiv(triton.cdiv(Hg, gs[0]) * triton.cdiv(Wg, gs[1]), cfg["BLOCK_P"])
+        n = gs[0] * gs[1] * cdiv(cdiv(Hg, gs[0]) * cdiv(Wg, gs[1]), cfg["BLOCK_P"])
         hc.checked(pac_guide_gather_kernel)[(n, B)](
             **ko.guide_args(), dr_ptr=dr, df_ptr=dfq, df0_ptr=df0, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
             KH=kh, KW=kw, SH=gs[0], SW=gs[1], PH=gp[0], PW=gp[1], DH=dilation[0], DW=dilation[1],
@@ -539,6 +541,7 @@ def kernel_backward(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, pa
     out = {}
     if not (needs.guide or needs.smooth or needs.alpha or needs.lam):
         return Grads()
+    rt = configs.runtime()  # the runtime settings, read once per launch
     Ho, Wo, H, W = hc.kernel_map_hw((Hg, Wg), kernel_size, stride, padding, output_padding, dilation, transposed)
     cw = bool(channel_wise)
     dkc = D if cw else 1
@@ -551,10 +554,10 @@ def kernel_backward(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, pa
     ko = hc.k_operands(guide, guide, f0, mask, None, alpha, lam, kdt, inv=inv, channel_wise=cw, n_channels=D)
     scale = hc.empty((B, dkc, Ho * Wo), kdt, dev) if (norm or has_mask) else guide
     if cw:  # the depthwise backward's channel blocks and warps, over guide_bwd_block_p pixels
-        gp_cfg = dict(configs.guide_pass_default(f64, configs.dw_default(D, f64)),
-                      BLOCK_P=configs.guide_bwd_block_p(f64))
+        gp_cfg = dict(configs.guide_pass_default(f64, configs.dw_default(D, f64, rt=rt), rt),
+                      BLOCK_P=configs.guide_bwd_block_p(f64, rt))
     else:
-        gp_cfg = configs.guide_pass_default(f64)
+        gp_cfg = configs.guide_pass_default(f64, rt=rt)
     df0, pa, pl = guide_pass(
         ko=ko, dk=dk, scale=scale, dummy=guide, B=B, C=dkc, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
         geom=hc.geometry(kernel_size, stride, padding, dilation), kdt=kdt, transposed=bool(transposed),
@@ -568,7 +571,7 @@ def kernel_backward(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, pa
         out["guide"], out["smooth"] = guide_side_grads(
             need_guide=needs.guide, need_smooth=needs.smooth, df0=df0, ko=ko, dr=dk, guide=guide, smooth=smooth,
             kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, transposed=transposed,
-            ktype=ktype, channel_wise=cw, block_d=configs.block_d_all(D), kdt=kdt, Ho=Ho, Wo=Wo)
+            ktype=ktype, channel_wise=cw, block_d=configs.block_d_all(D), kdt=kdt, Ho=Ho, Wo=Wo, rt=rt)
     return Grads(**out)
 
 
