@@ -107,9 +107,9 @@ def _conv_op(*, input, weight, bias, guide=None, kernel=None, mask=None, smooth=
              stride, padding, output_padding=(0, 0), dilation, ktype=None, normalize=False, shared,
              transposed, groups=1):
     """The dense family's custom op (``shared``: the depthwise family's shared-filter launchers)."""
-    return _conv_mod.conv_fwd(input, weight, bias, guide, kernel, mask, smooth, alpha, lam, list(stride),
-                              list(padding), list(output_padding), list(dilation), _ktype_or_gauss(ktype),
-                              bool(normalize), bool(shared), bool(transposed), int(groups))
+    return _conv_mod.conv_fwd(input, weight, bias, guide, kernel, mask, smooth, alpha, lam,
+                              *_conv_mod.conv_options(stride, padding, output_padding, dilation,
+                                                      _ktype_or_gauss(ktype), normalize, shared, transposed, groups))
 
 
 def _pool_op(*, input, guide=None, kernel=None, mask=None, smooth=None, alpha=None, lam=None, kernel_size,

@@ -353,9 +353,11 @@ def test_depthwise_opcheck():
     g = r(1, 2, 3, 4)
     m = (torch.rand(1, 1, 3, 4) > 0.3).double()
     a, lm = torch.tensor(1.0, dtype=F64, requires_grad=True), torch.tensor(-2.0, dtype=F64, requires_grad=True)
+    from pac_triton.triton.conv import conv_options
     for shared, groups in ((False, 3), (True, 1)):
-        torch.library.opcheck(ops.triton_conv_fwd, (x, w, b, g, None, m, None, a, lm, [1, 1], [1, 1], [0, 0],
-                                                    [1, 1], 1, True, shared, False, groups),
+        torch.library.opcheck(ops.triton_conv_fwd, (x, w, b, g, None, m, None, a, lm,
+                                                    *conv_options([1, 1], [1, 1], [0, 0], [1, 1], 1, True, shared,
+                                                                  False, groups)),
                               test_utils=("test_schema", "test_autograd_registration", "test_faketensor",
                                           "test_aot_dispatch_dynamic"))
 

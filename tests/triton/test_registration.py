@@ -29,8 +29,9 @@ def _conv_args(dtype=torch.float32, requires_grad=False):
 def test_opcheck_conv():
     x, g, w, m = _conv_args()
     ops = torch.ops.pac_triton
-    args = (x, w, None, g, None, m, None, torch.tensor(1.0), torch.tensor(-2.0), [1, 1], [1, 1], [0, 0], [1, 1],
-            1, True, False, False)
+    from pac_triton.triton.conv import conv_options
+    args = (x, w, None, g, None, m, None, torch.tensor(1.0), torch.tensor(-2.0),
+            *conv_options([1, 1], [1, 1], [0, 0], [1, 1], 1, True, False, False, 1))
     torch.library.opcheck(ops.triton_conv_fwd, args, test_utils=("test_schema", "test_faketensor",
                                                                   "test_aot_dispatch_static"))
 
@@ -101,15 +102,18 @@ def test_opcheck_backward():
     a = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
     lm = torch.tensor(-2.0, dtype=torch.float64, requires_grad=True)
     tests = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
-    torch.library.opcheck(ops.triton_conv_fwd, (x, w, b, g, None, m, None, a, lm, [1, 1], [1, 1], [0, 0], [1, 1],
-                                                1, True, False, False), test_utils=tests)
-    # groups (the trailing argument): conv [O, C/G, kh, kw] and transposed [C, O/G, kh, kw]
+    from pac_triton.triton.conv import conv_options
+    torch.library.opcheck(ops.triton_conv_fwd, (x, w, b, g, None, m, None, a, lm,
+                                                *conv_options([1, 1], [1, 1], [0, 0], [1, 1], 1, True, False, False,
+                                                              1)), test_utils=tests)
+    # groups: conv [O, C/G, kh, kw] and transposed [C, O/G, kh, kw]
     wg = torch.randn(6, 1, 3, 3, dtype=torch.float64, requires_grad=True)
     bg = torch.randn(6, dtype=torch.float64, requires_grad=True)
     for transposed in (False, True):
         torch.library.opcheck(ops.triton_conv_fwd, (x, torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
-                                                    if transposed else wg, bg, g, None, m, None, a, lm, [1, 1],
-                                                    [1, 1], [0, 0], [1, 1], 1, True, False, transposed, 3),
+                                                    if transposed else wg, bg, g, None, m, None, a, lm,
+                                                    *conv_options([1, 1], [1, 1], [0, 0], [1, 1], 1, True, False,
+                                                                  transposed, 3)),
                               test_utils=tests)
     gp = torch.randn(1, 3, 4, 4, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(ops.triton_pool_fwd, (x, gp, None, None, None, None, None, [3, 3], [1, 1], [1, 1], [1, 1],
