@@ -114,9 +114,9 @@ def _conv_op(*, input, weight, bias, guide=None, kernel=None, mask=None, smooth=
 
 def _pool_op(*, input, guide=None, kernel=None, mask=None, smooth=None, alpha=None, lam=None, kernel_size,
              stride, padding, dilation, ktype=None, normalize=False, channel_wise=False):
-    return _depthwise.pool_fwd(input, guide, kernel, mask, smooth, alpha, lam, list(kernel_size), list(stride),
-                               list(padding), list(dilation), _ktype_or_gauss(ktype), bool(normalize),
-                               bool(channel_wise))
+    return _depthwise.pool_fwd(input, guide, kernel, mask, smooth, alpha, lam,
+                               *_depthwise.pool_options(kernel_size, stride, padding, dilation,
+                                                        _ktype_or_gauss(ktype), normalize, channel_wise))
 
 
 def packernel2d(guide, mask, kernel_size, stride, padding, output_padding, dilation, kernel_type,
@@ -124,9 +124,9 @@ def packernel2d(guide, mask, kernel_size, stride, padding, output_padding, dilat
     """Returns ``(K, out_mask)``; ``K`` is ``[B, 1 or D, kh, kw, Ho, Wo]`` in the guide's dtype."""
     _check()
     kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
-    k, om = _kernel_map.kernel_fwd(guide, mask, smooth_kernel, a, lm, list(kernel_size), list(stride),
-                                   list(padding), list(output_padding), list(dilation), kt, bool(channel_wise),
-                                   bool(normalize_kernel), bool(transposed))
+    k, om = _kernel_map.kernel_fwd(guide, mask, smooth_kernel, a, lm,
+                                   *_kernel_map.kernel_options(kernel_size, stride, padding, output_padding, dilation,
+                                                               kt, channel_wise, normalize_kernel, transposed))
     return k, _om(om, mask)
 
 

@@ -643,13 +643,27 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
 
 # --- custom ops (pooling) --------------------------------------------------------------------
 
+# Integer arguments packed into two lists (``geometry``: kernel_size, stride, padding, dilation;
+# ``options``: ktype, normalize, channel_wise), as ``conv.conv_fwd`` (why: conv.py).
+
+def pool_options(kernel_size, stride, padding, dilation, ktype, normalize, channel_wise):
+    """``pool_fwd``'s ``(geometry, options)`` lists."""
+    return [*kernel_size, *stride, *padding, *dilation], [int(ktype), int(bool(normalize)), int(bool(channel_wise))]
+
+
+def _pool_static(geometry, options):
+    """The inverse of ``pool_options``."""
+    g = list(geometry)
+    ktype, normalize, channel_wise = options
+    return g[0:2], g[2:4], g[4:6], g[6:8], int(ktype), bool(normalize), bool(channel_wise)
+
+
 @torch.library.custom_op("pac_triton::triton_pool_fwd", mutates_args=())
 def pool_fwd(x: Tensor, guide: Optional[Tensor], kernel: Optional[Tensor], mask: Optional[Tensor],
-             smooth: Optional[Tensor], alpha: Optional[Tensor], lam: Optional[Tensor], kernel_size: List[int],
-             stride: List[int], padding: List[int], dilation: List[int], ktype: int, normalize: bool,
-             channel_wise: bool) -> Tuple[Tensor, Tensor]:
-    return hc.over_batch(_pool_fwd, (x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding,
-                                     dilation, ktype, normalize, channel_wise), (0, 1, 2, 3))
+             smooth: Optional[Tensor], alpha: Optional[Tensor], lam: Optional[Tensor], geometry: List[int],
+             options: List[int]) -> Tuple[Tensor, Tensor]:
+    return hc.over_batch(_pool_fwd, (x, guide, kernel, mask, smooth, alpha, lam, *_pool_static(geometry, options)),
+                         (0, 1, 2, 3))
 
 
 def _pool_fwd(x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding, dilation, ktype, normalize,
@@ -663,8 +677,8 @@ def _pool_fwd(x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, p
 
 
 @pool_fwd.register_fake
-def _(x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding, dilation, ktype, normalize,
-      channel_wise):
+def _(x, guide, kernel, mask, smooth, alpha, lam, geometry, options):
+    kernel_size, stride, padding, dilation, _, normalize, channel_wise = _pool_static(geometry, options)
     if kernel is not None:
         Ho, Wo = kernel.shape[-2:]
     else:
@@ -679,11 +693,9 @@ def _(x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding, 
 
 
 def _pool_setup_context(ctx, inputs, output):
-    (x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding, dilation, ktype, normalize,
-     channel_wise) = inputs
+    x, guide, kernel, mask, smooth, alpha, lam, geometry, options = inputs
     ctx.save_for_backward(x, guide, kernel, mask, smooth, alpha, lam)
-    ctx.static = (list(kernel_size), list(stride), list(padding), list(dilation), int(ktype), bool(normalize),
-                  bool(channel_wise))
+    ctx.static = _pool_static(geometry, options)
 
 
 # pool_fwd's input index of each gradient field (None: pooling has no such input)
@@ -694,7 +706,7 @@ def _pool_backward(ctx, gy, gom):
     x, guide, kernel, mask, smooth, alpha, lam = ctx.saved_tensors
     kernel_size, stride, padding, dilation, ktype, normalize, channel_wise = ctx.static
     needs = Grads(*(i is not None and bool(ctx.needs_input_grad[i]) for i in _POOL_INPUT_OF))
-    grads = [None] * 14
+    grads = [None] * 9
     if not any(needs):
         return tuple(grads)
     res = pool_bwd(gy, x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding, dilation, ktype,

@@ -577,13 +577,29 @@ def kernel_backward(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, pa
 
 # --- custom ops ------------------------------------------------------------------------------
 
+# Integer arguments packed into two lists (``geometry``: kernel_size, stride, padding,
+# output_padding, dilation; ``options``: ktype, channel_wise, normalize, transposed), as
+# ``conv.conv_fwd`` (why: conv.py).
+
+def kernel_options(kernel_size, stride, padding, output_padding, dilation, ktype, channel_wise, normalize,
+                   transposed):
+    """``kernel_fwd``'s ``(geometry, options)`` lists."""
+    return ([*kernel_size, *stride, *padding, *output_padding, *dilation],
+            [int(ktype), int(bool(channel_wise)), int(bool(normalize)), int(bool(transposed))])
+
+
+def _kernel_static(geometry, options):
+    """The inverse of ``kernel_options``."""
+    g = list(geometry)
+    ktype, channel_wise, normalize, transposed = options
+    return (g[0:2], g[2:4], g[4:6], g[6:8], g[8:10], int(ktype), bool(channel_wise), bool(normalize),
+            bool(transposed))
+
+
 @torch.library.custom_op("pac_triton::triton_kernel_fwd", mutates_args=())
 def kernel_fwd(guide: Tensor, mask: Optional[Tensor], smooth: Optional[Tensor], alpha: Optional[Tensor],
-               lam: Optional[Tensor], kernel_size: List[int], stride: List[int], padding: List[int],
-               output_padding: List[int], dilation: List[int], ktype: int, channel_wise: bool,
-               normalize: bool, transposed: bool) -> Tuple[Tensor, Tensor]:
-    return hc.over_batch(_kernel_fwd, (guide, mask, smooth, alpha, lam, kernel_size, stride, padding, output_padding,
-                                       dilation, ktype, channel_wise, normalize, transposed), (0, 1))
+               lam: Optional[Tensor], geometry: List[int], options: List[int]) -> Tuple[Tensor, Tensor]:
+    return hc.over_batch(_kernel_fwd, (guide, mask, smooth, alpha, lam, *_kernel_static(geometry, options)), (0, 1))
 
 
 def _kernel_fwd(guide, mask, smooth, alpha, lam, kernel_size, stride, padding, output_padding, dilation, ktype,
@@ -597,8 +613,9 @@ def _kernel_fwd(guide, mask, smooth, alpha, lam, kernel_size, stride, padding, o
 
 
 @kernel_fwd.register_fake
-def _(guide, mask, smooth, alpha, lam, kernel_size, stride, padding, output_padding, dilation, ktype,
-      channel_wise, normalize, transposed):
+def _(guide, mask, smooth, alpha, lam, geometry, options):
+    kernel_size, stride, padding, _, dilation, _, channel_wise, normalize, transposed = _kernel_static(geometry,
+                                                                                                        options)
     B, D = guide.shape[:2]
     if transposed:
         Ho, Wo = guide.shape[-2:]
@@ -614,11 +631,9 @@ def _(guide, mask, smooth, alpha, lam, kernel_size, stride, padding, output_padd
 
 
 def _kernel_setup_context(ctx, inputs, output):
-    (guide, mask, smooth, alpha, lam, kernel_size, stride, padding, output_padding, dilation, ktype, channel_wise,
-     normalize, transposed) = inputs
+    guide, mask, smooth, alpha, lam, geometry, options = inputs
     ctx.save_for_backward(guide, mask, smooth, alpha, lam)
-    ctx.static = (list(kernel_size), list(stride), list(padding), list(output_padding), list(dilation), int(ktype),
-                  bool(channel_wise), bool(normalize), bool(transposed))
+    ctx.static = _kernel_static(geometry, options)
 
 
 # kernel_fwd's input index of each gradient field
@@ -628,7 +643,7 @@ _KERNEL_INPUT_OF = dict(guide=0, smooth=2, alpha=3, lam=4)
 def _kernel_backward(ctx, gk, gom):
     guide, mask, smooth, alpha, lam = ctx.saved_tensors
     needs = [bool(ctx.needs_input_grad[_KERNEL_INPUT_OF[f]]) for f in KERNEL_GRAD_FIELDS]
-    grads = [None] * 14
+    grads = [None] * 7
     if not any(needs) or gk is None:
         return tuple(grads)
     res = kernel_bwd(gk, guide, mask, smooth, alpha, lam, *ctx.static, needs)

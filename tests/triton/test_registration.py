@@ -41,11 +41,14 @@ def test_opcheck_pool_and_kernel():
     g = torch.randn(1, 3, 5, 5)
     m = (torch.rand(1, 1, 5, 5) > 0.3).float()
     ops = torch.ops.pac_triton
+    from pac_triton.triton.depthwise import pool_options
+    from pac_triton.triton.kernel_map import kernel_options
     torch.library.opcheck(ops.triton_pool_fwd,
-                          (x, g, None, m, None, None, None, [3, 3], [1, 1], [1, 1], [1, 1], 0, True, True),
+                          (x, g, None, m, None, None, None, *pool_options([3, 3], [1, 1], [1, 1], [1, 1], 0, True, True)),
                           test_utils=("test_schema", "test_faketensor"))
     torch.library.opcheck(ops.triton_kernel_fwd,
-                          (g, m, None, None, None, [3, 3], [1, 1], [1, 1], [0, 0], [1, 1], 0, False, True, False),
+                          (g, m, None, None, None,
+                           *kernel_options([3, 3], [1, 1], [1, 1], [0, 0], [1, 1], 0, False, True, False)),
                           test_utils=("test_schema", "test_faketensor"))
 
 
@@ -116,10 +119,14 @@ def test_opcheck_backward():
                                                                   transposed, 3)),
                               test_utils=tests)
     gp = torch.randn(1, 3, 4, 4, dtype=torch.float64, requires_grad=True)
-    torch.library.opcheck(ops.triton_pool_fwd, (x, gp, None, None, None, None, None, [3, 3], [1, 1], [1, 1], [1, 1],
-                                                0, False, True), test_utils=tests)
-    torch.library.opcheck(ops.triton_kernel_fwd, (g, m, None, None, None, [3, 3], [1, 1], [1, 1], [0, 0], [1, 1],
-                                                  0, False, True, False), test_utils=tests)
+    from pac_triton.triton.depthwise import pool_options
+    from pac_triton.triton.kernel_map import kernel_options
+    torch.library.opcheck(ops.triton_pool_fwd, (x, gp, None, None, None, None, None,
+                                                *pool_options([3, 3], [1, 1], [1, 1], [1, 1], 0, False, True)),
+                          test_utils=tests)
+    torch.library.opcheck(ops.triton_kernel_fwd, (g, m, None, None, None,
+                                                  *kernel_options([3, 3], [1, 1], [1, 1], [0, 0], [1, 1], 0, False,
+                                                                  True, False)), test_utils=tests)
 
 
 def test_torch_compile_training_step():
