@@ -685,15 +685,15 @@ def _weight_tap_major(weight, transposed, reduce_over_o, groups=1):
         if reduce_over_o:
             w = weight.permute(2, 3, 0, 1)
         else:  # [G, C/G, O/G, kh, kw] -> [kh, kw, G, O/G, C/G]
-            w = weight.unflatten(0, (groups, -1)).permute(3, 4, 0, 2, 1)
+            w = weight.unflatten(0, (groups, weight.shape[0] // groups)).permute(3, 4, 0, 2, 1)
     else:  # [O, C/G, kh, kw]
         O = weight.shape[0]
         if reduce_over_o:  # [G, O/G, C/G, kh, kw] -> [kh, kw, G, C/G, O/G]
-            w = weight.unflatten(0, (groups, -1)).permute(3, 4, 0, 2, 1)
+            w = weight.unflatten(0, (groups, weight.shape[0] // groups)).permute(3, 4, 0, 2, 1)
         else:
             w = weight.permute(2, 3, 0, 1)
     w = w.contiguous()
-    return w.reshape(kh, kw, -1, w.shape[-1]), O
+    return w.reshape(kh, kw, w.shape[2] * w.shape[3], w.shape[-1]) if w.dim() == 5 else w, O
 
 
 def _weight_from_tap_major(dw, transposed, groups):

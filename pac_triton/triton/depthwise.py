@@ -637,7 +637,8 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
             **kmeta, WT_PER_CHANNEL=wt_pc, BLOCK_P=wcfg["BLOCK_P"], BLOCK_C=wcfg["BLOCK_C"],
             num_warps=wcfg["num_warps"])
         dw = part.sum(dim=0)  # fixed-order sum over the splits: [taps] or [taps, C]
-        out["weight"] = (dw.t() if wt_pc else dw).reshape(wtap.shape).to(wtap.dtype)
+        # contiguous, as the op's fake says (torch.compile checks the strides)
+        out["weight"] = (dw.t() if wt_pc else dw).reshape(wtap.shape).to(wtap.dtype).contiguous()
     return Grads(**out)
 
 
