@@ -1,8 +1,9 @@
 """Hostile tests of ``groups`` / depthwise on the Triton backend (docs/semantics.md sections 7, 8,
 "Dtypes", "Non-finite values"), each against the float64 reference backend as the oracle.
 
-Tests named ``test_bug_*`` reproduce a defect found while reviewing the grouped support and are
-expected to FAIL until it is fixed; the others cover corners the suite did not reach (forced
+Tests named ``test_bug_*`` reproduce defects found while reviewing the grouped support (they
+failed before the fixes: the depthwise weight gradient's strides, zero-size channel axes); the
+others cover corners the suite did not reach (forced
 small tiles so that a group's channels span several blocks, mixed dtypes with groups, NaN
 locality with groups, precomputed K with NaN at dropped taps, partial requires_grad, fast
 gradcheck of the Triton path, padding modes with a varying guide, error parity).
@@ -118,7 +119,7 @@ def _conv_tensors(G, C, O, H, W, D=2, k=3, B=1, transposed=False, Hg=None, Wg=No
     return t
 
 
-# =========================================================================== bugs (FAIL now)
+# =========================================================================== regressions
 
 def test_bug_depthwise_weight_grad_strides_differ_from_fake():
     """Depthwise family (groups == C, weight [C, 1, kh, kw]): the Triton backward returns the
@@ -127,7 +128,7 @@ def test_bug_depthwise_weight_grad_strides_differ_from_fake():
 
     Expected: the custom op ``pac_triton::triton_conv_bwd`` passes opcheck's fake-tensor check
     (real and fake outputs have the same metadata), as the grouped-dense and ungrouped cases do.
-    Actual: ``OpCheckError ... Stride mismatch! Strides are (1, 36, 12, 4) and (9, 9, 3, 1)``
+    Before the fix: ``OpCheckError ... Stride mismatch! Strides are (1, 36, 12, 4) and (9, 9, 3, 1)``
     (pac_triton/triton/depthwise.py, ``dw_backward``: ``out["weight"] = (dw.t() if wt_pc else
     dw).reshape(wtap.shape)`` lacks ``.contiguous()``)."""
     import pac_triton.triton  # noqa: F401  (registers the ops)
@@ -147,7 +148,7 @@ def test_bug_torch_compile_depthwise_backward_fails():
 
     Expected: runs and matches eager (it does for groups=2 with a channel multiplier, and for
     the depthwise forward alone).
-    Actual: ``AssertionError: expected size 4==4, stride 1==9 at dim=0; ...`` from inductor's
+    Before the fix: ``AssertionError: expected size 4==4, stride 1==9 at dim=0; ...`` from inductor's
     ``assert_size_stride`` on ``torch.ops.pac_triton.triton_conv_bwd.default`` -- the weight
     gradient's strides differ from the fake's (see the opcheck test above; cause
     pac_triton/triton/depthwise.py ``dw_backward``, the per-channel weight gradient
@@ -179,7 +180,7 @@ def test_bug_zero_channel_grouped_conv_crashes_on_triton(case):
 
     Expected: the Triton backend does the same (it already handles B == 0, and O == 0 in the
     forward).
-    Actual: ``RuntimeError: cannot reshape tensor of 0 elements into shape [3, 3, -1, 0]``
+    Before the fix: ``RuntimeError: cannot reshape tensor of 0 elements into shape [3, 3, -1, 0]``
     from pac_triton/triton/conv.py ``_weight_tap_major`` (``w.reshape(kh, kw, -1,
     w.shape[-1])`` is ambiguous when the last axis is 0): in ``conv_forward`` for C == 0, in
     ``conv_backward`` (``reduce_over_o=True``) for O == 0. Also with groups=1."""
@@ -195,7 +196,7 @@ def test_bug_zero_channel_grouped_conv_crashes_on_triton(case):
     check_vs_reference(fn, t, kw)
 
 
-# =========================================================================== coverage (pass now)
+# =========================================================================== coverage
 
 # Per-group channel counts that straddle the forced 8-wide blocks (Og = 17 with Cg = 1, a
 # channel multiplier; Cg = 9 with Og = 1), and a depthwise transposed conv with every K option
