@@ -22,7 +22,7 @@ from .dispatch import select
 from .options import fixed_smooth_kernel, parse_kernel_type, parse_smooth_type
 from .validation import (arg_names, check_bias, check_geometry, check_groups, check_guide, check_inv_param,
                          check_mask, check_same_device, check_smooth_kernel, check_tensor, check_weight,
-                         constant_tensor, conv_out_size, pair, resolve_padding, transposed_out_size)
+                         constant_tensor, conv_out_size, one_device, pair, resolve_padding, transposed_out_size)
 
 __all__ = [
     "packernel2d", "pacconv2d", "pacconv_transpose2d", "pacpool2d",
@@ -183,14 +183,7 @@ def _geometry_from_weight(weight, stride, padding, dilation, output_padding=None
 
 
 def _devices(names, **tensors):
-    first = None
-    for t in tensors.values():  # fast path: one device (the renamed check below says which differ)
-        if isinstance(t, torch.Tensor):
-            if first is None:
-                first = t.device
-            elif t.device != first:
-                break
-    else:
+    if one_device(tensors.values()):  # fast path (the renamed check below says which differ)
         return
     check_same_device(**{names.get(key, key): value for key, value in tensors.items()})
 

@@ -62,15 +62,21 @@ def check_tensor(name: str, tensor, rank: int | None = 4, allow_none: bool = Fal
         raise ValueError(f"{name} must be a {rank}-d tensor, got shape {tuple(tensor.shape)}")
 
 
-def check_same_device(**named):
+def one_device(tensors) -> bool:
+    """Whether every tensor among ``tensors`` (others ignored) is on one device (the fast path
+    of ``check_same_device``)."""
     first = None
-    for t in named.values():  # fast path: one device
+    for t in tensors:
         if isinstance(t, torch.Tensor):
             if first is None:
                 first = t.device
             elif t.device != first:
-                break
-    else:
+                return False
+    return True
+
+
+def check_same_device(**named):
+    if one_device(named.values()):
         return
     devices = {name: t.device for name, t in named.items() if isinstance(t, torch.Tensor)}
     if len(set(devices.values())) > 1:
