@@ -149,7 +149,8 @@ def _check_conv_weight(input, weight, kernel_size, shared_filters, transposed, n
     if transposed:
         if weight.shape[0] != channels:
             raise ValueError(f"channel mismatch: {names['input']} has {channels} channels but {names['weight']} "
-                             f"[C_in, C_out/groups, kh, kw] has shape {tuple(weight.shape)}")
+                             f"[C_in, C_out/groups, kh, kw] has shape {tuple(weight.shape)}"
+                             + ("" if groups == 1 else f" ({names['groups']}={groups})"))
         return weight.shape[1] * groups
     if weight.shape[1] * groups != channels:
         layout = "[C_out, C_in, kh, kw]" if groups == 1 else f"[C_out, C_in/groups = {channels // groups}, kh, kw]"

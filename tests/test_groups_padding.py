@@ -463,3 +463,10 @@ def test_extra_repr_and_nn_conv_state_dict():
     assert "groups=4" in text and "padding_mode=circular" in text and "padding=(1, 1)" in text
     assert "groups" not in repr(PacConv2d(4, 4, 3)) and "padding_mode" not in repr(PacConv2d(4, 4, 3))
     layer.load_state_dict(nn.Conv2d(4, 4, 3, padding="same", groups=4, padding_mode="circular").state_dict())
+
+
+def test_transposed_channel_mismatch_names_groups():
+    """The transposed conv's channel-mismatch error names ``groups`` as the conv's does."""
+    with pytest.raises(ValueError, match=r"has shape \(6, 2, 3, 3\) \(groups=2\)"):
+        pac_conv_transpose2d(torch.randn(1, 4, 3, 3), torch.randn(1, 1, 6, 6), torch.randn(6, 2, 3, 3), stride=2,
+                             padding=1, output_padding=1, groups=2, backend="reference")
