@@ -253,3 +253,35 @@ def test_autotuned_launches_under_a_fake_benchmark(monkeypatch):
     pr, _ = REF.pac_pool2d(x, g, (3, 3), (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, True, False, None)
     torch.testing.assert_close(p, pr, rtol=1e-4, atol=1e-4)
     assert n_conv > 1 and len(launched) > n_conv, launched
+
+
+@pytest.mark.parametrize("case", ["conv", "convT", "grouped", "depthwise", "depthwiseT", "shared", "pool",
+                                  "pool_cw", "kernel"])
+def test_backward_ops_match_their_fakes(case):
+    """Every backward op's real outputs have its fake's shapes, dtypes and strides (torch.compile
+    checks them): the kind of the depthwise weight gradient returned as a transposed view."""
+    ops = torch.ops.pac_triton
+    F64 = torch.float64
+    r = lambda *s: torch.randn(*s, dtype=F64)  # noqa: E731
+    x, g, m = r(1, 4, 5, 5), r(1, 2, 5, 5), (torch.rand(1, 1, 5, 5) > 0.3).double()
+    a, lm = torch.tensor(1.0, dtype=F64), torch.tensor(-2.0, dtype=F64)
+    geom = ([1, 1], [1, 1], [0, 0], [1, 1])
+    every = [True, True, True, True, False, False, True, True]
+    tu = ("test_faketensor",)
+    if case in ("conv", "convT", "grouped", "depthwise", "depthwiseT", "shared"):
+        w = {"conv": r(6, 4, 3, 3), "convT": r(4, 6, 3, 3), "grouped": r(6, 2, 3, 3), "depthwise": r(4, 1, 3, 3),
+             "depthwiseT": r(4, 1, 3, 3), "shared": r(1, 1, 3, 3)}[case]
+        groups = {"grouped": 2, "depthwise": 4, "depthwiseT": 4}.get(case, 1)
+        transposed = case in ("convT", "depthwiseT")
+        O = w.shape[1] * groups if transposed else (4 if case == "shared" else w.shape[0])
+        torch.library.opcheck(ops.triton_conv_bwd, (r(1, O, 5, 5), x, w, g, None, m, None, a, lm, *geom, 1, True,
+                                                    case == "shared", transposed, every, groups), test_utils=tu)
+    elif case.startswith("pool"):
+        cw = case == "pool_cw"
+        torch.library.opcheck(ops.triton_pool_bwd, (r(1, 4, 5, 5), x, r(1, 4, 5, 5) if cw else g, None, m, None, a,
+                                                    lm, [3, 3], [1, 1], [1, 1], [1, 1], 1, True, cw, every),
+                              test_utils=tu)
+    else:
+        torch.library.opcheck(ops.triton_kernel_bwd, (r(1, 1, 3, 3, 5, 5), g, m, None, a, lm, [3, 3], [1, 1], [1, 1],
+                                                      [0, 0], [1, 1], 1, False, True, False, [True, False, True, True]),
+                              test_utils=tu)
