@@ -165,7 +165,7 @@ def dw_variants(dt):
     common = dict(KDT=_TL[kdt], IDX64=False, BLOCK_P=cfg["BLOCK_P"], BLOCK_C=cfg["BLOCK_C"],
                   TILE_W=configs.tile_w(512, cfg["BLOCK_P"]),
                   K_MODE=K_GUIDE, KTYPE=KT_INV_ASYM, F0_SMOOTH=False, NORMALIZE=True, HAS_MASK=True,
-                  WT_PER_CHANNEL=False)
+                  WT_PER_CHANNEL=False, PADDED=False)
     yield ("pool_cw", ptrs, {**_geom(), "TRANSPOSED": False, **common, "HAS_BIAS": False, "HAS_WTAP": False,
                              "CW": True, "OM_PER_CHANNEL": True, "D_SINGLE": True, "BLOCK_D": 1}, cfg)
     yield ("shared_conv", ptrs, {**_geom(), "TRANSPOSED": False, **common, "HAS_BIAS": True, "HAS_WTAP": True,
@@ -198,6 +198,20 @@ def dw_variants(dt):
               "sxc": 1, "sgd": 1, "sfd": 1}
         vc["_div16"] = tuple(n for n in depthwise.pac_dw_kernel.arg_names if n not in vc and not n.endswith("_ptr"))
         yield ("dw_conv_vec", ptrs, vc, vcfg)
+    # the padded path (every non-transposed, not channel-wise launch with K from the guide):
+    # input gathers from the zero-padded channels-last staging copy, no masks; its own tiles
+    # (configs.dw_padded_default) at C = 64 and C = 96 (a 128-channel block at 8 warps)
+    for c_in in (64, 96):
+        pcfg = configs.dw_padded_default(c_in, dt == "fp64")
+        pc = {**_geom(), "TRANSPOSED": False, **common, "BLOCK_P": pcfg["BLOCK_P"], "BLOCK_C": pcfg["BLOCK_C"],
+              "TILE_W": configs.tile_w(512, pcfg["BLOCK_P"]), "CW": False, "OM_PER_CHANNEL": False,
+              "D_SINGLE": True, "BLOCK_D": 16, "PADDED": True, "sxc": 1, "sgd": 1, "sfd": 1}
+        pc["_div16"] = tuple(n for n in depthwise.pac_dw_kernel.arg_names if n not in pc and not n.endswith("_ptr"))
+        yield (f"dw_conv_padded_C{c_in}", ptrs, {**pc, "HAS_BIAS": True, "HAS_WTAP": True, "WT_PER_CHANNEL": True},
+               pcfg)
+        if c_in == 64:
+            yield ("pool_padded", ptrs, {**pc, "HAS_BIAS": False, "HAS_WTAP": False}, pcfg)
+            yield ("shared_conv_padded", ptrs, {**pc, "HAS_BIAS": True, "HAS_WTAP": True}, pcfg)
     yield ("pool_loadK_idx64", ptrs, {**_geom(), "TRANSPOSED": False, **common, "K_MODE": K_LOAD,
                                       "NORMALIZE": False, "HAS_MASK": False, "HAS_BIAS": False,
                                       "HAS_WTAP": False, "CW": False, "OM_PER_CHANNEL": False,
@@ -397,7 +411,8 @@ WEIGHT_GRAD = ("bwd_conv_dw", "bwd_convT_dw", "bwd_conv_dw_loadK", "bwd_conv_dw_
 BWD_CORE = ("bwd_conv_dxdk", "bwd_conv_dw", "bwd_dw_dx", "bwd_shared_dw", "bwd_dwc_dx", "bwd_dwc_dw",
             "bwd_guide_pass", "bwd_guide_gather")
 
-CORE = ("conv_guide", "conv_guide_vec", "convT_guide", "shared_conv", "dw_conv", "packernel_cw") + BWD_CORE
+CORE = ("conv_guide", "conv_guide_vec", "convT_guide", "shared_conv", "dw_conv", "dw_conv_padded_C64",
+        "dw_conv_padded_C96", "pool_padded", "packernel_cw") + BWD_CORE
 
 
 def all_variants(dtypes):
@@ -465,7 +480,10 @@ def main_loop(ins):
             loops.append((int(m.group(1), 16), addr))
     # drop retry loops of a few instructions (barrier / mbarrier waits)
     loops = [lp for lp in loops if (lp[1] - lp[0]) // 16 > 8]
-    return max(loops, key=lambda lp: lp[1] - lp[0]) if loops else None
+    # innermost: a loop whose body holds another (the padded depthwise forward's kernel-row loop
+    # around its tap loop) is not the tap loop
+    inner = [lp for lp in loops if not any(o != lp and lp[0] <= o[0] and o[1] <= lp[1] for o in loops)]
+    return max(inner, key=lambda lp: lp[1] - lp[0]) if inner else None
 
 
 def op_name(text: str) -> str:
@@ -486,10 +504,12 @@ def specs(dtype: str):
                                           "HAS_BIAS": False, "syw": 1})
             yield "forward conv", conv.pac_conv_kernel, ptrs, c, cfg, c["BLOCK_P"]
     for name, ptrs, const, cfg in dw_variants(dtype):
-        if name in ("pool_vec", "dw_conv_vec"):
+        if name in ("pool_padded", "dw_conv_padded_C64", "dw_conv_padded_C96"):
             c = div16(depthwise.pac_dw_kernel, {**{k: v for k, v in const.items() if k != "_div16"}, **gauss, "syw": 1})
-            label = "forward pool" if name == "pool_vec" else "forward depthwise conv"
-            yield label, depthwise.pac_dw_kernel, ptrs, c, cfg, c["BLOCK_P"] * 64 // c["BLOCK_C"]
+            label = {"pool_padded": "forward pool", "dw_conv_padded_C64": "forward depthwise conv",
+                     "dw_conv_padded_C96": "forward depthwise C96"}[name]
+            # per pixel-tap of 64 channels; the padded loop is the tap loop of one kernel row
+            yield label, depthwise.pac_dw_kernel, ptrs, c, cfg, c["BLOCK_P"] * c["BLOCK_C"] // 64
     for name, fn, ptrs, const, cfg in bwd_variants(dtype):
         c = {k: v for k, v in const.items() if k != "_div16"}
         for k, v in gauss.items():

@@ -55,6 +55,147 @@ def _wtap(wt_ptr, t, cc, cm, C, WT_PER_CHANNEL: tl.constexpr, IDX64: tl.constexp
 
 
 @triton.jit
+def _dw_taps(x_b, wt_ptr, g_b, f0_b, m_b, k_b, f0t, alpha, lam, u, v, pmask, ph, pw, ch, cw, cin, cc, cm,
+             C, H, W, D, Hg, Wg, sxc, sxh, sxw, sgd, sgh, sgw, sfd, sfh, sfw, smh, smw, skc, ski, skj, skh, skw,
+             KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+             PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+             TRANSPOSED: tl.constexpr, K_MODE: tl.constexpr, KTYPE: tl.constexpr, CW: tl.constexpr,
+             NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_WTAP: tl.constexpr,
+             WT_PER_CHANNEL: tl.constexpr, IDX64: tl.constexpr, KDT: tl.constexpr, D_SINGLE: tl.constexpr,
+             BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The forward's tap loop, general case (any tile, option and layout): every gather masked
+    (pixels outside the output, taps outside the input, channels past C). Returns
+    ``(acc, nsum, vsum)``, ``[BLOCK_P, BLOCK_C]`` each: the K-weighted sum, the normaliser's K
+    sum (NORMALIZE) or mask sum, and the count of valid taps (mask without NORMALIZE)."""
+    acc = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+    nsum = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+    vsum = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+
+    for t in range(KH * KW):
+        i = t // KW
+        j = t % KW
+        run = True
+        if TRANSPOSED:
+            run = ((ph + PH - i * DH) % SH == 0) & ((pw + PW - j * DW) % SW == 0)
+        if run:
+            ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
+                                                   KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+            if K_MODE == K_GUIDE:
+                kt = _k_tile(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
+                             alpha, lam, cc, cm, KTYPE, CW, KDT, D_SINGLE, BLOCK_P, BLOCK_D, BLOCK_C)
+                if HAS_MASK:
+                    mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)[:, None]
+                else:
+                    mv = xin.to(KDT)[:, None]
+                kt = _kept(kt, mv)
+                if NORMALIZE:
+                    nsum += kt
+                elif HAS_MASK:
+                    nsum += mv
+                    vsum += xin.to(KDT)[:, None]
+            else:
+                kt = tl.load(k_b + (ki * ski + kj * skj + u * skh + v * skw)[:, None] + cc[None, :] * skc,
+                             mask=xin[:, None] & cm[None, :], other=0.0).to(KDT)
+            if HAS_WTAP:
+                kt = kt * _wtap(wt_ptr, t, cc, cm, C, WT_PER_CHANNEL, IDX64, KDT)
+            xt = tl.load(x_b + (ih * sxh + iw * sxw)[:, None] + cc[None, :] * sxc,
+                         mask=xin[:, None] & cm[None, :], other=0.0, cache_modifier=".ca").to(KDT)
+            acc += kt * xt
+
+    return acc, nsum, vsum
+
+
+@triton.jit
+def _dw_padded_taps(x_b, wt_ptr, g_b, m_b, f0t, alpha, lam, u, v, cc, C, H, W, Ho, Wo, D,
+                    sxh, sxw, sgd, sgh, sgw, smh, smw,
+                    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                    PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+                    KTYPE: tl.constexpr, NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr,
+                    HAS_WTAP: tl.constexpr, WT_PER_CHANNEL: tl.constexpr, IDX64: tl.constexpr,
+                    KDT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The forward's tap loop over a padded input (``PADDED``): a conv (not transposed) with one
+    K per pixel from a guide the size of the input whose D channels fit one block. ``x_b`` is
+    the image's ``[H + 2 PH, W + 2 PW, C_pad]`` channels-last staging copy, zero outside the
+    input and past channel C, with ``C_pad`` a multiple of BLOCK_C (the tap weights ``[kh*kw,
+    C_pad]`` too), so the input gathers need no mask: per tap one scalar offset from a loop
+    invariant tile of addresses. Pixels past the output (ragged tiles) compute at the nearest
+    output pixel (their results are not stored). Whether a tap reads an input pixel is decided
+    only where K is computed (one pixel's guide per thread): K is 0 at such taps and x is 0
+    there. K stays a per-pixel vector (the normaliser's sums too).
+    Returns ``(acc [BLOCK_P, BLOCK_C], nsum [BLOCK_P], vsum [BLOCK_P])`` as ``_dw_taps``."""
+    C_PAD = (C + BLOCK_C - 1) // BLOCK_C * BLOCK_C  # the staging copy's (and tap weights') channels
+    uc = tl.minimum(u, Ho - 1)
+    vc = tl.minimum(v, Wo - 1)
+    ih0 = uc * SH - PH
+    iw0 = vc * SW - PW
+    od = tl.arange(0, BLOCK_D)
+    dmask = od < D
+    BF16_PAIRS: tl.constexpr = (x_b.dtype.element_ty == tl.bfloat16) and (KDT == tl.float32) and BLOCK_C >= 2
+    if BF16_PAIRS:
+        # the staging copy's strides are even (C_pad is): address channel pairs as int32 words
+        cc2 = tl.program_id(1) * (BLOCK_C // 2) + tl.arange(0, BLOCK_C // 2)  # the block's channel pairs
+        if IDX64:
+            cc2 = cc2.to(tl.int64)
+        x_t0 = x_b.to(tl.pointer_type(tl.int32)) + ((uc * SH) * (sxh // 2) + (vc * SW) * (sxw // 2))[:, None] + cc2[None, :]
+    else:
+        x_t0 = x_b + ((uc * SH) * sxh + (vc * SW) * sxw)[:, None] + cc[None, :]
+    g_t0 = g_b + (ih0 * sgh + iw0 * sgw)[:, None] + od[None, :] * sgd
+    m_t0 = m_b + ih0 * smh + iw0 * smw
+    acc = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+    nsum = tl.zeros([BLOCK_P], KDT)
+    vsum = tl.zeros([BLOCK_P], KDT)
+    for i in range(KH):
+        ih = ih0 + i * DH
+        rowok = (ih >= 0) & (ih < H)
+        if BF16_PAIRS:
+            x_i = x_t0 + i * DH * (sxh // 2)
+        else:
+            x_i = x_t0 + i * DH * sxh
+        g_i = g_t0 + i * DH * sgh
+        m_i = m_t0 + i * DH * smh
+        for j in range(KW):
+            iw = iw0 + j * DW
+            xin = rowok & (iw >= 0) & (iw < W)
+            fq = tl.load(g_i + j * DW * sgw, mask=xin[:, None] & dmask[None, :], other=0.0,
+                         cache_modifier=".ca").to(KDT)
+            df = fq - f0t
+            if KTYPE == KT_INV_ASYM:
+                df = tl.maximum(df, 0.0)
+            kt = _kvalue(tl.sum(df * df, axis=1), alpha, lam, KTYPE)
+            if HAS_MASK:
+                mv = tl.load(m_i + j * DW * smw, mask=xin, other=0.0).to(KDT)
+                kt = _kept(kt, mv)
+                if NORMALIZE:
+                    nsum += kt
+                else:
+                    nsum += mv
+                    vsum += tl.where(xin, 1.0, 0.0)
+            else:
+                kt = tl.where(xin, kt, 0.0)  # exactly 0 at taps outside the input
+                if NORMALIZE:
+                    nsum += kt
+            kc = kt[:, None]
+            if HAS_WTAP:
+                t = i * KW + j
+                if WT_PER_CHANNEL:
+                    if IDX64:
+                        t = t.to(tl.int64)
+                    kc = kc * tl.load(wt_ptr + t * C_PAD + cc).to(KDT)[None, :]
+                else:
+                    kc = kc * tl.load(wt_ptr + t).to(KDT)
+            if BF16_PAIRS:
+                # two bf16 channels per 32-bit word: each half to fp32 is one shift / mask
+                xi = tl.load(x_i + j * DW * (sxw // 2), cache_modifier=".ca")
+                lo = (xi << 16).to(tl.float32, bitcast=True)
+                hi = (xi & -65536).to(tl.float32, bitcast=True)
+                xt = tl.reshape(tl.join(lo, hi), [BLOCK_P, BLOCK_C])
+            else:
+                xt = tl.load(x_i + j * DW * sxw, cache_modifier=".ca").to(KDT)
+            acc += kc * xt
+    return acc, nsum, vsum
+
+
+@triton.jit
 def pac_dw_kernel(
     x_ptr, wt_ptr, bias_ptr, y_ptr, g_ptr, f0_ptr, m_ptr, k_ptr, om_ptr, alpha_ptr, lam_ptr,
     C, H, W, Ho, Wo, D, Hg, Wg, sab,
@@ -70,7 +211,7 @@ def pac_dw_kernel(
     NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_WTAP: tl.constexpr,
     WT_PER_CHANNEL: tl.constexpr, CW: tl.constexpr, OM_PER_CHANNEL: tl.constexpr, IDX64: tl.constexpr,
     KDT: tl.constexpr, D_SINGLE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr,
-    BLOCK_C: tl.constexpr, TILE_W: tl.constexpr = 1,
+    BLOCK_C: tl.constexpr, TILE_W: tl.constexpr = 1, PADDED: tl.constexpr = False,
 ):
     """y[b, c, u, v] = bias[c] + sum_t w_t[c] * K_t(u, v)[c or 0] * x[b, c, q_t(u, v)].
 
@@ -120,40 +261,19 @@ def pac_dw_kernel(
         cin = pmask
         f0t = tl.zeros([BLOCK_P, BLOCK_D], KDT)
 
-    acc = tl.zeros([BLOCK_P, BLOCK_C], KDT)
-    nsum = tl.zeros([BLOCK_P, BLOCK_C], KDT)
-    vsum = tl.zeros([BLOCK_P, BLOCK_C], KDT)
-
-    for t in range(KH * KW):
-        i = t // KW
-        j = t % KW
-        run = True
-        if TRANSPOSED:
-            run = ((ph + PH - i * DH) % SH == 0) & ((pw + PW - j * DW) % SW == 0)
-        if run:
-            ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
-                                                   KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
-            if K_MODE == K_GUIDE:
-                kt = _k_tile(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
-                             alpha, lam, cc, cm, KTYPE, CW, KDT, D_SINGLE, BLOCK_P, BLOCK_D, BLOCK_C)
-                if HAS_MASK:
-                    mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)[:, None]
-                else:
-                    mv = xin.to(KDT)[:, None]
-                kt = _kept(kt, mv)
-                if NORMALIZE:
-                    nsum += kt
-                elif HAS_MASK:
-                    nsum += mv
-                    vsum += xin.to(KDT)[:, None]
-            else:
-                kt = tl.load(k_b + (ki * ski + kj * skj + u * skh + v * skw)[:, None] + cc[None, :] * skc,
-                             mask=xin[:, None] & cm[None, :], other=0.0).to(KDT)
-            if HAS_WTAP:
-                kt = kt * _wtap(wt_ptr, t, cc, cm, C, WT_PER_CHANNEL, IDX64, KDT)
-            xt = tl.load(x_b + (ih * sxh + iw * sxw)[:, None] + cc[None, :] * sxc,
-                         mask=xin[:, None] & cm[None, :], other=0.0, cache_modifier=".ca").to(KDT)
-            acc += kt * xt
+    if PADDED:
+        acc, nsum1, vsum1 = _dw_padded_taps(
+            x_b, wt_ptr, g_b, m_b, f0t, alpha, lam, u, v, cc, C, H, W, Ho, Wo, D, sxh, sxw, sgd, sgh, sgw,
+            smh, smw, KH, KW, SH, SW, PH, PW, DH, DW, KTYPE, NORMALIZE, HAS_MASK, HAS_WTAP, WT_PER_CHANNEL, IDX64,
+            KDT, BLOCK_P, BLOCK_C, BLOCK_D)
+        nsum = nsum1[:, None] + tl.zeros([BLOCK_P, BLOCK_C], KDT)
+        vsum = vsum1[:, None] + tl.zeros([BLOCK_P, BLOCK_C], KDT)
+    else:
+        acc, nsum, vsum = _dw_taps(
+            x_b, wt_ptr, g_b, f0_b, m_b, k_b, f0t, alpha, lam, u, v, pmask, ph, pw, ch, cw, cin, cc, cm,
+            C, H, W, D, Hg, Wg, sxc, sxh, sxw, sgd, sgh, sgw, sfd, sfh, sfw, smh, smw, skc, ski, skj, skh, skw,
+            KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED, K_MODE, KTYPE, CW, NORMALIZE, HAS_MASK, HAS_WTAP,
+            WT_PER_CHANNEL, IDX64, KDT, D_SINGLE, BLOCK_P, BLOCK_C, BLOCK_D)
 
     if K_MODE == K_GUIDE:
         if NORMALIZE or HAS_MASK:
@@ -489,13 +609,25 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
         return y, (om if has_mask else None)
     # (y above follows the caller's layout)
     rt = configs.runtime()  # the runtime settings, read once per launch
+    bd = configs.block_d(D, rt) if (k_mode == hc.K_GUIDE and not cw) else 1
+    # The padded path (conv, K from the guide per pixel, D in one block, staging copies allowed):
+    # x staged zero-padded and channels-last, input gathers without masks (``_dw_padded_taps``).
+    padded = (not transposed and k_mode == hc.K_GUIDE and not cw and D <= bd and rt.channels_last
+              and (Hg, Wg) == (H, W))
+    x_in = x
     x, guide, f0, ko = hc.forward_operands(
         x, guide, kernel, mask if has_mask else None, smooth, alpha, lam, k_mode=k_mode, ktype=ktype,
         kernel_size=(kh, kw), stride=stride, padding=padding, dilation=dilation, out_hw=(Ho, Wo),
-        transposed=transposed, channel_wise=cw, k_channel_stride=True, rt=rt)
+        transposed=transposed, channel_wise=cw, k_channel_stride=True, rt=rt, gather_x=not padded)
+    cfg = None
+    if padded:
+        cfg = configs.dw_padded_default(C, x.dtype == torch.float64, rt)
+        c_pad = cdiv(C, cfg["BLOCK_C"]) * cfg["BLOCK_C"]
+        x = hc.padded_channels_last(x_in, padding, c_pad)
+        if wt is not None and wt_pc and c_pad != C:
+            wt = torch.nn.functional.pad(wt, (0, c_pad - C))
     if wt is None:
         wt = x  # no weight (pooling): a placeholder pointer
-    bd = configs.block_d(D, rt) if (k_mode == hc.K_GUIDE and not cw) else 1
     args = dict(x_ptr=x, wt_ptr=wt, bias_ptr=bias.contiguous() if bias is not None else x, y_ptr=y, om_ptr=om,
                 **ko.guide_args(), **ko.mask_args(), **ko.k_args(channel=True), **ko.param_args(),
                 C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, sab=ko.sab,
@@ -512,7 +644,11 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
         n = sh_ * sw_ * cdiv(ph_, META["BLOCK_P"] // tw) * cdiv(pw_, tw)
         return (n, cdiv(C, META["BLOCK_C"]), B)
 
-    if rt.autotune and x.dtype != torch.float64:
+    if padded:
+        # not autotuned: the channel block fixed the staging copy's channel count
+        cfg["TILE_W"] = configs.tile_w(pw_, cfg["BLOCK_P"], rt)
+        hc.checked(pac_dw_kernel)[grid](**args, **meta, **cfg, PADDED=True)
+    elif rt.autotune and x.dtype != torch.float64:
         hc.checked(dw_tuned)[grid](**args, **meta)  # TILE_W added per config by configs.dw_prune
     else:
         cfg = configs.dw_fwd_default(C, x.dtype == torch.float64, hc.channel_runs(x), rt)

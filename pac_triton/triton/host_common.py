@@ -292,6 +292,19 @@ def gather_layout(t, rt: configs.Runtime | None = None):
     return t.contiguous(memory_format=torch.channels_last)
 
 
+def padded_channels_last(x, padding, c_pad):
+    """The depthwise forward's staging copy of ``x`` ``[B, C, H, W]`` (any layout): a
+    ``[B, c_pad, H + 2 ph, W + 2 pw]`` view of a contiguous ``[B, H + 2 ph, W + 2 pw, c_pad]``
+    tensor (channels-last strides), ``x`` at ``[:, :C, ph:ph + H, pw:pw + W]`` and zero
+    elsewhere, so that every tap of every output pixel of a conv with this padding reads inside
+    it and the kernel's input gathers need no mask. One read of ``x`` and one write of the
+    copy (``F.pad``)."""
+    ph, pw = padding
+    C = x.shape[1]
+    xp = torch.nn.functional.pad(x.permute(0, 2, 3, 1), (0, c_pad - C, pw, pw, ph, ph))
+    return xp.permute(0, 3, 1, 2)
+
+
 def channel_runs(*tensors) -> bool:
     """Whether every tensor is gathered as aligned channel runs: channel-fastest, with a
     channel count and the other strides multiples of 16 elements (the vectorised gathers'
@@ -401,14 +414,15 @@ def param_grad(partials, src, kdt):
 
 
 def forward_operands(x, guide, kernel, mask, smooth, alpha, lam, *, k_mode, ktype, kernel_size, stride, padding,
-                     dilation, out_hw, transposed, channel_wise=False, k_channel_stride=False, rt=None):
+                     dilation, out_hw, transposed, channel_wise=False, k_channel_stride=False, rt=None, gather_x=True):
     """A forward launch's operands: the smoothed centre feature f0 (from the caller's guide),
-    ``x`` and the guide as ``gather_layout`` copies, and the K operands (``k_operands``).
-    Returns ``(x, guide, f0, ko)``."""
+    ``x`` (unless ``gather_x`` is False: the caller stages it) and the guide as
+    ``gather_layout`` copies, and the K operands (``k_operands``). Returns ``(x, guide, f0, ko)``."""
     f0 = None
     if k_mode == K_GUIDE and smooth is not None:
         f0 = smoothed_centre(guide, smooth, kernel_size, stride, padding, dilation, out_hw, transposed)
-    x = gather_layout(x, rt)
+    if gather_x:
+        x = gather_layout(x, rt)
     if guide is not None:
         guide = gather_layout(guide, rt)
     inv = k_mode == K_GUIDE and ktype != KT_GAUSS
