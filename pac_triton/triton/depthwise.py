@@ -136,7 +136,8 @@ def _dw_padded_taps(x_b, wt_ptr, g_b, m_b, f0t, alpha, lam, u, v, cc, C, H, W, H
         cc2 = tl.program_id(1) * (BLOCK_C // 2) + tl.arange(0, BLOCK_C // 2)  # the block's channel pairs
         if IDX64:
             cc2 = cc2.to(tl.int64)
-        x_t0 = x_b.to(tl.pointer_type(tl.int32)) + ((uc * SH) * (sxh // 2) + (vc * SW) * (sxw // 2))[:, None] + cc2[None, :]
+        x_t0 = (x_b.to(tl.pointer_type(tl.int32)) + ((uc * SH) * (sxh // 2) + (vc * SW) * (sxw // 2))[:, None]
+                + cc2[None, :])
     else:
         x_t0 = x_b + ((uc * SH) * sxh + (vc * SW) * sxw)[:, None] + cc[None, :]
     g_t0 = g_b + (ih0 * sgh + iw0 * sgw)[:, None] + od[None, :] * sgd

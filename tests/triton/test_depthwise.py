@@ -391,3 +391,106 @@ def test_groups_route_to_family(groups, family, transposed):
     finally:
         conv.hc.checked = orig
     assert names[family] <= ran and not (names["dense" if family == "depthwise" else "depthwise"] & ran), ran
+
+
+# --- the padded forward path ---------------------------------------------------------------------
+# Conv / pooling with K from the guide per pixel (D in one block): x staged zero-padded and
+# channels-last, C padded to a multiple of the channel block, input gathers without masks, bf16
+# read as channel pairs (``_dw_padded_taps``). The fixture's BLOCK_D = 2 keeps most cases above on
+# the general path; these force a guide block that holds D and check which path ran.
+
+@pytest.fixture
+def launches(monkeypatch):
+    """The ``PADDED`` flag of every depthwise-family forward launch, in order."""
+    from pac_triton.triton import depthwise
+    seen = []
+    orig = depthwise.hc.checked
+
+    class Spy(orig):
+        def __getitem__(self, grid):
+            launch = super().__getitem__(grid)
+
+            def run(*a, **k):
+                if depthwise.pac_dw_kernel in (self.kernel, getattr(self.kernel, "fn", None)):
+                    seen.append(bool(k.get("PADDED", False)))
+                return launch(*a, **k)
+            return run
+    monkeypatch.setattr(depthwise.hc, "checked", Spy)
+    return seen
+
+
+# (case, forced depthwise channel block): C_pad > C where C is no multiple of the block
+PADDED_CASES = [
+    (conv_case("dwp-conv-k3-gauss-f32", C=6, O=6, D=3, H=5, W=7), 4),
+    (conv_case("dwp-conv-k5x3-s2x1-p2x0-d1x2-inv-norm-mask-bf16-pairs", C=10, O=10, D=4, H=9, W=7, k=(5, 3),
+               s=(2, 1), p=(2, 0), d=(1, 2), kt="inv_1_-2", norm=True, mask=True, dtype=BF16), 8),
+    (conv_case("dwp-conv-k3-p3-invasym-mask-smooth3-f16-cl", C=5, O=5, D=2, H=4, W=6, p=(3, 3),
+               kt="inv_1_-2_asym", mask=True, smooth=(3, 3), dtype=F16, cl=True), 4),
+    (conv_case("dwp-conv-k7-p3-gauss-norm-nobias-bf16-cl", C=12, O=12, D=16, H=6, W=5, k=(7, 7), p=(3, 3),
+               norm=True, bias=False, dtype=BF16, cl=True), 8),
+    (conv_case("dwp-conv-k1x5-p0x2-gauss-mask-f64", C=3, O=3, D=1, H=3, W=6, k=(1, 5), p=(0, 2), mask=True,
+               dtype=F64), 2),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("c,bc", [pytest.param(c.values[0], bc, id=c.id) for c, bc in PADDED_CASES])
+def test_depthwise_padded(c, bc, device, launches):
+    """The padded path against the float64 grouped reference (inputs in NaN guard bands,
+    outputs NaN-filled first): ragged channel blocks padded with zero channels, ragged pixel
+    tiles (clamped pixels), taps entirely in the padding, stride, dilation, masks,
+    normalisation, bf16 channel pairs, channels-last and NCHW inputs."""
+    from pac_triton.triton import configs
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=bc, BLOCK_D=16):
+        y, _ = dw_run(c, device_or_skip(device))
+    assert launches == [True]
+    if c.cl:
+        assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("cw", [False, True], ids=["pool", "pool-channel-wise"])
+def test_pool_padded_path(cw, launches):
+    """Pooling takes the padded path (not channel-wise: one K per pixel); channel-wise pooling
+    (one K per channel) the general one; both equal the reference."""
+    from pac_triton.triton import configs
+    c = pool_case("p", B=2, C=6, D=6 if cw else 3, H=5, W=6, k=(3, 3), p=(2, 1), norm=True, mask=True, cw=cw,
+                  dtype=BF16).values[0]
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=4, BLOCK_D=8):
+        run_forward("pac_pool2d", pool_tensors(c), pool_static(c), c.dtype, c.cl, ["y", "out_mask"])
+    assert launches == [not cw]
+
+
+def test_padded_path_off_without_channels_last_copies(launches, monkeypatch):
+    """``PAC_TRITON_CHANNELS_LAST_COPIES=0`` (no staging copies) runs the general path; so do
+    the transposed conv and a given K. All equal the reference."""
+    from pac_triton.triton import configs
+    c = conv_case("c", C=6, O=6, D=3, H=5, W=5, norm=True).values[0]
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=4, BLOCK_D=4):
+        monkeypatch.setenv("PAC_TRITON_CHANNELS_LAST_COPIES", "0")
+        dw_run(c, "cpu")
+        monkeypatch.setenv("PAC_TRITON_CHANNELS_LAST_COPIES", "1")
+        dw_run(c, "cpu")
+        dw_run(convt_case("t", C=6, O=6, D=3, H=3, W=3).values[0], "cpu")
+    assert launches == [False, True, False]
+
+
+def test_padded_nonfinite_inputs(launches):
+    """Non-finite inputs on the padded path: an Inf in x propagates to exactly the outputs whose
+    kept taps read it (as the reference), and the zero padding contributes exactly 0 even where
+    the guide makes K non-finite at a border."""
+    from pac_triton.triton import configs
+    C, H, W = 4, 5, 6
+    x = torch.randn(1, C, H, W, dtype=F64)
+    x[0, 1, 0, 0] = float("inf")
+    g = torch.randn(1, 2, H, W, dtype=F64)
+    w, b = torch.randn(C, 1, 3, 3, dtype=F64), torch.randn(C, dtype=F64)
+    kw = dict(stride=1, padding=1, dilation=1, groups=C)
+    import pac_triton
+    exp = pac_triton.pac_conv2d(x, g, w, b, **kw, backend="reference")
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=4, BLOCK_D=2), reference_forbidden():
+        got = pac_triton.pac_conv2d(x.float(), g.float(), w.float(), b.float(), **kw, backend="triton")
+    assert launches == [True]
+    assert torch.equal(torch.isfinite(got), torch.isfinite(exp))
+    assert not torch.isfinite(got[0, 1, :2, :2]).any() and torch.isfinite(got[0, [0, 2, 3]]).all()
+    fin = torch.isfinite(exp)
+    assert_close_rel(got[fin].double(), exp[fin], 1e-5, "finite outputs")
