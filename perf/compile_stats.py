@@ -200,8 +200,8 @@ def dw_variants(dt):
         yield ("dw_conv_vec", ptrs, vc, vcfg)
     # the padded path (every non-transposed, not channel-wise launch with K from the guide):
     # input gathers from the zero-padded channels-last staging copy, no masks; its own tiles
-    # (configs.dw_padded_default) at C = 64 and C = 96 (a 128-channel block at 8 warps)
-    for c_in in (64, 96):
+    # (configs.dw_padded_default) at C = 16, 32, 64 and 96 (a 128-channel block at 8 warps)
+    for c_in in (16, 32, 64, 96):
         pcfg = configs.dw_padded_default(c_in, dt == "fp64")
         pc = {**_geom(), "TRANSPOSED": False, **common, "BLOCK_P": pcfg["BLOCK_P"], "BLOCK_C": pcfg["BLOCK_C"],
               "TILE_W": configs.tile_w(512, pcfg["BLOCK_P"]), "CW": False, "OM_PER_CHANNEL": False,
@@ -411,8 +411,8 @@ WEIGHT_GRAD = ("bwd_conv_dw", "bwd_convT_dw", "bwd_conv_dw_loadK", "bwd_conv_dw_
 BWD_CORE = ("bwd_conv_dxdk", "bwd_conv_dw", "bwd_dw_dx", "bwd_shared_dw", "bwd_dwc_dx", "bwd_dwc_dw",
             "bwd_guide_pass", "bwd_guide_gather")
 
-CORE = ("conv_guide", "conv_guide_vec", "convT_guide", "shared_conv", "dw_conv", "dw_conv_padded_C64",
-        "dw_conv_padded_C96", "pool_padded", "packernel_cw") + BWD_CORE
+CORE = ("conv_guide", "conv_guide_vec", "convT_guide", "shared_conv", "dw_conv", "dw_conv_padded_C16",
+        "dw_conv_padded_C32", "dw_conv_padded_C64", "dw_conv_padded_C96", "pool_padded", "packernel_cw") + BWD_CORE
 
 
 def all_variants(dtypes):

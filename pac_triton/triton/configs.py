@@ -382,21 +382,23 @@ def conv_dw_splits(total_tiles: int, n_prog: int, O: int, C: int, npix: int) -> 
     return max(1, min(total_tiles, max(1, WEIGHT_GRAD_PROGRAMS // max(1, n_prog)), cap))
 
 
-# The padded depthwise forward (``pac_dw_kernel`` with PADDED): thread instructions per
-# element-tap of its tap loop at each channel block, from the sm_90 bf16 SASS (k7, D = 16,
-# 64-pixel tiles, per-channel tap weights; ``python -m perf.sass`` prints the 64-channel row),
-# and the warps each block runs at. A block of BLOCK_C channels pads C up to a multiple of it
-# (the staging copy's zero channels cost as much as real ones), so the choice minimises
-# ``cost * C_pad / C``: C = 96 takes 128 (6.6 per useful element-tap) rather than 3 x 32 (7.6)
-# or 2 x 64 (7.3); C = 192 takes 3 x 64 (5.5).
-DW_PADDED_BLOCKS = {128: (4.97, 8), 64: (5.53, 4), 32: (7.6, 4), 16: (10.0, 4)}
+# The padded depthwise forward (``pac_dw_kernel`` with PADDED), per channel block BLOCK_C:
+# (thread instructions per element-tap of its tap loop, BLOCK_P, warps), from the sm_90 bf16 SASS
+# (k7, D = 16, per-channel tap weights, Gaussian; the pixels and warps that gave the fewest
+# instructions without spilling; ``python -m perf.sass`` prints the 64- and 128-channel rows).
+# Small blocks pay the guide distance over fewer channels. A block of BLOCK_C channels pads C up
+# to a multiple of it (the staging copy's zero channels cost as much as real ones), so the choice
+# minimises ``cost * C_pad / C``: C = 96 takes one 128 block (6.6 per useful element-tap) rather
+# than 3 x 32 (6.8) or 2 x 64 (7.4); C = 192 takes 3 x 64 (5.5).
+DW_PADDED_BLOCKS = {128: (4.97, 64, 8), 64: (5.53, 64, 4), 32: (6.78, 128, 4), 16: (10.56, 64, 2)}
 
 
 def dw_padded_default(C: int, f64: bool = False, rt: Runtime | None = None) -> dict:
     """Default config of the padded depthwise forward (every launch of it: its channel block
     fixes the staging copy's padded channel count ``C_pad = cdiv(C, BLOCK_C) * BLOCK_C``, so it
-    is not autotuned): 64 pixels, the channel block of ``DW_PADDED_BLOCKS`` with the least
-    instructions per useful element-tap (at most np2(C)); float64 16 channels (its registers).
+    is not autotuned): the channel block of ``DW_PADDED_BLOCKS`` with the least instructions
+    per useful element-tap (at most np2(C)) with its pixels and warps; float64 16 channels x
+    32 pixels (its registers).
     ``PAC_TRITON_FORCE``'s ``DW_BLOCK_C`` / ``BLOCK_P`` / ``num_warps`` replace them."""
     rt = _rt(rt)
     return _dw_padded_default(int(C), bool(f64), rt.forced_key)
@@ -406,13 +408,13 @@ def dw_padded_default(C: int, f64: bool = False, rt: Runtime | None = None) -> d
 def _dw_padded_default(C, f64, forced_key):
     forced = dict(forced_key) or None
     if f64:
-        bc, nw = clamp(np2(C), 1, 16), 4
+        bc, bp, nw = clamp(np2(C), 1, 16), 32, 4
     else:
         fits = [b for b in DW_PADDED_BLOCKS if b <= max(16, np2(C))]
         bc = min(fits, key=lambda b: (DW_PADDED_BLOCKS[b][0] * cdiv(C, b) * b / max(C, 1), -b))
-        nw = DW_PADDED_BLOCKS[bc][1]
-        bc = min(bc, np2(C)) if C < 16 else bc
-    cfg = dict(BLOCK_P=32 if f64 else 64, BLOCK_C=bc, num_warps=nw, num_stages=1)
+        _, bp, nw = DW_PADDED_BLOCKS[bc]
+        bc = min(bc, np2(C))
+    cfg = dict(BLOCK_P=bp, BLOCK_C=bc, num_warps=nw, num_stages=1)
     cfg["BLOCK_P"] = _get("BLOCK_P", cfg["BLOCK_P"], forced)
     cfg["BLOCK_C"] = _get("DW_BLOCK_C", cfg["BLOCK_C"], forced)
     return _launch_overrides(cfg, forced)
