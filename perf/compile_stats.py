@@ -471,8 +471,8 @@ def instructions(sass: str):
 
 
 def main_loop(ins):
-    """(start, end) of the longest backward branch's body that contains no longer backward
-    branch's body (the tap / tile loop), or None when every loop was unrolled."""
+    """(start, end) of the main loop's body (the tap / tile loop; see below), or None when every
+    loop was unrolled."""
     loops = []
     for addr, text in ins:
         m = re.search(r"BRA\s.*?0x([0-9a-f]+)", text)
@@ -480,10 +480,18 @@ def main_loop(ins):
             loops.append((int(m.group(1), 16), addr))
     # drop retry loops of a few instructions (barrier / mbarrier waits)
     loops = [lp for lp in loops if (lp[1] - lp[0]) // 16 > 8]
-    # innermost: a loop whose body holds another (the padded depthwise forward's kernel-row loop
-    # around its tap loop) is not the tap loop
-    inner = [lp for lp in loops if not any(o != lp and lp[0] <= o[0] and o[1] <= lp[1] for o in loops)]
-    return max(inner, key=lambda lp: lp[1] - lp[0]) if inner else None
+    if not loops:
+        return None
+    # the longest loop, or the loop it holds when that is most of its body (the padded depthwise
+    # forward's kernel-row loop around its tap loop); a short inner loop (over guide-channel
+    # blocks inside a tap loop) is part of the tap loop's work
+    best = max(loops, key=lambda lp: lp[1] - lp[0])
+    while True:
+        inner = [o for o in loops if o != best and best[0] <= o[0] and o[1] <= best[1]
+                 and 2 * (o[1] - o[0]) >= best[1] - best[0]]
+        if not inner:
+            return best
+        best = max(inner, key=lambda lp: lp[1] - lp[0])
 
 
 def op_name(text: str) -> str:
@@ -526,6 +534,11 @@ def specs(dtype: str):
         elif name == "bwd_guide_gather":
             c.update(sgd=1, sfd=1, ASYM=False)
             yield "backward guide gather", fn, ptrs, div16(fn, c), cfg, None
+        elif name in ("bwd_dwc_dk_vec", "bwd_dwc_dx_vec", "bwd_dwc_dw_vec"):
+            # the depthwise conv's backward (per-channel tap weights), per pixel-tap of 64 channels
+            label = {"bwd_dwc_dk_vec": "backward depthwise dK", "bwd_dwc_dx_vec": "backward depthwise dx",
+                     "bwd_dwc_dw_vec": "backward depthwise dW"}[name]
+            yield label, fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"] * c["BLOCK_C"] // 64
 
 
 def sass_main(argv=None) -> int:
