@@ -229,8 +229,15 @@ def block_d_all(D: int) -> int:
 
 def tile_w(Wo: int, block_p: int, rt: Runtime | None = None) -> int:
     """Width of the rectangular pixel tile: a power of two up to 32 (one warp along an image
-    row), at most the image width rounded up and at most BLOCK_P."""
-    return _get("TILE_W", min(block_p, clamp(np2(Wo), 1, 32)), _rt(rt).forced)
+    row), at most the image width rounded up and at most BLOCK_P. A forced ``TILE_W`` must
+    divide BLOCK_P (the tile is ``BLOCK_P // TILE_W`` rows of it): else a ValueError naming
+    both (a larger one made tiles of zero rows)."""
+    forced = _rt(rt).forced
+    tw = _get("TILE_W", min(block_p, clamp(np2(Wo), 1, 32)), forced)
+    if forced is not None and "TILE_W" in forced and block_p % tw:
+        raise ValueError(f"{FORCE_ENV}: TILE_W={tw} must divide the pixel tile BLOCK_P={block_p} (the tile is "
+                         f"BLOCK_P // TILE_W rows of TILE_W pixels)")
+    return tw
 
 
 def conv_default(C: int, O: int, f64: bool, vec: bool = False, rt: Runtime | None = None) -> dict:

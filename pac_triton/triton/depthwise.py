@@ -624,7 +624,10 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
     if padded:
         cfg = configs.dw_padded_default(C, x.dtype == torch.float64, rt)
         c_pad = cdiv(C, cfg["BLOCK_C"]) * cfg["BLOCK_C"]
-        x = hc.padded_channels_last(x_in, padding, c_pad)
+        if tuple(padding) == (0, 0) and c_pad == C and hc.channel_runs(x_in) and x_in.data_ptr() % 16 == 0:
+            x = x_in  # nothing to pad and already channels-last with even strides: read in place
+        else:
+            x = hc.padded_channels_last(x_in, padding, c_pad)
         if wt is not None and wt_pc and c_pad != C:
             wt = torch.nn.functional.pad(wt, (0, c_pad - C))
     if wt is None:

@@ -297,11 +297,14 @@ def padded_channels_last(x, padding, c_pad):
     ``[B, c_pad, H + 2 ph, W + 2 pw]`` view of a contiguous ``[B, H + 2 ph, W + 2 pw, c_pad]``
     tensor (channels-last strides), ``x`` at ``[:, :C, ph:ph + H, pw:pw + W]`` and zero
     elsewhere, so that every tap of every output pixel of a conv with this padding reads inside
-    it and the kernel's input gathers need no mask. One read of ``x`` and one write of the
-    copy (``F.pad``)."""
+    it and the kernel's input gathers need no mask. The copy is allocated here, contiguous
+    whatever ``x``'s layout (``F.pad`` keeps the input's stride order, and returns a plain
+    clone when there is nothing to pad: an NCHW ``x`` then stayed NCHW, which the kernel,
+    reading channels at unit stride, got wrong). One zero fill and one copy of ``x``."""
     ph, pw = padding
-    C = x.shape[1]
-    xp = torch.nn.functional.pad(x.permute(0, 2, 3, 1), (0, c_pad - C, pw, pw, ph, ph))
+    B, C, H, W = x.shape
+    xp = x.new_zeros((B, H + 2 * ph, W + 2 * pw, c_pad))
+    xp[:, ph:ph + H, pw:pw + W, :C].copy_(x.permute(0, 2, 3, 1))
     return xp.permute(0, 3, 1, 2)
 
 

@@ -494,3 +494,35 @@ def test_padded_nonfinite_inputs(launches):
     assert not torch.isfinite(got[0, 1, :2, :2]).any() and torch.isfinite(got[0, [0, 2, 3]]).all()
     fin = torch.isfinite(exp)
     assert_close_rel(got[fin].double(), exp[fin], 1e-5, "finite outputs")
+
+
+def test_padded_path_reads_channels_last_input_in_place(launches, monkeypatch):
+    """Padding 0 with C a multiple of the channel block and a channels-last input: nothing to
+    stage, the padded path reads the input where it is; an NCHW input (or any padding) is
+    staged, whatever its layout (F.pad kept an NCHW layout when it had nothing to pad, which
+    the kernel read wrongly)."""
+    from pac_triton.triton import configs, depthwise
+    staged = []
+    orig = depthwise.hc.padded_channels_last
+    monkeypatch.setattr(depthwise.hc, "padded_channels_last", lambda *a: staged.append(a[1]) or orig(*a))
+    import pac_triton
+    x = torch.randn(1, 16, 4, 5, dtype=F64)
+    g, w, b = torch.randn(1, 3, 4, 5, dtype=F64), torch.randn(16, 1, 3, 3, dtype=F64), torch.randn(16, dtype=F64)
+    exp = pac_triton.pac_conv2d(x.to(BF16).double(), g.to(BF16).double(), w.to(BF16).double(),
+                                b.to(BF16).double(), groups=16, backend="reference")
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=16, BLOCK_D=4), reference_forbidden():
+        for layout in (torch.channels_last, torch.contiguous_format):
+            y = pac_triton.pac_conv2d(x.to(BF16, memory_format=layout), g.to(BF16), w.to(BF16), b.to(BF16),
+                                      groups=16, backend="triton")
+            assert_close_rel(y.double(), exp, 1e-2, f"y ({layout})")
+            assert staged == ([] if layout == torch.channels_last else [(0, 0)])
+    assert staged == [(0, 0)] and launches == [True, True]
+
+
+def test_forced_tile_width_must_divide_the_tile():
+    """``PAC_TRITON_FORCE`` with a TILE_W that does not divide BLOCK_P is refused, naming both
+    (a TILE_W above BLOCK_P made tiles of zero rows)."""
+    from pac_triton.triton import configs
+    with configs.force_blocks(BLOCK_P=16, TILE_W=32):
+        with pytest.raises(ValueError, match=r"TILE_W=32 must divide the pixel tile BLOCK_P=16"):
+            configs.tile_w(64, 16)
