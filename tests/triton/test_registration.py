@@ -249,8 +249,11 @@ def test_autotuned_launches_under_a_fake_benchmark(monkeypatch):
     yr, _ = REF.pac_conv2d(x, g, w, None, (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, True, False, None)
     torch.testing.assert_close(y, yr, rtol=1e-4, atol=1e-4)
     n_conv = len(launched)
-    p, _ = PT.pac_pool2d(x, g, (3, 3), (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, True, False, None)
-    pr, _ = REF.pac_pool2d(x, g, (3, 3), (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, True, False, None)
+    # channel-wise pooling: the depthwise family's general (autotuned) path; pooling with one K
+    # per pixel takes the padded path, whose channel block fixes its staging copy (not tuned)
+    gc = torch.randn(1, 33, 5, 4)
+    p, _ = PT.pac_pool2d(x, gc, (3, 3), (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, True, True, None)
+    pr, _ = REF.pac_pool2d(x, gc, (3, 3), (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, True, True, None)
     torch.testing.assert_close(p, pr, rtol=1e-4, atol=1e-4)
     assert n_conv > 1 and len(launched) > n_conv, launched
 
