@@ -445,17 +445,51 @@ def _dw_default(C, f64, vec, forced_key):
     return _launch_overrides(cfg, forced)
 
 
-def shared_dw_default(C: int, KK: int, tiles: int, f64: bool = False, vec: bool = False,
-                      per_channel: bool = False, rt: Runtime | None = None) -> dict:
-    """The depthwise weight gradient (``pac_shared_dw_kernel``): the depthwise tiles, at 8
-    warps with 64-channel blocks (4 spill a register on sm_80), ``NSPLIT`` splits of the pixel
-    tiles per tap. ``per_channel`` (one filter per channel): a program per channel block too,
-    so the splits share ``WEIGHT_GRAD_PROGRAMS`` with the ``cdiv(C, BLOCK_C)`` blocks."""
-    cfg = dw_default(C, f64, vec, rt)
-    if cfg["BLOCK_C"] >= 64:
-        cfg["num_warps"] = 8
-    n_cb = -(-C // cfg["BLOCK_C"]) if per_channel else 1
-    cfg["NSPLIT"] = max(1, min(tiles, WEIGHT_GRAD_PROGRAMS // (KK * max(1, n_cb))))
+# The padded depthwise weight gradient's tiles: channel block -> (BLOCK_P, num_warps)
+SHARED_DW_PADDED_BLOCKS = {64: (64, 4)}
+
+
+def shared_dw_default(C: int, KK: int, B: int, Ho: int, Wo: int, f64: bool = False, vec: bool = False,
+                      per_channel: bool = False, padded: bool = False, rt: Runtime | None = None) -> dict:
+    """The depthwise weight gradient (``pac_shared_dw_kernel``), ``NSPLIT`` splits of the pixel
+    tiles per tap. General path: 64 pixels x channel blocks of 32 (64 with channels-last
+    gathers, ``vec``, at 8 warps: 4 spill a register on sm_80; fp64 16); ``per_channel`` (one
+    filter per channel): a program per channel block too, so the splits share
+    ``WEIGHT_GRAD_PROGRAMS`` with the ``cdiv(C, BLOCK_C)`` blocks. ``padded`` (the fast path,
+    ``_shared_dw_padded``): ``SHARED_DW_PADDED_BLOCKS``' tiles, a program per channel block for
+    the shared filter too, ``TILE_W`` the power of two that wastes the fewest pixels of
+    ``Ho x Wo``, splits over tile rows. ``PAC_TRITON_FORCE``'s ``BLOCK_P`` / ``DW_BLOCK_C`` /
+    ``TILE_W`` / ``num_warps`` replace them."""
+    rt = _rt(rt)
+    return dict(_shared_dw_default(int(C), int(KK), int(B), int(Ho), int(Wo), bool(f64), bool(vec),
+                                   bool(per_channel), bool(padded), rt.forced_key))
+
+
+@_memo
+def _shared_dw_default(C, KK, B, Ho, Wo, f64, vec, per_channel, padded, forced_key):
+    forced = dict(forced_key) or None
+    if padded:
+        bc = clamp(np2(C), 2, 16) if f64 else min(SHARED_DW_PADDED_BLOCKS, key=lambda b: (cdiv(C, b) * b, -b))
+        bp, nw = (32, 4) if f64 else SHARED_DW_PADDED_BLOCKS[bc]
+        cfg = dict(BLOCK_P=_get("BLOCK_P", bp, forced), BLOCK_C=max(2, _get("DW_BLOCK_C", bc, forced)),
+                   num_warps=nw, num_stages=1)
+        bp = cfg["BLOCK_P"]
+        tws = [tw for tw in (1, 2, 4, 8, 16, 32) if tw <= bp]
+        tw = min(tws, key=lambda tw: (cdiv(Ho, bp // tw) * (bp // tw) * cdiv(Wo, tw) * tw, -tw))
+        cfg["TILE_W"] = min(_get("TILE_W", tw, forced), bp)
+        units = B * cdiv(Ho, bp // cfg["TILE_W"])  # tile rows
+        n_cb = cdiv(C, cfg["BLOCK_C"])
+    else:
+        bc = clamp(np2(C), 1, 16 if f64 else (64 if vec else 32))
+        nw = 4 if vec else (8 if 64 * bc >= 2048 or f64 else 4)
+        cfg = dict(BLOCK_P=_get("BLOCK_P", 64, forced), BLOCK_C=_get("DW_BLOCK_C", bc, forced), num_warps=nw,
+                   num_stages=1)
+        if cfg["BLOCK_C"] >= 64:
+            cfg["num_warps"] = 8
+        units = B * cdiv(Ho * Wo, cfg["BLOCK_P"])  # pixel tiles
+        n_cb = cdiv(C, cfg["BLOCK_C"]) if per_channel else 1
+    cfg = _launch_overrides(cfg, forced)
+    cfg["NSPLIT"] = max(1, min(units, WEIGHT_GRAD_PROGRAMS // (KK * max(1, n_cb))))
     return cfg
 
 
