@@ -445,8 +445,14 @@ def _dw_default(C, f64, vec, forced_key):
     return _launch_overrides(cfg, forced)
 
 
-# The padded depthwise weight gradient's tiles: channel block -> (BLOCK_P, num_warps)
-SHARED_DW_PADDED_BLOCKS = {64: (64, 4)}
+# The padded depthwise weight gradient's tiles (``_shared_dw_padded``): channel block ->
+# (warp instructions per pixel-tap of 64 channels, BLOCK_P, num_warps), the loop of
+# ``python -m perf.sass`` (sm_90 bf16, 8-pixel-wide tiles; sm_80 within 0.5), each the cheapest of
+# the tiles tried that compiles without spills in every specialisation (128 channels x 64 pixels
+# at 8 warps: 14.9, but an 8-byte spill on sm_90 with inv_asym + normalisation + mask; wider
+# tiles: ~13 at ~220 registers)
+SHARED_DW_PADDED_BLOCKS = {256: (14.3, 32, 8), 128: (15.4, 32, 4), 64: (16.3, 64, 4), 32: (20.2, 128, 4),
+                           16: (30.3, 128, 2)}
 
 
 def shared_dw_default(C: int, KK: int, B: int, Ho: int, Wo: int, f64: bool = False, vec: bool = False,
@@ -456,9 +462,10 @@ def shared_dw_default(C: int, KK: int, B: int, Ho: int, Wo: int, f64: bool = Fal
     gathers, ``vec``, at 8 warps: 4 spill a register on sm_80; fp64 16); ``per_channel`` (one
     filter per channel): a program per channel block too, so the splits share
     ``WEIGHT_GRAD_PROGRAMS`` with the ``cdiv(C, BLOCK_C)`` blocks. ``padded`` (the fast path,
-    ``_shared_dw_padded``): ``SHARED_DW_PADDED_BLOCKS``' tiles, a program per channel block for
-    the shared filter too, ``TILE_W`` the power of two that wastes the fewest pixels of
-    ``Ho x Wo``, splits over tile rows. ``PAC_TRITON_FORCE``'s ``BLOCK_P`` / ``DW_BLOCK_C`` /
+    ``_shared_dw_padded``): the channel block of ``SHARED_DW_PADDED_BLOCKS`` with the least
+    instructions per useful channel (at most np2(C)) with its pixels and warps (float64: 16
+    channels x 32 pixels), a program per channel block for the shared filter too, ``TILE_W`` the
+    power of two that wastes the fewest pixels of ``Ho x Wo`` (ties: 8), splits over tile rows. ``PAC_TRITON_FORCE``'s ``BLOCK_P`` / ``DW_BLOCK_C`` /
     ``TILE_W`` / ``num_warps`` replace them."""
     rt = _rt(rt)
     return dict(_shared_dw_default(int(C), int(KK), int(B), int(Ho), int(Wo), bool(f64), bool(vec),
@@ -469,13 +476,19 @@ def shared_dw_default(C: int, KK: int, B: int, Ho: int, Wo: int, f64: bool = Fal
 def _shared_dw_default(C, KK, B, Ho, Wo, f64, vec, per_channel, padded, forced_key):
     forced = dict(forced_key) or None
     if padded:
-        bc = clamp(np2(C), 2, 16) if f64 else min(SHARED_DW_PADDED_BLOCKS, key=lambda b: (cdiv(C, b) * b, -b))
-        bp, nw = (32, 4) if f64 else SHARED_DW_PADDED_BLOCKS[bc]
+        if f64:
+            bc, bp, nw = clamp(np2(C), 2, 16), 32, 4
+        else:
+            # the least instructions per useful channel (a ragged last block computes zeros)
+            fits = [b for b in SHARED_DW_PADDED_BLOCKS if b <= max(16, np2(C))]
+            bc = min(fits, key=lambda b: (SHARED_DW_PADDED_BLOCKS[b][0] * cdiv(C, b) * b / max(C, 1), -b))
+            _, bp, nw = SHARED_DW_PADDED_BLOCKS[bc]
         cfg = dict(BLOCK_P=_get("BLOCK_P", bp, forced), BLOCK_C=max(2, _get("DW_BLOCK_C", bc, forced)),
                    num_warps=nw, num_stages=1)
         bp = cfg["BLOCK_P"]
         tws = [tw for tw in (1, 2, 4, 8, 16, 32) if tw <= bp]
-        tw = min(tws, key=lambda tw: (cdiv(Ho, bp // tw) * (bp // tw) * cdiv(Wo, tw) * tw, -tw))
+        # ties: 8 wide (the cheapest loop of the table's tiles), then wider
+        tw = min(tws, key=lambda tw: (cdiv(Ho, bp // tw) * (bp // tw) * cdiv(Wo, tw) * tw, tw != 8, -tw))
         cfg["TILE_W"] = min(_get("TILE_W", tw, forced), bp)
         units = B * cdiv(Ho, bp // cfg["TILE_W"])  # tile rows
         n_cb = cdiv(C, cfg["BLOCK_C"])

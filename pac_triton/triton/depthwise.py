@@ -534,7 +534,7 @@ def _shared_dw_padded(gy_ptr, x_ptr, part_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, alp
             cpair = cpair.to(tl.int64)
         x_w = x_ptr.to(tl.pointer_type(tl.int32))
         if GY_PAIRS:
-            gyc = tl.minimum(cpair, C // 2 - 1)
+            gym = (cpair < C // 2)[None, :]  # loop invariant; no fill (channels past C are never stored)
             gy_w = gy_ptr.to(tl.pointer_type(tl.int32))
         else:
             gyc = tl.minimum(cc, C - 1)
@@ -618,7 +618,8 @@ def _shared_dw_padded(gy_ptr, x_ptr, part_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, alp
                 m = tl.where(pok, -65536, 0)[:, None]
                 x0, x1 = _widen_pairs(tl.load(x_r[:, None] + (xcol * (sxw // 2))[:, None] + cpair[None, :]), f, m)
                 if GY_PAIRS:
-                    g0, g1 = _widen_pairs(tl.load(gy_r[:, None] + (vc * (sgyw // 2))[:, None] + gyc[None, :]), f, m)
+                    g0, g1 = _widen_pairs(tl.load(gy_r[:, None] + (vc * (sgyw // 2))[:, None] + cpair[None, :],
+                                                  mask=gym), f, m)
                 else:
                     gp = gy_r[:, None] + (vc * sgyw)[:, None]
                     z = pok[:, None]
