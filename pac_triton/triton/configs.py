@@ -489,7 +489,10 @@ def _shared_dw_default(C, KK, B, Ho, Wo, f64, vec, per_channel, padded, forced_k
         tws = [tw for tw in (1, 2, 4, 8, 16, 32) if tw <= bp]
         # ties: 8 wide (the cheapest loop of the table's tiles), then wider
         tw = min(tws, key=lambda tw: (cdiv(Ho, bp // tw) * (bp // tw) * cdiv(Wo, tw) * tw, tw != 8, -tw))
-        cfg["TILE_W"] = min(_get("TILE_W", tw, forced), bp)
+        cfg["TILE_W"] = _get("TILE_W", tw, forced)
+        if bp % cfg["TILE_W"]:
+            raise ValueError(f"{FORCE_ENV}: TILE_W={cfg['TILE_W']} must divide the pixel tile BLOCK_P={bp} (the tile "
+                             f"is BLOCK_P // TILE_W rows of TILE_W pixels)")
         units = B * cdiv(Ho, bp // cfg["TILE_W"])  # tile rows
         n_cb = cdiv(C, cfg["BLOCK_C"])
     else:

@@ -526,6 +526,8 @@ def test_forced_tile_width_must_divide_the_tile():
     with configs.force_blocks(BLOCK_P=16, TILE_W=32):
         with pytest.raises(ValueError, match=r"TILE_W=32 must divide the pixel tile BLOCK_P=16"):
             configs.tile_w(64, 16)
+
+
 # --- the padded weight gradient --------------------------------------------------------------------
 # Conv with K from the guide per pixel (D in one block): ``pac_shared_dw_kernel``'s ``PADDED`` path
 # (``_shared_dw_padded``): x from the zero-padded channels-last staging copy, tiles along tile rows,
@@ -566,6 +568,8 @@ DW_PADDED_BWD_CASES = [
      dict(BLOCK_P=8, DW_BLOCK_C=2, TILE_W=2), False),
     (conv_case("dwpw-conv-k3-s2-d2-p2-inv-f32", B=2, C=6, O=6, D=3, H=7, W=9, s=(2, 2), d=(2, 2), p=(2, 2),
                kt="inv_1_-2", cl=True), dict(BLOCK_P=8, DW_BLOCK_C=4, TILE_W=4), False),
+    (conv_case("dwpw-conv-k1-p0-gauss-bf16", C=4, O=4, D=2, H=3, W=5, k=(1, 1), p=(0, 0), dtype=BF16),
+     dict(BLOCK_P=4, DW_BLOCK_C=2, TILE_W=4), False),
     (conv_case("dwpw-conv-k1x5-p0x2-gauss-mask-f64", C=3, O=3, D=1, H=3, W=6, k=(1, 5), p=(0, 2), mask=True,
                dtype=F64), dict(BLOCK_P=4, DW_BLOCK_C=2, TILE_W=2), False),
 ]
