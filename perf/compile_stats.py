@@ -345,9 +345,12 @@ def bwd_variants(dt):
         yield (f"bwd_dw_dx{'_cw' if cw else ''}", depthwise.pac_dw_dx_kernel, dp,
                {**_geom(), "TRANSPOSED": False, **base, **kopt, "HAS_WTAP": not cw, "WT_PER_CHANNEL": False,
                 "CW": cw, "BLOCK_D": 1 if cw else 16, "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
+    scw = configs.shared_dw_default(32, 9, 1, 1, 1, f64)
+    nopad = dict(PADDED=False, TILE_W=1, GY_PAIRS=False)  # the shared dW's general path
     yield ("bwd_shared_dw", depthwise.pac_shared_dw_kernel, wp,
            {**_geom(), "TRANSPOSED": False, **base, **kopt, "WT_PER_CHANNEL": False, "BLOCK_D": 16,
-            "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
+            "BLOCK_P": scw["BLOCK_P"], "BLOCK_C": scw["BLOCK_C"], **nopad},
+           dict(num_warps=scw["num_warps"], num_stages=scw["num_stages"]))
     # the depthwise conv (one filter per channel): dK weighted inside the channel sum, dx, and
     # the per-channel weight gradient (a program per channel block too)
     yield ("bwd_dwc_dk", depthwise.pac_dw_dk_kernel, dkp,
@@ -356,10 +359,10 @@ def bwd_variants(dt):
     yield ("bwd_dwc_dx", depthwise.pac_dw_dx_kernel, dp,
            {**_geom(), "TRANSPOSED": False, **base, **kopt, "HAS_WTAP": True, "WT_PER_CHANNEL": True, "CW": False,
             "BLOCK_D": 16, "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
-    pcw = configs.shared_dw_default(32, 9, 1, f64, per_channel=True)
+    pcw = configs.shared_dw_default(32, 9, 1, 1, 1, f64, per_channel=True)
     yield ("bwd_dwc_dw", depthwise.pac_shared_dw_kernel, wp,
            {**_geom(), "TRANSPOSED": False, **base, **kopt, "WT_PER_CHANNEL": True, "BLOCK_D": 16,
-            "BLOCK_P": pcw["BLOCK_P"], "BLOCK_C": pcw["BLOCK_C"]},
+            "BLOCK_P": pcw["BLOCK_P"], "BLOCK_C": pcw["BLOCK_C"], **nopad},
            dict(num_warps=pcw["num_warps"], num_stages=pcw["num_stages"]))
     if not f64:
         # the depthwise family with channels-last gathers (C = 64, one 64-channel block)
@@ -395,20 +398,33 @@ def bwd_variants(dt):
                                                        "BLOCK_D": 1, "BLOCK_P": vg["BLOCK_P"],
                                                        "BLOCK_C": vg["BLOCK_C"]},
                     ("sgd", "sfd")), dict(num_warps=vg["num_warps"], num_stages=vg["num_stages"]))
-        vs = configs.shared_dw_default(64, 9, 1, False, vec=True)
+        vs = configs.shared_dw_default(64, 9, 1, 1, 1, False, vec=True)
         for pc in (False, True):
             yield ("bwd_dwc_dw_vec" if pc else "bwd_shared_dw_vec", depthwise.pac_shared_dw_kernel, wp,
                    dvec(depthwise.pac_shared_dw_kernel, {**_geom(), "TRANSPOSED": False, **base, **kopt,
                                                          "WT_PER_CHANNEL": pc, "BLOCK_D": 16,
-                                                         "BLOCK_P": vs["BLOCK_P"], "BLOCK_C": vs["BLOCK_C"]},
+                                                         "BLOCK_P": vs["BLOCK_P"], "BLOCK_C": vs["BLOCK_C"], **nopad},
                         ("sgyc", "sxc", "sgd", "sfd")), dict(num_warps=vs["num_warps"], num_stages=vs["num_stages"]))
+    # the fast path (conv, K from the guide, D in one block; what every such launch with staging
+    # copies runs): x from the zero-padded channels-last copy, dL/dy channels-last (bf16: int32
+    # channel pairs), C = 64 and 512 x 512; the shared filter compiles to the same code
+    for c_in in (64,) if f64 else (64, 96):
+        ps = configs.shared_dw_default(c_in, 9, 1, 512, 512, f64, True, per_channel=True, padded=True)
+        pconst = {**_geom(), "TRANSPOSED": False, **base, **kopt, "WT_PER_CHANNEL": True, "BLOCK_D": 16,
+                  "BLOCK_P": ps["BLOCK_P"], "BLOCK_C": ps["BLOCK_C"], "PADDED": True, "TILE_W": ps["TILE_W"],
+                  "GY_PAIRS": dt == "bf16", "sgyc": 1, "sxc": 1, "sgd": 1, "sfd": 1}
+        pconst["_div16"] = tuple(n for n in depthwise.pac_shared_dw_kernel.arg_names
+                                 if n not in pconst and not n.endswith("_ptr"))
+        yield (f"bwd_dwc_dw_padded{'' if c_in == 64 else f'_C{c_in}'}", depthwise.pac_shared_dw_kernel, wp, pconst,
+               dict(num_warps=ps["num_warps"], num_stages=ps["num_stages"]))
 
 
 # Weight-gradient kernels: their PTX must hold no atom./red. (deterministic split reduction).
 WEIGHT_GRAD = ("bwd_conv_dw", "bwd_convT_dw", "bwd_conv_dw_loadK", "bwd_conv_dw_dblocks", "bwd_conv_dw_vec",
-               "bwd_conv_dw_grouped", "bwd_shared_dw", "bwd_shared_dw_vec", "bwd_dwc_dw", "bwd_dwc_dw_vec")
+               "bwd_conv_dw_grouped", "bwd_shared_dw", "bwd_shared_dw_vec", "bwd_dwc_dw", "bwd_dwc_dw_vec",
+               "bwd_dwc_dw_padded", "bwd_dwc_dw_padded_C96")
 # Backward kernels whose code depends on the data dtype (dots): compiled for every dtype.
-BWD_CORE = ("bwd_conv_dxdk", "bwd_conv_dw", "bwd_dw_dx", "bwd_shared_dw", "bwd_dwc_dx", "bwd_dwc_dw",
+BWD_CORE = ("bwd_conv_dxdk", "bwd_conv_dw", "bwd_dw_dx", "bwd_shared_dw", "bwd_dwc_dx", "bwd_dwc_dw", "bwd_dwc_dw_padded",
             "bwd_guide_pass", "bwd_guide_gather")
 
 CORE = ("conv_guide", "conv_guide_vec", "convT_guide", "shared_conv", "dw_conv", "dw_conv_padded_C16",
@@ -534,6 +550,12 @@ def specs(dtype: str):
         elif name == "bwd_guide_gather":
             c.update(sgd=1, sfd=1, ASYM=False)
             yield "backward guide gather", fn, ptrs, div16(fn, c), cfg, None
+        elif name in ("bwd_dwc_dw_padded", "bwd_dwc_dw_padded_C96", "bwd_dwc_dw_vec"):
+            # the depthwise conv's weight gradient (fast path; C = 96; the general path), per
+            # pixel-tap of 64 channels
+            label = {"bwd_dwc_dw_padded": "backward depthwise dW", "bwd_dwc_dw_padded_C96": "backward depthwise dW C96",
+                     "bwd_dwc_dw_vec": "backward depthwise dW general"}[name]
+            yield label, fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"] * c["BLOCK_C"] // 64
         elif name in ("bwd_dwc_dk_vec", "bwd_dwc_dx_vec", "bwd_dwc_dw_vec"):
             # the depthwise conv's backward (per-channel tap weights), per pixel-tap of 64 channels
             label = {"bwd_dwc_dk_vec": "backward depthwise dK", "bwd_dwc_dx_vec": "backward depthwise dx",

@@ -445,17 +445,67 @@ def _dw_default(C, f64, vec, forced_key):
     return _launch_overrides(cfg, forced)
 
 
-def shared_dw_default(C: int, KK: int, tiles: int, f64: bool = False, vec: bool = False,
-                      per_channel: bool = False, rt: Runtime | None = None) -> dict:
-    """The depthwise weight gradient (``pac_shared_dw_kernel``): the depthwise tiles, at 8
-    warps with 64-channel blocks (4 spill a register on sm_80), ``NSPLIT`` splits of the pixel
-    tiles per tap. ``per_channel`` (one filter per channel): a program per channel block too,
-    so the splits share ``WEIGHT_GRAD_PROGRAMS`` with the ``cdiv(C, BLOCK_C)`` blocks."""
-    cfg = dw_default(C, f64, vec, rt)
-    if cfg["BLOCK_C"] >= 64:
-        cfg["num_warps"] = 8
-    n_cb = -(-C // cfg["BLOCK_C"]) if per_channel else 1
-    cfg["NSPLIT"] = max(1, min(tiles, WEIGHT_GRAD_PROGRAMS // (KK * max(1, n_cb))))
+# The padded depthwise weight gradient's tiles (``_shared_dw_padded``): channel block ->
+# (warp instructions per pixel-tap of 64 channels, BLOCK_P, num_warps), the loop of
+# ``python -m perf.sass`` (sm_90 bf16, 8-pixel-wide tiles; sm_80 within 0.5), each the cheapest of
+# the tiles tried that compiles without spills in every specialisation (128 channels x 64 pixels
+# at 8 warps: 14.9, but an 8-byte spill on sm_90 with inv_asym + normalisation + mask; wider
+# tiles: ~13 at ~220 registers)
+SHARED_DW_PADDED_BLOCKS = {256: (14.3, 32, 8), 128: (15.4, 32, 4), 64: (16.3, 64, 4), 32: (20.2, 128, 4),
+                           16: (30.3, 128, 2)}
+
+
+def shared_dw_default(C: int, KK: int, B: int, Ho: int, Wo: int, f64: bool = False, vec: bool = False,
+                      per_channel: bool = False, padded: bool = False, rt: Runtime | None = None) -> dict:
+    """The depthwise weight gradient (``pac_shared_dw_kernel``), ``NSPLIT`` splits of the pixel
+    tiles per tap. General path: 64 pixels x channel blocks of 32 (64 with channels-last
+    gathers, ``vec``, at 8 warps: 4 spill a register on sm_80; fp64 16); ``per_channel`` (one
+    filter per channel): a program per channel block too, so the splits share
+    ``WEIGHT_GRAD_PROGRAMS`` with the ``cdiv(C, BLOCK_C)`` blocks. ``padded`` (the fast path,
+    ``_shared_dw_padded``): the channel block of ``SHARED_DW_PADDED_BLOCKS`` with the least
+    instructions per useful channel (at most np2(C)) with its pixels and warps (float64: 16
+    channels x 32 pixels), a program per channel block for the shared filter too, ``TILE_W`` the
+    power of two that wastes the fewest pixels of ``Ho x Wo`` (ties: 8), splits over tile rows. ``PAC_TRITON_FORCE``'s ``BLOCK_P`` / ``DW_BLOCK_C`` /
+    ``TILE_W`` / ``num_warps`` replace them."""
+    rt = _rt(rt)
+    return dict(_shared_dw_default(int(C), int(KK), int(B), int(Ho), int(Wo), bool(f64), bool(vec),
+                                   bool(per_channel), bool(padded), rt.forced_key))
+
+
+@_memo
+def _shared_dw_default(C, KK, B, Ho, Wo, f64, vec, per_channel, padded, forced_key):
+    forced = dict(forced_key) or None
+    if padded:
+        if f64:
+            bc, bp, nw = clamp(np2(C), 2, 16), 32, 4
+        else:
+            # the least instructions per useful channel (a ragged last block computes zeros)
+            fits = [b for b in SHARED_DW_PADDED_BLOCKS if b <= max(16, np2(C))]
+            bc = min(fits, key=lambda b: (SHARED_DW_PADDED_BLOCKS[b][0] * cdiv(C, b) * b / max(C, 1), -b))
+            _, bp, nw = SHARED_DW_PADDED_BLOCKS[bc]
+        cfg = dict(BLOCK_P=_get("BLOCK_P", bp, forced), BLOCK_C=max(2, _get("DW_BLOCK_C", bc, forced)),
+                   num_warps=nw, num_stages=1)
+        bp = cfg["BLOCK_P"]
+        tws = [tw for tw in (1, 2, 4, 8, 16, 32) if tw <= bp]
+        # ties: 8 wide (the cheapest loop of the table's tiles), then wider
+        tw = min(tws, key=lambda tw: (cdiv(Ho, bp // tw) * (bp // tw) * cdiv(Wo, tw) * tw, tw != 8, -tw))
+        cfg["TILE_W"] = _get("TILE_W", tw, forced)
+        if bp % cfg["TILE_W"]:
+            raise ValueError(f"{FORCE_ENV}: TILE_W={cfg['TILE_W']} must divide the pixel tile BLOCK_P={bp} (the tile "
+                             f"is BLOCK_P // TILE_W rows of TILE_W pixels)")
+        units = B * cdiv(Ho, bp // cfg["TILE_W"])  # tile rows
+        n_cb = cdiv(C, cfg["BLOCK_C"])
+    else:
+        bc = clamp(np2(C), 1, 16 if f64 else (64 if vec else 32))
+        nw = 4 if vec else (8 if 64 * bc >= 2048 or f64 else 4)
+        cfg = dict(BLOCK_P=_get("BLOCK_P", 64, forced), BLOCK_C=_get("DW_BLOCK_C", bc, forced), num_warps=nw,
+                   num_stages=1)
+        if cfg["BLOCK_C"] >= 64:
+            cfg["num_warps"] = 8
+        units = B * cdiv(Ho * Wo, cfg["BLOCK_P"])  # pixel tiles
+        n_cb = cdiv(C, cfg["BLOCK_C"]) if per_channel else 1
+    cfg = _launch_overrides(cfg, forced)
+    cfg["NSPLIT"] = max(1, min(units, WEIGHT_GRAD_PROGRAMS // (KK * max(1, n_cb))))
     return cfg
 
 

@@ -485,6 +485,164 @@ def pac_dw_dx_kernel(
 
 
 @triton.jit
+def _widen_pairs(w, f, m):
+    """A ``[.., BLOCK_C // 2]`` tile of int32 words, each two bf16 channels (even channel in the
+    low half), as two fp32 tiles ``(even, odd)``; ``f`` / ``m`` per pixel: 65536 / -65536 where
+    the pixel counts, 0 where it does not (the halves are then exactly 0.0, whatever the
+    word): one integer multiply and one AND, as a plain widening's shift and AND."""
+    lo = (w * f).to(tl.float32, bitcast=True)
+    hi = (w & m).to(tl.float32, bitcast=True)
+    return lo, hi
+
+
+@triton.jit
+def _shared_dw_padded(gy_ptr, x_ptr, part_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, alpha, lam, split, i, j,
+                      C, H, W, Ho, Wo, D, B, NSPLIT,
+                      sgyb, sgyc, sgyh, sgyw, sxb, sxh, sxw, sgb, sgd, sgh, sgw, sfb, sfd, sfh, sfw, smb, smh, smw,
+                      KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                      PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+                      KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr, NORMALIZE: tl.constexpr,
+                      HAS_MASK: tl.constexpr, IDX64: tl.constexpr, KDT: tl.constexpr, BLOCK_D: tl.constexpr,
+                      BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, TILE_W: tl.constexpr, GY_PAIRS: tl.constexpr):
+    """The weight gradient's fast path (``PADDED``): a conv (not transposed) with K from a guide
+    the size of the input, D in one block. ``x_ptr`` is the zero-padded channels-last staging
+    copy ``[B, H + 2 PH, W + 2 PW, C_pad]`` (``C_pad`` a multiple of BLOCK_C; sxc = 1), so the
+    input gathers need no mask. Program (split, tap (i, j), channel block) runs over the rows of
+    ``TILE_H x TILE_W`` pixel tiles ``split, split + NSPLIT, ..`` of every image (one integer
+    division per tile row) and along each row's tiles (no division per pixel). Pixels past the
+    output (ragged tiles) and taps outside the input compute at clamped positions; their K is
+    set to exactly 0 there and their dL/dy and x to exactly 0.0 (bf16 channel pairs: in the
+    widening; otherwise a select), so neither a non-finite K nor a non-finite dL/dy or x at a
+    clamped position reaches the sums. dL/dy's channels past C are read at channel C - 1 and
+    never stored. Writes ``part[split, t, c]`` for the block's channels (the shared filter's sum
+    over channels is the host's)."""
+    TILE_H: tl.constexpr = BLOCK_P // TILE_W
+    PAIRS: tl.constexpr = (x_ptr.dtype.element_ty == tl.bfloat16) and (KDT == tl.float32) and BLOCK_C >= 2
+    HC: tl.constexpr = BLOCK_C // 2 if PAIRS else BLOCK_C
+    cb = tl.program_id(2)
+    r = tl.arange(0, BLOCK_P)
+    ru = r // TILE_W
+    rv = r % TILE_W
+    od = tl.arange(0, BLOCK_D)
+    dmask = od < D
+    n_th = (Ho + TILE_H - 1) // TILE_H
+    if PAIRS:
+        kk = tl.arange(0, HC)
+        cpair = cb * HC + kk  # the block's channel pairs (2k, 2k + 1)
+        cc = 2 * cpair
+        if IDX64:
+            cpair = cpair.to(tl.int64)
+        x_w = x_ptr.to(tl.pointer_type(tl.int32))
+        if GY_PAIRS:
+            gym = (cpair < C // 2)[None, :]  # loop invariant; no fill (channels past C are never stored)
+            gy_w = gy_ptr.to(tl.pointer_type(tl.int32))
+        else:
+            gyc = tl.minimum(cc, C - 1)
+            gyc1 = tl.minimum(cc + 1, C - 1)
+        acc0 = tl.zeros([BLOCK_P, HC], KDT)
+        acc1 = tl.zeros([BLOCK_P, HC], KDT)
+    else:
+        cc = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+        if IDX64:
+            cc = cc.to(tl.int64)
+        gyc = tl.minimum(cc, C - 1)
+        acc0 = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+    for bt in range(split, B * n_th, NSPLIT):
+        b = bt // n_th
+        if IDX64:
+            b = b.to(tl.int64)
+        u = (bt % n_th) * TILE_H + ru
+        if IDX64:
+            u = u.to(tl.int64)
+        uok = u < Ho
+        uc = tl.minimum(u, Ho - 1)
+        ih = uc * SH - PH + i * DH
+        ihc = tl.minimum(tl.maximum(ih, 0), H - 1)
+        rowok = uok & (ih >= 0) & (ih < H)
+        if F0_SMOOTH:
+            f0_r = f0_ptr + b * sfb + uc * sfh
+        else:
+            chh = uc * SH - PH + (KH // 2) * DH
+            cok_r = (chh >= 0) & (chh < H)
+            f0_r = g_ptr + b * sgb + tl.minimum(tl.maximum(chh, 0), H - 1) * sgh
+        g_r = g_ptr + b * sgb + ihc * sgh
+        m_r = m_ptr + b * smb + ihc * smh
+        sc_r = sc_ptr + b * Ho * Wo + uc * Wo
+        xrow = uc * SH + i * DH  # the staging copy's row (its padding absorbs -PH)
+        if PAIRS:
+            x_r = x_w + b * (sxb // 2) + xrow * (sxh // 2)
+            if GY_PAIRS:
+                gy_r = gy_w + b * (sgyb // 2) + uc * (sgyh // 2)
+            else:
+                gy_r = gy_ptr + b * sgyb + uc * sgyh
+        else:
+            x_r = x_ptr + b * sxb + xrow * sxh
+            gy_r = gy_ptr + b * sgyb + uc * sgyh
+        for v0 in range(0, Wo, TILE_W):
+            v = v0 + rv
+            if IDX64:
+                v = v.to(tl.int64)
+            pok = uok & (v < Wo)
+            vc = tl.minimum(v, Wo - 1)
+            iw = vc * SW - PW + j * DW
+            xin = pok & rowok & (iw >= 0) & (iw < W)
+            iwc = tl.minimum(tl.maximum(iw, 0), W - 1)
+            # K of the tap at the tile's pixels (clamped positions; zeroed below)
+            fq = tl.load(g_r[:, None] + (iwc * sgw)[:, None] + od[None, :] * sgd, mask=dmask[None, :],
+                         other=0.0).to(KDT)
+            if F0_SMOOTH:
+                f0 = tl.load(f0_r[:, None] + (vc * sfw)[:, None] + od[None, :] * sfd, mask=dmask[None, :],
+                             other=0.0).to(KDT)
+            else:
+                cww = vc * SW - PW + (KW // 2) * DW
+                cok = cok_r & (cww >= 0) & (cww < W)
+                f0 = tl.load(f0_r[:, None] + (tl.minimum(tl.maximum(cww, 0), W - 1) * sgw)[:, None]
+                             + od[None, :] * sgd, mask=cok[:, None] & dmask[None, :], other=0.0).to(KDT)
+            df = fq - f0
+            if KTYPE == KT_INV_ASYM:
+                df = tl.maximum(df, 0.0)
+            kt = _kvalue(tl.sum(df * df, axis=1), alpha, lam, KTYPE)
+            if HAS_MASK:
+                mk = tl.load(m_r + iwc * smw).to(KDT)
+                kt = kt * mk
+            if NORMALIZE or HAS_MASK:
+                kt = kt / tl.load(sc_r + vc)
+            if HAS_MASK:
+                kt = tl.where(xin & (mk != 0), kt, 0.0)  # exactly 0 at dropped taps (NaN K or divisor)
+            else:
+                kt = tl.where(xin, kt, 0.0)
+            kc = kt[:, None]
+            xcol = vc * SW + j * DW
+            if PAIRS:
+                f = tl.where(pok, 65536, 0)[:, None]
+                m = tl.where(pok, -65536, 0)[:, None]
+                x0, x1 = _widen_pairs(tl.load(x_r[:, None] + (xcol * (sxw // 2))[:, None] + cpair[None, :]), f, m)
+                if GY_PAIRS:
+                    g0, g1 = _widen_pairs(tl.load(gy_r[:, None] + (vc * (sgyw // 2))[:, None] + cpair[None, :],
+                                                  mask=gym), f, m)
+                else:
+                    gp = gy_r[:, None] + (vc * sgyw)[:, None]
+                    z = pok[:, None]
+                    g0 = tl.where(z, tl.load(gp + gyc[None, :] * sgyc).to(KDT), 0.0)
+                    g1 = tl.where(z, tl.load(gp + gyc1[None, :] * sgyc).to(KDT), 0.0)
+                acc0 += kc * (g0 * x0)
+                acc1 += kc * (g1 * x1)
+            else:
+                xt = tl.load(x_r[:, None] + (xcol * sxw)[:, None] + cc[None, :]).to(KDT)
+                gt = tl.load(gy_r[:, None] + (vc * sgyw)[:, None] + gyc[None, :] * sgyc).to(KDT)
+                acc0 += kc * tl.where(pok[:, None], gt * xt, 0.0)
+    t = i * KW + j
+    row = split * (KH * KW) + t
+    if IDX64:
+        row = row.to(tl.int64)
+    if PAIRS:
+        tl.store(part_ptr + row * C + cc, tl.sum(acc0, axis=0), mask=cc < C)
+        tl.store(part_ptr + row * C + cc + 1, tl.sum(acc1, axis=0), mask=cc + 1 < C)
+    else:
+        tl.store(part_ptr + row * C + cc, tl.sum(acc0, axis=0), mask=cc < C)
+
+
+@triton.jit
 def pac_shared_dw_kernel(
     gy_ptr, x_ptr, part_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, k_ptr, alpha_ptr, lam_ptr,
     C, H, W, Ho, Wo, D, Hg, Wg, B, NSPLIT,
@@ -499,6 +657,7 @@ def pac_shared_dw_kernel(
     TRANSPOSED: tl.constexpr, K_MODE: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
     NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, WT_PER_CHANNEL: tl.constexpr, IDX64: tl.constexpr,
     KDT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    PADDED: tl.constexpr = False, TILE_W: tl.constexpr = 1, GY_PAIRS: tl.constexpr = False,
 ):
     """Weight-gradient partials of the depthwise family, program (split, t[, channel block]):
     shared filter, part[split, t] = sum over this split's pixel tiles of K_t(P) sum_c gy[b, c, P]
@@ -511,11 +670,45 @@ def pac_shared_dw_kernel(
     (sx*); ``part_ptr`` ``[NSPLIT, KH*KW]`` (per channel ``[NSPLIT, KH*KW, C]``) contiguous in
     KDT; ``g_ptr`` / ``f0_ptr`` / ``m_ptr`` / ``alpha_ptr`` / ``lam_ptr`` as in
     ``pac_dw_kernel``; ``k_ptr`` a given K ``[B, 1, kh, kw, Ho, Wo]`` (skb, ski, skj, skh, skw);
-    ``sc_ptr`` the per-pixel K divisor ``[B, Ho*Wo]`` in KDT."""
+    ``sc_ptr`` the per-pixel K divisor ``[B, Ho*Wo]`` in KDT.
+
+    ``PADDED`` (conv, K from a guide the size of the input, D in one block): the fast path
+    ``_shared_dw_padded``, ``x_ptr`` the zero-padded channels-last staging copy, a program per
+    channel block for the shared filter too (partials ``[NSPLIT, KH*KW, C]``, summed over
+    channels by the host), ``TILE_W``-wide pixel tiles; ``GY_PAIRS``: dL/dy read as int32 bf16
+    channel pairs (channel-fastest, C and the strides even, 4-byte aligned)."""
     split = tl.program_id(0)
     t = tl.program_id(1)
     i = t // KW
     j = t % KW
+    if PADDED:
+        alpha, lam = _k_params(alpha_ptr, lam_ptr, 0, 0, 0, KTYPE, False, KDT)
+        _shared_dw_padded(gy_ptr, x_ptr, part_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, alpha, lam, split, i, j,
+                          C, H, W, Ho, Wo, D, B, NSPLIT,
+                          sgyb, sgyc, sgyh, sgyw, sxb, sxh, sxw, sgb, sgd, sgh, sgw, sfb, sfd, sfh, sfw, smb, smh, smw,
+                          KH, KW, SH, SW, PH, PW, DH, DW, KTYPE, F0_SMOOTH, NORMALIZE, HAS_MASK, IDX64, KDT, BLOCK_D,
+                          BLOCK_P, BLOCK_C, TILE_W, GY_PAIRS)
+    else:
+        _shared_dw_general(gy_ptr, x_ptr, part_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, k_ptr, alpha_ptr, lam_ptr,
+                           split, t, i, j, C, H, W, Ho, Wo, D, Hg, Wg, B, NSPLIT,
+                           sgyb, sgyc, sgyh, sgyw, sxb, sxc, sxh, sxw, sgb, sgd, sgh, sgw, sfb, sfd, sfh, sfw,
+                           smb, smh, smw, skb, ski, skj, skh, skw,
+                           KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED, K_MODE, KTYPE, F0_SMOOTH, NORMALIZE, HAS_MASK,
+                           WT_PER_CHANNEL, IDX64, KDT, BLOCK_D, BLOCK_P, BLOCK_C)
+
+
+@triton.jit
+def _shared_dw_general(gy_ptr, x_ptr, part_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, k_ptr, alpha_ptr, lam_ptr,
+                       split, t, i, j, C, H, W, Ho, Wo, D, Hg, Wg, B, NSPLIT,
+                       sgyb, sgyc, sgyh, sgyw, sxb, sxc, sxh, sxw, sgb, sgd, sgh, sgw, sfb, sfd, sfh, sfw,
+                       smb, smh, smw, skb, ski, skj, skh, skw,
+                       KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                       PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+                       TRANSPOSED: tl.constexpr, K_MODE: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
+                       NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, WT_PER_CHANNEL: tl.constexpr,
+                       IDX64: tl.constexpr, KDT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr,
+                       BLOCK_C: tl.constexpr):
+    """``pac_shared_dw_kernel``'s general case (any option; the code before the fast path)."""
     offs_c = tl.arange(0, BLOCK_C)
     if IDX64:
         offs_c = offs_c.to(tl.int64)
@@ -765,18 +958,37 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
             num_warps=nw)
         out["x"] = dx
     if needs.weight:
-        wcfg = configs.shared_dw_default(C, KK, B * cdiv(Ho * Wo, bp), f64, vec, per_channel=wt_pc,
-                                         rt=rt)
+        # the fast path (conv, K from the guide the size of x, D in one block, staging copies
+        # allowed): x staged zero-padded and channels-last, gathers without masks
+        padded = (not transposed and k_mode == hc.K_GUIDE and not cw and rt.channels_last and (Hg, Wg) == (H, W)
+                  and bd <= 64)
+        wcfg = configs.shared_dw_default(C, KK, B, Ho, Wo, f64, vec, per_channel=wt_pc, padded=padded, rt=rt)
         ns = wcfg["NSPLIT"]
-        # per channel: one program per (split, tap, channel block), partials [splits, taps, C]
-        n_cb = cdiv(C, wcfg["BLOCK_C"]) if wt_pc else 1
-        part = hc.empty((ns, KK, C) if wt_pc else (ns, KK), kdt, dev)
-        hc.checked(pac_shared_dw_kernel)[(ns, KK, n_cb)](
-            **gy_args, x_ptr=x, part_ptr=part, sc_ptr=scale, **kargs, **ko.k_args(),
-            C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, B=B, NSPLIT=ns, **hc.strides("sx", x),
-            **kmeta, WT_PER_CHANNEL=wt_pc, BLOCK_P=wcfg["BLOCK_P"], BLOCK_C=wcfg["BLOCK_C"],
-            num_warps=wcfg["num_warps"])
-        dw = part.sum(dim=0)  # fixed-order sum over the splits: [taps] or [taps, C]
+        wargs = dict(**gy_args, part_ptr=None, sc_ptr=scale, **kargs, **ko.k_args(), C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D,
+                     Hg=Hg, Wg=Wg, B=B, NSPLIT=ns, **kmeta, WT_PER_CHANNEL=wt_pc, BLOCK_P=wcfg["BLOCK_P"],
+                     BLOCK_C=wcfg["BLOCK_C"], num_warps=wcfg["num_warps"])
+        if padded:
+            # a program per (split, tap, channel block), per-channel partials [splits, taps, C]
+            # for the shared filter too (its channel sum on the host, in a fixed order)
+            bc_w = wcfg["BLOCK_C"]
+            xp = hc.padded_channels_last(x_in, padding, cdiv(C, bc_w) * bc_w)
+            part = hc.empty((ns, KK, C), kdt, dev)
+            gy_pairs = (gy.dtype == torch.bfloat16 and kdt == torch.float32 and bc_w >= 2 and gy.stride(1) == 1
+                        and C % 2 == 0 and all(st % 2 == 0 for st in (gy.stride(0), gy.stride(2), gy.stride(3)))
+                        and gy.data_ptr() % 4 == 0)
+            hc.checked(pac_shared_dw_kernel)[(ns, KK, cdiv(C, bc_w))](
+                **{**wargs, "part_ptr": part}, x_ptr=xp, **hc.strides("sx", xp), PADDED=True, TILE_W=wcfg["TILE_W"],
+                GY_PAIRS=gy_pairs)
+            dw = part.sum(dim=0)  # fixed-order sums over the splits, then (shared filter) the channels
+            if not wt_pc:
+                dw = dw.sum(dim=1)
+        else:
+            # per channel: one program per (split, tap, channel block), partials [splits, taps, C]
+            n_cb = cdiv(C, wcfg["BLOCK_C"]) if wt_pc else 1
+            part = hc.empty((ns, KK, C) if wt_pc else (ns, KK), kdt, dev)
+            hc.checked(pac_shared_dw_kernel)[(ns, KK, n_cb)](
+                **{**wargs, "part_ptr": part}, x_ptr=x, **hc.strides("sx", x))
+            dw = part.sum(dim=0)  # fixed-order sum over the splits: [taps] or [taps, C]
         # contiguous, as the op's fake says (torch.compile checks the strides)
         out["weight"] = (dw.t() if wt_pc else dw).reshape(wtap.shape).to(wtap.dtype).contiguous()
     return Grads(**out)

@@ -526,3 +526,128 @@ def test_forced_tile_width_must_divide_the_tile():
     with configs.force_blocks(BLOCK_P=16, TILE_W=32):
         with pytest.raises(ValueError, match=r"TILE_W=32 must divide the pixel tile BLOCK_P=16"):
             configs.tile_w(64, 16)
+
+
+# --- the padded weight gradient --------------------------------------------------------------------
+# Conv with K from the guide per pixel (D in one block): ``pac_shared_dw_kernel``'s ``PADDED`` path
+# (``_shared_dw_padded``): x from the zero-padded channels-last staging copy, tiles along tile rows,
+# ragged tiles and taps outside the input at clamped positions (exact zeros), bf16 channel pairs
+# (``GY_PAIRS``: dL/dy too, when channels-last with an even C).
+
+@pytest.fixture
+def dw_launches(monkeypatch):
+    """``(PADDED, GY_PAIRS, NSPLIT)`` of every depthwise weight-gradient launch, in order."""
+    from pac_triton.triton import depthwise
+    seen = []
+    orig = depthwise.hc.checked
+
+    class Spy(orig):
+        def __getitem__(self, grid):
+            launch = super().__getitem__(grid)
+
+            def run(*a, **k):
+                if depthwise.pac_shared_dw_kernel in (self.kernel, getattr(self.kernel, "fn", None)):
+                    seen.append((bool(k.get("PADDED", False)), bool(k.get("GY_PAIRS", False)), k["NSPLIT"]))
+                return launch(*a, **k)
+            return run
+    monkeypatch.setattr(depthwise.hc, "checked", Spy)
+    return seen
+
+
+# (case, forced blocks, GY_PAIRS expected): ragged channel blocks (C_pad > C), ragged tiles in both
+# directions, taps entirely in the padding, a centre outside the image (p > k // 2), stride,
+# dilation, masks, normalisation, smoothing, every dtype
+DW_PADDED_BWD_CASES = [
+    (conv_case("dwpw-conv-C16-k3-gauss-bf16-pairs", C=16, O=16, D=3, H=6, W=7, dtype=BF16),
+     dict(BLOCK_P=16, DW_BLOCK_C=4, TILE_W=4), True),
+    (conv_case("dwpw-conv-k5x3-s2x1-p2x0-d1x2-inv-norm-mask-bf16", C=10, O=10, D=4, H=9, W=7, k=(5, 3), s=(2, 1),
+               p=(2, 0), d=(1, 2), kt="inv_1_-2", norm=True, mask=True, dtype=BF16),
+     dict(BLOCK_P=16, DW_BLOCK_C=4, TILE_W=8), False),
+    (conv_case("dwpw-conv-k3-p3-invasym-mask-smooth3-f16-cl", C=5, O=5, D=2, H=4, W=6, p=(3, 3),
+               kt="inv_1_-2_asym", mask=True, smooth=(3, 3), dtype=F16, cl=True),
+     dict(BLOCK_P=8, DW_BLOCK_C=2, TILE_W=2), False),
+    (conv_case("dwpw-conv-k3-s2-d2-p2-inv-f32", B=2, C=6, O=6, D=3, H=7, W=9, s=(2, 2), d=(2, 2), p=(2, 2),
+               kt="inv_1_-2", cl=True), dict(BLOCK_P=8, DW_BLOCK_C=4, TILE_W=4), False),
+    (conv_case("dwpw-conv-k1-p0-gauss-bf16", C=4, O=4, D=2, H=3, W=5, k=(1, 1), p=(0, 0), dtype=BF16),
+     dict(BLOCK_P=4, DW_BLOCK_C=2, TILE_W=4), False),
+    (conv_case("dwpw-conv-k1x5-p0x2-gauss-mask-f64", C=3, O=3, D=1, H=3, W=6, k=(1, 5), p=(0, 2), mask=True,
+               dtype=F64), dict(BLOCK_P=4, DW_BLOCK_C=2, TILE_W=2), False),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("c,blocks,pairs", [pytest.param(c.values[0], b, p, id=c.id) for c, b, p in DW_PADDED_BWD_CASES])
+def test_depthwise_padded_weight_grad(c, blocks, pairs, device, dw_launches):
+    """The padded weight gradient (per-channel filters) against the float64 grouped reference
+    (inputs in NaN guard bands): every option the path takes; which path ran."""
+    from pac_triton.triton import configs
+    with configs.force_blocks(**blocks):
+        dw_run(c, device_or_skip(device), backward=True, grads=["weight", "input"])
+    assert [(p, g) for p, g, _ in dw_launches] == [(True, pairs)]
+
+
+def test_shared_filter_padded_weight_grad(dw_launches):
+    """The shared filter ``[1, 1, kh, kw]`` on the padded path: per-channel partials summed over
+    channels (and splits) on the host; several tile rows per split (few programs)."""
+    from pac_triton.triton import configs
+    c = conv_case("s", B=2, C=6, O=6, D=3, H=5, W=6, p=(1, 2), norm=True, mask=True, dtype=BF16).values[0]
+    old = configs.WEIGHT_GRAD_PROGRAMS
+    configs.WEIGHT_GRAD_PROGRAMS = 9 * 2 * 3  # 3 splits over 2 * 3 tile rows
+    configs._shared_dw_default.cache_clear()
+    try:
+        with configs.force_blocks(BLOCK_P=8, DW_BLOCK_C=4, TILE_W=4):
+            run_backward("pac_conv2d", conv_tensors(c, shared=True), conv_static(c, shared=True), ["weight"],
+                         c.dtype, "cpu", c.cl)
+    finally:
+        configs.WEIGHT_GRAD_PROGRAMS = old
+        configs._shared_dw_default.cache_clear()
+    assert dw_launches == [(True, False, 3)]
+
+
+def test_padded_weight_grad_off(dw_launches, monkeypatch):
+    """The general weight gradient runs for the transposed conv, a given K and without staging
+    copies (``PAC_TRITON_CHANNELS_LAST_COPIES=0``); all equal the reference."""
+    from pac_triton.triton import configs
+    c = conv_case("c", C=6, O=6, D=3, H=5, W=5, norm=True).values[0]
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=4):
+        monkeypatch.setenv("PAC_TRITON_CHANNELS_LAST_COPIES", "0")
+        dw_run(c, "cpu", backward=True, grads=["weight"])
+        monkeypatch.setenv("PAC_TRITON_CHANNELS_LAST_COPIES", "1")
+        dw_run(convt_case("t", C=6, O=6, D=3, H=3, W=3).values[0], "cpu", backward=True, grads=["weight"])
+    assert [p for p, _, _ in dw_launches] == [False, False]
+
+
+@pytest.mark.parametrize("dtype", [BF16, F32], ids=["bf16-pairs", "f32"])
+def test_padded_weight_grad_nonfinite(dtype, dw_launches):
+    """Inf in x and in dL/dy at the image's last row and column, which ragged tiles' clamped
+    pixels and clamped taps read: the weight gradient is Inf, NaN and finite exactly where the
+    reference's is (no NaN from a clamped position's 0 * Inf)."""
+    import pac_triton
+    from pac_triton.triton import configs
+    C, H, W = 16, 5, 7
+    torch.manual_seed(0)
+    x = torch.randn(1, C, H, W, dtype=F64)
+    x[0, 1, H - 1, W - 1] = float("inf")
+    g = torch.randn(1, 2, H, W, dtype=F64)
+    w, b = torch.randn(C, 1, 3, 3, dtype=F64), torch.randn(C, dtype=F64)
+    gy = torch.randn(1, C, H, W, dtype=F64)
+    gy[0, 2, H - 1, W - 1] = float("inf")
+    gy[0, 3, H - 1, 0] = float("-inf")
+    kw = dict(stride=1, padding=1, dilation=1, groups=C)
+    x, g, w, b, gy = (t.to(dtype).double() for t in (x, g, w, b, gy))
+    wr = w.clone().requires_grad_()
+    pac_triton.pac_conv2d(x, g, wr, b, **kw, backend="reference").backward(gy)
+    exp = wr.grad
+    wt = w.to(dtype).requires_grad_()
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=4, TILE_W=4), reference_forbidden():
+        pac_triton.pac_conv2d(x.to(dtype), g.to(dtype), wt, b.to(dtype), **kw, backend="triton").backward(
+            gy.to(dtype))
+    got = wt.grad.double()
+    assert dw_launches == [(True, dtype == BF16, dw_launches[0][2])]
+    # Inf where a kept tap reads an Inf; NaN (reference and Triton alike) where a dropped tap's
+    # zero meets an Inf dL/dy, or Infs of both signs meet
+    assert torch.isinf(exp).any() and torch.isfinite(exp).any()
+    assert torch.equal(torch.isnan(got), torch.isnan(exp)) and torch.equal(torch.isinf(got), torch.isinf(exp))
+    assert torch.equal(got[torch.isinf(exp)], exp[torch.isinf(exp)])
+    fin = torch.isfinite(exp)
+    assert_close_rel(got[fin], exp[fin], 2e-2 if dtype == BF16 else 1e-5, "finite dW")
