@@ -427,6 +427,52 @@ def _dw_padded_default(C, f64, forced_key):
     return _launch_overrides(cfg, forced)
 
 
+# The padded depthwise backward's channel blocks: block -> (sm_90 bf16 SASS warp instructions
+# per pixel-tap of 64 channels at the block's pixels and warps, BLOCK_P, num_warps), per kernel.
+# dK (``pac_dw_dk_kernel``, PADDED; C = 64, so its blocks are summed in dK's memory): 32-channel
+# blocks of 128 pixels, 9.8 (one 64-channel block of 64 pixels: 10.3). 16-channel blocks (9.3)
+# only for C <= 16: every further block reads and writes dK once per tap (L2 traffic the proxy
+# does not count). dx (``pac_dw_dx_kernel``, PADDED): 8 warps at 64 channels (4 warps with 64 x
+# 64 tiles spill on sm_90).
+DW_DK_PADDED_BLOCKS = {32: (9.8, 128, 4), 16: (9.3, 128, 2)}
+DW_DX_PADDED_BLOCKS = {128: (10.1, 64, 8), 64: (11.25, 128, 8), 32: (14.1, 128, 4), 16: (20.7, 128, 2)}
+
+
+def dw_bwd_padded_default(C: int, f64: bool = False, rt: Runtime | None = None) -> dict:
+    """Default configs of the padded depthwise backward, ``{"dk": cfg, "dx": cfg}`` (every
+    launch of them: a kernel's channel block fixes its staging copy's padded channel count
+    ``C_pad = cdiv(C, BLOCK_C) * BLOCK_C``, so they are not autotuned): dK 32-channel blocks
+    (16 for C <= 16), dx the block of ``DW_DX_PADDED_BLOCKS`` with the least instructions per
+    useful element-tap (at most np2(C)), each with its pixels and warps; float64 16 channels x 32
+    pixels at 4 warps. ``PAC_TRITON_FORCE``'s ``DW_BLOCK_C`` / ``BLOCK_P`` / ``num_warps``
+    replace them."""
+    rt = _rt(rt)
+    return _dw_bwd_padded_default(int(C), bool(f64), rt.forced_key)
+
+
+@_memo
+def _dw_bwd_padded_default(C, f64, forced_key):
+    forced = dict(forced_key) or None
+    out = {}
+    for name, table in (("dk", DW_DK_PADDED_BLOCKS), ("dx", DW_DX_PADDED_BLOCKS)):
+        if f64:
+            bc, bp, nw = clamp(np2(C), 1, 16), 32, 4
+        elif name == "dk":
+            bc = 32 if C > 16 else 16
+            _, bp, nw = table[bc]
+            bc = min(bc, np2(C))
+        else:
+            fits = [b for b in table if b <= max(16, np2(C))]
+            bc = min(fits, key=lambda b: (table[b][0] * cdiv(C, b) * b / max(C, 1), -b))
+            _, bp, nw = table[bc]
+            bc = min(bc, np2(C))
+        cfg = dict(BLOCK_P=bp, BLOCK_C=bc, num_warps=nw, num_stages=1)
+        cfg["BLOCK_P"] = _get("BLOCK_P", cfg["BLOCK_P"], forced)
+        cfg["BLOCK_C"] = _get("DW_BLOCK_C", cfg["BLOCK_C"], forced)
+        out[name] = _launch_overrides(cfg, forced)
+    return out
+
+
 def dw_default(C: int, f64: bool = False, vec: bool = False, rt: Runtime | None = None) -> dict:
     """Default config of the depthwise backward kernels (dK, dx): channel blocks of 32, or 64
     when the gathers are channels-last (``vec``, 4 warps; sm_90 bf16 C = 64: dK / dx loops ~21 /

@@ -323,6 +323,72 @@ def _k_at(g_b, sgd, sgh, sgw, gh, gw, gin, f0_b, sfd, sfh, sfw, ch, cw, cin, D, 
 
 
 
+
+@triton.jit
+def _dw_dk_padded(gy_b, x_b, wt_ptr, dk_b, u, v, pmask, C, Ho, Wo, sgyc, sgyh, sgyw, sxh, sxw,
+                  KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                  DH: tl.constexpr, DW: tl.constexpr, HAS_WTAP: tl.constexpr, WT_PER_CHANNEL: tl.constexpr,
+                  C_BLOCKS: tl.constexpr, IDX64: tl.constexpr, KDT: tl.constexpr,
+                  BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """``pac_dw_dk_kernel``'s padded path (a conv, dK summed over channels): dK[P, t] = sum_c
+    w_t[c] gy[P, c] x[q_t(P), c] from ``x_b``, the image's ``[H + 2 PH, W + 2 PW, C_pad]``
+    zero-padded channels-last staging copy (as ``_dw_padded_taps``): dL/dy loaded once per
+    channel block, per tap one unmasked gather at a scalar offset from a loop-invariant tile of
+    addresses (bf16 as int32 channel pairs); pixels past the output read the last one (not
+    stored). Taps in the padding read x = 0 (dK = 0 there, NaN where dL/dy is: as the
+    reference's zero-padded unfold). ``C_BLOCKS``: the channel blocks' partial sums added in
+    dK's memory (a barrier after each block: the threads that store a pixel's dK need not be
+    those that read it back)."""
+    C_PAD = (C + BLOCK_C - 1) // BLOCK_C * BLOCK_C  # the staging copy's (and tap weights') channels
+    uc = tl.minimum(u, Ho - 1)
+    xoff = (uc * SH) * sxh + (v * SW) * sxw  # padded-copy offset of tap (0, 0)
+    goff = u * sgyh + v * sgyw
+    pix = u * Wo + v
+    offs_c = tl.arange(0, BLOCK_C)
+    if IDX64:
+        offs_c = offs_c.to(tl.int64)
+    BF16_PAIRS: tl.constexpr = (x_b.dtype.element_ty == tl.bfloat16) and (KDT == tl.float32) and BLOCK_C >= 2
+    for c0 in range(0, C_PAD, BLOCK_C):
+        cc = c0 + offs_c
+        gt = tl.load(gy_b + goff[:, None] + cc[None, :] * sgyc, mask=pmask[:, None] & (cc < C)[None, :],
+                     other=0.0).to(KDT)
+        if BF16_PAIRS:
+            # the staging copy's strides are even (C_pad is): channel pairs as int32 words
+            cc2 = c0 // 2 + tl.arange(0, BLOCK_C // 2)
+            if IDX64:
+                cc2 = cc2.to(tl.int64)
+            x_t0 = x_b.to(tl.pointer_type(tl.int32)) + (xoff // 2)[:, None] + cc2[None, :]
+        else:
+            x_t0 = x_b + xoff[:, None] + cc[None, :]
+        for i in range(KH):
+            if BF16_PAIRS:
+                x_i = x_t0 + i * DH * (sxh // 2)
+            else:
+                x_i = x_t0 + i * DH * sxh
+            for j in range(KW):
+                t = i * KW + j
+                if IDX64:
+                    t = t.to(tl.int64)
+                if BF16_PAIRS:
+                    xi = tl.load(x_i + j * DW * (sxw // 2), cache_modifier=".ca")
+                    lo = (xi << 16).to(tl.float32, bitcast=True)
+                    hi = (xi & -65536).to(tl.float32, bitcast=True)
+                    xt = tl.reshape(tl.join(lo, hi), [BLOCK_P, BLOCK_C])
+                else:
+                    xt = tl.load(x_i + j * DW * sxw, cache_modifier=".ca").to(KDT)
+                if HAS_WTAP and WT_PER_CHANNEL:
+                    d = tl.sum(gt * tl.load(wt_ptr + t * C_PAD + cc).to(KDT)[None, :] * xt, axis=1)
+                else:
+                    d = tl.sum(gt * xt, axis=1)
+                    if HAS_WTAP:
+                        d = d * tl.load(wt_ptr + t).to(KDT)
+                dk_t = dk_b + t * Ho * Wo + pix
+                if C_BLOCKS:
+                    d += tl.load(dk_t, mask=pmask & (c0 > 0), other=0.0)
+                tl.store(dk_t, d, mask=pmask)
+        if C_BLOCKS:
+            tl.debug_barrier()
+
 @triton.jit
 def pac_dw_dk_kernel(
     gy_ptr, x_ptr, wt_ptr, dk_ptr,
@@ -333,6 +399,7 @@ def pac_dw_dk_kernel(
     PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
     TRANSPOSED: tl.constexpr, HAS_WTAP: tl.constexpr, WT_PER_CHANNEL: tl.constexpr, PER_CHANNEL: tl.constexpr,
     IDX64: tl.constexpr, KDT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    PADDED: tl.constexpr = False, C_BLOCKS: tl.constexpr = False,
 ):
     """dK[b, c or 0, (ki, kj), P] = w_t[c] gy[b, c, P] x[b, c, q_t(P)] (summed over c unless
     PER_CHANNEL, i.e. K per channel).
@@ -340,52 +407,62 @@ def pac_dw_dk_kernel(
     Pointers: ``gy_ptr`` dL/dy ``[B, C, Ho, Wo]`` (sgy*); ``x_ptr`` input ``[B, C, H, W]`` (sx*);
     ``wt_ptr`` the tap weights in KDT (HAS_WTAP): the shared filter ``[kh*kw]``, or per channel
     ``[kh*kw, C]`` contiguous (WT_PER_CHANNEL: weighted inside the channel sum); ``dk_ptr``
-    ``[B, C or 1, KH*KW, Ho*Wo]`` contiguous in KDT (K's tap order); every element written."""
+    ``[B, C or 1, KH*KW, Ho*Wo]`` contiguous in KDT (K's tap order); every element written.
+
+    ``PADDED`` (a conv, not transposed, dK summed over channels): ``x_ptr`` is the input's
+    zero-padded channels-last staging copy (``hc.padded_channels_last``, C padded to a multiple
+    of BLOCK_C, the per-channel tap weights ``[kh*kw, C_pad]`` too), read without masks
+    (``_dw_dk_padded``); ``C_BLOCKS``: more than one channel block (dK summed in memory)."""
     pid_p = tl.program_id(0)
     b = tl.program_id(1)
     pid_c = tl.program_id(2)
     if IDX64:
         b = b.to(tl.int64)
     u, v, pmask, ph, pw = _pixels(pid_p, Ho, Wo, SH, SW, TRANSPOSED, IDX64, BLOCK_P)
-    offs_c = tl.arange(0, BLOCK_C)
-    if IDX64:
-        offs_c = offs_c.to(tl.int64)
-    pix = u * Wo + v
-    goff = u * sgyh + v * sgyw
-    for t in range(KH * KW):
-        i = t // KW
-        j = t % KW
-        ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, 1, 1,
-                                               KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
-        xoff = ih * sxh + iw * sxw
-        if HAS_WTAP and not WT_PER_CHANNEL:
-            wv = tl.load(wt_ptr + t).to(KDT)
-        else:
-            wv = 1.0
-        if PER_CHANNEL:
-            cc = pid_c * BLOCK_C + offs_c
-            cm = cc < C
-            gt = tl.load(gy_ptr + b * sgyb + goff[:, None] + cc[None, :] * sgyc, mask=pmask[:, None] & cm[None, :],
-                         other=0.0).to(KDT)
-            xt = tl.load(x_ptr + b * sxb + xoff[:, None] + cc[None, :] * sxc, mask=xin[:, None] & cm[None, :],
-                         other=0.0).to(KDT)
-            if HAS_WTAP and WT_PER_CHANNEL:
-                gt = gt * _wtap(wt_ptr, t, cc, cm, C, WT_PER_CHANNEL, IDX64, KDT)
-            tl.store(dk_ptr + ((b * C + cc[None, :]) * (KH * KW) + ki * KW + kj) * Ho * Wo + pix[:, None],
-                     wv * gt * xt, mask=pmask[:, None] & cm[None, :])
-        else:
-            dk = tl.zeros([BLOCK_P], KDT)
-            for c0 in range(0, C, BLOCK_C):
-                cc = c0 + offs_c
+    if PADDED:
+        _dw_dk_padded(gy_ptr + b * sgyb, x_ptr + b * sxb, wt_ptr, dk_ptr + b * (KH * KW) * Ho * Wo, u, v, pmask,
+                      C, Ho, Wo, sgyc, sgyh, sgyw, sxh, sxw, KH, KW, SH, SW, DH, DW, HAS_WTAP, WT_PER_CHANNEL,
+                      C_BLOCKS, IDX64, KDT, BLOCK_P, BLOCK_C)
+    else:
+        offs_c = tl.arange(0, BLOCK_C)
+        if IDX64:
+            offs_c = offs_c.to(tl.int64)
+        pix = u * Wo + v
+        goff = u * sgyh + v * sgyw
+        for t in range(KH * KW):
+            i = t // KW
+            j = t % KW
+            ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, 1, 1,
+                                                   KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+            xoff = ih * sxh + iw * sxw
+            if HAS_WTAP and not WT_PER_CHANNEL:
+                wv = tl.load(wt_ptr + t).to(KDT)
+            else:
+                wv = 1.0
+            if PER_CHANNEL:
+                cc = pid_c * BLOCK_C + offs_c
                 cm = cc < C
-                gt = tl.load(gy_ptr + b * sgyb + goff[:, None] + cc[None, :] * sgyc,
-                             mask=pmask[:, None] & cm[None, :], other=0.0).to(KDT)
-                xt = tl.load(x_ptr + b * sxb + xoff[:, None] + cc[None, :] * sxc,
-                             mask=xin[:, None] & cm[None, :], other=0.0).to(KDT)
+                gt = tl.load(gy_ptr + b * sgyb + goff[:, None] + cc[None, :] * sgyc, mask=pmask[:, None] & cm[None, :],
+                             other=0.0).to(KDT)
+                xt = tl.load(x_ptr + b * sxb + xoff[:, None] + cc[None, :] * sxc, mask=xin[:, None] & cm[None, :],
+                             other=0.0).to(KDT)
                 if HAS_WTAP and WT_PER_CHANNEL:
                     gt = gt * _wtap(wt_ptr, t, cc, cm, C, WT_PER_CHANNEL, IDX64, KDT)
-                dk += tl.sum(gt * xt, axis=1)
-            tl.store(dk_ptr + (b * (KH * KW) + ki * KW + kj) * Ho * Wo + pix, wv * dk, mask=pmask)
+                tl.store(dk_ptr + ((b * C + cc[None, :]) * (KH * KW) + ki * KW + kj) * Ho * Wo + pix[:, None],
+                         wv * gt * xt, mask=pmask[:, None] & cm[None, :])
+            else:
+                dk = tl.zeros([BLOCK_P], KDT)
+                for c0 in range(0, C, BLOCK_C):
+                    cc = c0 + offs_c
+                    cm = cc < C
+                    gt = tl.load(gy_ptr + b * sgyb + goff[:, None] + cc[None, :] * sgyc,
+                                 mask=pmask[:, None] & cm[None, :], other=0.0).to(KDT)
+                    xt = tl.load(x_ptr + b * sxb + xoff[:, None] + cc[None, :] * sxc,
+                                 mask=xin[:, None] & cm[None, :], other=0.0).to(KDT)
+                    if HAS_WTAP and WT_PER_CHANNEL:
+                        gt = gt * _wtap(wt_ptr, t, cc, cm, C, WT_PER_CHANNEL, IDX64, KDT)
+                    dk += tl.sum(gt * xt, axis=1)
+                tl.store(dk_ptr + (b * (KH * KW) + ki * KW + kj) * Ho * Wo + pix, wv * dk, mask=pmask)
 
 
 
@@ -404,7 +481,7 @@ def pac_dw_dx_kernel(
     TRANSPOSED: tl.constexpr, K_MODE: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
     NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_WTAP: tl.constexpr, WT_PER_CHANNEL: tl.constexpr,
     CW: tl.constexpr, IDX64: tl.constexpr, KDT: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, TILE_W: tl.constexpr = 1, PADDED: tl.constexpr = False,
 ):
     """Input gradient of the depthwise family: dx[b, c, q] = sum over (t, P) with q_t(P) = q of
     w_t[c] K_t(P)[c or 0] gy[b, c, P] (a gather over the taps, no atomics; index patterns as in
@@ -415,13 +492,22 @@ def pac_dw_dx_kernel(
     (WT_PER_CHANNEL); ``dx_ptr`` ``[B, C, H, W]`` (sd*); ``g_ptr`` / ``f0_ptr`` /
     ``m_ptr`` / ``k_ptr`` / ``alpha_ptr`` / ``lam_ptr`` as in ``pac_dw_kernel``; ``sc_ptr`` the
     per-pixel K divisor from the guide pass ``[B, DKC, Ho*Wo]`` contiguous in KDT (DKC = C
-    channel-wise, else 1; NORMALIZE or HAS_MASK)."""
+    channel-wise, else 1; NORMALIZE or HAS_MASK).
+
+    ``PADDED`` (a stride-1 conv, K from a guide the size of the input per pixel, its D channels
+    in one block): ``gy_ptr`` points at output pixel (0, 0) of dL/dy's zero-padded channels-last
+    staging copy (``dw_grad_out_padded``: every tap's output pixel inside it, C padded to a
+    multiple of BLOCK_C, the per-channel tap weights ``[kh*kw, C_pad]`` too), so its gathers
+    need no mask (``_dw_dx_padded_taps``); ``(BLOCK_P // TILE_W) x TILE_W`` input-pixel tiles."""
     pid_p = tl.program_id(0)
     pid_c = tl.program_id(1)
     b = tl.program_id(2)
     if IDX64:
         b = b.to(tl.int64)
-    u, v, qmask, ph, pw = _pixels(pid_p, H, W, SH, SW, not TRANSPOSED, IDX64, BLOCK_P)
+    if PADDED:
+        u, v, qmask, ph, pw = _pixels2d(pid_p, H, W, 1, 1, False, IDX64, BLOCK_P, TILE_W)
+    else:
+        u, v, qmask, ph, pw = _pixels(pid_p, H, W, SH, SW, not TRANSPOSED, IDX64, BLOCK_P)
     cc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     if IDX64:
         cc = cc.to(tl.int64)
@@ -432,6 +518,33 @@ def pac_dw_dx_kernel(
     lam = 0.0
     if K_MODE == K_GUIDE:
         alpha, lam = _k_params(alpha_ptr, lam_ptr, cc, cm, sab, KTYPE, CW, KDT)
+    if PADDED:
+        acc = _dw_dx_padded_taps(gy_ptr + b * sgyb, wt_ptr, g_b, f0_b, m_ptr + b * smb, sc_ptr + b * Ho * Wo,
+                                 alpha, lam, u, v, cc, C, H, W, Ho, Wo, D, sgyh, sgyw, sgd, sgh, sgw, sfd, sfh,
+                                 sfw, smh, smw, KH, KW, PH, PW, DH, DW, KTYPE, F0_SMOOTH, NORMALIZE, HAS_MASK,
+                                 HAS_WTAP, WT_PER_CHANNEL, IDX64, KDT, BLOCK_P, BLOCK_C, BLOCK_D)
+    else:
+        acc = _dw_dx_taps(gy_ptr, wt_ptr, g_b, f0_b, m_ptr, sc_ptr, k_ptr, alpha, lam, b, u, v, qmask, ph, pw, cc, cm,
+                          C, Ho, Wo, D, Hg, Wg, sgyb, sgyc, sgyh, sgyw, sgd, sgh, sgw, sfd, sfh, sfw, smb, smh, smw,
+                          skb, skc, ski, skj, skh, skw, KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED, K_MODE, KTYPE,
+                          F0_SMOOTH, NORMALIZE, HAS_MASK, HAS_WTAP, WT_PER_CHANNEL, CW, IDX64, KDT, BLOCK_P,
+                          BLOCK_C, BLOCK_D)
+    tl.store(dx_ptr + b * sdb + (u * sdh + v * sdw)[:, None] + cc[None, :] * sdc,
+             acc.to(dx_ptr.dtype.element_ty), mask=qmask[:, None] & cm[None, :])
+
+
+@triton.jit
+def _dw_dx_taps(gy_ptr, wt_ptr, g_b, f0_b, m_ptr, sc_ptr, k_ptr, alpha, lam, b, u, v, qmask, ph, pw, cc, cm,
+                C, Ho, Wo, D, Hg, Wg, sgyb, sgyc, sgyh, sgyw, sgd, sgh, sgw, sfd, sfh, sfw, smb, smh, smw,
+                skb, skc, ski, skj, skh, skw,
+                KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+                TRANSPOSED: tl.constexpr, K_MODE: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
+                NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_WTAP: tl.constexpr,
+                WT_PER_CHANNEL: tl.constexpr, CW: tl.constexpr, IDX64: tl.constexpr, KDT: tl.constexpr,
+                BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr):
+    """``pac_dw_dx_kernel``'s tap loop, general case (any option, layout, stride): every gather
+    masked. Returns the ``[BLOCK_P, BLOCK_C]`` input-gradient tile."""
     acc = tl.zeros([BLOCK_P, BLOCK_C], KDT)
     for t in range(KH * KW):
         i = t // KW
@@ -480,8 +593,109 @@ def pac_dw_dx_kernel(
             gt = tl.load(gy_ptr + b * sgyb + (pu * sgyh + pv * sgyw)[:, None] + cc[None, :] * sgyc, mask=pm2,
                          other=0.0).to(KDT)
             acc += kt * gt
-    tl.store(dx_ptr + b * sdb + (u * sdh + v * sdw)[:, None] + cc[None, :] * sdc,
-             acc.to(dx_ptr.dtype.element_ty), mask=qmask[:, None] & cm[None, :])
+    return acc
+
+
+@triton.jit
+def _dw_dx_padded_taps(gy_b, wt_ptr, g_b, f0_b, m_b, sc_b, alpha, lam, u, v, cc, C, H, W, Ho, Wo, D,
+                       sgyh, sgyw, sgd, sgh, sgw, sfd, sfh, sfw, smh, smw,
+                       KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+                       DH: tl.constexpr, DW: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
+                       NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_WTAP: tl.constexpr,
+                       WT_PER_CHANNEL: tl.constexpr, IDX64: tl.constexpr, KDT: tl.constexpr,
+                       BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The input gradient's tap loop over a padded dL/dy (``PADDED``; stride 1, not transposed):
+    dx[q, c] = sum_t w_t[c] K_t(P) gy[P, c] with P = q + (PH - i DH, PW - j DW). The guide at q
+    (and the mask at q) are loaded once; per tap the centre feature f0 at P (the smoothed f0 at
+    P, or the guide at P's centre tap: q + (KH // 2 - i) DH, ...) and the divisor at P
+    (NORMALIZE / HAS_MASK), masked per pixel, and dL/dy at P without a mask from the staging
+    copy (``gy_b``: output pixel (0, 0) of it; zero outside the output and past channel C).
+    K_t(P) is exactly 0 where P is outside the output (or the mask at q is 0), even where K is
+    not finite there. Pixels past the input (ragged tiles) compute at the nearest input pixel
+    (not stored). K stays a per-pixel vector until it meets the channels."""
+    C_PAD = (C + BLOCK_C - 1) // BLOCK_C * BLOCK_C  # the staging copy's (and tap weights') channels
+    uc = tl.minimum(u, H - 1)
+    vc = tl.minimum(v, W - 1)
+    od = tl.arange(0, BLOCK_D)
+    dmask = od < D
+    # the guide at q (the guide has the input's size): every tap's K_t(P) reads it
+    gq = tl.load(g_b + (uc * sgh + vc * sgw)[:, None] + od[None, :] * sgd, mask=dmask[None, :],
+                 other=0.0).to(KDT)
+    if HAS_MASK:
+        mq = tl.load(m_b + uc * smh + vc * smw).to(KDT)
+    pu0 = uc + PH  # the output pixel of tap (0, 0); tap (i, j)'s is (pu0 - i DH, pv0 - j DW)
+    pv0 = vc + PW
+    # where f0 of tap (0, 0)'s output pixel is read (the same shift per tap)
+    if F0_SMOOTH:
+        fh0 = pu0
+        fw0 = pv0
+        FH = Ho
+        FW = Wo
+    else:
+        fh0 = uc + (KH // 2) * DH
+        fw0 = vc + (KW // 2) * DW
+        FH = H
+        FW = W
+    f_t0 = f0_b + (fh0 * sfh + fw0 * sfw)[:, None] + od[None, :] * sfd
+    BF16_PAIRS: tl.constexpr = (gy_b.dtype.element_ty == tl.bfloat16) and (KDT == tl.float32) and BLOCK_C >= 2
+    if BF16_PAIRS:
+        # the staging copy's strides are even (C_pad is): address channel pairs as int32 words
+        cc2 = tl.program_id(1) * (BLOCK_C // 2) + tl.arange(0, BLOCK_C // 2)
+        if IDX64:
+            cc2 = cc2.to(tl.int64)
+        gy_t0 = gy_b.to(tl.pointer_type(tl.int32)) + (pu0 * (sgyh // 2) + pv0 * (sgyw // 2))[:, None] + cc2[None, :]
+    else:
+        gy_t0 = gy_b + (pu0 * sgyh + pv0 * sgyw)[:, None] + cc[None, :]
+    acc = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+    for i in range(KH):
+        pu = pu0 - i * DH
+        rowok = (pu >= 0) & (pu < Ho)
+        fh = fh0 - i * DH
+        frow = rowok & (fh >= 0) & (fh < FH)
+        f_i = f_t0 - i * DH * sfh
+        if BF16_PAIRS:
+            gy_i = gy_t0 - i * DH * (sgyh // 2)
+        else:
+            gy_i = gy_t0 - i * DH * sgyh
+        if NORMALIZE or HAS_MASK:
+            sc_i = sc_b + pu * Wo + pv0
+        for j in range(KW):
+            pv = pv0 - j * DW
+            pin = rowok & (pv >= 0) & (pv < Wo)
+            fw = fw0 - j * DW
+            fin = frow & (pv >= 0) & (pv < Wo) & (fw >= 0) & (fw < FW)
+            f0 = tl.load(f_i - j * DW * sfw, mask=fin[:, None] & dmask[None, :], other=0.0,
+                         cache_modifier=".ca").to(KDT)
+            df = gq - f0
+            if KTYPE == KT_INV_ASYM:
+                df = tl.maximum(df, 0.0)
+            kt = _kvalue(tl.sum(df * df, axis=1), alpha, lam, KTYPE)
+            if HAS_MASK:
+                kt = kt * mq
+            if NORMALIZE or HAS_MASK:
+                kt = kt / tl.load(sc_i - j * DW, mask=pin, other=1.0)
+            if HAS_MASK:
+                kt = tl.where(pin & (mq != 0), kt, 0.0)  # exactly 0 at masked taps
+            else:
+                kt = tl.where(pin, kt, 0.0)  # exactly 0 where P is outside the output
+            kc = kt[:, None]
+            if HAS_WTAP:
+                t = i * KW + j
+                if WT_PER_CHANNEL:
+                    if IDX64:
+                        t = t.to(tl.int64)
+                    kc = kc * tl.load(wt_ptr + t * C_PAD + cc).to(KDT)[None, :]
+                else:
+                    kc = kc * tl.load(wt_ptr + t).to(KDT)
+            if BF16_PAIRS:
+                gi = tl.load(gy_i - j * DW * (sgyw // 2), cache_modifier=".ca")
+                lo = (gi << 16).to(tl.float32, bitcast=True)
+                hi = (gi & -65536).to(tl.float32, bitcast=True)
+                gt = tl.reshape(tl.join(lo, hi), [BLOCK_P, BLOCK_C])
+            else:
+                gt = tl.load(gy_i - j * DW * sgyw, cache_modifier=".ca").to(KDT)
+            acc += kc * gt
+    return acc
 
 
 @triton.jit
@@ -782,6 +996,25 @@ def tap_weights(wtap, C, kdt):
     return wtap.detach().to(kdt).reshape(C, wtap.shape[2] * wtap.shape[3]).t().contiguous(), True
 
 
+def _padded_taps(wt, per_channel, C, c_pad):
+    """The padded backward kernels' tap weights: per channel ``[kh*kw, C]`` padded with zero
+    channels to ``[kh*kw, c_pad]``; the shared filter (or pooling's placeholder) as it is."""
+    if per_channel and c_pad != C:
+        return torch.nn.functional.pad(wt, (0, c_pad - C))
+    return wt
+
+
+def dw_grad_out_padded(gy, kernel_size, padding, dilation, c_pad):
+    """The padded input gradient's staging copy of dL/dy ``[B, C, Ho, Wo]`` (a stride-1 conv):
+    zero-padded channels-last (``hc.padded_channels_last``) by ``(kh - 1) dh - ph`` rows (and
+    columns) on each side, the furthest any tap's output pixel ``q + p - i d`` of an input pixel
+    q lies outside the output, with ``c_pad`` channels; returned as the view that starts at
+    output pixel (0, 0) (the halo at negative offsets)."""
+    hh = max(0, (kernel_size[0] - 1) * dilation[0] - padding[0])
+    hw = max(0, (kernel_size[1] - 1) * dilation[1] - padding[1])
+    return hc.padded_channels_last(gy, (hh, hw), c_pad)[:, :, hh:, hw:]
+
+
 def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dilation, transposed, *,
                guide=None, kernel=None, mask=None, smooth=None, alpha=None, lam=None, ktype=hc.KT_GAUSS,
                normalize=False, channel_wise=False):
@@ -919,11 +1152,21 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
     if need_guide_side or needs.kernel:
         per_c = dkc > 1
         dk = hc.empty((B, dkc, KK, Ho * Wo), kdt, dev)
-        hc.checked(pac_dw_dk_kernel)[(ph_grid, B, cdiv(C, bc) if per_c else 1)](
-            **gy_args, x_ptr=x, wt_ptr=wt, dk_ptr=dk, C=C, H=H, W=W, Ho=Ho, Wo=Wo, **hc.strides("sx", x), **common,
-            TRANSPOSED=bool(transposed), HAS_WTAP=wtap is not None, WT_PER_CHANNEL=wt_pc, PER_CHANNEL=per_c,
-            BLOCK_P=bp, BLOCK_C=bc,
-            num_warps=nw)
+        if not transposed and not per_c and rt.channels_last:
+            # the padded path: x from its zero-padded channels-last staging copy, no masks
+            pk = configs.dw_bwd_padded_default(C, f64, rt)["dk"]
+            c_pad = cdiv(C, pk["BLOCK_C"]) * pk["BLOCK_C"]
+            xp = hc.padded_channels_last(x_in, padding, c_pad)
+            hc.checked(pac_dw_dk_kernel)[(cdiv(Ho * Wo, pk["BLOCK_P"]), B, 1)](
+                **gy_args, x_ptr=xp, wt_ptr=_padded_taps(wt, wt_pc, C, c_pad), dk_ptr=dk, C=C, H=H, W=W, Ho=Ho,
+                Wo=Wo, **hc.strides("sx", xp), **common, TRANSPOSED=False, HAS_WTAP=wtap is not None,
+                WT_PER_CHANNEL=wt_pc, PER_CHANNEL=False, BLOCK_P=pk["BLOCK_P"], BLOCK_C=pk["BLOCK_C"], PADDED=True,
+                C_BLOCKS=c_pad > pk["BLOCK_C"], num_warps=pk["num_warps"])
+        else:
+            hc.checked(pac_dw_dk_kernel)[(ph_grid, B, cdiv(C, bc) if per_c else 1)](
+                **gy_args, x_ptr=x, wt_ptr=wt, dk_ptr=dk, C=C, H=H, W=W, Ho=Ho, Wo=Wo, **hc.strides("sx", x),
+                **common, TRANSPOSED=bool(transposed), HAS_WTAP=wtap is not None, WT_PER_CHANNEL=wt_pc,
+                PER_CHANNEL=per_c, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
         if needs.kernel:
             out["kernel"] = dk.reshape(B, dkc, kh, kw, Ho, Wo).to(kernel.dtype)
     if k_mode == hc.K_GUIDE and (need_guide_side or ((needs.x or needs.weight) and (norm or has_mask))):
@@ -947,15 +1190,30 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
                  NORMALIZE=norm, HAS_MASK=has_mask, BLOCK_D=bd)
     if needs.x:
         dx = hc.like_layout(x_in, (B, C, H, W), x.dtype)
-        if transposed:
-            n = cdiv(H * W, bp)
+        # the padded path (a stride-1 conv, K from a guide the size of the input per pixel, D in
+        # one block, staging copies allowed): dL/dy from its zero-padded channels-last staging copy
+        if (not transposed and k_mode == hc.K_GUIDE and not cw and tuple(stride) == (1, 1) and (Hg, Wg) == (H, W)
+                and rt.channels_last and D <= configs.block_d(D, rt)):
+            px = configs.dw_bwd_padded_default(C, f64, rt)["dx"]
+            pbp, pbc = px["BLOCK_P"], px["BLOCK_C"]
+            c_pad = cdiv(C, pbc) * pbc
+            gyp = dw_grad_out_padded(gy, (kh, kw), padding, dilation, c_pad)
+            tw = configs.tile_w(W, pbp, rt)
+            hc.checked(pac_dw_dx_kernel)[(cdiv(H, pbp // tw) * cdiv(W, tw), c_pad // pbc, B)](
+                gy_ptr=gyp, **hc.strides("sgy", gyp), wt_ptr=_padded_taps(wt, wt_pc, C, c_pad), dx_ptr=dx,
+                sc_ptr=scale, **kargs, **ko.k_args(channel=True), C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
+                sab=ko.sab, DKC=dkc, **hc.strides("sd", dx), **kmeta, HAS_WTAP=wtap is not None, WT_PER_CHANNEL=wt_pc,
+                CW=False, BLOCK_P=pbp, BLOCK_C=pbc, TILE_W=tw, PADDED=True, num_warps=px["num_warps"])
         else:
-            n = stride[0] * stride[1] * cdiv(cdiv(H, stride[0]) * cdiv(W, stride[1]), bp)
-        hc.checked(pac_dw_dx_kernel)[(n, cdiv(C, bc), B)](
-            **gy_args, wt_ptr=wt, dx_ptr=dx, sc_ptr=scale, **kargs, **ko.k_args(channel=True),
-            C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, sab=ko.sab, DKC=dkc, **hc.strides("sd", dx),
-            **kmeta, HAS_WTAP=wtap is not None, WT_PER_CHANNEL=wt_pc, CW=cw, BLOCK_P=bp, BLOCK_C=bc,
-            num_warps=nw)
+            if transposed:
+                n = cdiv(H * W, bp)
+            else:
+                n = stride[0] * stride[1] * cdiv(cdiv(H, stride[0]) * cdiv(W, stride[1]), bp)
+            hc.checked(pac_dw_dx_kernel)[(n, cdiv(C, bc), B)](
+                **gy_args, wt_ptr=wt, dx_ptr=dx, sc_ptr=scale, **kargs, **ko.k_args(channel=True),
+                C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, sab=ko.sab, DKC=dkc, **hc.strides("sd", dx),
+                **kmeta, HAS_WTAP=wtap is not None, WT_PER_CHANNEL=wt_pc, CW=cw, BLOCK_P=bp, BLOCK_C=bc,
+                num_warps=nw)
         out["x"] = dx
     if needs.weight:
         # the fast path (conv, K from the guide the size of x, D in one block, staging copies
