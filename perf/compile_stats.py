@@ -230,6 +230,15 @@ def kernel_variants(dt):
                 "BLOCK_C": cfg["BLOCK_C"]}, cfg)
 
 
+def _padded_spec(fn, const, ones):
+    """A padded depthwise backward specialisation: the staging copies' channel strides 1 and
+    every other integer argument a multiple of 16 (as the JIT specialises a 512 x 512, C = 64
+    launch)."""
+    c = {**const, **{n: 1 for n in ones}}
+    c["_div16"] = tuple(n for n in fn.arg_names if n not in c and not n.endswith("_ptr"))
+    return c
+
+
 def bwd_variants(dt):
     """Every backward kernel (``conv.py``, ``depthwise.py``, ``kernel_map.py``) with its default
     launch config; the most general specialisation (inv_asym, normalised, masked)."""
@@ -359,6 +368,25 @@ def bwd_variants(dt):
     yield ("bwd_dwc_dx", depthwise.pac_dw_dx_kernel, dp,
            {**_geom(), "TRANSPOSED": False, **base, **kopt, "HAS_WTAP": True, "WT_PER_CHANNEL": True, "CW": False,
             "BLOCK_D": 16, "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
+    # the padded dK / dx (x, resp. dL/dy, from a zero-padded channels-last staging copy; their
+    # own tiles, configs.dw_bwd_padded_default) at C = 64: the depthwise conv, pooling and the
+    # shared filter (dK only: dx's K and tap weights are those of the conv)
+    for pname, wtap, wpc in (("dwc", True, True), ("dw", True, False), ("pool", False, False)):
+        pb = configs.dw_bwd_padded_default(64, f64)
+        pk, px = pb["dk"], pb["dx"]
+        yield (f"bwd_{pname}_dk_padded", depthwise.pac_dw_dk_kernel, dkp,
+               _padded_spec(depthwise.pac_dw_dk_kernel,
+                            {**_geom(), "TRANSPOSED": False, "HAS_WTAP": wtap, "WT_PER_CHANNEL": wpc,
+                             "PER_CHANNEL": False, **base, "BLOCK_P": pk["BLOCK_P"], "BLOCK_C": pk["BLOCK_C"],
+                             "PADDED": True, "C_BLOCKS": 64 > pk["BLOCK_C"]}, ("sgyc", "sxc")),
+               dict(num_warps=pk["num_warps"], num_stages=1))
+        yield (f"bwd_{pname}_dx_padded", depthwise.pac_dw_dx_kernel, dp,
+               _padded_spec(depthwise.pac_dw_dx_kernel,
+                            {**_geom(), "TRANSPOSED": False, **base, **kopt, "HAS_WTAP": wtap, "WT_PER_CHANNEL": wpc,
+                             "CW": False, "BLOCK_D": 16, "BLOCK_P": px["BLOCK_P"], "BLOCK_C": px["BLOCK_C"],
+                             "TILE_W": configs.tile_w(512, px["BLOCK_P"]), "PADDED": True, "SH": 1, "SW": 1},
+                            ("sgyc", "sgd", "sfd")),
+               dict(num_warps=px["num_warps"], num_stages=1))
     pcw = configs.shared_dw_default(32, 9, 1, 1, 1, f64, per_channel=True)
     yield ("bwd_dwc_dw", depthwise.pac_shared_dw_kernel, wp,
            {**_geom(), "TRANSPOSED": False, **base, **kopt, "WT_PER_CHANNEL": True, "BLOCK_D": 16,
@@ -425,7 +453,7 @@ WEIGHT_GRAD = ("bwd_conv_dw", "bwd_convT_dw", "bwd_conv_dw_loadK", "bwd_conv_dw_
                "bwd_dwc_dw_padded", "bwd_dwc_dw_padded_C96")
 # Backward kernels whose code depends on the data dtype (dots): compiled for every dtype.
 BWD_CORE = ("bwd_conv_dxdk", "bwd_conv_dw", "bwd_dw_dx", "bwd_shared_dw", "bwd_dwc_dx", "bwd_dwc_dw", "bwd_dwc_dw_padded",
-            "bwd_guide_pass", "bwd_guide_gather")
+            "bwd_guide_pass", "bwd_guide_gather", "bwd_dwc_dk_padded", "bwd_dwc_dx_padded")
 
 CORE = ("conv_guide", "conv_guide_vec", "convT_guide", "shared_conv", "dw_conv", "dw_conv_padded_C16",
         "dw_conv_padded_C32", "dw_conv_padded_C64", "dw_conv_padded_C96", "pool_padded", "packernel_cw") + BWD_CORE
@@ -556,10 +584,10 @@ def specs(dtype: str):
             label = {"bwd_dwc_dw_padded": "backward depthwise dW", "bwd_dwc_dw_padded_C96": "backward depthwise dW C96",
                      "bwd_dwc_dw_vec": "backward depthwise dW general"}[name]
             yield label, fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"] * c["BLOCK_C"] // 64
-        elif name in ("bwd_dwc_dk_vec", "bwd_dwc_dx_vec", "bwd_dwc_dw_vec"):
+        elif name in ("bwd_dwc_dk_padded", "bwd_dwc_dx_padded"):
             # the depthwise conv's backward (per-channel tap weights), per pixel-tap of 64 channels
-            label = {"bwd_dwc_dk_vec": "backward depthwise dK", "bwd_dwc_dx_vec": "backward depthwise dx",
-                     "bwd_dwc_dw_vec": "backward depthwise dW"}[name]
+            # (dK / dx: the padded paths, as every non-transposed launch with staging copies runs)
+            label = {"bwd_dwc_dk_padded": "backward depthwise dK", "bwd_dwc_dx_padded": "backward depthwise dx"}[name]
             yield label, fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"] * c["BLOCK_C"] // 64
 
 
