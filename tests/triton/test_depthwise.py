@@ -651,3 +651,89 @@ def test_padded_weight_grad_nonfinite(dtype, dw_launches):
     assert torch.equal(got[torch.isinf(exp)], exp[torch.isinf(exp)])
     fin = torch.isfinite(exp)
     assert_close_rel(got[fin], exp[fin], 2e-2 if dtype == BF16 else 1e-5, "finite dW")
+
+
+# --- the padded backward paths -------------------------------------------------------------------
+# dK (a conv, dK summed over channels) from x's zero-padded channels-last staging copy; dx (a
+# stride-1 conv, K from a guide the size of the input per pixel, D in one block) from dL/dy's
+# (``_dw_dk_padded``, ``_dw_dx_padded_taps``): unmasked gathers, ragged channel blocks padded
+# with zero channels (dK summed over channel blocks in memory), ragged tiles clamped.
+
+@pytest.fixture
+def bwd_launches(monkeypatch):
+    """``(kernel name, PADDED)`` of every depthwise dK / dx launch, in order."""
+    from pac_triton.triton import depthwise
+    seen = []
+    orig = depthwise.hc.checked
+    names = {depthwise.pac_dw_dk_kernel: "dk", depthwise.pac_dw_dx_kernel: "dx"}
+
+    class Spy(orig):
+        def __getitem__(self, grid):
+            launch = super().__getitem__(grid)
+
+            def run(*a, **k):
+                fn = names.get(self.kernel) or names.get(getattr(self.kernel, "fn", None))
+                if fn:
+                    seen.append((fn, bool(k.get("PADDED", False))))
+                return launch(*a, **k)
+            return run
+    monkeypatch.setattr(depthwise.hc, "checked", Spy)
+    return seen
+
+
+# (case, forced channel block, padded dx expected): stride 2 keeps dx on the general path
+PADDED_BWD_CASES = [
+    (conv_case("dwpb-conv-k3-gauss-f32", C=6, O=6, D=3, H=5, W=7), 4, True),
+    (conv_case("dwpb-conv-k5x3-p2x1-d1x2-inv-norm-mask-bf16-pairs", C=10, O=10, D=4, H=6, W=7, k=(5, 3),
+               p=(2, 1), d=(1, 2), kt="inv_1_-2", norm=True, mask=True, dtype=BF16), 8, True),
+    (conv_case("dwpb-conv-k3-p3-invasym-mask-smooth3-f16-cl", C=5, O=5, D=2, H=4, W=6, p=(3, 3),
+               kt="inv_1_-2_asym", mask=True, smooth=(3, 3), dtype=F16, cl=True), 4, True),
+    (conv_case("dwpb-conv-k7-p3-gauss-norm-nobias-bf16-cl", C=12, O=12, D=16, H=6, W=5, k=(7, 7), p=(3, 3),
+               norm=True, bias=False, dtype=BF16, cl=True), 8, True),
+    (conv_case("dwpb-conv-k3-p0-invasym-norm-f64", C=3, O=3, D=1, H=5, W=6, p=(0, 0), kt="inv_1_-2_asym",
+               norm=True, dtype=F64), 2, True),
+    (conv_case("dwpb-conv-s2x1-p2x0-mask-bf16", C=10, O=10, D=3, H=7, W=6, s=(2, 1), p=(2, 0), mask=True,
+               dtype=BF16), 8, False),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("c,bc,dx_padded", [pytest.param(c.values[0], bc, dxp, id=c.id)
+                                            for c, bc, dxp in PADDED_BWD_CASES])
+def test_depthwise_padded_backward(c, bc, dx_padded, device, bwd_launches):
+    """Every gradient of the padded dK / dx paths against the float64 grouped reference (inputs
+    in NaN guard bands, outputs NaN-filled first): taps in the padding, ragged channel blocks,
+    several channel blocks, masks, normalisation, inverse kernels, smoothed f0, centre features
+    outside the guide (padding 3 at k3), bf16 channel pairs, NCHW and channels-last."""
+    from pac_triton.triton import configs
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=bc, BLOCK_D=16):
+        dw_run(c, device_or_skip(device), backward=True)
+    assert sorted(set(bwd_launches)) == sorted({("dk", True), ("dx", dx_padded)})
+
+
+@pytest.mark.parametrize("op", ["shared", "pool"])
+def test_padded_backward_shared_and_pool(op, bwd_launches):
+    """The shared filter and pooling take the padded dK / dx paths too (a scalar tap weight, no
+    tap weight); both equal the reference."""
+    from pac_triton.triton import configs
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=4, BLOCK_D=4):
+        if op == "pool":
+            c = pool_case("p", C=6, D=3, H=5, W=6, k=(3, 3), p=(2, 1), mask=True, norm=True, dtype=BF16).values[0]
+            run_backward("pac_pool2d", pool_tensors(c), pool_static(c), ["input", "guide"], c.dtype, "cpu")
+        else:
+            c = conv_case("s", C=6, O=6, D=3, H=5, W=6, k=(3, 5), p=(1, 2), kt="inv_1_-2").values[0]
+            run_backward("pac_conv2d", conv_tensors(c, "cpu", False, shared=True), conv_static(c, False, shared=True),
+                         GRADS, c.dtype, "cpu")
+    assert sorted(set(bwd_launches)) == [("dk", True), ("dx", True)]
+
+
+def test_padded_backward_off_without_channels_last_copies(bwd_launches, monkeypatch):
+    """``PAC_TRITON_CHANNELS_LAST_COPIES=0``, the transposed conv and channel-wise K run the
+    general dK / dx; all equal the reference."""
+    from pac_triton.triton import configs
+    monkeypatch.setenv("PAC_TRITON_CHANNELS_LAST_COPIES", "0")
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=4, BLOCK_D=4):
+        dw_run(conv_case("c", C=6, O=6, D=3, H=5, W=5, norm=True).values[0], "cpu", backward=True)
+        monkeypatch.setenv("PAC_TRITON_CHANNELS_LAST_COPIES", "1")
+        dw_run(convt_case("t", C=6, O=6, D=3, H=3, W=3).values[0], "cpu", backward=True)
+    assert bwd_launches and not any(p for _, p in bwd_launches)
