@@ -346,14 +346,17 @@ def bwd_variants(dt):
         yield ("bwd_conv_dw_vec", conv.pac_conv_dw_kernel, wp, vspec(conv.pac_conv_dw_kernel, dwv,
                                                                    ("sgyo", "sxc", "sgd", "sfd")), vl)
     dkp = P(("gy_ptr", "x_ptr"), ("wt_ptr", "dk_ptr"))
+    dkgen = dict(PADDED=False, C_BLOCKS=False)  # the general dK / dx (masked gathers)
+    dxgen = dict(TILE_W=1, PADDED=False)
     yield ("bwd_dw_dk", depthwise.pac_dw_dk_kernel, dkp,
            {**_geom(), "TRANSPOSED": False, "HAS_WTAP": True, "WT_PER_CHANNEL": False, "PER_CHANNEL": True, **base,
-            "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
+            **dkgen, "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
     dp = P(("gy_ptr", "dx_ptr", "g_ptr", "f0_ptr", "m_ptr", "k_ptr"), ("wt_ptr", "sc_ptr", "alpha_ptr", "lam_ptr"))
     for cw in (False, True):
         yield (f"bwd_dw_dx{'_cw' if cw else ''}", depthwise.pac_dw_dx_kernel, dp,
                {**_geom(), "TRANSPOSED": False, **base, **kopt, "HAS_WTAP": not cw, "WT_PER_CHANNEL": False,
-                "CW": cw, "BLOCK_D": 1 if cw else 16, "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
+                "CW": cw, **dxgen, "BLOCK_D": 1 if cw else 16, "BLOCK_P": dcfg["BLOCK_P"],
+                "BLOCK_C": dcfg["BLOCK_C"]}, dl)
     scw = configs.shared_dw_default(32, 9, 1, 1, 1, f64)
     nopad = dict(PADDED=False, TILE_W=1, GY_PAIRS=False)  # the shared dW's general path
     yield ("bwd_shared_dw", depthwise.pac_shared_dw_kernel, wp,
@@ -364,15 +367,15 @@ def bwd_variants(dt):
     # the per-channel weight gradient (a program per channel block too)
     yield ("bwd_dwc_dk", depthwise.pac_dw_dk_kernel, dkp,
            {**_geom(), "TRANSPOSED": False, "HAS_WTAP": True, "WT_PER_CHANNEL": True, "PER_CHANNEL": False, **base,
-            "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
+            **dkgen, "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
     yield ("bwd_dwc_dx", depthwise.pac_dw_dx_kernel, dp,
            {**_geom(), "TRANSPOSED": False, **base, **kopt, "HAS_WTAP": True, "WT_PER_CHANNEL": True, "CW": False,
-            "BLOCK_D": 16, "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
+            **dxgen, "BLOCK_D": 16, "BLOCK_P": dcfg["BLOCK_P"], "BLOCK_C": dcfg["BLOCK_C"]}, dl)
     # the padded dK / dx (x, resp. dL/dy, from a zero-padded channels-last staging copy; their
     # own tiles, configs.dw_bwd_padded_default) at C = 64: the depthwise conv, pooling and the
     # shared filter (dK only: dx's K and tap weights are those of the conv)
     for pname, wtap, wpc in (("dwc", True, True), ("dw", True, False), ("pool", False, False)):
-        pb = configs.dw_bwd_padded_default(64, f64)
+        pb = configs.dw_bwd_padded_default(64, f64, f32=dt == "fp32")
         pk, px = pb["dk"], pb["dx"]
         yield (f"bwd_{pname}_dk_padded", depthwise.pac_dw_dk_kernel, dkp,
                _padded_spec(depthwise.pac_dw_dk_kernel,
@@ -404,20 +407,20 @@ def bwd_variants(dt):
             return c
         yield ("bwd_dw_dk_vec", depthwise.pac_dw_dk_kernel, P(("gy_ptr", "x_ptr"), ("wt_ptr", "dk_ptr")),
                dvec(depthwise.pac_dw_dk_kernel, {**_geom(), "TRANSPOSED": False, "HAS_WTAP": False,
-                                                 "WT_PER_CHANNEL": False, "PER_CHANNEL": False, **base},
+                                                 "WT_PER_CHANNEL": False, "PER_CHANNEL": False, **base, **dkgen},
                     ("sgyc", "sxc")), vdl)
         yield ("bwd_dw_dx_vec", depthwise.pac_dw_dx_kernel, dp,
                dvec(depthwise.pac_dw_dx_kernel, {**_geom(), "TRANSPOSED": False, **base, **kopt, "HAS_WTAP": True,
-                                          "WT_PER_CHANNEL": False, "CW": False, "BLOCK_D": 16},
+                                          "WT_PER_CHANNEL": False, "CW": False, **dxgen, "BLOCK_D": 16},
                     ("sgyc", "sgd", "sfd")), vdl)
         # the depthwise conv (per-channel tap weights) with the channels-last gathers
         yield ("bwd_dwc_dk_vec", depthwise.pac_dw_dk_kernel, P(("gy_ptr", "x_ptr"), ("wt_ptr", "dk_ptr")),
                dvec(depthwise.pac_dw_dk_kernel, {**_geom(), "TRANSPOSED": False, "HAS_WTAP": True,
-                                                 "WT_PER_CHANNEL": True, "PER_CHANNEL": False, **base},
+                                                 "WT_PER_CHANNEL": True, "PER_CHANNEL": False, **base, **dkgen},
                     ("sgyc", "sxc")), vdl)
         yield ("bwd_dwc_dx_vec", depthwise.pac_dw_dx_kernel, dp,
                dvec(depthwise.pac_dw_dx_kernel, {**_geom(), "TRANSPOSED": False, **base, **kopt, "HAS_WTAP": True,
-                                          "WT_PER_CHANNEL": True, "CW": False, "BLOCK_D": 16},
+                                          "WT_PER_CHANNEL": True, "CW": False, **dxgen, "BLOCK_D": 16},
                     ("sgyc", "sgd", "sfd")), vdl)
         # as launched: the channel-wise guide pass and the shared dW with their own configs
         vg = configs.guide_pass_default(False, vd)

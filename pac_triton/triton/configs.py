@@ -438,20 +438,21 @@ DW_DK_PADDED_BLOCKS = {32: (9.8, 128, 4), 16: (9.3, 128, 2)}
 DW_DX_PADDED_BLOCKS = {128: (10.1, 64, 8), 64: (11.25, 128, 8), 32: (14.1, 128, 4), 16: (20.7, 128, 2)}
 
 
-def dw_bwd_padded_default(C: int, f64: bool = False, rt: Runtime | None = None) -> dict:
+def dw_bwd_padded_default(C: int, f64: bool = False, rt: Runtime | None = None, f32: bool = False) -> dict:
     """Default configs of the padded depthwise backward, ``{"dk": cfg, "dx": cfg}`` (every
     launch of them: a kernel's channel block fixes its staging copy's padded channel count
     ``C_pad = cdiv(C, BLOCK_C) * BLOCK_C``, so they are not autotuned): dK 32-channel blocks
     (16 for C <= 16), dx the block of ``DW_DX_PADDED_BLOCKS`` with the least instructions per
-    useful element-tap (at most np2(C)), each with its pixels and warps; float64 16 channels x 32
-    pixels at 4 warps. ``PAC_TRITON_FORCE``'s ``DW_BLOCK_C`` / ``BLOCK_P`` / ``num_warps``
+    useful element-tap (at most np2(C)), each with its pixels and warps (``f32``: float32 data,
+    dK at twice the warps: 4 spill on sm_90); float64 16 channels x 32 pixels at 4 warps.
+    ``PAC_TRITON_FORCE``'s ``DW_BLOCK_C`` / ``BLOCK_P`` / ``num_warps``
     replace them."""
     rt = _rt(rt)
-    return _dw_bwd_padded_default(int(C), bool(f64), rt.forced_key)
+    return _dw_bwd_padded_default(int(C), bool(f64), bool(f32), rt.forced_key)
 
 
 @_memo
-def _dw_bwd_padded_default(C, f64, forced_key):
+def _dw_bwd_padded_default(C, f64, f32, forced_key):
     forced = dict(forced_key) or None
     out = {}
     for name, table in (("dk", DW_DK_PADDED_BLOCKS), ("dx", DW_DX_PADDED_BLOCKS)):
@@ -460,6 +461,7 @@ def _dw_bwd_padded_default(C, f64, forced_key):
         elif name == "dk":
             bc = 32 if C > 16 else 16
             _, bp, nw = table[bc]
+            nw = 2 * nw if f32 else nw
             bc = min(bc, np2(C))
         else:
             fits = [b for b in table if b <= max(16, np2(C))]

@@ -1154,7 +1154,7 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
         dk = hc.empty((B, dkc, KK, Ho * Wo), kdt, dev)
         if not transposed and not per_c and rt.channels_last:
             # the padded path: x from its zero-padded channels-last staging copy, no masks
-            pk = configs.dw_bwd_padded_default(C, f64, rt)["dk"]
+            pk = configs.dw_bwd_padded_default(C, f64, rt, x.dtype == torch.float32)["dk"]
             c_pad = cdiv(C, pk["BLOCK_C"]) * pk["BLOCK_C"]
             xp = hc.padded_channels_last(x_in, padding, c_pad)
             hc.checked(pac_dw_dk_kernel)[(cdiv(Ho * Wo, pk["BLOCK_P"]), B, 1)](
@@ -1194,7 +1194,7 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
         # one block, staging copies allowed): dL/dy from its zero-padded channels-last staging copy
         if (not transposed and k_mode == hc.K_GUIDE and not cw and tuple(stride) == (1, 1) and (Hg, Wg) == (H, W)
                 and rt.channels_last and D <= configs.block_d(D, rt)):
-            px = configs.dw_bwd_padded_default(C, f64, rt)["dx"]
+            px = configs.dw_bwd_padded_default(C, f64, rt, x.dtype == torch.float32)["dx"]
             pbp, pbc = px["BLOCK_P"], px["BLOCK_C"]
             c_pad = cdiv(C, pbc) * pbc
             gyp = dw_grad_out_padded(gy, (kh, kw), padding, dilation, c_pad)
