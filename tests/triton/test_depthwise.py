@@ -694,6 +694,9 @@ PADDED_BWD_CASES = [
                norm=True, dtype=F64), 2, True),
     (conv_case("dwpb-conv-s2x1-p2x0-mask-bf16", C=10, O=10, D=3, H=7, W=6, s=(2, 1), p=(2, 0), mask=True,
                dtype=BF16), 8, False),
+    # nothing to pad in either staging copy (1x1, padding 0, C a multiple of the block), NCHW input
+    (conv_case("dwpb-conv-k1-p0-C8-nothing-to-pad-bf16", C=8, O=8, D=2, H=4, W=5, k=(1, 1), p=(0, 0),
+               dtype=BF16), 4, True),
 ]
 
 
