@@ -1004,6 +1004,15 @@ def _padded_taps(wt, per_channel, C, c_pad):
     return wt
 
 
+def _dw_weight_block(C, KK, B, Ho, Wo, f64, vec, per_channel, needed, rt):
+    """The padded weight gradient's channel block (1 when it is not needed), so that the dK
+    pass stages x with enough channels for both."""
+    if not needed:
+        return 1
+    return configs.shared_dw_default(C, KK, B, Ho, Wo, f64, vec, per_channel=per_channel, padded=True,
+                                     rt=rt)["BLOCK_C"]
+
+
 def dw_grad_out_padded(gy, kernel_size, padding, dilation, c_pad):
     """The padded input gradient's staging copy of dL/dy ``[B, C, Ho, Wo]`` (a stride-1 conv):
     zero-padded channels-last (``hc.padded_channels_last``) by ``(kh - 1) dh - ph`` rows (and
@@ -1147,6 +1156,17 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
     gy_args = dict(gy_ptr=gy, **hc.strides("sgy", gy))
     kargs = dict(**ko.guide_args(), **ko.mask_args(), **ko.param_args())
 
+    # the padded paths' zero-padded channels-last copy of x (dK and dW), made once with the
+    # larger of their padded channel counts (each kernel reads its own channel blocks of it)
+    staged_x = {}
+
+    def padded_x(block):
+        need = cdiv(C, block) * block
+        if staged_x.get("c_pad", 0) < need:
+            staged_x["c_pad"] = need
+            staged_x["xp"] = hc.padded_channels_last(x_in, padding, need)
+        return staged_x["xp"]
+
     scale = x
     dk = None
     if need_guide_side or needs.kernel:
@@ -1156,7 +1176,7 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
             # the padded path: x from its zero-padded channels-last staging copy, no masks
             pk = configs.dw_bwd_padded_default(C, f64, rt, x.dtype == torch.float32)["dk"]
             c_pad = cdiv(C, pk["BLOCK_C"]) * pk["BLOCK_C"]
-            xp = hc.padded_channels_last(x_in, padding, c_pad)
+            xp = padded_x(max(pk["BLOCK_C"], _dw_weight_block(C, KK, B, Ho, Wo, f64, vec, wt_pc, needs.weight, rt)))
             hc.checked(pac_dw_dk_kernel)[(cdiv(Ho * Wo, pk["BLOCK_P"]), B, 1)](
                 **gy_args, x_ptr=xp, wt_ptr=_padded_taps(wt, wt_pc, C, c_pad), dk_ptr=dk, C=C, H=H, W=W, Ho=Ho,
                 Wo=Wo, **hc.strides("sx", xp), **common, TRANSPOSED=False, HAS_WTAP=wtap is not None,
@@ -1229,7 +1249,7 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
             # a program per (split, tap, channel block), per-channel partials [splits, taps, C]
             # for the shared filter too (its channel sum on the host, in a fixed order)
             bc_w = wcfg["BLOCK_C"]
-            xp = hc.padded_channels_last(x_in, padding, cdiv(C, bc_w) * bc_w)
+            xp = padded_x(bc_w)
             part = hc.empty((ns, KK, C), kdt, dev)
             gy_pairs = (gy.dtype == torch.bfloat16 and kdt == torch.float32 and bc_w >= 2 and gy.stride(1) == 1
                         and C % 2 == 0 and all(st % 2 == 0 for st in (gy.stride(0), gy.stride(2), gy.stride(3)))

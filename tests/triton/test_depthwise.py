@@ -740,3 +740,24 @@ def test_padded_backward_off_without_channels_last_copies(bwd_launches, monkeypa
         monkeypatch.setenv("PAC_TRITON_CHANNELS_LAST_COPIES", "1")
         dw_run(convt_case("t", C=6, O=6, D=3, H=3, W=3).values[0], "cpu", backward=True)
     assert bwd_launches and not any(p for _, p in bwd_launches)
+
+
+def test_padded_backward_stages_x_once(monkeypatch):
+    """A depthwise conv's backward with dK (guide gradient) and dW on their padded paths stages
+    x once (zero-padded channels-last, with the larger of their padded channel counts) and
+    dL/dy once for dx: three staging copies of activation size would be two too many."""
+    import pac_triton
+    from pac_triton.triton import configs, depthwise
+    staged = []
+    orig = depthwise.hc.padded_channels_last
+    monkeypatch.setattr(depthwise.hc, "padded_channels_last",
+                        lambda t, p, c: staged.append((tuple(t.shape), tuple(p), c)) or orig(t, p, c))
+    x = torch.randn(1, 6, 5, 5, requires_grad=True)
+    g = torch.randn(1, 2, 5, 5, requires_grad=True)
+    w = torch.randn(6, 1, 3, 3, requires_grad=True)
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=4, BLOCK_D=2):
+        y = pac_triton.pac_conv2d(x, g, w, None, padding=1, groups=6, backend="triton")
+        staged.clear()  # the forward's own copy
+        y.sum().backward()
+    shapes = [s for s, _, _ in staged]
+    assert shapes.count((1, 6, 5, 5)) == 2, staged  # x once (dK and dW), dL/dy once (dx)
