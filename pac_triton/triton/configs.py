@@ -232,9 +232,13 @@ def tile_w(Wo: int, block_p: int, rt: Runtime | None = None) -> int:
     row), at most the image width rounded up and at most BLOCK_P. A forced ``TILE_W`` must
     divide BLOCK_P (the tile is ``BLOCK_P // TILE_W`` rows of it): else a ValueError naming
     both (a larger one made tiles of zero rows)."""
-    forced = _rt(rt).forced
-    tw = _get("TILE_W", min(block_p, clamp(np2(Wo), 1, 32)), forced)
-    if forced is not None and "TILE_W" in forced and block_p % tw:
+    return _checked_tile_w(_get("TILE_W", min(block_p, clamp(np2(Wo), 1, 32)), _rt(rt).forced), block_p)
+
+
+def _checked_tile_w(tw: int, block_p: int) -> int:
+    """``tw``, or a ValueError naming the forced values when it does not divide ``block_p``
+    (a default always does)."""
+    if block_p % tw:
         raise ValueError(f"{FORCE_ENV}: TILE_W={tw} must divide the pixel tile BLOCK_P={block_p} (the tile is "
                          f"BLOCK_P // TILE_W rows of TILE_W pixels)")
     return tw
@@ -400,6 +404,17 @@ def conv_dw_splits(total_tiles: int, n_prog: int, O: int, C: int, npix: int) -> 
 DW_PADDED_BLOCKS = {128: (4.97, 64, 8), 64: (5.53, 64, 4), 32: (6.78, 128, 4), 16: (10.56, 64, 2)}
 
 
+def _cheapest_block(table, C):
+    """``(BLOCK_C, BLOCK_P, num_warps)``: the channel block of ``table`` (block -> (instructions
+    per element-tap or pixel-tap, BLOCK_P, warps)) with the least instructions per useful
+    channel once C is padded to a multiple of it (at most np2(C), ties to the larger), clamped
+    to np2(C) below 16 channels."""
+    fits = [b for b in table if b <= max(16, np2(C))]
+    bc = min(fits, key=lambda b: (table[b][0] * cdiv(C, b) * b / max(C, 1), -b))
+    _, bp, nw = table[bc]
+    return min(bc, np2(C)), bp, nw
+
+
 def dw_padded_default(C: int, f64: bool = False, rt: Runtime | None = None) -> dict:
     """Default config of the padded depthwise forward (every launch of it: its channel block
     fixes the staging copy's padded channel count ``C_pad = cdiv(C, BLOCK_C) * BLOCK_C``, so it
@@ -417,10 +432,7 @@ def _dw_padded_default(C, f64, forced_key):
     if f64:
         bc, bp, nw = clamp(np2(C), 1, 16), 32, 4
     else:
-        fits = [b for b in DW_PADDED_BLOCKS if b <= max(16, np2(C))]
-        bc = min(fits, key=lambda b: (DW_PADDED_BLOCKS[b][0] * cdiv(C, b) * b / max(C, 1), -b))
-        _, bp, nw = DW_PADDED_BLOCKS[bc]
-        bc = min(bc, np2(C))
+        bc, bp, nw = _cheapest_block(DW_PADDED_BLOCKS, C)
     cfg = dict(BLOCK_P=bp, BLOCK_C=bc, num_warps=nw, num_stages=1)
     cfg["BLOCK_P"] = _get("BLOCK_P", cfg["BLOCK_P"], forced)
     cfg["BLOCK_C"] = _get("DW_BLOCK_C", cfg["BLOCK_C"], forced)
@@ -464,10 +476,7 @@ def _dw_bwd_padded_default(C, f64, f32, forced_key):
             nw = 2 * nw if f32 else nw
             bc = min(bc, np2(C))
         else:
-            fits = [b for b in table if b <= max(16, np2(C))]
-            bc = min(fits, key=lambda b: (table[b][0] * cdiv(C, b) * b / max(C, 1), -b))
-            _, bp, nw = table[bc]
-            bc = min(bc, np2(C))
+            bc, bp, nw = _cheapest_block(table, C)
         cfg = dict(BLOCK_P=bp, BLOCK_C=bc, num_warps=nw, num_stages=1)
         cfg["BLOCK_P"] = _get("BLOCK_P", cfg["BLOCK_P"], forced)
         cfg["BLOCK_C"] = _get("DW_BLOCK_C", cfg["BLOCK_C"], forced)
@@ -528,19 +537,14 @@ def _shared_dw_default(C, KK, B, Ho, Wo, f64, vec, per_channel, padded, forced_k
             bc, bp, nw = clamp(np2(C), 2, 16), 32, 4
         else:
             # the least instructions per useful channel (a ragged last block computes zeros)
-            fits = [b for b in SHARED_DW_PADDED_BLOCKS if b <= max(16, np2(C))]
-            bc = min(fits, key=lambda b: (SHARED_DW_PADDED_BLOCKS[b][0] * cdiv(C, b) * b / max(C, 1), -b))
-            _, bp, nw = SHARED_DW_PADDED_BLOCKS[bc]
+            bc, bp, nw = _cheapest_block(SHARED_DW_PADDED_BLOCKS, C)
         cfg = dict(BLOCK_P=_get("BLOCK_P", bp, forced), BLOCK_C=max(2, _get("DW_BLOCK_C", bc, forced)),
                    num_warps=nw, num_stages=1)
         bp = cfg["BLOCK_P"]
         tws = [tw for tw in (1, 2, 4, 8, 16, 32) if tw <= bp]
         # ties: 8 wide (the cheapest loop of the table's tiles), then wider
         tw = min(tws, key=lambda tw: (cdiv(Ho, bp // tw) * (bp // tw) * cdiv(Wo, tw) * tw, tw != 8, -tw))
-        cfg["TILE_W"] = _get("TILE_W", tw, forced)
-        if bp % cfg["TILE_W"]:
-            raise ValueError(f"{FORCE_ENV}: TILE_W={cfg['TILE_W']} must divide the pixel tile BLOCK_P={bp} (the tile "
-                             f"is BLOCK_P // TILE_W rows of TILE_W pixels)")
+        cfg["TILE_W"] = _checked_tile_w(_get("TILE_W", tw, forced), bp)
         units = B * cdiv(Ho, bp // cfg["TILE_W"])  # tile rows
         n_cb = cdiv(C, cfg["BLOCK_C"])
     else:

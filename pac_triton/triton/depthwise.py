@@ -106,6 +106,34 @@ def _dw_taps(x_b, wt_ptr, g_b, f0_b, m_b, k_b, f0t, alpha, lam, u, v, pmask, ph,
 
 
 @triton.jit
+def _bf16_pairs(words, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """``[BLOCK_P, BLOCK_C // 2]`` int32 words of two bf16 channels each (the lower channel in
+    the low half) as ``[BLOCK_P, BLOCK_C]`` float32 in channel order: bf16 is the top half of a
+    float32, so each half widens by one shift or one mask (``.to(float32)`` of a bf16 half
+    compiled to a PRMT and a shift)."""
+    lo = (words << 16).to(tl.float32, bitcast=True)
+    hi = (words & -65536).to(tl.float32, bitcast=True)
+    return tl.reshape(tl.join(lo, hi), [BLOCK_P, BLOCK_C])
+
+
+@triton.jit
+def _times_tap_weight(kc, wt_ptr, t, cc, C_PAD, HAS_WTAP: tl.constexpr, WT_PER_CHANNEL: tl.constexpr,
+                      IDX64: tl.constexpr, KDT: tl.constexpr):
+    """``kc`` ``[BLOCK_P, 1]`` (K of tap t) times the tap's weight (HAS_WTAP): per channel, row t
+    of the padded ``[kh*kw, C_PAD]`` tap weights at the channels ``cc`` (``[BLOCK_P, BLOCK_C]``),
+    else the shared filter's scalar; ``kc`` unchanged without weights (pooling)."""
+    if HAS_WTAP:
+        if WT_PER_CHANNEL:
+            row = C_PAD * t
+            if IDX64:
+                row = C_PAD.to(tl.int64) * t
+            kc = kc * tl.load(wt_ptr + row + cc).to(KDT)[None, :]
+        else:
+            kc = kc * tl.load(wt_ptr + t).to(KDT)
+    return kc
+
+
+@triton.jit
 def _dw_padded_taps(x_b, wt_ptr, g_b, m_b, f0t, alpha, lam, u, v, cc, C, H, W, Ho, Wo, D,
                     sxh, sxw, sgd, sgh, sgw, smh, smw,
                     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
@@ -175,21 +203,9 @@ def _dw_padded_taps(x_b, wt_ptr, g_b, m_b, f0t, alpha, lam, u, v, cc, C, H, W, H
                 kt = tl.where(xin, kt, 0.0)  # exactly 0 at taps outside the input
                 if NORMALIZE:
                     nsum += kt
-            kc = kt[:, None]
-            if HAS_WTAP:
-                t = i * KW + j
-                if WT_PER_CHANNEL:
-                    if IDX64:
-                        t = t.to(tl.int64)
-                    kc = kc * tl.load(wt_ptr + t * C_PAD + cc).to(KDT)[None, :]
-                else:
-                    kc = kc * tl.load(wt_ptr + t).to(KDT)
+            kc = _times_tap_weight(kt[:, None], wt_ptr, i * KW + j, cc, C_PAD, HAS_WTAP, WT_PER_CHANNEL, IDX64, KDT)
             if BF16_PAIRS:
-                # two bf16 channels per 32-bit word: each half to fp32 is one shift / mask
-                xi = tl.load(x_i + j * DW * (sxw // 2), cache_modifier=".ca")
-                lo = (xi << 16).to(tl.float32, bitcast=True)
-                hi = (xi & -65536).to(tl.float32, bitcast=True)
-                xt = tl.reshape(tl.join(lo, hi), [BLOCK_P, BLOCK_C])
+                xt = _bf16_pairs(tl.load(x_i + j * DW * (sxw // 2), cache_modifier=".ca"), BLOCK_P, BLOCK_C)
             else:
                 xt = tl.load(x_i + j * DW * sxw, cache_modifier=".ca").to(KDT)
             acc += kc * xt
@@ -370,10 +386,7 @@ def _dw_dk_padded(gy_b, x_b, wt_ptr, dk_b, u, v, pmask, C, Ho, Wo, sgyc, sgyh, s
                 if IDX64:
                     t = t.to(tl.int64)
                 if BF16_PAIRS:
-                    xi = tl.load(x_i + j * DW * (sxw // 2), cache_modifier=".ca")
-                    lo = (xi << 16).to(tl.float32, bitcast=True)
-                    hi = (xi & -65536).to(tl.float32, bitcast=True)
-                    xt = tl.reshape(tl.join(lo, hi), [BLOCK_P, BLOCK_C])
+                    xt = _bf16_pairs(tl.load(x_i + j * DW * (sxw // 2), cache_modifier=".ca"), BLOCK_P, BLOCK_C)
                 else:
                     xt = tl.load(x_i + j * DW * sxw, cache_modifier=".ca").to(KDT)
                 if HAS_WTAP and WT_PER_CHANNEL:
@@ -678,20 +691,9 @@ def _dw_dx_padded_taps(gy_b, wt_ptr, g_b, f0_b, m_b, sc_b, alpha, lam, u, v, cc,
                 kt = tl.where(pin & (mq != 0), kt, 0.0)  # exactly 0 at masked taps
             else:
                 kt = tl.where(pin, kt, 0.0)  # exactly 0 where P is outside the output
-            kc = kt[:, None]
-            if HAS_WTAP:
-                t = i * KW + j
-                if WT_PER_CHANNEL:
-                    if IDX64:
-                        t = t.to(tl.int64)
-                    kc = kc * tl.load(wt_ptr + t * C_PAD + cc).to(KDT)[None, :]
-                else:
-                    kc = kc * tl.load(wt_ptr + t).to(KDT)
+            kc = _times_tap_weight(kt[:, None], wt_ptr, i * KW + j, cc, C_PAD, HAS_WTAP, WT_PER_CHANNEL, IDX64, KDT)
             if BF16_PAIRS:
-                gi = tl.load(gy_i - j * DW * (sgyw // 2), cache_modifier=".ca")
-                lo = (gi << 16).to(tl.float32, bitcast=True)
-                hi = (gi & -65536).to(tl.float32, bitcast=True)
-                gt = tl.reshape(tl.join(lo, hi), [BLOCK_P, BLOCK_C])
+                gt = _bf16_pairs(tl.load(gy_i - j * DW * (sgyw // 2), cache_modifier=".ca"), BLOCK_P, BLOCK_C)
             else:
                 gt = tl.load(gy_i - j * DW * sgyw, cache_modifier=".ca").to(KDT)
             acc += kc * gt

@@ -558,15 +558,15 @@ def dw_launches(monkeypatch):
 # directions, taps entirely in the padding, a centre outside the image (p > k // 2), stride,
 # dilation, masks, normalisation, smoothing, every dtype
 DW_PADDED_BWD_CASES = [
-    (conv_case("dwpw-conv-C16-k3-gauss-bf16-pairs", C=16, O=16, D=3, H=6, W=7, dtype=BF16),
+    (conv_case("dwpw-conv-C16-k3-gauss-bf16-pairs", C=16, O=16, D=3, H=4, W=5, dtype=BF16),
      dict(BLOCK_P=16, DW_BLOCK_C=4, TILE_W=4), True),
-    (conv_case("dwpw-conv-k5x3-s2x1-p2x0-d1x2-inv-norm-mask-bf16", C=10, O=10, D=4, H=9, W=7, k=(5, 3), s=(2, 1),
+    (conv_case("dwpw-conv-k5x3-s2x1-p2x0-d1x2-inv-norm-mask-bf16", C=10, O=10, D=4, H=7, W=5, k=(5, 3), s=(2, 1),
                p=(2, 0), d=(1, 2), kt="inv_1_-2", norm=True, mask=True, dtype=BF16),
      dict(BLOCK_P=16, DW_BLOCK_C=4, TILE_W=8), False),
     (conv_case("dwpw-conv-k3-p3-invasym-mask-smooth3-f16-cl", C=5, O=5, D=2, H=4, W=6, p=(3, 3),
                kt="inv_1_-2_asym", mask=True, smooth=(3, 3), dtype=F16, cl=True),
      dict(BLOCK_P=8, DW_BLOCK_C=2, TILE_W=2), False),
-    (conv_case("dwpw-conv-k3-s2-d2-p2-inv-f32", B=2, C=6, O=6, D=3, H=7, W=9, s=(2, 2), d=(2, 2), p=(2, 2),
+    (conv_case("dwpw-conv-k3-s2-d2-p2-inv-f32", B=2, C=6, O=6, D=3, H=6, W=7, s=(2, 2), d=(2, 2), p=(2, 2),
                kt="inv_1_-2", cl=True), dict(BLOCK_P=8, DW_BLOCK_C=4, TILE_W=4), False),
     (conv_case("dwpw-conv-k1-p0-gauss-bf16", C=4, O=4, D=2, H=3, W=5, k=(1, 1), p=(0, 0), dtype=BF16),
      dict(BLOCK_P=4, DW_BLOCK_C=2, TILE_W=4), False),
@@ -582,7 +582,7 @@ def test_depthwise_padded_weight_grad(c, blocks, pairs, device, dw_launches):
     (inputs in NaN guard bands): every option the path takes; which path ran."""
     from pac_triton.triton import configs
     with configs.force_blocks(**blocks):
-        dw_run(c, device_or_skip(device), backward=True, grads=["weight", "input"])
+        dw_run(c, device_or_skip(device), backward=True, grads=["weight"])
     assert [(p, g) for p, g, _ in dw_launches] == [(True, pairs)]
 
 
@@ -617,7 +617,7 @@ def test_padded_weight_grad_off(dw_launches, monkeypatch):
     assert [p for p, _, _ in dw_launches] == [False, False]
 
 
-@pytest.mark.parametrize("dtype", [BF16, F32], ids=["bf16-pairs", "f32"])
+@pytest.mark.parametrize("dtype", [BF16], ids=["bf16-pairs"])
 def test_padded_weight_grad_nonfinite(dtype, dw_launches):
     """Inf in x and in dL/dy at the image's last row and column, which ragged tiles' clamped
     pixels and clamped taps read: the weight gradient is Inf, NaN and finite exactly where the
@@ -683,16 +683,15 @@ def bwd_launches(monkeypatch):
 
 # (case, forced channel block, padded dx expected): stride 2 keeps dx on the general path
 PADDED_BWD_CASES = [
-    (conv_case("dwpb-conv-k3-gauss-f32", C=6, O=6, D=3, H=5, W=7), 4, True),
-    (conv_case("dwpb-conv-k5x3-p2x1-d1x2-inv-norm-mask-bf16-pairs", C=10, O=10, D=4, H=6, W=7, k=(5, 3),
+    (conv_case("dwpb-conv-k5x3-p2x1-d1x2-inv-norm-mask-bf16-pairs", C=10, O=10, D=4, H=5, W=5, k=(5, 3),
                p=(2, 1), d=(1, 2), kt="inv_1_-2", norm=True, mask=True, dtype=BF16), 8, True),
     (conv_case("dwpb-conv-k3-p3-invasym-mask-smooth3-f16-cl", C=5, O=5, D=2, H=4, W=6, p=(3, 3),
                kt="inv_1_-2_asym", mask=True, smooth=(3, 3), dtype=F16, cl=True), 4, True),
-    (conv_case("dwpb-conv-k7-p3-gauss-norm-nobias-bf16-cl", C=12, O=12, D=16, H=6, W=5, k=(7, 7), p=(3, 3),
+    (conv_case("dwpb-conv-k7-p3-gauss-norm-nobias-bf16-cl", C=12, O=12, D=16, H=4, W=4, k=(7, 7), p=(3, 3),
                norm=True, bias=False, dtype=BF16, cl=True), 8, True),
     (conv_case("dwpb-conv-k3-p0-invasym-norm-f64", C=3, O=3, D=1, H=5, W=6, p=(0, 0), kt="inv_1_-2_asym",
                norm=True, dtype=F64), 2, True),
-    (conv_case("dwpb-conv-s2x1-p2x0-mask-bf16", C=10, O=10, D=3, H=7, W=6, s=(2, 1), p=(2, 0), mask=True,
+    (conv_case("dwpb-conv-s2x1-p2x0-mask-bf16", C=10, O=10, D=3, H=5, W=5, s=(2, 1), p=(2, 0), mask=True,
                dtype=BF16), 8, False),
     # nothing to pad in either staging copy (1x1, padding 0, C a multiple of the block), NCHW input
     (conv_case("dwpb-conv-k1-p0-C8-nothing-to-pad-bf16", C=8, O=8, D=2, H=4, W=5, k=(1, 1), p=(0, 0),
