@@ -522,8 +522,8 @@ def shared_dw_default(C: int, KK: int, B: int, Ho: int, Wo: int, f64: bool = Fal
     ``_shared_dw_padded``): the channel block of ``SHARED_DW_PADDED_BLOCKS`` with the least
     instructions per useful channel (at most np2(C)) with its pixels and warps (float64: 16
     channels x 32 pixels), a program per channel block for the shared filter too, ``TILE_W`` the
-    power of two that wastes the fewest pixels of ``Ho x Wo`` (ties: 8), splits over tile rows. ``PAC_TRITON_FORCE``'s ``BLOCK_P`` / ``DW_BLOCK_C`` /
-    ``TILE_W`` / ``num_warps`` replace them."""
+    power of two that wastes the fewest pixels of ``Ho x Wo`` (ties: 8), splits over tile rows.
+    ``PAC_TRITON_FORCE``'s ``BLOCK_P`` / ``DW_BLOCK_C`` / ``TILE_W`` / ``num_warps`` replace them."""
     rt = _rt(rt)
     return dict(_shared_dw_default(int(C), int(KK), int(B), int(Ho), int(Wo), bool(f64), bool(vec),
                                    bool(per_channel), bool(padded), rt.forced_key))

@@ -12,7 +12,7 @@ import torch
 from test_conv import conv_case, conv_static, conv_tensors, convt_case, given_kernel_tensors
 from pac_testing import assert_close_rel
 from triton_helpers import (DEVICES, GRADS, ORDER, PT, case, convt_out_hw, device_or_skip, guarded, inv_params,
-                            make_mask, reference_forbidden, run_backward, run_forward)
+                            make_mask, reference_forbidden, run_backward, run_forward, spy_launches)
 
 pytest.importorskip("pac_triton.triton")
 
@@ -403,20 +403,8 @@ def test_groups_route_to_family(groups, family, transposed):
 def launches(monkeypatch):
     """The ``PADDED`` flag of every depthwise-family forward launch, in order."""
     from pac_triton.triton import depthwise
-    seen = []
-    orig = depthwise.hc.checked
-
-    class Spy(orig):
-        def __getitem__(self, grid):
-            launch = super().__getitem__(grid)
-
-            def run(*a, **k):
-                if depthwise.pac_dw_kernel in (self.kernel, getattr(self.kernel, "fn", None)):
-                    seen.append(bool(k.get("PADDED", False)))
-                return launch(*a, **k)
-            return run
-    monkeypatch.setattr(depthwise.hc, "checked", Spy)
-    return seen
+    return spy_launches(monkeypatch, lambda fn, k: bool(k.get("PADDED", False))
+                        if fn is depthwise.pac_dw_kernel else None)
 
 
 # (case, forced depthwise channel block): C_pad > C where C is no multiple of the block
@@ -538,20 +526,8 @@ def test_forced_tile_width_must_divide_the_tile():
 def dw_launches(monkeypatch):
     """``(PADDED, GY_PAIRS, NSPLIT)`` of every depthwise weight-gradient launch, in order."""
     from pac_triton.triton import depthwise
-    seen = []
-    orig = depthwise.hc.checked
-
-    class Spy(orig):
-        def __getitem__(self, grid):
-            launch = super().__getitem__(grid)
-
-            def run(*a, **k):
-                if depthwise.pac_shared_dw_kernel in (self.kernel, getattr(self.kernel, "fn", None)):
-                    seen.append((bool(k.get("PADDED", False)), bool(k.get("GY_PAIRS", False)), k["NSPLIT"]))
-                return launch(*a, **k)
-            return run
-    monkeypatch.setattr(depthwise.hc, "checked", Spy)
-    return seen
+    return spy_launches(monkeypatch, lambda fn, k: (bool(k.get("PADDED", False)), bool(k.get("GY_PAIRS", False)),
+                                                    k["NSPLIT"]) if fn is depthwise.pac_shared_dw_kernel else None)
 
 
 # (case, forced blocks, GY_PAIRS expected): ragged channel blocks (C_pad > C), ragged tiles in both
@@ -576,7 +552,8 @@ DW_PADDED_BWD_CASES = [
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("c,blocks,pairs", [pytest.param(c.values[0], b, p, id=c.id) for c, b, p in DW_PADDED_BWD_CASES])
+@pytest.mark.parametrize("c,blocks,pairs",
+                         [pytest.param(c.values[0], b, p, id=c.id) for c, b, p in DW_PADDED_BWD_CASES])
 def test_depthwise_padded_weight_grad(c, blocks, pairs, device, dw_launches):
     """The padded weight gradient (per-channel filters) against the float64 grouped reference
     (inputs in NaN guard bands): every option the path takes; which path ran."""
@@ -663,22 +640,8 @@ def test_padded_weight_grad_nonfinite(dtype, dw_launches):
 def bwd_launches(monkeypatch):
     """``(kernel name, PADDED)`` of every depthwise dK / dx launch, in order."""
     from pac_triton.triton import depthwise
-    seen = []
-    orig = depthwise.hc.checked
     names = {depthwise.pac_dw_dk_kernel: "dk", depthwise.pac_dw_dx_kernel: "dx"}
-
-    class Spy(orig):
-        def __getitem__(self, grid):
-            launch = super().__getitem__(grid)
-
-            def run(*a, **k):
-                fn = names.get(self.kernel) or names.get(getattr(self.kernel, "fn", None))
-                if fn:
-                    seen.append((fn, bool(k.get("PADDED", False))))
-                return launch(*a, **k)
-            return run
-    monkeypatch.setattr(depthwise.hc, "checked", Spy)
-    return seen
+    return spy_launches(monkeypatch, lambda fn, k: (names[fn], bool(k.get("PADDED", False))) if fn in names else None)
 
 
 # (case, forced channel block, padded dx expected): stride 2 keeps dx on the general path

@@ -232,3 +232,26 @@ class Tracker(TorchDispatchMode):
             if isinstance(t, torch.Tensor):
                 self.max_numel = max(self.max_numel, t.numel())
         return out
+
+
+def spy_launches(monkeypatch, record):
+    """Record the Triton launches of the depthwise family: ``record(kernel, kwargs)`` is called at
+    each launch through ``host_common.checked`` (``kernel``: the ``@triton.jit`` function, also
+    behind an autotuner) and what it returns, unless None, is appended to the returned list."""
+    from pac_triton.triton import depthwise
+    seen = []
+    orig = depthwise.hc.checked
+
+    class Spy(orig):
+        def __getitem__(self, grid):
+            launch = super().__getitem__(grid)
+
+            def run(*a, **k):
+                kernel = self.kernel.fn if hasattr(self.kernel, "configs") else self.kernel  # an autotuner's
+                item = record(kernel, k)
+                if item is not None:
+                    seen.append(item)
+                return launch(*a, **k)
+            return run
+    monkeypatch.setattr(depthwise.hc, "checked", Spy)
+    return seen
