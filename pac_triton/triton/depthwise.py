@@ -1065,8 +1065,8 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
             x = x_in  # nothing to pad and already channels-last with even strides: read in place
         else:
             x = hc.padded_channels_last(x_in, padding, c_pad)
-        if wt is not None and wt_pc and c_pad != C:
-            wt = torch.nn.functional.pad(wt, (0, c_pad - C))
+        if wt is not None:
+            wt = _padded_taps(wt, wt_pc, C, c_pad)
     if wt is None:
         wt = x  # no weight (pooling): a placeholder pointer
     args = dict(x_ptr=x, wt_ptr=wt, bias_ptr=bias.contiguous() if bias is not None else x, y_ptr=y, om_ptr=om,
