@@ -8,8 +8,9 @@ them: one dev tool (not part of the installed package), two commands.
 ``aot``: every kernel variant x dtype x arch, compiled to PTX and a cubin with the ptxas shipped
 in the triton wheel; registers and spill bytes read with ``cuobjdump --dump-resource-usage``.
 Prints one JSON object per line: ``{"name", "arch", "dtype", "regs", "stack", "local",
-"atomics", "ok", ...}`` (tests/triton/test_aot.py fails on a compile error, a spill in a
-default config, or an atomic in a weight-gradient kernel).
+"atomics", "wgmma_serialized", "ok", ...}`` (tests/triton/test_aot.py fails on a compile error,
+a spill in a default config, an atomic in a weight-gradient kernel, or a kernel whose sm_90
+tensor-core ops ptxas serialized).
 
 ``sass``: the GPU-free speed proxy. For each hot kernel, compiled with its default launch config
 for C = O = 64, D = 16, a Gaussian kernel without normalisation or mask and 16-byte aligned
@@ -92,6 +93,24 @@ def compile_one(fn, ptr_types, constexprs, arch, num_warps=4, num_stages=2, int6
     ck = triton.compile(src, target=GPUTarget("cuda", arch, 32),
                         options=dict(num_warps=num_warps, num_stages=num_stages))
     return ck
+
+
+def wgmma_serialized(ptx: str, arch: int):
+    """ptxas's note that it serialized the kernel's ``wgmma`` (C7515: each HGMMA then waits for
+    the previous one, e.g. when a loop that may run zero times defines the accumulator with plain
+    moves), or None. Runs the wheel's ptxas once more with ``-v`` (Triton discards its log);
+    only sm_90 has wgmma."""
+    if arch != 90 or "wgmma.mma_async" not in ptx:
+        return None
+    from triton.backends.nvidia.compiler import get_ptxas
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "k.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        log = subprocess.run([get_ptxas(arch).path, "-v", f"--gpu-name=sm_{arch}a", src, "-o",
+                              os.path.join(d, "k.cubin")], capture_output=True, text=True).stderr
+    notes = [ln.split("info    : ", 1)[-1] for ln in log.splitlines() if "wgmma" in ln and "serialized" in ln]
+    return "; ".join(notes) or None
 
 
 def resource_usage(cubin: bytes):
@@ -313,15 +332,17 @@ def bwd_variants(dt):
     wp = P(("gy_ptr", "x_ptr", "g_ptr", "f0_ptr", "m_ptr", "k_ptr"), ("part_ptr", "sc_ptr", "alpha_ptr", "lam_ptr"))
     for tr in (False, True):
         yield (f"bwd_conv{'T' if tr else ''}_dw", conv.pac_conv_dw_kernel, wp,
-               {**_geom(tr), "TRANSPOSED": tr, **base, **kopt, **gemm, **cblk, "D_SINGLE": True, "BLOCK_D": 16}, cl)
+               {**_geom(tr), "TRANSPOSED": tr, **base, **kopt, **gemm, **cblk, "D_SINGLE": True, "BLOCK_D": 16,
+                "PADDED": False}, cl)
     yield ("bwd_conv_dw_grouped", conv.pac_conv_dw_kernel, wp,
            {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, **cblk, "D_SINGLE": True, "BLOCK_D": 16,
-            "GROUPED": True}, cl)
+            "GROUPED": True, "PADDED": False}, cl)
     yield ("bwd_conv_dw_loadK", conv.pac_conv_dw_kernel, wp,
            {**_geom(), "TRANSPOSED": False, **base, **kopt, "K_MODE": K_LOAD, "NORMALIZE": False,
-            "HAS_MASK": False, **gemm, **cblk, "D_SINGLE": True, "BLOCK_D": 1}, cl)
+            "HAS_MASK": False, **gemm, **cblk, "D_SINGLE": True, "BLOCK_D": 1, "PADDED": False}, cl)
     yield ("bwd_conv_dw_dblocks", conv.pac_conv_dw_kernel, wp,
-           {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, **cblk, "D_SINGLE": False, "BLOCK_D": 16}, cl)
+           {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, **cblk, "D_SINGLE": False, "BLOCK_D": 16,
+            "PADDED": False}, cl)
     if not f64:
         # the vectorised-gather tiles (x and gy channels-last, C and O multiples of 16),
         # compiled with that specialisation
@@ -342,9 +363,13 @@ def bwd_variants(dt):
         xvc["_div16"] = tuple(n for n in conv.pac_conv_dxdk_kernel.arg_names if n not in xvc and not n.endswith("_ptr"))
         yield ("bwd_conv_dxdk_vec", conv.pac_conv_dxdk_kernel, kp, xvc,
                dict(num_warps=xv["num_warps"], num_stages=xv["num_stages"]))
-        dwv = {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, **cblk, "D_SINGLE": True, "BLOCK_D": 16}
+        dwv = {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, **cblk, "D_SINGLE": True, "BLOCK_D": 16,
+               "PADDED": False}
         yield ("bwd_conv_dw_vec", conv.pac_conv_dw_kernel, wp, vspec(conv.pac_conv_dw_kernel, dwv,
                                                                    ("sgyo", "sxc", "sgd", "sfd")), vl)
+        # the same from the zero-padded staging copy of x (non-transposed launches)
+        yield ("bwd_conv_dw_padded", conv.pac_conv_dw_kernel, wp,
+               vspec(conv.pac_conv_dw_kernel, {**dwv, "PADDED": True}, ("sgyo", "sxc", "sgd", "sfd")), vl)
     dkp = P(("gy_ptr", "x_ptr"), ("wt_ptr", "dk_ptr"))
     dkgen = dict(PADDED=False, C_BLOCKS=False)  # the general dK / dx (masked gathers)
     dxgen = dict(TILE_W=1, PADDED=False)
@@ -452,6 +477,7 @@ def bwd_variants(dt):
 
 # Weight-gradient kernels: their PTX must hold no atom./red. (deterministic split reduction).
 WEIGHT_GRAD = ("bwd_conv_dw", "bwd_convT_dw", "bwd_conv_dw_loadK", "bwd_conv_dw_dblocks", "bwd_conv_dw_vec",
+               "bwd_conv_dw_padded",
                "bwd_conv_dw_grouped", "bwd_shared_dw", "bwd_shared_dw_vec", "bwd_dwc_dw", "bwd_dwc_dw_vec",
                "bwd_dwc_dw_padded", "bwd_dwc_dw_padded_C96")
 # Backward kernels whose code depends on the data dtype (dots): compiled for every dtype.
@@ -500,6 +526,7 @@ def _work(job):
         ptx = ck.asm["ptx"]
         # atomics in the PTX (atom.* / red.*): the deterministic weight gradient has none
         rec["atomics"] = bool(re.search(r"^\s*(@!?%p\d+\s+)?(atom|red)\.", ptx, re.M))
+        rec["wgmma_serialized"] = wgmma_serialized(ptx, arch)
         rec["ok"] = True
     except Exception as e:  # noqa: BLE001
         rec.update(ok=False, error=f"{type(e).__name__}: {str(e)[:2000]}")
@@ -574,6 +601,8 @@ def specs(dtype: str):
             c["sdw"] = 1  # dx in the input's NCHW layout
             yield "backward dx + dK", fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"]
         elif name == "bwd_conv_dw_vec":
+            yield "backward dW general", fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"]
+        elif name == "bwd_conv_dw_padded":
             yield "backward dW", fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"]
         elif name == "bwd_guide_pass":
             c.update(sgd=1, sfd=1)

@@ -285,11 +285,14 @@ def gather_layout(t, rt: configs.Runtime | None = None):
     instructions per tap on sm_90. Costs one read and write of ``t`` per call; off with
     ``configs.settings.channels_last_copies = False`` / ``PAC_TRITON_CHANNELS_LAST_COPIES=0``
     (``rt``: the launch's runtime settings; read afresh when None)."""
+    return t.contiguous(memory_format=torch.channels_last) if copies_channels_last(t, rt) else t
+
+
+def copies_channels_last(t, rt: configs.Runtime | None = None) -> bool:
+    """Whether ``gather_layout(t, rt)`` copies ``t`` (else it returns ``t`` itself)."""
     if t is None or t.dim() != 4 or t.shape[1] % 16 != 0 or t.stride(1) == 1 or t.numel() == 0:
-        return t
-    if not (configs.settings.gather_channels_last() if rt is None else rt.channels_last):
-        return t
-    return t.contiguous(memory_format=torch.channels_last)
+        return False
+    return configs.settings.gather_channels_last() if rt is None else rt.channels_last
 
 
 def padded_channels_last(x, padding, c_pad):

@@ -175,6 +175,60 @@ def test_pac_conv2d_backward(c, device):
     run_backward("pac_conv2d", conv_tensors(c), conv_static(c), GRADS, c.dtype, device, c.cl)
 
 
+# The weight gradient of a conv whose x is NCHW with C a multiple of 16 (x would be copied
+# channels-last anyway) reads x from a zero-padded channels-last staging copy (PADDED: no
+# input-bounds masks); the dx / dK pass reads x[q] from that copy's interior
+DW_PADDED_CASES = [
+    conv_case("dwpad-C16-k3-gauss-norm-f32", C=16, O=16, D=3, H=5, W=7, norm=True),
+    conv_case("dwpad-C32-k5x3-s1x2-d2x1-p0x1-invasym-mask-f64", C=32, O=16, D=2, H=9, W=7, k=(5, 3), s=(1, 2),
+              p=(0, 1), d=(2, 1), kt="inv_1_-2_asym", mask=True, dtype=F64),
+    # groups of 8 input channels: the 16-channel block runs past a group's channels (into the
+    # next group's, and past C_all into the copy's zero channels for the last group)
+    conv_case("dwpad-C16-G2-k3-p2-d2-gauss-smooth3-f32", C=16, O=12, G=2, D=4, H=6, W=5, p=(2, 2), d=(2, 2),
+              smooth=(3, 3)),
+    conv_case("dwpad-C16-k3-p0-s2-inv-bf16", C=16, O=16, D=3, H=7, W=8, p=(0, 0), s=(2, 2), kt="inv_1_-2",
+              dtype=BF16),
+]
+
+
+@pytest.mark.parametrize("c", DW_PADDED_CASES)
+def test_weight_grad_padded_path(c, monkeypatch):
+    from triton_helpers import spy_launches
+    from pac_triton.triton import conv
+    seen = spy_launches(monkeypatch, lambda fn, k: bool(k["PADDED"]) if fn is conv.pac_conv_dw_kernel else None)
+    run_backward("pac_conv2d", conv_tensors(c), conv_static(c), GRADS, c.dtype, "cpu")
+    assert seen == [True], seen
+
+
+def test_weight_grad_padded_non_finite():
+    """Inf / NaN in x and dL/dy give the reference's gradients element for element on the padded
+    path (pixels past the output read no x: 0 * Inf would reach the sums), and the same as the
+    general path (staging copies off)."""
+    from triton_helpers import REF
+    torch.manual_seed(3)
+    x = torch.randn(2, 16, 5, 6, dtype=F64)
+    x[0, 3, 0, 0], x[1, 5, 4, 5], x[1, 0, 2, 2] = float("inf"), float("-inf"), float("nan")
+    g = torch.randn(2, 2, 5, 6, dtype=F64)
+    w = torch.randn(8, 16, 3, 3, dtype=F64)
+    gy = torch.randn(2, 8, 3, 3, dtype=F64)
+    gy[1, 2, 0, 1] = float("inf")
+    got = []
+    for be, copies in ((PT(), True), (PT(), False), (REF, True)):
+        from pac_triton.triton import configs
+        old = configs.settings.channels_last_copies
+        configs.settings.channels_last_copies = copies
+        try:
+            ww = w.clone().requires_grad_()
+            y, _ = be.pac_conv2d(x, g, ww, None, (2, 2), (1, 1), (1, 1), "gaussian", None, None, None, False, False,
+                                 None)
+            got.append(torch.autograd.grad(y, ww, gy)[0])
+        finally:
+            configs.settings.channels_last_copies = old
+    for a in got[:2]:
+        assert torch.equal(a.isnan(), got[2].isnan()) and torch.equal(a.isinf(), got[2].isinf())
+        torch.testing.assert_close(a, got[2], equal_nan=True)
+
+
 SUBSET_CASE = conv_case("subset", C=10, O=9, D=3, H=5, W=6, s=(2, 1), op=(1, 0), kt="inv_1_-2_asym", norm=True,
                         mask=True, smooth=(3, 3)).values[0]
 SUBSETS = [("guide",), ("input",), ("weight", "inv_lambda"), ("guide", "smooth_kernel"), ("input", "guide")]
@@ -310,6 +364,31 @@ def test_only_requested_gradients(monkeypatch):
     y.sum().backward()
     assert ran == ["pac_conv_dxdk_kernel"], ran
     assert x.grad is not None and w.grad is None
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["conv", "convT"])
+def test_empty_batch_backward(transposed):
+    """B = 0: an empty output and zero gradients, as the reference gives; no weight-gradient
+    program runs (its kernel assumes a pixel tile per split: the interpreter checks
+    ``tl.assume`` and failed here before the launcher skipped the empty launch)."""
+    from triton_helpers import REF
+    grads = []
+    for be in (PT(), REF):
+        x = torch.randn(0, 3, 5, 5, requires_grad=True)
+        g = torch.randn(0, 2, *((10, 10) if transposed else (5, 5)), requires_grad=True)
+        w = torch.randn(*((3, 4) if transposed else (4, 3)), 3, 3, requires_grad=True)
+        b = torch.randn(4, requires_grad=True)
+        if transposed:
+            y = be.pac_conv_transpose2d(x, g, w, b, (2, 2), (1, 1), (1, 1), (1, 1), "gaussian", None, None, None,
+                                        False, False, None)[0]
+        else:
+            y = be.pac_conv2d(x, g, w, b, (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, False, False, None)[0]
+        y.sum().backward()
+        grads.append((y.shape, x.grad, g.grad, w.grad, b.grad))
+    (ys, *got), (yrs, *want) = grads
+    assert ys == yrs and ys[0] == 0
+    for a, e in zip(got, want):
+        assert a.shape == e.shape and torch.equal(a, torch.zeros_like(a)), (a, e)
 
 
 def test_no_kernel_sized_buffer():

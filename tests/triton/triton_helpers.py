@@ -235,7 +235,7 @@ class Tracker(TorchDispatchMode):
 
 
 def spy_launches(monkeypatch, record):
-    """Record the Triton launches of the depthwise family: ``record(kernel, kwargs)`` is called at
+    """Record the Triton launches (any family): ``record(kernel, kwargs)`` is called at
     each launch through ``host_common.checked`` (``kernel``: the ``@triton.jit`` function, also
     behind an autotuner) and what it returns, unless None, is appended to the returned list."""
     from pac_triton.triton import depthwise
