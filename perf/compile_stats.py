@@ -145,7 +145,7 @@ def conv_variants(dt):
     ptrs = dict(x_ptr=dt, w_ptr=dt, bias_ptr=dt, y_ptr=dt, g_ptr=dt, f0_ptr=dt, m_ptr=dt, k_ptr=dt,
                 om_ptr=dt, alpha_ptr=kdt, lam_ptr=kdt)
     cfg = configs.conv_default(64, 64, f64)
-    common = dict(KDT=_TL[kdt], DOT_DT=dot_dt, PREC=prec, HAS_BIAS=True, IDX64=False, GROUPED=False,
+    common = dict(KDT=_TL[kdt], DOT_DT=dot_dt, PREC=prec, HAS_BIAS=True, IDX64=False, GROUPED=False, PADDED=False,
                   BLOCK_P=cfg["BLOCK_P"], BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"],
                   TILE_W=configs.tile_w(512, cfg["BLOCK_P"]), C_SINGLE=64 <= cfg["BLOCK_C"])
     full = dict(K_MODE=K_GUIDE, KTYPE=KT_INV_ASYM, F0_SMOOTH=False, NORMALIZE=True, HAS_MASK=True,
@@ -164,6 +164,13 @@ def conv_variants(dt):
         ccfg = configs.conv_default(256, 256, f64, vec=True)
         yield ("conv_guide_vec_c256", ptrs, {**vconst, "BLOCK_P": ccfg["BLOCK_P"], "BLOCK_O": ccfg["BLOCK_O"],
                                               "BLOCK_C": ccfg["BLOCK_C"], "C_SINGLE": False, "BLOCK_D": 64}, ccfg)
+        # the same from the zero-padded staging copy of an NCHW x (PADDED: no input-bounds masks)
+        yield ("conv_guide_padded", ptrs, {**vconst, "PADDED": True}, vcfg)
+        yield ("conv_guide_padded_c256", ptrs, {**vconst, "BLOCK_P": ccfg["BLOCK_P"], "BLOCK_O": ccfg["BLOCK_O"],
+                                                 "BLOCK_C": ccfg["BLOCK_C"], "C_SINGLE": False, "BLOCK_D": 64,
+                                                 "PADDED": True}, ccfg)
+        # grouped, padded (the x gather runs into the next group's channels, masked)
+        yield ("conv_guide_padded_grouped", ptrs, {**vconst, "PADDED": True, "GROUPED": True}, vcfg)
     yield ("conv_guide_dblocks_gauss", ptrs, {**_geom(), "TRANSPOSED": False, **common, **full,
                                                "KTYPE": KT_GAUSS, "D_SINGLE": False}, cfg)
     yield ("conv_loadK", ptrs, {**_geom(), "TRANSPOSED": False, **common, "K_MODE": K_LOAD, "KTYPE": KT_GAUSS,
@@ -346,7 +353,7 @@ def bwd_variants(dt):
     if not f64:
         # the vectorised-gather tiles (x and gy channels-last, C and O multiples of 16),
         # compiled with that specialisation
-        vcfg = configs.conv_dw_default(64, 64, f64, vec=True)
+        vcfg = configs.conv_dw_default(64, 64, f64, vec=True, fp32=dt == "fp32")
         vl = dict(num_warps=vcfg["num_warps"], num_stages=vcfg["num_stages"])
         vblk = dict(BLOCK_P=vcfg["BLOCK_P"], BLOCK_O=vcfg["BLOCK_O"], BLOCK_C=vcfg["BLOCK_C"])
 
@@ -481,10 +488,11 @@ WEIGHT_GRAD = ("bwd_conv_dw", "bwd_convT_dw", "bwd_conv_dw_loadK", "bwd_conv_dw_
                "bwd_conv_dw_grouped", "bwd_shared_dw", "bwd_shared_dw_vec", "bwd_dwc_dw", "bwd_dwc_dw_vec",
                "bwd_dwc_dw_padded", "bwd_dwc_dw_padded_C96")
 # Backward kernels whose code depends on the data dtype (dots): compiled for every dtype.
-BWD_CORE = ("bwd_conv_dxdk", "bwd_conv_dw", "bwd_dw_dx", "bwd_shared_dw", "bwd_dwc_dx", "bwd_dwc_dw", "bwd_dwc_dw_padded",
-            "bwd_guide_pass", "bwd_guide_gather", "bwd_dwc_dk_padded", "bwd_dwc_dx_padded")
+BWD_CORE = ("bwd_conv_dxdk", "bwd_conv_dw", "bwd_conv_dw_padded", "bwd_dw_dx", "bwd_shared_dw", "bwd_dwc_dx",
+            "bwd_dwc_dw", "bwd_dwc_dw_padded", "bwd_guide_pass", "bwd_guide_gather", "bwd_dwc_dk_padded",
+            "bwd_dwc_dx_padded")
 
-CORE = ("conv_guide", "conv_guide_vec", "convT_guide", "shared_conv", "dw_conv", "dw_conv_padded_C16",
+CORE = ("conv_guide", "conv_guide_vec", "conv_guide_padded", "convT_guide", "shared_conv", "dw_conv", "dw_conv_padded_C16",
         "dw_conv_padded_C32", "dw_conv_padded_C64", "dw_conv_padded_C96", "pool_padded", "packernel_cw") + BWD_CORE
 
 
@@ -581,10 +589,12 @@ def specs(dtype: str):
         return const
 
     for name, ptrs, const, cfg in conv_variants(dtype):
-        if name == "conv_guide_vec":
+        if name in ("conv_guide_vec", "conv_guide_padded"):
+            # the padded path is an NCHW x's (the perf harness's), the other a channels-last x's
             c = div16(conv.pac_conv_kernel, {**{k: v for k, v in const.items() if k != "_div16"}, **gauss,
                                           "HAS_BIAS": False, "syw": 1})
-            yield "forward conv", conv.pac_conv_kernel, ptrs, c, cfg, c["BLOCK_P"]
+            label = "forward conv" if name == "conv_guide_padded" else "forward conv general"
+            yield label, conv.pac_conv_kernel, ptrs, c, cfg, c["BLOCK_P"]
     for name, ptrs, const, cfg in dw_variants(dtype):
         if name in ("pool_padded", "dw_conv_padded_C64", "dw_conv_padded_C96"):
             c = div16(depthwise.pac_dw_kernel, {**{k: v for k, v in const.items() if k != "_div16"}, **gauss, "syw": 1})

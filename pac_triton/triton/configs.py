@@ -355,29 +355,31 @@ def _conv_dxdk_default(C, O, f64, vec, grouped, forced_key, interp):
     return _check_dot_dims(_launch_overrides(cfg, forced), "pac_conv_dxdk_kernel", interp)
 
 
-def conv_dw_default(C: int, O: int, f64: bool, vec: bool = False, rt: Runtime | None = None) -> dict:
+def conv_dw_default(C: int, O: int, f64: bool, vec: bool = False, rt: Runtime | None = None,
+                    fp32: bool = False) -> dict:
     """Tiles of the backward's weight-gradient pass (``pac_conv_dw_kernel``): an
     ``[O, C]`` block per program (all of O and C up to 64) and 128 output pixels per step of the
     reduction at 4 warps with vectorised gathers (``vec``: ~130 registers on sm_90, 22 warp
     instructions per pixel-tap against 28 at 64 pixels, whose per-tile address and tile-index
     work is paid twice as often; sm_80 needs 255 registers: no spill with triton 3.9, an 8-byte
-    stack with 3.6); otherwise
+    stack with 3.6); float32 (``fp32``: TF32 dots, twice the tile bytes) 64 pixels (128 spill
+    on sm_80); otherwise
     (per-element gathers, 64-bit addresses) 32 pixels per step at 4 warps (64 pixels spill on
     sm_80 with triton 3.6; 8 warps hit 3.6's 80-register cap there; ~140-230 registers).
     float64: 16 output channels per block (the K divisor's float64 division, a subroutine,
     makes 32 spill on sm_90)."""
     rt = _rt(rt)
-    return _conv_dw_default(int(C), int(O), bool(f64), bool(vec), rt.forced_key, rt.interpreting)
+    return _conv_dw_default(int(C), int(O), bool(f64), bool(vec), bool(fp32), rt.forced_key, rt.interpreting)
 
 
 @_memo
-def _conv_dw_default(C, O, f64, vec, forced_key, interp):
+def _conv_dw_default(C, O, f64, vec, fp32, forced_key, interp):
     forced = dict(forced_key) or None
     if f64:
         cfg = dict(BLOCK_P=32, BLOCK_O=16, BLOCK_C=16, num_warps=4, num_stages=1)
     else:
         bo, bc = clamp(np2(O), 16, 64), clamp(np2(C), 16, 64)
-        cfg = dict(BLOCK_P=128 if vec else 32, BLOCK_O=bo, BLOCK_C=bc, num_warps=4, num_stages=2)
+        cfg = dict(BLOCK_P=(64 if fp32 else 128) if vec else 32, BLOCK_O=bo, BLOCK_C=bc, num_warps=4, num_stages=2)
     for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C"):
         cfg[k] = _get(k, cfg[k], forced)
     return _check_dot_dims(_launch_overrides(cfg, forced), "pac_conv_dw_kernel", interp)

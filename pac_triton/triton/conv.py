@@ -73,7 +73,7 @@ def pac_conv_kernel(
     KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr,
     D_SINGLE: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr,
-    TILE_W: tl.constexpr, C_SINGLE: tl.constexpr, GROUPED: tl.constexpr,
+    TILE_W: tl.constexpr, C_SINGLE: tl.constexpr, GROUPED: tl.constexpr, PADDED: tl.constexpr = False,
 ):
     """y[b, o, u, v] = bias[o] + sum_t K_t(u, v) * sum_c W_t[c, o] * x[b, c, q_t(u, v)].
 
@@ -105,7 +105,11 @@ def pac_conv_kernel(
     ``(BLOCK_P // TILE_W) x TILE_W`` rectangles (``_pixels2d``). Per tap, K_t is computed once
     for the tile and scales the rows of the tap's product over all input channels
     (``_kdot_acc``). ``C_SINGLE``: all input channels fit one ``BLOCK_C`` block (no inner loop,
-    so the tap loop is the innermost loop)."""
+    so the tap loop is the innermost loop). ``PADDED`` (conv, not transposed): ``x_ptr`` is the
+    zero-padded channels-last staging copy ``[B, G*C, H + 2 PH, W + 2 PW]``
+    (``host_common.padded_channels_last``), input pixel (ih, iw) at (ih + PH, iw + PW), so the
+    input gathers need no bounds mask (pixels past the output read at the nearest output pixel;
+    their rows are not stored); K still decides which taps read an input pixel."""
     pid_p = tl.program_id(0)
     pid_o = tl.program_id(1)
     b = tl.program_id(2)
@@ -180,7 +184,13 @@ def pac_conv_kernel(
         jb = v * SW
         gbu = ib
         gbv = jb
-    xoff = offs_c[:, None] * sxc + (ib * sxh + jb * sxw)[None, :]
+    if PADDED:
+        # x from the zero-padded staging copy (input pixel (ih, iw) at (ih + PH, iw + PW)):
+        # pixels past the output read at the nearest output pixel (their rows are not stored)
+        xoff = offs_c[:, None] * sxc + ((tl.minimum(u, Ho - 1) * SH + PH) * sxh
+                                         + (tl.minimum(v, Wo - 1) * SW + PW) * sxw)[None, :]
+    else:
+        xoff = offs_c[:, None] * sxc + (ib * sxh + jb * sxw)[None, :]
     od = tl.arange(0, BLOCK_D)
     goff = od[:, None] * sgd + (gbu * sgh + gbv * sgw)[None, :]
     dmask = od < D
@@ -250,7 +260,11 @@ def pac_conv_kernel(
             xoff_t = xoff + (dh * sxh + dw * sxw)
             w_t = w_ptr + t * C * O
             if C_SINGLE:
-                xt = tl.load(x_b + xoff_t, mask=cm[:, None] & xin[None, :], other=0.0, cache_modifier=".ca")
+                if PADDED:
+                    xmask = cm[:, None]
+                else:
+                    xmask = cm[:, None] & xin[None, :]
+                xt = tl.load(x_b + xoff_t, mask=xmask, other=0.0, cache_modifier=".ca")
                 wt = tl.load(w_t + woff, mask=wmask, other=0.0, cache_modifier=".ca")
                 acc = _kdot_acc(acc, xt, kt, wt, KDT, DOT_DT, PREC)
             else:
@@ -259,8 +273,11 @@ def pac_conv_kernel(
                 part = tl.zeros([BLOCK_P, BLOCK_O], KDT)
                 for c0 in range(0, C, BLOCK_C):
                     cmc = (c0 + offs_c) < C
-                    xt = tl.load(x_b + c0 * sxc + xoff_t, mask=cmc[:, None] & xin[None, :], other=0.0,
-                                 cache_modifier=".ca")
+                    if PADDED:
+                        xmask = cmc[:, None]
+                    else:
+                        xmask = cmc[:, None] & xin[None, :]
+                    xt = tl.load(x_b + c0 * sxc + xoff_t, mask=xmask, other=0.0, cache_modifier=".ca")
                     wt = tl.load(w_t + c0 + woff, mask=cmc[:, None] & omask[None, :], other=0.0,
                                  cache_modifier=".ca")
                     part = tl.dot(tl.trans(xt.to(DOT_DT)), wt.to(DOT_DT), part, input_precision=PREC,
@@ -740,10 +757,17 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
         return y, (om if has_mask else None)
     # (y above follows the caller's layout)
     rt = configs.runtime()  # the runtime settings, read once per launch
+    # A conv (not transposed) whose x would be copied channels-last anyway gathers it from a
+    # zero-padded channels-last staging copy instead (PADDED: no input-bounds masks, ~20% fewer
+    # instructions per pixel-tap on sm_90); a channels-last x is read in place.
+    padded = not transposed and hc.copies_channels_last(x, rt)
+    x_in = x
     x, guide, f0, ko = hc.forward_operands(
         x, guide, kernel, mask if has_mask else None, smooth, alpha, lam, k_mode=k_mode, ktype=ktype,
         kernel_size=(kh, kw), stride=stride, padding=padding, dilation=dilation, out_hw=(Ho, Wo),
-        transposed=transposed, rt=rt)
+        transposed=transposed, rt=rt, gather_x=not padded)
+    if padded:
+        x = hc.padded_channels_last(x_in, tuple(padding), C_all)
     bd = configs.block_d(D, rt) if k_mode == hc.K_GUIDE else 1
     dot_dt, prec = hc.dot_types(x.dtype, rt)
     args = dict(x_ptr=x, w_ptr=w2, bias_ptr=bias.contiguous() if bias is not None else x, y_ptr=y, om_ptr=om,
@@ -753,7 +777,7 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
     meta = dict(**hc.geometry((kh, kw), stride, padding, dilation), TRANSPOSED=bool(transposed), K_MODE=k_mode,
                 KTYPE=int(ktype), F0_SMOOTH=f0 is not None, NORMALIZE=bool(normalize) and k_mode == hc.K_GUIDE,
                 HAS_MASK=has_mask, HAS_BIAS=bias is not None, KDT=hc.TL_DTYPE[kdt], DOT_DT=dot_dt,
-                PREC=prec, D_SINGLE=D <= bd, BLOCK_D=bd, GROUPED=groups > 1)
+                PREC=prec, D_SINGLE=D <= bd, BLOCK_D=bd, GROUPED=groups > 1, PADDED=padded)
     sh_, sw_ = (stride if transposed else (1, 1))
     # rectangular pixel tiles (jit_common._pixels2d) over the output grid, or each phase's grid
     ph_, pw_ = (cdiv(Ho, sh_), cdiv(Wo, sw_)) if transposed else (Ho, Wo)
@@ -819,7 +843,7 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
     # reads x[q] from the copy's interior: still one copy of x. A channels-last x is read in place.
     x_pad = None
     if needs.weight and not transposed and hc.copies_channels_last(x, rt):
-        wcfg = configs.conv_dw_default(C, O, f64, hc.channel_runs(gy), rt)
+        wcfg = configs.conv_dw_default(C, O, f64, hc.channel_runs(gy), rt, fp32=x.dtype == torch.float32)
         # the channels up to the last group's last block (zero past C_all), rounded up to 16
         c_pad = -(-((G - 1) * C + cdiv(C, wcfg["BLOCK_C"]) * wcfg["BLOCK_C"]) // 16) * 16
         x_pad = hc.padded_channels_last(x, tuple(padding), c_pad)
@@ -902,7 +926,8 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
         guide_pass(dk, need_guide_side)
     if needs.weight:
         padded = x_pad is not None
-        wcfg = configs.conv_dw_default(C, O, f64, hc.channel_runs(gy) if padded else vec, rt)
+        wcfg = configs.conv_dw_default(C, O, f64, hc.channel_runs(gy) if padded else vec, rt,
+                                       fp32=x.dtype == torch.float32)
         bpw, bo, bc = wcfg["BLOCK_P"], wcfg["BLOCK_O"], wcfg["BLOCK_C"]
         sh_, sw_ = tuple(stride) if transposed else (1, 1)
         tw = configs.tile_w(cdiv(Wo, sw_), bpw, rt)

@@ -175,9 +175,9 @@ def test_pac_conv2d_backward(c, device):
     run_backward("pac_conv2d", conv_tensors(c), conv_static(c), GRADS, c.dtype, device, c.cl)
 
 
-# The weight gradient of a conv whose x is NCHW with C a multiple of 16 (x would be copied
-# channels-last anyway) reads x from a zero-padded channels-last staging copy (PADDED: no
-# input-bounds masks); the dx / dK pass reads x[q] from that copy's interior
+# A conv whose x is NCHW with C a multiple of 16 (x would be copied channels-last anyway)
+# gathers x from a zero-padded channels-last staging copy (PADDED: no input-bounds masks), in
+# the forward and in the weight gradient; the dx / dK pass reads x[q] from that copy's interior
 DW_PADDED_CASES = [
     conv_case("dwpad-C16-k3-gauss-norm-f32", C=16, O=16, D=3, H=5, W=7, norm=True),
     conv_case("dwpad-C32-k5x3-s1x2-d2x1-p0x1-invasym-mask-f64", C=32, O=16, D=2, H=9, W=7, k=(5, 3), s=(1, 2),
@@ -192,18 +192,22 @@ DW_PADDED_CASES = [
 
 
 @pytest.mark.parametrize("c", DW_PADDED_CASES)
-def test_weight_grad_padded_path(c, monkeypatch):
+def test_padded_paths(c, monkeypatch):
     from triton_helpers import spy_launches
     from pac_triton.triton import conv
-    seen = spy_launches(monkeypatch, lambda fn, k: bool(k["PADDED"]) if fn is conv.pac_conv_dw_kernel else None)
+    names = {conv.pac_conv_kernel: "forward", conv.pac_conv_dw_kernel: "dW"}
+    seen = spy_launches(monkeypatch, lambda fn, k: (names[fn], bool(k["PADDED"])) if fn in names else None)
     run_backward("pac_conv2d", conv_tensors(c), conv_static(c), GRADS, c.dtype, "cpu")
-    assert seen == [True], seen
+    assert seen == [("forward", True), ("dW", True)], seen
+    seen.clear()
+    run_forward("pac_conv2d", conv_tensors(c), conv_static(c), c.dtype, True, ["y"])  # channels-last x: in place
+    assert seen == [("forward", False)], seen
 
 
-def test_weight_grad_padded_non_finite():
-    """Inf / NaN in x and dL/dy give the reference's gradients element for element on the padded
-    path (pixels past the output read no x: 0 * Inf would reach the sums), and the same as the
-    general path (staging copies off)."""
+def test_padded_paths_non_finite():
+    """Inf / NaN in x and dL/dy give the reference's output and weight gradient element for
+    element on the padded paths (in dW, pixels past the output read no x: 0 * Inf would reach
+    the sums), and the same as the general paths (staging copies off)."""
     from triton_helpers import REF
     torch.manual_seed(3)
     x = torch.randn(2, 16, 5, 6, dtype=F64)
@@ -221,12 +225,13 @@ def test_weight_grad_padded_non_finite():
             ww = w.clone().requires_grad_()
             y, _ = be.pac_conv2d(x, g, ww, None, (2, 2), (1, 1), (1, 1), "gaussian", None, None, None, False, False,
                                  None)
-            got.append(torch.autograd.grad(y, ww, gy)[0])
+            got.append((y.detach(), torch.autograd.grad(y, ww, gy)[0]))
         finally:
             configs.settings.channels_last_copies = old
-    for a in got[:2]:
-        assert torch.equal(a.isnan(), got[2].isnan()) and torch.equal(a.isinf(), got[2].isinf())
-        torch.testing.assert_close(a, got[2], equal_nan=True)
+    for pair in got[:2]:
+        for a, e in zip(pair, got[2]):
+            assert torch.equal(a.isnan(), e.isnan()) and torch.equal(a.isinf(), e.isinf())
+            torch.testing.assert_close(a, e, equal_nan=True)
 
 
 SUBSET_CASE = conv_case("subset", C=10, O=9, D=3, H=5, W=6, s=(2, 1), op=(1, 0), kt="inv_1_-2_asym", norm=True,
