@@ -315,7 +315,7 @@ def bwd_variants(dt):
                 C_SINGLE=64 <= xcfg["BLOCK_C"])
     kp = P(("gy_ptr", "w_ptr", "x_ptr", "dx_ptr", "g_ptr", "f0_ptr", "m_ptr", "k_ptr"),
            ("dk_ptr", "sc_ptr", "alpha_ptr", "lam_ptr"))
-    both = dict(NEED_DX=True, NEED_DK=True)
+    both = dict(NEED_DX=True, NEED_DK=True, GY_PADDED=False)
     for tr in (False, True):
         yield (f"bwd_conv{'T' if tr else ''}_dxdk", conv.pac_conv_dxdk_kernel, kp,
                {**_geom(tr), "TRANSPOSED": tr, **base, **kopt, **gemm, **xblk, **both, "BLOCK_D": 16,
@@ -335,7 +335,8 @@ def bwd_variants(dt):
            dict(num_warps=gcfg["num_warps"], num_stages=gcfg["num_stages"]))
     yield ("bwd_conv_dxdk_loadK_dx", conv.pac_conv_dxdk_kernel, kp,
            {**_geom(), "TRANSPOSED": False, **base, **kopt, "K_MODE": K_LOAD, "NORMALIZE": False,
-            "HAS_MASK": False, **gemm, **xblk, "NEED_DX": True, "NEED_DK": False, "BLOCK_D": 1, "HOIST_F": False}, xl)
+            "HAS_MASK": False, **gemm, **xblk, "NEED_DX": True, "NEED_DK": False, "BLOCK_D": 1, "HOIST_F": False,
+            "GY_PADDED": False}, xl)
     wp = P(("gy_ptr", "x_ptr", "g_ptr", "f0_ptr", "m_ptr", "k_ptr"), ("part_ptr", "sc_ptr", "alpha_ptr", "lam_ptr"))
     for tr in (False, True):
         yield (f"bwd_conv{'T' if tr else ''}_dw", conv.pac_conv_dw_kernel, wp,
@@ -369,6 +370,9 @@ def bwd_variants(dt):
         # multiple of 16
         xvc["_div16"] = tuple(n for n in conv.pac_conv_dxdk_kernel.arg_names if n not in xvc and not n.endswith("_ptr"))
         yield ("bwd_conv_dxdk_vec", conv.pac_conv_dxdk_kernel, kp, xvc,
+               dict(num_warps=xv["num_warps"], num_stages=xv["num_stages"]))
+        # the same with dL/dy from its zero-padded staging copy (a stride-1 conv, NCHW dL/dy)
+        yield ("bwd_conv_dxdk_padded", conv.pac_conv_dxdk_kernel, kp, {**xvc, "GY_PADDED": True},
                dict(num_warps=xv["num_warps"], num_stages=xv["num_stages"]))
         dwv = {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, **cblk, "D_SINGLE": True, "BLOCK_D": 16,
                "PADDED": False}
@@ -488,9 +492,9 @@ WEIGHT_GRAD = ("bwd_conv_dw", "bwd_convT_dw", "bwd_conv_dw_loadK", "bwd_conv_dw_
                "bwd_conv_dw_grouped", "bwd_shared_dw", "bwd_shared_dw_vec", "bwd_dwc_dw", "bwd_dwc_dw_vec",
                "bwd_dwc_dw_padded", "bwd_dwc_dw_padded_C96")
 # Backward kernels whose code depends on the data dtype (dots): compiled for every dtype.
-BWD_CORE = ("bwd_conv_dxdk", "bwd_conv_dw", "bwd_conv_dw_padded", "bwd_dw_dx", "bwd_shared_dw", "bwd_dwc_dx",
-            "bwd_dwc_dw", "bwd_dwc_dw_padded", "bwd_guide_pass", "bwd_guide_gather", "bwd_dwc_dk_padded",
-            "bwd_dwc_dx_padded")
+BWD_CORE = ("bwd_conv_dxdk", "bwd_conv_dxdk_padded", "bwd_conv_dw", "bwd_conv_dw_padded", "bwd_dw_dx",
+            "bwd_shared_dw", "bwd_dwc_dx", "bwd_dwc_dw", "bwd_dwc_dw_padded", "bwd_guide_pass", "bwd_guide_gather",
+            "bwd_dwc_dk_padded", "bwd_dwc_dx_padded")
 
 CORE = ("conv_guide", "conv_guide_vec", "conv_guide_padded", "convT_guide", "shared_conv", "dw_conv", "dw_conv_padded_C16",
         "dw_conv_padded_C32", "dw_conv_padded_C64", "dw_conv_padded_C96", "pool_padded", "packernel_cw") + BWD_CORE
@@ -607,9 +611,10 @@ def specs(dtype: str):
         for k, v in gauss.items():
             if k in c:
                 c[k] = v
-        if name == "bwd_conv_dxdk_vec":
+        if name in ("bwd_conv_dxdk_vec", "bwd_conv_dxdk_padded"):
             c["sdw"] = 1  # dx in the input's NCHW layout
-            yield "backward dx + dK", fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"]
+            label = "backward dx + dK" if name == "bwd_conv_dxdk_padded" else "backward dx + dK general"
+            yield label, fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"]
         elif name == "bwd_conv_dw_vec":
             yield "backward dW general", fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"]
         elif name == "bwd_conv_dw_padded":

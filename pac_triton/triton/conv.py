@@ -312,6 +312,7 @@ def _dxdk_block(
     DK_ACCUMULATE: tl.constexpr, HOIST_F: tl.constexpr,
     KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, O_SINGLE: tl.constexpr,
+    GY_PADDED: tl.constexpr,
 ):
     """The tap loop of ``pac_conv_dxdk_kernel`` for the input channels ``c0 .. c0 + BLOCK_C``
     of one tile of input pixels q (rows), ``gy_b`` / ``w_ptr`` / ``x_b`` / ``dx_b`` at the
@@ -371,19 +372,31 @@ def _dxdk_block(
                     kt = tl.load(k_b + ki * ski + kj * skj + pu * skh + pv * skw, mask=pin, other=0.0).to(KDT)
             # the tap product, gy gathered transposed [BLOCK_O, BLOCK_P] (lanes along pixels for
             # NCHW, 16-byte channel runs for channels-last copies), as in the forward
-            goffT = (pu * sgyh + pv * sgyw)[None, :]
+            if GY_PADDED:
+                # dL/dy's zero-padded staging copy (stride 1): every tap's output pixel of an input
+                # pixel lies inside it (zero outside the output); rows past the input read at
+                # the nearest input pixel (their dx and dK are not stored)
+                goffT = ((tl.minimum(u, H - 1) + (PH - i * DH)) * sgyh
+                         + (tl.minimum(v, W - 1) + (PW - j * DW)) * sgyw)[None, :]
+                gmask = om[:, None]
+            else:
+                goffT = (pu * sgyh + pv * sgyw)[None, :]
+                gmask = om[:, None] & pin[None, :]
             w_t = w_ptr + t * wts
             if O_SINGLE:
-                gT = tl.load(gy_b + offs_o[:, None] * sgyo + goffT, mask=om[:, None] & pin[None, :], other=0.0,
-                             cache_modifier=".ca")
+                gT = tl.load(gy_b + offs_o[:, None] * sgyo + goffT, mask=gmask, other=0.0, cache_modifier=".ca")
                 wt = tl.load(w_t + woff, mask=wmask, other=0.0, cache_modifier=".ca")
                 part = tl.dot(tl.trans(gT.to(DOT_DT)), wt.to(DOT_DT), input_precision=PREC, out_dtype=KDT)
             else:
                 part = tl.zeros([BLOCK_P, BLOCK_C], KDT)
                 for o0 in range(0, O, BLOCK_O):
                     omo = (o0 + offs_o) < O
-                    gT = tl.load(gy_b + (o0 + offs_o)[:, None] * sgyo + goffT, mask=omo[:, None] & pin[None, :],
-                                 other=0.0, cache_modifier=".ca")
+                    if GY_PADDED:
+                        gmo = omo[:, None]
+                    else:
+                        gmo = omo[:, None] & pin[None, :]
+                    gT = tl.load(gy_b + (o0 + offs_o)[:, None] * sgyo + goffT, mask=gmo, other=0.0,
+                                 cache_modifier=".ca")
                     wt = tl.load(w_t + o0 + woff, mask=omo[:, None] & cm[None, :], other=0.0,
                                  cache_modifier=".ca")
                     part = tl.dot(tl.trans(gT.to(DOT_DT)), wt.to(DOT_DT), part, input_precision=PREC,
@@ -427,6 +440,7 @@ def pac_conv_dxdk_kernel(
     KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, TILE_W: tl.constexpr,
     O_SINGLE: tl.constexpr, C_SINGLE: tl.constexpr, HOIST_F: tl.constexpr, GROUPED: tl.constexpr,
+    GY_PADDED: tl.constexpr = False,
 ):
     """Input gradient and dL/dK in one pass over the tap products G_t = gy @ W_t^T:
 
@@ -461,7 +475,9 @@ def pac_conv_dxdk_kernel(
     Grid: (pixel tiles, channel programs, B). Without NEED_DK each channel program takes one
     BLOCK_C block (of one group); with it one program loops over all channel blocks (dK sums over every
     channel; C_SINGLE: one block, no loop, the tap loop innermost). HOIST_F (conv, K from the
-    guide, all D channels in one BLOCK_D block): f[q] loaded once per tile."""
+    guide, all D channels in one BLOCK_D block): f[q] loaded once per tile. GY_PADDED (a stride-1
+    conv): ``gy_ptr`` is the view at output pixel (0, 0) of dL/dy's zero-padded channels-last
+    staging copy (``depthwise.dw_grad_out_padded``), so its gathers need no bounds mask."""
     pid_p = tl.program_id(0)
     pid_c = tl.program_id(1)
     b = tl.program_id(2)
@@ -509,7 +525,7 @@ def pac_conv_dxdk_kernel(
                     TRANSPOSED=TRANSPOSED, K_MODE=K_MODE, KTYPE=KTYPE, F0_SMOOTH=F0_SMOOTH, NORMALIZE=NORMALIZE,
                     HAS_MASK=HAS_MASK, NEED_DX=NEED_DX, NEED_DK=NEED_DK, DK_ACCUMULATE=False, HOIST_F=HOIST_F,
                     KDT=KDT, DOT_DT=DOT_DT, PREC=PREC, BLOCK_D=BLOCK_D, BLOCK_P=BLOCK_P, BLOCK_O=BLOCK_O,
-                    BLOCK_C=BLOCK_C, O_SINGLE=O_SINGLE)
+                    BLOCK_C=BLOCK_C, O_SINGLE=O_SINGLE, GY_PADDED=GY_PADDED)
     elif GROUPED:
         # channel blocks (group, block of the group's C): with NEED_DK one program takes all
         # of them in order (the first writes dK, the others add)
@@ -531,7 +547,7 @@ def pac_conv_dxdk_kernel(
                         TRANSPOSED=TRANSPOSED, K_MODE=K_MODE, KTYPE=KTYPE, F0_SMOOTH=F0_SMOOTH, NORMALIZE=NORMALIZE,
                         HAS_MASK=HAS_MASK, NEED_DX=NEED_DX, NEED_DK=NEED_DK, DK_ACCUMULATE=True, HOIST_F=HOIST_F,
                         KDT=KDT, DOT_DT=DOT_DT, PREC=PREC, BLOCK_D=BLOCK_D, BLOCK_P=BLOCK_P, BLOCK_O=BLOCK_O,
-                        BLOCK_C=BLOCK_C, O_SINGLE=O_SINGLE)
+                        BLOCK_C=BLOCK_C, O_SINGLE=O_SINGLE, GY_PADDED=GY_PADDED)
     else:
         for c0 in range(pid_c * BLOCK_C, C, tl.num_programs(1) * BLOCK_C):
             _dxdk_block(gy_b=gy_b, w_ptr=w_ptr, x_b=x_b, dx_b=dx_b, dk_b=dk_b, g_b=g_b, f0_b=f0_b, sc_b=sc_b,
@@ -543,7 +559,7 @@ def pac_conv_dxdk_kernel(
                         DW=DW, TRANSPOSED=TRANSPOSED, K_MODE=K_MODE, KTYPE=KTYPE, F0_SMOOTH=F0_SMOOTH,
                         NORMALIZE=NORMALIZE, HAS_MASK=HAS_MASK, NEED_DX=NEED_DX, NEED_DK=NEED_DK, DK_ACCUMULATE=True,
                         HOIST_F=HOIST_F, KDT=KDT, DOT_DT=DOT_DT, PREC=PREC, BLOCK_D=BLOCK_D, BLOCK_P=BLOCK_P,
-                        BLOCK_O=BLOCK_O, BLOCK_C=BLOCK_C, O_SINGLE=O_SINGLE)
+                        BLOCK_O=BLOCK_O, BLOCK_C=BLOCK_C, O_SINGLE=O_SINGLE, GY_PADDED=GY_PADDED)
 
 
 @triton.jit
@@ -834,7 +850,16 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
     # one across warps through shared memory (2 instead of 8 barriers per tap in dx / dK, sm_90).
     rt = configs.runtime()  # the runtime settings, read once per launch
     x_in = x
-    gy = hc.gather_layout(gy, rt)
+    # An NCHW dL/dy of a stride-1 conv that would be copied channels-last anyway is staged
+    # instead as a zero-padded channels-last copy (a halo of the furthest tap offset): the dx / dK
+    # pass gathers it without bounds masks (22.2 -> 18.6 warp instructions per pixel-tap, sm_90);
+    # dW reads it at the output pixels
+    gy_padded = (not transposed and tuple(stride) == (1, 1) and (needs.x or need_guide_side or needs.kernel)
+                 and hc.copies_channels_last(gy, rt))
+    if gy_padded:
+        gy = depthwise.dw_grad_out_padded(gy, (kh, kw), padding, dilation, gy.shape[1])
+    else:
+        gy = hc.gather_layout(gy, rt)
     guide = hc.gather_layout(guide, rt)
     f64 = x.dtype == torch.float64
     # The weight gradient of a conv (not transposed) whose x would be copied channels-last
@@ -916,7 +941,7 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
             **kmeta, NEED_DX=needs.x, NEED_DK=need_dk,
             BLOCK_D=bdx, BLOCK_P=bpx, BLOCK_O=xcfg["BLOCK_O"], BLOCK_C=xcfg["BLOCK_C"], TILE_W=tw,
             O_SINGLE=O <= xcfg["BLOCK_O"], C_SINGLE=c_single,
-            HOIST_F=k_mode == hc.K_GUIDE and D <= bdx and not transposed, GROUPED=G > 1,
+            HOIST_F=k_mode == hc.K_GUIDE and D <= bdx and not transposed, GROUPED=G > 1, GY_PADDED=gy_padded,
             num_warps=xcfg["num_warps"], num_stages=xcfg["num_stages"])
         if needs.x:
             out["x"] = dx

@@ -180,6 +180,8 @@ def test_pac_conv2d_backward(c, device):
 # the forward and in the weight gradient; the dx / dK pass reads x[q] from that copy's interior
 DW_PADDED_CASES = [
     conv_case("dwpad-C16-k3-gauss-norm-f32", C=16, O=16, D=3, H=5, W=7, norm=True),
+    # O > 64: dx + dK loops over output-channel blocks of the padded dL/dy
+    conv_case("dwpad-C16-O80-k3x1-p0-gauss-mask-f32", C=16, O=80, D=3, H=4, W=5, k=(3, 1), p=(0, 0), mask=True),
     conv_case("dwpad-C32-k5x3-s1x2-d2x1-p0x1-invasym-mask-f64", C=32, O=16, D=2, H=9, W=7, k=(5, 3), s=(1, 2),
               p=(0, 1), d=(2, 1), kt="inv_1_-2_asym", mask=True, dtype=F64),
     # groups of 8 input channels: the 16-channel block runs past a group's channels (into the
@@ -193,39 +195,45 @@ DW_PADDED_CASES = [
 
 @pytest.mark.parametrize("c", DW_PADDED_CASES)
 def test_padded_paths(c, monkeypatch):
+    """x (forward, dW) and dL/dy (dx + dK) from zero-padded staging copies: against the
+    reference, and which path ran."""
     from triton_helpers import spy_launches
     from pac_triton.triton import conv
-    names = {conv.pac_conv_kernel: "forward", conv.pac_conv_dw_kernel: "dW"}
-    seen = spy_launches(monkeypatch, lambda fn, k: (names[fn], bool(k["PADDED"])) if fn in names else None)
+    names = {conv.pac_conv_kernel: ("forward", "PADDED"), conv.pac_conv_dw_kernel: ("dW", "PADDED"),
+             conv.pac_conv_dxdk_kernel: ("dx + dK", "GY_PADDED")}
+    seen = spy_launches(monkeypatch, lambda fn, k: (names[fn][0], bool(k[names[fn][1]])) if fn in names else None)
     run_backward("pac_conv2d", conv_tensors(c), conv_static(c), GRADS, c.dtype, "cpu")
-    assert seen == [("forward", True), ("dW", True)], seen
+    # dL/dy is staged (padded) for a stride-1 conv with 16k output channels (an NCHW dL/dy)
+    gy_padded = c.s == (1, 1) and c.O % 16 == 0
+    assert seen == [("forward", True), ("dx + dK", gy_padded), ("dW", True)], seen
     seen.clear()
     run_forward("pac_conv2d", conv_tensors(c), conv_static(c), c.dtype, True, ["y"])  # channels-last x: in place
     assert seen == [("forward", False)], seen
 
 
-def test_padded_paths_non_finite():
-    """Inf / NaN in x and dL/dy give the reference's output and weight gradient element for
-    element on the padded paths (in dW, pixels past the output read no x: 0 * Inf would reach
-    the sums), and the same as the general paths (staging copies off)."""
+@pytest.mark.parametrize("s", [2, 1], ids=["s2", "s1-gy-padded"])
+def test_padded_paths_non_finite(s):
+    """Inf / NaN in x and dL/dy give the reference's output and gradients element for element on
+    the padded paths (in dW, pixels past the output read no x: 0 * Inf would reach the sums),
+    and the same as the general paths (staging copies off)."""
     from triton_helpers import REF
     torch.manual_seed(3)
     x = torch.randn(2, 16, 5, 6, dtype=F64)
     x[0, 3, 0, 0], x[1, 5, 4, 5], x[1, 0, 2, 2] = float("inf"), float("-inf"), float("nan")
     g = torch.randn(2, 2, 5, 6, dtype=F64)
-    w = torch.randn(8, 16, 3, 3, dtype=F64)
-    gy = torch.randn(2, 8, 3, 3, dtype=F64)
-    gy[1, 2, 0, 1] = float("inf")
+    w = torch.randn(16, 16, 3, 3, dtype=F64)
+    gy = torch.randn(2, 16, *((3, 3) if s == 2 else (5, 6)), dtype=F64)
+    gy[1, 2, 0, 1], gy[0, 7, 2, 2] = float("inf"), float("nan")
     got = []
     for be, copies in ((PT(), True), (PT(), False), (REF, True)):
         from pac_triton.triton import configs
         old = configs.settings.channels_last_copies
         configs.settings.channels_last_copies = copies
         try:
-            ww = w.clone().requires_grad_()
-            y, _ = be.pac_conv2d(x, g, ww, None, (2, 2), (1, 1), (1, 1), "gaussian", None, None, None, False, False,
-                                 None)
-            got.append((y.detach(), torch.autograd.grad(y, ww, gy)[0]))
+            ww, xx = w.clone().requires_grad_(), x.clone().requires_grad_()
+            y, _ = be.pac_conv2d(xx, g, ww, None, (s, s), (1, 1), (1, 1), "gaussian", None, None, None, False,
+                                 False, None)
+            got.append((y.detach(), *torch.autograd.grad(y, (ww, xx), gy)))
         finally:
             configs.settings.channels_last_copies = old
     for pair in got[:2]:
