@@ -1135,10 +1135,18 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
     rt = configs.runtime()  # the runtime settings, read once per launch
     x_in = x
     gy = gy if gy.dtype == x.dtype else gy.to(x.dtype)
-    x = hc.gather_layout(x, rt)
+    bd = configs.block_d_all(D) if (k_mode == hc.K_GUIDE and not cw) else 1
+    # which passes read x from its zero-padded staging copy (below): an x only they read is not
+    # also copied channels-last (the configs are chosen as if it were: ``vec``)
+    dk_padded = not transposed and dkc == 1 and rt.channels_last
+    dw_padded = (not transposed and k_mode == hc.K_GUIDE and not cw and rt.channels_last and (Hg, Wg) == (H, W)
+                 and bd <= 64)
+    x_copied = hc.copies_channels_last(x, rt)
+    if ((need_guide_side or needs.kernel) and not dk_padded) or (needs.weight and not dw_padded):
+        x = hc.gather_layout(x, rt)
     gy = hc.gather_layout(gy, rt)
     guide = hc.gather_layout(guide, rt)
-    vec = hc.channel_runs(x, gy)
+    vec = (x_copied or hc.channel_runs(x)) and hc.channel_runs(gy)
     f64 = x.dtype == torch.float64
     cfg = configs.dw_default(C, f64, vec, rt)
     bp, bc = cfg["BLOCK_P"], cfg["BLOCK_C"]
@@ -1152,7 +1160,6 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
                        n_channels=C, k_channel_stride=True)
     if wt is None:
         wt = x  # no weight (pooling): a placeholder pointer
-    bd = configs.block_d_all(D) if (k_mode == hc.K_GUIDE and not cw) else 1
     ph_grid = (stride[0] * stride[1] * cdiv(cdiv(Ho, stride[0]) * cdiv(Wo, stride[1]), bp)
                if transposed else cdiv(Ho * Wo, bp))
     gy_args = dict(gy_ptr=gy, **hc.strides("sgy", gy))
@@ -1174,7 +1181,7 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
     if need_guide_side or needs.kernel:
         per_c = dkc > 1
         dk = hc.empty((B, dkc, KK, Ho * Wo), kdt, dev)
-        if not transposed and not per_c and rt.channels_last:
+        if dk_padded:
             # the padded path: x from its zero-padded channels-last staging copy, no masks
             pk = configs.dw_bwd_padded_default(C, f64, rt, x.dtype == torch.float32)["dk"]
             c_pad = cdiv(C, pk["BLOCK_C"]) * pk["BLOCK_C"]
@@ -1240,8 +1247,7 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
     if needs.weight:
         # the fast path (conv, K from the guide the size of x, D in one block, staging copies
         # allowed): x staged zero-padded and channels-last, gathers without masks
-        padded = (not transposed and k_mode == hc.K_GUIDE and not cw and rt.channels_last and (Hg, Wg) == (H, W)
-                  and bd <= 64)
+        padded = dw_padded
         wcfg = configs.shared_dw_default(C, KK, B, Ho, Wo, f64, vec, per_channel=wt_pc, padded=padded, rt=rt)
         ns = wcfg["NSPLIT"]
         wargs = dict(**gy_args, part_ptr=None, sc_ptr=scale, **kargs, **ko.k_args(), C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D,

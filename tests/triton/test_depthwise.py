@@ -704,6 +704,31 @@ def test_padded_backward_off_without_channels_last_copies(bwd_launches, monkeypa
     assert bwd_launches and not any(p for _, p in bwd_launches)
 
 
+def test_padded_backward_makes_no_unused_x_copy(monkeypatch):
+    """When dK and dW read x from its padded staging copy (and dx does not read x), an NCHW x is
+    not also copied channels-last (a second activation-sized copy nothing would read); dL/dy's
+    channels-last copy, which dK and dW read, still is."""
+    import pac_triton
+    from pac_triton.triton import configs, depthwise
+    copied = []
+    orig = depthwise.hc.gather_layout
+
+    def spy(t, rt=None):
+        out = orig(t, rt)
+        if out is not t:
+            copied.append(tuple(t.shape))
+        return out
+    monkeypatch.setattr(depthwise.hc, "gather_layout", spy)
+    x = torch.randn(1, 16, 5, 5, requires_grad=True)
+    g = torch.randn(1, 2, 5, 5, requires_grad=True)
+    w = torch.randn(16, 1, 3, 3, requires_grad=True)
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=16, BLOCK_D=2):
+        y = pac_triton.pac_conv2d(x, g, w, None, padding=1, groups=16, backend="triton")
+        copied.clear()  # the forward's
+        y.backward(torch.randn(1, 16, 5, 5))
+    assert copied == [(1, 16, 5, 5)], copied  # dL/dy only
+
+
 def test_padded_backward_stages_x_once(monkeypatch):
     """A depthwise conv's backward with dK (guide gradient) and dW on their padded paths stages
     x once (zero-padded channels-last, with the larger of their padded channel counts) and
