@@ -41,7 +41,7 @@ from . import host_common as hc
 from . import kernel_map
 from .configs import cdiv
 from .host_common import Grads
-from .jit_common import (INV_EPSILON, K_GUIDE, KT_GAUSS, KT_INV_ASYM, _centre, _dist, _kept, _kvalue,  # noqa: F401
+from .jit_common import (INV_EPSILON, K_GUIDE, KT_GAUSS, KT_INV_ASYM, _assume, _centre, _dist, _kept, _kvalue,  # noqa: F401
                          _load_f0, _norm_divisor, _out_tap, _pixels2d, _tap)
 
 
@@ -651,7 +651,7 @@ def pac_conv_dw_kernel(
     # an empty batch): without a zero-trip path ptxas keeps the wgmma chain asynchronous (a path
     # that skips the loop defines the accumulator by moves, and ptxas then serializes every
     # wgmma of the kernel: C7515, one wait per HGMMA)
-    tl.assume(split < B * n_tiles)
+    _assume(split < B * n_tiles)
     for tid in range(split, B * n_tiles, NSPLIT):
         b = tid // n_tiles
         if IDX64:

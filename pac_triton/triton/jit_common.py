@@ -30,6 +30,14 @@ KT_INV_ASYM = tl.constexpr(2)  # the same over relu'd differences (``inv_*_asym`
 INV_EPSILON = tl.constexpr(1e-4)
 
 
+if hasattr(tl, "assume"):
+    _assume = tl.assume
+else:  # older triton (the package allows >= 3.2): no hint, the same results
+    @triton.jit
+    def _assume(cond):
+        pass
+
+
 @triton.jit
 def _pixels(pid, Ho, Wo, SH: tl.constexpr, SW: tl.constexpr, PHASED: tl.constexpr,
             IDX64: tl.constexpr, BLOCK_P: tl.constexpr):
