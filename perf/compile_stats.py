@@ -496,8 +496,9 @@ BWD_CORE = ("bwd_conv_dxdk", "bwd_conv_dxdk_padded", "bwd_conv_dw", "bwd_conv_dw
             "bwd_shared_dw", "bwd_dwc_dx", "bwd_dwc_dw", "bwd_dwc_dw_padded", "bwd_guide_pass", "bwd_guide_gather",
             "bwd_dwc_dk_padded", "bwd_dwc_dx_padded")
 
-CORE = ("conv_guide", "conv_guide_vec", "conv_guide_padded", "convT_guide", "shared_conv", "dw_conv", "dw_conv_padded_C16",
-        "dw_conv_padded_C32", "dw_conv_padded_C64", "dw_conv_padded_C96", "pool_padded", "packernel_cw") + BWD_CORE
+CORE = ("conv_guide", "conv_guide_vec", "conv_guide_padded", "convT_guide", "shared_conv", "dw_conv",
+        "dw_conv_padded_C16", "dw_conv_padded_C32", "dw_conv_padded_C64", "dw_conv_padded_C96", "pool_padded",
+        "packernel_cw") + BWD_CORE
 
 
 def all_variants(dtypes):
