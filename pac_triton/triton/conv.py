@@ -776,7 +776,8 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
     # A conv (not transposed) whose x would be copied channels-last anyway gathers it from a
     # zero-padded channels-last staging copy instead (PADDED: no input-bounds masks, ~20% fewer
     # instructions per pixel-tap on sm_90); a channels-last x is read in place.
-    padded = not transposed and hc.copies_channels_last(x, rt)
+    padded = (hc.copies_channels_last(x, rt)
+              and hc.padded_gathers_fit(H, W, Ho, Wo, (kh, kw), stride, padding, dilation, transposed))
     x_in = x
     x, guide, f0, ko = hc.forward_operands(
         x, guide, kernel, mask if has_mask else None, smooth, alpha, lam, k_mode=k_mode, ktype=ktype,
@@ -854,7 +855,8 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
     # instead as a zero-padded channels-last copy (a halo of the furthest tap offset): the dx / dK
     # pass gathers it without bounds masks (22.2 -> 18.8 warp instructions per pixel-tap, sm_90);
     # dW reads it at the output pixels
-    gy_padded = (not transposed and tuple(stride) == (1, 1) and (needs.x or need_guide_side or needs.kernel)
+    fit = hc.padded_gathers_fit(H, W, Ho, Wo, (kh, kw), stride, padding, dilation, transposed)
+    gy_padded = (fit and tuple(stride) == (1, 1) and (needs.x or need_guide_side or needs.kernel)
                  and hc.copies_channels_last(gy, rt))
     if gy_padded:
         gy = depthwise.dw_grad_out_padded(gy, (kh, kw), padding, dilation, gy.shape[1])
@@ -867,7 +869,7 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
     # masks on its gathers, ~11% fewer instructions per pixel-tap on sm_90), and the dx / dK pass
     # reads x[q] from the copy's interior: still one copy of x. A channels-last x is read in place.
     x_pad = None
-    if needs.weight and not transposed and hc.copies_channels_last(x, rt):
+    if needs.weight and fit and hc.copies_channels_last(x, rt):
         wcfg = configs.conv_dw_default(C, O, f64, hc.channel_runs(gy), rt, fp32=x.dtype == torch.float32)
         # the channels up to the last group's last block (zero past C_all), rounded up to 16
         c_pad = -(-((G - 1) * C + cdiv(C, wcfg["BLOCK_C"]) * wcfg["BLOCK_C"]) // 16) * 16

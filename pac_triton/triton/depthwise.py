@@ -1138,7 +1138,8 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
     bd = configs.block_d_all(D) if (k_mode == hc.K_GUIDE and not cw) else 1
     # which passes read x from its zero-padded staging copy (below): an x only they read is not
     # also copied channels-last (the configs are chosen as if it were: ``vec``)
-    dk_padded = not transposed and dkc == 1 and rt.channels_last
+    dk_padded = (dkc == 1 and rt.channels_last
+                 and hc.padded_gathers_fit(H, W, Ho, Wo, (kh, kw), stride, padding, dilation, transposed))
     dw_padded = (not transposed and k_mode == hc.K_GUIDE and not cw and rt.channels_last and (Hg, Wg) == (H, W)
                  and bd <= 64)
     x_copied = hc.copies_channels_last(x, rt)

@@ -202,6 +202,13 @@ def k_grid(kernel, guide, kernel_size, stride, padding, dilation, transposed):
     return K_GUIDE, Hg, Wg, guide.shape[1], Ho, Wo
 
 
+def padded_gathers_fit(H, W, Ho, Wo, kernel_size, stride, padding, dilation, transposed) -> bool:
+    """Whether a conv's unmasked gathers from zero-padded staging copies stay inside them: a conv
+    (not transposed) whose output grid ``(Ho, Wo)`` (from the guide or a given K) is the one the
+    input's size gives (the public functions check it; the kernels' masked paths do not need it)."""
+    return not transposed and (Ho, Wo) == conv_out_hw((H, W), kernel_size, stride, padding, dilation)
+
+
 def geometry(kernel_size, stride, padding, dilation) -> dict:
     """The kernels' geometry constexprs ``KH, KW, SH, SW, PH, PW, DH, DW``."""
     return dict(KH=kernel_size[0], KW=kernel_size[1], SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],

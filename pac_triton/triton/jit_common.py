@@ -31,7 +31,10 @@ INV_EPSILON = tl.constexpr(1e-4)
 
 
 if hasattr(tl, "assume"):
-    _assume = tl.assume
+    @triton.jit
+    def _assume(cond):
+        """``tl.assume(cond)``: a hint the compiler may use (the interpreter checks it)."""
+        tl.assume(cond)
 else:  # older triton (the package allows >= 3.2): no hint, the same results
     @triton.jit
     def _assume(cond):
