@@ -868,11 +868,11 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
     # anyway reads it from a zero-padded channels-last staging copy instead (no input-bounds
     # masks on its gathers, ~11% fewer instructions per pixel-tap on sm_90), and the dx / dK pass
     # reads x[q] from the copy's interior: still one copy of x. A channels-last x is read in place.
-    x_pad = None
+    x_pad = wcfg = None
     if needs.weight and fit and hc.copies_channels_last(x, rt):
         wcfg = configs.conv_dw_default(C, O, f64, hc.channel_runs(gy), rt, fp32=x.dtype == torch.float32)
         # the channels up to the last group's last block (zero past C_all), rounded up to 16
-        c_pad = -(-((G - 1) * C + cdiv(C, wcfg["BLOCK_C"]) * wcfg["BLOCK_C"]) // 16) * 16
+        c_pad = cdiv((G - 1) * C + cdiv(C, wcfg["BLOCK_C"]) * wcfg["BLOCK_C"], 16) * 16
         x_pad = hc.padded_channels_last(x, tuple(padding), c_pad)
         x = x_pad[:, :C_all, padding[0]:padding[0] + H, padding[1]:padding[1] + W]
     else:
@@ -953,8 +953,8 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
         guide_pass(dk, need_guide_side)
     if needs.weight:
         padded = x_pad is not None
-        wcfg = configs.conv_dw_default(C, O, f64, hc.channel_runs(gy) if padded else vec, rt,
-                                       fp32=x.dtype == torch.float32)
+        if not padded:  # (the padded path chose its tiles with the staging copy)
+            wcfg = configs.conv_dw_default(C, O, f64, vec, rt, fp32=x.dtype == torch.float32)
         bpw, bo, bc = wcfg["BLOCK_P"], wcfg["BLOCK_O"], wcfg["BLOCK_C"]
         sh_, sw_ = tuple(stride) if transposed else (1, 1)
         tw = configs.tile_w(cdiv(Wo, sw_), bpw, rt)
