@@ -8,9 +8,10 @@ them: one dev tool (not part of the installed package), two commands.
 ``aot``: every kernel variant x dtype x arch, compiled to PTX and a cubin with the ptxas shipped
 in the triton wheel; registers and spill bytes read with ``cuobjdump --dump-resource-usage``.
 Prints one JSON object per line: ``{"name", "arch", "dtype", "regs", "stack", "local",
-"atomics", "wgmma_serialized", "ok", ...}`` (tests/triton/test_aot.py fails on a compile error,
-a spill in a default config, an atomic in a weight-gradient kernel, or a kernel whose sm_90
-tensor-core ops ptxas serialized).
+"atomics", "wgmma_serialized", "cp_async", "ok", ...}`` (tests/triton/test_aot.py fails on a
+compile error, a spill in a default config, an atomic in a weight-gradient kernel, a kernel whose
+sm_90 tensor-core ops ptxas serialized, or a vectorised tensor-core loop without cp.async, i.e.
+not software-pipelined).
 
 ``sass``: the GPU-free speed proxy. For each hot kernel, compiled with its default launch config
 for C = O = 64, D = 16, a Gaussian kernel without normalisation or mask and 16-byte aligned
@@ -171,6 +172,13 @@ def conv_variants(dt):
                                                  "PADDED": True}, ccfg)
         # grouped, padded (the x gather runs into the next group's channels, masked)
         yield ("conv_guide_padded_grouped", ptrs, {**vconst, "PADDED": True, "GROUPED": True}, vcfg)
+        # the transposed forward as the harness runs it (C = O = 32, k5, stride 2, channels-last
+        # copies of x and the guide): only the taps of the tile's phase, software-pipelined
+        tcfg = configs.conv_default(32, 32, f64, vec=True)
+        yield ("convT_guide_vec", ptrs, {**vconst, "KH": 5, "KW": 5, "SH": 2, "SW": 2, "PH": 2, "PW": 2,
+                                         "TRANSPOSED": True, "BLOCK_P": tcfg["BLOCK_P"], "BLOCK_O": tcfg["BLOCK_O"],
+                                         "BLOCK_C": tcfg["BLOCK_C"], "TILE_W": configs.tile_w(224, tcfg["BLOCK_P"])},
+               tcfg)
     yield ("conv_guide_dblocks_gauss", ptrs, {**_geom(), "TRANSPOSED": False, **common, **full,
                                                "KTYPE": KT_GAUSS, "D_SINGLE": False}, cfg)
     yield ("conv_loadK", ptrs, {**_geom(), "TRANSPOSED": False, **common, "K_MODE": K_LOAD, "KTYPE": KT_GAUSS,
@@ -374,6 +382,9 @@ def bwd_variants(dt):
         # the same with dL/dy from its zero-padded staging copy (a stride-1 conv, NCHW dL/dy)
         yield ("bwd_conv_dxdk_padded", conv.pac_conv_dxdk_kernel, kp, {**xvc, "GY_PADDED": True},
                dict(num_warps=xv["num_warps"], num_stages=xv["num_stages"]))
+        # a stride-2 conv's (no padded dL/dy): only the taps that read the tile's phase
+        yield ("bwd_conv_dxdk_s2_vec", conv.pac_conv_dxdk_kernel, kp, {**xvc, "SH": 2, "SW": 2},
+               dict(num_warps=xv["num_warps"], num_stages=xv["num_stages"]))
         dwv = {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, **cblk, "D_SINGLE": True, "BLOCK_D": 16,
                "PADDED": False}
         yield ("bwd_conv_dw_vec", conv.pac_conv_dw_kernel, wp, vspec(conv.pac_conv_dw_kernel, dwv,
@@ -496,7 +507,7 @@ BWD_CORE = ("bwd_conv_dxdk", "bwd_conv_dxdk_padded", "bwd_conv_dw", "bwd_conv_dw
             "bwd_shared_dw", "bwd_dwc_dx", "bwd_dwc_dw", "bwd_dwc_dw_padded", "bwd_guide_pass", "bwd_guide_gather",
             "bwd_dwc_dk_padded", "bwd_dwc_dx_padded")
 
-CORE = ("conv_guide", "conv_guide_vec", "conv_guide_padded", "convT_guide", "shared_conv", "dw_conv",
+CORE = ("conv_guide", "conv_guide_vec", "conv_guide_padded", "convT_guide", "convT_guide_vec", "shared_conv", "dw_conv",
         "dw_conv_padded_C16", "dw_conv_padded_C32", "dw_conv_padded_C64", "dw_conv_padded_C96", "pool_padded",
         "packernel_cw") + BWD_CORE
 
@@ -540,6 +551,8 @@ def _work(job):
         # atomics in the PTX (atom.* / red.*): the deterministic weight gradient has none
         rec["atomics"] = bool(re.search(r"^\s*(@!?%p\d+\s+)?(atom|red)\.", ptx, re.M))
         rec["wgmma_serialized"] = wgmma_serialized(ptx, arch)
+        # software-pipelined loads (the loop's loads issued stages ahead as cp.async)
+        rec["cp_async"] = "cp.async" in ptx
         rec["ok"] = True
     except Exception as e:  # noqa: BLE001
         rec.update(ok=False, error=f"{type(e).__name__}: {str(e)[:2000]}")
@@ -600,6 +613,11 @@ def specs(dtype: str):
                                           "HAS_BIAS": False, "syw": 1})
             label = "forward conv" if name == "conv_guide_padded" else "forward conv general"
             yield label, conv.pac_conv_kernel, ptrs, c, cfg, c["BLOCK_P"]
+        elif name == "convT_guide_vec":
+            # C = O = 32, k5 s2: per pixel and tap that the pixel's phase runs (the loop's trips)
+            c = div16(conv.pac_conv_kernel, {**{k: v for k, v in const.items() if k != "_div16"}, **gauss,
+                                          "HAS_BIAS": False, "syw": 1})
+            yield "forward transposed C32 k5 s2", conv.pac_conv_kernel, ptrs, c, cfg, c["BLOCK_P"]
     for name, ptrs, const, cfg in dw_variants(dtype):
         if name in ("pool_padded", "dw_conv_padded_C64", "dw_conv_padded_C96"):
             c = div16(depthwise.pac_dw_kernel, {**{k: v for k, v in const.items() if k != "_div16"}, **gauss, "syw": 1})

@@ -12,8 +12,8 @@ dW), the launchers, and the ``torch.library`` custom ops (fake, autograd).
   ``X_t`` first instead, so that ``acc`` stays in the dot chain, costs a shared-memory round
   trip, a convert, a multiply and a repack per input element: ~20% more instructions per tap
   on sm_90). K never touches memory. Transposed: rows are split by output phase
-  ``(u % s, v % s)`` and a program runs only the taps that land on an input pixel for its
-  phase.
+  ``(u % s, v % s)`` and a program loops over only the taps that land on an input pixel for
+  its phase (``_phase_taps``; no branch per tap, so the loop stays software-pipelined).
 * ``pac_conv_dxdk_kernel``: per tap the product G_t = g[P, :] @ W_t^T, shaped like the forward
   (rows = input pixels q, a rectangle of one phase ``q % s``; P the output pixel that reads q
   through tap t), then dK_t(P) = G_t . x[q, :] and dx[q, :] += K_t(P) G_t (K recomputed from
@@ -21,7 +21,8 @@ dW), the launchers, and the ``torch.library`` custom ops (fake, autograd).
   atomics (a gather). The guide-side gradients from dK are the kernel map's guide pass and
   guide gather (``kernel_map.py``).
 * ``pac_conv_dw_kernel``: dW_t = g^T @ (K_t . X_t) per tap, the pixel axis split over programs;
-  each program writes its own partial [kh*kw, O, C] slice, summed later in a fixed order.
+  each program writes its own partial [kh*kw, O, C] slice, summed later in a fixed order
+  (transposed: over the tiles of the one output phase that the tap reads for).
 
 The launchers gather from channels-last copies where the channel count is a multiple of 16
 (16-byte vector loads per pixel instead of a 2-byte load per element; ``host_common``).
@@ -42,7 +43,8 @@ from . import kernel_map
 from .configs import cdiv
 from .host_common import Grads
 from .jit_common import (INV_EPSILON, K_GUIDE, KT_GAUSS, KT_INV_ASYM, _assume, _centre, _dist,  # noqa: F401
-                         _kept, _kvalue, _load_f0, _norm_divisor, _out_tap, _pixels2d, _tap)
+                         _kept, _kvalue, _load_f0, _norm_divisor, _out_tap, _phase_taps, _pixels2d,
+                         _tap)
 
 
 # --- kernels ---------------------------------------------------------------------------------
@@ -197,21 +199,30 @@ def pac_conv_kernel(
     f0T = tl.trans(f0t)
     moff = ib * smh + jb * smw
     kpos = u * skh + v * skw
-    for t in range(KH * KW):
-        i = t // KW
-        j = t % KW
-        run = True
+    if TRANSPOSED:
+        # only the taps of the tile's phase, (i, j) carried across the loop (row-major): no
+        # branch per tap, so the loads stay in the loop's software pipeline (cp.async)
+        i0, n_i, st_i = _phase_taps(ph, KH, SH, PH, DH)
+        j0, n_j, st_j = _phase_taps(pw, KW, SW, PW, DW)
+        n_taps = n_i * n_j
+        j_end = j0 + n_j * st_j
+        ti = i0
+        tj = j0
+    else:
+        n_taps = KH * KW
+    for t in range(n_taps):
         if TRANSPOSED:
-            zh = ph + PH - i * DH
-            zw = pw + PW - j * DW
-            run = (zh % SH == 0) & (zw % SW == 0)
-            dh = zh // SH
-            dw = zw // SW
+            i = ti
+            j = tj
+            dh = (ph + PH - i * DH) // SH  # exact: the phase's taps
+            dw = (pw + PW - j * DW) // SW
             gdh = (KH // 2 - i) * DH
             gdw = (KW // 2 - j) * DW
             ki = KH - 1 - i
             kj = KW - 1 - j
         else:
+            i = t // KW
+            j = t % KW
             dh = i * DH - PH
             dw = j * DW - PW
             gdh = dh
@@ -223,66 +234,73 @@ def pac_conv_kernel(
             dw = dw.to(tl.int64)
             gdh = gdh.to(tl.int64)
             gdw = gdw.to(tl.int64)
-        if run:
-            ih = ib + dh
-            iw = jb + dw
-            xin = pmask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            if K_MODE == K_GUIDE:
-                gh = gbu + gdh
-                gw = gbv + gdw
-                gin = pmask & (gh >= 0) & (gh < Hg) & (gw >= 0) & (gw < Wg)
-                if D_SINGLE:
-                    fq = tl.load(g_b + (goff + (gdh * sgh + gdw * sgw)), mask=dmask[:, None] & gin[None, :],
-                                 other=0.0, cache_modifier=".ca").to(KDT)
-                    df = fq - f0T
-                    if KTYPE == KT_INV_ASYM:
-                        df = tl.maximum(df, 0.0)
-                    r = tl.sum(df * df, axis=0)
-                else:
-                    r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
-                              KDT, KTYPE == KT_INV_ASYM, D_SINGLE, BLOCK_P, BLOCK_D)
-                kt = _kvalue(r, alpha, lam, KTYPE)
-                if HAS_MASK:
-                    mv = tl.load(m_b + (dh * smh + dw * smw) + moff, mask=xin, other=0.0).to(KDT)
-                else:
-                    mv = xin.to(KDT)
-                kt = _kept(kt, mv)
-                if NORMALIZE:
-                    nsum += kt
-                elif HAS_MASK:
-                    nsum += mv
-                    vsum += xin.to(KDT)
+        ih = ib + dh
+        iw = jb + dw
+        xin = pmask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        if K_MODE == K_GUIDE:
+            gh = gbu + gdh
+            gw = gbv + gdw
+            gin = pmask & (gh >= 0) & (gh < Hg) & (gw >= 0) & (gw < Wg)
+            if D_SINGLE:
+                fq = tl.load(g_b + (goff + (gdh * sgh + gdw * sgw)), mask=dmask[:, None] & gin[None, :],
+                             other=0.0, cache_modifier=".ca").to(KDT)
+                df = fq - f0T
+                if KTYPE == KT_INV_ASYM:
+                    df = tl.maximum(df, 0.0)
+                r = tl.sum(df * df, axis=0)
             else:
-                kt = tl.load(k_b + ki * ski + kj * skj + kpos, mask=xin, other=0.0).to(KDT)
-            # the tap's offset is added in the index type before the pointer add: one IMAD.WIDE
-            # per element and 32-bit offsets live across the loop (adding it to the base pointer
-            # lets the compiler keep 64-bit widened offsets: twice the registers)
-            xoff_t = xoff + (dh * sxh + dw * sxw)
+                r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
+                          KDT, KTYPE == KT_INV_ASYM, D_SINGLE, BLOCK_P, BLOCK_D)
+            kt = _kvalue(r, alpha, lam, KTYPE)
+            if HAS_MASK:
+                mv = tl.load(m_b + (dh * smh + dw * smw) + moff, mask=xin, other=0.0).to(KDT)
+            else:
+                mv = xin.to(KDT)
+            kt = _kept(kt, mv)
+            if NORMALIZE:
+                nsum += kt
+            elif HAS_MASK:
+                nsum += mv
+                vsum += xin.to(KDT)
+        else:
+            kt = tl.load(k_b + ki * ski + kj * skj + kpos, mask=xin, other=0.0).to(KDT)
+        # the tap's offset is added in the index type before the pointer add: one IMAD.WIDE
+        # per element and 32-bit offsets live across the loop (adding it to the base pointer
+        # lets the compiler keep 64-bit widened offsets: twice the registers)
+        xoff_t = xoff + (dh * sxh + dw * sxw)
+        if TRANSPOSED:
+            w_t = w_ptr + (i * KW + j) * C * O
+        else:
             w_t = w_ptr + t * C * O
-            if C_SINGLE:
-                if PADDED:
-                    xmask = cm[:, None]
-                else:
-                    xmask = cm[:, None] & xin[None, :]
-                xt = tl.load(x_b + xoff_t, mask=xmask, other=0.0, cache_modifier=".ca")
-                wt = tl.load(w_t + woff, mask=wmask, other=0.0, cache_modifier=".ca")
-                acc = _kdot_acc(acc, xt, kt, wt, KDT, DOT_DT, PREC)
+        if C_SINGLE:
+            if PADDED:
+                xmask = cm[:, None]
             else:
-                # the tap's product over all channel blocks first (operands straight from the
-                # loads), then one row scaling per tap
-                part = tl.zeros([BLOCK_P, BLOCK_O], KDT)
-                for c0 in range(0, C, BLOCK_C):
-                    cmc = (c0 + offs_c) < C
-                    if PADDED:
-                        xmask = cmc[:, None]
-                    else:
-                        xmask = cmc[:, None] & xin[None, :]
-                    xt = tl.load(x_b + c0 * sxc + xoff_t, mask=xmask, other=0.0, cache_modifier=".ca")
-                    wt = tl.load(w_t + c0 + woff, mask=cmc[:, None] & omask[None, :], other=0.0,
-                                 cache_modifier=".ca")
-                    part = tl.dot(tl.trans(xt.to(DOT_DT)), wt.to(DOT_DT), part, input_precision=PREC,
-                                  out_dtype=KDT)
-                acc += kt[:, None] * part
+                xmask = cm[:, None] & xin[None, :]
+            xt = tl.load(x_b + xoff_t, mask=xmask, other=0.0, cache_modifier=".ca")
+            wt = tl.load(w_t + woff, mask=wmask, other=0.0, cache_modifier=".ca")
+            acc = _kdot_acc(acc, xt, kt, wt, KDT, DOT_DT, PREC)
+        else:
+            # the tap's product over all channel blocks first (operands straight from the
+            # loads), then one row scaling per tap
+            part = tl.zeros([BLOCK_P, BLOCK_O], KDT)
+            for c0 in range(0, C, BLOCK_C):
+                cmc = (c0 + offs_c) < C
+                if PADDED:
+                    xmask = cmc[:, None]
+                else:
+                    xmask = cmc[:, None] & xin[None, :]
+                xt = tl.load(x_b + c0 * sxc + xoff_t, mask=xmask, other=0.0, cache_modifier=".ca")
+                wt = tl.load(w_t + c0 + woff, mask=cmc[:, None] & omask[None, :], other=0.0,
+                             cache_modifier=".ca")
+                part = tl.dot(tl.trans(xt.to(DOT_DT)), wt.to(DOT_DT), part, input_precision=PREC,
+                              out_dtype=KDT)
+            acc += kt[:, None] * part
+        if TRANSPOSED:
+            tj += st_j
+            wrap = tj >= j_end
+            ti = tl.where(wrap, ti + st_i, ti)
+            tj = tl.where(wrap, j0, tj)
 
     if K_MODE == K_GUIDE:
         if NORMALIZE or HAS_MASK:
@@ -332,90 +350,109 @@ def _dxdk_block(
         xq = tl.load(x_b + (u * sxh + v * sxw)[:, None] + offs_c[None, :] * sxc,
                      mask=qmask[:, None] & cm[None, :], other=0.0).to(KDT)
     acc = tl.zeros([BLOCK_P, BLOCK_C], KDT)
-    for t in range(KH * KW):
-        i = t // KW
-        j = t % KW
-        run = True
-        if not TRANSPOSED:
-            run = ((ph + PH - i * DH) % SH == 0) & ((pw + PW - j * DW) % SW == 0)
-        if run:
-            pu, pv, pin, gh, gw, gin, ki, kj = _out_tap(u, v, qmask, i, j, Ho, Wo, Hg, Wg,
-                                                        KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
-            # K_t(P) first (as in the forward): the tap product is then live only briefly
-            kt = tl.zeros([BLOCK_P], KDT)
-            if NEED_DX:
-                if K_MODE == K_GUIDE:
-                    ch, cw, cin = _centre(pu, pv, pin, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW,
-                                          TRANSPOSED, F0_SMOOTH)
-                    if HOIST_F:
-                        # conv: K_t(P)'s neighbour feature is f[q] (the row's own, loaded once);
-                        # only the centre feature f0[P] is gathered per tap ([BLOCK_D, BLOCK_P])
-                        f0T = tl.load(f0_b + od[:, None] * sfd + (ch * sfh + cw * sfw)[None, :],
-                                      mask=dmask[:, None] & cin[None, :], other=0.0, cache_modifier=".ca").to(KDT)
-                        df = fqT - f0T
-                        if KTYPE == KT_INV_ASYM:
-                            df = tl.maximum(df, 0.0)
-                        r = tl.sum(df * df, axis=0)
-                    else:
-                        r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, tl.zeros([BLOCK_P, BLOCK_D], KDT), f0_b, sfd,
-                                  sfh, sfw, ch, cw, cin, D, KDT, KTYPE == KT_INV_ASYM, False, BLOCK_P, BLOCK_D)
-                    kt = _kvalue(r, alpha, lam, KTYPE)
-                    if HAS_MASK:
-                        kt = kt * mq
-                    if NORMALIZE or HAS_MASK:
-                        kt = kt / tl.load(sc_b + pu * Wo + pv, mask=pin, other=1.0)
-                    if HAS_MASK:
-                        kt = tl.where(pin & (mq != 0), kt, 0.0)  # exactly 0 at masked taps (NaN K or divisor)
-                    else:
-                        kt = tl.where(pin, kt, 0.0)
+    if (not TRANSPOSED) and (SH * SW > 1):
+        # a strided conv: only the taps through which the tile's phase q % s is read, (i, j)
+        # carried across the loop (row-major): no branch per tap, so the loads stay in the
+        # loop's software pipeline
+        i0, n_i, st_i = _phase_taps(ph, KH, SH, PH, DH)
+        j0, n_j, st_j = _phase_taps(pw, KW, SW, PW, DW)
+        n_taps = n_i * n_j
+        j_end = j0 + n_j * st_j
+        ti = i0
+        tj = j0
+    else:
+        n_taps = KH * KW
+    for t in range(n_taps):
+        if (not TRANSPOSED) and (SH * SW > 1):
+            i = ti
+            j = tj
+            tap = i * KW + j
+        else:
+            i = t // KW
+            j = t % KW
+            tap = t
+        pu, pv, pin, gh, gw, gin, ki, kj = _out_tap(u, v, qmask, i, j, Ho, Wo, Hg, Wg,
+                                                    KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+        # K_t(P) first (as in the forward): the tap product is then live only briefly
+        kt = tl.zeros([BLOCK_P], KDT)
+        if NEED_DX:
+            if K_MODE == K_GUIDE:
+                ch, cw, cin = _centre(pu, pv, pin, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW,
+                                      TRANSPOSED, F0_SMOOTH)
+                if HOIST_F:
+                    # conv: K_t(P)'s neighbour feature is f[q] (the row's own, loaded once);
+                    # only the centre feature f0[P] is gathered per tap ([BLOCK_D, BLOCK_P])
+                    f0T = tl.load(f0_b + od[:, None] * sfd + (ch * sfh + cw * sfw)[None, :],
+                                  mask=dmask[:, None] & cin[None, :], other=0.0, cache_modifier=".ca").to(KDT)
+                    df = fqT - f0T
+                    if KTYPE == KT_INV_ASYM:
+                        df = tl.maximum(df, 0.0)
+                    r = tl.sum(df * df, axis=0)
                 else:
-                    kt = tl.load(k_b + ki * ski + kj * skj + pu * skh + pv * skw, mask=pin, other=0.0).to(KDT)
-            # the tap product, gy gathered transposed [BLOCK_O, BLOCK_P] (lanes along pixels for
-            # NCHW, 16-byte channel runs for channels-last copies), as in the forward
-            if GY_PADDED:
-                # dL/dy's zero-padded staging copy (stride 1): every tap's output pixel of an input
-                # pixel lies inside it (zero outside the output); rows past the input read at
-                # the nearest input pixel (their dx and dK are not stored)
-                goffT = ((tl.minimum(u, H - 1) + (PH - i * DH)) * sgyh
-                         + (tl.minimum(v, W - 1) + (PW - j * DW)) * sgyw)[None, :]
-                gmask = om[:, None]
+                    r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, tl.zeros([BLOCK_P, BLOCK_D], KDT), f0_b, sfd,
+                              sfh, sfw, ch, cw, cin, D, KDT, KTYPE == KT_INV_ASYM, False, BLOCK_P, BLOCK_D)
+                kt = _kvalue(r, alpha, lam, KTYPE)
+                if HAS_MASK:
+                    kt = kt * mq
+                if NORMALIZE or HAS_MASK:
+                    kt = kt / tl.load(sc_b + pu * Wo + pv, mask=pin, other=1.0)
+                if HAS_MASK:
+                    kt = tl.where(pin & (mq != 0), kt, 0.0)  # exactly 0 at masked taps (NaN K or divisor)
+                else:
+                    kt = tl.where(pin, kt, 0.0)
             else:
-                goffT = (pu * sgyh + pv * sgyw)[None, :]
-                gmask = om[:, None] & pin[None, :]
-            w_t = w_ptr + t * wts
-            if O_SINGLE:
-                gT = tl.load(gy_b + offs_o[:, None] * sgyo + goffT, mask=gmask, other=0.0, cache_modifier=".ca")
-                wt = tl.load(w_t + woff, mask=wmask, other=0.0, cache_modifier=".ca")
-                part = tl.dot(tl.trans(gT.to(DOT_DT)), wt.to(DOT_DT), input_precision=PREC, out_dtype=KDT)
-            else:
-                part = tl.zeros([BLOCK_P, BLOCK_C], KDT)
-                for o0 in range(0, O, BLOCK_O):
-                    omo = (o0 + offs_o) < O
-                    if GY_PADDED:
-                        gmo = omo[:, None]
-                    else:
-                        gmo = omo[:, None] & pin[None, :]
-                    gT = tl.load(gy_b + (o0 + offs_o)[:, None] * sgyo + goffT, mask=gmo, other=0.0,
-                                 cache_modifier=".ca")
-                    wt = tl.load(w_t + o0 + woff, mask=omo[:, None] & cm[None, :], other=0.0,
-                                 cache_modifier=".ca")
-                    part = tl.dot(tl.trans(gT.to(DOT_DT)), wt.to(DOT_DT), part, input_precision=PREC,
-                                  out_dtype=KDT)
-            if NEED_DK:
-                dkv = tl.sum(part * xq, axis=1)
-                dptr = dk_b + (ki * KW + kj) * Ho * Wo + pu * Wo + pv
-                if DK_ACCUMULATE:
-                    # the first channel block writes, later ones add (dK may start unwritten).
-                    # The previous block's store and this load map the pixels to threads in
-                    # different layouts (and a replicated [BLOCK_P] vector is read by threads
-                    # that did not write it): a CTA barrier orders them (global writes before
-                    # bar.sync are visible to the block after it). ``run`` and the constexprs
-                    # are uniform over the program, so every thread reaches it.
-                    tl.debug_barrier()
-                    dkv += tl.load(dptr, mask=pin & dk_add, other=0.0)
-                tl.store(dptr, dkv, mask=pin)
-            if NEED_DX:
-                acc += kt[:, None] * part
+                kt = tl.load(k_b + ki * ski + kj * skj + pu * skh + pv * skw, mask=pin, other=0.0).to(KDT)
+        # the tap product, gy gathered transposed [BLOCK_O, BLOCK_P] (lanes along pixels for
+        # NCHW, 16-byte channel runs for channels-last copies), as in the forward
+        if GY_PADDED:
+            # dL/dy's zero-padded staging copy (stride 1): every tap's output pixel of an input
+            # pixel lies inside it (zero outside the output); rows past the input read at
+            # the nearest input pixel (their dx and dK are not stored)
+            goffT = ((tl.minimum(u, H - 1) + (PH - i * DH)) * sgyh
+                     + (tl.minimum(v, W - 1) + (PW - j * DW)) * sgyw)[None, :]
+            gmask = om[:, None]
+        else:
+            goffT = (pu * sgyh + pv * sgyw)[None, :]
+            gmask = om[:, None] & pin[None, :]
+        w_t = w_ptr + tap * wts
+        if O_SINGLE:
+            gT = tl.load(gy_b + offs_o[:, None] * sgyo + goffT, mask=gmask, other=0.0, cache_modifier=".ca")
+            wt = tl.load(w_t + woff, mask=wmask, other=0.0, cache_modifier=".ca")
+            part = tl.dot(tl.trans(gT.to(DOT_DT)), wt.to(DOT_DT), input_precision=PREC, out_dtype=KDT)
+        else:
+            part = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+            for o0 in range(0, O, BLOCK_O):
+                omo = (o0 + offs_o) < O
+                if GY_PADDED:
+                    gmo = omo[:, None]
+                else:
+                    gmo = omo[:, None] & pin[None, :]
+                gT = tl.load(gy_b + (o0 + offs_o)[:, None] * sgyo + goffT, mask=gmo, other=0.0,
+                             cache_modifier=".ca")
+                wt = tl.load(w_t + o0 + woff, mask=omo[:, None] & cm[None, :], other=0.0,
+                             cache_modifier=".ca")
+                part = tl.dot(tl.trans(gT.to(DOT_DT)), wt.to(DOT_DT), part, input_precision=PREC,
+                              out_dtype=KDT)
+        if NEED_DK:
+            dkv = tl.sum(part * xq, axis=1)
+            dptr = dk_b + (ki * KW + kj) * Ho * Wo + pu * Wo + pv
+            if DK_ACCUMULATE:
+                # the first channel block writes, later ones add (dK may start unwritten).
+                # The previous block's store and this load map the pixels to threads in
+                # different layouts (and a replicated [BLOCK_P] vector is read by threads
+                # that did not write it): a CTA barrier orders them (global writes before
+                # bar.sync are visible to the block after it). The tap loop's trip count and
+                # the constexprs are uniform over the program, so every thread reaches it.
+                tl.debug_barrier()
+                dkv += tl.load(dptr, mask=pin & dk_add, other=0.0)
+            tl.store(dptr, dkv, mask=pin)
+        if NEED_DX:
+            acc += kt[:, None] * part
+        if (not TRANSPOSED) and (SH * SW > 1):
+            tj += st_j
+            wrap = tj >= j_end
+            ti = tl.where(wrap, ti + st_i, ti)
+            tj = tl.where(wrap, j0, tj)
     if NEED_DX:
         tl.store(dx_b + (u * sdh + v * sdw)[:, None] + offs_c[None, :] * sdc,
                  acc.to(dx_b.dtype.element_ty), mask=qmask[:, None] & cm[None, :])
@@ -585,8 +622,9 @@ def pac_conv_dw_kernel(
     of all images and writes ``part[split, t, o, c]`` (KDT, every element written once; no
     atomics); the host sums over ``split`` in a fixed order.
 
-    Tiles are ``(BLOCK_P // TILE_W) x TILE_W`` rectangles of output pixels (transposed: of one
-    output phase, and a tile whose phase the tap skips is skipped). Per tile: K_t from the
+    Tiles are ``(BLOCK_P // TILE_W) x TILE_W`` rectangles of output pixels (transposed: of the
+    one output phase whose pixels the tap reads an input pixel for; ``NSPLIT`` at most the batch's
+    tiles of one phase). Per tile: K_t from the
     guide (both features gathered ``[BLOCK_D, BLOCK_P]``, as in the forward) or read from a
     given K; the gy tile ``[BLOCK_O, BLOCK_P]`` and the input tile ``[BLOCK_C, BLOCK_P]``
     (pixels along the reduction); one ``[O, P] @ [P, C]`` dot. K_t scales the gy tile (the A
@@ -641,11 +679,16 @@ def pac_conv_dw_kernel(
             lam = tl.load(lam_ptr).to(KDT)
     TILE_H = BLOCK_P // TILE_W
     if TRANSPOSED:
+        # the tap's tiles: those of the one output phase (ph, pw) whose pixels it reads an input
+        # pixel for, (ph + PH - i*DH) % SH == 0 (no branch per tile, so the loads stay in the
+        # loop's software pipeline)
         Hph = (Ho + SH - 1) // SH
         Wph = (Wo + SW - 1) // SW
-        n_tiles = SH * SW * ((Hph + TILE_H - 1) // TILE_H) * ((Wph + TILE_W - 1) // TILE_W)
+        n_tiles = ((Hph + TILE_H - 1) // TILE_H) * ((Wph + TILE_W - 1) // TILE_W)
+        first_tile = ((((i * DH - PH) % SH + SH) % SH) * SW + ((j * DW - PW) % SW + SW) % SW) * n_tiles
     else:
         n_tiles = ((Ho + TILE_H - 1) // TILE_H) * ((Wo + TILE_W - 1) // TILE_W)
+        first_tile = 0
     acc = tl.zeros([BLOCK_O, BLOCK_C], KDT)
     # every split has a tile (the launcher makes NSPLIT <= B * n_tiles and launches nothing for
     # an empty batch): without a zero-trip path ptxas keeps the wgmma chain asynchronous (a path
@@ -656,56 +699,53 @@ def pac_conv_dw_kernel(
         b = tid // n_tiles
         if IDX64:
             b = b.to(tl.int64)
-        u, v, pmask, ph, pw = _pixels2d(tid % n_tiles, Ho, Wo, SH, SW, TRANSPOSED, IDX64, BLOCK_P, TILE_W)
-        run = True
-        if TRANSPOSED:
-            run = ((ph + PH - i * DH) % SH == 0) & ((pw + PW - j * DW) % SW == 0)
-        if run:
-            ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
-                                                   KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
-            if K_MODE == K_GUIDE:
-                g_b = g_ptr + b * sgb
-                f0_b = f0_ptr + b * sfb
-                ch, cw, cin = _centre(u, v, pmask, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW,
-                                      TRANSPOSED, F0_SMOOTH)
-                if D_SINGLE:
-                    fqT = tl.load(g_b + od[:, None] * sgd + (gh * sgh + gw * sgw)[None, :],
-                                  mask=dmask[:, None] & gin[None, :], other=0.0).to(KDT)
-                    f0T = tl.load(f0_b + od[:, None] * sfd + (ch * sfh + cw * sfw)[None, :],
-                                  mask=dmask[:, None] & cin[None, :], other=0.0).to(KDT)
-                    df = fqT - f0T
-                    if KTYPE == KT_INV_ASYM:
-                        df = tl.maximum(df, 0.0)
-                    r = tl.sum(df * df, axis=0)
-                else:
-                    r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, tl.zeros([BLOCK_P, BLOCK_D], KDT), f0_b, sfd, sfh,
-                              sfw, ch, cw, cin, D, KDT, KTYPE == KT_INV_ASYM, False, BLOCK_P, BLOCK_D)
-                kt = _kvalue(r, alpha, lam, KTYPE)
-                if HAS_MASK:
-                    mk = tl.load(m_ptr + b * smb + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)
-                    kt = kt * mk
-                if NORMALIZE or HAS_MASK:
-                    kt = kt / tl.load(sc_ptr + b * Ho * Wo + u * Wo + v, mask=pmask, other=1.0)
-                if HAS_MASK:
-                    kt = tl.where(xin & (mk != 0), kt, 0.0)  # exactly 0 at masked taps
-                else:
-                    kt = tl.where(xin, kt, 0.0)
+        u, v, pmask, ph, pw = _pixels2d(first_tile + tid % n_tiles, Ho, Wo, SH, SW, TRANSPOSED, IDX64, BLOCK_P,
+                                        TILE_W)
+        ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
+                                               KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+        if K_MODE == K_GUIDE:
+            g_b = g_ptr + b * sgb
+            f0_b = f0_ptr + b * sfb
+            ch, cw, cin = _centre(u, v, pmask, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW,
+                                  TRANSPOSED, F0_SMOOTH)
+            if D_SINGLE:
+                fqT = tl.load(g_b + od[:, None] * sgd + (gh * sgh + gw * sgw)[None, :],
+                              mask=dmask[:, None] & gin[None, :], other=0.0).to(KDT)
+                f0T = tl.load(f0_b + od[:, None] * sfd + (ch * sfh + cw * sfw)[None, :],
+                              mask=dmask[:, None] & cin[None, :], other=0.0).to(KDT)
+                df = fqT - f0T
+                if KTYPE == KT_INV_ASYM:
+                    df = tl.maximum(df, 0.0)
+                r = tl.sum(df * df, axis=0)
             else:
-                kt = tl.load(k_ptr + b * skb + ki * ski + kj * skj + u * skh + v * skw, mask=xin, other=0.0).to(KDT)
-            if PADDED:
-                # the zero-padded staging copy: input pixel (ih, iw) at (ih + PH, iw + PW); every
-                # tap of every tile pixel reads inside it, zero outside the input (and past the
-                # channels a group has); pixels past the output are masked (their x may be
-                # any finite or non-finite input value, and 0 * Inf would reach the sum)
-                xT = tl.load(x_g + b * sxb + offs_c[:, None] * sxc
-                             + ((ih + PH) * sxh + (iw + PW) * sxw)[None, :], mask=pmask[None, :], other=0.0)
+                r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, tl.zeros([BLOCK_P, BLOCK_D], KDT), f0_b, sfd, sfh,
+                          sfw, ch, cw, cin, D, KDT, KTYPE == KT_INV_ASYM, False, BLOCK_P, BLOCK_D)
+            kt = _kvalue(r, alpha, lam, KTYPE)
+            if HAS_MASK:
+                mk = tl.load(m_ptr + b * smb + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)
+                kt = kt * mk
+            if NORMALIZE or HAS_MASK:
+                kt = kt / tl.load(sc_ptr + b * Ho * Wo + u * Wo + v, mask=pmask, other=1.0)
+            if HAS_MASK:
+                kt = tl.where(xin & (mk != 0), kt, 0.0)  # exactly 0 at masked taps
             else:
-                xT = tl.load(x_g + b * sxb + offs_c[:, None] * sxc + (ih * sxh + iw * sxw)[None, :],
-                             mask=cm[:, None] & xin[None, :], other=0.0)
-            gT = tl.load(gy_g + b * sgyb + offs_o[:, None] * sgyo + (u * sgyh + v * sgyw)[None, :],
-                         mask=om[:, None] & pmask[None, :], other=0.0)
-            ga = (gT.to(KDT) * kt[None, :]).to(DOT_DT)
-            acc = tl.dot(ga, tl.trans(xT.to(DOT_DT)), acc, input_precision=PREC, out_dtype=acc.dtype)
+                kt = tl.where(xin, kt, 0.0)
+        else:
+            kt = tl.load(k_ptr + b * skb + ki * ski + kj * skj + u * skh + v * skw, mask=xin, other=0.0).to(KDT)
+        if PADDED:
+            # the zero-padded staging copy: input pixel (ih, iw) at (ih + PH, iw + PW); every
+            # tap of every tile pixel reads inside it, zero outside the input (and past the
+            # channels a group has); pixels past the output are masked (their x may be
+            # any finite or non-finite input value, and 0 * Inf would reach the sum)
+            xT = tl.load(x_g + b * sxb + offs_c[:, None] * sxc
+                         + ((ih + PH) * sxh + (iw + PW) * sxw)[None, :], mask=pmask[None, :], other=0.0)
+        else:
+            xT = tl.load(x_g + b * sxb + offs_c[:, None] * sxc + (ih * sxh + iw * sxw)[None, :],
+                         mask=cm[:, None] & xin[None, :], other=0.0)
+        gT = tl.load(gy_g + b * sgyb + offs_o[:, None] * sgyo + (u * sgyh + v * sgyw)[None, :],
+                     mask=om[:, None] & pmask[None, :], other=0.0)
+        ga = (gT.to(KDT) * kt[None, :]).to(DOT_DT)
+        acc = tl.dot(ga, tl.trans(xT.to(DOT_DT)), acc, input_precision=PREC, out_dtype=acc.dtype)
     o_all = O
     if GROUPED:
         o_all = G * O
@@ -959,7 +999,8 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
         sh_, sw_ = tuple(stride) if transposed else (1, 1)
         tw = configs.tile_w(cdiv(Wo, sw_), bpw, rt)
         n_ob, n_cb = G * cdiv(O, bo), cdiv(C, bc)
-        tiles = B * sh_ * sw_ * cdiv(cdiv(Ho, sh_), bpw // tw) * cdiv(cdiv(Wo, sw_), tw)
+        # pixel tiles per tap (transposed: of the one output phase that the tap reads for)
+        tiles = B * cdiv(cdiv(Ho, sh_), bpw // tw) * cdiv(cdiv(Wo, sw_), tw)
         if tiles == 0:  # an empty batch: no pixel tile (the kernel assumes one per split)
             out["weight"] = torch.zeros_like(weight)
         else:

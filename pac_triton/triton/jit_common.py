@@ -2,8 +2,9 @@
 kernels test instead of literal mode numbers.
 
 Helpers: output-pixel tiles (``_pixels``: flat rows; ``_pixels2d``: rectangles of one phase),
-the positions of a conv tap (``_tap``: input, guide and K tap of an output pixel;
-``_out_tap``: the output pixel that reads an input pixel through a tap), the centre feature
+the taps a transposed phase runs (``_phase_taps``), the positions of a conv tap (``_tap``: input,
+guide and K tap of an output pixel; ``_out_tap``: the output pixel that reads an input pixel
+through a tap), the centre feature
 (``_centre``, ``_load_f0``), the guide distance (``_dist``), the kernel function
 (``_kvalue``, ``_pow``), the kept-tap product (``_kept``: exactly 0 at dropped taps), the
 normaliser (``_norm_divisor``) and a K tile (``_k_tile``: channel-wise or broadcast).
@@ -229,6 +230,27 @@ def _pixels2d(pid, Ho, Wo, SH: tl.constexpr, SW: tl.constexpr, PHASED: tl.conste
         pmask = (u < Ho) & (v < Wo)
     return u, v, pmask, ph, pw
 
+
+
+@triton.jit
+def _phase_taps(phase, K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, D: tl.constexpr):
+    """The kernel rows (or columns) that a transposed conv's output phase ``phase`` (``u % S``)
+    runs: the ``i`` in ``[0, K)`` with ``(phase + P - i*D) % S == 0`` (the others land between
+    input pixels for every pixel of the phase), as ``(first, count, step)``: ``first, first +
+    step, ...``, ``count`` of them (0: none, ``first`` is then K). They are evenly spaced, by
+    ``S / gcd(S, D)``; the step is read off the first and last instead. Scalars, once per
+    program; the tap loop then runs only these taps, without a branch per tap (a branch would
+    keep the loads out of the loop's software pipeline)."""
+    first = phase * 0 + K
+    last = phase * 0
+    count = phase * 0
+    for i in tl.static_range(K):
+        ok = (phase + P - i * D) % S == 0
+        first = tl.where(ok & (first == K), i, first)
+        last = tl.where(ok, i, last)
+        count += ok.to(count.dtype)
+    step = tl.maximum((last - first) // tl.maximum(count - 1, 1), 1)
+    return first, count, step
 
 
 @triton.jit

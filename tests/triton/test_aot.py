@@ -3,7 +3,8 @@ backward) of every family with its default config × dtypes for sm_80 and sm_90,
 tuning list for one specialisation on sm_90. Runs ``python -m perf.compile_stats aot`` (the dev
 tool, ``perf/compile_stats.py``) in a subprocess without TRITON_INTERPRET and
 fails on a compile error, on spills (stack or local memory) in a default config, on sm_90
-tensor-core ops that ptxas serialized, or when the register count cannot be read."""
+tensor-core ops that ptxas serialized, on a vectorised tensor-core loop that is not
+software-pipelined, or when the register count cannot be read."""
 from __future__ import annotations
 
 import json
@@ -46,6 +47,19 @@ def test_aot_compile_all_kernels():
     serialized = [f"{r['name']} {r['dtype']}: {r['wgmma_serialized']}" for r in recs if r.get("wgmma_serialized")]
     assert not serialized, "\n".join(serialized)
     assert any("wgmma_serialized" in r for r in recs if r["arch"] == 90)
+    # The tensor-core kernels' loops are software-pipelined (loads issued a stage ahead as
+    # cp.async) wherever the gathers are 16-byte vectors. A tap or tile skipped by a runtime
+    # branch inside the loop keeps its loads out of the pipeline: the transposed forward, the
+    # strided conv's dx + dK and the transposed dW did so before they looped over only the taps
+    # (tiles) of a phase.
+    pipelined = ("conv_guide_vec", "conv_guide_padded", "convT_guide_vec", "bwd_conv_dxdk_vec",
+                 "bwd_conv_dxdk_padded", "bwd_conv_dxdk_s2_vec", "bwd_conv_dw_vec", "bwd_conv_dw_padded",
+                 "bwd_convT_dw")
+    seen = {r["name"] for r in recs if r["name"] in pipelined and r["dtype"] == "bf16" and r["arch"] == 90}
+    assert seen == set(pipelined), set(pipelined) - seen
+    not_pipelined = [f"{r['name']} sm_{r['arch']} {r['dtype']}" for r in recs
+                     if r["name"] in pipelined and r["dtype"] != "fp64" and not r["cp_async"]]
+    assert not not_pipelined, not_pipelined
     names = {(r["name"], r["arch"], r["dtype"]) for r in recs if r["default"]}
     for arch in (80, 90):
         for dt in ("fp32", "fp16", "bf16", "fp64"):
