@@ -43,8 +43,8 @@ from . import kernel_map
 from .configs import cdiv
 from .host_common import Grads
 from .jit_common import (INV_EPSILON, K_GUIDE, KT_GAUSS, KT_INV_ASYM, _assume, _centre, _dist,  # noqa: F401
-                         _kept, _kvalue, _load_f0, _norm_divisor, _out_tap, _phase_taps, _pixels2d,
-                         _tap)
+                         _kept, _kvalue, _load_f0, _norm_divisor, _out_tap, _phase_next,
+                         _phase_taps, _pixels2d, _tap)
 
 
 # --- kernels ---------------------------------------------------------------------------------
@@ -199,7 +199,7 @@ def pac_conv_kernel(
     f0T = tl.trans(f0t)
     moff = ib * smh + jb * smw
     kpos = u * skh + v * skw
-    if TRANSPOSED:
+    if TRANSPOSED and (SH * SW > 1):
         # only the taps of the tile's phase, (i, j) carried across the loop (row-major): no
         # branch per tap, so the loads stay in the loop's software pipeline (cp.async)
         i0, n_i, st_i = _phase_taps(ph, KH, SH, PH, DH)
@@ -211,9 +211,15 @@ def pac_conv_kernel(
     else:
         n_taps = KH * KW
     for t in range(n_taps):
-        if TRANSPOSED:
+        if TRANSPOSED and (SH * SW > 1):
             i = ti
             j = tj
+            tap = i * KW + j
+        else:
+            i = t // KW
+            j = t % KW
+            tap = t
+        if TRANSPOSED:
             dh = (ph + PH - i * DH) // SH  # exact: the phase's taps
             dw = (pw + PW - j * DW) // SW
             gdh = (KH // 2 - i) * DH
@@ -221,8 +227,6 @@ def pac_conv_kernel(
             ki = KH - 1 - i
             kj = KW - 1 - j
         else:
-            i = t // KW
-            j = t % KW
             dh = i * DH - PH
             dw = j * DW - PW
             gdh = dh
@@ -268,10 +272,7 @@ def pac_conv_kernel(
         # per element and 32-bit offsets live across the loop (adding it to the base pointer
         # lets the compiler keep 64-bit widened offsets: twice the registers)
         xoff_t = xoff + (dh * sxh + dw * sxw)
-        if TRANSPOSED:
-            w_t = w_ptr + (i * KW + j) * C * O
-        else:
-            w_t = w_ptr + t * C * O
+        w_t = w_ptr + tap * C * O
         if C_SINGLE:
             if PADDED:
                 xmask = cm[:, None]
@@ -296,11 +297,8 @@ def pac_conv_kernel(
                 part = tl.dot(tl.trans(xt.to(DOT_DT)), wt.to(DOT_DT), part, input_precision=PREC,
                               out_dtype=KDT)
             acc += kt[:, None] * part
-        if TRANSPOSED:
-            tj += st_j
-            wrap = tj >= j_end
-            ti = tl.where(wrap, ti + st_i, ti)
-            tj = tl.where(wrap, j0, tj)
+        if TRANSPOSED and (SH * SW > 1):
+            ti, tj = _phase_next(ti, tj, j0, j_end, st_i, st_j)
 
     if K_MODE == K_GUIDE:
         if NORMALIZE or HAS_MASK:
@@ -449,10 +447,7 @@ def _dxdk_block(
         if NEED_DX:
             acc += kt[:, None] * part
         if (not TRANSPOSED) and (SH * SW > 1):
-            tj += st_j
-            wrap = tj >= j_end
-            ti = tl.where(wrap, ti + st_i, ti)
-            tj = tl.where(wrap, j0, tj)
+            ti, tj = _phase_next(ti, tj, j0, j_end, st_i, st_j)
     if NEED_DX:
         tl.store(dx_b + (u * sdh + v * sdw)[:, None] + offs_c[None, :] * sdc,
                  acc.to(dx_b.dtype.element_ty), mask=qmask[:, None] & cm[None, :])

@@ -33,8 +33,8 @@ from . import kernel_map
 from .configs import cdiv
 from .host_common import Grads
 from .jit_common import (INV_EPSILON, K_GUIDE, KT_GAUSS, KT_INV_ASYM, _centre, _centre_tile, _dist,  # noqa: F401
-                         _k_params, _k_tile, _kept, _kvalue, _load_f0, _norm_divisor, _out_tap, _pixels, _pixels2d,
-                         _tap)
+                         _k_params, _k_tile, _kept, _kvalue, _load_f0, _norm_divisor, _out_tap, _phase_next,
+                         _phase_taps, _pixels, _pixels2d, _tap)
 
 
 # --- kernels ---------------------------------------------------------------------------------
@@ -71,36 +71,50 @@ def _dw_taps(x_b, wt_ptr, g_b, f0_b, m_b, k_b, f0t, alpha, lam, u, v, pmask, ph,
     nsum = tl.zeros([BLOCK_P, BLOCK_C], KDT)
     vsum = tl.zeros([BLOCK_P, BLOCK_C], KDT)
 
-    for t in range(KH * KW):
-        i = t // KW
-        j = t % KW
-        run = True
-        if TRANSPOSED:
-            run = ((ph + PH - i * DH) % SH == 0) & ((pw + PW - j * DW) % SW == 0)
-        if run:
-            ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
-                                                   KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
-            if K_MODE == K_GUIDE:
-                kt = _k_tile(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
-                             alpha, lam, cc, cm, KTYPE, CW, KDT, D_SINGLE, BLOCK_P, BLOCK_D, BLOCK_C)
-                if HAS_MASK:
-                    mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)[:, None]
-                else:
-                    mv = xin.to(KDT)[:, None]
-                kt = _kept(kt, mv)
-                if NORMALIZE:
-                    nsum += kt
-                elif HAS_MASK:
-                    nsum += mv
-                    vsum += xin.to(KDT)[:, None]
+    if TRANSPOSED and (SH * SW > 1):
+        # only the taps of the tile's phase, (i, j) carried across the loop (row-major)
+        i0, n_i, st_i = _phase_taps(ph, KH, SH, PH, DH)
+        j0, n_j, st_j = _phase_taps(pw, KW, SW, PW, DW)
+        n_taps = n_i * n_j
+        j_end = j0 + n_j * st_j
+        ti = i0
+        tj = j0
+    else:
+        n_taps = KH * KW
+    for t in range(n_taps):
+        if TRANSPOSED and (SH * SW > 1):
+            i = ti
+            j = tj
+            tap = i * KW + j
+        else:
+            i = t // KW
+            j = t % KW
+            tap = t
+        ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
+                                               KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+        if K_MODE == K_GUIDE:
+            kt = _k_tile(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
+                         alpha, lam, cc, cm, KTYPE, CW, KDT, D_SINGLE, BLOCK_P, BLOCK_D, BLOCK_C)
+            if HAS_MASK:
+                mv = tl.load(m_b + ih * smh + iw * smw, mask=xin, other=0.0).to(KDT)[:, None]
             else:
-                kt = tl.load(k_b + (ki * ski + kj * skj + u * skh + v * skw)[:, None] + cc[None, :] * skc,
-                             mask=xin[:, None] & cm[None, :], other=0.0).to(KDT)
-            if HAS_WTAP:
-                kt = kt * _wtap(wt_ptr, t, cc, cm, C, WT_PER_CHANNEL, IDX64, KDT)
-            xt = tl.load(x_b + (ih * sxh + iw * sxw)[:, None] + cc[None, :] * sxc,
-                         mask=xin[:, None] & cm[None, :], other=0.0, cache_modifier=".ca").to(KDT)
-            acc += kt * xt
+                mv = xin.to(KDT)[:, None]
+            kt = _kept(kt, mv)
+            if NORMALIZE:
+                nsum += kt
+            elif HAS_MASK:
+                nsum += mv
+                vsum += xin.to(KDT)[:, None]
+        else:
+            kt = tl.load(k_b + (ki * ski + kj * skj + u * skh + v * skw)[:, None] + cc[None, :] * skc,
+                         mask=xin[:, None] & cm[None, :], other=0.0).to(KDT)
+        if HAS_WTAP:
+            kt = kt * _wtap(wt_ptr, tap, cc, cm, C, WT_PER_CHANNEL, IDX64, KDT)
+        xt = tl.load(x_b + (ih * sxh + iw * sxw)[:, None] + cc[None, :] * sxc,
+                     mask=xin[:, None] & cm[None, :], other=0.0, cache_modifier=".ca").to(KDT)
+        acc += kt * xt
+        if TRANSPOSED and (SH * SW > 1):
+            ti, tj = _phase_next(ti, tj, j0, j_end, st_i, st_j)
 
     return acc, nsum, vsum
 
@@ -559,53 +573,67 @@ def _dw_dx_taps(gy_ptr, wt_ptr, g_b, f0_b, m_ptr, sc_ptr, k_ptr, alpha, lam, b, 
     """``pac_dw_dx_kernel``'s tap loop, general case (any option, layout, stride): every gather
     masked. Returns the ``[BLOCK_P, BLOCK_C]`` input-gradient tile."""
     acc = tl.zeros([BLOCK_P, BLOCK_C], KDT)
-    for t in range(KH * KW):
-        i = t // KW
-        j = t % KW
-        run = True
-        if not TRANSPOSED:
-            run = ((ph + PH - i * DH) % SH == 0) & ((pw + PW - j * DW) % SW == 0)
-        if run:
-            pu, pv, pin, gh, gw, gin, ki, kj = _out_tap(u, v, qmask, i, j, Ho, Wo, Hg, Wg,
-                                                        KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
-            pm2 = pin[:, None] & cm[None, :]
-            if K_MODE == K_GUIDE:
-                ch, cw, cin = _centre(pu, pv, pin, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED,
-                                      F0_SMOOTH)
-                if CW:
-                    fq = tl.load(g_b + (gh * sgh + gw * sgw)[:, None] + cc[None, :] * sgd,
-                                 mask=gin[:, None] & cm[None, :], other=0.0).to(KDT)
-                    f0 = tl.load(f0_b + (ch * sfh + cw * sfw)[:, None] + cc[None, :] * sfd,
-                                 mask=cin[:, None] & cm[None, :], other=0.0).to(KDT)
-                    df = fq - f0
-                    if KTYPE == KT_INV_ASYM:
-                        df = tl.maximum(df, 0.0)
-                    kt = _kvalue(df * df, alpha, lam, KTYPE)
-                else:
-                    r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, tl.zeros([BLOCK_P, BLOCK_D], KDT), f0_b, sfd, sfh,
-                              sfw, ch, cw, cin, D, KDT, KTYPE == KT_INV_ASYM, False, BLOCK_P, BLOCK_D)
-                    kt = _kvalue(r, alpha, lam, KTYPE)[:, None] + tl.zeros([BLOCK_P, BLOCK_C], KDT)
-                if HAS_MASK:
-                    mk = tl.load(m_ptr + b * smb + u * smh + v * smw, mask=pin, other=0.0).to(KDT)[:, None]
-                    kt = kt * mk
-                if NORMALIZE or HAS_MASK:
-                    if CW:
-                        kt = kt / tl.load(sc_ptr + (b * C + cc[None, :]) * Ho * Wo + (pu * Wo + pv)[:, None],
-                                          mask=pm2, other=1.0)
-                    else:
-                        kt = kt / tl.load(sc_ptr + b * Ho * Wo + pu * Wo + pv, mask=pin, other=1.0)[:, None]
-                if HAS_MASK:
-                    kt = tl.where(pm2 & (mk != 0), kt, 0.0)  # exactly 0 at masked taps
-                else:
-                    kt = tl.where(pm2, kt, 0.0)
+    if (not TRANSPOSED) and (SH * SW > 1):
+        # only the taps of the tile's phase, (i, j) carried across the loop (row-major)
+        i0, n_i, st_i = _phase_taps(ph, KH, SH, PH, DH)
+        j0, n_j, st_j = _phase_taps(pw, KW, SW, PW, DW)
+        n_taps = n_i * n_j
+        j_end = j0 + n_j * st_j
+        ti = i0
+        tj = j0
+    else:
+        n_taps = KH * KW
+    for t in range(n_taps):
+        if (not TRANSPOSED) and (SH * SW > 1):
+            i = ti
+            j = tj
+            tap = i * KW + j
+        else:
+            i = t // KW
+            j = t % KW
+            tap = t
+        pu, pv, pin, gh, gw, gin, ki, kj = _out_tap(u, v, qmask, i, j, Ho, Wo, Hg, Wg,
+                                                    KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+        pm2 = pin[:, None] & cm[None, :]
+        if K_MODE == K_GUIDE:
+            ch, cw, cin = _centre(pu, pv, pin, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED,
+                                  F0_SMOOTH)
+            if CW:
+                fq = tl.load(g_b + (gh * sgh + gw * sgw)[:, None] + cc[None, :] * sgd,
+                             mask=gin[:, None] & cm[None, :], other=0.0).to(KDT)
+                f0 = tl.load(f0_b + (ch * sfh + cw * sfw)[:, None] + cc[None, :] * sfd,
+                             mask=cin[:, None] & cm[None, :], other=0.0).to(KDT)
+                df = fq - f0
+                if KTYPE == KT_INV_ASYM:
+                    df = tl.maximum(df, 0.0)
+                kt = _kvalue(df * df, alpha, lam, KTYPE)
             else:
-                kt = tl.load(k_ptr + b * skb + ki * ski + kj * skj + (pu * skh + pv * skw)[:, None]
-                             + cc[None, :] * skc, mask=pm2, other=0.0).to(KDT)
-            if HAS_WTAP:
-                kt = kt * _wtap(wt_ptr, t, cc, cm, C, WT_PER_CHANNEL, IDX64, KDT)
-            gt = tl.load(gy_ptr + b * sgyb + (pu * sgyh + pv * sgyw)[:, None] + cc[None, :] * sgyc, mask=pm2,
-                         other=0.0).to(KDT)
-            acc += kt * gt
+                r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, tl.zeros([BLOCK_P, BLOCK_D], KDT), f0_b, sfd, sfh,
+                          sfw, ch, cw, cin, D, KDT, KTYPE == KT_INV_ASYM, False, BLOCK_P, BLOCK_D)
+                kt = _kvalue(r, alpha, lam, KTYPE)[:, None] + tl.zeros([BLOCK_P, BLOCK_C], KDT)
+            if HAS_MASK:
+                mk = tl.load(m_ptr + b * smb + u * smh + v * smw, mask=pin, other=0.0).to(KDT)[:, None]
+                kt = kt * mk
+            if NORMALIZE or HAS_MASK:
+                if CW:
+                    kt = kt / tl.load(sc_ptr + (b * C + cc[None, :]) * Ho * Wo + (pu * Wo + pv)[:, None],
+                                      mask=pm2, other=1.0)
+                else:
+                    kt = kt / tl.load(sc_ptr + b * Ho * Wo + pu * Wo + pv, mask=pin, other=1.0)[:, None]
+            if HAS_MASK:
+                kt = tl.where(pm2 & (mk != 0), kt, 0.0)  # exactly 0 at masked taps
+            else:
+                kt = tl.where(pm2, kt, 0.0)
+        else:
+            kt = tl.load(k_ptr + b * skb + ki * ski + kj * skj + (pu * skh + pv * skw)[:, None]
+                         + cc[None, :] * skc, mask=pm2, other=0.0).to(KDT)
+        if HAS_WTAP:
+            kt = kt * _wtap(wt_ptr, tap, cc, cm, C, WT_PER_CHANNEL, IDX64, KDT)
+        gt = tl.load(gy_ptr + b * sgyb + (pu * sgyh + pv * sgyw)[:, None] + cc[None, :] * sgyc, mask=pm2,
+                     other=0.0).to(KDT)
+        acc += kt * gt
+        if (not TRANSPOSED) and (SH * SW > 1):
+            ti, tj = _phase_next(ti, tj, j0, j_end, st_i, st_j)
     return acc
 
 

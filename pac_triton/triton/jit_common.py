@@ -2,7 +2,7 @@
 kernels test instead of literal mode numbers.
 
 Helpers: output-pixel tiles (``_pixels``: flat rows; ``_pixels2d``: rectangles of one phase),
-the taps a transposed phase runs (``_phase_taps``), the positions of a conv tap (``_tap``: input,
+the taps a phase runs (``_phase_taps``, ``_phase_next``), the positions of a conv tap (``_tap``: input,
 guide and K tap of an output pixel; ``_out_tap``: the output pixel that reads an input pixel
 through a tap), the centre feature
 (``_centre``, ``_load_f0``), the guide distance (``_dist``), the kernel function
@@ -251,6 +251,15 @@ def _phase_taps(phase, K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, D: tl.
         count += ok.to(count.dtype)
     step = tl.maximum((last - first) // tl.maximum(count - 1, 1), 1)
     return first, count, step
+
+
+@triton.jit
+def _phase_next(i, j, j0, j_end, st_i, st_j):
+    """The tap after (i, j) among a phase's taps (``_phase_taps``), row-major: the loop carries
+    (i, j) instead of dividing its counter."""
+    j += st_j
+    wrap = j >= j_end
+    return tl.where(wrap, i + st_i, i), tl.where(wrap, j0, j)
 
 
 @triton.jit

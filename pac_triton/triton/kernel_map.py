@@ -29,8 +29,8 @@ from . import host_common as hc
 from .configs import cdiv
 from .host_common import Grads
 from .jit_common import (INV_EPSILON, KT_GAUSS, KT_INV_ASYM, _centre, _centre_tile, _dist, _k_order_tap,  # noqa: F401
-                         _k_params, _k_tile, _kept, _kvalue, _load_f0, _mask_at, _norm_divisor, _pixels, _pow,
-                         _tap)
+                         _k_params, _k_tile, _kept, _kvalue, _load_f0, _mask_at, _norm_divisor, _phase_next,
+                         _phase_taps, _pixels, _pow, _tap)
 
 
 # --- kernels ---------------------------------------------------------------------------------
@@ -372,28 +372,44 @@ def pac_guide_gather_kernel(
     fq = tl.load(g_b + (u * sgh + v * sgw)[:, None] + od[None, :] * sgd, mask=qmask[:, None] & dmask,
                  other=0.0).to(KDT)
     acc = tl.zeros([BLOCK_P, BLOCK_D], KDT)
-    for t in range(KH * KW):
-        i = t // KW
-        j = t % KW
-        run = ((ph + PH - i * DH) % SH == 0) & ((pw + PW - j * DW) % SW == 0)
-        if run:
-            # P = (q + p - i*d) / s: the transposed index pattern, bounded by the K grid.
-            pu, pv, pin, _gh, _gw, _gin, _ki, _kj = _tap(u, v, qmask, i, j, Ho, Wo, 1, 1,
-                                                         KH, KW, SH, SW, PH, PW, DH, DW, True)
-            if CW:
-                dr = tl.load(dr_b + (od[None, :] * (KH * KW) + t) * Ho * Wo + (pu * Wo + pv)[:, None],
-                             mask=pin[:, None] & dmask, other=0.0)
-            else:
-                dr = tl.load(dr_b + t * Ho * Wo + pu * Wo + pv, mask=pin, other=0.0)[:, None]
-            ch, cw, cin = _centre(pu, pv, pin, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW, False, F0_SMOOTH)
-            f0 = tl.load(f0_b + (ch * sfh + cw * sfw)[:, None] + od[None, :] * sfd,
-                         mask=cin[:, None] & dmask, other=0.0).to(KDT)
-            diff = fq - f0
-            if ASYM:
-                diff = tl.maximum(diff, 0.0)
-            # dr is exactly 0 at dropped taps (and only there can it meet a NaN difference that
-            # the forward never read): they add nothing
-            acc += tl.where(dr != 0, dr * diff, 0.0)
+    if SH * SW > 1:
+        # only the taps of the tile's phase, (i, j) carried across the loop (row-major)
+        i0, n_i, st_i = _phase_taps(ph, KH, SH, PH, DH)
+        j0, n_j, st_j = _phase_taps(pw, KW, SW, PW, DW)
+        n_taps = n_i * n_j
+        j_end = j0 + n_j * st_j
+        ti = i0
+        tj = j0
+    else:
+        n_taps = KH * KW
+    for t in range(n_taps):
+        if SH * SW > 1:
+            i = ti
+            j = tj
+            tap = i * KW + j
+        else:
+            i = t // KW
+            j = t % KW
+            tap = t
+        # P = (q + p - i*d) / s: the transposed index pattern, bounded by the K grid.
+        pu, pv, pin, _gh, _gw, _gin, _ki, _kj = _tap(u, v, qmask, i, j, Ho, Wo, 1, 1,
+                                                     KH, KW, SH, SW, PH, PW, DH, DW, True)
+        if CW:
+            dr = tl.load(dr_b + (od[None, :] * (KH * KW) + tap) * Ho * Wo + (pu * Wo + pv)[:, None],
+                         mask=pin[:, None] & dmask, other=0.0)
+        else:
+            dr = tl.load(dr_b + tap * Ho * Wo + pu * Wo + pv, mask=pin, other=0.0)[:, None]
+        ch, cw, cin = _centre(pu, pv, pin, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW, False, F0_SMOOTH)
+        f0 = tl.load(f0_b + (ch * sfh + cw * sfw)[:, None] + od[None, :] * sfd,
+                     mask=cin[:, None] & dmask, other=0.0).to(KDT)
+        diff = fq - f0
+        if ASYM:
+            diff = tl.maximum(diff, 0.0)
+        # dr is exactly 0 at dropped taps (and only there can it meet a NaN difference that
+        # the forward never read): they add nothing
+        acc += tl.where(dr != 0, dr * diff, 0.0)
+        if SH * SW > 1:
+            ti, tj = _phase_next(ti, tj, j0, j_end, st_i, st_j)
     acc = 2.0 * acc
     if ADD_DF0:
         # the centre tap (KH//2, KW//2) of P_c reads q: P_c = (q + PH - (KH//2)*DH) / SH
