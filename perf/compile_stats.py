@@ -175,10 +175,12 @@ def conv_variants(dt):
         # the transposed forward as the harness runs it (C = O = 32, k5, stride 2, channels-last
         # copies of x and the guide): only the taps of the tile's phase, software-pipelined
         tcfg = configs.conv_default(32, 32, f64, vec=True)
-        yield ("convT_guide_vec", ptrs, {**vconst, "KH": 5, "KW": 5, "SH": 2, "SW": 2, "PH": 2, "PW": 2,
-                                         "TRANSPOSED": True, "BLOCK_P": tcfg["BLOCK_P"], "BLOCK_O": tcfg["BLOCK_O"],
-                                         "BLOCK_C": tcfg["BLOCK_C"], "TILE_W": configs.tile_w(224, tcfg["BLOCK_P"])},
-               tcfg)
+        tconst = {**vconst, "KH": 5, "KW": 5, "SH": 2, "SW": 2, "PH": 2, "PW": 2, "TRANSPOSED": True,
+                  "BLOCK_P": tcfg["BLOCK_P"], "BLOCK_O": tcfg["BLOCK_O"], "BLOCK_C": tcfg["BLOCK_C"],
+                  "TILE_W": configs.tile_w(224, tcfg["BLOCK_P"])}
+        yield ("convT_guide_vec", ptrs, tconst, tcfg)
+        # ... from the zero-padded staging copy of an NCHW x (host_common.transposed_halo)
+        yield ("convT_guide_padded", ptrs, {**tconst, "PADDED": True}, tcfg)
     yield ("conv_guide_dblocks_gauss", ptrs, {**_geom(), "TRANSPOSED": False, **common, **full,
                                                "KTYPE": KT_GAUSS, "D_SINGLE": False}, cfg)
     yield ("conv_loadK", ptrs, {**_geom(), "TRANSPOSED": False, **common, "K_MODE": K_LOAD, "KTYPE": KT_GAUSS,
@@ -507,7 +509,8 @@ BWD_CORE = ("bwd_conv_dxdk", "bwd_conv_dxdk_padded", "bwd_conv_dw", "bwd_conv_dw
             "bwd_shared_dw", "bwd_dwc_dx", "bwd_dwc_dw", "bwd_dwc_dw_padded", "bwd_guide_pass", "bwd_guide_gather",
             "bwd_dwc_dk_padded", "bwd_dwc_dx_padded")
 
-CORE = ("conv_guide", "conv_guide_vec", "conv_guide_padded", "convT_guide", "convT_guide_vec", "shared_conv", "dw_conv",
+CORE = ("conv_guide", "conv_guide_vec", "conv_guide_padded", "convT_guide", "convT_guide_vec",
+        "convT_guide_padded", "shared_conv", "dw_conv",
         "dw_conv_padded_C16", "dw_conv_padded_C32", "dw_conv_padded_C64", "dw_conv_padded_C96", "pool_padded",
         "packernel_cw") + BWD_CORE
 
@@ -613,11 +616,13 @@ def specs(dtype: str):
                                           "HAS_BIAS": False, "syw": 1})
             label = "forward conv" if name == "conv_guide_padded" else "forward conv general"
             yield label, conv.pac_conv_kernel, ptrs, c, cfg, c["BLOCK_P"]
-        elif name == "convT_guide_vec":
-            # C = O = 32, k5 s2: per pixel and tap that the pixel's phase runs (the loop's trips)
+        elif name in ("convT_guide_vec", "convT_guide_padded"):
+            # C = O = 32, k5 s2: per pixel and tap that the pixel's phase runs (the loop's trips);
+            # the padded path is an NCHW x's (the harness's)
             c = div16(conv.pac_conv_kernel, {**{k: v for k, v in const.items() if k != "_div16"}, **gauss,
                                           "HAS_BIAS": False, "syw": 1})
-            yield "forward transposed C32 k5 s2", conv.pac_conv_kernel, ptrs, c, cfg, c["BLOCK_P"]
+            label = "forward transposed" + (" general" if name == "convT_guide_vec" else "")
+            yield label, conv.pac_conv_kernel, ptrs, c, cfg, c["BLOCK_P"]
     for name, ptrs, const, cfg in dw_variants(dtype):
         if name in ("pool_padded", "dw_conv_padded_C64", "dw_conv_padded_C96"):
             c = div16(depthwise.pac_dw_kernel, {**{k: v for k, v in const.items() if k != "_div16"}, **gauss, "syw": 1})
@@ -664,7 +669,8 @@ def sass_main(argv=None) -> int:
     ap.add_argument("--only", default=None, help="comma list of substrings of the kernel labels")
     a = ap.parse_args(argv)
     only = [s.strip() for s in a.only.split(",")] if a.only else None
-    print(f"# SASS proxy: sm_{a.arch} {a.dtype}, C = O = 64, D = 16, gaussian, channels-last strides")
+    print(f"# SASS proxy: sm_{a.arch} {a.dtype}, C = O = 64 (transposed: C = O = 32, k5 s2), D = 16, gaussian, "
+          "channels-last strides")
     print(f"{'kernel':30s} {'warps':>5s} {'regs':>4s} {'smem':>6s} {'loop':>5s} {'/px-tap':>7s}  loop ops")
     for label, fn, ptrs, const, cfg, pixels in specs(a.dtype):
         if only and not any(s in label for s in only):

@@ -107,11 +107,14 @@ def pac_conv_kernel(
     ``(BLOCK_P // TILE_W) x TILE_W`` rectangles (``_pixels2d``). Per tap, K_t is computed once
     for the tile and scales the rows of the tap's product over all input channels
     (``_kdot_acc``). ``C_SINGLE``: all input channels fit one ``BLOCK_C`` block (no inner loop,
-    so the tap loop is the innermost loop). ``PADDED`` (conv, not transposed): ``x_ptr`` is the
-    zero-padded channels-last staging copy ``[B, G*C, H + 2 PH, W + 2 PW]``
+    so the tap loop is the innermost loop). ``PADDED``, conv: ``x_ptr`` is the zero-padded
+    channels-last staging copy ``[B, G*C, H + 2 PH, W + 2 PW]``
     (``host_common.padded_channels_last``), input pixel (ih, iw) at (ih + PH, iw + PW), so the
     input gathers need no bounds mask (pixels past the output read at the nearest output pixel;
-    their rows are not stored); K still decides which taps read an input pixel."""
+    their rows are not stored); K still decides which taps read an input pixel. ``PADDED``,
+    transposed: ``x_ptr`` points at input pixel (0, 0) inside such a copy padded by
+    ``host_common.transposed_halo`` (negative offsets reach its top and left halo); pixels past
+    the output read at their phase's last output row / column."""
     pid_p = tl.program_id(0)
     pid_o = tl.program_id(1)
     b = tl.program_id(2)
@@ -186,7 +189,14 @@ def pac_conv_kernel(
         jb = v * SW
         gbu = ib
         gbv = jb
-    if PADDED:
+    if PADDED and TRANSPOSED:
+        # x_ptr at input pixel (0, 0) of the zero-padded staging copy (host_common.transposed_halo:
+        # every tap of the phase reads inside it); pixels past the output read at the phase's
+        # last output row / column (their rows are not stored)
+        ibc = tl.minimum(ib, tl.maximum(Ho - 1 - ph, 0) // SH)
+        jbc = tl.minimum(jb, tl.maximum(Wo - 1 - pw, 0) // SW)
+        xoff = offs_c[:, None] * sxc + (ibc * sxh + jbc * sxw)[None, :]
+    elif PADDED:
         # x from the zero-padded staging copy (input pixel (ih, iw) at (ih + PH, iw + PW)):
         # pixels past the output read at the nearest output pixel (their rows are not stored)
         xoff = offs_c[:, None] * sxc + ((tl.minimum(u, Ho - 1) * SH + PH) * sxh
@@ -811,14 +821,20 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
     # A conv (not transposed) whose x would be copied channels-last anyway gathers it from a
     # zero-padded channels-last staging copy instead (PADDED: no input-bounds masks, ~20% fewer
     # instructions per pixel-tap on sm_90); a channels-last x is read in place.
-    padded = (hc.copies_channels_last(x, rt)
-              and hc.padded_gathers_fit(H, W, Ho, Wo, (kh, kw), stride, padding, dilation, transposed))
+    # A transposed conv's staging copy is sized from the launched output grid
+    # (hc.transposed_halo), so its gathers always fit.
+    padded = hc.copies_channels_last(x, rt) and (
+        transposed or hc.padded_gathers_fit(H, W, Ho, Wo, (kh, kw), stride, padding, dilation, transposed))
     x_in = x
     x, guide, f0, ko = hc.forward_operands(
         x, guide, kernel, mask if has_mask else None, smooth, alpha, lam, k_mode=k_mode, ktype=ktype,
         kernel_size=(kh, kw), stride=stride, padding=padding, dilation=dilation, out_hw=(Ho, Wo),
         transposed=transposed, rt=rt, gather_x=not padded)
-    if padded:
+    if padded and transposed:
+        top, bottom, left, right = hc.transposed_halo((H, W), (Ho, Wo), (kh, kw), stride, padding, dilation)
+        # the kernel indexes x from input pixel (0, 0): a view at the copy's interior
+        x = hc.padded_channels_last(x_in, None, C_all, (top, bottom, left, right))[:, :, top:, left:]
+    elif padded:
         x = hc.padded_channels_last(x_in, tuple(padding), C_all)
     bd = configs.block_d(D, rt) if k_mode == hc.K_GUIDE else 1
     dot_dt, prec = hc.dot_types(x.dtype, rt)

@@ -209,6 +209,27 @@ def padded_gathers_fit(H, W, Ho, Wo, kernel_size, stride, padding, dilation, tra
     return not transposed and (Ho, Wo) == conv_out_hw((H, W), kernel_size, stride, padding, dilation)
 
 
+def transposed_halo(in_hw, out_hw, kernel_size, stride, padding, dilation):
+    """``(top, bottom, left, right)``: the fewest zero rows / columns around the input of a
+    transposed conv such that every tap of every output pixel's phase reads inside them, pixels
+    past the output reading at their phase's last output row / column (``pac_conv_kernel`` with
+    TRANSPOSED and PADDED; a phase with no output row reads at its row 0). Tap i of output row
+    ``u = ph + s*uu`` reads input row ``uu + (ph + p - i*d) / s`` where that divides (each tap
+    in exactly one phase ``ph``): enumerated over the phases and taps (k, s are small). Sized
+    from the output grid actually launched, so it holds whatever that grid is."""
+    pads = []
+    for n_in, n_out, k, s, p, d in zip(in_hw, out_hw, kernel_size, stride, padding, dilation):
+        lo, hi = 0, n_in - 1
+        for ph in range(s):
+            last = max(n_out - 1 - ph, 0) // s  # the phase's last output row (uu), or 0
+            for i in range(k):
+                z = ph + p - i * d
+                if z % s == 0:
+                    lo, hi = min(lo, z // s), max(hi, last + z // s)
+        pads.append((-lo, hi - (n_in - 1)))
+    return pads[0][0], pads[0][1], pads[1][0], pads[1][1]
+
+
 def geometry(kernel_size, stride, padding, dilation) -> dict:
     """The kernels' geometry constexprs ``KH, KW, SH, SW, PH, PW, DH, DW``."""
     return dict(KH=kernel_size[0], KW=kernel_size[1], SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],
@@ -302,19 +323,20 @@ def copies_channels_last(t, rt: configs.Runtime | None = None) -> bool:
     return configs.settings.gather_channels_last() if rt is None else rt.channels_last
 
 
-def padded_channels_last(x, padding, c_pad):
-    """The depthwise forward's staging copy of ``x`` ``[B, C, H, W]`` (any layout): a
+def padded_channels_last(x, padding, c_pad, pads=None):
+    """The staging copy of ``x`` ``[B, C, H, W]`` (any layout) for unmasked gathers: a
     ``[B, c_pad, H + 2 ph, W + 2 pw]`` view of a contiguous ``[B, H + 2 ph, W + 2 pw, c_pad]``
     tensor (channels-last strides), ``x`` at ``[:, :C, ph:ph + H, pw:pw + W]`` and zero
     elsewhere, so that every tap of every output pixel of a conv with this padding reads inside
-    it and the kernel's input gathers need no mask. The copy is allocated here, contiguous
-    whatever ``x``'s layout (``F.pad`` keeps the input's stride order, and returns a plain
-    clone when there is nothing to pad: an NCHW ``x`` then stayed NCHW, which the kernel,
+    it and the kernel's input gathers need no mask. ``pads`` = ``(top, bottom, left, right)``
+    instead of ``padding`` pads unevenly (``transposed_halo``). The copy is allocated here,
+    contiguous whatever ``x``'s layout (``F.pad`` keeps the input's stride order, and returns a
+    plain clone when there is nothing to pad: an NCHW ``x`` then stayed NCHW, which the kernel,
     reading channels at unit stride, got wrong). One zero fill and one copy of ``x``."""
-    ph, pw = padding
+    top, bottom, left, right = pads if pads is not None else (padding[0], padding[0], padding[1], padding[1])
     B, C, H, W = x.shape
-    xp = x.new_zeros((B, H + 2 * ph, W + 2 * pw, c_pad))
-    xp[:, ph:ph + H, pw:pw + W, :C].copy_(x.permute(0, 2, 3, 1))
+    xp = x.new_zeros((B, H + top + bottom, W + left + right, c_pad))
+    xp[:, top:top + H, left:left + W, :C].copy_(x.permute(0, 2, 3, 1))
     return xp.permute(0, 3, 1, 2)
 
 

@@ -213,6 +213,67 @@ def test_padded_paths(c, device, monkeypatch):
     assert seen == [("forward", True), ("dx + dK", gy_padded), ("dW", True)], seen
 
 
+def test_transposed_halo_covers_every_read():
+    """``host_common.transposed_halo`` against brute force, one dimension at a time (the kernel's
+    gathers are separable): every output row of every phase tile (rows past the output clamped to
+    the phase's last one, as the PADDED transposed forward does) and every tap the phase runs
+    read inside ``[-top, H - 1 + bottom]``, for output sizes the input gives and others (a given
+    K's grid); the halo is also the smallest that does (each side is reached, or zero)."""
+    from pac_triton.triton import host_common as hc
+    checked = 0
+    for k in range(1, 8, 2):  # kernels are odd (K needs a centre tap)
+        for s in range(1, 4):
+            for d in range(1, 4):
+                for p in range(0, (k - 1) * d + 3):
+                    for H in (1, 2, 5):
+                        for Ho in range(1, (H - 1) * s + (k - 1) * d + s + 2):
+                            top, bottom, _, _ = hc.transposed_halo((H, 1), (Ho, 1), (k, 1), (s, 1), (p, 0), (d, 1))
+                            lo, hi = 0, H - 1
+                            for ph in range(s):
+                                n_rows = -(-Ho // s) + 4  # the phase grid plus ragged tile rows
+                                last = max(Ho - 1 - ph, 0) // s
+                                for uu in range(n_rows):
+                                    uc = min(uu, last)
+                                    for i in range(k):
+                                        z = ph + p - i * d
+                                        if z % s == 0:
+                                            ih = uc + z // s
+                                            assert -top <= ih <= H - 1 + bottom, (k, s, d, p, H, Ho, ph, uu, i)
+                                            lo, hi = min(lo, ih), max(hi, ih)
+                            assert top == -lo and bottom == hi - (H - 1), (k, s, d, p, H, Ho, top, bottom, lo, hi)
+                            checked += 1
+    assert checked > 1000
+
+
+# A transposed conv whose x is NCHW with C a multiple of 16 gathers x from a zero-padded
+# channels-last copy sized by host_common.transposed_halo (PADDED: no input-bounds masks)
+CONVT_PADDED_CASES = [
+    convt_case("convTpad-C16-k5-s2-p2-op1-gauss-bf16", C=16, O=16, D=3, H=4, W=5, k=(5, 5), p=(2, 2), op=(1, 1),
+               dtype=BF16),
+    # phases that run no tap (s2 d2), a padding past the kernel's reach, ragged phase tiles
+    convt_case("convTpad-C16-s2-d2-p3-invasym-norm-mask-f32", C=16, O=8, D=2, H=3, W=4, p=(3, 3), d=(2, 2),
+               op=(1, 0), kt="inv_1_-2_asym", norm=True, mask=True),
+    # a kernel smaller than the stride, (3, 2) strides, groups (blocks past a group's channels)
+    convt_case("convTpad-C32-G2-k1x3-s3x2-op2x1-gauss-smooth3-f64", C=32, O=6, G=2, D=2, H=3, W=2, k=(1, 3),
+               s=(3, 2), p=(0, 1), op=(2, 1), smooth=(3, 3), dtype=F64),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("c", CONVT_PADDED_CASES)
+def test_padded_transposed_forward(c, device, monkeypatch):
+    """The transposed forward from its zero-padded staging copy: against the reference
+    (outputs and every gradient), and that it ran (the spy on the forward's PADDED)."""
+    device_or_skip(device)
+    from triton_helpers import spy_launches
+    from pac_triton.triton import configs, conv
+    seen = spy_launches(monkeypatch, lambda fn, k: bool(k["PADDED"]) if fn is conv.pac_conv_kernel else None)
+    with configs.force_blocks():
+        run_backward("pac_conv_transpose2d", conv_tensors(c, transposed=True), conv_static(c, True), GRADS,
+                     c.dtype, device)
+    assert seen == [True], seen
+
+
 SUBSET_CASE = conv_case("subset", C=10, O=9, D=3, H=5, W=6, s=(2, 1), op=(1, 0), kt="inv_1_-2_asym", norm=True,
                         mask=True, smooth=(3, 3)).values[0]
 SUBSETS = [("guide",), ("input",), ("weight", "inv_lambda"), ("guide", "smooth_kernel"), ("input", "guide")]
