@@ -43,8 +43,8 @@ from . import kernel_map
 from .configs import cdiv
 from .host_common import Grads
 from .jit_common import (INV_EPSILON, K_GUIDE, KT_GAUSS, KT_INV_ASYM, _assume, _centre, _dist,  # noqa: F401
-                         _kept, _kvalue, _load_f0, _norm_divisor, _out_tap, _phase_next,
-                         _phase_taps, _pixels2d, _tap)
+                         _kept, _kvalue, _load_f0, _norm_divisor, _out_tap,
+                         _phase_loop, _phase_next, _pixels2d, _tap)
 
 
 # --- kernels ---------------------------------------------------------------------------------
@@ -212,14 +212,9 @@ def pac_conv_kernel(
     if TRANSPOSED and (SH * SW > 1):
         # only the taps of the tile's phase, (i, j) carried across the loop (row-major): no
         # branch per tap, so the loads stay in the loop's software pipeline (cp.async)
-        i0, n_i, st_i = _phase_taps(ph, KH, SH, PH, DH)
-        j0, n_j, st_j = _phase_taps(pw, KW, SW, PW, DW)
-        n_taps = n_i * n_j
-        j_end = j0 + n_j * st_j
-        ti = i0
-        tj = j0
+        n_taps, ti, tj, j0, j_end, st_i, st_j = _phase_loop(ph, pw, KH, KW, SH, SW, PH, PW, DH, DW)
     else:
-        n_taps = KH * KW
+        n_taps, ti, tj = KH * KW, 0, 0
     for t in range(n_taps):
         if TRANSPOSED and (SH * SW > 1):
             i = ti
@@ -362,14 +357,9 @@ def _dxdk_block(
         # a strided conv: only the taps through which the tile's phase q % s is read, (i, j)
         # carried across the loop (row-major): no branch per tap, so the loads stay in the
         # loop's software pipeline
-        i0, n_i, st_i = _phase_taps(ph, KH, SH, PH, DH)
-        j0, n_j, st_j = _phase_taps(pw, KW, SW, PW, DW)
-        n_taps = n_i * n_j
-        j_end = j0 + n_j * st_j
-        ti = i0
-        tj = j0
+        n_taps, ti, tj, j0, j_end, st_i, st_j = _phase_loop(ph, pw, KH, KW, SH, SW, PH, PW, DH, DW)
     else:
-        n_taps = KH * KW
+        n_taps, ti, tj = KH * KW, 0, 0
     for t in range(n_taps):
         if (not TRANSPOSED) and (SH * SW > 1):
             i = ti

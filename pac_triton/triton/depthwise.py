@@ -33,8 +33,8 @@ from . import kernel_map
 from .configs import cdiv
 from .host_common import Grads
 from .jit_common import (INV_EPSILON, K_GUIDE, KT_GAUSS, KT_INV_ASYM, _centre, _centre_tile, _dist,  # noqa: F401
-                         _k_params, _k_tile, _kept, _kvalue, _load_f0, _norm_divisor, _out_tap, _phase_next,
-                         _phase_taps, _pixels, _pixels2d, _tap)
+                         _k_params, _k_tile, _kept, _kvalue, _load_f0, _norm_divisor, _out_tap, _phase_loop,
+                         _phase_next, _pixels, _pixels2d, _tap)
 
 
 # --- kernels ---------------------------------------------------------------------------------
@@ -73,14 +73,9 @@ def _dw_taps(x_b, wt_ptr, g_b, f0_b, m_b, k_b, f0t, alpha, lam, u, v, pmask, ph,
 
     if TRANSPOSED and (SH * SW > 1):
         # only the taps of the tile's phase, (i, j) carried across the loop (row-major)
-        i0, n_i, st_i = _phase_taps(ph, KH, SH, PH, DH)
-        j0, n_j, st_j = _phase_taps(pw, KW, SW, PW, DW)
-        n_taps = n_i * n_j
-        j_end = j0 + n_j * st_j
-        ti = i0
-        tj = j0
+        n_taps, ti, tj, j0, j_end, st_i, st_j = _phase_loop(ph, pw, KH, KW, SH, SW, PH, PW, DH, DW)
     else:
-        n_taps = KH * KW
+        n_taps, ti, tj = KH * KW, 0, 0
     for t in range(n_taps):
         if TRANSPOSED and (SH * SW > 1):
             i = ti
@@ -575,14 +570,9 @@ def _dw_dx_taps(gy_ptr, wt_ptr, g_b, f0_b, m_ptr, sc_ptr, k_ptr, alpha, lam, b, 
     acc = tl.zeros([BLOCK_P, BLOCK_C], KDT)
     if (not TRANSPOSED) and (SH * SW > 1):
         # only the taps of the tile's phase, (i, j) carried across the loop (row-major)
-        i0, n_i, st_i = _phase_taps(ph, KH, SH, PH, DH)
-        j0, n_j, st_j = _phase_taps(pw, KW, SW, PW, DW)
-        n_taps = n_i * n_j
-        j_end = j0 + n_j * st_j
-        ti = i0
-        tj = j0
+        n_taps, ti, tj, j0, j_end, st_i, st_j = _phase_loop(ph, pw, KH, KW, SH, SW, PH, PW, DH, DW)
     else:
-        n_taps = KH * KW
+        n_taps, ti, tj = KH * KW, 0, 0
     for t in range(n_taps):
         if (not TRANSPOSED) and (SH * SW > 1):
             i = ti

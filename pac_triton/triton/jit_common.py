@@ -2,7 +2,7 @@
 kernels test instead of literal mode numbers.
 
 Helpers: output-pixel tiles (``_pixels``: flat rows; ``_pixels2d``: rectangles of one phase),
-the taps a phase runs (``_phase_taps``, ``_phase_next``), the positions of a conv tap (``_tap``: input,
+the taps a phase runs (``_phase_taps``, ``_phase_loop``, ``_phase_next``), the positions of a conv tap (``_tap``: input,
 guide and K tap of an output pixel; ``_out_tap``: the output pixel that reads an input pixel
 through a tap), the centre feature
 (``_centre``, ``_load_f0``), the guide distance (``_dist``), the kernel function
@@ -251,6 +251,17 @@ def _phase_taps(phase, K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, D: tl.
         count += ok.to(count.dtype)
     step = tl.maximum((last - first) // tl.maximum(count - 1, 1), 1)
     return first, count, step
+
+
+@triton.jit
+def _phase_loop(ph, pw, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr):
+    """A phased tap loop's state: ``(n_taps, i, j, j0, j_end, st_i, st_j)``, the trip count,
+    the first tap (i, j) of phase (ph, pw), and what ``_phase_next`` needs to step through the
+    others row-major (``_phase_taps`` per axis)."""
+    i0, n_i, st_i = _phase_taps(ph, KH, SH, PH, DH)
+    j0, n_j, st_j = _phase_taps(pw, KW, SW, PW, DW)
+    return n_i * n_j, i0, j0, j0, j0 + n_j * st_j, st_i, st_j
 
 
 @triton.jit

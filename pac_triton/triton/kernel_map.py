@@ -29,8 +29,8 @@ from . import host_common as hc
 from .configs import cdiv
 from .host_common import Grads
 from .jit_common import (INV_EPSILON, KT_GAUSS, KT_INV_ASYM, _centre, _centre_tile, _dist, _k_order_tap,  # noqa: F401
-                         _k_params, _k_tile, _kept, _kvalue, _load_f0, _mask_at, _norm_divisor, _phase_next,
-                         _phase_taps, _pixels, _pow, _tap)
+                         _k_params, _k_tile, _kept, _kvalue, _load_f0, _mask_at, _norm_divisor, _phase_loop,
+                         _phase_next, _pixels, _pow, _tap)
 
 
 # --- kernels ---------------------------------------------------------------------------------
@@ -374,14 +374,9 @@ def pac_guide_gather_kernel(
     acc = tl.zeros([BLOCK_P, BLOCK_D], KDT)
     if SH * SW > 1:
         # only the taps of the tile's phase, (i, j) carried across the loop (row-major)
-        i0, n_i, st_i = _phase_taps(ph, KH, SH, PH, DH)
-        j0, n_j, st_j = _phase_taps(pw, KW, SW, PW, DW)
-        n_taps = n_i * n_j
-        j_end = j0 + n_j * st_j
-        ti = i0
-        tj = j0
+        n_taps, ti, tj, j0, j_end, st_i, st_j = _phase_loop(ph, pw, KH, KW, SH, SW, PH, PW, DH, DW)
     else:
-        n_taps = KH * KW
+        n_taps, ti, tj = KH * KW, 0, 0
     for t in range(n_taps):
         if SH * SW > 1:
             i = ti
