@@ -2,10 +2,10 @@
 kernels test instead of literal mode numbers.
 
 Helpers: output-pixel tiles (``_pixels``: flat rows; ``_pixels2d``: rectangles of one phase),
-the taps a phase runs (``_phase_taps``, ``_phase_loop``, ``_phase_next``), the positions of a conv tap (``_tap``: input,
-guide and K tap of an output pixel; ``_out_tap``: the output pixel that reads an input pixel
-through a tap), the centre feature
-(``_centre``, ``_load_f0``), the guide distance (``_dist``), the kernel function
+the taps a phase runs (``_phase_taps``, ``_phase_loop``, ``_phase_next``), the positions of a
+conv tap (``_tap``: input, guide and K tap of an output pixel; ``_out_tap``: the output pixel
+that reads an input pixel through a tap), the centre feature (``_centre``, ``_load_f0``), the
+guide distance (``_dist``), the kernel function
 (``_kvalue``, ``_pow``), the kept-tap product (``_kept``: exactly 0 at dropped taps), the
 normaliser (``_norm_divisor``) and a K tile (``_k_tile``: channel-wise or broadcast).
 
@@ -234,9 +234,10 @@ def _pixels2d(pid, Ho, Wo, SH: tl.constexpr, SW: tl.constexpr, PHASED: tl.conste
 
 @triton.jit
 def _phase_taps(phase, K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, D: tl.constexpr):
-    """The kernel rows (or columns) that a transposed conv's output phase ``phase`` (``u % S``)
-    runs: the ``i`` in ``[0, K)`` with ``(phase + P - i*D) % S == 0`` (the others land between
-    input pixels for every pixel of the phase), as ``(first, count, step)``: ``first, first +
+    """The kernel rows (or columns) that phase ``phase`` runs in a phased tap loop (a
+    transposed conv's output rows ``u % S``; in a strided conv's input gradient and guide
+    gather, the input rows ``q % S``): the ``i`` in ``[0, K)`` with ``(phase + P - i*D) % S == 0``
+    (the others fall between pixels for every row of the phase), as ``(first, count, step)``: ``first, first +
     step, ...``, ``count`` of them (0: none, ``first`` is then K). They are evenly spaced, by
     ``S / gcd(S, D)``; the step is read off the first and last instead. Scalars, once per
     program; the tap loop then runs only these taps, without a branch per tap (a branch would
