@@ -384,8 +384,12 @@ def bwd_variants(dt):
         # the same with dL/dy from its zero-padded staging copy (a stride-1 conv, NCHW dL/dy)
         yield ("bwd_conv_dxdk_padded", conv.pac_conv_dxdk_kernel, kp, {**xvc, "GY_PADDED": True},
                dict(num_warps=xv["num_warps"], num_stages=xv["num_stages"]))
-        # a stride-2 conv's (no padded dL/dy): only the taps that read the tile's phase
+        # a stride-2 conv's: only the taps that read the tile's phase; channels-last dL/dy read
+        # in place, and an NCHW one from its zero-padded staging copy
         yield ("bwd_conv_dxdk_s2_vec", conv.pac_conv_dxdk_kernel, kp, {**xvc, "SH": 2, "SW": 2},
+               dict(num_warps=xv["num_warps"], num_stages=xv["num_stages"]))
+        yield ("bwd_conv_dxdk_s2_padded", conv.pac_conv_dxdk_kernel, kp,
+               {**xvc, "SH": 2, "SW": 2, "GY_PADDED": True},
                dict(num_warps=xv["num_warps"], num_stages=xv["num_stages"]))
         dwv = {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, **cblk, "D_SINGLE": True, "BLOCK_D": 16,
                "PADDED": False}
@@ -635,9 +639,10 @@ def specs(dtype: str):
         for k, v in gauss.items():
             if k in c:
                 c[k] = v
-        if name in ("bwd_conv_dxdk_vec", "bwd_conv_dxdk_padded"):
+        if name in ("bwd_conv_dxdk_vec", "bwd_conv_dxdk_padded", "bwd_conv_dxdk_s2_vec", "bwd_conv_dxdk_s2_padded"):
             c["sdw"] = 1  # dx in the input's NCHW layout
-            label = "backward dx + dK" if name == "bwd_conv_dxdk_padded" else "backward dx + dK general"
+            label = "backward dx + dK" + (" s2" if "_s2" in name else "") + ("" if "padded" in name else " general")
+            # per pixel and tap that the pixel's phase runs (the loop's trips)
             yield label, fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"]
         elif name == "bwd_conv_dw_vec":
             yield "backward dW general", fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"]

@@ -142,7 +142,8 @@ def test_sass_proxy_table():
                           capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [ln for ln in proc.stdout.splitlines() if ln.startswith(("forward conv", "backward dx + dK"))]
-    assert len(rows) == 4, proc.stdout  # forward conv / dx + dK (padded staging copies) and their general rows
+    # forward conv, dx + dK and a stride-2 conv's dx + dK (padded staging copies), and their general rows
+    assert len(rows) == 6, proc.stdout
     for row in rows:
         fields = row.split()
         per_px_tap = float(fields[-1 - sum(1 for f in fields if "=" in f)])

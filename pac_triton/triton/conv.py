@@ -353,6 +353,10 @@ def _dxdk_block(
         xq = tl.load(x_b + (u * sxh + v * sxw)[:, None] + offs_c[None, :] * sxc,
                      mask=qmask[:, None] & cm[None, :], other=0.0).to(KDT)
     acc = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+    if GY_PADDED and (SH * SW > 1):
+        # the tile's rows / columns within their phase, clamped to the phase's last input pixel
+        uuc = tl.minimum((u - ph) // SH, tl.maximum(H - 1 - ph, 0) // SH)
+        vvc = tl.minimum((v - pw) // SW, tl.maximum(W - 1 - pw, 0) // SW)
     if (not TRANSPOSED) and (SH * SW > 1):
         # a strided conv: only the taps through which the tile's phase q % s is read, (i, j)
         # carried across the loop (row-major): no branch per tap, so the loads stay in the
@@ -402,7 +406,13 @@ def _dxdk_block(
                 kt = tl.load(k_b + ki * ski + kj * skj + pu * skh + pv * skw, mask=pin, other=0.0).to(KDT)
         # the tap product, gy gathered transposed [BLOCK_O, BLOCK_P] (lanes along pixels for
         # NCHW, 16-byte channel runs for channels-last copies), as in the forward
-        if GY_PADDED:
+        if GY_PADDED and (SH * SW > 1):
+            # a strided conv: dL/dy's staging copy padded by host_common.transposed_halo (the
+            # phase's taps read output pixel uu + (ph + PH - i DH) / SH of input row ph + uu SH);
+            # rows past the input read at their phase's last input row (not stored)
+            goffT = ((uuc + (ph + PH - i * DH) // SH) * sgyh + (vvc + (pw + PW - j * DW) // SW) * sgyw)[None, :]
+            gmask = om[:, None]
+        elif GY_PADDED:
             # dL/dy's zero-padded staging copy (stride 1): every tap's output pixel of an input
             # pixel lies inside it (zero outside the output); rows past the input read at
             # the nearest input pixel (their dx and dK are not stored)
@@ -507,9 +517,10 @@ def pac_conv_dxdk_kernel(
     Grid: (pixel tiles, channel programs, B). Without NEED_DK each channel program takes one
     BLOCK_C block (of one group); with it one program loops over all channel blocks (dK sums over every
     channel; C_SINGLE: one block, no loop, the tap loop innermost). HOIST_F (conv, K from the
-    guide, all D channels in one BLOCK_D block): f[q] loaded once per tile. GY_PADDED (a stride-1
+    guide, all D channels in one BLOCK_D block): f[q] loaded once per tile. GY_PADDED (a
     conv): ``gy_ptr`` is the view at output pixel (0, 0) of dL/dy's zero-padded channels-last
-    staging copy (``depthwise.dw_grad_out_padded``), so its gathers need no bounds mask."""
+    staging copy (stride 1: ``depthwise.dw_grad_out_padded``; strided: padded by
+    ``host_common.transposed_halo``), so its gathers need no bounds mask."""
     pid_p = tl.program_id(0)
     pid_c = tl.program_id(1)
     b = tl.program_id(2)
@@ -892,15 +903,19 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
     # one across warps through shared memory (2 instead of 8 barriers per tap in dx / dK, sm_90).
     rt = configs.runtime()  # the runtime settings, read once per launch
     x_in = x
-    # An NCHW dL/dy of a stride-1 conv that would be copied channels-last anyway is staged
-    # instead as a zero-padded channels-last copy (a halo of the furthest tap offset): the dx / dK
-    # pass gathers it without bounds masks (22.2 -> 18.8 warp instructions per pixel-tap, sm_90);
+    # An NCHW dL/dy of a conv that would be copied channels-last anyway is staged instead as a
+    # zero-padded channels-last copy (a halo of the furthest tap offset): the dx / dK pass gathers
+    # it without bounds masks (stride 1: 22.2 -> 18.8 warp instructions per pixel-tap, sm_90);
     # dW reads it at the output pixels
     fit = hc.padded_gathers_fit(H, W, Ho, Wo, (kh, kw), stride, padding, dilation, transposed)
-    gy_padded = (fit and tuple(stride) == (1, 1) and (needs.x or need_guide_side or needs.kernel)
-                 and hc.copies_channels_last(gy, rt))
-    if gy_padded:
+    gy_padded = fit and (needs.x or need_guide_side or needs.kernel) and hc.copies_channels_last(gy, rt)
+    if gy_padded and tuple(stride) == (1, 1):
         gy = depthwise.dw_grad_out_padded(gy, (kh, kw), padding, dilation, gy.shape[1])
+    elif gy_padded:
+        # a strided conv's input gradient walks the transposed pattern (output pixel
+        # (q + p - i d) / s of input pixel q): the transposed forward's halo, grids swapped
+        top, bottom, left, right = hc.transposed_halo((Ho, Wo), (H, W), (kh, kw), stride, padding, dilation)
+        gy = hc.padded_channels_last(gy, None, gy.shape[1], (top, bottom, left, right))[:, :, top:, left:]
     else:
         gy = hc.gather_layout(gy, rt)
     guide = hc.gather_layout(guide, rt)

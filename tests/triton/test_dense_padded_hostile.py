@@ -80,9 +80,13 @@ GEOMETRY = [
     # forced 16-wide blocks: the forward's channel loop and the dx pass's output-channel loop
     case("C48-O48-blocks16-p2x0-f16", B=1, C=48, O=48, G=1, H=3, W=6, k=(3, 3), s=(1, 1), p=(2, 0), d=(1, 1),
          dtype=F16, force=dict(BLOCK_C=16, BLOCK_O=16, BLOCK_P=16, TILE_W=4), gy_padded=True),
-    # stride (2, 1), padding past the kernel: no GY_PADDED, x padded by 3
+    # stride (2, 1), padding past the kernel: x padded by 3, dL/dy by host_common.transposed_halo
     case("s2x1-p3x1-f64", B=1, C=16, O=16, G=1, H=5, W=4, k=(3, 3), s=(2, 1), p=(3, 1), d=(1, 1), dtype=F64,
-         force=None, gy_padded=False),
+         force=None, gy_padded=True),
+    # a strided conv's padded dL/dy with forced tiles: several tiles per phase, ragged ones
+    # clamped to the phase's last input row; strides (3, 2) with dilations (1, 2)
+    case("s3x2-d1x2-p2x1-blocks16-f32", B=2, C=16, O=16, G=1, H=7, W=9, k=(3, 3), s=(3, 2), p=(2, 1), d=(1, 2),
+         dtype=F32, force=dict(BLOCK_C=16, BLOCK_O=16, BLOCK_P=16, TILE_W=4), gy_padded=True),
 ]
 
 
