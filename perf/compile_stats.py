@@ -329,7 +329,7 @@ def bwd_variants(dt):
     for tr in (False, True):
         yield (f"bwd_conv{'T' if tr else ''}_dxdk", conv.pac_conv_dxdk_kernel, kp,
                {**_geom(tr), "TRANSPOSED": tr, **base, **kopt, **gemm, **xblk, **both, "BLOCK_D": 16,
-                "HOIST_F": not tr}, xl)
+                "HOIST_F": True}, xl)
     # C = O = 256: channel blocks in a loop with dK accumulated in memory; output channels in
     # blocks too
     bcfg = configs.conv_dxdk_default(256, 256, f64)
@@ -391,6 +391,15 @@ def bwd_variants(dt):
         yield ("bwd_conv_dxdk_s2_padded", conv.pac_conv_dxdk_kernel, kp,
                {**xvc, "SH": 2, "SW": 2, "GY_PADDED": True},
                dict(num_warps=xv["num_warps"], num_stages=xv["num_stages"]))
+        # the transposed conv's (C = O = 32, k5 s2, the harness's transposed case; not HOIST_F):
+        # channels-last dL/dy read in place, and an NCHW one from its zero-padded staging copy
+        tv = configs.conv_dxdk_default(32, 32, f64, vec=True)
+        tvc = {**xvc, "KH": 5, "KW": 5, "SH": 2, "SW": 2, "PH": 2, "PW": 2, "TRANSPOSED": True, "HOIST_F": True,
+               "BLOCK_P": tv["BLOCK_P"], "BLOCK_O": tv["BLOCK_O"], "BLOCK_C": tv["BLOCK_C"],
+               "TILE_W": configs.tile_w(224, tv["BLOCK_P"])}
+        tl_ = dict(num_warps=tv["num_warps"], num_stages=tv["num_stages"])
+        yield ("bwd_convT_dxdk_vec", conv.pac_conv_dxdk_kernel, kp, tvc, tl_)
+        yield ("bwd_convT_dxdk_padded", conv.pac_conv_dxdk_kernel, kp, {**tvc, "GY_PADDED": True}, tl_)
         dwv = {**_geom(), "TRANSPOSED": False, **base, **kopt, **gemm, **cblk, "D_SINGLE": True, "BLOCK_D": 16,
                "PADDED": False}
         yield ("bwd_conv_dw_vec", conv.pac_conv_dw_kernel, wp, vspec(conv.pac_conv_dw_kernel, dwv,
@@ -639,9 +648,11 @@ def specs(dtype: str):
         for k, v in gauss.items():
             if k in c:
                 c[k] = v
-        if name in ("bwd_conv_dxdk_vec", "bwd_conv_dxdk_padded", "bwd_conv_dxdk_s2_vec", "bwd_conv_dxdk_s2_padded"):
+        if name in ("bwd_conv_dxdk_vec", "bwd_conv_dxdk_padded", "bwd_conv_dxdk_s2_vec", "bwd_conv_dxdk_s2_padded",
+                    "bwd_convT_dxdk_vec", "bwd_convT_dxdk_padded"):
             c["sdw"] = 1  # dx in the input's NCHW layout
-            label = "backward dx + dK" + (" s2" if "_s2" in name else "") + ("" if "padded" in name else " general")
+            label = ("backward dx + dK" + (" s2" if "_s2" in name else "") + (" transposed" if "convT" in name else "")
+                     + ("" if "padded" in name else " general"))
             # per pixel and tap that the pixel's phase runs (the loop's trips)
             yield label, fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"]
         elif name == "bwd_conv_dw_vec":

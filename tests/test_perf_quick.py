@@ -142,8 +142,9 @@ def test_sass_proxy_table():
                           capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [ln for ln in proc.stdout.splitlines() if ln.startswith(("forward conv", "backward dx + dK"))]
-    # forward conv, dx + dK and a stride-2 conv's dx + dK (padded staging copies), and their general rows
-    assert len(rows) == 6, proc.stdout
+    # forward conv, dx + dK, a stride-2 conv's and a transposed conv's dx + dK (padded staging
+    # copies), and their general rows
+    assert len(rows) == 8, proc.stdout
     for row in rows:
         fields = row.split()
         per_px_tap = float(fields[-1 - sum(1 for f in fields if "=" in f)])

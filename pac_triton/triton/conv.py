@@ -353,7 +353,7 @@ def _dxdk_block(
         xq = tl.load(x_b + (u * sxh + v * sxw)[:, None] + offs_c[None, :] * sxc,
                      mask=qmask[:, None] & cm[None, :], other=0.0).to(KDT)
     acc = tl.zeros([BLOCK_P, BLOCK_C], KDT)
-    if GY_PADDED and (SH * SW > 1):
+    if GY_PADDED and (not TRANSPOSED) and (SH * SW > 1):
         # the tile's rows / columns within their phase, clamped to the phase's last input pixel
         uuc = tl.minimum((u - ph) // SH, tl.maximum(H - 1 - ph, 0) // SH)
         vvc = tl.minimum((v - pw) // SW, tl.maximum(W - 1 - pw, 0) // SW)
@@ -382,11 +382,19 @@ def _dxdk_block(
                 ch, cw, cin = _centre(pu, pv, pin, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW,
                                       TRANSPOSED, F0_SMOOTH)
                 if HOIST_F:
-                    # conv: K_t(P)'s neighbour feature is f[q] (the row's own, loaded once);
-                    # only the centre feature f0[P] is gathered per tap ([BLOCK_D, BLOCK_P])
+                    # all D channels in one block (no loop over D inside the tap loop, which
+                    # would keep the tap loop out of the software pipeline). Conv: K_t(P)'s
+                    # neighbour feature is f[q] (the row's own, loaded once), and only the
+                    # centre feature f0[P] is gathered per tap ([BLOCK_D, BLOCK_P]); transposed
+                    # (K on the output grid): the neighbour feature f(P + (k//2 - i) d) too
                     f0T = tl.load(f0_b + od[:, None] * sfd + (ch * sfh + cw * sfw)[None, :],
                                   mask=dmask[:, None] & cin[None, :], other=0.0, cache_modifier=".ca").to(KDT)
-                    df = fqT - f0T
+                    if TRANSPOSED:
+                        fnT = tl.load(g_b + od[:, None] * sgd + (gh * sgh + gw * sgw)[None, :],
+                                      mask=dmask[:, None] & gin[None, :], other=0.0, cache_modifier=".ca").to(KDT)
+                        df = fnT - f0T
+                    else:
+                        df = fqT - f0T
                     if KTYPE == KT_INV_ASYM:
                         df = tl.maximum(df, 0.0)
                     r = tl.sum(df * df, axis=0)
@@ -406,7 +414,14 @@ def _dxdk_block(
                 kt = tl.load(k_b + ki * ski + kj * skj + pu * skh + pv * skw, mask=pin, other=0.0).to(KDT)
         # the tap product, gy gathered transposed [BLOCK_O, BLOCK_P] (lanes along pixels for
         # NCHW, 16-byte channel runs for channels-last copies), as in the forward
-        if GY_PADDED and (SH * SW > 1):
+        if GY_PADDED and TRANSPOSED:
+            # a transposed conv (the conv pattern P = q s - p + i d): dL/dy's staging copy padded
+            # by PH / PW above and left and what the last input row reaches below
+            # (host_common.conv_pattern_halo); rows past the input read at the last input row
+            goffT = ((tl.minimum(u, H - 1) * SH + (i * DH - PH)) * sgyh
+                     + (tl.minimum(v, W - 1) * SW + (j * DW - PW)) * sgyw)[None, :]
+            gmask = om[:, None]
+        elif GY_PADDED and (SH * SW > 1):
             # a strided conv: dL/dy's staging copy padded by host_common.transposed_halo (the
             # phase's taps read output pixel uu + (ph + PH - i DH) / SH of input row ph + uu SH);
             # rows past the input read at their phase's last input row (not stored)
@@ -516,11 +531,13 @@ def pac_conv_dxdk_kernel(
 
     Grid: (pixel tiles, channel programs, B). Without NEED_DK each channel program takes one
     BLOCK_C block (of one group); with it one program loops over all channel blocks (dK sums over every
-    channel; C_SINGLE: one block, no loop, the tap loop innermost). HOIST_F (conv, K from the
-    guide, all D channels in one BLOCK_D block): f[q] loaded once per tile. GY_PADDED (a
-    conv): ``gy_ptr`` is the view at output pixel (0, 0) of dL/dy's zero-padded channels-last
-    staging copy (stride 1: ``depthwise.dw_grad_out_padded``; strided: padded by
-    ``host_common.transposed_halo``), so its gathers need no bounds mask."""
+    channel; C_SINGLE: one block, no loop, the tap loop innermost). HOIST_F (K from the guide,
+    all D channels in one BLOCK_D block: no loop over D in the tap loop): conv, f[q] loaded once
+    per tile; transposed, both features gathered per tap. GY_PADDED:
+    ``gy_ptr`` is the view at output pixel (0, 0) of dL/dy's zero-padded channels-last staging
+    copy (a stride-1 conv: ``depthwise.dw_grad_out_padded``; strided: padded by
+    ``host_common.transposed_halo``; transposed: ``host_common.conv_pattern_halo``), so its
+    gathers need no bounds mask."""
     pid_p = tl.program_id(0)
     pid_c = tl.program_id(1)
     b = tl.program_id(2)
@@ -555,7 +572,7 @@ def pac_conv_dxdk_kernel(
             if HAS_MASK:
                 # the mask lives on the input grid: at q for every tap
                 mq = tl.load(m_ptr + b * smb + u * smh + v * smw, mask=qmask, other=0.0).to(KDT)
-            if HOIST_F:
+            if HOIST_F and not TRANSPOSED:
                 fqT = tl.load(g_b + od[:, None] * sgd + (u * sgh + v * sgw)[None, :],
                               mask=dmask[:, None] & (qmask & (u < Hg) & (v < Wg))[None, :], other=0.0).to(KDT)
     if C_SINGLE and not GROUPED:
@@ -908,8 +925,13 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
     # it without bounds masks (stride 1: 22.2 -> 18.8 warp instructions per pixel-tap, sm_90);
     # dW reads it at the output pixels
     fit = hc.padded_gathers_fit(H, W, Ho, Wo, (kh, kw), stride, padding, dilation, transposed)
-    gy_padded = fit and (needs.x or need_guide_side or needs.kernel) and hc.copies_channels_last(gy, rt)
-    if gy_padded and tuple(stride) == (1, 1):
+    # (a transposed conv's halo is sized from the launched grids, so its gathers always fit)
+    gy_padded = ((fit or transposed) and (needs.x or need_guide_side or needs.kernel)
+                 and hc.copies_channels_last(gy, rt))
+    if gy_padded and transposed:
+        top, bottom, left, right = hc.conv_pattern_halo((H, W), (Ho, Wo), (kh, kw), stride, padding, dilation)
+        gy = hc.padded_channels_last(gy, None, gy.shape[1], (top, bottom, left, right))[:, :, top:, left:]
+    elif gy_padded and tuple(stride) == (1, 1):
         gy = depthwise.dw_grad_out_padded(gy, (kh, kw), padding, dilation, gy.shape[1])
     elif gy_padded:
         # a strided conv's input gradient walks the transposed pattern (output pixel
@@ -999,7 +1021,7 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
             **kmeta, NEED_DX=needs.x, NEED_DK=need_dk,
             BLOCK_D=bdx, BLOCK_P=bpx, BLOCK_O=xcfg["BLOCK_O"], BLOCK_C=xcfg["BLOCK_C"], TILE_W=tw,
             O_SINGLE=O <= xcfg["BLOCK_O"], C_SINGLE=c_single,
-            HOIST_F=k_mode == hc.K_GUIDE and D <= bdx and not transposed, GROUPED=G > 1, GY_PADDED=gy_padded,
+            HOIST_F=k_mode == hc.K_GUIDE and D <= bdx, GROUPED=G > 1, GY_PADDED=gy_padded,
             num_warps=xcfg["num_warps"], num_stages=xcfg["num_stages"])
         if needs.x:
             out["x"] = dx

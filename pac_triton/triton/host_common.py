@@ -230,6 +230,18 @@ def transposed_halo(in_hw, out_hw, kernel_size, stride, padding, dilation):
     return pads[0][0], pads[0][1], pads[1][0], pads[1][1]
 
 
+def conv_pattern_halo(in_hw, out_hw, kernel_size, stride, padding, dilation):
+    """``(top, bottom, left, right)``: the zero rows / columns around a grid of ``out_hw`` read in
+    the conv pattern from ``in_hw`` rows (row q, tap i reads ``q*s - p + i*d``; rows past
+    ``in_hw`` read at the last one), e.g. a transposed conv's dL/dy in its input gradient:
+    ``p`` above (q = 0, i = 0) and ``(n_in - 1) s - p + (k - 1) d - (n_out - 1)`` below, each at
+    least 0. Sized from the grids actually launched."""
+    pads = []
+    for n_in, n_out, k, s, p, d in zip(in_hw, out_hw, kernel_size, stride, padding, dilation):
+        pads.append((max(0, p), max(0, (n_in - 1) * s - p + (k - 1) * d - (n_out - 1))))
+    return pads[0][0], pads[0][1], pads[1][0], pads[1][1]
+
+
 def geometry(kernel_size, stride, padding, dilation) -> dict:
     """The kernels' geometry constexprs ``KH, KW, SH, SW, PH, PW, DH, DW``."""
     return dict(KH=kernel_size[0], KW=kernel_size[1], SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],

@@ -53,7 +53,8 @@ def test_aot_compile_all_kernels():
     # strided conv's dx + dK and the transposed dW did so before they looped over only the taps
     # (tiles) of a phase.
     pipelined = ("conv_guide_vec", "conv_guide_padded", "convT_guide_vec", "convT_guide_padded", "bwd_conv_dxdk_vec",
-                 "bwd_conv_dxdk_padded", "bwd_conv_dxdk_s2_vec", "bwd_conv_dxdk_s2_padded", "bwd_conv_dw_vec",
+                 "bwd_conv_dxdk_padded", "bwd_conv_dxdk_s2_vec", "bwd_conv_dxdk_s2_padded",
+                 "bwd_convT_dxdk_vec", "bwd_convT_dxdk_padded", "bwd_conv_dw_vec",
                  "bwd_conv_dw_padded",
                  "bwd_convT_dw")
     seen = {r["name"] for r in recs if r["name"] in pipelined and r["dtype"] == "bf16" and r["arch"] == 90}

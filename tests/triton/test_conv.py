@@ -246,6 +246,24 @@ def test_transposed_halo_covers_every_read():
     assert checked > 1000
 
 
+def test_conv_pattern_halo_covers_every_read():
+    """``host_common.conv_pattern_halo`` (a transposed conv's dL/dy in its input gradient: row q,
+    tap i reads ``q*s - p + i*d``, rows past the input clamped to the last) against brute force,
+    and the smallest such halo."""
+    from pac_triton.triton import host_common as hc
+    for k in range(1, 8, 2):
+        for s in range(1, 4):
+            for d in range(1, 4):
+                for p in range(0, (k - 1) * d + 3):
+                    for n_in in (1, 2, 5):
+                        for n_out in range(1, (n_in - 1) * s + (k - 1) * d + 3):
+                            top, bottom, _, _ = hc.conv_pattern_halo((n_in, 1), (n_out, 1), (k, 1), (s, 1), (p, 0),
+                                                                     (d, 1))
+                            rows = [min(q, n_in - 1) * s - p + i * d for q in range(n_in + 3) for i in range(k)]
+                            assert top == max(0, -min(rows)) and bottom == max(0, max(rows) - (n_out - 1)), (
+                                k, s, d, p, n_in, n_out, top, bottom)
+
+
 # A transposed conv whose x is NCHW with C a multiple of 16 gathers x from a zero-padded
 # channels-last copy sized by host_common.transposed_halo (PADDED: no input-bounds masks)
 CONVT_PADDED_CASES = [
@@ -257,22 +275,28 @@ CONVT_PADDED_CASES = [
     # a kernel smaller than the stride, (3, 2) strides, groups (blocks past a group's channels)
     convt_case("convTpad-C32-G2-k1x3-s3x2-op2x1-gauss-smooth3-f64", C=32, O=6, G=2, D=2, H=3, W=2, k=(1, 3),
                s=(3, 2), p=(0, 1), op=(2, 1), smooth=(3, 3), dtype=F64),
+    # O a multiple of 16 too: dL/dy staged for the input gradient (host_common.conv_pattern_halo),
+    # padding past the kernel's reach (rows above the output), dilation
+    convt_case("convTpad-C16-O32-k3-s2-d2-p3-op1-inv-mask-f32", C=16, O=32, D=2, H=3, W=4, p=(3, 1), d=(2, 1),
+               op=(1, 1), kt="inv_1_-2", mask=True),
 ]
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("c", CONVT_PADDED_CASES)
 def test_padded_transposed_forward(c, device, monkeypatch):
-    """The transposed forward from its zero-padded staging copy: against the reference
-    (outputs and every gradient), and that it ran (the spy on the forward's PADDED)."""
+    """The transposed forward from its zero-padded staging copy of x and the input gradient from
+    one of dL/dy: against the reference (outputs and every gradient), and which paths ran."""
     device_or_skip(device)
     from triton_helpers import spy_launches
     from pac_triton.triton import configs, conv
-    seen = spy_launches(monkeypatch, lambda fn, k: bool(k["PADDED"]) if fn is conv.pac_conv_kernel else None)
+    names = {conv.pac_conv_kernel: "PADDED", conv.pac_conv_dxdk_kernel: "GY_PADDED"}
+    seen = spy_launches(monkeypatch, lambda fn, k: bool(k[names[fn]]) if fn in names else None)
     with configs.force_blocks():
         run_backward("pac_conv_transpose2d", conv_tensors(c, transposed=True), conv_static(c, True), GRADS,
                      c.dtype, device)
-    assert seen == [True], seen
+    # the forward's x always staged; dL/dy where it has 16k channels (copied channels-last anyway)
+    assert seen == [True, c.O % 16 == 0], seen
 
 
 SUBSET_CASE = conv_case("subset", C=10, O=9, D=3, H=5, W=6, s=(2, 1), op=(1, 0), kt="inv_1_-2_asym", norm=True,
