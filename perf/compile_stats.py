@@ -651,8 +651,11 @@ def specs(dtype: str):
         if name in ("bwd_conv_dxdk_vec", "bwd_conv_dxdk_padded", "bwd_conv_dxdk_s2_vec", "bwd_conv_dxdk_s2_padded",
                     "bwd_convT_dxdk_vec", "bwd_convT_dxdk_padded"):
             c["sdw"] = 1  # dx in the input's NCHW layout
-            label = ("backward dx + dK" + (" s2" if "_s2" in name else "") + (" transposed" if "convT" in name else "")
-                     + ("" if "padded" in name else " general"))
+            label = {"bwd_conv_dxdk_padded": "backward dx + dK", "bwd_conv_dxdk_vec": "backward dx + dK general",
+                     "bwd_conv_dxdk_s2_padded": "backward dx + dK s2",
+                     "bwd_conv_dxdk_s2_vec": "backward dx + dK s2 general",
+                     "bwd_convT_dxdk_padded": "backward dx + dK transposed",
+                     "bwd_convT_dxdk_vec": "backward dx + dK transposed general"}[name]
             # per pixel and tap that the pixel's phase runs (the loop's trips)
             yield label, fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"]
         elif name == "bwd_conv_dw_vec":

@@ -849,9 +849,9 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
         kernel_size=(kh, kw), stride=stride, padding=padding, dilation=dilation, out_hw=(Ho, Wo),
         transposed=transposed, rt=rt, gather_x=not padded)
     if padded and transposed:
-        top, bottom, left, right = hc.transposed_halo((H, W), (Ho, Wo), (kh, kw), stride, padding, dilation)
         # the kernel indexes x from input pixel (0, 0): a view at the copy's interior
-        x = hc.padded_channels_last(x_in, None, C_all, (top, bottom, left, right))[:, :, top:, left:]
+        halo = hc.transposed_halo((H, W), (Ho, Wo), (kh, kw), stride, padding, dilation)
+        x = hc.padded_interior(x_in, halo, C_all)
     elif padded:
         x = hc.padded_channels_last(x_in, tuple(padding), C_all)
     bd = configs.block_d(D, rt) if k_mode == hc.K_GUIDE else 1
@@ -929,15 +929,15 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
     gy_padded = ((fit or transposed) and (needs.x or need_guide_side or needs.kernel)
                  and hc.copies_channels_last(gy, rt))
     if gy_padded and transposed:
-        top, bottom, left, right = hc.conv_pattern_halo((H, W), (Ho, Wo), (kh, kw), stride, padding, dilation)
-        gy = hc.padded_channels_last(gy, None, gy.shape[1], (top, bottom, left, right))[:, :, top:, left:]
+        gy = hc.padded_interior(gy, hc.conv_pattern_halo((H, W), (Ho, Wo), (kh, kw), stride, padding, dilation),
+                                gy.shape[1])
     elif gy_padded and tuple(stride) == (1, 1):
         gy = depthwise.dw_grad_out_padded(gy, (kh, kw), padding, dilation, gy.shape[1])
     elif gy_padded:
         # a strided conv's input gradient walks the transposed pattern (output pixel
         # (q + p - i d) / s of input pixel q): the transposed forward's halo, grids swapped
-        top, bottom, left, right = hc.transposed_halo((Ho, Wo), (H, W), (kh, kw), stride, padding, dilation)
-        gy = hc.padded_channels_last(gy, None, gy.shape[1], (top, bottom, left, right))[:, :, top:, left:]
+        gy = hc.padded_interior(gy, hc.transposed_halo((Ho, Wo), (H, W), (kh, kw), stride, padding, dilation),
+                                gy.shape[1])
     else:
         gy = hc.gather_layout(gy, rt)
     guide = hc.gather_layout(guide, rt)

@@ -1041,7 +1041,7 @@ def dw_grad_out_padded(gy, kernel_size, padding, dilation, c_pad):
     output pixel (0, 0) (the halo at negative offsets)."""
     hh = max(0, (kernel_size[0] - 1) * dilation[0] - padding[0])
     hw = max(0, (kernel_size[1] - 1) * dilation[1] - padding[1])
-    return hc.padded_channels_last(gy, (hh, hw), c_pad)[:, :, hh:, hw:]
+    return hc.padded_interior(gy, (hh, hw), c_pad)
 
 
 def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dilation, transposed, *,

@@ -4,6 +4,7 @@ strides) built once per launch, output allocation, and the gradient bundle of th
 No validation of user input (``pac_triton.functional`` did that)."""
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Optional
 
 import torch
@@ -215,8 +216,15 @@ def transposed_halo(in_hw, out_hw, kernel_size, stride, padding, dilation):
     past the output reading at their phase's last output row / column (``pac_conv_kernel`` with
     TRANSPOSED and PADDED; a phase with no output row reads at its row 0). Tap i of output row
     ``u = ph + s*uu`` reads input row ``uu + (ph + p - i*d) / s`` where that divides (each tap
-    in exactly one phase ``ph``): enumerated over the phases and taps (k, s are small). Sized
-    from the output grid actually launched, so it holds whatever that grid is."""
+    in exactly one phase ``ph``): enumerated over the phases and taps (k, s are small; memoised
+    per geometry). Sized from the output grid actually launched, so it holds whatever that grid
+    is."""
+    return _transposed_halo(*(tuple(int(n) for n in a) for a in (in_hw, out_hw, kernel_size, stride, padding,
+                                                                  dilation)))
+
+
+@functools.lru_cache(maxsize=256)
+def _transposed_halo(in_hw, out_hw, kernel_size, stride, padding, dilation):
     pads = []
     for n_in, n_out, k, s, p, d in zip(in_hw, out_hw, kernel_size, stride, padding, dilation):
         lo, hi = 0, n_in - 1
@@ -335,21 +343,29 @@ def copies_channels_last(t, rt: configs.Runtime | None = None) -> bool:
     return configs.settings.gather_channels_last() if rt is None else rt.channels_last
 
 
-def padded_channels_last(x, padding, c_pad, pads=None):
-    """The staging copy of ``x`` ``[B, C, H, W]`` (any layout) for unmasked gathers: a
-    ``[B, c_pad, H + 2 ph, W + 2 pw]`` view of a contiguous ``[B, H + 2 ph, W + 2 pw, c_pad]``
-    tensor (channels-last strides), ``x`` at ``[:, :C, ph:ph + H, pw:pw + W]`` and zero
-    elsewhere, so that every tap of every output pixel of a conv with this padding reads inside
-    it and the kernel's input gathers need no mask. ``pads`` = ``(top, bottom, left, right)``
-    instead of ``padding`` pads unevenly (``transposed_halo``). The copy is allocated here,
-    contiguous whatever ``x``'s layout (``F.pad`` keeps the input's stride order, and returns a
-    plain clone when there is nothing to pad: an NCHW ``x`` then stayed NCHW, which the kernel,
-    reading channels at unit stride, got wrong). One zero fill and one copy of ``x``."""
-    top, bottom, left, right = pads if pads is not None else (padding[0], padding[0], padding[1], padding[1])
+def padded_channels_last(x, padding, c_pad):
+    """The staging copy of ``x`` ``[B, C, H, W]`` (any layout) for unmasked gathers: ``x``
+    zero-padded by ``padding`` (``(ph, pw)`` on both sides, or ``(top, bottom, left, right)``,
+    e.g. ``transposed_halo``) to ``c_pad`` channels, as the ``[B, c_pad, H', W']`` view of a
+    contiguous ``[B, H', W', c_pad]`` tensor (channels-last strides), ``x`` at
+    ``[:, :C, top:top + H, left:left + W]`` and zero elsewhere, so that every tap of every output
+    pixel of a conv with this padding reads inside it and the kernel's input gathers need no
+    mask. The copy is allocated here, contiguous whatever ``x``'s layout (``F.pad`` keeps the
+    input's stride order, and returns a plain clone when there is nothing to pad: an NCHW ``x``
+    then stayed NCHW, which the kernel, reading channels at unit stride, got wrong). One zero
+    fill and one copy of ``x``."""
+    top, bottom, left, right = padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
     B, C, H, W = x.shape
     xp = x.new_zeros((B, H + top + bottom, W + left + right, c_pad))
     xp[:, top:top + H, left:left + W, :C].copy_(x.permute(0, 2, 3, 1))
     return xp.permute(0, 3, 1, 2)
+
+
+def padded_interior(x, padding, c_pad):
+    """``padded_channels_last(x, padding, c_pad)`` as the view that starts at ``x``'s pixel
+    (0, 0): kernels index it as ``x`` and reach the halo at negative offsets."""
+    top, left = (padding[0], padding[2]) if len(padding) == 4 else tuple(padding)
+    return padded_channels_last(x, padding, c_pad)[:, :, top:, left:]
 
 
 def channel_runs(*tensors) -> bool:
