@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from pac_testing import TOL, assert_close_rel, rel_rms_error, tol  # noqa: E402,F401
+from sanitizer import sanitize, suite_sanitized  # noqa: E402
 
 HAS_CUDA = torch.cuda.is_available()
 
@@ -27,6 +28,7 @@ def pytest_configure(config):
     # Also declared in pyproject.toml; repeated so the suite works from any rootdir.
     config.addinivalue_line("markers", "gpu: needs a CUDA device; reported as skipped elsewhere")
     config.addinivalue_line("markers", "slow: slower tests (still run in CI)")
+    config.addinivalue_line("markers", "unsanitized: not run under the suite-wide sanitizer (tests/sanitizer.py)")
 
 
 def _call(fn, args, kwargs):
@@ -81,6 +83,23 @@ def _no_backend_env(monkeypatch):
     """Tests choose their backend explicitly; an inherited PAC_TRITON_BACKEND must not leak in."""
     monkeypatch.delenv("PAC_TRITON_BACKEND", raising=False)
     yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """Under Triton's interpreter every test runs under the memory sanitizer (``sanitizer.py``:
+    out-of-bounds and misaligned accesses, races between programs, unordered read-after-write
+    inside a program) and fails on any finding; ``PAC_TRITON_SANITIZE=0`` switches it off.
+    Dot sizes are not held to the GPU's 16 here (tests force smaller tiles, which ``configs``
+    refuses on a GPU; ``test_sanitizer.py`` checks the default configs' dots). The sanitizer's
+    own tests (marker ``unsanitized``) plant hazards and are left out."""
+    if not suite_sanitized() or item.get_closest_marker("unsanitized"):
+        return (yield)
+    with sanitize(gpu_dot_sizes=False) as s:
+        result = yield
+    if s.findings:
+        pytest.fail("the sanitizer found GPU-only hazards:\n" + "\n".join(map(str, s.findings)), pytrace=False)
+    return result
 
 
 @pytest.fixture
