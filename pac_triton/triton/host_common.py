@@ -110,12 +110,36 @@ def _need_idx64_call(args, meta) -> bool:
     return False
 
 
+def _first_tensor(args, meta):
+    for t in args:
+        if isinstance(t, torch.Tensor):
+            return t
+    for t in meta.values():
+        if isinstance(t, torch.Tensor):
+            return t
+    return None
+
+
+def device_guard(t):
+    """``torch.cuda.device(t.device)`` when ``t`` lives on a CUDA device other than the current
+    one, else ``None``. Triton launches on the *current* device and its current stream; a
+    tensor on another device (a model moved to ``cuda:1`` while ``cuda:0`` is current) would
+    otherwise be refused ("cannot be accessed from Triton", triton-lang/triton#2441) or read
+    from the wrong device. The launch's tensors share one device (checked by the functional
+    layer)."""
+    dev = getattr(t, "device", None)
+    if dev is None or dev.type != "cuda" or dev.index is None or dev.index == torch.cuda.current_device():
+        return None
+    return torch.cuda.device(dev.index)
+
+
 class checked:
     """``checked(kernel)[grid](**args)`` launches ``kernel`` (a ``@triton.jit`` function or an
     autotuner) with ``IDX64`` decided from **every** tensor the launch receives (inputs, outputs
     and scratch buffers alike: a dL/dK or weight-gradient partial can pass 2**31 elements while
-    the input does not), and refuses a grid whose axis 1 or 2 passes CUDA's limit (the batch is
-    split before it gets here: ``over_batch``). Every launch of the backend goes through it."""
+    the input does not), refuses a grid whose axis 1 or 2 passes CUDA's limit (the batch is
+    split before it gets here: ``over_batch``), and launches on the tensors' device
+    (``device_guard``). Every launch of the backend goes through it."""
 
     def __init__(self, kernel):
         self.kernel = kernel
@@ -128,7 +152,11 @@ class checked:
 
         def run(*args, **meta):
             meta["IDX64"] = _need_idx64_call(args, meta)
-            return launcher(*args, **meta)
+            guard = device_guard(_first_tensor(args, meta))
+            if guard is None:
+                return launcher(*args, **meta)
+            with guard:
+                return launcher(*args, **meta)
         return run
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pac_testing import TOL, assert_close_rel
 from triton_helpers import (DEVICES, GRADS, PT, Tracker, case, convt_out_hw, device_or_skip, inv_params,
                             make_mask, reference_forbidden, run_backward, run_forward)
 
@@ -615,3 +616,60 @@ def test_cuda_graph_capture_forward_backward(groups):
     eager = step()
     for i, (a, b) in enumerate(zip(captured, eager)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m: f"output {i}: {m}")
+
+
+def test_launch_runs_on_the_tensors_device(monkeypatch):
+    """Triton launches on the current CUDA device: every launch (``host_common.checked``) enters
+    ``torch.cuda.device`` of its tensors when they live on another one, and nothing otherwise
+    (logic checked here with a stand-in device; two real GPUs: the next test)."""
+    import types
+
+    from pac_triton.triton import host_common as hc
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    guard = hc.device_guard(types.SimpleNamespace(device=torch.device("cuda", 1)))
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1
+    assert hc.device_guard(types.SimpleNamespace(device=torch.device("cuda", 0))) is None
+    assert hc.device_guard(torch.zeros(1)) is None and hc.device_guard(None) is None
+
+    events = []
+
+    class Guard:
+        def __enter__(self):
+            events.append("enter")
+
+        def __exit__(self, *exc):
+            events.append("exit")
+
+    class Kernel:
+        def __getitem__(self, grid):
+            return lambda *a, **k: events.append(("launch", k["IDX64"]))
+
+    x = torch.zeros(3)
+    monkeypatch.setattr(hc, "device_guard", lambda t: Guard() if t is x else None)
+    hc.checked(Kernel())[(1,)](x_ptr=x, n=3)
+    hc.checked(Kernel())[(1,)](x_ptr=torch.zeros(2), n=2)
+    assert events == ["enter", ("launch", False), "exit", ("launch", False)]
+
+
+@pytest.mark.gpu
+def test_tensors_on_a_non_current_device():
+    """A layer and its tensors on ``cuda:1`` while ``cuda:0`` is current: forward and backward
+    run there and equal the reference."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two CUDA devices")
+    from pac_triton import PacConv2d
+    torch.manual_seed(0)
+    dev = torch.device("cuda", 1)
+    torch.cuda.set_device(0)
+    layer = PacConv2d(16, 16, 3, padding=1, backend="triton").to(dev)
+    x = torch.randn(2, 16, 12, 10, device=dev, requires_grad=True)
+    g = torch.randn(2, 4, 12, 10, device=dev, requires_grad=True)
+    y = layer(x, g)
+    grads = torch.autograd.grad(y.square().sum(), [x, g, layer.weight])
+    layer.backend = "reference"
+    y_ref = layer(x, g)
+    ref = torch.autograd.grad(y_ref.square().sum(), [x, g, layer.weight])
+    assert torch.cuda.current_device() == 0 and y.device == dev
+    assert_close_rel(y, y_ref, TOL[F32], "y")
+    for name, a, b in zip(("dx", "dguide", "dweight"), grads, ref):
+        assert_close_rel(a, b, TOL[F32], name)
