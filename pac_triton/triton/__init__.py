@@ -107,14 +107,14 @@ def _conv_op(*, input, weight, bias, guide=None, kernel=None, mask=None, smooth=
              stride, padding, output_padding=(0, 0), dilation, ktype=None, normalize=False, shared,
              transposed, groups=1):
     """The dense family's custom op (``shared``: the depthwise family's shared-filter launchers)."""
-    return _conv_mod.conv_fwd(input, weight, bias, guide, kernel, mask, smooth, alpha, lam,
+    return _conv_mod.run_conv_fwd(input, weight, bias, guide, kernel, mask, smooth, alpha, lam,
                               *_conv_mod.conv_options(stride, padding, output_padding, dilation,
                                                       _ktype_or_gauss(ktype), normalize, shared, transposed, groups))
 
 
 def _pool_op(*, input, guide=None, kernel=None, mask=None, smooth=None, alpha=None, lam=None, kernel_size,
              stride, padding, dilation, ktype=None, normalize=False, channel_wise=False):
-    return _depthwise.pool_fwd(input, guide, kernel, mask, smooth, alpha, lam,
+    return _depthwise.run_pool_fwd(input, guide, kernel, mask, smooth, alpha, lam,
                                *_depthwise.pool_options(kernel_size, stride, padding, dilation,
                                                         _ktype_or_gauss(ktype), normalize, channel_wise))
 
@@ -124,7 +124,7 @@ def packernel2d(guide, mask, kernel_size, stride, padding, output_padding, dilat
     """Returns ``(K, out_mask)``; ``K`` is ``[B, 1 or D, kh, kw, Ho, Wo]`` in the guide's dtype."""
     _check()
     kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
-    k, om = _kernel_map.kernel_fwd(guide, mask, smooth_kernel, a, lm,
+    k, om = _kernel_map.run_kernel_fwd(guide, mask, smooth_kernel, a, lm,
                                    *_kernel_map.kernel_options(kernel_size, stride, padding, output_padding, dilation,
                                                                kt, channel_wise, normalize_kernel, transposed))
     return k, _om(om, mask)

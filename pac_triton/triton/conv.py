@@ -1066,7 +1066,10 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
 # output_padding, dilation; ``options``: ktype, normalize, shared, transposed, groups):
 # torch.library's autograd path fills defaults per schema argument at a cost quadratic in the
 # argument count (torch._library.utils.fill_defaults, pytorch#195110): 18 arguments cost ~72 µs
-# of host time per forward with grad on a 2-core CPU, these 11 ~26 µs.
+# of host time per forward with grad on a 2-core CPU, these 11 ~26 µs. In plain eager mode the
+# backend skips the custom ops altogether (``run_conv_fwd``: ``host_common.EagerOp``), calling
+# ``conv_fwd_impl`` / ``conv_bwd_impl`` directly; tracing, fake tensors, torch.func and
+# dispatch modes get the ops.
 
 def conv_options(stride, padding, output_padding, dilation, ktype, normalize, shared, transposed, groups):
     """``conv_fwd``'s ``(geometry, options)`` lists."""
@@ -1083,13 +1086,15 @@ def _conv_static(geometry, options):
             int(groups))
 
 
-@torch.library.custom_op("pac_triton::triton_conv_fwd", mutates_args=())
-def conv_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], guide: Optional[Tensor],
-             kernel: Optional[Tensor], mask: Optional[Tensor], smooth: Optional[Tensor],
-             alpha: Optional[Tensor], lam: Optional[Tensor], geometry: List[int],
-             options: List[int]) -> Tuple[Tensor, Tensor]:
+def conv_fwd_impl(x: Tensor, weight: Tensor, bias: Optional[Tensor], guide: Optional[Tensor],
+                  kernel: Optional[Tensor], mask: Optional[Tensor], smooth: Optional[Tensor],
+                  alpha: Optional[Tensor], lam: Optional[Tensor], geometry: List[int],
+                  options: List[int]) -> Tuple[Tensor, Tensor]:
     return hc.over_batch(_conv_fwd, (x, weight, bias, guide, kernel, mask, smooth, alpha, lam,
                                      *_conv_static(geometry, options)), (0, 3, 4, 5))
+
+
+conv_fwd = torch.library.custom_op("pac_triton::triton_conv_fwd", mutates_args=())(conv_fwd_impl)
 
 
 def _depthwise_family(x, weight, shared, groups):
@@ -1155,8 +1160,9 @@ def _conv_backward(ctx, gy, gom):
     grads = [None] * 11
     if not any(needs):
         return tuple(grads)
-    res = conv_bwd(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding,
-                   dilation, ktype, normalize, shared, transposed, list(needs), groups)
+    res = hc.backward_call(conv_bwd, conv_bwd_impl, gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride,
+                           padding, output_padding, dilation, ktype, normalize, shared, transposed, list(needs),
+                           groups)
     for k, i in enumerate(_CONV_INPUT_OF):
         if needs[k]:
             grads[i] = res[k]
@@ -1164,18 +1170,23 @@ def _conv_backward(ctx, gy, gom):
 
 
 conv_fwd.register_autograd(_conv_backward, setup_context=_conv_setup_context)
+# what the backend calls: conv_fwd, or its implementation directly in plain eager mode
+run_conv_fwd = hc.EagerOp(conv_fwd, conv_fwd_impl, _conv_setup_context, _conv_backward)
 
 
-@torch.library.custom_op("pac_triton::triton_conv_bwd", mutates_args=())
-def conv_bwd(gy: Tensor, x: Tensor, weight: Tensor, guide: Optional[Tensor], kernel: Optional[Tensor],
-             mask: Optional[Tensor], smooth: Optional[Tensor], alpha: Optional[Tensor], lam: Optional[Tensor],
-             stride: List[int], padding: List[int], output_padding: List[int], dilation: List[int], ktype: int,
-             normalize: bool, shared: bool, transposed: bool, needs: List[bool], groups: int = 1) -> List[Tensor]:
+def conv_bwd_impl(gy: Tensor, x: Tensor, weight: Tensor, guide: Optional[Tensor], kernel: Optional[Tensor],
+                  mask: Optional[Tensor], smooth: Optional[Tensor], alpha: Optional[Tensor], lam: Optional[Tensor],
+                  stride: List[int], padding: List[int], output_padding: List[int], dilation: List[int], ktype: int,
+                  normalize: bool, shared: bool, transposed: bool, needs: List[bool],
+                  groups: int = 1) -> List[Tensor]:
     """Gradients of conv_fwd in ``Grads`` order (x, weight, bias, guide, kernel, smooth, alpha,
     lam); an empty tensor where ``needs`` is false (or the input is None)."""
     return hc.over_batch(_conv_bwd, (gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride, padding,
                                      output_padding, dilation, ktype, normalize, shared, transposed, needs, groups),
                          (0, 1, 3, 4, 5), summed=(1, 2, 5, 6, 7))
+
+
+conv_bwd = torch.library.custom_op("pac_triton::triton_conv_bwd", mutates_args=())(conv_bwd_impl)
 
 
 def _conv_bwd(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride, padding, output_padding, dilation,

@@ -1316,12 +1316,14 @@ def _pool_static(geometry, options):
     return g[0:2], g[2:4], g[4:6], g[6:8], int(ktype), bool(normalize), bool(channel_wise)
 
 
-@torch.library.custom_op("pac_triton::triton_pool_fwd", mutates_args=())
-def pool_fwd(x: Tensor, guide: Optional[Tensor], kernel: Optional[Tensor], mask: Optional[Tensor],
-             smooth: Optional[Tensor], alpha: Optional[Tensor], lam: Optional[Tensor], geometry: List[int],
-             options: List[int]) -> Tuple[Tensor, Tensor]:
+def pool_fwd_impl(x: Tensor, guide: Optional[Tensor], kernel: Optional[Tensor], mask: Optional[Tensor],
+                  smooth: Optional[Tensor], alpha: Optional[Tensor], lam: Optional[Tensor], geometry: List[int],
+                  options: List[int]) -> Tuple[Tensor, Tensor]:
     return hc.over_batch(_pool_fwd, (x, guide, kernel, mask, smooth, alpha, lam, *_pool_static(geometry, options)),
                          (0, 1, 2, 3))
+
+
+pool_fwd = torch.library.custom_op("pac_triton::triton_pool_fwd", mutates_args=())(pool_fwd_impl)
 
 
 def _pool_fwd(x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding, dilation, ktype, normalize,
@@ -1367,8 +1369,8 @@ def _pool_backward(ctx, gy, gom):
     grads = [None] * 9
     if not any(needs):
         return tuple(grads)
-    res = pool_bwd(gy, x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding, dilation, ktype,
-                   normalize, channel_wise, list(needs))
+    res = hc.backward_call(pool_bwd, pool_bwd_impl, gy, x, guide, kernel, mask, smooth, alpha, lam, kernel_size,
+                           stride, padding, dilation, ktype, normalize, channel_wise, list(needs))
     for k, i in enumerate(_POOL_INPUT_OF):
         if i is not None and needs[k]:
             grads[i] = res[k]
@@ -1376,18 +1378,22 @@ def _pool_backward(ctx, gy, gom):
 
 
 pool_fwd.register_autograd(_pool_backward, setup_context=_pool_setup_context)
+# what the backend calls: pool_fwd, or its implementation directly in plain eager mode
+run_pool_fwd = hc.EagerOp(pool_fwd, pool_fwd_impl, _pool_setup_context, _pool_backward)
 
 
-@torch.library.custom_op("pac_triton::triton_pool_bwd", mutates_args=())
-def pool_bwd(gy: Tensor, x: Tensor, guide: Optional[Tensor], kernel: Optional[Tensor], mask: Optional[Tensor],
-             smooth: Optional[Tensor], alpha: Optional[Tensor], lam: Optional[Tensor], kernel_size: List[int],
-             stride: List[int], padding: List[int], dilation: List[int], ktype: int, normalize: bool,
-             channel_wise: bool, needs: List[bool]) -> List[Tensor]:
+def pool_bwd_impl(gy: Tensor, x: Tensor, guide: Optional[Tensor], kernel: Optional[Tensor], mask: Optional[Tensor],
+                  smooth: Optional[Tensor], alpha: Optional[Tensor], lam: Optional[Tensor], kernel_size: List[int],
+                  stride: List[int], padding: List[int], dilation: List[int], ktype: int, normalize: bool,
+                  channel_wise: bool, needs: List[bool]) -> List[Tensor]:
     """Gradients of pool_fwd in ``Grads`` order (weight and bias always empty); empty tensors
     where not asked for."""
     return hc.over_batch(_pool_bwd, (gy, x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding,
                                      dilation, ktype, normalize, channel_wise, needs), (0, 1, 2, 3, 4),
                          summed=(5, 6, 7))
+
+
+pool_bwd = torch.library.custom_op("pac_triton::triton_pool_bwd", mutates_args=())(pool_bwd_impl)
 
 
 def _pool_bwd(gy, x, guide, kernel, mask, smooth, alpha, lam, kernel_size, stride, padding, dilation, ktype,

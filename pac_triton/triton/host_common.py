@@ -8,6 +8,7 @@ import functools
 from typing import NamedTuple, Optional
 
 import torch
+import torch.autograd.profiler as _profiler
 import torch.nn.functional as F
 import triton.language as tl
 
@@ -544,6 +545,80 @@ DOUBLE_BACKWARD_MSG = ("double backward (create_graph=True through a Triton PAC 
 
 def no_double_backward(ctx, *grads):
     raise NotImplementedError(DOUBLE_BACKWARD_MSG)
+
+
+# --- the custom ops' eager fast path ---------------------------------------------------------
+
+_PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
+def plain_eager(args) -> bool:
+    """Whether a call with ``args`` may run the ops' implementations directly, without
+    ``torch.library``'s dispatch: plain eager mode, i.e. not inside ``torch.compile`` / export
+    tracing, no ``torch.func`` transform and no ``TorchDispatchMode`` active (FakeTensorMode,
+    make_fx, a user's mode: they must see the custom op, not its insides), and every tensor a
+    plain ``Tensor`` or ``Parameter`` (no subclass: fake, functional or distributed tensors)."""
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active() \
+            or torch._C._len_torch_dispatch_stack():
+        return False
+    for a in args:
+        if isinstance(a, torch.Tensor) and type(a) not in _PLAIN_TENSOR_TYPES:
+            return False
+    return True
+
+
+class EagerOp:
+    """A forward custom op and its cheap eager twin. ``EagerOp(op, impl, setup_context,
+    backward)(*args)`` returns what ``op(*args)`` returns (``op``: the ``torch.library`` custom
+    op made from ``impl``, with ``setup_context`` / ``backward`` as its registered autograd),
+    computed by the same ``impl``:
+
+    * outside plain eager mode (``plain_eager``): ``op(*args)``, for tracing, fake tensors,
+      ``torch.func`` and dispatch modes;
+    * when autograd records the call: a ``torch.autograd.Function`` with the same
+      ``setup_context`` and ``backward`` (which runs the backward op's implementation directly,
+      ``backward_call``);
+    * otherwise: ``impl(*args)``.
+
+    Under ``torch.profiler`` the eager call is a ``record_function`` range named as the op
+    (``pac_triton::triton_conv_fwd``, ...), so profiles read as they do with the op.
+
+    Why: torch.library's dispatch costs 20–40 µs of host time per call here (perf/NOTES.md,
+    "v8"; ``torch._library.utils.fill_defaults`` alone ~20 µs with autograd recording), which a
+    small layer pays in full."""
+
+    def __init__(self, op, impl, setup_context, backward):
+        self.op, self.impl = op, impl
+        self.name = getattr(op, "_qualname", impl.__name__)
+        self.function = type(f"{impl.__name__}_function", (torch.autograd.Function,), {
+            "forward": staticmethod(impl), "setup_context": staticmethod(setup_context),
+            "backward": staticmethod(backward)})
+
+    def __call__(self, *args):
+        if not plain_eager(args):
+            return self.op(*args)
+        if _profiler._is_profiler_enabled:
+            with _profiler.record_function(self.name):
+                return self._eager(args)
+        return self._eager(args)
+
+    def _eager(self, args):
+        if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+            return self.function.apply(*args)
+        return self.impl(*args)
+
+
+def backward_call(op, impl, *args):
+    """A backward custom op's result from inside a forward op's ``backward``: ``impl(*args)``
+    directly in plain eager mode without ``create_graph`` (a ``record_function`` range named as
+    the op under ``torch.profiler``); else ``op(*args)``, whose registered autograd refuses a
+    double backward (``no_double_backward``)."""
+    if torch.is_grad_enabled() or not plain_eager(args):
+        return op(*args)
+    if _profiler._is_profiler_enabled:
+        with _profiler.record_function(getattr(op, "_qualname", impl.__name__)):
+            return impl(*args)
+    return impl(*args)
 
 
 def grads_to_list(g: Grads, like: torch.Tensor, fields=GRAD_FIELDS):

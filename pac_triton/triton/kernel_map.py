@@ -607,10 +607,12 @@ def _kernel_static(geometry, options):
             bool(transposed))
 
 
-@torch.library.custom_op("pac_triton::triton_kernel_fwd", mutates_args=())
-def kernel_fwd(guide: Tensor, mask: Optional[Tensor], smooth: Optional[Tensor], alpha: Optional[Tensor],
-               lam: Optional[Tensor], geometry: List[int], options: List[int]) -> Tuple[Tensor, Tensor]:
+def kernel_fwd_impl(guide: Tensor, mask: Optional[Tensor], smooth: Optional[Tensor], alpha: Optional[Tensor],
+                    lam: Optional[Tensor], geometry: List[int], options: List[int]) -> Tuple[Tensor, Tensor]:
     return hc.over_batch(_kernel_fwd, (guide, mask, smooth, alpha, lam, *_kernel_static(geometry, options)), (0, 1))
+
+
+kernel_fwd = torch.library.custom_op("pac_triton::triton_kernel_fwd", mutates_args=())(kernel_fwd_impl)
 
 
 def _kernel_fwd(guide, mask, smooth, alpha, lam, kernel_size, stride, padding, output_padding, dilation, ktype,
@@ -657,7 +659,7 @@ def _kernel_backward(ctx, gk, gom):
     grads = [None] * 7
     if not any(needs) or gk is None:
         return tuple(grads)
-    res = kernel_bwd(gk, guide, mask, smooth, alpha, lam, *ctx.static, needs)
+    res = hc.backward_call(kernel_bwd, kernel_bwd_impl, gk, guide, mask, smooth, alpha, lam, *ctx.static, needs)
     for k, f in enumerate(KERNEL_GRAD_FIELDS):
         if needs[k]:
             grads[_KERNEL_INPUT_OF[f]] = res[k]
@@ -665,17 +667,21 @@ def _kernel_backward(ctx, gk, gom):
 
 
 kernel_fwd.register_autograd(_kernel_backward, setup_context=_kernel_setup_context)
+# what the backend calls: kernel_fwd, or its implementation directly in plain eager mode
+run_kernel_fwd = hc.EagerOp(kernel_fwd, kernel_fwd_impl, _kernel_setup_context, _kernel_backward)
 
 
-@torch.library.custom_op("pac_triton::triton_kernel_bwd", mutates_args=())
-def kernel_bwd(gk: Tensor, guide: Tensor, mask: Optional[Tensor], smooth: Optional[Tensor], alpha: Optional[Tensor],
-               lam: Optional[Tensor], kernel_size: List[int], stride: List[int], padding: List[int],
-               output_padding: List[int], dilation: List[int], ktype: int, channel_wise: bool, normalize: bool,
-               transposed: bool, needs: List[bool]) -> List[Tensor]:
+def kernel_bwd_impl(gk: Tensor, guide: Tensor, mask: Optional[Tensor], smooth: Optional[Tensor],
+                    alpha: Optional[Tensor], lam: Optional[Tensor], kernel_size: List[int], stride: List[int],
+                    padding: List[int], output_padding: List[int], dilation: List[int], ktype: int,
+                    channel_wise: bool, normalize: bool, transposed: bool, needs: List[bool]) -> List[Tensor]:
     """Gradients of kernel_fwd for (guide, smooth, alpha, lam); empty where not asked for."""
     return hc.over_batch(_kernel_bwd, (gk, guide, mask, smooth, alpha, lam, kernel_size, stride, padding,
                                        output_padding, dilation, ktype, channel_wise, normalize, transposed, needs),
                          (0, 1, 2), summed=(1, 2, 3))
+
+
+kernel_bwd = torch.library.custom_op("pac_triton::triton_kernel_bwd", mutates_args=())(kernel_bwd_impl)
 
 
 def _kernel_bwd(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, padding, output_padding, dilation, ktype,

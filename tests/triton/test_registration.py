@@ -288,3 +288,108 @@ def test_backward_ops_match_their_fakes(case):
         torch.library.opcheck(ops.triton_kernel_bwd, (r(1, 1, 3, 3, 5, 5), g, m, None, a, lm, [3, 3], [1, 1], [1, 1],
                                                       [0, 0], [1, 1], 1, False, True, False, [True, False, True, True]),
                               test_utils=tu)
+
+
+# --- the eager fast path (host_common.EagerOp) -------------------------------------------------
+
+class _PassThrough(torch.utils._python_dispatch.TorchDispatchMode):
+    """A dispatch mode that only records the ops it sees (so the custom ops run, not their
+    eager twins: ``host_common.plain_eager``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def _families():
+    """(name, fn(leaves) -> outputs, leaves): a guide conv with every gradient, a transposed
+    grouped conv, a depthwise conv, pooling and the kernel map, small shapes."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 5, 4)
+    g = torch.randn(1, 3, 5, 4)
+    a, lm = torch.tensor(0.7), torch.tensor(-1.2)
+    m = (torch.rand(1, 1, 5, 4) > 0.3).float()
+    w, b = torch.randn(4, 4, 3, 3), torch.randn(4)
+    wt = torch.randn(4, 2, 3, 3)
+    gt = torch.randn(1, 3, 9, 7)
+    wd = torch.randn(4, 1, 3, 3)
+    sm = torch.rand(1, 1, 3, 3)
+    return [
+        ("conv", lambda x, g, w, b, a, lm: PT.pac_conv2d(x, g, w, b, (1, 1), (1, 1), (1, 1), "inv_0.5_1.5", a, lm,
+                                                         None, True, False, m), [x, g, w, b, a, lm]),
+        ("transposed-groups", lambda x, gt, wt: PT.pac_conv_transpose2d(
+            x, gt, wt, None, (2, 2), (1, 1), (0, 0), (1, 1), "gaussian", None, None, sm, False, False, None, 2),
+         [x, gt, wt]),
+        ("depthwise", lambda x, g, wd: PT.pac_conv2d(x, g, wd, None, (1, 1), (1, 1), (1, 1), "gaussian", None, None,
+                                                     None, False, False, m, 4), [x, g, wd]),
+        ("pool", lambda x, g: PT.pac_pool2d(x, g, (3, 3), (1, 1), (1, 1), (1, 1), "gaussian", None, None, None,
+                                            True, False, m), [x, g]),
+        ("kernel", lambda g: PT.packernel2d(g, m, (3, 3), (1, 1), (1, 1), (0, 0), (1, 1), "gaussian", sm, None,
+                                            None, False, True, False), [g]),
+    ]
+
+
+def _fwd_bwd(fn, leaves):
+    leaves = [t.detach().clone().requires_grad_() for t in leaves]
+    out = fn(*leaves)
+    y = out[0]
+    grads = torch.autograd.grad(y, leaves, torch.ones_like(y))
+    return (y.detach(),) + tuple(grads)
+
+
+@pytest.mark.parametrize("i", range(5), ids=["conv", "transposed-groups", "depthwise", "pool", "kernel"])
+def test_eager_path_equals_custom_ops(i, monkeypatch):
+    """In plain eager mode the backend runs the ops' implementations directly (no torch.library
+    dispatch: the custom ops are made to raise) and gets bitwise what the custom ops give
+    (forced here by a dispatch mode, which must see the ops themselves), forward and every
+    gradient."""
+    from pac_triton.triton import conv, depthwise, kernel_map
+    name, fn, leaves = _families()[i]
+    mode = _PassThrough()
+    with mode:
+        via_ops = _fwd_bwd(fn, leaves)
+    fwd_op = {"kernel": "triton_kernel_fwd", "pool": "triton_pool_fwd"}.get(name, "triton_conv_fwd")
+    assert f"pac_triton.{fwd_op}.default" in mode.seen
+    assert f"pac_triton.{fwd_op.replace('fwd', 'bwd')}.default" in mode.seen
+
+    def boom(*a, **k):
+        raise AssertionError("plain eager mode went through torch.library")
+    for runner in (conv.run_conv_fwd, depthwise.run_pool_fwd, kernel_map.run_kernel_fwd):
+        monkeypatch.setattr(runner, "op", boom)
+    for mod, op in ((conv, "conv_bwd"), (depthwise, "pool_bwd"), (kernel_map, "kernel_bwd")):
+        monkeypatch.setattr(mod, op, boom)
+    eager = _fwd_bwd(fn, leaves)
+    with torch.no_grad():
+        no_grad = fn(*leaves)[0]
+    assert len(eager) == len(via_ops)
+    for k, (a, e) in enumerate(zip(eager, via_ops)):
+        assert torch.equal(a, e), (name, k)
+    assert torch.equal(no_grad, via_ops[0])
+
+
+def test_eager_path_refuses_double_backward():
+    """Each backward op (conv, pool, kernel map) refuses create_graph=True's double backward on
+    the eager path too (its backward runs the backward custom op then)."""
+    for name, fn, leaves in _families():
+        if name not in ("conv", "pool", "kernel"):
+            continue
+        leaves = [t.double().requires_grad_() for t in leaves]
+        y = fn(*leaves)[0]
+        (d0,) = torch.autograd.grad(y.square().sum(), leaves[:1], create_graph=True)
+        with pytest.raises(NotImplementedError, match="double backward"):
+            d0.sum().backward()
+
+
+def test_eager_path_is_named_in_profiles():
+    """Under torch.profiler the eager path's calls are ranges named as the ops, forward and
+    backward (what ``python -m perf.breakdown`` lists on a CPU)."""
+    from torch.profiler import ProfilerActivity, profile
+    name, fn, leaves = _families()[0]
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        _fwd_bwd(fn, leaves)
+    names = {e.name for e in prof.events()}
+    assert {"pac_triton::triton_conv_fwd", "pac_triton::triton_conv_bwd"} <= names, sorted(names)[:40]
