@@ -76,6 +76,9 @@ def parse_args(argv=None):
     how.add_argument("--no-check", dest="check", action="store_false")
     how.add_argument("--warmup-ms", type=float, default=25.0, help="do_bench warm-up (CUDA)")
     how.add_argument("--rep-ms", type=float, default=None, help="timing budget per point (CUDA 100, CPU 100)")
+    how.add_argument("--graph", action="store_true",
+                     help="CUDA: also time every point by CUDA-graph replay (time_ms_graph: the GPU's time without "
+                          "the host's; the convnext cases always are)")
     how.add_argument("--seed", type=int, default=0)
     how.add_argument("--cpu", action="store_true", help="run on the CPU even if CUDA is available")
     how.add_argument("--threads", type=int, default=1,
@@ -295,6 +298,7 @@ def run_case(case, providers, device, args, results, bar, check, seed, rep_ms):
     inp = None
     ref = {}
     timed = {}
+    timed_graph = {}
     details = {}
 
     def reference_outputs():
@@ -330,6 +334,7 @@ def run_case(case, providers, device, args, results, bar, check, seed, rep_ms):
             bar.update()
             continue
         fn = fwd = grads = None
+        graph_failure = None
         try:
             if inp is None:
                 inp = W.make_inputs(case, device, seed)
@@ -366,6 +371,12 @@ def run_case(case, providers, device, args, results, bar, check, seed, rep_ms):
                                reps=t["reps"], gflop=case.flops() / 1e9, k_gflop=case.k_flops() / 1e9,
                                tflops=case.flops() / sec / 1e12, gbps=case.bytes() / sec / 1e9,
                                mbytes=case.bytes() / 1e6)
+                if (getattr(args, "graph", False) or case.graph) and timing.graphs_supported(device):
+                    try:
+                        metrics["time_ms_graph"] = timing.bench_graph(fn, rep_ms=rep_ms)
+                        timed_graph[prov] = metrics["time_ms_graph"]
+                    except Exception as e:  # noqa: BLE001 - the eager timing above stands
+                        graph_failure = f"failed: graph replay: {short_reason(e)}"
                 mem = timing.peak_memory(fn, device)
                 if mem is not None:
                     metrics["peak_mem_bytes"], metrics["peak_mem_extra_bytes"] = mem
@@ -373,6 +384,8 @@ def run_case(case, providers, device, args, results, bar, check, seed, rep_ms):
             details[prov] = detail
             for name, val in metrics.items():
                 results.add(case, prov, detail, status, name, val)
+            if graph_failure:  # after the eager rows: the summary reads a provider's status off its first row
+                results.add(case, prov, detail, graph_failure, "time_ms_graph", None)
         except (KeyboardInterrupt, _Interrupted):
             raise
         except Exception as e:  # noqa: BLE001 - every failure becomes a row, never dropped
@@ -387,6 +400,12 @@ def run_case(case, providers, device, args, results, bar, check, seed, rep_ms):
         for prov, med in timed.items():
             if prov != "floor":
                 results.add(case, prov, details.get(prov, W.DETAIL[prov]), "ok", "ratio_to_floor", med / floor)
+    floor_g = timed_graph.get("floor")
+    if floor_g:
+        for prov, med in timed_graph.items():
+            if prov != "floor":
+                results.add(case, prov, details.get(prov, W.DETAIL[prov]), "ok", "ratio_to_floor_graph",
+                            med / floor_g)
     del inp, ref
 
 

@@ -107,6 +107,7 @@ class Case:
     note: str = ""                   # e.g. "cpu-scaled: resolution/4"
     providers: tuple = ()            # restrict the providers (empty: all asked for)
     gpu_only: bool = False           # skipped (with a row saying so) without CUDA
+    graph: bool = False              # CUDA: also timed by CUDA-graph replay (time_ms_graph: no host time)
 
     # ---- derived shape -------------------------------------------------------------------
     @property
@@ -390,7 +391,7 @@ CONVNEXT_K = 7
 CONVNEXT_D = 16
 
 
-def convnext_cases(modes, dtypes, group="convnext", providers=None):
+def convnext_cases(modes, dtypes, group="convnext", providers=None, graph=True):
     """ConvNeXt-T's depthwise 7x7 convs (padding 3, stride 1) as depthwise PAC, one per stage:
     C96 56², C192 28², C384 14², C768 7² (a 224² image), batch 32, against the depthwise
     ``F.conv2d(..., groups=C)`` at the same shape. Guide D = 16: a 16-channel projection of
@@ -399,10 +400,11 @@ def convnext_cases(modes, dtypes, group="convnext", providers=None):
     upsample preset, and a multiple of 16 as the Triton kernels' vectorised guide gathers
     want). For a depthwise conv K is not small: ``k^2 (3D + 8) = 2744`` FLOPs per pixel against
     the conv's ``2 C k^2`` = 9408 (C96) .. 75264 (C768). ``providers``: stage name -> the
-    providers to run there (default: all asked for)."""
+    providers to run there (default: all asked for). ``graph``: also timed by CUDA-graph replay
+    (the small stages are predicted host-bound: perf/NOTES.md "v8")."""
     providers = providers or {}
     return [Case(op="conv", b=CONVNEXT_BATCH, c_in=c, k=CONVNEXT_K, d=CONVNEXT_D, h=hw, groups=c, mode=m, dtype=dt,
-                 group=group, name=f"convnext-{name}", providers=providers.get(name, ()))
+                 group=group, name=f"convnext-{name}", providers=providers.get(name, ()), graph=graph)
             for name, c, hw in CONVNEXT_STAGES for m in modes for dt in dtypes]
 
 

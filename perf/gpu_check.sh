@@ -13,7 +13,8 @@
 #   2. `python -m perf --preset gpu-check --out $OUT`: forward (bf16, TF32) and forward+backward
 #      (bf16) timings of the Triton and reference backends against F.conv2d (cudnn.benchmark
 #      on) at the floor shapes of docs/kernels.md, the convnext preset's four depthwise k7 B32
-#      shapes (forward and forward+backward bf16, against F.conv2d(groups=C); these rows go into
+#      shapes (forward and forward+backward bf16, against F.conv2d(groups=C), each also timed by
+#      CUDA-graph replay, time_ms_graph: the kernels without the host's time; these rows go into
 #      the same results.csv; a Triton backend without grouped kernels gives rows reading
 #      `failed: NotImplementedError ...`, never reference timings), float64-reference errors, bitwise
 #      run-to-run comparison of outputs and gradients, peak memory vs resolution;
@@ -25,7 +26,7 @@
 #      PAC_TRITON_CHANNELS_LAST_COPIES=0: NCHW gathers, no per-call copies of x, gy, guide).
 # Output (at most 8 files): gpu_check.log, results.csv, summary.txt, breakdown.txt, variants.txt
 # and the PNG charts (packed into one tar when there are too many).
-# Knobs: OUT, PYTHON (python3), T_SETUP/T_TESTS/T_PERF/T_BREAKDOWN/T_VARIANT/T_TOTAL (seconds; defaults 35/95/135/60/40/280,
+# Knobs: OUT, PYTHON (python3), T_SETUP/T_TESTS/T_PERF/T_BREAKDOWN/T_VARIANT/T_TOTAL (seconds; defaults 35/95/150/60/40/280,
 # the stage limits shrink so the whole script stays under T_TOTAL), PERF_AUTOTUNE (0: the perf
 # stage times the kernels' default configs; 1: autotune first, slower), PERF_ARGS (extra args).
 # The device has Python 3.12, torch 2.11, triton 3.6, numpy 2.5, pandas, matplotlib, tqdm and no
@@ -39,7 +40,7 @@ mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
 T_SETUP="${T_SETUP:-35}"
 T_TESTS="${T_TESTS:-95}"
-T_PERF="${T_PERF:-135}"     # 115 before the convnext rows (8 more cases, mostly Triton + floor only)
+T_PERF="${T_PERF:-150}"     # 115 before the convnext rows (8 more cases, mostly Triton + floor only), 135 before their graph replays
 T_TOTAL="${T_TOTAL:-280}"   # the whole script; stage limits shrink to fit what is left (<= 5 min per device call)
 LOG="$OUT/gpu_check.log"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg PYTHONDONTWRITEBYTECODE=1

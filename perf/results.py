@@ -48,6 +48,8 @@ METRICS = {
     "gbps": "GB/s",                # documented bytes / median
     "mbytes": "MB",                # documented bytes
     "ratio_to_floor": "x",         # median / floor median at the same case (1 = as fast as cuDNN)
+    "time_ms_graph": "ms",         # CUDA, cases marked graph or --graph: median of CUDA-graph replays (no host time)
+    "ratio_to_floor_graph": "x",   # time_ms_graph / the floor's time_ms_graph
     "peak_mem_bytes": "bytes",     # CUDA: torch.cuda.max_memory_allocated over one call (inputs included)
     "peak_mem_extra_bytes": "bytes",  # CUDA: that peak minus what was allocated before the call
     "rel_err_vs_reference": "rel",    # ||y - y_ref|| / ||y_ref|| (max over output and gradients), ref in float64
@@ -169,6 +171,10 @@ def summary_table(df):
             text = f"{med:.3g} ms"
             if ratio is not None and prov != "floor" and ratio == ratio:
                 text += f" ({ratio:.2f}x)"
+            graph, ratio_g = vals.get("time_ms_graph"), vals.get("ratio_to_floor_graph")
+            if graph is not None and graph == graph:
+                text += f" graph {graph:.3g} ms" + (f" ({ratio_g:.2f}x)" if ratio_g is not None and ratio_g == ratio_g
+                                                   and prov != "floor" else "")
         elif status == "interpreted":
             err = vals.get("rel_err_vs_reference")
             text = "interp" + (f" err {err:.1e}" if err is not None and err == err else "")

@@ -57,6 +57,20 @@ def bench_cuda(fn, warmup_ms: float = 25.0, rep_ms: float = 100.0, grad_to_none=
     return {"median": float(med), "p20": float(p20), "p80": float(p80), "reps": reps}
 
 
+def graphs_supported(device: torch.device) -> bool:
+    """CUDA-graph timing runs on CUDA devices only."""
+    return device.type == "cuda"
+
+
+def bench_graph(fn, rep_ms: float = 100.0) -> float:
+    """Median ms of one call replayed from a CUDA graph (``triton.testing.do_bench_cudagraph``:
+    ``fn`` captured on a side stream, replayed; no host time, no L2 flush). ``fn`` must be warm
+    (compiled, autotuned) and capturable."""
+    from triton.testing import do_bench_cudagraph
+
+    return float(do_bench_cudagraph(fn, rep=rep_ms, return_mode="median"))
+
+
 def bench_cpu(fn, warmup: int = 1, rep_ms: float = 200.0, min_reps: int = 3, max_reps: int = 50) -> dict:
     """Wall clock around each call (CPU ops are synchronous): ``warmup`` untimed calls, then
     calls until ``rep_ms`` has passed and at least ``min_reps`` were made."""

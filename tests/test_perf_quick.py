@@ -320,3 +320,37 @@ def test_triton_point_that_ran_no_triton_kernel_fails(monkeypatch):
     case = C.Case(op="conv", b=1, c_in=4, k=3, d=2, h=6, mode="fwd", dtype="fp32", tiny=True, group="test", name="t")
     df = _run_case(case, ["triton"])
     assert len(df) == 1 and df["status"].iloc[0].startswith("failed: RuntimeError: backend='triton' ran no Triton")
+
+
+def test_graph_timing_rows(monkeypatch):
+    """Points marked ``graph`` (the convnext cases) are also timed by CUDA-graph replay on CUDA:
+    a ``time_ms_graph`` row per provider and ``ratio_to_floor_graph``; a replay that fails is a
+    row saying so after the provider's eager rows, whose timing stands (stand-in timer here: the
+    replay itself needs CUDA)."""
+    C, T, R = _perf_module("cases"), _perf_module("timing"), _perf_module("results")
+    calls = []
+
+    def fake_graph(fn, rep_ms=100.0):
+        calls.append(len(calls))
+        if len(calls) == 3:
+            raise RuntimeError("capture failed")
+        return [0.5, 1.5][len(calls) - 1]
+    monkeypatch.setattr(T, "graphs_supported", lambda device: True)
+    monkeypatch.setattr(T, "bench_graph", fake_graph)
+    case = C.Case(op="conv", b=1, c_in=4, k=3, d=2, h=6, mode="fwd", dtype="fp32", group="test", name="g",
+                  graph=True)
+    df = _run_case(case, ["floor", "reference", "auto"])
+    graph = df[df["metric"] == "time_ms_graph"].set_index("provider")
+    assert graph.loc["floor", "value"] == 0.5 and graph.loc["reference", "value"] == 1.5
+    assert graph.loc["auto", "status"].startswith("failed: graph replay: RuntimeError: capture failed")
+    ratio = df[df["metric"] == "ratio_to_floor_graph"].set_index("provider")
+    assert list(ratio.index) == ["reference"] and ratio.loc["reference", "value"] == 3.0
+    first = df.groupby("provider", sort=False)["status"].first()
+    assert (first == "ok").all(), first
+    table, _ = R.summary_table(df)
+    assert "graph 1.5 ms (3.00x)" in table["reference"].iloc[0], table.to_string()
+    # not marked: no replay
+    calls.clear()
+    _run_case(C.Case(op="conv", b=1, c_in=4, k=3, d=2, h=6, mode="fwd", dtype="fp32", group="test", name="n"),
+              ["floor"])
+    assert calls == []
