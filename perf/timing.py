@@ -62,10 +62,11 @@ def graphs_supported(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def bench_graph(fn, rep_ms: float = 100.0) -> float:
+def bench_graph(fn, rep_ms: float = 25.0) -> float:
     """Median ms of one call replayed from a CUDA graph (``triton.testing.do_bench_cudagraph``:
-    ``fn`` captured on a side stream, replayed; no host time, no L2 flush). ``fn`` must be warm
-    (compiled, autotuned) and capturable."""
+    ``fn`` unrolled ~``rep_ms`` worth of times into one graph captured on a side stream, replayed
+    10 times; no host time, no L2 flush). ``fn`` must be warm (compiled, autotuned) and
+    capturable."""
     from triton.testing import do_bench_cudagraph
 
     return float(do_bench_cudagraph(fn, rep=rep_ms, return_mode="median"))
