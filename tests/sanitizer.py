@@ -161,31 +161,34 @@ class Sanitizer:
             return m & ok
         return mask
 
-    def load(self, ptrs, mask, esize):
+    def _record(self, ptrs, mask, esize, kind):
+        """The launch and the masked-in bytes of one access, appended to its loads or stores;
+        ``None`` outside a launch or for an access with nothing masked in."""
         L = self._launch
         if L is None:
-            return
+            return None
         b = _bytes(ptrs, mask, esize)
         if b.size == 0:
+            return None
+        (L.loads if kind == "load" else L.stores).append((b, L.program))
+        return L, b
+
+    def load(self, ptrs, mask, esize):
+        rec = self._record(ptrs, mask, esize, "load")
+        if rec is None:
             return
-        L.loads.append((b, L.program))
+        L, b = rec
         if L.since_barrier:
-            mine = np.concatenate(L.since_barrier)
-            hit = np.isin(b, mine)
+            hit = np.isin(b, np.concatenate(L.since_barrier))
             if hit.any():
                 self._report("unordered read-after-write", L,
                              f"program {self._pid(L, L.program)} loads {int(hit.sum())} byte(s) it stored since its "
                              f"last tl.debug_barrier() (first at {self._where(L, b[hit][:1])[0]})")
 
     def store(self, ptrs, mask, esize):
-        L = self._launch
-        if L is None:
-            return
-        b = _bytes(ptrs, mask, esize)
-        if b.size == 0:
-            return
-        L.stores.append((b, L.program))
-        L.since_barrier.append(b)
+        rec = self._record(ptrs, mask, esize, "store")
+        if rec is not None:
+            rec[0].since_barrier.append(rec[1])
 
     def end(self):
         L, self._launch = self._launch, None

@@ -583,7 +583,7 @@ class EagerOp:
     Under ``torch.profiler`` the eager call is a ``record_function`` range named as the op
     (``pac_triton::triton_conv_fwd``, ...), so profiles read as they do with the op.
 
-    Why: torch.library's dispatch costs 20–40 µs of host time per call here (perf/NOTES.md,
+    Why: torch.library's dispatch costs 27–40 µs of host time per forward here (perf/NOTES.md,
     "v8"; ``torch._library.utils.fill_defaults`` alone ~20 µs with autograd recording), which a
     small layer pays in full."""
 
