@@ -8,6 +8,7 @@ import functools
 from typing import NamedTuple, Optional
 
 import torch
+import torch.autograd.forward_ad as _forward_ad
 import torch.autograd.profiler as _profiler
 import torch.nn.functional as F
 import triton.language as tl
@@ -555,16 +556,40 @@ _PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
 def plain_eager(args) -> bool:
     """Whether a call with ``args`` may run the ops' implementations directly, without
     ``torch.library``'s dispatch: plain eager mode, i.e. not inside ``torch.compile`` / export
-    tracing, no ``torch.func`` transform and no ``TorchDispatchMode`` active (FakeTensorMode,
-    make_fx, a user's mode: they must see the custom op, not its insides), and every tensor a
-    plain ``Tensor`` or ``Parameter`` (no subclass: fake, functional or distributed tensors)."""
+    tracing, no ``torch.func`` transform, no ``TorchDispatchMode`` and no ``TorchFunctionMode``
+    active (FakeTensorMode, make_fx, a user's mode: they must see the custom op, not its
+    insides), and every tensor a plain, materialised ``Tensor`` or ``Parameter``: no subclass
+    (fake, functional or distributed tensors), no lazy negation or conjugation bit (the
+    dispatcher resolves those before a custom op runs; the kernels read raw storage), no meta
+    tensor (the op's fake kernel answers those) and no ZeroTensor (forward AD's; no storage)."""
     if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active() \
-            or torch._C._len_torch_dispatch_stack():
+            or torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled():
         return False
     for a in args:
-        if isinstance(a, torch.Tensor) and type(a) not in _PLAIN_TENSOR_TYPES:
+        if isinstance(a, torch.Tensor) and (type(a) not in _PLAIN_TENSOR_TYPES or a.is_neg() or a.is_conj()
+                                            or a.is_meta or a._is_zerotensor()):
             return False
     return True
+
+
+FORWARD_AD_MSG = ("forward-mode AD (torch.autograd.forward_ad, torch.func.jvp / jacfwd) through a Triton PAC op "
+                  "is not implemented; use backend='reference'")
+
+
+def refuse_forward_ad(args):
+    """Raise ``NotImplementedError`` when a call carries forward-mode tangents: a dual tensor
+    (``torch.autograd.forward_ad``) or a tensor wrapped by a ``torch.func.jvp`` transform. The
+    ops have no jvp formula, and without this check the tangent was silently dropped (``None``
+    or zeros)."""
+    if _forward_ad._current_level >= 0:
+        for a in args:
+            if isinstance(a, torch.Tensor) and _forward_ad.unpack_dual(a).tangent is not None:
+                raise NotImplementedError(FORWARD_AD_MSG)
+    if torch._C._are_functorch_transforms_active() \
+            and any(isinstance(a, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(a) for a in args):
+        from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+        if any(i.key() == torch._C._functorch.TransformType.Jvp for i in retrieve_all_functorch_interpreters()):
+            raise NotImplementedError(FORWARD_AD_MSG)
 
 
 class EagerOp:
@@ -574,13 +599,15 @@ class EagerOp:
     computed by the same ``impl``:
 
     * outside plain eager mode (``plain_eager``): ``op(*args)``, for tracing, fake tensors,
-      ``torch.func`` and dispatch modes;
-    * when autograd records the call: a ``torch.autograd.Function`` with the same
+      ``torch.func``, dispatch and function modes, and tensors with lazy bits;
+    * when autograd records the call (grad mode on, not in inference mode, an input requiring
+      grad): a ``torch.autograd.Function`` with the same
       ``setup_context`` and ``backward`` (which runs the backward op's implementation directly,
       ``backward_call``);
     * otherwise: ``impl(*args)``.
 
-    Under ``torch.profiler`` the eager call is a ``record_function`` range named as the op
+    Either way a call carrying forward-mode tangents raises (``refuse_forward_ad``). Under
+    ``torch.profiler`` the eager call is a ``record_function`` range named as the op
     (``pac_triton::triton_conv_fwd``, ...), so profiles read as they do with the op.
 
     Why: torch.library's dispatch costs 27–40 µs of host time per forward here (perf/NOTES.md,
@@ -595,6 +622,7 @@ class EagerOp:
             "backward": staticmethod(backward)})
 
     def __call__(self, *args):
+        refuse_forward_ad(args)
         if not plain_eager(args):
             return self.op(*args)
         if _profiler._is_profiler_enabled:
@@ -603,7 +631,8 @@ class EagerOp:
         return self._eager(args)
 
     def _eager(self, args):
-        if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+        if torch.is_grad_enabled() and not torch.is_inference_mode_enabled() \
+                and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
             return self.function.apply(*args)
         return self.impl(*args)
 
