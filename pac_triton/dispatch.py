@@ -5,7 +5,8 @@
 CUDA tensors, or any tensors under Triton's interpreter ``TRITON_INTERPRET=1``) or ``"auto"``.
 ``None`` means the default, set by the environment variable ``PAC_TRITON_BACKEND`` (else
 ``"auto"``). ``"auto"`` picks Triton for CUDA tensors when its kernels for that operator (and,
-when autograd will need it, its backward) exist, and the reference otherwise (CPU tensors
+when autograd will need it, its backward) exist and the call carries no forward-mode tangents
+(``carries_tangents``), and the reference otherwise (CPU tensors
 always get the reference under ``"auto"``, interpreter or not). ``"triton"`` never falls back:
 it runs or raises ``NotImplementedError`` saying why (Triton not importable, no kernel for the
 operator, or CPU tensors without the interpreter). ``explain(...)`` says which backend a call
@@ -98,6 +99,23 @@ def _needs_grad(tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def carries_tangents(tensors) -> bool:
+    """Whether a call's ``tensors`` carry forward-mode tangents: a dual tensor of
+    ``torch.autograd.forward_ad``, or a tensor wrapped by a ``torch.func.jvp`` / ``jacfwd``
+    transform. The Triton backend has no forward-mode formula: ``"auto"`` takes the reference
+    for such calls and ``"triton"`` raises (never a dropped tangent)."""
+    import torch.autograd.forward_ad as fwad
+    if fwad._current_level >= 0:
+        for t in tensors:
+            if isinstance(t, torch.Tensor) and fwad.unpack_dual(t).tangent is not None:
+                return True
+    if torch._C._are_functorch_transforms_active() and any(
+            isinstance(t, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors):
+        from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+        return any(i.key() == torch._C._functorch.TransformType.Jvp for i in retrieve_all_functorch_interpreters())
+    return False
+
+
 class Selection(NamedTuple):
     """What ``select`` picks and why: ``backend`` is ``"reference"`` or ``"triton"``; ``reason``
     says why (for ``"auto"``) in words."""
@@ -127,6 +145,8 @@ def _choose(backend, op, tensors):
             why = f"{op} has no Triton kernel"
         elif _needs_grad(tensors) and op not in getattr(module, "IMPLEMENTED_BACKWARD", ()):
             why = f"{op} has no Triton backward and autograd needs one"
+        elif carries_tangents(tensors):
+            why = "forward-mode AD (tangents) and the Triton backend has no forward-mode formula"
         else:
             return module, Selection("triton", f"CUDA tensors and a Triton kernel for {op}")
         from . import reference

@@ -176,3 +176,47 @@ def test_output_layout_follows_the_input(fmt, backend):
     }
     for name, y in outs.items():
         assert y.is_contiguous(memory_format=fmt), (name, y.stride())
+
+
+def test_carries_tangents_sees_dual_and_jvp_inputs():
+    """``dispatch.carries_tangents`` (what makes 'auto' take the reference and 'triton' raise
+    for forward-mode AD): a forward_ad dual tensor and a torch.func.jvp input carry tangents;
+    plain tensors, a dual level without duals and a vmap do not."""
+    import torch.autograd.forward_ad as fwad
+
+    from pac_triton.dispatch import carries_tangents
+    x = torch.randn(3)
+    assert not carries_tangents([x, None])
+    with fwad.dual_level():
+        assert not carries_tangents([x])
+        assert carries_tangents([x, fwad.make_dual(x, torch.ones(3))])
+    seen = {}
+
+    def probe(name):
+        def f(t):
+            seen[name] = carries_tangents([t])
+            return t * 2
+        return f
+    torch.func.jvp(probe("jvp"), (x,), (torch.ones(3),))
+    torch.func.vmap(probe("vmap"))(torch.randn(2, 3))
+    assert seen == {"jvp": True, "vmap": False}
+
+
+@pytest.mark.gpu
+def test_auto_takes_the_reference_for_forward_ad():
+    """On CUDA, 'auto' gives forward-mode AD the reference (with its tangent) and 'triton'
+    refuses it with NotImplementedError."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA")
+    import torch.autograd.forward_ad as fwad
+
+    import pac_triton as pac
+    dev = torch.device("cuda")
+    x, g, w = torch.randn(1, 4, 6, 6, device=dev), torch.randn(1, 2, 6, 6, device=dev), torch.randn(4, 4, 3, 3, device=dev)
+    t = torch.randn_like(x)
+    _, expected = torch.func.jvp(lambda xx: pac.pac_conv2d(xx, g, w, padding=1, backend="reference"), (x,), (t,))
+    _, got = torch.func.jvp(lambda xx: pac.pac_conv2d(xx, g, w, padding=1, backend="auto"), (x,), (t,))
+    torch.testing.assert_close(got, expected)
+    with fwad.dual_level():
+        with pytest.raises(NotImplementedError, match="forward-mode AD"):
+            pac.pac_conv2d(fwad.make_dual(x, t), g, w, padding=1, backend="triton")

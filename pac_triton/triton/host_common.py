@@ -13,6 +13,7 @@ import torch.autograd.profiler as _profiler
 import torch.nn.functional as F
 import triton.language as tl
 
+from ..dispatch import carries_tangents
 from . import configs
 from . import jit_common as jc
 
@@ -577,19 +578,12 @@ FORWARD_AD_MSG = ("forward-mode AD (torch.autograd.forward_ad, torch.func.jvp / 
 
 
 def refuse_forward_ad(args):
-    """Raise ``NotImplementedError`` when a call carries forward-mode tangents: a dual tensor
-    (``torch.autograd.forward_ad``) or a tensor wrapped by a ``torch.func.jvp`` transform. The
-    ops have no jvp formula, and without this check the tangent was silently dropped (``None``
-    or zeros)."""
-    if _forward_ad._current_level >= 0:
-        for a in args:
-            if isinstance(a, torch.Tensor) and _forward_ad.unpack_dual(a).tangent is not None:
-                raise NotImplementedError(FORWARD_AD_MSG)
-    if torch._C._are_functorch_transforms_active() \
-            and any(isinstance(a, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(a) for a in args):
-        from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
-        if any(i.key() == torch._C._functorch.TransformType.Jvp for i in retrieve_all_functorch_interpreters()):
-            raise NotImplementedError(FORWARD_AD_MSG)
+    """Raise ``NotImplementedError`` when a call carries forward-mode tangents
+    (``dispatch.carries_tangents``: a ``torch.autograd.forward_ad`` dual tensor or a tensor
+    wrapped by ``torch.func.jvp``). The ops have no jvp formula, and without this check the
+    tangent was silently dropped (``None`` or zeros)."""
+    if (_forward_ad._current_level >= 0 or torch._C._are_functorch_transforms_active()) and carries_tangents(args):
+        raise NotImplementedError(FORWARD_AD_MSG)
 
 
 class EagerOp:
