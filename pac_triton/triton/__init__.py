@@ -5,7 +5,7 @@ Same functions, signatures and return conventions as ``pac_triton.reference``; a
 validated and normalised by ``pac_triton.functional``. Half types are computed with fp32
 accumulation and fp32 K math and returned in the input dtype; float64 uses exact math. Mixed
 dtypes follow docs/semantics.md ("Dtypes"): the K math is float64 when the input or the guide
-is (``_kernel_dtype_path``). Double backward raises NotImplementedError.
+is (``_kernel_dtype_path``). Double backward and forward-mode AD raise NotImplementedError.
 
 Layout, one file per operator family (kernels forward beside backward, launchers, custom ops):
 ``conv.py`` (dense conv and transposed conv), ``depthwise.py`` (pooling, shared filters),
