@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from triton_helpers import reference_forbidden
+from triton_helpers import DEVICES, device_or_skip, reference_forbidden
 
 PT = pytest.importorskip("pac_triton.triton")
 
@@ -305,10 +305,15 @@ class _PassThrough(torch.utils._python_dispatch.TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _families():
+def _families(device="cpu"):
     """(name, fn(leaves) -> outputs, leaves): a guide conv with every gradient, a transposed
-    grouped conv, a depthwise conv, pooling and the kernel map, small shapes."""
+    grouped conv, a depthwise conv, pooling and the kernel map, small shapes, on ``device``."""
     torch.manual_seed(0)
+    with torch.device(device):
+        return _make_families()
+
+
+def _make_families():
     x = torch.randn(1, 4, 5, 4)
     g = torch.randn(1, 3, 5, 4)
     a, lm = torch.tensor(0.7), torch.tensor(-1.2)
@@ -341,14 +346,16 @@ def _fwd_bwd(fn, leaves):
     return (y.detach(),) + tuple(grads)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("i", range(5), ids=["conv", "transposed-groups", "depthwise", "pool", "kernel"])
-def test_eager_path_equals_custom_ops(i, monkeypatch):
+def test_eager_path_equals_custom_ops(i, device, monkeypatch):
     """In plain eager mode the backend runs the ops' implementations directly (no torch.library
     dispatch: the custom ops are made to raise) and gets bitwise what the custom ops give
     (forced here by a dispatch mode, which must see the ops themselves), forward and every
     gradient."""
     from pac_triton.triton import conv, depthwise, kernel_map
-    name, fn, leaves = _families()[i]
+    device_or_skip(device)
+    name, fn, leaves = _families(device)[i]
     mode = _PassThrough()
     with mode:
         via_ops = _fwd_bwd(fn, leaves)

@@ -196,9 +196,10 @@ def test_default_configs_sanitized(kind, dtype):
     m, C = _module(kind)
     m = m.to(dtype)
     m.backend = "triton"
-    x = torch.randn(2, C, 9, 7, dtype=dtype, requires_grad=True)
-    guide_hw = (18, 14) if kind == "transposed" else (9, 7)
-    g = torch.randn(2, 3, *guide_hw, dtype=dtype, requires_grad=True)
+    hw = (5, 4) if kind == "transposed" else (9, 7)
+    x = torch.randn(1, C, *hw, dtype=dtype, requires_grad=True)
+    guide_hw = (10, 8) if kind == "transposed" else hw
+    g = torch.randn(1, 3, *guide_hw, dtype=dtype, requires_grad=True)
     with configs.force_blocks(), sanitize() as s:  # no forced blocks: the defaults
         y = m(x, g)
         y.float().square().sum().backward()
