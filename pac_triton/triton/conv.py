@@ -44,7 +44,7 @@ from .configs import cdiv
 from .host_common import Grads
 from .jit_common import (INV_EPSILON, K_GUIDE, KT_GAUSS, KT_INV_ASYM, _assume, _centre, _dist,  # noqa: F401
                          _kept, _kvalue, _load_f0, _norm_divisor, _out_tap,
-                         _phase_loop, _phase_next, _pixels2d, _tap)
+                         _phase_loop, _phase_next, _pixels2d, _tap, _tap_of)
 
 
 # --- kernels ---------------------------------------------------------------------------------
@@ -216,14 +216,7 @@ def pac_conv_kernel(
     else:
         n_taps, ti, tj = KH * KW, 0, 0
     for t in range(n_taps):
-        if TRANSPOSED and (SH * SW > 1):
-            i = ti
-            j = tj
-            tap = i * KW + j
-        else:
-            i = t // KW
-            j = t % KW
-            tap = t
+        i, j, tap = _tap_of(t, ti, tj, KW, TRANSPOSED and (SH * SW > 1))
         if TRANSPOSED:
             dh = (ph + PH - i * DH) // SH  # exact: the phase's taps
             dw = (pw + PW - j * DW) // SW
@@ -365,14 +358,7 @@ def _dxdk_block(
     else:
         n_taps, ti, tj = KH * KW, 0, 0
     for t in range(n_taps):
-        if (not TRANSPOSED) and (SH * SW > 1):
-            i = ti
-            j = tj
-            tap = i * KW + j
-        else:
-            i = t // KW
-            j = t % KW
-            tap = t
+        i, j, tap = _tap_of(t, ti, tj, KW, (not TRANSPOSED) and (SH * SW > 1))
         pu, pv, pin, gh, gw, gin, ki, kj = _out_tap(u, v, qmask, i, j, Ho, Wo, Hg, Wg,
                                                     KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
         # K_t(P) first (as in the forward): the tap product is then live only briefly

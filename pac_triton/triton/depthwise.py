@@ -34,7 +34,7 @@ from .configs import cdiv
 from .host_common import Grads
 from .jit_common import (INV_EPSILON, K_GUIDE, KT_GAUSS, KT_INV_ASYM, _centre, _centre_tile, _dist,  # noqa: F401
                          _k_params, _k_tile, _kept, _kvalue, _load_f0, _norm_divisor, _out_tap, _phase_loop,
-                         _phase_next, _pixels, _pixels2d, _tap)
+                         _phase_next, _pixels, _pixels2d, _tap, _tap_of)
 
 
 # --- kernels ---------------------------------------------------------------------------------
@@ -77,14 +77,7 @@ def _dw_taps(x_b, wt_ptr, g_b, f0_b, m_b, k_b, f0t, alpha, lam, u, v, pmask, ph,
     else:
         n_taps, ti, tj = KH * KW, 0, 0
     for t in range(n_taps):
-        if TRANSPOSED and (SH * SW > 1):
-            i = ti
-            j = tj
-            tap = i * KW + j
-        else:
-            i = t // KW
-            j = t % KW
-            tap = t
+        i, j, tap = _tap_of(t, ti, tj, KW, TRANSPOSED and (SH * SW > 1))
         ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
                                                KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
         if K_MODE == K_GUIDE:
@@ -574,14 +567,7 @@ def _dw_dx_taps(gy_ptr, wt_ptr, g_b, f0_b, m_ptr, sc_ptr, k_ptr, alpha, lam, b, 
     else:
         n_taps, ti, tj = KH * KW, 0, 0
     for t in range(n_taps):
-        if (not TRANSPOSED) and (SH * SW > 1):
-            i = ti
-            j = tj
-            tap = i * KW + j
-        else:
-            i = t // KW
-            j = t % KW
-            tap = t
+        i, j, tap = _tap_of(t, ti, tj, KW, (not TRANSPOSED) and (SH * SW > 1))
         pu, pv, pin, gh, gw, gin, ki, kj = _out_tap(u, v, qmask, i, j, Ho, Wo, Hg, Wg,
                                                     KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
         pm2 = pin[:, None] & cm[None, :]

@@ -266,6 +266,21 @@ def _phase_loop(ph, pw, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW
 
 
 @triton.jit
+def _tap_of(t, ti, tj, KW: tl.constexpr, PHASED: tl.constexpr):
+    """Trip ``t``'s tap ``(i, j, i*KW + j)``: the carried ``(ti, tj)`` of a phased loop
+    (``_phase_loop`` / ``_phase_next``), else row-major from the trip counter."""
+    if PHASED:
+        i = ti
+        j = tj
+        tap = i * KW + j
+    else:
+        i = t // KW
+        j = t % KW
+        tap = t
+    return i, j, tap
+
+
+@triton.jit
 def _phase_next(i, j, j0, j_end, st_i, st_j):
     """The tap after (i, j) among a phase's taps (``_phase_taps``), row-major: the loop carries
     (i, j) instead of dividing its counter."""

@@ -30,7 +30,7 @@ from .configs import cdiv
 from .host_common import Grads
 from .jit_common import (INV_EPSILON, KT_GAUSS, KT_INV_ASYM, _centre, _centre_tile, _dist, _k_order_tap,  # noqa: F401
                          _k_params, _k_tile, _kept, _kvalue, _load_f0, _mask_at, _norm_divisor, _phase_loop,
-                         _phase_next, _pixels, _pow, _tap)
+                         _phase_next, _pixels, _pow, _tap, _tap_of)
 
 
 # --- kernels ---------------------------------------------------------------------------------
@@ -378,14 +378,7 @@ def pac_guide_gather_kernel(
     else:
         n_taps, ti, tj = KH * KW, 0, 0
     for t in range(n_taps):
-        if SH * SW > 1:
-            i = ti
-            j = tj
-            tap = i * KW + j
-        else:
-            i = t // KW
-            j = t % KW
-            tap = t
+        i, j, tap = _tap_of(t, ti, tj, KW, SH * SW > 1)
         # P = (q + p - i*d) / s: the transposed index pattern, bounded by the K grid.
         pu, pv, pin, _gh, _gw, _gin, _ki, _kj = _tap(u, v, qmask, i, j, Ho, Wo, 1, 1,
                                                      KH, KW, SH, SW, PH, PW, DH, DW, True)
