@@ -297,10 +297,15 @@ def bwd_variants(dt):
     gemm = dict(DOT_DT=dot_dt, PREC=prec, GROUPED=False)  # the dense family's GEMM kernels
     P = lambda names_dt, names_k: {**{n: dt for n in names_dt}, **{n: kdt for n in names_k}}  # noqa: E731
     gp = P(("g_ptr", "f0_ptr", "m_ptr"), ("dk_ptr", "sc_ptr", "df0_ptr", "pa_ptr", "pl_ptr", "alpha_ptr", "lam_ptr"))
-    gpc = {**base, "KTYPE": KT_INV_ASYM, "F0_SMOOTH": False, "NORMALIZE": True, "HAS_MASK": True, "NEED_DR": True}
+    gpc = {**base, "KTYPE": KT_INV_ASYM, "F0_SMOOTH": False, "NORMALIZE": True, "HAS_MASK": True, "NEED_DR": True,
+           "ALL_TAPS": False}
     yield ("bwd_guide_pass", kernel_map.pac_guide_pass_kernel, gp,
            {**_geom(), "TRANSPOSED": False, **gpc, "CW": False, "BLOCK_D": 16, "BLOCK_P": gpd["BLOCK_P"],
             "BLOCK_C": gpd["BLOCK_C"]}, gl)
+    # packernel2d's own backward without mask or normalisation: dL/dK live at every tap
+    yield ("bwd_guide_pass_all_taps", kernel_map.pac_guide_pass_kernel, gp,
+           {**_geom(), "TRANSPOSED": False, **gpc, "NORMALIZE": False, "HAS_MASK": False, "ALL_TAPS": True,
+            "CW": False, "BLOCK_D": 16, "BLOCK_P": gpd["BLOCK_P"], "BLOCK_C": gpd["BLOCK_C"]}, gl)
     # channel-wise, as the depthwise backward launches it (channel blocks of its dK / dx passes,
     # capped by the guide pass's own config)
     gpcw = configs.guide_pass_default(f64, dcfg)

@@ -1,6 +1,7 @@
 """pacnet's own outputs and gradients (``shared/golden/pacnet_golden.pt``) reproduced by our
-modules on the reference backend: outputs, out_mask, input and parameter gradients, strict
-state-dict loading (transposed weights converted with the project's helper) and fillers."""
+modules on the reference backend and on the Triton backend (float64 kernels; the interpreter on a
+CPU): outputs, out_mask, input and parameter gradients, strict state-dict loading (transposed
+weights converted with the project's helper) and fillers."""
 from pathlib import Path
 
 import pytest
@@ -35,8 +36,8 @@ def _is_transposed_weight(model, key):
     return isinstance(mod, pac_triton.PacConvTranspose2d) and key.endswith("weight")
 
 
-def _build(case, loader="convert"):
-    model = MODULES[case["module"]](**case["init"], backend="reference").double()
+def _build(case, loader="convert", backend="reference"):
+    model = MODULES[case["module"]](**case["init"], backend=backend).double()
     sd = case["state_dict"]
     if loader == "convert":
         converted = pac_triton.convert_pacnet_state_dict(sd, model)
@@ -51,10 +52,17 @@ def test_golden_file_has_all_cases():
     assert set(FILLERS) == {"linear", "linear_norm", "crf", "crf_shared"}
 
 
+def _backend_or_skip(backend):
+    if backend == "triton" and not pac_triton.triton_available():
+        pytest.skip("the Triton backend cannot run here")
+    return backend
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_golden_case(name):
+def test_golden_case(name, backend):
     case = CASES[name]
-    model = _build(case)
+    model = _build(case, backend=_backend_or_skip(backend))
 
     # strict loading means the key sets agree; parameters vs buffers must agree too
     sd_ours = model.state_dict()

@@ -791,14 +791,21 @@ def _weight_tap_major(weight, transposed, reduce_over_o, groups=1):
     return w.reshape(kh, kw, w.shape[2] * w.shape[3], w.shape[-1]) if w.dim() == 5 else w, O
 
 
-def _weight_from_tap_major(dw, transposed, groups):
-    """The inverse of ``_weight_tap_major(..., reduce_over_o=False)``: ``[kh, kw, O, C/G]`` to
-    the user's weight layout, contiguous."""
-    if not transposed:
-        return dw.permute(2, 3, 0, 1).contiguous()
-    kh, kw, O, Cg = dw.shape  # -> [G, C/G, O/G, kh, kw] -> [C, O/G, kh, kw]
-    w = dw.reshape(kh, kw, groups, O // groups, Cg).permute(2, 4, 3, 0, 1)
-    return w.reshape(groups * Cg, O // groups, kh, kw).contiguous()
+def _weight_grad(part, weight, transposed, groups):
+    """dL/dW from the weight-gradient kernel's split partials ``part`` ``[splits, kh*kw, O, C/G]``
+    (KDT): their fixed-order sum over the splits (none for one split), then one copy that casts
+    to the weight's dtype and permutes into its shape (the inverse of ``_weight_tap_major(...,
+    reduce_over_o=False)``) and memory layout (``like_layout``: a channels-last weight gets a
+    channels-last gradient, as cuDNN's)."""
+    kh, kw = weight.shape[-2:]
+    ns, _, O, Cg = part.shape
+    dw = (part[0] if ns == 1 else part.sum(dim=0)).reshape(kh, kw, O, Cg)
+    out = hc.like_layout(weight, tuple(weight.shape), weight.dtype)
+    if not transposed:  # [O, C/G, kh, kw]
+        out.permute(2, 3, 0, 1).copy_(dw)
+    else:  # [C, O/G, kh, kw] = [G, C/G, O/G, kh, kw] <- [kh, kw, G, O/G, C/G]
+        out.unflatten(0, (groups, Cg)).permute(3, 4, 0, 2, 1).copy_(dw.reshape(kh, kw, groups, O // groups, Cg))
+    return out
 
 
 def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, transposed, *,
@@ -894,7 +901,7 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
     out = {}
     dev = x.device
     if needs.bias:
-        out["bias"] = gy.sum(dim=(0, 2, 3), dtype=kdt).to(weight.dtype)
+        out["bias"] = hc.bias_grad(gy, weight.dtype, kdt)
     if not (needs.x or needs.weight or need_guide_side or needs.kernel):
         return Grads(**out)
     gy = gy if gy.dtype == x.dtype else gy.to(x.dtype)
@@ -926,6 +933,7 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
                                 gy.shape[1])
     else:
         gy = hc.gather_layout(gy, rt)
+    guide_in = guide  # (the guide gradient takes its layout)
     guide = hc.gather_layout(guide, rt)
     f64 = x.dtype == torch.float64
     # The weight gradient of a conv (not transposed) whose x would be copied channels-last
@@ -975,7 +983,7 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
             out["guide"], out["smooth"] = kernel_map.guide_side_grads(
                 need_guide=needs.guide, need_smooth=needs.smooth, df0=df0, ko=ko, dr=dk, guide=guide, smooth=smooth,
                 kernel_size=(kh, kw), stride=stride, padding=padding, dilation=dilation, transposed=transposed,
-                ktype=ktype, channel_wise=False, block_d=bd, kdt=kdt, Ho=Ho, Wo=Wo, rt=rt)
+                ktype=ktype, channel_wise=False, block_d=bd, kdt=kdt, Ho=Ho, Wo=Wo, rt=rt, like=guide_in)
 
     # dx needs K, hence the per-pixel scale (normaliser / mask ratio) first; the scale-only
     # guide pass is the K sums over the taps (no dK).
@@ -1039,8 +1047,7 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
                 **kmeta, D_SINGLE=D <= bdw, BLOCK_D=bdw, BLOCK_P=bpw,
                 BLOCK_O=bo, BLOCK_C=bc, TILE_W=tw, GROUPED=G > 1, PADDED=padded, num_warps=wcfg["num_warps"],
                 num_stages=wcfg["num_stages"])
-            dw = part.sum(dim=0).reshape(kh, kw, O_all, C)  # fixed-order reduction over the splits
-            out["weight"] = _weight_from_tap_major(dw, transposed, G).to(weight.dtype)
+            out["weight"] = _weight_grad(part, weight, transposed, G)
     return Grads(**out)
 
 

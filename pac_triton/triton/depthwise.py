@@ -999,7 +999,9 @@ def tap_weights(wtap, C, kdt):
                          f"{tuple(wtap.shape)}")
     if wtap.shape[0] == 1:
         return hc.kdt_vector(wtap, kdt), False
-    return wtap.detach().to(kdt).reshape(C, wtap.shape[2] * wtap.shape[3]).t().contiguous(), True
+    KK = wtap.shape[2] * wtap.shape[3]
+    # one copy that casts and transposes (not a cast, then a transposing copy: two launches)
+    return torch.empty((KK, C), dtype=kdt, device=wtap.device).copy_(wtap.detach().reshape(C, KK).t()), True
 
 
 def _padded_taps(wt, per_channel, C, c_pad):
@@ -1131,7 +1133,7 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
     need_guide_side = needs.guide or needs.smooth or needs.alpha or needs.lam
     out = {}
     if needs.bias:
-        out["bias"] = gy.sum(dim=(0, 2, 3), dtype=kdt).to(wtap.dtype)
+        out["bias"] = hc.bias_grad(gy, wtap.dtype, kdt)
     if not (needs.x or needs.weight or need_guide_side or needs.kernel):
         return Grads(**out)
     # channels-last copies of x, dL/dy and the guide for the per-tap gathers (as in
@@ -1150,6 +1152,7 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
     if ((need_guide_side or needs.kernel) and not dk_padded) or (needs.weight and not dw_padded):
         x = hc.gather_layout(x, rt)
     gy = hc.gather_layout(gy, rt)
+    guide_in = guide  # (the guide gradient takes its layout)
     guide = hc.gather_layout(guide, rt)
     vec = (x_copied or hc.channel_runs(x)) and hc.channel_runs(gy)
     f64 = x.dtype == torch.float64
@@ -1219,7 +1222,7 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
             out["guide"], out["smooth"] = kernel_map.guide_side_grads(
                 need_guide=needs.guide, need_smooth=needs.smooth, df0=df0, ko=ko, dr=dk, guide=guide, smooth=smooth,
                 kernel_size=(kh, kw), stride=stride, padding=padding, dilation=dilation, transposed=transposed,
-                ktype=ktype, channel_wise=cw, block_d=configs.block_d_all(D), kdt=kdt, Ho=Ho, Wo=Wo, rt=rt)
+                ktype=ktype, channel_wise=cw, block_d=configs.block_d_all(D), kdt=kdt, Ho=Ho, Wo=Wo, rt=rt, like=guide_in)
     kmeta = dict(**common, TRANSPOSED=bool(transposed), K_MODE=k_mode, KTYPE=int(ktype), F0_SMOOTH=f0 is not None,
                  NORMALIZE=norm, HAS_MASK=has_mask, BLOCK_D=bd)
     if needs.x:
@@ -1270,18 +1273,24 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
             hc.checked(pac_shared_dw_kernel)[(ns, KK, cdiv(C, bc_w))](
                 **{**wargs, "part_ptr": part}, x_ptr=xp, **hc.strides("sx", xp), PADDED=True, TILE_W=wcfg["TILE_W"],
                 GY_PAIRS=gy_pairs)
-            dw = part.sum(dim=0)  # fixed-order sums over the splits, then (shared filter) the channels
+            dw = part[0] if ns == 1 else part.sum(dim=0)  # fixed-order sums over the splits,
             if not wt_pc:
-                dw = dw.sum(dim=1)
+                dw = dw.sum(dim=1)  # then (shared filter) over the channels
         else:
             # per channel: one program per (split, tap, channel block), partials [splits, taps, C]
             n_cb = cdiv(C, wcfg["BLOCK_C"]) if wt_pc else 1
             part = hc.empty((ns, KK, C) if wt_pc else (ns, KK), kdt, dev)
             hc.checked(pac_shared_dw_kernel)[(ns, KK, n_cb)](
                 **{**wargs, "part_ptr": part}, x_ptr=x, **hc.strides("sx", x))
-            dw = part.sum(dim=0)  # fixed-order sum over the splits: [taps] or [taps, C]
-        # contiguous, as the op's fake says (torch.compile checks the strides)
-        out["weight"] = (dw.t() if wt_pc else dw).reshape(wtap.shape).to(wtap.dtype).contiguous()
+            dw = part[0] if ns == 1 else part.sum(dim=0)  # fixed-order sum over the splits: [taps] or [taps, C]
+        # one copy (cast and transpose) into wtap's shape, dtype and layout, as the op's fake
+        # says (torch.compile checks the strides)
+        wg = hc.like_layout(wtap, tuple(wtap.shape), wtap.dtype)
+        if wt_pc:
+            wg.view(C, KK).t().copy_(dw)
+        else:
+            wg.view(KK).copy_(dw)
+        out["weight"] = wg
     return Grads(**out)
 
 

@@ -355,6 +355,26 @@ def like_layout(x, shape, dtype):
     return empty(shape, dtype, x.device)
 
 
+def bias_grad(gy, dtype, kdt):
+    """dL/d bias ``[C]`` in ``dtype`` from dL/dy ``[B, C, Ho, Wo]``: the sum over images and
+    pixels, accumulated in ``kdt`` (float32, float64 for float64 data). One reduction: a
+    float16 / bfloat16 sum accumulates in float32 and rounds once to its own dtype (PyTorch's
+    reduced-precision sums, CPU and CUDA), the same values as summing in float32 and then
+    casting, without the second launch."""
+    if gy.dtype == dtype and dtype in (torch.float16, torch.bfloat16) and kdt == torch.float32:
+        return gy.sum(dim=(0, 2, 3))
+    return gy.sum(dim=(0, 2, 3), dtype=kdt).to(dtype)
+
+
+def grad_in_layout(src, like):
+    """``src`` (a finished gradient) in the memory layout of ``like``, the tensor it is the
+    gradient of (``like_layout``): ``src`` itself when it already is, else one copy."""
+    out = like_layout(like, tuple(like.shape), src.dtype)
+    if out.stride() == src.stride():
+        return src
+    return out.copy_(src)
+
+
 def gather_layout(t, rt: configs.Runtime | None = None):
     """``t`` as the kernels gather it best: a channels-last copy when ``t`` is not
     channel-fastest and its channel count is a multiple of 16. Each tap then reads, per pixel,
@@ -611,9 +631,22 @@ class EagerOp:
     def __init__(self, op, impl, setup_context, backward):
         self.op, self.impl = op, impl
         self.name = getattr(op, "_qualname", impl.__name__)
+
+        # The out-mask output never has a gradient: autograd would materialise a zero tensor for
+        # it at every backward (``aten::zeros``); it passes None instead, and a backward whose
+        # main output has no gradient either (only the out-mask was used) returns no gradients.
+        def setup(ctx, inputs, output):
+            ctx.set_materialize_grads(False)
+            setup_context(ctx, inputs, output)
+
+        def backward_or_none(ctx, *grads):
+            if grads[0] is None:
+                return (None,) * len(ctx.needs_input_grad)
+            return backward(ctx, *grads)
+
         self.function = type(f"{impl.__name__}_function", (torch.autograd.Function,), {
-            "forward": staticmethod(impl), "setup_context": staticmethod(setup_context),
-            "backward": staticmethod(backward)})
+            "forward": staticmethod(impl), "setup_context": staticmethod(setup),
+            "backward": staticmethod(backward_or_none)})
 
     def __call__(self, *args):
         refuse_forward_ad(args)
@@ -667,6 +700,10 @@ def fake_grads(x, like: Grads, kernel, ktype, needs: Grads, bias=None, fields=GR
             out.append(x.new_empty((0,)))
         elif f == "x":
             out.append(like_layout(x, tuple(x.shape), x.dtype))
+        elif f in ("weight", "guide"):
+            # in the input's layout, as the real gradients (a channels-last weight or guide gets
+            # a channels-last gradient, which autograd then accumulates without a copy)
+            out.append(like_layout(src, tuple(src.shape), src.dtype))
         else:
             out.append(torch.empty_like(src, memory_format=torch.contiguous_format))
     return out

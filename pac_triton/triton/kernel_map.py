@@ -156,6 +156,7 @@ def pac_guide_pass_kernel(
     TRANSPOSED: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
     NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, NEED_DR: tl.constexpr, CW: tl.constexpr,
     IDX64: tl.constexpr, KDT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    ALL_TAPS: tl.constexpr,
 ):
     """Per output pixel, all taps (K's tap order, as in ``pac_kernel_kernel``):
 
@@ -165,6 +166,12 @@ def pac_guide_pass_kernel(
       (mask only), dK_t otherwise; dr_t = dK~_t dK~/dr, written over dK; d f0[b, :, P]
       = -2 sum_t dr_t diff_t; per-pixel partials of d alpha (sum dK~) and d lambda.
 
+    ``ALL_TAPS`` (packernel2d's own backward without mask or normalisation): K is live at every
+    tap, also where the tap reads no input pixel (there K is computed from the zero-padded
+    guide, ``f(q) = 0`` outside it, docs/semantics.md section 1), so a given dL/dK reaches f0
+    (and the guide, through the gather) from every tap. Without it such taps are dropped:
+    the convolutions' dK is 0 there (x is 0) and left unwritten by their dx / dK passes.
+
     Not channel-wise: one K from all D guide channels (BLOCK_D covers them, one block); grid
     (pixel tiles, B). ``CW`` (channel-wise K: pooling, packernel2d): guide channel c is K
     channel c, everything per channel, tiles ``[BLOCK_P, BLOCK_C]``; grid (pixel tiles, B,
@@ -172,7 +179,8 @@ def pac_guide_pass_kernel(
 
     Pointers: ``g_ptr`` guide ``[B, D, Hg, Wg]`` (sg*); ``f0_ptr`` the centre feature's source
     (sf*); ``m_ptr`` mask ``[B, 1, H, W]`` (sm*); ``dk_ptr`` dL/dK ``[B, 1|C, KH*KW, Ho*Wo]``
-    contiguous in KDT (read only where a tap reads an input pixel; overwritten by dr);
+    contiguous in KDT (read only where a tap reads an input pixel, unless ALL_TAPS; overwritten
+    by dr);
     ``sc_ptr`` the divisor, ``pa_ptr`` / ``pl_ptr`` the alpha / lambda partials
     ``[B, 1|C, Ho*Wo]`` and ``df0_ptr`` d f0 ``[B, D, Ho*Wo]``, all contiguous in KDT;
     ``alpha_ptr`` / ``lam_ptr`` inv_alpha / inv_lambda in KDT read at ``c * sab`` (CW) or
@@ -269,6 +277,8 @@ def pac_guide_pass_kernel(
         for t in range(KH * KW):
             ih, iw, xin, gh, gw, gin, ki, kj = _k_order_tap(t, u, v, pmask, H, W, Hg, Wg,
                                                             KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+            if ALL_TAPS:
+                xin = pmask  # every tap of a pixel is live (K from the zero-padded guide)
             mv = _lanes(_mask_at(m_b, smh, smw, ih, iw, xin, HAS_MASK, KDT), CW)
             if CW:
                 keep = mv != 0
@@ -285,8 +295,9 @@ def pac_guide_pass_kernel(
             diff = tl.where(keep, fq - f0t, 0.0)
             if KTYPE == KT_INV_ASYM:
                 diff = tl.maximum(diff, 0.0)
-            # dK is 0 where the tap reads no input pixel (padding; between the input pixels of a
-            # transposed conv): the dx / dK pass leaves those elements unwritten
+            # the convolutions' dK is 0 where the tap reads no input pixel (padding; between the
+            # input pixels of a transposed conv): their dx / dK passes leave those elements
+            # unwritten (ALL_TAPS: packernel2d's dL/dK, read at every tap)
             if CW:
                 r = diff * diff
                 dkp = dk_ptr + (chan * (KH * KW) + ki * KW + kj) * Ho * Wo + pix
@@ -338,6 +349,7 @@ def pac_guide_gather_kernel(
     Ho, Wo, D, Hg, Wg,
     sgb, sgd, sgh, sgw,
     sfb, sfd, sfh, sfw,
+    sdb, sdd, sdh, sdw,
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
     F0_SMOOTH: tl.constexpr, ASYM: tl.constexpr, CW: tl.constexpr, ADD_DF0: tl.constexpr, IDX64: tl.constexpr,
@@ -352,10 +364,10 @@ def pac_guide_gather_kernel(
 
     Pointers: ``g_ptr`` guide ``[B, D, Hg, Wg]`` (sg*); ``f0_ptr`` the centre feature's source
     (sf*); ``dr_ptr`` dr ``[B, KH*KW, Ho*Wo]`` (CW: ``[B, D, KH*KW, Ho*Wo]``, one channel per
-    guide channel) contiguous in KDT; ``df_ptr`` ``[B, D, Hg, Wg]`` contiguous, in KDT, or in
-    its own element type with ADD_DF0 (then it is the finished guide gradient: the centre
-    feature is the guide itself, not smoothed, so its adjoint is d f0 read at the centre tap's
-    P); ``df0_ptr`` d f0 ``[B, D, Ho*Wo]`` contiguous in KDT (ADD_DF0)."""
+    guide channel) contiguous in KDT; ``df_ptr`` ``[B, D, Hg, Wg]`` (sd*: the guide's own
+    layout), in KDT, or in its own element type with ADD_DF0 (then it is the finished guide
+    gradient: the centre feature is the guide itself, not smoothed, so its adjoint is d f0 read
+    at the centre tap's P); ``df0_ptr`` d f0 ``[B, D, Ho*Wo]`` contiguous in KDT (ADD_DF0)."""
     pid_p = tl.program_id(0)
     b = tl.program_id(1)
     if IDX64:
@@ -405,7 +417,7 @@ def pac_guide_gather_kernel(
                                                      KH, KW, SH, SW, PH, PW, DH, DW, True)
         acc += tl.load(df0_ptr + (b * D + od[None, :]) * Ho * Wo + (cu * Wo + cv)[:, None],
                        mask=cin[:, None] & dmask, other=0.0)
-    tl.store(df_ptr + (b * D + od[None, :]) * Hg * Wg + (u * Wg + v)[:, None], acc.to(df_ptr.dtype.element_ty),
+    tl.store(df_ptr + b * sdb + od[None, :] * sdd + (u * sdh + v * sdw)[:, None], acc.to(df_ptr.dtype.element_ty),
              mask=qmask[:, None] & dmask)
 
 
@@ -445,11 +457,16 @@ def kernel_forward(guide, mask, kernel_size, stride, padding, output_padding, di
 
 
 def guide_pass(*, ko, dk, scale, dummy, B, C, H, W, Ho, Wo, D, Hg, Wg, geom, kdt, transposed, ktype,
-               smoothed, normalize, has_mask, need_dr, channel_wise, block_d, cfg):
+               smoothed, normalize, has_mask, need_dr, channel_wise, block_d, cfg, all_taps=False):
     """Launch the guide pass over dK ``[B, C, KK, Ho*Wo]`` (None: only the scale; C = 1 unless
     channel-wise), writing the per-pixel K scale into ``scale`` (when normalised or masked) and,
-    with ``need_dr``, dr over dK. Returns ``(d f0 [B, D, Ho*Wo], alpha partials, lambda
-    partials [B, C, Ho*Wo])`` (``dummy`` where not computed)."""
+    with ``need_dr``, dr over dK. ``all_taps``: dK is live at every tap (packernel2d's backward
+    without mask or normalisation; ``pac_guide_pass_kernel``'s ALL_TAPS), else only at taps
+    that read an input pixel. Returns ``(d f0 [B, D, Ho*Wo], alpha partials, lambda partials
+    [B, C, Ho*Wo])`` (``dummy`` where not computed)."""
+    if all_taps and (normalize or has_mask):
+        raise ValueError("pac_triton internal error: all_taps with a mask or normalisation (K is dropped at taps "
+                         "that read no input pixel there)")
     dev = dummy.device
     inv = ktype != hc.KT_GAUSS
     df0 = hc.empty((B, D, Ho * Wo), kdt, dev) if need_dr else dummy
@@ -459,7 +476,7 @@ def guide_pass(*, ko, dk, scale, dummy, B, C, H, W, Ho, Wo, D, Hg, Wg, geom, kdt
                 sc_ptr=scale, df0_ptr=df0, pa_ptr=pa, pl_ptr=pl)
     meta = dict(**geom, KDT=hc.TL_DTYPE[kdt], TRANSPOSED=bool(transposed), KTYPE=int(ktype),
                 F0_SMOOTH=smoothed, NORMALIZE=normalize, HAS_MASK=has_mask, NEED_DR=need_dr,
-                BLOCK_P=cfg["BLOCK_P"], num_warps=cfg["num_warps"])
+                ALL_TAPS=bool(all_taps), BLOCK_P=cfg["BLOCK_P"], num_warps=cfg["num_warps"])
     grid = (cdiv(Ho * Wo, cfg["BLOCK_P"]), B) + ((cdiv(C, cfg["BLOCK_C"]),) if channel_wise else ())
     hc.checked(pac_guide_pass_kernel)[grid](
         **bufs, C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, sab=ko.sab, **meta, CW=channel_wise,
@@ -468,12 +485,15 @@ def guide_pass(*, ko, dk, scale, dummy, B, C, H, W, Ho, Wo, D, Hg, Wg, geom, kdt
 
 
 def guide_side_grads(*, need_guide, need_smooth, df0, ko, dr, guide, smooth, kernel_size, stride, padding,
-                     dilation, transposed, ktype, channel_wise, block_d, kdt, Ho, Wo, rt=None):
+                     dilation, transposed, ktype, channel_wise, block_d, kdt, Ho, Wo, rt=None, like=None):
     """``(d guide, d smoothing window)`` (None where not asked for) from ``df0`` (the centre
     feature's gradient, ``[B, D, Ho*Wo]``) and the guide gather over ``dr`` (no atomics).
     Without smoothing the gather kernel adds d f0 itself and writes the guide gradient in the
     guide's dtype; with it the smoothing window's adjoint is a small torch stencil
-    (``centre_adjoint``) added afterwards."""
+    (``centre_adjoint``) added afterwards. The guide gradient has the memory layout of ``like``
+    (the caller's guide, before any staging copy; default ``guide``): a channels-last guide gets
+    a channels-last gradient, which autograd accumulates without a copy."""
+    like = guide if like is None else like
     B, D, Hg, Wg = guide.shape
     kh, kw = kernel_size
     fused = smooth is None
@@ -487,14 +507,18 @@ def guide_side_grads(*, need_guide, need_smooth, df0, ko, dr, guide, smooth, ker
         else:
             gs, gp = tuple(stride), tuple(padding)
         cfg = configs.guide_gather_default(kdt == torch.float64, rt)
-        dfq = hc.empty((B, D, Hg, Wg), guide.dtype if fused else kdt, guide.device)
+        dfq = hc.like_layout(like, (B, D, Hg, Wg), guide.dtype if fused else kdt)
         n = gs[0] * gs[1] * cdiv(cdiv(Hg, gs[0]) * cdiv(Wg, gs[1]), cfg["BLOCK_P"])
         hc.checked(pac_guide_gather_kernel)[(n, B)](
             **ko.guide_args(), dr_ptr=dr, df_ptr=dfq, df0_ptr=df0, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
+            **hc.strides("sd", dfq, "bdhw"),
             KH=kh, KW=kw, SH=gs[0], SW=gs[1], PH=gp[0], PW=gp[1], DH=dilation[0], DW=dilation[1],
             F0_SMOOTH=not fused, ASYM=ktype == hc.KT_INV_ASYM, CW=channel_wise, ADD_DF0=fused,
             KDT=hc.TL_DTYPE[kdt], BLOCK_D=block_d, BLOCK_P=cfg["BLOCK_P"], num_warps=cfg["num_warps"])
-        dguide = dfq if fused else (dfq + dg).to(guide.dtype)
+        if fused:
+            dguide = dfq
+        else:  # (in place: dfq keeps its layout)
+            dguide = hc.grad_in_layout(dfq.add_(dg).to(guide.dtype), like)
     if need_smooth and not fused:
         dsmooth = ds.to(smooth.dtype)
     return dguide, dsmooth
@@ -566,7 +590,7 @@ def kernel_backward(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, pa
         ko=ko, dk=dk, scale=scale, dummy=guide, B=B, C=dkc, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
         geom=hc.geometry(kernel_size, stride, padding, dilation), kdt=kdt, transposed=bool(transposed),
         ktype=int(ktype), smoothed=f0 is not None, normalize=norm, has_mask=has_mask, need_dr=True, channel_wise=cw,
-        block_d=configs.block_d_all(D), cfg=gp_cfg)
+        block_d=configs.block_d_all(D), cfg=gp_cfg, all_taps=not (norm or has_mask))
     if needs.alpha:
         out["alpha"] = hc.param_grad(pa, alpha, kdt)
     if needs.lam:

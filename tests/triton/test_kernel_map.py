@@ -58,6 +58,15 @@ KERNEL_BWD_CASES = [
                 smooth=(3, 3)),
     kernel_case("kernelT-cw-s2-op1-invasym-mask-f64", H=6, W=6, s=(2, 2), op=(1, 1), kt="inv_1_-2_asym", mask=True,
                 cw=True, transposed=True, dtype=F64),
+    # No mask, not normalised: K is live at the taps that read no input pixel (computed there from
+    # the zero-padded guide), so dL/dK there reaches f0, inv_alpha / inv_lambda and (transposed:
+    # between the input pixels) the guide. The Triton backward dropped those taps, as the
+    # convolutions may (their dK is 0 there): wrong guide gradients, silently.
+    kernel_case("kernel-k3-p1-gauss-f32", B=2, H=5, W=4),
+    kernel_case("kernel-k5x3-s2-p2x1-inv-smooth3-f64", H=7, W=5, k=(5, 3), s=(2, 2), p=(2, 1), kt="inv_0.5_1.5",
+                smooth=(3, 3), dtype=F64),
+    kernel_case("kernel-cw-d2-invasym-f32", H=6, W=5, p=(2, 2), d=(2, 2), kt="inv_1_-2_asym", cw=True),
+    kernel_case("kernelT-s2-op1-gauss-f32", H=6, W=6, s=(2, 2), op=(1, 1), transposed=True),
 ]
 
 
