@@ -13,6 +13,11 @@ import torch.autograd.profiler as _profiler
 import torch.nn.functional as F
 import triton.language as tl
 
+try:  # what torch.autograd.Function.apply does to its arguments outside functorch transforms
+    from torch._functorch.utils import unwrap_dead_wrappers as _unwrap_dead_wrappers
+except ImportError:  # pragma: no cover (another torch layout: EagerOp takes Function.apply)
+    _unwrap_dead_wrappers = None
+
 from ..dispatch import carries_tangents
 from . import configs
 from . import jit_common as jc
@@ -647,6 +652,15 @@ class EagerOp:
         self.function = type(f"{impl.__name__}_function", (torch.autograd.Function,), {
             "forward": staticmethod(impl), "setup_context": staticmethod(setup),
             "backward": staticmethod(backward_or_none)})
+        # ``Function.apply`` binds its arguments to ``forward``'s signature at every call
+        # (``inspect.signature``, for default values: ~20 µs of host time here) before calling
+        # the C++ apply; the eager path passes every argument positionally, so it calls the
+        # C++ apply as ``Function.apply`` then does (outside functorch transforms, which never
+        # reach the eager path: ``plain_eager``)
+        self._apply = self.function.apply
+        if _unwrap_dead_wrappers is not None:
+            c_apply = super(torch.autograd.Function, self.function).apply
+            self._apply = lambda *args: c_apply(*_unwrap_dead_wrappers(args))
 
     def __call__(self, *args):
         refuse_forward_ad(args)
@@ -660,7 +674,7 @@ class EagerOp:
     def _eager(self, args):
         if torch.is_grad_enabled() and not torch.is_inference_mode_enabled() \
                 and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
-            return self.function.apply(*args)
+            return self._apply(*args)
         return self.impl(*args)
 
 
