@@ -671,7 +671,7 @@ def specs(dtype: str):
             c.update(sgd=1, sfd=1)
             yield "backward guide pass", fn, ptrs, div16(fn, c), cfg, None
         elif name == "bwd_guide_gather":
-            c.update(sgd=1, sfd=1, ASYM=False)
+            c.update(sgd=1, sfd=1, sdd=1, ASYM=False)
             yield "backward guide gather", fn, ptrs, div16(fn, c), cfg, None
         elif name in ("bwd_dwc_dw_padded", "bwd_dwc_dw_padded_C96", "bwd_dwc_dw_vec"):
             # the depthwise conv's weight gradient (fast path; C = 96; the general path), per
