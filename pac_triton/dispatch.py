@@ -6,7 +6,8 @@ CUDA tensors, or any tensors under Triton's interpreter ``TRITON_INTERPRET=1``) 
 ``None`` means the default, set by the environment variable ``PAC_TRITON_BACKEND`` (else
 ``"auto"``). ``"auto"`` picks Triton for CUDA tensors when its kernels for that operator (and,
 when autograd will need it, its backward) exist and the call carries no forward-mode tangents
-(``carries_tangents``), and the reference otherwise (CPU tensors
+(``carries_tangents``) and is not differentiated by a ``torch.func`` transform
+(``under_grad_transform``), and the reference otherwise (CPU tensors
 always get the reference under ``"auto"``, interpreter or not). ``"triton"`` never falls back:
 it runs or raises ``NotImplementedError`` saying why (Triton not importable, no kernel for the
 operator, or CPU tensors without the interpreter). ``explain(...)`` says which backend a call
@@ -116,6 +117,20 @@ def carries_tangents(tensors) -> bool:
     return False
 
 
+def under_grad_transform(tensors) -> bool:
+    """Whether a ``torch.func`` gradient transform (``grad``, ``vjp``, ``jacrev``, ``hessian``:
+    functorch's Grad interpreter) is active and one of ``tensors`` is wrapped by a functorch
+    transform, i.e. the call would be differentiated by torch.func. The Triton backend's
+    autograd (``torch.library`` custom ops) does not support torch.func: ``"auto"`` takes the
+    reference for such calls and ``"triton"`` raises a ``NotImplementedError`` saying so (not
+    torch's message about an ``autograd.Function`` without ``setup_context``)."""
+    if not torch._C._are_functorch_transforms_active() or not any(
+            isinstance(t, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors):
+        return False
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+    return any(i.key() == torch._C._functorch.TransformType.Grad for i in retrieve_all_functorch_interpreters())
+
+
 class Selection(NamedTuple):
     """What ``select`` picks and why: ``backend`` is ``"reference"`` or ``"triton"``; ``reason``
     says why (for ``"auto"``) in words."""
@@ -147,6 +162,8 @@ def _choose(backend, op, tensors):
             why = f"{op} has no Triton backward and autograd needs one"
         elif carries_tangents(tensors):
             why = "forward-mode AD (tangents) and the Triton backend has no forward-mode formula"
+        elif under_grad_transform(tensors):
+            why = "a torch.func gradient transform (grad, vjp, jacrev) and the Triton backend's autograd does not support torch.func"
         else:
             return module, Selection("triton", f"CUDA tensors and a Triton kernel for {op}")
         from . import reference

@@ -220,3 +220,55 @@ def test_auto_takes_the_reference_for_forward_ad():
     with fwad.dual_level():
         with pytest.raises(NotImplementedError, match="forward-mode AD"):
             pac.pac_conv2d(fwad.make_dual(x, t), g, w, padding=1, backend="triton")
+
+
+def test_under_grad_transform_sees_func_grad_inputs():
+    """``dispatch.under_grad_transform`` (what makes 'auto' take the reference and 'triton'
+    raise under torch.func gradient transforms): inputs differentiated by torch.func.grad, vjp
+    and jacrev are seen; plain tensors, a vmap, a jvp and a constant inside grad are not."""
+    from pac_triton.dispatch import under_grad_transform
+    x = torch.randn(3)
+    assert not under_grad_transform([x, None])
+    seen = {}
+
+    def probe(name, extra=None):
+        def f(t):
+            seen[name] = under_grad_transform([t] if extra is None else [extra])
+            return (t * 2).sum()
+        return f
+    torch.func.grad(probe("grad"))(x)
+    torch.func.vjp(probe("vjp"), x)
+    torch.func.jacrev(probe("jacrev"))(x)
+    torch.func.grad(probe("constant inside grad", extra=torch.ones(3)))(x)
+    torch.func.vmap(probe("vmap"))(torch.randn(2, 3))
+    torch.func.jvp(probe("jvp"), (x,), (torch.ones(3),))
+    assert seen == {"grad": True, "vjp": True, "jacrev": True, "constant inside grad": False, "vmap": False,
+                    "jvp": False}
+
+
+def test_reference_under_vmap_and_jacrev():
+    """The reference backend (the oracle) runs under torch.func.vmap (it queried the memory format
+    of a batched tensor, which vmap does not implement) and jacrev, per sample as without them."""
+    torch.manual_seed(0)
+    x, g, w = torch.randn(3, 1, 4, 5, 5), torch.randn(3, 1, 2, 5, 5), torch.randn(4, 4, 3, 3)
+    f = lambda xx, gg: pac_triton.pac_conv2d(xx, gg, w, padding=1, backend="reference")  # noqa: E731
+    y = torch.func.vmap(f)(x, g)
+    torch.testing.assert_close(y, torch.stack([f(x[i], g[i]) for i in range(3)]), rtol=0, atol=0)
+    jac = torch.func.jacrev(lambda xx: f(xx, g[0]).sum(dim=(0, 2, 3)))(x[0])
+    xr = x[0].clone().requires_grad_()
+    rows = [torch.autograd.grad(r, xr, retain_graph=True)[0] for r in f(xr, g[0]).sum(dim=(0, 2, 3))]
+    torch.testing.assert_close(jac, torch.stack(rows))
+
+
+@pytest.mark.gpu
+def test_auto_takes_the_reference_under_func_grad():
+    """On CUDA, 'auto' gives torch.func.grad the reference (the Triton ops' autograd does not
+    support torch.func) and 'triton' refuses it with NotImplementedError."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA")
+    dev = torch.device("cuda")
+    x, g, w = torch.randn(1, 4, 6, 6, device=dev), torch.randn(1, 2, 6, 6, device=dev), torch.randn(4, 4, 3, 3, device=dev)
+    loss = lambda be: lambda xx: pac_triton.pac_conv2d(xx, g, w, padding=1, backend=be).square().sum()  # noqa: E731
+    torch.testing.assert_close(torch.func.grad(loss("auto"))(x), torch.func.grad(loss("reference"))(x))
+    with pytest.raises(NotImplementedError, match="torch.func gradient transforms"):
+        torch.func.grad(loss("triton"))(x)

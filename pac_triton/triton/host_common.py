@@ -18,7 +18,7 @@ try:  # what torch.autograd.Function.apply does to its arguments outside functor
 except ImportError:  # pragma: no cover (another torch layout: EagerOp takes Function.apply)
     _unwrap_dead_wrappers = None
 
-from ..dispatch import carries_tangents
+from ..dispatch import carries_tangents, under_grad_transform
 from . import configs
 from . import jit_common as jc
 
@@ -602,13 +602,26 @@ FORWARD_AD_MSG = ("forward-mode AD (torch.autograd.forward_ad, torch.func.jvp / 
                   "is not implemented; use backend='reference'")
 
 
+GRAD_TRANSFORM_MSG = ("torch.func gradient transforms (grad, vjp, jacrev, hessian) through a Triton PAC op are not "
+                      "implemented; use backend='reference' (or 'auto', which takes it for such calls)")
+
+BATCHED_GRADS_MSG = ("batched gradients (torch.autograd.grad(..., is_grads_batched=True), torch.func.vmap over a "
+                     "backward) through a Triton PAC op are not implemented; use backend='reference'")
+
+
 def refuse_forward_ad(args):
     """Raise ``NotImplementedError`` when a call carries forward-mode tangents
     (``dispatch.carries_tangents``: a ``torch.autograd.forward_ad`` dual tensor or a tensor
-    wrapped by ``torch.func.jvp``). The ops have no jvp formula, and without this check the
-    tangent was silently dropped (``None`` or zeros)."""
-    if (_forward_ad._current_level >= 0 or torch._C._are_functorch_transforms_active()) and carries_tangents(args):
-        raise NotImplementedError(FORWARD_AD_MSG)
+    wrapped by ``torch.func.jvp``; the ops have no jvp formula, and without this check the
+    tangent was silently dropped, ``None`` or zeros) or is differentiated by a ``torch.func``
+    gradient transform (``dispatch.under_grad_transform``: the custom ops' autograd does not
+    support torch.func, whose own error speaks of an ``autograd.Function`` without
+    ``setup_context``)."""
+    if _forward_ad._current_level >= 0 or torch._C._are_functorch_transforms_active():
+        if carries_tangents(args):
+            raise NotImplementedError(FORWARD_AD_MSG)
+        if under_grad_transform(args):
+            raise NotImplementedError(GRAD_TRANSFORM_MSG)
 
 
 class EagerOp:
@@ -678,11 +691,22 @@ class EagerOp:
         return self.impl(*args)
 
 
+def _batched(t) -> bool:
+    """Whether ``t`` is a batched tensor of ``torch.func.vmap`` or of the legacy vmap that
+    ``torch.autograd.grad(..., is_grads_batched=True)`` uses (no storage of its own)."""
+    f = torch._C._functorch
+    is_legacy = getattr(f, "is_legacy_batchedtensor", None)
+    return isinstance(t, torch.Tensor) and (f.is_batchedtensor(t) or (is_legacy is not None and is_legacy(t)))
+
+
 def backward_call(op, impl, *args):
     """A backward custom op's result from inside a forward op's ``backward``: ``impl(*args)``
     directly in plain eager mode without ``create_graph`` (a ``record_function`` range named as
     the op under ``torch.profiler``); else ``op(*args)``, whose registered autograd refuses a
-    double backward (``no_double_backward``)."""
+    double backward (``no_double_backward``). A batched dL/dy (``args[0]``: vmap over the
+    backward, ``is_grads_batched``) raises ``NotImplementedError`` (``BATCHED_GRADS_MSG``)."""
+    if _batched(args[0]):  # dL/dy (the launchers would fail reading a batched tensor's storage)
+        raise NotImplementedError(BATCHED_GRADS_MSG)
     if torch.is_grad_enabled() or not plain_eager(args):
         return op(*args)
     if _profiler._is_profiler_enabled:
