@@ -120,10 +120,13 @@ def carries_tangents(tensors) -> bool:
 def under_grad_transform(tensors) -> bool:
     """Whether a ``torch.func`` gradient transform (``grad``, ``vjp``, ``jacrev``, ``hessian``:
     functorch's Grad interpreter) is active and one of ``tensors`` is wrapped by a functorch
-    transform, i.e. the call would be differentiated by torch.func. The Triton backend's
-    autograd (``torch.library`` custom ops) does not support torch.func: ``"auto"`` takes the
-    reference for such calls and ``"triton"`` raises a ``NotImplementedError`` saying so (not
-    torch's message about an ``autograd.Function`` without ``setup_context``)."""
+    transform, i.e. the call may be differentiated by torch.func. The Triton backend's
+    autograd (``torch.library`` custom ops) does not support torch.func, so ``"auto"`` takes the
+    reference for such calls (also for one that torch.func does not differentiate after all,
+    e.g. under ``torch.no_grad()``: correct, only slower). ``"triton"`` runs them, and raises a
+    ``NotImplementedError`` naming the transform where torch refuses the op's autograd
+    (``host_common.EagerOp``), not torch's message about an ``autograd.Function`` without
+    ``setup_context``."""
     if not torch._C._are_functorch_transforms_active() or not any(
             isinstance(t, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors):
         return False

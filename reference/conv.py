@@ -24,7 +24,7 @@ def _finish(acc, bias, like):
     out, as ``F.conv2d``; otherwise contiguous, whatever layout the per-tap einsum left)."""
     if bias is not None:
         acc = acc + bias.to(acc.dtype).reshape(1, -1, 1, 1)
-    if torch._C._functorch.is_batchedtensor(like):
+    if torch._C._functorch.is_batchedtensor(like) or torch._C._functorch.is_batchedtensor(acc):
         # inside torch.func.vmap memory formats cannot be queried (NYI): the batched result as is
         return acc.to(like.dtype)
     channels_last = like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous()

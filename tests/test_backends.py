@@ -253,7 +253,10 @@ def test_reference_under_vmap_and_jacrev():
     x, g, w = torch.randn(3, 1, 4, 5, 5), torch.randn(3, 1, 2, 5, 5), torch.randn(4, 4, 3, 3)
     f = lambda xx, gg: pac_triton.pac_conv2d(xx, gg, w, padding=1, backend="reference")  # noqa: E731
     y = torch.func.vmap(f)(x, g)
-    torch.testing.assert_close(y, torch.stack([f(x[i], g[i]) for i in range(3)]), rtol=0, atol=0)
+    torch.testing.assert_close(y, torch.stack([f(x[i], g[i]) for i in range(3)]))
+    # an unbatched channels-last input with a batched guide (the result is batched)
+    xc = x[0].contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(torch.func.vmap(lambda gg: f(xc, gg))(g), torch.stack([f(xc, g[i]) for i in range(3)]))
     jac = torch.func.jacrev(lambda xx: f(xx, g[0]).sum(dim=(0, 2, 3)))(x[0])
     xr = x[0].clone().requires_grad_()
     rows = [torch.autograd.grad(r, xr, retain_graph=True)[0] for r in f(xr, g[0]).sum(dim=(0, 2, 3))]

@@ -264,6 +264,56 @@ def test_inv_lambda_zero_with_overflowing_distance(op):
     _assert_same(results, torch.float32, ["input", "guide"])
 
 
+def _nan_guide_run(op, kt):
+    def run(backend, x, guide):
+        if op == "conv":
+            return pac.pac_conv2d(x, guide, torch.linspace(-1, 1, 36, device=DEV, dtype=x.dtype).reshape(2, 2, 3, 3), padding=1,
+                                  kernel_type=kt, backend=backend)
+        if op == "depthwise":
+            return pac.pac_conv2d(x, guide, torch.linspace(-1, 1, 18, device=DEV, dtype=x.dtype).reshape(2, 1, 3, 3), padding=1,
+                                  groups=2, kernel_type=kt, backend=backend)
+        if op == "transposed":
+            return pac.pac_conv_transpose2d(x[..., :3, :3], guide, torch.ones(2, 2, 3, 3, device=DEV, dtype=x.dtype),
+                                            stride=2, padding=1, kernel_type=kt, backend=backend)
+        if op == "pool":
+            return pac.pac_pool2d(x, guide, 3, padding=1, kernel_type=kt, backend=backend)
+        k, _ = pac.packernel2d(guide, kernel_size=3, padding=1, kernel_type=kt, backend=backend)
+        return k * x.sum()
+    return run
+
+
+@pytest.mark.parametrize("op", ["conv", "depthwise", "transposed", "pool", "kernel"])
+def test_asym_kernel_propagates_a_nan_guide_value(op):
+    """An ``_asym`` kernel passes the guide difference through relu. ``tl.maximum(d, 0)`` returns
+    0 for a NaN, so a NaN guide value gave a finite K and finite outputs and gradients, silently,
+    where the reference (``torch.relu``: NaN stays NaN) gives NaN at the pixels whose taps read
+    it. Now the NaN patterns and values agree, forward and backward (relu's backward as
+    torch's: exactly 0 where its output is <= 0, a NaN passed on)."""
+    torch.manual_seed(0)
+    guide = torch.randn(1, 2, 5, 5, device=DEV, dtype=torch.float64)
+    guide[0, 1, 2, 2] = float("nan")
+    x = torch.randn(1, 2, 5, 5, device=DEV, dtype=torch.float64)
+    results = _both(_nan_guide_run(op, "inv_1_-2_asym"), x, guide)
+    assert torch.isnan(results[0][0]).any()  # the case reaches the NaN
+    _assert_same(results, torch.float64, ["input", "guide"])
+
+
+@pytest.mark.parametrize("op", ["conv", "depthwise", "transposed", "pool", "kernel"])
+def test_inv_lambda_zero_with_a_nan_guide_channel(op):
+    """lambda = 0: K = alpha + 1 whatever the distance, so its gradient through the distance is
+    exactly 0 (torch.pow's backward for a zero exponent). The Triton guide pass formed
+    0 * (r + eps)^-1, NaN for a NaN distance, and spread it to the pixel's other, finite guide
+    channels."""
+    torch.manual_seed(0)
+    guide = torch.randn(1, 2, 5, 5, device=DEV, dtype=torch.float64)
+    guide[0, 1, 2, 2] = float("nan")
+    x = torch.randn(1, 2, 5, 5, device=DEV, dtype=torch.float64)
+    results = _both(_nan_guide_run(op, "inv_0.5_0"), x, guide)
+    assert torch.isfinite(results[0][0]).all()
+    assert torch.isfinite(results[0][1][1][0, 0]).all()  # the reference's finite channel
+    _assert_same(results, torch.float64, ["input", "guide"])
+
+
 # --- 4. mixed dtypes ---------------------------------------------------------------------------
 
 def test_issue_example_float64_guide_with_float32_input():

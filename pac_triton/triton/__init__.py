@@ -65,13 +65,14 @@ def _check():
 
 
 def _om(om, mask):
-    return om if mask is not None else None
+    """The out_mask when a mask was given, else None; a constant (detached: it gets no gradient,
+    as the reference's, on the eager path and through the custom ops alike)."""
+    return om.detach() if mask is not None else None
 
 
 def _om_as(om, mask, dtype):
-    """The out_mask in ``dtype`` (the guide's) when a mask was given, else None (no cast of the
-    empty placeholder)."""
-    return om.to(dtype) if mask is not None else None
+    """``_om`` in ``dtype`` (the guide's; no cast of the empty placeholder)."""
+    return om.detach().to(dtype) if mask is not None else None
 
 
 def _kernel_dtype_path(input, guide):

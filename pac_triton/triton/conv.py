@@ -43,7 +43,7 @@ from . import kernel_map
 from .configs import cdiv
 from .host_common import Grads
 from .jit_common import (INV_EPSILON, K_GUIDE, KT_GAUSS, KT_INV_ASYM, _assume, _centre, _dist,  # noqa: F401
-                         _kept, _kvalue, _load_f0, _norm_divisor, _out_tap,
+                         _kept, _kvalue, _load_f0, _norm_divisor, _out_tap, _relu,
                          _phase_loop, _phase_next, _pixels2d, _tap, _tap_of)
 
 
@@ -248,7 +248,7 @@ def pac_conv_kernel(
                              other=0.0, cache_modifier=".ca").to(KDT)
                 df = fq - f0T
                 if KTYPE == KT_INV_ASYM:
-                    df = tl.maximum(df, 0.0)
+                    df = _relu(df)
                 r = tl.sum(df * df, axis=0)
             else:
                 r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
@@ -382,7 +382,7 @@ def _dxdk_block(
                     else:
                         df = fqT - f0T
                     if KTYPE == KT_INV_ASYM:
-                        df = tl.maximum(df, 0.0)
+                        df = _relu(df)
                     r = tl.sum(df * df, axis=0)
                 else:
                     r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, tl.zeros([BLOCK_P, BLOCK_D], KDT), f0_b, sfd,
@@ -724,7 +724,7 @@ def pac_conv_dw_kernel(
                               mask=dmask[:, None] & cin[None, :], other=0.0).to(KDT)
                 df = fqT - f0T
                 if KTYPE == KT_INV_ASYM:
-                    df = tl.maximum(df, 0.0)
+                    df = _relu(df)
                 r = tl.sum(df * df, axis=0)
             else:
                 r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, tl.zeros([BLOCK_P, BLOCK_D], KDT), f0_b, sfd, sfh,

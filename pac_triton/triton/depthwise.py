@@ -33,7 +33,7 @@ from . import kernel_map
 from .configs import cdiv
 from .host_common import Grads
 from .jit_common import (INV_EPSILON, K_GUIDE, KT_GAUSS, KT_INV_ASYM, _centre, _centre_tile, _dist,  # noqa: F401
-                         _k_params, _k_tile, _kept, _kvalue, _load_f0, _norm_divisor, _out_tap, _phase_loop,
+                         _k_params, _k_tile, _kept, _kvalue, _load_f0, _norm_divisor, _out_tap, _phase_loop, _relu,
                          _phase_next, _pixels, _pixels2d, _tap, _tap_of)
 
 
@@ -191,7 +191,7 @@ def _dw_padded_taps(x_b, wt_ptr, g_b, m_b, f0t, alpha, lam, u, v, cc, C, H, W, H
                          cache_modifier=".ca").to(KDT)
             df = fq - f0t
             if KTYPE == KT_INV_ASYM:
-                df = tl.maximum(df, 0.0)
+                df = _relu(df)
             kt = _kvalue(tl.sum(df * df, axis=1), alpha, lam, KTYPE)
             if HAS_MASK:
                 mv = tl.load(m_i + j * DW * smw, mask=xin, other=0.0).to(KDT)
@@ -581,7 +581,7 @@ def _dw_dx_taps(gy_ptr, wt_ptr, g_b, f0_b, m_ptr, sc_ptr, k_ptr, alpha, lam, b, 
                              mask=cin[:, None] & cm[None, :], other=0.0).to(KDT)
                 df = fq - f0
                 if KTYPE == KT_INV_ASYM:
-                    df = tl.maximum(df, 0.0)
+                    df = _relu(df)
                 kt = _kvalue(df * df, alpha, lam, KTYPE)
             else:
                 r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, tl.zeros([BLOCK_P, BLOCK_D], KDT), f0_b, sfd, sfh,
@@ -685,7 +685,7 @@ def _dw_dx_padded_taps(gy_b, wt_ptr, g_b, f0_b, m_b, sc_b, alpha, lam, u, v, cc,
                          cache_modifier=".ca").to(KDT)
             df = gq - f0
             if KTYPE == KT_INV_ASYM:
-                df = tl.maximum(df, 0.0)
+                df = _relu(df)
             kt = _kvalue(tl.sum(df * df, axis=1), alpha, lam, KTYPE)
             if HAS_MASK:
                 kt = kt * mq
@@ -820,7 +820,7 @@ def _shared_dw_padded(gy_ptr, x_ptr, part_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, alp
                              + od[None, :] * sgd, mask=cok[:, None] & dmask[None, :], other=0.0).to(KDT)
             df = fq - f0
             if KTYPE == KT_INV_ASYM:
-                df = tl.maximum(df, 0.0)
+                df = _relu(df)
             kt = _kvalue(tl.sum(df * df, axis=1), alpha, lam, KTYPE)
             if HAS_MASK:
                 mk = tl.load(m_r + iwc * smw).to(KDT)

@@ -18,7 +18,7 @@ try:  # what torch.autograd.Function.apply does to its arguments outside functor
 except ImportError:  # pragma: no cover (another torch layout: EagerOp takes Function.apply)
     _unwrap_dead_wrappers = None
 
-from ..dispatch import carries_tangents, under_grad_transform
+from ..dispatch import carries_tangents
 from . import configs
 from . import jit_common as jc
 
@@ -613,15 +613,9 @@ def refuse_forward_ad(args):
     """Raise ``NotImplementedError`` when a call carries forward-mode tangents
     (``dispatch.carries_tangents``: a ``torch.autograd.forward_ad`` dual tensor or a tensor
     wrapped by ``torch.func.jvp``; the ops have no jvp formula, and without this check the
-    tangent was silently dropped, ``None`` or zeros) or is differentiated by a ``torch.func``
-    gradient transform (``dispatch.under_grad_transform``: the custom ops' autograd does not
-    support torch.func, whose own error speaks of an ``autograd.Function`` without
-    ``setup_context``)."""
-    if _forward_ad._current_level >= 0 or torch._C._are_functorch_transforms_active():
-        if carries_tangents(args):
-            raise NotImplementedError(FORWARD_AD_MSG)
-        if under_grad_transform(args):
-            raise NotImplementedError(GRAD_TRANSFORM_MSG)
+    tangent was silently dropped, ``None`` or zeros)."""
+    if (_forward_ad._current_level >= 0 or torch._C._are_functorch_transforms_active()) and carries_tangents(args):
+        raise NotImplementedError(FORWARD_AD_MSG)
 
 
 class EagerOp:
@@ -638,7 +632,9 @@ class EagerOp:
       ``backward_call``);
     * otherwise: ``impl(*args)``.
 
-    Either way a call carrying forward-mode tangents raises (``refuse_forward_ad``). Under
+    Either way a call carrying forward-mode tangents raises (``refuse_forward_ad``), and one
+    that a ``torch.func`` gradient transform differentiates raises ``NotImplementedError``
+    (``GRAD_TRANSFORM_MSG``) where torch refuses the op's autograd. Under
     ``torch.profiler`` the eager call is a ``record_function`` range named as the op
     (``pac_triton::triton_conv_fwd``, ...), so profiles read as they do with the op.
 
@@ -678,7 +674,15 @@ class EagerOp:
     def __call__(self, *args):
         refuse_forward_ad(args)
         if not plain_eager(args):
-            return self.op(*args)
+            try:
+                return self.op(*args)
+            except RuntimeError as error:
+                # a torch.func gradient transform differentiating the op: its generated autograd
+                # Function has no setup_context, which torch.func needs (torch's message says
+                # so in those words); calls it does not differentiate run as they are
+                if torch._C._are_functorch_transforms_active() and "setup_context" in str(error):
+                    raise NotImplementedError(GRAD_TRANSFORM_MSG) from error
+                raise
         if _profiler._is_profiler_enabled:
             with _profiler.record_function(self.name):
                 return self._eager(args)

@@ -144,6 +144,14 @@ def _kvalue(r, alpha, lam, KTYPE: tl.constexpr):
 
 
 @triton.jit
+def _relu(x):
+    """``relu`` as ``torch.relu``: a NaN stays NaN (``tl.maximum(x, 0.0)`` returns 0 for it, which
+    turned a NaN guide value into a finite K of the ``_asym`` kernels). ``FMNMX.NAN``, one
+    instruction as before."""
+    return tl.maximum(x, 0.0, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def _kept(kt, mv):
     """K times the tap's mask value ``mv`` (or its validity, 0/1) where that is non-zero, and
     exactly 0 at dropped taps (outside the input, between a transposed conv's input pixels,
@@ -173,7 +181,7 @@ def _dist(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin
                      mask=gin[:, None] & (od < D)[None, :], other=0.0, cache_modifier=".ca").to(KDT)
         df = fq - f0t
         if ASYM:
-            df = tl.maximum(df, 0.0)
+            df = _relu(df)
         r = tl.sum(df * df, axis=1)
     else:
         r = tl.zeros([BLOCK_P], KDT)
@@ -186,7 +194,7 @@ def _dist(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin
             f0 = tl.load(f0_b + coff[:, None] + dd[None, :] * sfd, mask=cin[:, None] & dm, other=0.0).to(KDT)
             df = fq - f0
             if ASYM:
-                df = tl.maximum(df, 0.0)
+                df = _relu(df)
             r += tl.sum(df * df, axis=1)
     return r
 
@@ -301,7 +309,7 @@ def _k_tile(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, c
                      mask=gin[:, None] & cm[None, :], other=0.0, cache_modifier=".ca").to(KDT)
         df = fq - f0t
         if KTYPE == KT_INV_ASYM:
-            df = tl.maximum(df, 0.0)
+            df = _relu(df)
         kt = _kvalue(df * df, alpha, lam, KTYPE)
     else:
         r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,

@@ -30,7 +30,7 @@ from .configs import cdiv
 from .host_common import Grads
 from .jit_common import (INV_EPSILON, KT_GAUSS, KT_INV_ASYM, _centre, _centre_tile, _dist, _k_order_tap,  # noqa: F401
                          _k_params, _k_tile, _kept, _kvalue, _load_f0, _mask_at, _norm_divisor, _phase_loop,
-                         _phase_next, _pixels, _pow, _tap, _tap_of)
+                         _phase_next, _pixels, _pow, _relu, _tap, _tap_of)
 
 
 # --- kernels ---------------------------------------------------------------------------------
@@ -238,7 +238,7 @@ def pac_guide_pass_kernel(
                                  mask=gin[:, None] & cm[None, :], other=0.0).to(KDT)
                     df = fq - f0t
                     if KTYPE == KT_INV_ASYM:
-                        df = tl.maximum(df, 0.0)
+                        df = _relu(df)
                     r = df * df
                 else:
                     r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
@@ -294,7 +294,7 @@ def pac_guide_pass_kernel(
             # NaN / Inf guide value there must not reach anything either (0 * NaN)
             diff = tl.where(keep, fq - f0t, 0.0)
             if KTYPE == KT_INV_ASYM:
-                diff = tl.maximum(diff, 0.0)
+                diff = _relu(diff)
             # the convolutions' dK is 0 where the tap reads no input pixel (padding; between the
             # input pixels of a transposed conv): their dx / dK passes leave those elements
             # unwritten (ALL_TAPS: packernel2d's dL/dK, read at every tap)
@@ -320,6 +320,14 @@ def pac_guide_pass_kernel(
                 pw_ = _pow(r + INV_EPSILON, 0.5 * lam)
                 dr = dkc * (0.5 * lam) * _over(_pow(r + INV_EPSILON, 0.5 * lam - 1.0), mv, divisor,
                                                NORMALIZE or HAS_MASK)
+                if not CW:
+                    # lambda = 0: K = alpha + 1 whatever r is, so dr is exactly 0 (torch.pow's
+                    # backward for a zero exponent), not 0 * (r + eps)^-1, which is NaN for a NaN
+                    # distance and reached the pixel's finite guide channels through the sum r.
+                    # (Channel-wise, r is the channel's own: a NaN reaches only its own channel's
+                    # gradient, within the contract's locality; the select would spill the
+                    # channels-last CW variant on sm_90.)
+                    dr = tl.where(lam == 0, 0.0, dr)
                 pa += tl.where(mv != 0, dkc * _over(1.0, mv, divisor, NORMALIZE or HAS_MASK), 0.0)
                 pl += tl.where(mv != 0, dkc * _over(pw_, mv, divisor, NORMALIZE or HAS_MASK)
                                * tl.log(r + INV_EPSILON) * 0.5, 0.0)
@@ -327,9 +335,14 @@ def pac_guide_pass_kernel(
             dr = tl.where(live & (mv != 0), dr, 0.0)
             tl.store(dkp, dr, mask=live)
             if CW:
-                df0 += dr * diff
+                ddf = dr * diff
             else:
-                df0 += dr[:, None] * diff
+                ddf = dr[:, None] * diff
+            if KTYPE == KT_INV_ASYM:
+                # relu's backward as torch's (threshold_backward on its output): exactly 0 where
+                # the output is <= 0, selected (not dr * 0); a NaN output passes dr * NaN
+                ddf = tl.where(diff <= 0, 0.0, ddf)
+            df0 += ddf
         if CW:
             tl.store(df0_ptr + chan * Ho * Wo + pix, -2.0 * df0, mask=live)
             if KTYPE != KT_GAUSS:
@@ -404,10 +417,13 @@ def pac_guide_gather_kernel(
                      mask=cin[:, None] & dmask, other=0.0).to(KDT)
         diff = fq - f0
         if ASYM:
-            diff = tl.maximum(diff, 0.0)
+            diff = _relu(diff)
         # dr is exactly 0 at dropped taps (and only there can it meet a NaN difference that
         # the forward never read): they add nothing
-        acc += tl.where(dr != 0, dr * diff, 0.0)
+        add = tl.where(dr != 0, dr * diff, 0.0)
+        if ASYM:
+            add = tl.where(diff <= 0, 0.0, add)  # relu's backward as torch's (see the guide pass)
+        acc += add
         if SH * SW > 1:
             ti, tj = _phase_next(ti, tj, j0, j_end, st_i, st_j)
     acc = 2.0 * acc

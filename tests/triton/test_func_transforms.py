@@ -63,3 +63,51 @@ def test_vmap_forward_runs(op):
     xs, gs = torch.stack([x, 2 * x]), torch.stack([g, -g])
     y = torch.func.vmap(lambda a, b: fn(a, b, "triton"))(xs, gs)
     torch.testing.assert_close(y, torch.stack([fn(xs[i], gs[i], "triton") for i in range(2)]))
+
+
+@pytest.mark.parametrize("case", ["no_grad", "detached", "vmapped_constants"])
+def test_func_grad_runs_what_it_does_not_differentiate(case):
+    """Inside torch.func.grad, a Triton call that the transform does not differentiate (under
+    torch.no_grad, on a detached input, on constants batched by an inner vmap) runs, with the
+    reference's values: only calls torch would refuse are refused."""
+    x, g = _inputs()
+    x, g = x.double(), g.double()
+    w = torch.randn(3, _C, 3, 3, dtype=torch.float64)
+    conv = lambda a, b, be: pac.pac_conv2d(a, b, w, padding=1, backend=be)  # noqa: E731
+
+    def loss(s, be):
+        if case == "no_grad":
+            with torch.no_grad():
+                y = conv(x * s, g, be)
+            return s * y.sum()
+        if case == "detached":
+            return s * conv(x * s.detach(), g, be).sum()
+        ys = torch.func.vmap(lambda a, b: conv(a, b, be))(torch.stack([x, 2 * x]), torch.stack([g, -g]))
+        return (s * ys).sum()
+    s = torch.tensor(1.5, dtype=torch.float64)
+    torch.testing.assert_close(torch.func.grad(loss)(s, "triton"), torch.func.grad(loss)(s, "reference"))
+
+
+@pytest.mark.parametrize("op", OPS[:3])
+def test_out_mask_is_a_constant(op):
+    """The out-mask gets no gradient (the mask is a constant), as the reference's: it does not
+    require grad, on the eager path and through the custom ops alike."""
+    x, g = _inputs()
+    x.requires_grad_()
+    m = (torch.rand(_B, 1, 5, 5) > 0.3).float()
+    calls = {
+        "pac_conv2d": lambda: pac.pac_conv2d(x, g, torch.randn(4, _C, 3, 3), padding=1, mask=m, backend="triton"),
+        "pac_conv_transpose2d": lambda: pac.pac_conv_transpose2d(
+            x[..., ::2, ::2], g, torch.randn(_C, 4, 3, 3), stride=2, padding=1, mask=m[..., ::2, ::2],
+            backend="triton"),
+        "pac_pool2d": lambda: pac.pac_pool2d(x, g, 3, padding=1, mask=m, backend="triton"),
+    }
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class PassThrough(TorchDispatchMode):  # forces the custom ops
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+    y, om = calls[op]()
+    with PassThrough():
+        y2, om2 = calls[op]()
+    assert y.requires_grad and not om.requires_grad and not om2.requires_grad
