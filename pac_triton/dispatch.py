@@ -110,11 +110,7 @@ def carries_tangents(tensors) -> bool:
         for t in tensors:
             if isinstance(t, torch.Tensor) and fwad.unpack_dual(t).tangent is not None:
                 return True
-    if torch._C._are_functorch_transforms_active() and any(
-            isinstance(t, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors):
-        from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
-        return any(i.key() == torch._C._functorch.TransformType.Jvp for i in retrieve_all_functorch_interpreters())
-    return False
+    return _under_transform(tensors, "Jvp")
 
 
 def under_grad_transform(tensors) -> bool:
@@ -127,11 +123,18 @@ def under_grad_transform(tensors) -> bool:
     ``NotImplementedError`` naming the transform where torch refuses the op's autograd
     (``host_common.EagerOp``), not torch's message about an ``autograd.Function`` without
     ``setup_context``."""
+    return _under_transform(tensors, "Grad")
+
+
+def _under_transform(tensors, kind: str) -> bool:
+    """Whether a functorch transform of ``kind`` (a ``torch._C._functorch.TransformType`` name) is
+    active and one of ``tensors`` is wrapped by a functorch transform."""
     if not torch._C._are_functorch_transforms_active() or not any(
             isinstance(t, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors):
         return False
     from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
-    return any(i.key() == torch._C._functorch.TransformType.Grad for i in retrieve_all_functorch_interpreters())
+    key = getattr(torch._C._functorch.TransformType, kind)
+    return any(i.key() == key for i in retrieve_all_functorch_interpreters())
 
 
 class Selection(NamedTuple):

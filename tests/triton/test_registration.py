@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from triton_helpers import DEVICES, device_or_skip, reference_forbidden
+from triton_helpers import DEVICES, PassThrough, device_or_skip, reference_forbidden
 
 PT = pytest.importorskip("pac_triton.triton")
 
@@ -292,19 +292,6 @@ def test_backward_ops_match_their_fakes(case):
 
 # --- the eager fast path (host_common.EagerOp) -------------------------------------------------
 
-class _PassThrough(torch.utils._python_dispatch.TorchDispatchMode):
-    """A dispatch mode that only records the ops it sees (so the custom ops run, not their
-    eager twins: ``host_common.plain_eager``)."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.seen.append(str(func))
-        return func(*args, **(kwargs or {}))
-
-
 def _families(device="cpu"):
     """(name, fn(leaves) -> outputs, leaves): a guide conv with every gradient, a transposed
     grouped conv, a depthwise conv, pooling and the kernel map, small shapes, on ``device``."""
@@ -356,7 +343,7 @@ def test_eager_path_equals_custom_ops(i, device, monkeypatch):
     from pac_triton.triton import conv, depthwise, kernel_map
     device_or_skip(device)
     name, fn, leaves = _families(device)[i]
-    mode = _PassThrough()
+    mode = PassThrough()
     with mode:
         via_ops = _fwd_bwd(fn, leaves)
     fwd_op = {"kernel": "triton_kernel_fwd", "pool": "triton_pool_fwd"}.get(name, "triton_conv_fwd")

@@ -257,3 +257,16 @@ def spy_launches(monkeypatch, record):
             return run
     monkeypatch.setattr(depthwise.hc, "checked", Spy)
     return seen
+
+
+class PassThrough(torch.utils._python_dispatch.TorchDispatchMode):
+    """A dispatch mode that only records the ops it sees (``seen``), so the custom ops run, not
+    their eager twins (``host_common.plain_eager``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen.append(str(func))
+        return func(*args, **(kwargs or {}))
