@@ -598,11 +598,11 @@ def plain_eager(args) -> bool:
     return True
 
 
-FORWARD_AD_MSG = ("forward-mode AD (torch.autograd.forward_ad, torch.func.jvp / jacfwd) through a Triton PAC op "
-                  "is not implemented; use backend='reference'")
+FORWARD_AD_MSG = ("forward-mode AD (torch.autograd.forward_ad, torch.func.jvp / jacfwd / hessian) through a Triton "
+                  "PAC op is not implemented; use backend='reference' (or 'auto', which takes it for such calls)")
 
 
-GRAD_TRANSFORM_MSG = ("torch.func gradient transforms (grad, vjp, jacrev, hessian) through a Triton PAC op are not "
+GRAD_TRANSFORM_MSG = ("torch.func gradient transforms (grad, vjp, jacrev) through a Triton PAC op are not "
                       "implemented; use backend='reference' (or 'auto', which takes it for such calls)")
 
 BATCHED_GRADS_MSG = ("batched gradients (torch.autograd.grad(..., is_grads_batched=True), torch.func.vmap over a "

@@ -47,6 +47,16 @@ def test_func_gradient_transforms_refused(op, transform):
 
 
 @pytest.mark.parametrize("op", OPS)
+def test_hessian_refused_naming_it(op):
+    """``hessian`` is ``jacfwd(jacrev(f))``: the forward-mode transform reaches the op first, so
+    the forward-AD refusal is the one it meets, and it names ``hessian``."""
+    fn = _ops()[op]
+    x, g = _inputs()
+    with pytest.raises(NotImplementedError, match="forward-mode AD .*hessian"):
+        torch.func.hessian(lambda gg: fn(x, gg, "triton").square().sum())(g)
+
+
+@pytest.mark.parametrize("op", OPS)
 def test_batched_gradients_refused(op):
     fn = _ops()[op]
     x, g = _inputs()
