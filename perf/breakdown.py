@@ -28,22 +28,37 @@ def _setup_interpreter():
         os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+def wall_us(fn, device, iters: int) -> float:
+    """Wall-clock microseconds per call of ``iters`` back-to-back calls, synchronised at the
+    end, outside the profiler (whose tracing and ``record_function`` ranges add host time)."""
+    import torch
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    if cuda:
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - t0) / iters * 1e6
+
+
 def profile_rows(fn, device, iters: int):
-    """``(rows, wall_us, sum_us)``: rows ``(name, calls_per_iter, us_per_iter)`` sorted by time."""
+    """``(rows, wall_us, sum_us)``: rows ``(name, calls_per_iter, us_per_iter)`` sorted by time;
+    ``wall_us`` from an unprofiled loop of the same calls (``wall_us``)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     cuda = device.type == "cuda"
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    wall = wall_us(fn, device, iters)
     if cuda:
         torch.cuda.synchronize(device)
     with profile(activities=acts) as prof:
-        t0 = time.perf_counter()
         for _ in range(iters):
             fn()
         if cuda:
             torch.cuda.synchronize(device)
-        wall = (time.perf_counter() - t0) / iters * 1e6
     calls, total = defaultdict(int), defaultdict(float)
     for ev in prof.events():
         if cuda:
@@ -61,6 +76,36 @@ def profile_rows(fn, device, iters: int):
         total[ev.name] += us
     rows = sorted(((n, calls[n] / iters, total[n] / iters) for n in total), key=lambda r: -r[2])
     return rows, wall, sum(r[2] for r in rows)
+
+
+def staging_lines(x, pad: int, device, iters: int) -> list:
+    """The staging copy of an NCHW ``x`` (zero-padded by ``pad``, channels-last) both ways:
+    PyTorch's zero fill + permuting copy (before the staging kernel) and the Triton staging
+    kernel (``host_common.padded_channels_last``), device time per copy and the bandwidth it
+    reaches on its bytes (``x`` read once, the copy written once)."""
+    import torch
+    from pac_triton.triton import host_common as hc
+    B, C, H, W = x.shape
+    nbytes = x.element_size() * (x.numel() + B * C * (H + 2 * pad) * (W + 2 * pad))
+
+    def torch_staging():
+        xp = x.new_zeros((B, H + 2 * pad, W + 2 * pad, C))
+        xp[:, pad:pad + H, pad:pad + W, :].copy_(x.permute(0, 2, 3, 1))
+        return xp
+
+    out = [f"\n## staging copy of x {tuple(x.shape)} {x.dtype}, padding {pad}: {nbytes / 1e6:.1f} MB moved at best"]
+    for name, fn in (("torch zero fill + copy", torch_staging),
+                     ("triton pac_stage_kernel", lambda: hc.padded_channels_last(x, (pad, pad), C))):
+        try:
+            fn()
+            rows, wall, tot = profile_rows(fn, device, iters)
+        except Exception as e:  # noqa: BLE001 - reported, the breakdown above stands
+            out.append(f"{name}: failed: {type(e).__name__}: {str(e)[:200]}")
+            continue
+        unit = "device" if device.type == "cuda" else "CPU (ATen ops; the interpreter's kernel is not timed)"
+        out.append(f"{name}: {tot:.1f} us {unit} ({nbytes / max(tot, 1e-9) / 1e3:.0f} GB/s), wall {wall:.1f} us, "
+                   + ", ".join(f"{_short(n, 40)} {us:.1f}" for n, _, us in rows[:3]))
+    return out
 
 
 def _short(name: str, width: int = 78) -> str:
@@ -121,6 +166,9 @@ def main(argv=None) -> int:
             if len(rows) > a.top:
                 rest = sum(r[2] for r in rows[a.top:])
                 lines.append(f"{rest:9.1f} {100 * rest / max(tot, 1e-9):5.1f}%        ({len(rows) - a.top} more)")
+    if a.op in ("conv", "pool"):
+        lines += staging_lines(make_inputs(Case(op=a.op, c_in=a.channels, h=res, k=a.k, d=a.feature_dim, mode="fwd",
+                                                dtype=a.dtype), device, 0).t["x"], a.k // 2, device, iters)
     text = "\n".join(lines)
     print(text)
     if a.out is not None:

@@ -45,7 +45,7 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 
-from pac_triton.triton import configs, conv, depthwise, kernel_map  # noqa: E402
+from pac_triton.triton import configs, conv, depthwise, jit_common, kernel_map  # noqa: E402
 from pac_triton.triton.jit_common import K_GUIDE, K_LOAD, KT_GAUSS, KT_INV_ASYM  # noqa: E402
 
 AOT_DOC = "Compile every kernel variant for NVIDIA targets; one JSON record per line."
@@ -54,7 +54,7 @@ SASS_DOC = "The SASS proxy: registers, spills and warp instructions per pixel-ta
 _TL = {"fp16": tl.float16, "bf16": tl.bfloat16, "fp32": tl.float32, "fp64": tl.float64}
 
 # every @triton.jit kernel of the backend, by name
-KERNELS = {fn.__name__: fn for mod in (conv, depthwise, kernel_map) for name, fn in vars(mod).items()
+KERNELS = {fn.__name__: fn for mod in (conv, depthwise, kernel_map, jit_common) for name, fn in vars(mod).items()
            if name.startswith("pac_") and name.endswith("_kernel") and hasattr(fn, "arg_names")}
 
 
@@ -527,10 +527,23 @@ BWD_CORE = ("bwd_conv_dxdk", "bwd_conv_dxdk_padded", "bwd_conv_dw", "bwd_conv_dw
             "bwd_shared_dw", "bwd_dwc_dx", "bwd_dwc_dw", "bwd_dwc_dw_padded", "bwd_guide_pass", "bwd_guide_gather",
             "bwd_dwc_dk_padded", "bwd_dwc_dx_padded")
 
+def stage_variants(dt):
+    """The staging copy (``jit_common.pac_stage_kernel``) at its default tile for a C = 64 image
+    512 wide: from an NCHW tensor (unit column stride: the transpose through shared memory) and
+    from a channels-last one (unit channel stride), as the JIT specialises them at launch."""
+    elem = {"fp64": 8, "fp32": 4}.get(dt, 2)
+    cfg = {**configs.stage_default(516, 64, elem), "num_stages": 1}
+    const = dict(IDX64=False, BLOCK_W=cfg["BLOCK_W"], BLOCK_C=cfg["BLOCK_C"])
+    ptrs = dict(x_ptr=dt, y_ptr=dt)
+    yield ("stage_nchw", ptrs, {**const, "sxw": 1, "_div16": ("C", "CP", "sxb", "sxc", "sxh")}, cfg)
+    yield ("stage_channels_last", ptrs, {**const, "sxc": 1, "_div16": ("C", "CP", "sxb", "sxh", "sxw")}, cfg)
+    yield ("stage_idx64", ptrs, {**const, "IDX64": True, "sxw": 1}, cfg)
+
+
 CORE = ("conv_guide", "conv_guide_vec", "conv_guide_padded", "convT_guide", "convT_guide_vec",
         "convT_guide_padded", "shared_conv", "dw_conv",
         "dw_conv_padded_C16", "dw_conv_padded_C32", "dw_conv_padded_C64", "dw_conv_padded_C96", "pool_padded",
-        "packernel_cw") + BWD_CORE
+        "packernel_cw", "stage_nchw", "stage_channels_last") + BWD_CORE
 
 
 def all_variants(dtypes):
@@ -547,6 +560,8 @@ def all_variants(dtypes):
             yield kernel_map.pac_kernel_kernel, dt, v, v[0] in CORE
         for name, fn, ptrs, const, cfg in bwd_variants(dt):
             yield fn, dt, (name, ptrs, const, cfg), name in CORE
+        for v in stage_variants(dt):
+            yield jit_common.pac_stage_kernel, dt, v, v[0] in CORE
 
 
 def tuned_conv_variants(dt="bf16"):

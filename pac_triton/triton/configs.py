@@ -566,6 +566,16 @@ def _shared_dw_default(C, KK, B, Ho, Wo, f64, vec, per_channel, padded, forced_k
     return cfg
 
 
+@functools.lru_cache(maxsize=256)
+def stage_default(Wp: int, CP: int, elem_size: int) -> dict:
+    """The staging copy's tile (``jit_common.pac_stage_kernel``): up to 64 pixels of a row by up
+    to 64 channels (32 for float64), each a power of two >= 16 that the row / channel count
+    fills where it can, 4 warps. Not a tile experiment: ``PAC_TRITON_FORCE`` leaves it alone."""
+    bw = clamp(np2(Wp), 16, 64)
+    bc = clamp(np2(CP), 16, 32 if elem_size > 4 else 64)
+    return dict(BLOCK_W=bw, BLOCK_C=bc, num_warps=4)
+
+
 def guide_bwd_block_p(f64: bool, rt: Runtime | None = None) -> int:
     """Pixels per program of the backward's guide pass / guide gather (fp64 with 64 pixels
     spills on sm_90)."""

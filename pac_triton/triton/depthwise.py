@@ -1151,11 +1151,24 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
     x_copied = hc.copies_channels_last(x, rt)
     if ((need_guide_side or needs.kernel) and not dk_padded) or (needs.weight and not dw_padded):
         x = hc.gather_layout(x, rt)
-    gy = hc.gather_layout(gy, rt)
+    f64 = x.dtype == torch.float64
+    # the padded dx (a stride-1 conv, K from a guide the size of the input per pixel, D in one
+    # block, staging copies allowed) reads dL/dy from a zero-padded channels-last staging copy;
+    # where dL/dy would also be copied channels-last for the dK / dW passes, they read that
+    # copy's interior instead (one staging of dL/dy, not two)
+    dx_padded = needs.x and (not transposed and k_mode == hc.K_GUIDE and not cw and tuple(stride) == (1, 1)
+                             and (Hg, Wg) == (H, W) and rt.channels_last and D <= configs.block_d(D, rt))
+    gy_read = need_guide_side or needs.kernel or needs.weight  # whether the dK or dW pass reads dL/dy
+    if dx_padded:
+        px = configs.dw_bwd_padded_default(C, f64, rt, x.dtype == torch.float32)["dx"]
+        gyp = dw_grad_out_padded(gy, (kh, kw), padding, dilation, cdiv(C, px["BLOCK_C"]) * px["BLOCK_C"])
+        if gy_read and hc.copies_channels_last(gy, rt):
+            gy = gyp[:, :C, :Ho, :Wo]
+    if gy_read or (needs.x and not dx_padded):
+        gy = hc.gather_layout(gy, rt)
     guide_in = guide  # (the guide gradient takes its layout)
     guide = hc.gather_layout(guide, rt)
     vec = (x_copied or hc.channel_runs(x)) and hc.channel_runs(gy)
-    f64 = x.dtype == torch.float64
     cfg = configs.dw_default(C, f64, vec, rt)
     bp, bc = cfg["BLOCK_P"], cfg["BLOCK_C"]
     nw = cfg["num_warps"]
@@ -1227,14 +1240,9 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
                  NORMALIZE=norm, HAS_MASK=has_mask, BLOCK_D=bd)
     if needs.x:
         dx = hc.like_layout(x_in, (B, C, H, W), x.dtype)
-        # the padded path (a stride-1 conv, K from a guide the size of the input per pixel, D in
-        # one block, staging copies allowed): dL/dy from its zero-padded channels-last staging copy
-        if (not transposed and k_mode == hc.K_GUIDE and not cw and tuple(stride) == (1, 1) and (Hg, Wg) == (H, W)
-                and rt.channels_last and D <= configs.block_d(D, rt)):
-            px = configs.dw_bwd_padded_default(C, f64, rt, x.dtype == torch.float32)["dx"]
+        if dx_padded:  # dL/dy from its zero-padded channels-last staging copy (above)
             pbp, pbc = px["BLOCK_P"], px["BLOCK_C"]
             c_pad = cdiv(C, pbc) * pbc
-            gyp = dw_grad_out_padded(gy, (kh, kw), padding, dilation, c_pad)
             tw = configs.tile_w(W, pbp, rt)
             hc.checked(pac_dw_dx_kernel)[(cdiv(H, pbp // tw) * cdiv(W, tw), c_pad // pbc, B)](
                 gy_ptr=gyp, **hc.strides("sgy", gyp), wt_ptr=_padded_taps(wt, wt_pc, C, c_pad), dx_ptr=dx,

@@ -388,8 +388,9 @@ def gather_layout(t, rt: configs.Runtime | None = None):
     one 2-byte load (plus address math and a shared-memory store) per element: about 40% fewer
     instructions per tap on sm_90. Costs one read and write of ``t`` per call; off with
     ``configs.settings.channels_last_copies = False`` / ``PAC_TRITON_CHANNELS_LAST_COPIES=0``
-    (``rt``: the launch's runtime settings; read afresh when None)."""
-    return t.contiguous(memory_format=torch.channels_last) if copies_channels_last(t, rt) else t
+    (``rt``: the launch's runtime settings; read afresh when None). The copy is
+    ``padded_channels_last(t, (0, 0), C)``: one Triton pass, as fast as a transpose can be."""
+    return padded_channels_last(t, (0, 0), t.shape[1]) if copies_channels_last(t, rt) else t
 
 
 def copies_channels_last(t, rt: configs.Runtime | None = None) -> bool:
@@ -406,14 +407,22 @@ def padded_channels_last(x, padding, c_pad):
     contiguous ``[B, H', W', c_pad]`` tensor (channels-last strides), ``x`` at
     ``[:, :C, top:top + H, left:left + W]`` and zero elsewhere, so that every tap of every output
     pixel of a conv with this padding reads inside it and the kernel's input gathers need no
-    mask. The copy is allocated here, contiguous whatever ``x``'s layout (``F.pad`` keeps the
-    input's stride order, and returns a plain clone when there is nothing to pad: an NCHW ``x``
-    then stayed NCHW, which the kernel, reading channels at unit stride, got wrong). One zero
-    fill and one copy of ``x``."""
+    mask. Allocated here, contiguous whatever ``x``'s layout, and written by one Triton launch
+    (``jit_common.pac_stage_kernel``): every element once, ``x`` read once, both coalesced.
+    Before: a zero fill of the whole buffer and then PyTorch's permuting copy of ``x`` into it
+    (two launches, the interior written twice, ``x`` read a channel at a time). ``F.pad`` is no
+    substitute: it keeps the input's stride order, and returns a plain clone when there is
+    nothing to pad."""
     top, bottom, left, right = padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
     B, C, H, W = x.shape
-    xp = x.new_zeros((B, H + top + bottom, W + left + right, c_pad))
-    xp[:, top:top + H, left:left + W, :C].copy_(x.permute(0, 2, 3, 1))
+    Hp, Wp = H + top + bottom, W + left + right
+    xp = empty((B, Hp, Wp, c_pad), x.dtype, x.device)
+    if x.numel() == 0:  # nothing to read (B, C, H or W is 0): the zero border, if any
+        return xp.zero_().permute(0, 3, 1, 2)
+    cfg = configs.stage_default(Wp, c_pad, x.element_size())
+    grid = (Hp * configs.cdiv(Wp, cfg["BLOCK_W"]), configs.cdiv(c_pad, cfg["BLOCK_C"]), B)
+    checked(jc.pac_stage_kernel)[grid](x, xp, C, H, W, Hp, Wp, c_pad, top, left, *x.stride(),
+                                       BLOCK_W=cfg["BLOCK_W"], BLOCK_C=cfg["BLOCK_C"], num_warps=cfg["num_warps"])
     return xp.permute(0, 3, 1, 2)
 
 

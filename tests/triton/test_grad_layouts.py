@@ -136,13 +136,18 @@ _LAUNCH = "pac_triton_test::triton_launch"
 
 def _torch_launches(fn, monkeypatch):
     """The device-kernel PyTorch ops that ``fn()`` runs outside the Triton launches (whose
-    interpreter copies arguments with PyTorch ops on a CPU), outermost only, by name."""
-    from pac_triton.triton import host_common
+    interpreter copies arguments with PyTorch ops on a CPU), outermost only, by name; and the
+    number of staging-copy launches (``jit_common.pac_stage_kernel``, a Triton kernel) among
+    the Triton launches."""
+    from pac_triton.triton import host_common, jit_common
     orig = host_common.checked
+    staged = []
 
     class Marked(orig):
         def __getitem__(self, grid):
             launch = super().__getitem__(grid)
+            if self.kernel is jit_common.pac_stage_kernel:
+                staged.append(grid)
 
             def run(*a, **k):
                 with torch.profiler.record_function(_LAUNCH):
@@ -156,30 +161,38 @@ def _torch_launches(fn, monkeypatch):
     for e in prof.events():
         if e.name in _WORK and not _has_ancestor(e, _LAUNCH) and not any(_has_ancestor(e, w) for w in _WORK):
             names.append(e.name)
-    return sorted(names)
+    return sorted(names), len(staged)
 
 
-# (forward, backward): what the launchers add around the Triton kernels, channels-last inputs
-# (no staging copies of x or the guide), float32 weights and bias requiring grad.
+# (forward, backward): what the launchers add around the PAC kernels, channels-last inputs
+# (no copies of x or the guide), float32 weights and bias requiring grad, as
+# (PyTorch kernels, staging-copy launches):
 #   conv: forward the tap-major weight permute; backward its transposed permute, the bias sum,
-#         the weight gradient's one cast-and-permute copy (one split: no sum)
-#   depthwise: forward the tap weights' cast-and-transpose copy and the zero-padded staging of x
-#         (a fill and a copy); backward the tap weights, the bias sum, the staging of x and of
-#         dL/dy (a fill and a copy each), the weight gradient's split sum and its copy
-#   before this change: conv (1, 7), depthwise (3, 10) (float32 weights; bfloat16 ones added a
-#         separate cast before each permute): the weight gradient summed (one split too),
-#         permuted, then cast; the guide gradient copied by autograd into the guide's layout;
-#         a zero gradient materialised for the out-mask output
-LAUNCHES = {"conv": (1, 3), "depthwise": (3, 8)}
+#         the weight gradient's one cast-and-permute copy (one split: no sum); no staging
+#   depthwise: forward the tap weights' cast-and-transpose copy, and the zero-padded staging of
+#         x; backward the tap weights, the bias sum, the weight gradient's split sum and its
+#         copy, and the staging of x and of dL/dy
+#   before the gradients took their inputs' layouts: conv (1, 7), depthwise (3, 10) PyTorch
+#         kernels (the weight gradient summed (one split too), permuted, then cast; the guide
+#         gradient copied by autograd into the guide's layout; a zero gradient materialised for
+#         the out-mask output); before the staging kernel each staging copy was two PyTorch
+#         kernels (a zero fill of the whole buffer, then a permuting copy into it)
+# NCHW inputs (the perf harness's layout) add staging launches only: x and the guide in the
+# forward; x, the guide and dL/dy in the backward (the depthwise family stages x once for its
+# dK and dW passes, and dL/dy once for dx, dK and dW: before, dK and dW read a second,
+# unpadded copy of dL/dy)
+LAUNCHES = {"conv-channels_last": ((1, 0), (3, 0)), "depthwise-channels_last": ((1, 1), (4, 2)),
+            "conv-nchw": ((1, 2), (3, 3)), "depthwise-nchw": ((1, 2), (4, 3))}
 
 
-@pytest.mark.parametrize("family", list(LAUNCHES))
-def test_launchers_torch_kernels(family, monkeypatch):
+@pytest.mark.parametrize("case", list(LAUNCHES))
+def test_launchers_torch_kernels(case, monkeypatch):
+    family, layout = case.split("-")
     call, tensors = _case(family)
-    leaves = _leaves(tensors, channels_last=True)
+    leaves = _leaves(tensors, channels_last=layout == "channels_last")
     out = {}
     fwd = _torch_launches(lambda: out.setdefault("y", call("triton", **leaves)), monkeypatch)
     y = out["y"]
     gy = torch.ones_like(y)
     bwd = _torch_launches(lambda: y.backward(gy), monkeypatch)
-    assert (len(fwd), len(bwd)) == LAUNCHES[family], (fwd, bwd)
+    assert ((len(fwd[0]), fwd[1]), (len(bwd[0]), bwd[1])) == LAUNCHES[case], (fwd, bwd)
