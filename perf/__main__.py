@@ -97,6 +97,15 @@ def parse_args(argv=None):
     picked = sum(bool(x) for x in (args.quick, args.preset, args.sweep))
     if picked > 1:
         p.error("choose one of --quick, --preset, --sweep")
+    for axis in (args.sweep or []):
+        name = axis if isinstance(axis, str) else axis[0]
+        flag = {"kernel_size": "kernel_size", "channels": "channels", "feature_dim": "feature_dim",
+                "resolution": "resolution", "batch": "batch"}[name]
+        if getattr(args, flag) is not None:
+            p.error(f"--{flag.replace('_', '-')} sets the {name} axis where it is not swept, and --sweep sweeps "
+                    f"it; to sweep chosen values, list them: --sweep {name}=V1/V2")
+    if args.rep_ms is not None and args.rep_ms <= 0:
+        p.error(f"--rep-ms must be positive, got {args.rep_ms}")
     if picked == 0:
         args.quick = True
     # Options that shape a sweep (or a preset) are refused where they would be silently ignored.
@@ -122,8 +131,10 @@ def parse_args(argv=None):
     return args
 
 
-class _Interrupted(Exception):
-    pass
+class _Interrupted(BaseException):
+    """A stage ``timeout``'s SIGTERM: a BaseException, so that the harness's ``except Exception``
+    (a provider that fails, a float64 reference, a graph replay) cannot swallow it and carry on
+    into the ``timeout -k`` SIGKILL, which would leave no summary."""
 
 
 def _on_sigterm(signum, frame):  # a stage `timeout` of gpu_check.sh: keep what was measured
@@ -299,6 +310,7 @@ def run_case(case, providers, device, args, results, bar, check, seed, rep_ms):
     ref = {}
     timed = {}
     timed_graph = {}
+    timed_stream = {}
     details = {}
 
     def reference_outputs():
@@ -308,7 +320,9 @@ def run_case(case, providers, device, args, results, bar, check, seed, rep_ms):
                     raise W.Unavailable("reference not run at this case")
                 inp64 = inp.cast(torch.float64)
                 fwd64, grads64, _ = W.provider_forward(case, inp64, "reference")
-                ref["val"] = W.outputs_of(case.mode, fwd64, grads64, seed)
+                # kept on the CPU: on the device they would sit in every later provider's peak memory
+                ref["val"] = [None if t is None else t.cpu() for t in W.outputs_of(case.mode, fwd64, grads64, seed)]
+                del fwd64, grads64, inp64
             except W.Unavailable:
                 ref["val"] = None  # no reference at this case (e.g. too large): no error metric
             except Exception as e:  # noqa: BLE001
@@ -371,21 +385,31 @@ def run_case(case, providers, device, args, results, bar, check, seed, rep_ms):
                                reps=t["reps"], gflop=case.flops() / 1e9, k_gflop=case.k_flops() / 1e9,
                                tflops=case.flops() / sec / 1e12, gbps=case.bytes() / sec / 1e9,
                                mbytes=case.bytes() / 1e6)
+                if timing.stream_supported(device):
+                    metrics["time_ms_stream"] = timing.bench_stream(fn, device, t["median"])
+                    timed_stream[prov] = metrics["time_ms_stream"]
                 if (getattr(args, "graph", False) or case.graph) and timing.graphs_supported(device):
                     try:
                         metrics["time_ms_graph"] = timing.bench_graph(fn, rep_ms=min(rep_ms, 25.0))
                         timed_graph[prov] = metrics["time_ms_graph"]
                     except Exception as e:  # noqa: BLE001 - the eager timing above stands
                         graph_failure = f"failed: graph replay: {short_reason(e)}"
-                mem = timing.peak_memory(fn, device)
-                if mem is not None:
-                    metrics["peak_mem_bytes"], metrics["peak_mem_extra_bytes"] = mem
                 status = "ok"
             details[prov] = detail
             for name, val in metrics.items():
                 results.add(case, prov, detail, status, name, val)
-            if graph_failure:  # after the eager rows: the summary reads a provider's status off its first row
+            if graph_failure:  # after the eager rows (the summary reads a graph failure off any row)
                 results.add(case, prov, detail, graph_failure, "time_ms_graph", None)
+            if status == "ok":
+                # after the timing rows, on its own: a failure here (e.g. out of memory) keeps them
+                try:
+                    mem = timing.peak_memory(fn, device)
+                    if mem is not None:
+                        results.add(case, prov, detail, status, "peak_mem_bytes", mem[0])
+                        results.add(case, prov, detail, status, "peak_mem_extra_bytes", mem[1])
+                except Exception as e:  # noqa: BLE001 - reported, the timings stand
+                    results.add(case, prov, detail, f"failed: peak memory: {short_reason(e)}", "peak_mem_bytes",
+                                None)
         except (KeyboardInterrupt, _Interrupted):
             raise
         except Exception as e:  # noqa: BLE001 - every failure becomes a row, never dropped
@@ -400,21 +424,19 @@ def run_case(case, providers, device, args, results, bar, check, seed, rep_ms):
         for prov, med in timed.items():
             if prov != "floor":
                 results.add(case, prov, details.get(prov, W.DETAIL[prov]), "ok", "ratio_to_floor", med / floor)
-    floor_g = timed_graph.get("floor")
-    if floor_g:
-        for prov, med in timed_graph.items():
-            if prov != "floor":
-                results.add(case, prov, details.get(prov, W.DETAIL[prov]), "ok", "ratio_to_floor_graph",
-                            med / floor_g)
+    for metric, times in (("ratio_to_floor_graph", timed_graph), ("ratio_to_floor_stream", timed_stream)):
+        floor_t = times.get("floor")
+        if floor_t:
+            for prov, med in times.items():
+                if prov != "floor":
+                    results.add(case, prov, details.get(prov, W.DETAIL[prov]), "ok", metric, med / floor_t)
     del inp, ref
 
 
 def finish(results, out: Path, args, notes, elapsed):
-    import pandas as pd
-
-    from .results import summary_table
-
     df = results.frame()
+    # the summary first (without the charts' notes), so a run killed while drawing keeps it
+    write_summary(df, results.meta, out, notes, [], elapsed, echo=False)
     written = []
     if not args.no_charts and not df.empty:
         try:
@@ -426,14 +448,24 @@ def finish(results, out: Path, args, notes, elapsed):
             from .results import short_reason
 
             notes.append(f"charts failed: {short_reason(e)}")
+    write_summary(df, results.meta, out, notes, written, elapsed)
+
+
+def write_summary(df, m, out: Path, notes, written, elapsed, echo=True):
+    """``summary.txt`` (and, with ``echo``, stdout): the summary table, failure reasons, notes."""
+    import pandas as pd
+
+    from .results import summary_table
+
     table, reasons = summary_table(df)
-    m = results.meta
     lines = [
         f"pac_triton perf — {m['suite']} — {m['device']} — torch {m['torch_version']}, triton "
         f"{m['triton_version']}, pac_triton {m['pac_triton_version']}, commit {m['git_commit']}, {m['timestamp']}",
-        "cells: median time of one call (time / F.conv2d floor time at the same shape; lower is better, "
-        "1.00x = as fast as F.conv2d (cuDNN on CUDA) doing the same GEMM work without K); 'interp': Triton interpreter on a CPU "
-        "(correctness only, err = relative error vs the float64 reference)",
+        "cells: median time of one call, L2 flushed before each (time / the floor's time at the same shape: "
+        "F.conv2d, F.conv_transpose2d for transposed, depthwise F.conv2d for pool; lower is better, 1.00x = as "
+        "fast as cuDNN doing the same GEMM work without K); 'stream': calls back to back, the host's time "
+        "included (what a host-bound call costs in a loop); 'graph': CUDA-graph replay, no host time; "
+        "'interp': Triton interpreter on a CPU (correctness only, err = relative error vs the float64 reference)",
         "",
     ]
     with pd.option_context("display.max_rows", 500, "display.max_columns", 20, "display.width", 250,
@@ -448,7 +480,8 @@ def finish(results, out: Path, args, notes, elapsed):
     lines += ["", f"wrote {', '.join(files)} to {out}/ in {elapsed:.0f} s"]
     text = "\n".join(lines)
     (out / "summary.txt").write_text(text + "\n")
-    print(text)
+    if echo:
+        print(text)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,8 @@ def axis_spec(spec: str):
         raise ValueError(f"sweep values must be integers separated by '/', got {spec!r}") from None
     if not vals:
         raise ValueError(f"no values in sweep {spec!r}")
+    if min(vals) <= 0:
+        raise ValueError(f"sweep values must be positive, got {spec!r}")
     return axis_name(name), vals
 
 
@@ -414,11 +416,13 @@ def preset_convnext(modes, dtypes):
 
 
 def preset_gpu_check():
-    """The short set ``perf/gpu_check.sh`` runs (a few minutes on an H100): the floor shapes of
+    """The short set ``perf/gpu_check.sh`` runs (a few minutes on an H100), the cases the
+    targets read first (a stage timeout keeps what was measured): the floor shapes of
     docs/kernels.md forward in bf16 and TF32, forward+backward in bf16 (guide requiring
-    grad), the transposed and pooling operators once, the convnext preset's four depthwise
-    shapes (forward and forward+backward bf16), and peak memory vs resolution including the
-    3840x2160 frame of the backward issue's memory target."""
+    grad), VGG conv3, the transposed and pooling operators once, the convnext preset's four
+    depthwise shapes (forward and forward+backward bf16), and peak memory vs resolution
+    including the 3840x2160 frame of the backward issue's memory target; last the channel and
+    guide-feature sweeps of the README's ratio chart."""
     out = []
     g = "gpu-check"
     for dt in ("bf16", "tf32"):
@@ -428,16 +432,6 @@ def preset_gpu_check():
     for k in (3, 5, 7):
         out.append(Case(op="conv", c_in=64, k=k, d=16, h=512, mode="fwdbwd", dtype="bf16", group=g,
                         axis="kernel_size", name=f"k={k}"))
-    # Channels and guide features at k5 512^2 (Triton and the floor only: the reference is known to
-    # be 14-50x), for the README's ratio chart (``python -m perf.charts``); the C64 D16 points are
-    # the k sweep's (measured once, drawn on every axis).
-    for mode in ("fwd", "fwdbwd"):
-        for c in (16, 32, 64, 128, 256):
-            out.append(Case(op="conv", c_in=c, k=5, d=16, h=512, mode=mode, dtype="bf16", group=g, axis="channels",
-                            name=f"C={c}", providers=() if c == 64 else ("triton", "floor")))
-        for d in (4, 8, 16, 32, 64):
-            out.append(Case(op="conv", c_in=64, k=5, d=d, h=512, mode=mode, dtype="bf16", group=g,
-                            axis="feature_dim", name=f"D={d}", providers=() if d == 16 else ("triton", "floor")))
     out.append(Case(op="conv", c_in=256, k=3, d=64, h=128, mode="fwd", dtype="bf16", group=g, name="vgg-conv3"))
     out.append(Case(op="conv", c_in=16, k=5, d=8, h=1024, mode="fwd", dtype="bf16", group=g, name="bytes-bound"))
     out.append(Case(op="transposed", c_in=32, k=5, d=16, h=1024, w=448, stride=2, mode="fwd", dtype="bf16", group=g,
@@ -453,6 +447,17 @@ def preset_gpu_check():
         out.append(Case(op="conv", c_in=64, k=5, d=16, h=h, w=w, mode="fwdbwd", dtype="bf16", group=g,
                         axis="resolution", name=f"{w or h}x{h}", gpu_only=big,
                         providers=("triton", "floor") if big else ()))
+    # Last (a stage timeout loses these first; no target reads them): channels and guide
+    # features at k5 512^2 (Triton and the floor only: the reference is known to be 14-50x),
+    # for the README's ratio chart (``python -m perf.charts``); the C64 D16 points are the k
+    # sweep's (measured once, drawn on every axis).
+    for mode in ("fwd", "fwdbwd"):
+        for c in (16, 32, 64, 128, 256):
+            out.append(Case(op="conv", c_in=c, k=5, d=16, h=512, mode=mode, dtype="bf16", group=g, axis="channels",
+                            name=f"C={c}", providers=() if c == 64 else ("triton", "floor")))
+        for d in (4, 8, 16, 32, 64):
+            out.append(Case(op="conv", c_in=64, k=5, d=d, h=512, mode=mode, dtype="bf16", group=g,
+                            axis="feature_dim", name=f"D={d}", providers=() if d == 16 else ("triton", "floor")))
     return merge_shared_points(out)
 
 

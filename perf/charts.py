@@ -22,7 +22,7 @@ from pathlib import Path
 
 MODE_TITLES = {"fwd": "forward", "bwd": "backward", "fwdbwd": "forward + backward"}
 AXIS_TITLES = {"kernel_size": "kernel size k", "channels": "channels (in = out)", "feature_dim": "guide features D",
-               "resolution": "output height H (W = H unless noted)", "batch": "batch"}
+               "resolution": "output height Ho (W = H unless the tick says W x H)", "batch": "batch"}
 PROVIDER_STYLE = {"triton": ("tab:red", "o", "-"), "auto": ("tab:purple", "D", "-"),
                   "reference": ("tab:blue", "s", "-"), "compile": ("tab:green", "^", "-"),
                   "floor": ("black", "x", "--")}
@@ -98,6 +98,15 @@ def axes_in(df) -> list[str]:
     return [a for a in AXIS_FIELD if a in found]
 
 
+def _tick_label(rows, field: str, v) -> str:
+    """The axis value; on the resolution axis ``W x H`` where the shape there is not square."""
+    if field == "h_out":
+        w = rows.loc[rows[field] == v, "w_out"]
+        if len(w) and int(w.iloc[0]) != int(v):
+            return f"{int(w.iloc[0])}x{int(v)}"
+    return str(int(v))
+
+
 def throughput_chart(df, axis: str, path: Path, device: str) -> bool:
     plt = _plt()
     sub = df[on_axis(df, axis) & (df["status"] == "ok") & df["metric"].isin(["tflops", "ratio_to_floor"])]
@@ -140,7 +149,7 @@ def throughput_chart(df, axis: str, path: Path, device: str) -> bool:
                 ax.set_xscale("log", base=2)
             vals = sorted(set(mm[field])) or sorted(set(m[field]))
             ax.set_xticks(vals)
-            ax.set_xticklabels([str(int(v)) for v in vals])
+            ax.set_xticklabels([_tick_label(m, field, v) for v in vals])
             if axis != "kernel_size":
                 ax.minorticks_off()
             ax.grid(True, which="both", alpha=0.3)
@@ -245,6 +254,11 @@ def memory_chart(df, path: Path, device: str) -> bool:
         lambda r: (f"{r['provider']} {r['op']} C{int(r['c_in'])} k{int(r['kernel_size'])} D{int(r['feature_dim'])} "
                    f"{r['dtype']} {r['mode']}"),
         axis=1)
+    # lines only: a shape measured at one resolution (every other case of a run) says nothing
+    # about growth with resolution, and dozens of single points made the legend unreadable
+    sub = sub[sub.groupby("series")["mpix"].transform("nunique") >= 2]
+    if sub.empty:
+        return False
     fig, ax = plt.subplots(figsize=(8, 5.5))
     for series, g in sub.groupby("series", sort=True):
         g = g.sort_values("mpix")
@@ -338,7 +352,7 @@ def make_charts(df, out_dir: Path, device: str, device_type: str):
     elif memory_chart(df, out_dir / "peak_memory_vs_resolution.png", device):
         written.append(out_dir / "peak_memory_vs_resolution.png")
     else:
-        notes.append("peak memory vs resolution: no successful points, chart not drawn")
+        notes.append("peak memory vs resolution: no shape measured at two or more resolutions, chart not drawn")
     return written, notes
 
 

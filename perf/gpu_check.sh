@@ -26,7 +26,9 @@
 #      PAC_TRITON_CHANNELS_LAST_COPIES=0: NCHW gathers, no per-call copies of x, gy, guide).
 # Output (at most 8 files): gpu_check.log, results.csv, summary.txt, breakdown.txt, variants.txt
 # and the PNG charts (packed into one tar when there are too many).
-# Knobs: OUT, PYTHON (python3), T_SETUP/T_TESTS/T_PERF/T_BREAKDOWN/T_VARIANT/T_TOTAL (seconds; defaults 35/95/150/60/40/280,
+# Knobs: STAGES (default "1 2 3 4"; stage 0 always runs: e.g. STAGES="3 4" in a second call runs
+# the breakdown and the variants that the first call's time limit skipped),
+# OUT, PYTHON (python3), T_SETUP/T_TESTS/T_PERF/T_BREAKDOWN/T_VARIANT/T_TOTAL (seconds; defaults 35/95/150/60/40/280,
 # the stage limits shrink so the whole script stays under T_TOTAL), PERF_AUTOTUNE (0: the perf
 # stage times the kernels' default configs; 1: autotune first, slower), PERF_ARGS (extra args).
 # The device has Python 3.12, torch 2.11, triton 3.6, numpy 2.5, pandas, matplotlib, tqdm and no
@@ -48,12 +50,15 @@ unset TRITON_INTERPRET PAC_TRITON_BACKEND
 T0=$SECONDS
 : >"$LOG"
 
+STAGES=" ${STAGES:-1 2 3 4} "
+want() { [[ "$STAGES" == *" $1 "* ]]; }
 left() { echo $(( T_TOTAL - (SECONDS - T0) )); }
 min() { if [ "$1" -lt "$2" ]; then echo "$1"; else echo "$2"; fi; }
 say() { echo "[gpu_check +$((SECONDS - T0))s] $*" | tee -a "$LOG"; }
 status_of() {  # exit code -> word
   case "$1" in
-    0) echo ok ;; 124|137) echo "TIMED OUT" ;; 5) echo "no tests collected" ;; *) echo "FAILED (rc=$1)" ;;
+    0) echo ok ;; 124|137) echo "TIMED OUT" ;; 5) echo "no tests collected" ;; skipped) echo "not run (STAGES)" ;;
+    *) echo "FAILED (rc=$1)" ;;
   esac
 }
 
@@ -105,6 +110,9 @@ else
 fi
 
 # ---- 1. gpu-marked tests -----------------------------------------------------------------------
+RC_TESTS=skipped
+RC_PERF=skipped
+if want 1; then
 LIM_TESTS=$(min "$T_TESTS" $(( $(left) - 60 - 15 )))   # keep at least 60 s for the timings
 [ "$LIM_TESTS" -lt 10 ] && LIM_TESTS=10
 # ~100 gpu tests, each compiling its own kernel specialisations: compile in parallel when
@@ -116,8 +124,10 @@ say "stage 1: pytest -m gpu ${XDIST[*]} (PAC_TRITON_AUTOTUNE=0, limit ${LIM_TEST
   -p no:cacheprovider -c "$REPO/pyproject.toml" --rootdir "$REPO" "$REPO/tests") 2>&1 | tee -a "$LOG"
 RC_TESTS=${PIPESTATUS[0]}
 say "stage 1: $(status_of "$RC_TESTS")"
+fi
 
 # ---- 2. timings ------------------------------------------------------------------------------
+if want 2; then
 LIM_PERF=$(min "$T_PERF" $(( $(left) - 15 )))
 [ "$LIM_PERF" -lt 10 ] && LIM_PERF=10
 say "stage 2: perf --preset gpu-check (PAC_TRITON_AUTOTUNE=${PERF_AUTOTUNE:-0}, limit ${LIM_PERF}s)"
@@ -126,10 +136,13 @@ say "stage 2: perf --preset gpu-check (PAC_TRITON_AUTOTUNE=${PERF_AUTOTUNE:-0}, 
   "$PY" -m "$PERF_MOD" --preset gpu-check --out "$OUT" --no-progress ${PERF_ARGS:-}) 2>&1 | tee -a "$LOG"
 RC_PERF=${PIPESTATUS[0]}
 say "stage 2: $(status_of "$RC_PERF") (an interrupted run still writes what it measured)"
+fi
 
 # ---- 3. where the time goes: per-kernel device time of one fwd / fwd+bwd call ------------------
 LIM_BD=$(min "${T_BREAKDOWN:-60}" $(( $(left) - 10 )))
-if [ "$LIM_BD" -ge 20 ]; then
+if ! want 3; then
+  say "stage 3: not run (STAGES)"
+elif [ "$LIM_BD" -ge 20 ]; then
   say "stage 3: perf.breakdown C64 k5 D16 512² bf16, fwd and fwdbwd, triton and F.conv2d (limit ${LIM_BD}s)"
   (cd "$RUN_DIR" && PAC_TRITON_AUTOTUNE="${PERF_AUTOTUNE:-0}" timeout -k 10 "$LIM_BD" \
     "$PY" -m "${PERF_MOD}.breakdown" --k 5 --out "$OUT/breakdown.txt") 2>&1 | grep -v USDT | tee -a "$LOG"
@@ -137,18 +150,22 @@ if [ "$LIM_BD" -ge 20 ]; then
   say "stage 3: $(status_of "$RC_BD")"
 else
   say "stage 3: skipped (${LIM_BD}s left)"
+  echo "# breakdown skipped (${LIM_BD}s left; rerun with STAGES=3)" >"$OUT/breakdown.txt"
 fi
 
 # ---- 4. (if time is left) experiments: C64 D16 512² bf16 k5 fwd and fwd+bwd under each variant
 #      (VARIANTS, ';'-separated environment assignments, "default" = none), into variants.txt;
 #      TUNE_FLAG=--autotune tunes the default run instead ------------------------------------------
 VARIANTS="${VARIANTS:-default;PAC_TRITON_FORCE=num_stages=1;PAC_TRITON_FORCE=BLOCK_P=128,num_warps=8;PAC_TRITON_CHANNELS_LAST_COPIES=0}"
-: >"$OUT/variants.txt"
 IFS=';' read -r -a VLIST <<<"$VARIANTS"
+want 4 && : >"$OUT/variants.txt"
+want 4 || VLIST=()
 for V in "${VLIST[@]}"; do
   LIM_V=$(min "${T_VARIANT:-40}" $(( $(left) - 10 )))
   if [ "$LIM_V" -lt 20 ]; then
-    say "stage 4: variant '$V' skipped (${LIM_V}s left)"; continue
+    say "stage 4: variant '$V' skipped (${LIM_V}s left)"
+    echo "## variant: ${V}: skipped (${LIM_V}s left; rerun with STAGES=4)" >>"$OUT/variants.txt"
+    continue
   fi
   say "stage 4: variant '$V' (limit ${LIM_V}s)"
   # "default": no override (an empty PAC_TRITON_FORCE; the knobs are read at each launch)
@@ -172,6 +189,6 @@ say "done in $((SECONDS - T0))s: tests $(status_of "$RC_TESTS"), perf $(status_o
 ls -l "$OUT" | tee -a "$LOG"
 # The summary table last, so it is the end of the call's output.
 [ -f "$OUT/summary.txt" ] && cat "$OUT/summary.txt"
-[ "$RC_TESTS" = 0 ] || [ "$RC_TESTS" = 5 ] || exit 1
-[ "$RC_PERF" = 0 ] || exit 2
+[ "$RC_TESTS" = 0 ] || [ "$RC_TESTS" = 5 ] || [ "$RC_TESTS" = skipped ] || exit 1
+[ "$RC_PERF" = 0 ] || [ "$RC_PERF" = skipped ] || exit 2
 exit 0

@@ -41,7 +41,7 @@ METRICS = {
     "time_ms_median": "ms",        # median time of one call of the mode's region
     "time_ms_p20": "ms",
     "time_ms_p80": "ms",
-    "reps": "count",               # timed calls (CUDA: do_bench's estimate)
+    "reps": "count",               # timed calls (CUDA: an upper bound, rep_ms / median; do_bench also flushes L2)
     "gflop": "GFLOP",              # documented GEMM count of the mode (same for every provider)
     "k_gflop": "GFLOP",            # K work, reported separately (not in gflop)
     "tflops": "TFLOP/s",           # gflop / median
@@ -50,6 +50,8 @@ METRICS = {
     "ratio_to_floor": "x",         # median / floor median at the same case (1 = as fast as cuDNN)
     "time_ms_graph": "ms",         # CUDA, cases marked graph or --graph: median of CUDA-graph replays (no host time)
     "ratio_to_floor_graph": "x",   # time_ms_graph / the floor's time_ms_graph
+    "time_ms_stream": "ms",        # CUDA: median per call of calls back to back, no flush (host time included)
+    "ratio_to_floor_stream": "x",  # time_ms_stream / the floor's time_ms_stream
     "peak_mem_bytes": "bytes",     # CUDA: torch.cuda.max_memory_allocated over one call (inputs included)
     "peak_mem_extra_bytes": "bytes",  # CUDA: that peak minus what was allocated before the call
     "rel_err_vs_reference": "rel",    # ||y - y_ref|| / ||y_ref|| (max over output and gradients), ref in float64
@@ -93,7 +95,8 @@ def run_metadata(device: torch.device, suite: str) -> dict:
         git_commit=git_commit(Path(__file__).resolve().parents[1]),
         python_version=platform.python_version(), cpu_threads=torch.get_num_threads(), suite=suite,
         settings=";".join([f"{k}={os.environ.get(k, '')}" for k in
-                           ("PAC_TRITON_AUTOTUNE", "PAC_TRITON_BACKEND", "TRITON_INTERPRET")]
+                           ("PAC_TRITON_AUTOTUNE", "PAC_TRITON_BACKEND", "PAC_TRITON_FORCE",
+                            "PAC_TRITON_CHANNELS_LAST_COPIES", "TRITON_INTERPRET")]
                           + [f"cudnn.benchmark={torch.backends.cudnn.benchmark}"]),
     )
 
@@ -148,6 +151,10 @@ def _label(row) -> str:
             f"out {res}{extra}")
 
 
+def _ratio_text(ratio, prov) -> str:
+    return f" ({ratio:.2f}x)" if ratio is not None and ratio == ratio and prov != "floor" else ""
+
+
 def summary_table(df):
     """One line per (case, mode, dtype), one column per provider: ``median ms (x floor)``, then
     ``err`` (relative error vs the float64 reference) and ``NONDETERMINISTIC`` (two runs
@@ -165,16 +172,21 @@ def summary_table(df):
             order.append(cid)
         status = str(first["status"])
         vals = dict(zip(g["metric"], g["value"]))
+        # failures of a part of the measurement (graph replay, peak memory) come after the
+        # provider's "ok" rows: said in the cell and counted among the reasons
+        partial = [str(st) for st in g["status"].iloc[1:] if str(st).startswith("failed: ")]
         if status == "ok":
             med = vals.get("time_ms_median", float("nan"))
-            ratio = vals.get("ratio_to_floor")
-            text = f"{med:.3g} ms"
-            if ratio is not None and prov != "floor" and ratio == ratio:
-                text += f" ({ratio:.2f}x)"
-            graph, ratio_g = vals.get("time_ms_graph"), vals.get("ratio_to_floor_graph")
-            if graph is not None and graph == graph:
-                text += f" graph {graph:.3g} ms" + (f" ({ratio_g:.2f}x)" if ratio_g is not None and ratio_g == ratio_g
-                                                   and prov != "floor" else "")
+            text = f"{med:.3g} ms" + _ratio_text(vals.get("ratio_to_floor"), prov)
+            for name in ("stream", "graph"):
+                t = vals.get(f"time_ms_{name}")
+                if t is not None and t == t:
+                    text += f" {name} {t:.3g} ms" + _ratio_text(vals.get(f"ratio_to_floor_{name}"), prov)
+            for st in partial:
+                part = st.split(": ")[1]
+                text += f" [{part} failed]"
+                why = st.partition(": ")[2]
+                reasons[why] = reasons.get(why, 0) + 1
         elif status == "interpreted":
             err = vals.get("rel_err_vs_reference")
             text = "interp" + (f" err {err:.1e}" if err is not None and err == err else "")

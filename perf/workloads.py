@@ -280,7 +280,7 @@ def rel_err(a, b) -> float:
             if (x is None) != (y is None):
                 return float("inf")
             continue
-        x64, y64 = x.detach().double(), y.detach().double()
+        x64, y64 = x.detach().double(), y.detach().to(device=x.device, dtype=torch.float64)
         if not torch.isfinite(x64).all():
             return float("inf")
         den = torch.linalg.vector_norm(y64).item()

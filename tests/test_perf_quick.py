@@ -167,6 +167,10 @@ def _perf_main():
     (["--channels", "32"], ["--channels", "--sweep"]),
     (["--preset", "vgg", "--op", "conv"], ["--op", "--sweep", "--preset vgg"]),
     (["--dtype", "bf16"], ["--dtype", "--quick"]),
+    (["--sweep", "k=3/5", "--kernel-size", "3"], ["--kernel-size", "--sweep kernel_size="]),
+    (["--sweep", "res", "--resolution", "7"], ["--resolution", "--sweep resolution="]),
+    (["--quick", "--rep-ms", "0"], ["--rep-ms", "positive"]),
+    (["--sweep", "k=0"], ["positive", "k=0"]),
 ])
 def test_cli_refuses_options_it_would_ignore(argv, words, capsys):
     """Issue 12: `pac-perf --op conv` used to run the whole quick set silently."""
@@ -354,3 +358,76 @@ def test_graph_timing_rows(monkeypatch):
     _run_case(C.Case(op="conv", b=1, c_in=4, k=3, d=2, h=6, mode="fwd", dtype="fp32", group="test", name="n"),
               ["floor"])
     assert calls == []
+
+
+def test_summary_says_a_graph_replay_failed(monkeypatch):
+    """A provider whose eager timing stands but whose CUDA-graph replay failed: the summary cell
+    says so and the reason is counted (before, the cell read like a plain success: the summary
+    took a provider's status off its first row only)."""
+    C, T, R = _perf_module("cases"), _perf_module("timing"), _perf_module("results")
+    monkeypatch.setattr(T, "graphs_supported", lambda device: True)
+
+    def failing(fn, rep_ms=100.0):
+        raise RuntimeError("capture failed")
+    monkeypatch.setattr(T, "bench_graph", failing)
+    case = C.Case(op="conv", b=1, c_in=4, k=3, d=2, h=6, mode="fwd", dtype="fp32", group="test", name="g",
+                  graph=True)
+    table, reasons = R.summary_table(_run_case(case, ["floor", "reference"]))
+    assert "[graph replay failed]" in table["reference"].iloc[0], table.to_string()
+    assert any("capture failed" in why for why, _ in reasons), reasons
+
+
+def test_stream_timing_rows(monkeypatch):
+    """On CUDA every timed point is also timed back to back (``time_ms_stream``: the host's time
+    included, which ``do_bench``'s flush hides) with its ratio to the floor's (stand-in timer
+    here: the events need CUDA)."""
+    C, T, R = _perf_module("cases"), _perf_module("timing"), _perf_module("results")
+    monkeypatch.setattr(T, "stream_supported", lambda device: True)
+    times = iter([2.0, 5.0])  # the floor's, then the reference's
+    monkeypatch.setattr(T, "bench_stream", lambda fn, device, median_ms: next(times))
+    case = C.Case(op="conv", b=1, c_in=4, k=3, d=2, h=6, mode="fwd", dtype="fp32", group="test", name="s")
+    df = _run_case(case, ["floor", "reference"])
+    stream = df[df["metric"] == "time_ms_stream"].set_index("provider")["value"]
+    assert stream.to_dict() == {"floor": 2.0, "reference": 5.0}
+    ratio = df[df["metric"] == "ratio_to_floor_stream"].set_index("provider")["value"]
+    assert ratio.to_dict() == {"reference": 2.5}
+    table, _ = R.summary_table(df)
+    assert "stream 5 ms (2.50x)" in table["reference"].iloc[0], table.to_string()
+
+
+def test_a_stage_timeout_is_not_an_exception():
+    """The SIGTERM of a stage ``timeout`` must end the run (which then writes its summary), not
+    be taken by the harness's ``except Exception`` handlers for a failing provider."""
+    main = _perf_module("__main__")
+    assert issubclass(main._Interrupted, BaseException) and not issubclass(main._Interrupted, Exception)
+
+
+def test_memory_chart_draws_only_shapes_at_several_resolutions(tmp_path):
+    """The peak-memory chart draws lines (a shape at two or more resolutions), not one point
+    per other case of the run."""
+    import pandas as pd
+    charts = _perf_module("charts")
+    base = dict(status="ok", metric="peak_mem_bytes", batch=1, op="conv", c_in=64, kernel_size=5, feature_dim=16,
+                dtype="bf16", mode="fwdbwd", provider="triton")
+    rows = [dict(base, h_out=512, w_out=512, value=1e9), dict(base, h_out=1024, w_out=1024, value=3e9),
+            dict(base, c_in=16, h_out=512, w_out=512, value=5e8)]
+    assert charts.memory_chart(pd.DataFrame(rows), tmp_path / "m.png", "dev")
+    assert not charts.memory_chart(pd.DataFrame(rows[2:]), tmp_path / "n.png", "dev")
+
+
+def test_a_failed_peak_memory_keeps_the_timing(monkeypatch):
+    """Peak memory is measured after the timing rows are recorded and on its own: its failure
+    (e.g. out of memory) is a row saying so, the provider's timing and ratio stand."""
+    C, T, R = _perf_module("cases"), _perf_module("timing"), _perf_module("results")
+
+    def oom(fn, device):
+        raise RuntimeError("CUDA out of memory")
+    monkeypatch.setattr(T, "peak_memory", oom)
+    case = C.Case(op="conv", b=1, c_in=4, k=3, d=2, h=6, mode="fwd", dtype="fp32", group="test", name="m")
+    df = _run_case(case, ["floor", "reference"])
+    ref = df[df["provider"] == "reference"]
+    assert ref["status"].iloc[0] == "ok" and "time_ms_median" in set(ref["metric"])
+    assert (ref["status"] == "failed: peak memory: RuntimeError: CUDA out of memory").any()
+    assert "ratio_to_floor" in set(ref["metric"])
+    table, reasons = R.summary_table(df)
+    assert "[peak memory failed]" in table["reference"].iloc[0], table.to_string()
