@@ -528,22 +528,27 @@ BWD_CORE = ("bwd_conv_dxdk", "bwd_conv_dxdk_padded", "bwd_conv_dw", "bwd_conv_dw
             "bwd_dwc_dk_padded", "bwd_dwc_dx_padded")
 
 def stage_variants(dt):
-    """The staging copy (``jit_common.pac_stage_kernel``) at its default tile for a C = 64 image
-    512 wide: from an NCHW tensor (unit column stride: the transpose through shared memory) and
-    from a channels-last one (unit channel stride), as the JIT specialises them at launch."""
+    """The staging copy (``jit_common.pac_stage_kernel``) at its default tiles for a C = 64 image
+    512 wide (one row of 64 pixels per program) and 7 wide (ConvNeXt's last stage: 4 rows of
+    16): from an NCHW tensor (unit column stride: the transpose through shared memory) and from
+    a channels-last one (unit channel stride), as the JIT specialises them at launch."""
     elem = {"fp64": 8, "fp32": 4}.get(dt, 2)
-    cfg = {**configs.stage_default(516, 64, elem), "num_stages": 1}
-    const = dict(IDX64=False, BLOCK_W=cfg["BLOCK_W"], BLOCK_C=cfg["BLOCK_C"])
     ptrs = dict(x_ptr=dt, y_ptr=dt)
-    yield ("stage_nchw", ptrs, {**const, "sxw": 1, "_div16": ("C", "CP", "sxb", "sxc", "sxh")}, cfg)
-    yield ("stage_channels_last", ptrs, {**const, "sxc": 1, "_div16": ("C", "CP", "sxb", "sxh", "sxw")}, cfg)
-    yield ("stage_idx64", ptrs, {**const, "IDX64": True, "sxw": 1}, cfg)
+    for suffix, (hp, wp) in (("", (516, 516)), ("_narrow", (13, 13))):
+        cfg = {**configs.stage_default(hp, wp, 64, elem), "num_stages": 1}
+        const = dict(IDX64=False, BLOCK_H=cfg["BLOCK_H"], BLOCK_W=cfg["BLOCK_W"], BLOCK_C=cfg["BLOCK_C"])
+        yield ("stage_nchw" + suffix, ptrs, {**const, "sxw": 1, "_div16": ("C", "CP", "sxb", "sxc", "sxh")}, cfg)
+        yield ("stage_channels_last" + suffix, ptrs,
+               {**const, "sxc": 1, "_div16": ("C", "CP", "sxb", "sxh", "sxw")}, cfg)
+        if not suffix:
+            yield ("stage_idx64", ptrs, {**const, "IDX64": True, "sxw": 1, "_div16": ("C", "CP", "sxb", "sxc", "sxh")},
+                   cfg)
 
 
 CORE = ("conv_guide", "conv_guide_vec", "conv_guide_padded", "convT_guide", "convT_guide_vec",
         "convT_guide_padded", "shared_conv", "dw_conv",
         "dw_conv_padded_C16", "dw_conv_padded_C32", "dw_conv_padded_C64", "dw_conv_padded_C96", "pool_padded",
-        "packernel_cw", "stage_nchw", "stage_channels_last") + BWD_CORE
+        "packernel_cw", "stage_nchw", "stage_channels_last", "stage_nchw_narrow") + BWD_CORE
 
 
 def all_variants(dtypes):

@@ -567,13 +567,16 @@ def _shared_dw_default(C, KK, B, Ho, Wo, f64, vec, per_channel, padded, forced_k
 
 
 @functools.lru_cache(maxsize=256)
-def stage_default(Wp: int, CP: int, elem_size: int) -> dict:
-    """The staging copy's tile (``jit_common.pac_stage_kernel``): up to 64 pixels of a row by up
-    to 64 channels (32 for float64), each a power of two >= 16 that the row / channel count
-    fills where it can, 4 warps. Not a tile experiment: ``PAC_TRITON_FORCE`` leaves it alone."""
+def stage_default(Hp: int, Wp: int, CP: int, elem_size: int, interp: bool = False) -> dict:
+    """The staging copy's tile (``jit_common.pac_stage_kernel``): up to 64 pixels by up to 64
+    channels (32 for float64), as BLOCK_H rows of BLOCK_W pixels, each a power of two that the
+    image fills where it can (BLOCK_W >= 16: whole 32-byte sectors of an NCHW row), 4 warps.
+    Under the interpreter (``interp``), whose cost is per program, not per element, a program
+    takes up to 64 x 64 pixels. Not a tile experiment: ``PAC_TRITON_FORCE`` leaves it alone."""
     bw = clamp(np2(Wp), 16, 64)
     bc = clamp(np2(CP), 16, 32 if elem_size > 4 else 64)
-    return dict(BLOCK_W=bw, BLOCK_C=bc, num_warps=4)
+    bh = clamp(np2(Hp), 1, 64) if interp else clamp(64 // bw, 1, np2(Hp))
+    return dict(BLOCK_H=bh, BLOCK_W=bw, BLOCK_C=bc, num_warps=4)
 
 
 def guide_bwd_block_p(f64: bool, rt: Runtime | None = None) -> int:

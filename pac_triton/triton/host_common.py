@@ -419,10 +419,12 @@ def padded_channels_last(x, padding, c_pad):
     xp = empty((B, Hp, Wp, c_pad), x.dtype, x.device)
     if x.numel() == 0:  # nothing to read (B, C, H or W is 0): the zero border, if any
         return xp.zero_().permute(0, 3, 1, 2)
-    cfg = configs.stage_default(Wp, c_pad, x.element_size())
-    grid = (Hp * configs.cdiv(Wp, cfg["BLOCK_W"]), configs.cdiv(c_pad, cfg["BLOCK_C"]), B)
+    cfg = configs.stage_default(Hp, Wp, c_pad, x.element_size(), configs.interpreting())
+    grid = (configs.cdiv(Hp, cfg["BLOCK_H"]) * configs.cdiv(Wp, cfg["BLOCK_W"]), configs.cdiv(c_pad, cfg["BLOCK_C"]),
+            B)
     checked(jc.pac_stage_kernel)[grid](x, xp, C, H, W, Hp, Wp, c_pad, top, left, *x.stride(),
-                                       BLOCK_W=cfg["BLOCK_W"], BLOCK_C=cfg["BLOCK_C"], num_warps=cfg["num_warps"])
+                                       BLOCK_H=cfg["BLOCK_H"], BLOCK_W=cfg["BLOCK_W"], BLOCK_C=cfg["BLOCK_C"],
+                                       num_warps=cfg["num_warps"])
     return xp.permute(0, 3, 1, 2)
 
 

@@ -428,22 +428,24 @@ def _norm_divisor(nsum, vsum, NORMALIZE: tl.constexpr):
 
 @triton.jit
 def pac_stage_kernel(x_ptr, y_ptr, C, H, W, Hp, Wp, CP, TOP, LEFT, sxb, sxc, sxh, sxw,
-                     IDX64: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+                     IDX64: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
     """y[b, i, j, c] = x[b, c, i - TOP, j - LEFT] where that is an element of x (c < C), else 0.
 
     The staging copy the kernels gather from (``host_common.padded_channels_last``): every
     element of ``y`` written once, ``x`` read once. Pointers: ``x_ptr`` the input
     ``[B, C, H, W]`` (strides sx*, in elements: any layout); ``y_ptr`` the copy
-    ``[B, Hp, Wp, CP]`` contiguous (CP >= C). Grid ``(Hp * cdiv(Wp, BLOCK_W), cdiv(CP,
-    BLOCK_C), B)``: a program writes BLOCK_W pixels of one row and BLOCK_C channels. An NCHW
-    ``x`` is read along image rows and ``y`` written along channel runs, so the compiler routes
-    the tile through shared memory (a transpose): both sides coalesced."""
+    ``[B, Hp, Wp, CP]`` contiguous (CP >= C). Grid ``(cdiv(Hp, BLOCK_H) * cdiv(Wp, BLOCK_W),
+    cdiv(CP, BLOCK_C), B)``: a program writes a BLOCK_H x BLOCK_W rectangle of pixels and
+    BLOCK_C channels. An NCHW ``x`` is read along image rows (BLOCK_W contiguous pixels) and
+    ``y`` written along channel runs, so the compiler routes the tile through shared memory (a
+    transpose): both sides coalesced."""
     r = tl.program_id(0)
     cb = tl.program_id(1)
     b = tl.program_id(2)
     nwb = tl.cdiv(Wp, BLOCK_W)
-    i = r // nwb
-    j = (r - i * nwb) * BLOCK_W + tl.arange(0, BLOCK_W)
+    p = tl.arange(0, BLOCK_H * BLOCK_W)
+    i = (r // nwb) * BLOCK_H + p // BLOCK_W
+    j = (r % nwb) * BLOCK_W + p % BLOCK_W
     c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
     if IDX64:
         b = b.to(tl.int64)
@@ -452,9 +454,8 @@ def pac_stage_kernel(x_ptr, y_ptr, C, H, W, Hp, Wp, CP, TOP, LEFT, sxb, sxc, sxh
         c = c.to(tl.int64)
     h = i - TOP
     w = j - LEFT
-    w_end = tl.where((h >= 0) & (h < H), W, 0)  # the row's input columns end (none outside the image)
-    inside = (w >= 0) & (w < w_end)
-    v = tl.load(x_ptr + (b * sxb + h * sxh) + w[:, None] * sxw + c[None, :] * sxc,
+    inside = (h >= 0) & (h < H) & (w >= 0) & (w < W)
+    v = tl.load(x_ptr + b * sxb + (h * sxh + w * sxw)[:, None] + c[None, :] * sxc,
                 mask=inside[:, None] & (c < C)[None, :], other=0.0)
     tl.store(y_ptr + ((b * Hp + i) * Wp + j)[:, None] * CP + c[None, :], v,
-             mask=(j < Wp)[:, None] & (c < CP)[None, :])
+             mask=((i < Hp) & (j < Wp))[:, None] & (c < CP)[None, :])
