@@ -20,7 +20,7 @@ their neighbours) and three upsamplers bring it back:
   few features learned from the photo; a PAC transposed conv (starting as the joint bilateral
   filter) and a PAC conv predicting a residual. Trained in float32 for ``--steps`` Adam steps
   on random ``--crop`` crops of the *left* half of the scene (defaults: 60 steps, 32-pixel
-  crops, 4 channels: a few minutes on a 2-core CPU; the training barely moves it past the fixed
+  crops, 4 channels: about ten seconds on a 2-core CPU; the training barely moves it past the fixed
   filter at these settings: more steps, crops or channels help a little, at a cost).
 
 PSNR is measured on the held-out *right* half, over pixels with ground truth, and over the
