@@ -106,6 +106,9 @@ def parse_args(argv=None):
                     f"it; to sweep chosen values, list them: --sweep {name}=V1/V2")
     if args.rep_ms is not None and args.rep_ms <= 0:
         p.error(f"--rep-ms must be positive, got {args.rep_ms}")
+    for flag in ("batch", "channels", "kernel_size", "feature_dim", "resolution"):
+        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
+            p.error(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     if picked == 0:
         args.quick = True
     # Options that shape a sweep (or a preset) are refused where they would be silently ignored.
@@ -348,7 +351,7 @@ def run_case(case, providers, device, args, results, bar, check, seed, rep_ms):
             bar.update()
             continue
         fn = fwd = grads = None
-        graph_failure = None
+        part_failures = []  # (metric, status) of the parts of a measurement that failed
         try:
             if inp is None:
                 inp = W.make_inputs(case, device, seed)
@@ -386,20 +389,23 @@ def run_case(case, providers, device, args, results, bar, check, seed, rep_ms):
                                tflops=case.flops() / sec / 1e12, gbps=case.bytes() / sec / 1e9,
                                mbytes=case.bytes() / 1e6)
                 if timing.stream_supported(device):
-                    metrics["time_ms_stream"] = timing.bench_stream(fn, device, t["median"])
-                    timed_stream[prov] = metrics["time_ms_stream"]
+                    try:
+                        metrics["time_ms_stream"] = timing.bench_stream(fn, device, t["median"])
+                        timed_stream[prov] = metrics["time_ms_stream"]
+                    except Exception as e:  # noqa: BLE001 - the timing above stands
+                        part_failures.append(("time_ms_stream", f"failed: stream: {short_reason(e)}"))
                 if (getattr(args, "graph", False) or case.graph) and timing.graphs_supported(device):
                     try:
                         metrics["time_ms_graph"] = timing.bench_graph(fn, rep_ms=min(rep_ms, 25.0))
                         timed_graph[prov] = metrics["time_ms_graph"]
-                    except Exception as e:  # noqa: BLE001 - the eager timing above stands
-                        graph_failure = f"failed: graph replay: {short_reason(e)}"
+                    except Exception as e:  # noqa: BLE001 - the timing above stands
+                        part_failures.append(("time_ms_graph", f"failed: graph replay: {short_reason(e)}"))
                 status = "ok"
             details[prov] = detail
             for name, val in metrics.items():
                 results.add(case, prov, detail, status, name, val)
-            if graph_failure:  # after the eager rows (the summary reads a graph failure off any row)
-                results.add(case, prov, detail, graph_failure, "time_ms_graph", None)
+            for name, failure in part_failures:  # after the provider's rows (the summary reads them off any row)
+                results.add(case, prov, detail, failure, name, None)
             if status == "ok":
                 # after the timing rows, on its own: a failure here (e.g. out of memory) keeps them
                 try:

@@ -26,7 +26,7 @@
 #      PAC_TRITON_CHANNELS_LAST_COPIES=0: NCHW gathers, no per-call copies of x, gy, guide).
 # Output (at most 8 files): gpu_check.log, results.csv, summary.txt, breakdown.txt, variants.txt
 # and the PNG charts (packed into one tar when there are too many).
-# Knobs: STAGES (default "1 2 3 4"; stage 0 always runs: e.g. STAGES="3 4" in a second call runs
+# Knobs: STAGES (default "1 2 3 4"; stage 0 always runs; STAGES="" only it: e.g. STAGES="3 4" in a second call runs
 # the breakdown and the variants that the first call's time limit skipped),
 # OUT, PYTHON (python3), T_SETUP/T_TESTS/T_PERF/T_BREAKDOWN/T_VARIANT/T_TOTAL (seconds; defaults 35/95/150/60/40/280,
 # the stage limits shrink so the whole script stays under T_TOTAL), PERF_AUTOTUNE (0: the perf
@@ -50,7 +50,7 @@ unset TRITON_INTERPRET PAC_TRITON_BACKEND
 T0=$SECONDS
 : >"$LOG"
 
-STAGES=" ${STAGES:-1 2 3 4} "
+STAGES=" ${STAGES-1 2 3 4} "
 want() { [[ "$STAGES" == *" $1 "* ]]; }
 left() { echo $(( T_TOTAL - (SECONDS - T0) )); }
 min() { if [ "$1" -lt "$2" ]; then echo "$1"; else echo "$2"; fi; }
@@ -112,8 +112,11 @@ fi
 # ---- 1. gpu-marked tests -----------------------------------------------------------------------
 RC_TESTS=skipped
 RC_PERF=skipped
-if want 1; then
-LIM_TESTS=$(min "$T_TESTS" $(( $(left) - 60 - 15 )))   # keep at least 60 s for the timings
+if ! want 1; then
+  say "stage 1: not run (STAGES)"
+else
+RESERVE=15; want 2 && RESERVE=75   # keep at least 60 s for the timings when they run
+LIM_TESTS=$(min "$T_TESTS" $(( $(left) - RESERVE )))
 [ "$LIM_TESTS" -lt 10 ] && LIM_TESTS=10
 # ~100 gpu tests, each compiling its own kernel specialisations: compile in parallel when
 # pytest-xdist is there (the image has it; 16 CPU cores, one GPU shared by the workers)
@@ -127,7 +130,9 @@ say "stage 1: $(status_of "$RC_TESTS")"
 fi
 
 # ---- 2. timings ------------------------------------------------------------------------------
-if want 2; then
+if ! want 2; then
+  say "stage 2: not run (STAGES)"
+else
 LIM_PERF=$(min "$T_PERF" $(( $(left) - 15 )))
 [ "$LIM_PERF" -lt 10 ] && LIM_PERF=10
 say "stage 2: perf --preset gpu-check (PAC_TRITON_AUTOTUNE=${PERF_AUTOTUNE:-0}, limit ${LIM_PERF}s)"
@@ -158,8 +163,7 @@ fi
 #      TUNE_FLAG=--autotune tunes the default run instead ------------------------------------------
 VARIANTS="${VARIANTS:-default;PAC_TRITON_FORCE=num_stages=1;PAC_TRITON_FORCE=BLOCK_P=128,num_warps=8;PAC_TRITON_CHANNELS_LAST_COPIES=0}"
 IFS=';' read -r -a VLIST <<<"$VARIANTS"
-want 4 && : >"$OUT/variants.txt"
-want 4 || VLIST=()
+if want 4; then : >"$OUT/variants.txt"; else say "stage 4: not run (STAGES)"; VLIST=(); fi
 for V in "${VLIST[@]}"; do
   LIM_V=$(min "${T_VARIANT:-40}" $(( $(left) - 10 )))
   if [ "$LIM_V" -lt 20 ]; then

@@ -67,11 +67,14 @@ def stream_supported(device: torch.device) -> bool:
 def bench_stream(fn, device: torch.device, median_ms: float, batch_ms: float = 5.0, batches: int = 3) -> float:
     """Median ms per call of ``fn`` called back to back between two CUDA events (no L2 flush,
     no synchronisation between the calls), over ``batches`` batches of about ``batch_ms`` each
-    (sized from ``median_ms``, ``do_bench``'s time). A call whose host time (Python, launches)
+    (sized from ``median_ms``, ``do_bench``'s time; a call slower than ~``batch_ms / 3``: one
+    batch of one or two calls, so slow providers cost little more). A call whose host time (Python, launches)
     exceeds its GPU time keeps the GPU waiting, so this is at least the host time per call:
     ``do_bench`` hides up to its flush's duration (~60 us on an H200) of it, as its start event
     waits behind the flush while the host is already launching the call."""
-    n = max(3, min(1000, int(batch_ms / max(median_ms, 1e-3))))
+    n = max(1, min(1000, round(batch_ms / max(median_ms, 1e-3))))
+    if n < 3:  # a slow call (e.g. the reference at full size): one short batch, not 9+ calls
+        batches = 1
     times = []
     for _ in range(batches):
         torch.cuda.synchronize(device)

@@ -171,6 +171,7 @@ def _perf_main():
     (["--sweep", "res", "--resolution", "7"], ["--resolution", "--sweep resolution="]),
     (["--quick", "--rep-ms", "0"], ["--rep-ms", "positive"]),
     (["--sweep", "k=0"], ["positive", "k=0"]),
+    (["--sweep", "k", "--channels", "0"], ["--channels", "positive"]),
 ])
 def test_cli_refuses_options_it_would_ignore(argv, words, capsys):
     """Issue 12: `pac-perf --op conv` used to run the whole quick set silently."""
@@ -431,3 +432,21 @@ def test_a_failed_peak_memory_keeps_the_timing(monkeypatch):
     assert "ratio_to_floor" in set(ref["metric"])
     table, reasons = R.summary_table(df)
     assert "[peak memory failed]" in table["reference"].iloc[0], table.to_string()
+
+
+def test_a_failed_stream_timing_keeps_the_timing(monkeypatch):
+    """The back-to-back timing is a part of the measurement: its failure is a row saying so after
+    the provider's rows; the provider's median time and ratio stand."""
+    C, T, R = _perf_module("cases"), _perf_module("timing"), _perf_module("results")
+    monkeypatch.setattr(T, "stream_supported", lambda device: True)
+
+    def fails(fn, device, median_ms):
+        raise RuntimeError("event failed")
+    monkeypatch.setattr(T, "bench_stream", fails)
+    case = C.Case(op="conv", b=1, c_in=4, k=3, d=2, h=6, mode="fwd", dtype="fp32", group="test", name="f")
+    df = _run_case(case, ["floor", "reference"])
+    ref = df[df["provider"] == "reference"]
+    assert ref["status"].iloc[0] == "ok" and {"time_ms_median", "ratio_to_floor"} <= set(ref["metric"])
+    assert (ref["status"] == "failed: stream: RuntimeError: event failed").any()
+    table, _ = R.summary_table(df)
+    assert "[stream failed]" in table["reference"].iloc[0], table.to_string()

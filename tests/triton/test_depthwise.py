@@ -659,6 +659,10 @@ PADDED_BWD_CASES = [
     # nothing to pad in either staging copy (1x1, padding 0, C a multiple of the block), NCHW input
     (conv_case("dwpb-conv-k1-p0-C8-nothing-to-pad-bf16", C=8, O=8, D=2, H=4, W=5, k=(1, 1), p=(0, 0),
                dtype=BF16), 4, True),
+    # an NCHW dL/dy with C a multiple of 16: dK and dW read the interior of dx's padded staging
+    # copy of it (64 channels for C = 48 at 32-channel blocks; bf16: dW reads it as channel pairs)
+    (conv_case("dwpb-conv-C48-k5-p2-norm-nchw-dy-view-bf16", C=48, O=48, D=4, H=5, W=6, k=(5, 5), p=(2, 2),
+               norm=True, dtype=BF16), 32, True),
 ]
 
 

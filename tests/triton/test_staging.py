@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from triton_helpers import DEVICES, device_or_skip
+from triton_helpers import device_or_skip
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 
@@ -46,16 +46,31 @@ GEOMETRIES = [
     pytest.param((2, 20, 3, 3), (0, 0), 32, id="C20-cpad32-nopad"),
     pytest.param((1, 80, 2, 17), (0, 0), 80, id="C80-channel-blocks"),  # a ragged second channel block
     pytest.param((1, 16, 1, 1), (3, 3), 16, id="1x1-image-wide-halo"),
+    pytest.param((1, 16, 70, 5), (1, 2), 16, id="tall-several-row-blocks"),  # > 64 rows: row blocks either way
 ]
 
 
-@pytest.mark.parametrize("device", DEVICES)
+# where the copy runs: on the CPU (the interpreter) with the interpreter's tiles (a program takes
+# up to 64 x 64 pixels) or with a GPU's (64 pixels: one row of 64, or up to 4 rows of 16), so
+# that the GPU tiling's row blocks are checked here too; on CUDA with its own
+WHERE = ["cpu-interpreter-tiles", "cpu-gpu-tiles", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+def _where(where, monkeypatch):
+    from pac_triton.triton import configs
+    if where == "cpu-gpu-tiles":
+        real = configs.stage_default
+        monkeypatch.setattr(configs, "stage_default", lambda hp, wp, cp, e, interp=False: real(hp, wp, cp, e, False))
+    return device_or_skip("cuda" if where == "cuda" else "cpu")
+
+
+@pytest.mark.parametrize("where", WHERE)
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "sliced", "batch_expanded"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).split(".")[-1])
 @pytest.mark.parametrize("shape, padding, c_pad", GEOMETRIES)
-def test_staging_copy_equals_the_torch_construction(shape, padding, c_pad, dtype, layout, device):
+def test_staging_copy_equals_the_torch_construction(shape, padding, c_pad, dtype, layout, where, monkeypatch):
     from pac_triton.triton import host_common as hc
-    dev = device_or_skip(device)
+    dev = _where(where, monkeypatch)
     torch.manual_seed(0)
     x = _layout(torch.randn(shape).to(dtype).to(dev), layout)
     got = hc.padded_channels_last(x, padding, c_pad)
