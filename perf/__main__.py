@@ -467,7 +467,8 @@ def write_summary(df, m, out: Path, notes, written, elapsed, echo=True):
     lines = [
         f"pac_triton perf — {m['suite']} — {m['device']} — torch {m['torch_version']}, triton "
         f"{m['triton_version']}, pac_triton {m['pac_triton_version']}, commit {m['git_commit']}, {m['timestamp']}",
-        "cells: median time of one call, L2 flushed before each (time / the floor's time at the same shape: "
+        "cells: median time of one call" + (", L2 flushed before each" if m["device_type"] == "cuda" else
+                                             " (wall clock)") + " (time / the floor's time at the same shape: "
         "F.conv2d, F.conv_transpose2d for transposed, depthwise F.conv2d for pool; lower is better, 1.00x = as "
         "fast as cuDNN doing the same GEMM work without K); 'stream': calls back to back, the host's time "
         "included (what a host-bound call costs in a loop); 'graph': CUDA-graph replay, no host time; "
