@@ -56,6 +56,9 @@ def parse_args(argv=None):
                       help="with --sweep or --preset: fwd, bwd, fwdbwd (default fwd,fwdbwd)")
     what.add_argument("--dtype", type=_csv, default=None,
                       help="with --sweep or --preset: fp32, tf32, fp16, bf16 (default: bf16 on CUDA, fp32 on a CPU)")
+    what.add_argument("--layout", type=_csv, default=None,
+                      help="with --sweep or --preset: nchw, channels_last (memory format of every input, guide and "
+                           "weight, for PAC and the floor alike; default nchw)")
     what.add_argument("--backend", type=_csv, default=None,
                       help="PAC providers: triton, reference, compile, auto (default triton,reference)")
     what.add_argument("--no-floor", action="store_true", help="do not time the F.conv2d floor")
@@ -121,12 +124,13 @@ def parse_args(argv=None):
     if sweep_only and not args.sweep:
         p.error(f"{', '.join(sweep_only)} {'applies' if len(sweep_only) == 1 else 'apply'} only to --sweep, and {what_runs} would ignore {'it' if len(sweep_only) == 1 else 'them'}; e.g. "
                 f"{prog} --sweep k --op conv,pool (the axes: {', '.join(C.AXES)})")
-    if args.quick and (args.mode is not None or args.dtype is not None):
-        p.error("--mode/--dtype apply to --sweep and --preset; --quick runs a fixed set (fwd and fwdbwd, fp32 on a "
+    if args.quick and (args.mode is not None or args.dtype is not None or args.layout is not None):
+        p.error("--mode/--dtype/--layout apply to --sweep and --preset; --quick runs a fixed set (fwd and fwdbwd, fp32 on a "
                 "CPU, bf16 on CUDA); e.g. " + prog + " --sweep k --mode fwd")
     if args.op is None:
         args.op = ["conv"]
-    for name, allowed in (("op", C.OPS), ("mode", C.MODES), ("dtype", C.DTYPES), ("backend", C.PAC_PROVIDERS)):
+    for name, allowed in (("op", C.OPS), ("mode", C.MODES), ("dtype", C.DTYPES), ("layout", C.LAYOUTS),
+                          ("backend", C.PAC_PROVIDERS)):
         vals = getattr(args, name)
         bad = [v for v in (vals or []) if v not in allowed]
         if bad:
@@ -178,10 +182,16 @@ def build_cases(args, full: bool, on_cuda: bool):
     if args.quick:
         return "quick", C.quick_cases(full)
     if args.preset:
-        return f"preset:{args.preset}", C.preset_cases(args.preset, modes, dtypes, full)
-    overrides = dict(b=args.batch, c_in=args.channels, k=args.kernel_size, d=args.feature_dim, h=args.resolution)
-    return "sweep:" + ",".join(a if isinstance(a, str) else f"{a[0]}={'/'.join(map(str, a[1]))}"
-                               for a in args.sweep), C.sweep_cases(args.sweep, args.op, modes, dtypes, full, overrides)
+        suite, cases = f"preset:{args.preset}", C.preset_cases(args.preset, modes, dtypes, full)
+    else:
+        overrides = dict(b=args.batch, c_in=args.channels, k=args.kernel_size, d=args.feature_dim, h=args.resolution)
+        suite = "sweep:" + ",".join(a if isinstance(a, str) else f"{a[0]}={'/'.join(map(str, a[1]))}"
+                                    for a in args.sweep)
+        cases = C.sweep_cases(args.sweep, args.op, modes, dtypes, full, overrides)
+    if args.layout:  # every case in each asked layout (a preset's own channels-last points stay as they are)
+        cases = C.merge_shared_points([C.replace(c, layout=lay) if c.layout == "nchw" else c
+                                       for lay in args.layout for c in cases])
+    return suite, cases
 
 
 def case_providers(case, providers):

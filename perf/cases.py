@@ -45,6 +45,9 @@ AXES = {
     "resolution": (("res", "r", "hw", "size"), "h", (128, 256, 512, 1024, 2048), (16, 32, 64, 128)),
     "batch": (("b", "bs", "batch_size"), "b", (1, 2, 4, 8), (1, 2, 4)),
 }
+# Memory formats of a case's 4-D inputs (``--layout``): NCHW (PyTorch's default, the launchers
+# stage copies) or channels-last (read in place, a channels-last output; cuDNN's NHWC kernels).
+LAYOUTS = ("nchw", "channels_last")
 # Values for the axes not swept.
 DEFAULTS_FULL = dict(b=1, c_in=64, k=5, d=16, h=512)
 DEFAULTS_CPU = dict(b=1, c_in=16, k=5, d=8, h=32)
@@ -110,6 +113,7 @@ class Case:
     providers: tuple = ()            # restrict the providers (empty: all asked for)
     gpu_only: bool = False           # skipped (with a row saying so) without CUDA
     graph: bool = False              # CUDA: also timed by CUDA-graph replay (time_ms_graph: no host time)
+    layout: str = "nchw"             # memory format of every 4-D input (x, guide, weights): nchw | channels_last
 
     # ---- derived shape -------------------------------------------------------------------
     @property
@@ -225,6 +229,8 @@ class Case:
             extra = f" s{self.stride}"
         if self.groups != 1:
             extra += " depthwise" if self.groups == self.c_in else f" g{self.groups}"
+        if self.layout != "nchw":
+            extra += f" {self.layout}"
         b = f"B{self.b} " if self.b != 1 else ""
         name = f"{self.name} " if self.name else ""
         return f"{name}{self.op} {b}C{self.c_in}{co} k{self.k} D{self.d} {res}{extra}"
@@ -232,7 +238,7 @@ class Case:
     def config_id(self) -> str:
         return (f"{self.group}|{self.op}|b{self.b}|c{self.c_in}-{self.cout}|{self.h}x{self.wd}|k{self.k}"
                 f"|d{self.d}|s{self.stride}|dil{self.dilation}|L{self.layers}|T{self.steps}|{self.mode}|{self.dtype}"
-                + (f"|g{self.groups}" if self.groups != 1 else ""))
+                + (f"|g{self.groups}" if self.groups != 1 else "") + (f"|{self.layout}" if self.layout != "nchw" else ""))
 
     def axes(self) -> list[str]:
         """The swept axes this point lies on (several for the shared default point)."""
@@ -250,6 +256,7 @@ class Case:
             w_out=self.w_out, kernel_size=self.k, feature_dim=self.d, stride=self.stride,
             padding=self.padding, output_padding=self.output_padding, dilation=self.dilation,
             groups=self.groups, kernel_type=self.kernel_type, layers=self.layers, steps=self.steps, note=self.note,
+            layout=self.layout,
         )
 
 
@@ -442,6 +449,13 @@ def preset_gpu_check():
     # reference for the Triton error at one shape.
     out += convnext_cases(("fwd", "fwdbwd"), ("bf16",), group=g,
                           providers={name: ("triton", "floor") for name, *_ in CONVNEXT_STAGES[:3]})
+    # The advertised fast route, channels-last tensors read in place (Triton and the floor, whose
+    # cuDNN NHWC kernels are the fair comparison): the k5 point and ConvNeXt's first stage.
+    for mode in ("fwd", "fwdbwd"):
+        out.append(Case(op="conv", c_in=64, k=5, d=16, h=512, mode=mode, dtype="bf16", group=g, name="k=5 NHWC",
+                        layout="channels_last", providers=("triton", "floor")))
+    out += [replace(c, layout="channels_last", name=c.name + " NHWC", providers=("triton", "floor"))
+            for c in convnext_cases(("fwd", "fwdbwd"), ("bf16",), group=g)[:2]]
     for h, w in ((1024, 0), (2160, 3840)):
         big = h * (w or h) > 4_000_000
         out.append(Case(op="conv", c_in=64, k=5, d=16, h=h, w=w, mode="fwdbwd", dtype="bf16", group=g,

@@ -113,7 +113,7 @@ def throughput_chart(df, axis: str, path: Path, device: str) -> bool:
     if sub.empty:
         return False
     modes = [m for m in ("fwd", "bwd", "fwdbwd") if m in set(sub["mode"])]
-    vary = [c for c in ("op", "dtype") if sub[c].nunique() > 1]
+    vary = [c for c in ("op", "dtype", "layout") if c in sub and sub[c].nunique() > 1]
     fig, axes = plt.subplots(2, len(modes), figsize=(max(8.5, 5.2 * len(modes)), 7.2), squeeze=False, sharex=True)
     field = AXIS_FIELD[axis]
     variants = sorted({tuple(r) for r in sub[vary].itertuples(index=False)}) if vary else []
@@ -252,7 +252,8 @@ def memory_chart(df, path: Path, device: str) -> bool:
     sub["mpix"] = sub["batch"] * sub["h_out"] * sub["w_out"] / 1e6
     sub["series"] = sub.apply(
         lambda r: (f"{r['provider']} {r['op']} C{int(r['c_in'])} k{int(r['kernel_size'])} D{int(r['feature_dim'])} "
-                   f"{r['dtype']} {r['mode']}"),
+                   f"{r['dtype']} {r['mode']}" + (f" {r['layout']}" if r.get("layout", "nchw") not in ("nchw", "")
+                                                  and isinstance(r.get("layout"), str) else "")),
         axis=1)
     # lines only: a shape measured at one resolution (every other case of a run) says nothing
     # about growth with resolution, and dozens of single points made the legend unreadable

@@ -32,7 +32,7 @@ RUN_COLUMNS = ["timestamp", "device", "device_type", "torch_version", "triton_ve
                "git_commit", "python_version", "cpu_threads", "suite", "settings"]
 CASE_COLUMNS = ["case_id", "group", "name", "axis", "axis_value", "op", "mode", "dtype", "batch", "c_in", "c_out",
                 "h_in", "w_in", "h_out", "w_out", "kernel_size", "feature_dim", "stride", "padding",
-                "output_padding", "dilation", "groups", "kernel_type", "layers", "steps", "note"]
+                "output_padding", "dilation", "groups", "kernel_type", "layers", "steps", "layout", "note"]
 PROVIDER_COLUMNS = ["provider", "provider_detail", "status"]
 MEASURE_COLUMNS = ["metric", "value", "unit"]
 COLUMNS = RUN_COLUMNS + CASE_COLUMNS + PROVIDER_COLUMNS + MEASURE_COLUMNS
@@ -147,6 +147,9 @@ def _label(row) -> str:
         extra = f" {int(row['layers'])} layers"
     elif row["op"] == "crf":
         extra = f" {int(row['steps'])} steps"
+    layout = row.get("layout", "nchw")  # CSVs written before the layout column have none
+    if isinstance(layout, str) and layout not in ("", "nchw"):
+        extra += f" {layout}"
     return (f"{name}{row['op']} {b}C{int(row['c_in'])}{co} k{int(row['kernel_size'])} D{int(row['feature_dim'])} "
             f"out {res}{extra}")
 

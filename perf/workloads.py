@@ -122,6 +122,11 @@ def make_inputs(case: Case, device: torch.device, seed: int) -> Inputs:
             inp.t["weight"] = rnd(ci, co, k, k, scale=1.0 / math.sqrt(fan_in))
         else:  # pool: the floor is a depthwise conv of the same size
             inp.t["floor_w"] = rnd(ci, 1, k, k, scale=1.0 / (k * k))
+    if case.layout == "channels_last":  # every 4-D tensor (inputs, guides, weights), as a channels-last model's
+        inp.t = {n: ([x.contiguous(memory_format=torch.channels_last) for x in v] if isinstance(v, list)
+                     else v.contiguous(memory_format=torch.channels_last)) for n, v in inp.t.items()}
+    elif case.layout != "nchw":
+        raise ValueError(f"unknown layout {case.layout!r}; expected one of nchw, channels_last")
     return inp
 
 

@@ -172,6 +172,8 @@ def _perf_main():
     (["--quick", "--rep-ms", "0"], ["--rep-ms", "positive"]),
     (["--sweep", "k=0"], ["positive", "k=0"]),
     (["--sweep", "k", "--channels", "0"], ["--channels", "positive"]),
+    (["--quick", "--layout", "channels_last"], ["--layout", "--quick"]),
+    (["--sweep", "k", "--layout", "nhwc"], ["--layout", "nhwc", "channels_last"]),
 ])
 def test_cli_refuses_options_it_would_ignore(argv, words, capsys):
     """Issue 12: `pac-perf --op conv` used to run the whole quick set silently."""
@@ -235,8 +237,12 @@ def test_convnext_preset_cases():
         assert case.fwd_flops() == 2 * 32 * c * 49 * hw * hw  # depthwise: C_in/groups = 1
         assert case.config_id().endswith(f"|g{c}") and "depthwise" in case.shape_label()
         assert case.fields()["groups"] == c and not case.axis
-    gpu = [case for case in C.preset_gpu_check() if case.name.startswith("convnext-")]
+    gpu = [case for case in C.preset_gpu_check() if case.name.startswith("convnext-") and case.layout == "nchw"]
     assert [_shape(case) for case in gpu] == expected
+    # and the first stage again with channels-last tensors (the layout ConvNeXt runs in)
+    nhwc = [case for case in C.preset_gpu_check() if case.name.startswith("convnext-") and case.layout != "nchw"]
+    assert [_shape(case)[1:] for case in nhwc] == [e[1:] for e in expected[:2]]
+    assert all(case.layout == "channels_last" and case.name == "convnext-stage1 NHWC" for case in nhwc)
     assert all(case.providers in (("triton", "floor"), ()) for case in gpu)
     # On a CPU: batch 32 -> 4, resolution / 4 but never below the 7x7 kernel.
     cpu = C.preset_cases("convnext", ["fwd"], ["fp32"], full=False)
@@ -450,3 +456,24 @@ def test_a_failed_stream_timing_keeps_the_timing(monkeypatch):
     assert (ref["status"] == "failed: stream: RuntimeError: event failed").any()
     table, _ = R.summary_table(df)
     assert "[stream failed]" in table["reference"].iloc[0], table.to_string()
+
+
+def test_channels_last_cases():
+    """``layout="channels_last"``: every 4-D input (x, guide, weight) in channels-last memory
+    format for PAC and the floor alike, the layout in the case's id, label and CSV row; an
+    interpreted Triton point runs on them (read in place) and the floor and reference are timed."""
+    import torch
+    C, W, R = _perf_module("cases"), _perf_module("workloads"), _perf_module("results")
+    case = C.Case(op="conv", b=1, c_in=16, k=3, d=16, h=6, mode="fwd", dtype="fp32", tiny=True, group="test",
+                  name="cl", layout="channels_last")
+    inp = W.make_inputs(case, torch.device("cpu"), 0)
+    assert all(t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+               for t in inp.t.values()), {n: t.stride() for n, t in inp.t.items()}
+    assert case.config_id() != C.replace(case, layout="nchw").config_id()
+    df = _run_case(case, ["floor", "reference", "triton"])
+    assert set(df["layout"]) == {"channels_last"}
+    tri = df[df["provider"] == "triton"]
+    assert tri["status"].iloc[0] == "interpreted" and tri["provider_detail"].iloc[0].endswith("[ran: triton]")
+    table, _ = R.summary_table(df)
+    assert "channels_last" in table["case"].iloc[0], table.to_string()
+    assert "ms" in table["floor"].iloc[0] and "ms" in table["reference"].iloc[0], table.to_string()
