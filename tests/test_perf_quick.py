@@ -477,3 +477,23 @@ def test_channels_last_cases():
     table, _ = R.summary_table(df)
     assert "channels_last" in table["case"].iloc[0], table.to_string()
     assert "ms" in table["floor"].iloc[0] and "ms" in table["reference"].iloc[0], table.to_string()
+
+
+def test_gpu_check_script_runs_its_stage_flow(tmp_path):
+    """``perf/gpu_check.sh`` is run on a rare, time-limited GPU machine: a shell error there costs
+    the session. Here (no GPU) its stage 0 and a stage-4 variant run through the script's own
+    flow (``STAGES``, limits, the variants file, the closing lines) and it exits 0."""
+    import shutil
+    if shutil.which("bash") is None or shutil.which("timeout") is None:
+        pytest.skip("needs bash and coreutils' timeout")
+    env = {k: v for k, v in os.environ.items() if k not in ("PAC_TRITON_BACKEND", "TRITON_INTERPRET")}
+    env.update(OUT=str(tmp_path / "out"), PYTHON=sys.executable, STAGES="4", VARIANTS="default", T_TOTAL="200")
+    proc = subprocess.run(["bash", str(REPO / "perf" / "gpu_check.sh")], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=HANG_S)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    for line in ("stage 0: environment", "stage 1: not run (STAGES)", "stage 2: not run (STAGES)",
+                 "stage 3: not run (STAGES)", "stage 4: variant 'default' ok", "tests not run (STAGES)"):
+        assert line in log, log[-3000:]
+    variants = (tmp_path / "out" / "variants.txt").read_text()
+    assert "## variant: default" in variants and "conv C64 k5 D16" in variants, variants
