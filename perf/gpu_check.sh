@@ -7,7 +7,8 @@
 # Stages, each under its own `timeout` (whole script < 4 min 45 s with the defaults):
 #   0. environment (GPU, versions) and making `pac_triton` importable from this checkout
 #      (already installed / editable install offline / a copied package tree, in that order);
-#   1. `python -m pytest -m gpu -q tests` with PAC_TRITON_AUTOTUNE=0 (the tests' conftest
+#   1. `python -m pytest -m gpu -v tests` with PAC_TRITON_AUTOTUNE=0 (a line per test as it ends, so
+#      a stage timeout still shows which passed and failed; the tests' conftest
 #      switches Triton's interpreter on only where there is no CUDA, so none here), with
 #      pytest-xdist workers (GPU_TEST_WORKERS, default 8) when it is installed;
 #   2. `python -m perf --preset gpu-check --out $OUT`: forward (bf16, TF32) and forward+backward
@@ -123,7 +124,7 @@ LIM_TESTS=$(min "$T_TESTS" $(( $(left) - RESERVE )))
 XDIST=()
 if "$PY" -c "import xdist" >/dev/null 2>&1; then XDIST=(-n "${GPU_TEST_WORKERS:-8}"); fi
 say "stage 1: pytest -m gpu ${XDIST[*]} (PAC_TRITON_AUTOTUNE=0, limit ${LIM_TESTS}s)"
-(cd "$RUN_DIR" && PAC_TRITON_AUTOTUNE=0 timeout -k 5 "$LIM_TESTS" "$PY" -m pytest -m gpu -q -rfEs "${XDIST[@]}" \
+(cd "$RUN_DIR" && PAC_TRITON_AUTOTUNE=0 timeout -k 5 "$LIM_TESTS" "$PY" -m pytest -m gpu -v --tb=short -rfEs "${XDIST[@]}" \
   -p no:cacheprovider -c "$REPO/pyproject.toml" --rootdir "$REPO" "$REPO/tests") 2>&1 | tee -a "$LOG"
 RC_TESTS=${PIPESTATUS[0]}
 say "stage 1: $(status_of "$RC_TESTS")"
