@@ -7,7 +7,9 @@ conv tap (``_tap``: input, guide and K tap of an output pixel; ``_out_tap``: the
 that reads an input pixel through a tap), the centre feature (``_centre``, ``_load_f0``), the
 guide distance (``_dist``), the kernel function
 (``_kvalue``, ``_pow``), the kept-tap product (``_kept``: exactly 0 at dropped taps), the
-normaliser (``_norm_divisor``) and a K tile (``_k_tile``: channel-wise or broadcast).
+normaliser (``_norm_divisor``) and a K tile (``_k_tile``: channel-wise or broadcast). One kernel
+every family launches: ``pac_stage_kernel``, the (zero-padded) channels-last staging copy of an
+input, guide or dL/dy (``host_common.padded_channels_last``).
 
 Index conventions (see docs/semantics.md):
   conv tap (i, j) of output pixel (u, v) reads input (u*s - p + i*d) and K tap (i, j) whose guide
