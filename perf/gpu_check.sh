@@ -159,10 +159,14 @@ else
   echo "# breakdown skipped (${LIM_BD}s left; rerun with STAGES=3)" >"$OUT/breakdown.txt"
 fi
 
-# ---- 4. (if time is left) experiments: C64 D16 512² bf16 k5 fwd and fwd+bwd under each variant
-#      (VARIANTS, ';'-separated environment assignments, "default" = none), into variants.txt;
-#      TUNE_FLAG=--autotune tunes the default run instead ------------------------------------------
+# ---- 4. (if time is left) experiments: one case (VARIANT_CASE: perf arguments, default C64 D16
+#      512² bf16 k5 fwd and fwd+bwd) under each variant (VARIANTS, ';'-separated environment
+#      assignments, "default" = none), into variants.txt; TUNE_FLAG=--autotune tunes the default
+#      run instead. E.g. VGG conv3's one-block-of-256-output-channels question (perf/NOTES.md v6):
+#      STAGES=4 VARIANT_CASE="--sweep k=3 --mode fwd --channels 256 --feature-dim 64 --resolution 128"
+#      VARIANTS="default;PAC_TRITON_FORCE=BLOCK_O=256,num_warps=8" bash perf/gpu_check.sh ------------
 VARIANTS="${VARIANTS:-default;PAC_TRITON_FORCE=num_stages=1;PAC_TRITON_FORCE=BLOCK_P=128,num_warps=8;PAC_TRITON_CHANNELS_LAST_COPIES=0}"
+VARIANT_CASE="${VARIANT_CASE:---sweep k=5 --mode fwd,fwdbwd --channels 64 --feature-dim 16 --resolution 512}"
 IFS=';' read -r -a VLIST <<<"$VARIANTS"
 if want 4; then : >"$OUT/variants.txt"; else say "stage 4: not run (STAGES)"; VLIST=(); fi
 for V in "${VLIST[@]}"; do
@@ -175,12 +179,12 @@ for V in "${VLIST[@]}"; do
   say "stage 4: variant '$V' (limit ${LIM_V}s)"
   # "default": no override (an empty PAC_TRITON_FORCE; the knobs are read at each launch)
   if [ "$V" = default ]; then ENV_V="PAC_TRITON_FORCE="; FLAG="${TUNE_FLAG-}"; else ENV_V="$V"; FLAG=""; fi
-  echo "## variant: ${V}" >>"$OUT/variants.txt"
+  echo "## variant: ${V} (${VARIANT_CASE})" >>"$OUT/variants.txt"
   # shellcheck disable=SC2086
   (cd "$RUN_DIR" && env "$ENV_V" PAC_TRITON_AUTOTUNE="${PERF_AUTOTUNE:-0}" timeout -k 10 "$LIM_V" \
-    "$PY" -m "$PERF_MOD" $FLAG --sweep k=5 --full --op conv --mode fwd,fwdbwd --dtype bf16 --channels 64 \
-    --feature-dim 16 --resolution 512 --backend triton --no-check --no-charts --no-progress \
-    --out "/tmp/pac_variant_out") 2>&1 | tee -a "$LOG" | grep -vE "USDT|[Ww]arn" >>"$OUT/variants.txt"
+    "$PY" -m "$PERF_MOD" $FLAG $VARIANT_CASE --full --op conv --dtype bf16 --backend triton --no-check \
+    --no-charts --no-progress --out "/tmp/pac_variant_out") 2>&1 | tee -a "$LOG" | grep -vE "USDT|[Ww]arn" \
+    >>"$OUT/variants.txt"
   say "stage 4: variant '$V' $(status_of "${PIPESTATUS[0]}")"
 done
 
