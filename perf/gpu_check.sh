@@ -17,11 +17,14 @@
 #      shapes (forward and forward+backward bf16, against F.conv2d(groups=C), each also timed by
 #      CUDA-graph replay, time_ms_graph: the kernels without the host's time; these rows go into
 #      the same results.csv; a Triton backend without grouped kernels gives rows reading
-#      `failed: NotImplementedError ...`, never reference timings), float64-reference errors, bitwise
-#      run-to-run comparison of outputs and gradients, peak memory vs resolution;
+#      `failed: NotImplementedError ...`, never reference timings), channels-last points (k5,
+#      ConvNeXt stage 1), float64-reference errors, bitwise run-to-run comparison of outputs and
+#      gradients, peak memory vs resolution; every point also timed back to back (time_ms_stream:
+#      host time included, which do_bench's L2 flush hides); target cases first;
 #   3. `python -m perf.breakdown`: per-kernel device time of one C64 k5 D16 512² bf16 forward and
-#      forward+backward (Triton and F.conv2d) and the wall - kernel-sum gap (host time);
-#   4. if time is left, experiments: k5 fwd and fwd+bwd under each environment in VARIANTS
+#      forward+backward (Triton and F.conv2d), the wall - kernel-sum gap (host time), and the
+#      staging copy of x both ways (the Triton staging kernel, PyTorch's zero fill + copy);
+#   4. if time is left, experiments: k5 fwd and fwd+bwd (or VARIANT_CASE) under each environment in VARIANTS
 #      (the runtime settings of pac_triton/triton/configs.py; PAC_TRITON_FORCE=num_stages=1: L1-cached plain loads with triton 3.6, whose cp.async
 #      ignores cache_modifier=".ca"; BLOCK_P=128: half the weight-tile traffic per pixel;
 #      PAC_TRITON_CHANNELS_LAST_COPIES=0: NCHW gathers, no per-call copies of x, gy, guide).
