@@ -281,21 +281,24 @@ def sanitize(gpu_dot_sizes: bool = True):
     builder = _interp.interpreter_builder
     saved_dot = builder.codegen_fns.get("min_dot_size")
 
-    def load(self, ptrs, mask, other, cache_policy, is_volatile):
+    # The builder's trailing arguments (cache / eviction policies, volatility) differ between
+    # Triton versions (3.6: cache modifier and eviction policy apart; 3.9: one cache policy):
+    # passed through as they come.
+    def load(self, ptrs, mask, *rest, **kw):
         e = _esize(ptrs)
         m = s.inside(ptrs.data, mask.data, e, "load")
         if m is not mask.data:
             mask = type(mask)(np.ascontiguousarray(m), mask.dtype)
         s.load(ptrs.data, mask.data, e)
-        return saved["load"](self, ptrs, mask, other, cache_policy, is_volatile)
+        return saved["load"](self, ptrs, mask, *rest, **kw)
 
-    def store(self, ptrs, value, mask, cache_policy):
+    def store(self, ptrs, value, mask, *rest, **kw):
         e = _esize(ptrs)
         m = s.inside(ptrs.data, mask.data, e, "store")
         if m is not mask.data:
             mask = type(mask)(np.ascontiguousarray(m), mask.dtype)
         s.store(ptrs.data, mask.data, e)
-        return saved["store"](self, ptrs, value, mask, cache_policy)
+        return saved["store"](self, ptrs, value, mask, *rest, **kw)
 
     def set_grid_idx(self, x, y, z):
         saved["idx"](self, x, y, z)
