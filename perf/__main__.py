@@ -101,11 +101,9 @@ def parse_args(argv=None):
     if picked > 1:
         p.error("choose one of --quick, --preset, --sweep")
     for axis in (args.sweep or []):
-        name = axis if isinstance(axis, str) else axis[0]
-        flag = {"kernel_size": "kernel_size", "channels": "channels", "feature_dim": "feature_dim",
-                "resolution": "resolution", "batch": "batch"}[name]
-        if getattr(args, flag) is not None:
-            p.error(f"--{flag.replace('_', '-')} sets the {name} axis where it is not swept, and --sweep sweeps "
+        name = axis if isinstance(axis, str) else axis[0]  # an axis' option has its name (--kernel-size)
+        if getattr(args, name) is not None:
+            p.error(f"--{name.replace('_', '-')} sets the {name} axis where it is not swept, and --sweep sweeps "
                     f"it; to sweep chosen values, list them: --sweep {name}=V1/V2")
     if args.rep_ms is not None and args.rep_ms <= 0:
         p.error(f"--rep-ms must be positive, got {args.rep_ms}")

@@ -389,7 +389,7 @@ def gather_layout(t, rt: configs.Runtime | None = None):
     instructions per tap on sm_90. Costs one read and write of ``t`` per call; off with
     ``configs.settings.channels_last_copies = False`` / ``PAC_TRITON_CHANNELS_LAST_COPIES=0``
     (``rt``: the launch's runtime settings; read afresh when None). The copy is
-    ``padded_channels_last(t, (0, 0), C)``: one Triton pass, as fast as a transpose can be."""
+    ``padded_channels_last(t, (0, 0), C)``: one Triton pass."""
     return padded_channels_last(t, (0, 0), t.shape[1]) if copies_channels_last(t, rt) else t
 
 
