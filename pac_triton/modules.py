@@ -2,7 +2,8 @@
 section 5), plus a keyword-only ``backend=`` (an attribute you can change later).
 
 ``forward(input_2d, input_for_kernel, kernel=None, mask=None)``: without ``kernel`` the layer
-calls the guide-taking function (a fused backend never stores K); with a precomputed ``kernel``
+calls the guide-taking function (a fused backend stores no K, unless told to:
+``PAC_TRITON_SAVE_K``); with a precomputed ``kernel``
 the guide is ignored. Returns ``y``, or ``(y, out_mask)`` when a mask was given.
 """
 from __future__ import annotations

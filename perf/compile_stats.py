@@ -170,6 +170,10 @@ def conv_variants(dt):
         yield ("conv_guide_padded_c256", ptrs, {**vconst, "BLOCK_P": ccfg["BLOCK_P"], "BLOCK_O": ccfg["BLOCK_O"],
                                                  "BLOCK_C": ccfg["BLOCK_C"], "C_SINGLE": False, "BLOCK_D": 64,
                                                  "PADDED": True}, ccfg)
+        # PAC_TRITON_SAVE_K's forward: K read from packernel2d's float32 output (stride 1 along W)
+        yield ("conv_savedK_padded", {**ptrs, "k_ptr": kdt},
+               {**vconst, "PADDED": True, "K_MODE": K_LOAD, "KTYPE": KT_GAUSS, "F0_SMOOTH": False, "NORMALIZE": False,
+                "HAS_MASK": False, "BLOCK_D": 1, "skw": 1}, vcfg)
         # grouped, padded (the x gather runs into the next group's channels, masked)
         yield ("conv_guide_padded_grouped", ptrs, {**vconst, "PADDED": True, "GROUPED": True}, vcfg)
         # the transposed forward as the harness runs it (C = O = 32, k5, stride 2, channels-last
@@ -389,6 +393,10 @@ def bwd_variants(dt):
         # the same with dL/dy from its zero-padded staging copy (a stride-1 conv, NCHW dL/dy)
         yield ("bwd_conv_dxdk_padded", conv.pac_conv_dxdk_kernel, kp, {**xvc, "GY_PADDED": True},
                dict(num_warps=xv["num_warps"], num_stages=xv["num_stages"]))
+        # PAC_TRITON_SAVE_K's dx + dK pass: K read from packernel2d's float32 output
+        saved = dict(K_MODE=K_LOAD, NORMALIZE=False, HAS_MASK=False, BLOCK_D=1, HOIST_F=False, skw=1)
+        yield ("bwd_conv_dxdk_padded_savedK", conv.pac_conv_dxdk_kernel, {**kp, "k_ptr": kdt},
+               {**xvc, "GY_PADDED": True, **saved}, dict(num_warps=xv["num_warps"], num_stages=xv["num_stages"]))
         # a stride-2 conv's: only the taps that read the tile's phase; channels-last dL/dy read
         # in place, and an NCHW one from its zero-padded staging copy
         yield ("bwd_conv_dxdk_s2_vec", conv.pac_conv_dxdk_kernel, kp, {**xvc, "SH": 2, "SW": 2},
@@ -412,6 +420,11 @@ def bwd_variants(dt):
         # the same from the zero-padded staging copy of x (non-transposed launches)
         yield ("bwd_conv_dw_padded", conv.pac_conv_dw_kernel, wp,
                vspec(conv.pac_conv_dw_kernel, {**dwv, "PADDED": True}, ("sgyo", "sxc", "sgd", "sfd")), vl)
+        # PAC_TRITON_SAVE_K's dW: K read from packernel2d's float32 output
+        yield ("bwd_conv_dw_padded_savedK", conv.pac_conv_dw_kernel, {**wp, "k_ptr": kdt},
+               vspec(conv.pac_conv_dw_kernel, {**dwv, "PADDED": True, "K_MODE": K_LOAD, "NORMALIZE": False,
+                                                "HAS_MASK": False, "BLOCK_D": 1},
+                     ("sgyo", "sxc", "sgd", "sfd", "skw")), vl)
     dkp = P(("gy_ptr", "x_ptr"), ("wt_ptr", "dk_ptr"))
     dkgen = dict(PADDED=False, C_BLOCKS=False)  # the general dK / dx (masked gathers)
     dxgen = dict(TILE_W=1, PADDED=False)
@@ -650,11 +663,12 @@ def specs(dtype: str):
         return const
 
     for name, ptrs, const, cfg in conv_variants(dtype):
-        if name in ("conv_guide_vec", "conv_guide_padded"):
+        if name in ("conv_guide_vec", "conv_guide_padded", "conv_savedK_padded"):
             # the padded path is an NCHW x's (the perf harness's), the other a channels-last x's
             c = div16(conv.pac_conv_kernel, {**{k: v for k, v in const.items() if k != "_div16"}, **gauss,
                                           "HAS_BIAS": False, "syw": 1})
-            label = "forward conv" if name == "conv_guide_padded" else "forward conv general"
+            label = {"conv_guide_padded": "forward conv", "conv_guide_vec": "forward conv general",
+                     "conv_savedK_padded": "forward conv, saved K"}[name]
             yield label, conv.pac_conv_kernel, ptrs, c, cfg, c["BLOCK_P"]
         elif name in ("convT_guide_vec", "convT_guide_padded"):
             # C = O = 32, k5 s2: per pixel and tap that the pixel's phase runs (the loop's trips);
@@ -663,6 +677,14 @@ def specs(dtype: str):
                                           "HAS_BIAS": False, "syw": 1})
             label = "forward transposed" + (" general" if name == "convT_guide_vec" else "")
             yield label, conv.pac_conv_kernel, ptrs, c, cfg, c["BLOCK_P"]
+    for name, ptrs, const, cfg in kernel_variants(dtype):
+        if name == "packernel":
+            # PAC_TRITON_SAVE_K's extra forward pass: K stored in float32, the D16 guide gathered
+            # from its channels-last copy
+            c = div16(kernel_map.pac_kernel_kernel, {**{k: v for k, v in const.items() if k != "_div16"}, **gauss,
+                                                     "sgd": 1, "sfd": 1})
+            yield ("packernel2d, saved K", kernel_map.pac_kernel_kernel,
+                   {**ptrs, "k_ptr": "fp64" if dtype == "fp64" else "fp32"}, c, cfg, c["BLOCK_P"])
     for name, ptrs, const, cfg in dw_variants(dtype):
         if name in ("pool_padded", "dw_conv_padded_C64", "dw_conv_padded_C96"):
             c = div16(depthwise.pac_dw_kernel, {**{k: v for k, v in const.items() if k != "_div16"}, **gauss, "syw": 1})
@@ -676,9 +698,10 @@ def specs(dtype: str):
             if k in c:
                 c[k] = v
         if name in ("bwd_conv_dxdk_vec", "bwd_conv_dxdk_padded", "bwd_conv_dxdk_s2_vec", "bwd_conv_dxdk_s2_padded",
-                    "bwd_convT_dxdk_vec", "bwd_convT_dxdk_padded"):
+                    "bwd_convT_dxdk_vec", "bwd_convT_dxdk_padded", "bwd_conv_dxdk_padded_savedK"):
             c["sdw"] = 1  # dx in the input's NCHW layout
             label = {"bwd_conv_dxdk_padded": "backward dx + dK", "bwd_conv_dxdk_vec": "backward dx + dK general",
+                     "bwd_conv_dxdk_padded_savedK": "backward dx + dK, saved K",
                      "bwd_conv_dxdk_s2_padded": "backward dx + dK s2",
                      "bwd_conv_dxdk_s2_vec": "backward dx + dK s2 general",
                      "bwd_convT_dxdk_padded": "backward dx + dK transposed",
@@ -689,6 +712,8 @@ def specs(dtype: str):
             yield "backward dW general", fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"]
         elif name == "bwd_conv_dw_padded":
             yield "backward dW", fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"]
+        elif name == "bwd_conv_dw_padded_savedK":
+            yield "backward dW, saved K", fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"]
         elif name == "bwd_guide_pass":
             c.update(sgd=1, sfd=1)
             yield "backward guide pass", fn, ptrs, div16(fn, c), cfg, None

@@ -27,6 +27,8 @@
 #   4. if time is left, experiments: k5 fwd and fwd+bwd (or VARIANT_CASE) under each environment in VARIANTS
 #      (the runtime settings of pac_triton/triton/configs.py; PAC_TRITON_FORCE=num_stages=1: L1-cached plain loads with triton 3.6, whose cp.async
 #      ignores cache_modifier=".ca"; BLOCK_P=128: half the weight-tile traffic per pixel;
+#      PAC_TRITON_SAVE_K=1: K stored by the forward, read by the backward (its fwd+bwd row; a
+#      fwd row runs without autograd and is unchanged);
 #      PAC_TRITON_CHANNELS_LAST_COPIES=0: NCHW gathers, no per-call copies of x, gy, guide).
 # Output (at most 8 files): gpu_check.log, results.csv, summary.txt, breakdown.txt, variants.txt
 # and the PNG charts (packed into one tar when there are too many).
@@ -168,7 +170,7 @@ fi
 #      run instead. E.g. VGG conv3's one-block-of-256-output-channels question (perf/NOTES.md v6):
 #      STAGES=4 VARIANT_CASE="--sweep k=3 --mode fwd --channels 256 --feature-dim 64 --resolution 128"
 #      VARIANTS="default;PAC_TRITON_FORCE=BLOCK_O=256,num_warps=8" bash perf/gpu_check.sh ------------
-VARIANTS="${VARIANTS:-default;PAC_TRITON_FORCE=num_stages=1;PAC_TRITON_FORCE=BLOCK_P=128,num_warps=8;PAC_TRITON_CHANNELS_LAST_COPIES=0}"
+VARIANTS="${VARIANTS:-default;PAC_TRITON_FORCE=num_stages=1;PAC_TRITON_FORCE=BLOCK_P=128,num_warps=8;PAC_TRITON_SAVE_K=1;PAC_TRITON_CHANNELS_LAST_COPIES=0}"
 VARIANT_CASE="${VARIANT_CASE:---sweep k=5 --mode fwd,fwdbwd --channels 64 --feature-dim 16 --resolution 512}"
 IFS=';' read -r -a VLIST <<<"$VARIANTS"
 if want 4; then : >"$OUT/variants.txt"; else say "stage 4: not run (STAGES)"; VLIST=(); fi

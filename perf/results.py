@@ -96,7 +96,7 @@ def run_metadata(device: torch.device, suite: str) -> dict:
         python_version=platform.python_version(), cpu_threads=torch.get_num_threads(), suite=suite,
         settings=";".join([f"{k}={os.environ.get(k, '')}" for k in
                            ("PAC_TRITON_AUTOTUNE", "PAC_TRITON_BACKEND", "PAC_TRITON_FORCE",
-                            "PAC_TRITON_CHANNELS_LAST_COPIES", "TRITON_INTERPRET")]
+                            "PAC_TRITON_CHANNELS_LAST_COPIES", "PAC_TRITON_SAVE_K", "TRITON_INTERPRET")]
                           + [f"cudnn.benchmark={torch.backends.cudnn.benchmark}"]),
     )
 

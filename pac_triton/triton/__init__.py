@@ -1,5 +1,6 @@
 """The Triton backend of pac_triton: fused forward and backward kernels (K computed on the fly, never
-stored).
+stored; ``PAC_TRITON_SAVE_K=1`` stores it for a dense-family backward instead, see
+``configs.py``).
 
 Same functions, signatures and return conventions as ``pac_triton.reference``; arguments arrive
 validated and normalised by ``pac_triton.functional``. Half types are computed with fp32
@@ -41,6 +42,7 @@ IMPLEMENTED_BACKWARD = frozenset({
 try:
     import triton as _triton  # noqa: F401
 
+    from . import configs as _configs
     from . import conv as _conv_mod
     from . import depthwise as _depthwise
     from . import kernel_map as _kernel_map
@@ -48,7 +50,7 @@ try:
     from .host_common import ktype_code as _ktype_code
     _IMPORT_ERROR = None
 except Exception as e:  # noqa: BLE001 - any import failure makes the backend unavailable
-    _conv_mod = _depthwise = _kernel_map = None
+    _configs = _conv_mod = _depthwise = _kernel_map = None
     _IMPORT_ERROR = f"{type(e).__name__}: {e}"
 
 
@@ -124,11 +126,35 @@ def packernel2d(guide, mask, kernel_size, stride, padding, output_padding, dilat
                 smooth_kernel, inv_alpha, inv_lambda, channel_wise, normalize_kernel, transposed):
     """Returns ``(K, out_mask)``; ``K`` is ``[B, 1 or D, kh, kw, Ho, Wo]`` in the guide's dtype."""
     _check()
+    return _packernel(guide, mask, kernel_size, stride, padding, output_padding, dilation, kernel_type,
+                      smooth_kernel, inv_alpha, inv_lambda, channel_wise, normalize_kernel, transposed)
+
+
+def _packernel(guide, mask, kernel_size, stride, padding, output_padding, dilation, kernel_type, smooth_kernel,
+               inv_alpha, inv_lambda, channel_wise, normalize_kernel, transposed, k_in_kdt=False):
+    """``packernel2d``; with ``k_in_kdt`` K is in the K math's dtype (float32, or float64 for a
+    float64 guide) instead of the guide's."""
     kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
     k, om = _kernel_map.run_kernel_fwd(guide, mask, smooth_kernel, a, lm,
                                    *_kernel_map.kernel_options(kernel_size, stride, padding, output_padding, dilation,
-                                                               kt, channel_wise, normalize_kernel, transposed))
+                                                               kt, channel_wise, normalize_kernel, transposed,
+                                                               k_in_kdt))
     return k, _om(om, mask)
+
+
+def _saves_k(input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda, shared_filters, groups):
+    """Whether a guide-taking conv stores K for its backward (``PAC_TRITON_SAVE_K``,
+    ``configs.settings.save_k``): the switch is on, autograd records the call (grad mode on and
+    an input requiring grad: the only case with a backward to serve) and the conv is of the
+    dense family (the depthwise family computes K once per pixel tile for a block of channels,
+    and a loaded K does not shorten its loop). The switch is read last, so a call without
+    autograd reads no environment variable for it."""
+    if not torch.is_grad_enabled() or _conv_mod._depthwise_family(input, weight, shared_filters, groups):
+        return False
+    if not any(t is not None and t.requires_grad
+               for t in (input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda)):
+        return False
+    return _configs.settings.save_k_enabled()
 
 
 def pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters, groups=1):
@@ -164,6 +190,11 @@ def pac_conv2d(input, guide, weight, bias, stride, padding, dilation, kernel_typ
                                  kernel_type, smooth_kernel, inv_alpha, inv_lambda, False, normalize_kernel, False)
         return pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters, groups), om
     g = guide.to(torch.float64) if path == "promote_guide" else guide
+    if _saves_k(input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda, shared_filters, groups):
+        kernel, om = _packernel(g, mask, tuple(weight.shape[-2:]), stride, padding, (0, 0), dilation, kernel_type,
+                                smooth_kernel, inv_alpha, inv_lambda, False, normalize_kernel, False, k_in_kdt=True)
+        y = pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters, groups)
+        return y, (om.to(guide.dtype) if om is not None else None)
     kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
     y, om = _conv_op(input=input, weight=weight, bias=bias, guide=g, mask=mask, smooth=smooth_kernel, alpha=a,
                   lam=lm, stride=stride, padding=padding, dilation=dilation, ktype=kt, normalize=normalize_kernel,
@@ -183,6 +214,13 @@ def pac_conv_transpose2d(input, guide, weight, bias, stride, padding, output_pad
                                 shared_filters, groups)
         return y, om
     g = guide.to(torch.float64) if path == "promote_guide" else guide
+    if _saves_k(input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda, shared_filters, groups):
+        kernel, om = _packernel(g, mask, tuple(weight.shape[-2:]), stride, padding, output_padding, dilation,
+                                kernel_type, smooth_kernel, inv_alpha, inv_lambda, False, normalize_kernel, True,
+                                k_in_kdt=True)
+        y = pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation,
+                                shared_filters, groups)
+        return y, (om.to(guide.dtype) if om is not None else None)
     kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
     y, om = _conv_op(input=input, weight=weight, bias=bias, guide=g, mask=mask, smooth=smooth_kernel, alpha=a,
                   lam=lm, stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,

@@ -16,6 +16,17 @@ Runtime settings (``settings``; each may change between calls, no re-import need
   them). Tests use ``force_blocks(...)``.
 * ``PAC_TRITON_CHANNELS_LAST_COPIES=0`` (or ``settings.channels_last_copies = False``): gather
   from NCHW tensors instead of per-call channels-last copies (``host_common.gather_layout``).
+* ``PAC_TRITON_SAVE_K=1`` (or ``settings.save_k = True``): a dense-family conv or transposed conv
+  with a guide whose backward will run (autograd recording, some input requiring grad) stores
+  K: ``packernel2d``'s kernel computes it once, ``[B, 1, kh, kw, Ho, Wo]`` in the K math's dtype
+  (float32; float64 for float64 math), the conv reads it in the forward, dx / dK and dW passes,
+  and the chain to the guide is ``packernel2d``'s backward. It costs that buffer, kept from the
+  forward to the backward (``4 B k^2 Ho Wo`` bytes in float32: 26 MB at k5 512^2, 0.8 GB at k5
+  3840x2160), and one pass writing it; it saves recomputing K from the guide in the backward's
+  dx / dK and dW passes. Off by default; "0" or unset is off, "1" on, anything else a ValueError
+  naming the variable. The depthwise family (pooling, shared filters, depthwise convs) computes
+  K once per pixel tile for a block of channels and keeps its fused path (a loaded K shortens
+  its loop by nothing, perf/NOTES.md v11); so does a call without autograd.
 * ``settings.fill_outputs_with_nan`` (tests): every output buffer is NaN-filled first, so
   unwritten elements show up.
 
@@ -43,6 +54,7 @@ FORCE_KEYS = ("BLOCK_P", "BLOCK_O", "BLOCK_C", "TILE_W", "BLOCK_D", "DW_BLOCK_C"
 FORCE_ENV = "PAC_TRITON_FORCE"
 CHANNELS_LAST_ENV = "PAC_TRITON_CHANNELS_LAST_COPIES"
 AUTOTUNE_ENV = "PAC_TRITON_AUTOTUNE"
+SAVE_K_ENV = "PAC_TRITON_SAVE_K"
 # tl.dot needs every dimension >= 16 on a GPU (the interpreter takes smaller ones)
 MIN_DOT_DIM = 16
 
@@ -84,6 +96,7 @@ class Settings:
     force: dict | None = None
     channels_last_copies: bool | None = None
     autotune: bool | None = None
+    save_k: bool | None = None
     fill_outputs_with_nan: bool = False
 
     def runtime(self) -> Runtime:
@@ -115,6 +128,15 @@ class Settings:
         if self.channels_last_copies is not None:
             return bool(self.channels_last_copies)
         return os.environ.get(CHANNELS_LAST_ENV, "1") != "0"
+
+    def save_k_enabled(self) -> bool:
+        """``save_k``, or ``PAC_TRITON_SAVE_K`` ("0" / unset: off, "1": on; else a ValueError)."""
+        if self.save_k is not None:
+            return bool(self.save_k)
+        raw = os.environ.get(SAVE_K_ENV, "")
+        if raw not in ("", "0", "1"):
+            raise ValueError(f"{SAVE_K_ENV}: expected '0' or '1', got {raw!r}")
+        return raw == "1"
 
     def autotune_enabled(self) -> bool:
         if interpreting() or self.forced() is not None:
@@ -305,15 +327,17 @@ def _dw_fwd_default(C, f64, vec, forced_key):
 
 def kernel_default(DK: int, channel_wise: bool, f64: bool = False, rt: Runtime | None = None) -> dict:
     """packernel2d: 64 pixels per program for channel-wise K (32 in float64, which spills a
-    register at 64 with triton 3.6 on sm_90), 32 for the single-channel K (64 keeps an 8-byte
-    stack on sm_90 in bf16 since K is masked and divided per tap: 48 registers at 32)."""
+    register at 64 with triton 3.6 on sm_90); 128 for the single-channel K (one pixel per
+    thread at 4 warps: sm_90 bf16 D16 4.1 warp instructions per pixel-tap from a channels-last
+    guide, 8.8 from an NCHW one, against 16.5 at the 32 pixels used before v11, whose 4 warps
+    split the guide channels; 32 in float64)."""
     return _kernel_default(int(DK), bool(channel_wise), bool(f64), _rt(rt).forced_key)
 
 
 @_memo
 def _kernel_default(DK, channel_wise, f64, forced_key):
     forced = dict(forced_key) or None
-    cfg = dict(BLOCK_P=64 if (channel_wise and not f64) else 32,
+    cfg = dict(BLOCK_P=(64 if channel_wise else 128) if not f64 else 32,
                BLOCK_C=clamp(np2(DK), 1, 16) if channel_wise else 1, num_warps=4, num_stages=1)
     cfg["BLOCK_P"] = _get("BLOCK_P", cfg["BLOCK_P"], forced)
     if channel_wise:

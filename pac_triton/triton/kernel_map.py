@@ -441,8 +441,10 @@ def pac_guide_gather_kernel(
 # --- launchers -------------------------------------------------------------------------------
 
 def kernel_forward(guide, mask, kernel_size, stride, padding, output_padding, dilation, ktype, smooth,
-                   alpha, lam, channel_wise, normalize, transposed):
-    """packernel2d. Returns ``(K [B, 1|D, kh, kw, Ho, Wo], out_mask or None)``."""
+                   alpha, lam, channel_wise, normalize, transposed, k_in_kdt=False):
+    """packernel2d. Returns ``(K [B, 1|D, kh, kw, Ho, Wo], out_mask or None)``; K in the guide's
+    dtype, or with ``k_in_kdt`` in the K math's (float32, float64 for a float64 guide: the
+    ``PAC_TRITON_SAVE_K`` route, whose K keeps the fused path's precision)."""
     B, D, Hg, Wg = guide.shape
     kh, kw = kernel_size
     kdt = hc.kdt_of(guide.dtype)
@@ -450,7 +452,7 @@ def kernel_forward(guide, mask, kernel_size, stride, padding, output_padding, di
     DK = D if channel_wise else 1
     has_mask = mask is not None
     om_per_channel = bool(channel_wise) and bool(normalize)
-    kout = hc.empty((B, DK, kh, kw, Ho, Wo), guide.dtype, guide.device)
+    kout = hc.empty((B, DK, kh, kw, Ho, Wo), kdt if k_in_kdt else guide.dtype, guide.device)
     om = hc.empty((B, DK if om_per_channel else 1, 1, 1, Ho, Wo) if has_mask else (0,), guide.dtype, guide.device)
     if kout.numel() == 0:
         return kout, (om if has_mask else None)
@@ -458,7 +460,12 @@ def kernel_forward(guide, mask, kernel_size, stride, padding, output_padding, di
     f0 = None
     if smooth is not None:
         f0 = hc.smoothed_centre(guide, smooth, kernel_size, stride, padding, dilation, (Ho, Wo), transposed)
-    ko = hc.k_operands(guide, guide, f0, mask, None, alpha, lam, kdt, inv=ktype != hc.KT_GAUSS,
+    # the single-channel K gathers the guide (and the centre feature) from a channels-last copy
+    # when D is a multiple of 16, as the convs do: a pixel's channels are one contiguous run and
+    # the distance over D a sum inside the thread (sm_90 bf16, D16, 128 pixels: 4.1 instead of
+    # 16.5 warp instructions per pixel-tap with an NCHW guide at 32 pixels, perf/NOTES.md v11)
+    gk = guide if channel_wise else hc.gather_layout(guide, rt)
+    ko = hc.k_operands(gk, gk, f0, mask, None, alpha, lam, kdt, inv=ktype != hc.KT_GAUSS,
                        channel_wise=bool(channel_wise), n_channels=DK)
     bd = 1 if channel_wise else configs.block_d(D, rt)
     cfg = configs.kernel_default(DK, bool(channel_wise), guide.dtype == torch.float64, rt)
@@ -626,33 +633,34 @@ def kernel_backward(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, pa
 # ``conv.conv_fwd`` (why: conv.py).
 
 def kernel_options(kernel_size, stride, padding, output_padding, dilation, ktype, channel_wise, normalize,
-                   transposed):
-    """``kernel_fwd``'s ``(geometry, options)`` lists."""
+                   transposed, k_in_kdt=False):
+    """``kernel_fwd``'s ``(geometry, options)`` lists (``k_in_kdt``: ``kernel_forward``'s)."""
     return ([*kernel_size, *stride, *padding, *output_padding, *dilation],
-            [int(ktype), int(bool(channel_wise)), int(bool(normalize)), int(bool(transposed))])
+            [int(ktype), int(bool(channel_wise)), int(bool(normalize)), int(bool(transposed)), int(bool(k_in_kdt))])
 
 
 def _kernel_static(geometry, options):
-    """The inverse of ``kernel_options``."""
+    """The inverse of ``kernel_options``, without ``k_in_kdt`` (the forward's alone: ``options[4]``)."""
     g = list(geometry)
-    ktype, channel_wise, normalize, transposed = options
+    ktype, channel_wise, normalize, transposed = options[:4]
     return (g[0:2], g[2:4], g[4:6], g[6:8], g[8:10], int(ktype), bool(channel_wise), bool(normalize),
             bool(transposed))
 
 
 def kernel_fwd_impl(guide: Tensor, mask: Optional[Tensor], smooth: Optional[Tensor], alpha: Optional[Tensor],
                     lam: Optional[Tensor], geometry: List[int], options: List[int]) -> Tuple[Tensor, Tensor]:
-    return hc.over_batch(_kernel_fwd, (guide, mask, smooth, alpha, lam, *_kernel_static(geometry, options)), (0, 1))
+    return hc.over_batch(_kernel_fwd, (guide, mask, smooth, alpha, lam, *_kernel_static(geometry, options),
+                                       bool(options[4])), (0, 1))
 
 
 kernel_fwd = torch.library.custom_op("pac_triton::triton_kernel_fwd", mutates_args=())(kernel_fwd_impl)
 
 
 def _kernel_fwd(guide, mask, smooth, alpha, lam, kernel_size, stride, padding, output_padding, dilation, ktype,
-                channel_wise, normalize, transposed):
+                channel_wise, normalize, transposed, k_in_kdt):
     k, om = kernel_forward(guide, mask, tuple(kernel_size), tuple(stride), tuple(padding),
                            tuple(output_padding), tuple(dilation), ktype, smooth, alpha, lam,
-                           channel_wise, normalize, transposed)
+                           channel_wise, normalize, transposed, k_in_kdt)
     if om is None:
         om = guide.new_empty((0,))
     return k, om
@@ -668,7 +676,8 @@ def _(guide, mask, smooth, alpha, lam, geometry, options):
     else:
         Ho, Wo = hc.conv_out_hw(tuple(guide.shape[-2:]), tuple(kernel_size), stride, padding, dilation)
     DK = D if channel_wise else 1
-    k = guide.new_empty((B, DK, kernel_size[0], kernel_size[1], Ho, Wo))
+    k = guide.new_empty((B, DK, kernel_size[0], kernel_size[1], Ho, Wo),
+                        dtype=hc.kdt_of(guide.dtype) if options[4] else guide.dtype)
     if mask is not None:
         om = guide.new_empty((B, DK if (channel_wise and normalize) else 1, 1, 1, Ho, Wo))
     else:

@@ -43,6 +43,10 @@ KERNEL_CASES = [
     kernel_case("kernelT-cw-k3x5-s2-op0x1-gauss-norm-smooth1x3-bf16", H=7, W=6, k=(3, 5), s=(2, 2), p=(1, 2),
                 op=(0, 1), norm=True, smooth=(1, 3), cw=True, transposed=True, dtype=BF16),
     kernel_case("kernel-k5x3-gauss-f64", H=5, W=5, k=(5, 3), p=(2, 1), dtype=F64),
+    # D a multiple of 16: the single-channel K gathers the guide from a channels-last copy
+    kernel_case("kernel-D16-k3-invasym-norm-mask-smooth3-bf16", D=16, H=5, W=6, kt="inv_1_-2_asym", norm=True,
+                mask=True, smooth=(3, 3), dtype=BF16),
+    kernel_case("kernelT-D32-s2-op1-gauss-mask-f32", D=32, H=6, W=6, s=(2, 2), op=(1, 1), mask=True, transposed=True),
 ]
 
 
@@ -75,3 +79,17 @@ KERNEL_BWD_CASES = [
 def test_packernel2d_backward(c, device):
     device_or_skip(device)
     run_backward("packernel2d", kernel_tensors(c), kernel_static(c), GRADS, c.dtype, device)
+
+
+@pytest.mark.parametrize("cw", [False, True], ids=["single", "channel_wise"])
+def test_guide_gathered_channels_last(cw, monkeypatch):
+    """The single-channel K gathers a D16 NCHW guide from its channels-last copy (guide channel
+    stride 1 at the launch); channel-wise K reads the guide as given."""
+    from triton_helpers import PT, spy_launches
+    from pac_triton.triton import kernel_map
+    strides = spy_launches(monkeypatch, lambda fn, k: k["sgd"] if fn is kernel_map.pac_kernel_kernel else None)
+    guide = torch.randn(1, 16, 4, 5)
+    PT().packernel2d(guide, None, (3, 3), (1, 1), (1, 1), (0, 0), (1, 1), "gaussian", None, None, None, cw,
+                     False, False)
+    assert strides == ([20] if cw else [1]), strides
+
