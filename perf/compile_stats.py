@@ -252,6 +252,15 @@ def dw_variants(dt):
         if c_in == 64:
             yield ("pool_padded", ptrs, {**pc, "HAS_BIAS": False, "HAS_WTAP": False}, pcfg)
             yield ("shared_conv_padded", ptrs, {**pc, "HAS_BIAS": True, "HAS_WTAP": True}, pcfg)
+            # a given single-channel K (pacnet's pacpool2d / shared-filter pacconv2d, PacCRF's
+            # messages): read per pixel, contiguous along W
+            for gname, wtap in (("pool_padded_givenK", False), ("shared_conv_padded_givenK", True)):
+                gk = {k: v for k, v in pc.items() if k != "_div16"}
+                gk.update(K_MODE=K_LOAD, NORMALIZE=False, HAS_MASK=False, BLOCK_D=1, skw=1, HAS_BIAS=wtap,
+                          HAS_WTAP=wtap)
+                gk["_div16"] = tuple(n for n in depthwise.pac_dw_kernel.arg_names
+                                     if n not in gk and not n.endswith("_ptr"))
+                yield (gname, ptrs, gk, pcfg)
     yield ("pool_loadK_idx64", ptrs, {**_geom(), "TRANSPOSED": False, **common, "K_MODE": K_LOAD,
                                       "NORMALIZE": False, "HAS_MASK": False, "HAS_BIAS": False,
                                       "HAS_WTAP": False, "CW": False, "OM_PER_CHANNEL": False,
@@ -493,6 +502,12 @@ def bwd_variants(dt):
                dvec(depthwise.pac_dw_dx_kernel, {**_geom(), "TRANSPOSED": False, **base, **kopt, "HAS_WTAP": True,
                                           "WT_PER_CHANNEL": False, "CW": False, **dxgen, "BLOCK_D": 16},
                     ("sgyc", "sgd", "sfd")), vdl)
+        # ... with a given single-channel K (a shared filter's pacconv2d, PacCRF's messages)
+        yield ("bwd_dw_dx_vec_givenK", depthwise.pac_dw_dx_kernel, dp,
+               dvec(depthwise.pac_dw_dx_kernel, {**_geom(), "TRANSPOSED": False, **base, **kopt, "K_MODE": K_LOAD,
+                                                 "NORMALIZE": False, "HAS_MASK": False, "HAS_WTAP": True,
+                                                 "WT_PER_CHANNEL": False, "CW": False, **dxgen, "BLOCK_D": 1},
+                    ("sgyc", "sgd", "sfd", "skw")), vdl)
         # the depthwise conv (per-channel tap weights) with the channels-last gathers
         yield ("bwd_dwc_dk_vec", depthwise.pac_dw_dk_kernel, P(("gy_ptr", "x_ptr"), ("wt_ptr", "dk_ptr")),
                dvec(depthwise.pac_dw_dk_kernel, {**_geom(), "TRANSPOSED": False, "HAS_WTAP": True,
@@ -686,10 +701,12 @@ def specs(dtype: str):
             yield ("packernel2d, saved K", kernel_map.pac_kernel_kernel,
                    {**ptrs, "k_ptr": "fp64" if dtype == "fp64" else "fp32"}, c, cfg, c["BLOCK_P"])
     for name, ptrs, const, cfg in dw_variants(dtype):
-        if name in ("pool_padded", "dw_conv_padded_C64", "dw_conv_padded_C96"):
+        if name in ("pool_padded", "dw_conv_padded_C64", "dw_conv_padded_C96", "pool_padded_givenK",
+                    "shared_conv_padded_givenK"):
             c = div16(depthwise.pac_dw_kernel, {**{k: v for k, v in const.items() if k != "_div16"}, **gauss, "syw": 1})
             label = {"pool_padded": "forward pool", "dw_conv_padded_C64": "forward depthwise conv",
-                     "dw_conv_padded_C96": "forward depthwise C96"}[name]
+                     "dw_conv_padded_C96": "forward depthwise C96", "pool_padded_givenK": "forward pool, given K",
+                     "shared_conv_padded_givenK": "forward shared filter, given K"}[name]
             # per pixel-tap of 64 channels; the padded loop is the tap loop of one kernel row
             yield label, depthwise.pac_dw_kernel, ptrs, c, cfg, c["BLOCK_P"] * c["BLOCK_C"] // 64
     for name, fn, ptrs, const, cfg in bwd_variants(dtype):
@@ -726,6 +743,11 @@ def specs(dtype: str):
             label = {"bwd_dwc_dw_padded": "backward depthwise dW", "bwd_dwc_dw_padded_C96": "backward depthwise dW C96",
                      "bwd_dwc_dw_vec": "backward depthwise dW general"}[name]
             yield label, fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"] * c["BLOCK_C"] // 64
+        elif name == "bwd_dw_dx_vec_givenK":
+            # a shared filter's input gradient with a given single-channel K (the general path),
+            # per pixel-tap of 64 channels
+            yield ("backward shared filter dx, given K", fn, ptrs, div16(fn, c), cfg,
+                   c["BLOCK_P"] * c["BLOCK_C"] // 64)
         elif name in ("bwd_dwc_dk_padded", "bwd_dwc_dx_padded"):
             # the depthwise conv's backward (per-channel tap weights), per pixel-tap of 64 channels
             # (dK / dx: the padded paths, as every non-transposed launch with staging copies runs)

@@ -93,9 +93,13 @@ def _dw_taps(x_b, wt_ptr, g_b, f0_b, m_b, k_b, f0t, alpha, lam, u, v, pmask, ph,
             elif HAS_MASK:
                 nsum += mv
                 vsum += xin.to(KDT)[:, None]
-        else:
+        elif CW:
             kt = tl.load(k_b + (ki * ski + kj * skj + u * skh + v * skw)[:, None] + cc[None, :] * skc,
                          mask=xin[:, None] & cm[None, :], other=0.0).to(KDT)
+        else:
+            # a given K with one channel: one load per pixel, broadcast over the tile's channels
+            # (a [BLOCK_P, BLOCK_C] load at channel stride 0 was BLOCK_C loads per pixel)
+            kt = tl.load(k_b + (ki * ski + kj * skj + u * skh + v * skw), mask=xin, other=0.0).to(KDT)[:, None]
         if HAS_WTAP:
             kt = kt * _wtap(wt_ptr, tap, cc, cm, C, WT_PER_CHANNEL, IDX64, KDT)
         xt = tl.load(x_b + (ih * sxh + iw * sxw)[:, None] + cc[None, :] * sxc,
@@ -136,15 +140,17 @@ def _times_tap_weight(kc, wt_ptr, t, cc, C_PAD, HAS_WTAP: tl.constexpr, WT_PER_C
 
 
 @triton.jit
-def _dw_padded_taps(x_b, wt_ptr, g_b, m_b, f0t, alpha, lam, u, v, cc, C, H, W, Ho, Wo, D,
-                    sxh, sxw, sgd, sgh, sgw, smh, smw,
+def _dw_padded_taps(x_b, wt_ptr, g_b, m_b, k_b, f0t, alpha, lam, u, v, cc, C, H, W, Ho, Wo, D,
+                    sxh, sxw, sgd, sgh, sgw, smh, smw, ski, skj, skh, skw,
                     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                     PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
-                    KTYPE: tl.constexpr, NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr,
+                    K_MODE: tl.constexpr, KTYPE: tl.constexpr, NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr,
                     HAS_WTAP: tl.constexpr, WT_PER_CHANNEL: tl.constexpr, IDX64: tl.constexpr,
                     KDT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr):
     """The forward's tap loop over a padded input (``PADDED``): a conv (not transposed) with one
-    K per pixel from a guide the size of the input whose D channels fit one block. ``x_b`` is
+    K per pixel, from a guide the size of the input whose D channels fit one block, or given
+    (K_LOAD: ``k_b`` the image's single-channel K, read at the tap's ``(ki, kj)`` and the
+    pixel, 0 at taps outside the input). ``x_b`` is
     the image's ``[H + 2 PH, W + 2 PW, C_pad]`` channels-last staging copy, zero outside the
     input and past channel C, with ``C_pad`` a multiple of BLOCK_C (the tap weights ``[kh*kw,
     C_pad]`` too), so the input gathers need no mask: per tap one scalar offset from a loop
@@ -172,6 +178,7 @@ def _dw_padded_taps(x_b, wt_ptr, g_b, m_b, f0t, alpha, lam, u, v, cc, C, H, W, H
         x_t0 = x_b + ((uc * SH) * sxh + (vc * SW) * sxw)[:, None] + cc[None, :]
     g_t0 = g_b + (ih0 * sgh + iw0 * sgw)[:, None] + od[None, :] * sgd
     m_t0 = m_b + ih0 * smh + iw0 * smw
+    k_t0 = uc * skh + vc * skw  # offsets (index type): 32-bit where the launch allows
     acc = tl.zeros([BLOCK_P, BLOCK_C], KDT)
     nsum = tl.zeros([BLOCK_P], KDT)
     vsum = tl.zeros([BLOCK_P], KDT)
@@ -184,15 +191,20 @@ def _dw_padded_taps(x_b, wt_ptr, g_b, m_b, f0t, alpha, lam, u, v, cc, C, H, W, H
             x_i = x_t0 + i * DH * sxh
         g_i = g_t0 + i * DH * sgh
         m_i = m_t0 + i * DH * smh
+        k_i = k_t0 + i * ski
         for j in range(KW):
             iw = iw0 + j * DW
             xin = rowok & (iw >= 0) & (iw < W)
-            fq = tl.load(g_i + j * DW * sgw, mask=xin[:, None] & dmask[None, :], other=0.0,
-                         cache_modifier=".ca").to(KDT)
-            df = fq - f0t
-            if KTYPE == KT_INV_ASYM:
-                df = _relu(df)
-            kt = _kvalue(tl.sum(df * df, axis=1), alpha, lam, KTYPE)
+            if K_MODE == K_GUIDE:
+                fq = tl.load(g_i + j * DW * sgw, mask=xin[:, None] & dmask[None, :], other=0.0,
+                             cache_modifier=".ca").to(KDT)
+                df = fq - f0t
+                if KTYPE == KT_INV_ASYM:
+                    df = _relu(df)
+                kt = _kvalue(tl.sum(df * df, axis=1), alpha, lam, KTYPE)
+            else:
+                # exactly 0 at taps outside the input, whatever the given K holds there
+                kt = tl.load(k_b + (k_i + j * skj), mask=xin, other=0.0).to(KDT)
             if HAS_MASK:
                 mv = tl.load(m_i + j * DW * smw, mask=xin, other=0.0).to(KDT)
                 kt = _kept(kt, mv)
@@ -246,7 +258,7 @@ def pac_dw_kernel(
     (sk*, skc = 0 for one channel; K_LOAD); ``om_ptr`` out mask ``[B, 1|C, 1, 1, Ho, Wo]``
     contiguous (OM_PER_CHANNEL: one per channel); ``alpha_ptr`` / ``lam_ptr`` inv_alpha /
     inv_lambda in KDT, read at ``c * sab`` (sab = 0: one value).
-    ``CW``: K per channel from a guide with C channels. Pixel tiles are
+    ``CW``: K per channel (from a guide with C channels, or a given K with C channels). Pixel tiles are
     ``(BLOCK_P // TILE_W) x TILE_W`` rectangles (``_pixels2d``; transposed: of one output
     phase), so the per-tap gathers run along image rows (NCHW) or along whole channel runs (the
     launcher's channels-last copies)."""
@@ -282,9 +294,9 @@ def pac_dw_kernel(
 
     if PADDED:
         acc, nsum1, vsum1 = _dw_padded_taps(
-            x_b, wt_ptr, g_b, m_b, f0t, alpha, lam, u, v, cc, C, H, W, Ho, Wo, D, sxh, sxw, sgd, sgh, sgw,
-            smh, smw, KH, KW, SH, SW, PH, PW, DH, DW, KTYPE, NORMALIZE, HAS_MASK, HAS_WTAP, WT_PER_CHANNEL, IDX64,
-            KDT, BLOCK_P, BLOCK_C, BLOCK_D)
+            x_b, wt_ptr, g_b, m_b, k_b, f0t, alpha, lam, u, v, cc, C, H, W, Ho, Wo, D, sxh, sxw, sgd, sgh, sgw,
+            smh, smw, ski, skj, skh, skw, KH, KW, SH, SW, PH, PW, DH, DW, K_MODE, KTYPE, NORMALIZE, HAS_MASK,
+            HAS_WTAP, WT_PER_CHANNEL, IDX64, KDT, BLOCK_P, BLOCK_C, BLOCK_D)
         nsum = nsum1[:, None] + tl.zeros([BLOCK_P, BLOCK_C], KDT)
         vsum = vsum1[:, None] + tl.zeros([BLOCK_P, BLOCK_C], KDT)
     else:
@@ -500,7 +512,8 @@ def pac_dw_dx_kernel(
 ):
     """Input gradient of the depthwise family: dx[b, c, q] = sum over (t, P) with q_t(P) = q of
     w_t[c] K_t(P)[c or 0] gy[b, c, P] (a gather over the taps, no atomics; index patterns as in
-    ``pac_conv_dxdk_kernel``).
+    ``pac_conv_dxdk_kernel``). ``CW``: K per channel (from a guide with C channels, or a given K
+    with C channels).
 
     Pointers: ``gy_ptr`` dL/dy ``[B, C, Ho, Wo]`` (sgy*); ``wt_ptr`` the tap weights in KDT
     (HAS_WTAP): the shared filter ``[kh*kw]``, or per channel ``[kh*kw, C]`` contiguous
@@ -600,9 +613,13 @@ def _dw_dx_taps(gy_ptr, wt_ptr, g_b, f0_b, m_ptr, sc_ptr, k_ptr, alpha, lam, b, 
                 kt = tl.where(pm2 & (mk != 0), kt, 0.0)  # exactly 0 at masked taps
             else:
                 kt = tl.where(pm2, kt, 0.0)
-        else:
+        elif CW:
             kt = tl.load(k_ptr + b * skb + ki * ski + kj * skj + (pu * skh + pv * skw)[:, None]
                          + cc[None, :] * skc, mask=pm2, other=0.0).to(KDT)
+        else:
+            # a given K with one channel: one load per pixel, broadcast over the tile's channels
+            kt = tl.load(k_ptr + b * skb + ki * ski + kj * skj + (pu * skh + pv * skw), mask=pin,
+                         other=0.0).to(KDT)[:, None]
         if HAS_WTAP:
             kt = kt * _wtap(wt_ptr, tap, cc, cm, C, WT_PER_CHANNEL, IDX64, KDT)
         gt = tl.load(gy_ptr + b * sgyb + (pu * sgyh + pv * sgyw)[:, None] + cc[None, :] * sgyc, mask=pm2,
@@ -1054,10 +1071,14 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
     # (y above follows the caller's layout)
     rt = configs.runtime()  # the runtime settings, read once per launch
     bd = configs.block_d(D, rt) if (k_mode == hc.K_GUIDE and not cw) else 1
-    # The padded path (conv, K from the guide per pixel, D in one block, staging copies allowed):
-    # x staged zero-padded and channels-last, input gathers without masks (``_dw_padded_taps``).
-    padded = (not transposed and k_mode == hc.K_GUIDE and not cw and D <= bd and rt.channels_last
-              and (Hg, Wg) == (H, W))
+    # The padded path (conv, K from the guide per pixel with D in one block, or a given
+    # single-channel K on the conv's output grid; staging copies allowed): x staged zero-padded
+    # and channels-last, input gathers without masks (``_dw_padded_taps``).
+    if k_mode == hc.K_GUIDE:
+        padded = not transposed and not cw and D <= bd and rt.channels_last and (Hg, Wg) == (H, W)
+    else:
+        padded = (kernel.shape[1] == 1 and rt.channels_last
+                  and hc.padded_gathers_fit(H, W, Ho, Wo, (kh, kw), stride, padding, dilation, transposed))
     x_in = x
     x, guide, f0, ko = hc.forward_operands(
         x, guide, kernel, mask if has_mask else None, smooth, alpha, lam, k_mode=k_mode, ktype=ktype,
@@ -1082,7 +1103,8 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
     meta = dict(**hc.geometry((kh, kw), stride, padding, dilation), TRANSPOSED=bool(transposed), K_MODE=k_mode,
                 KTYPE=int(ktype), F0_SMOOTH=f0 is not None, NORMALIZE=bool(normalize) and k_mode == hc.K_GUIDE,
                 HAS_MASK=has_mask, HAS_BIAS=bias is not None, HAS_WTAP=wtap is not None, WT_PER_CHANNEL=wt_pc,
-                CW=cw, OM_PER_CHANNEL=om_per_channel, KDT=hc.TL_DTYPE[kdt], D_SINGLE=D <= bd, BLOCK_D=bd)
+                CW=cw if k_mode == hc.K_GUIDE else kernel.shape[1] > 1, OM_PER_CHANNEL=om_per_channel,
+                KDT=hc.TL_DTYPE[kdt], D_SINGLE=D <= bd, BLOCK_D=bd)
     sh_, sw_ = (stride if transposed else (1, 1))
     ph_, pw_ = (cdiv(Ho, sh_), cdiv(Wo, sw_)) if transposed else (Ho, Wo)
 
@@ -1257,8 +1279,8 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
             hc.checked(pac_dw_dx_kernel)[(n, cdiv(C, bc), B)](
                 **gy_args, wt_ptr=wt, dx_ptr=dx, sc_ptr=scale, **kargs, **ko.k_args(channel=True),
                 C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, sab=ko.sab, DKC=dkc, **hc.strides("sd", dx),
-                **kmeta, HAS_WTAP=wtap is not None, WT_PER_CHANNEL=wt_pc, CW=cw, BLOCK_P=bp, BLOCK_C=bc,
-                num_warps=nw)
+                **kmeta, HAS_WTAP=wtap is not None, WT_PER_CHANNEL=wt_pc,
+                CW=cw if k_mode == hc.K_GUIDE else dkc > 1, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
         out["x"] = dx
     if needs.weight:
         # the fast path (conv, K from the guide the size of x, D in one block, staging copies

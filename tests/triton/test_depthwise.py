@@ -462,6 +462,57 @@ def test_padded_path_off_without_channels_last_copies(launches, monkeypatch):
     assert launches == [False, True, False]
 
 
+# A given single-channel K on the conv's output grid (pacnet's ``pacpool2d`` / shared-filter
+# ``pacconv2d`` with ``packernel2d``'s K; ``PacCRF``'s ``'2d'`` / ``'potts'`` messages) takes the
+# padded path too: K read per pixel, 0 at taps outside the input. Before, it ran the general path
+# with a [pixels, channels] load of K at channel stride 0 (sm_90 bf16, C = 64: 22.6 warp
+# instructions per pixel-tap of 64 channels for pooling, now 7.6).
+GIVEN_PADDED = [
+    # (id, op, C, H, W, k, stride, padding, dilation, K channels, forced channel block, dtype,
+    #  channels-last input, padded path expected)
+    ("pool-k1-p2x1-ragged-f32", "pool", 6, 5, 7, (3, 3), (1, 1), (2, 1), (1, 1), 1, 4, F32, False, True),
+    ("shared-conv-k1-s2x1-d1x2-bf16", "shared", 6, 7, 6, (3, 3), (2, 1), (1, 2), (1, 2), 1, 4, BF16, False, True),
+    ("dw-conv-k1-k5x3-p0x1-f16-cl", "dw", 5, 6, 5, (5, 3), (1, 1), (0, 1), (1, 1), 1, 4, F16, True, True),
+    ("pool-kC-general-f32", "pool", 6, 5, 5, (3, 3), (1, 1), (1, 1), (1, 1), 6, 4, F32, False, False),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case_", [pytest.param(c, id=c[0]) for c in GIVEN_PADDED])
+def test_given_kernel_padded_path(case_, device, launches):
+    """Given K, forward and backward, against the float64 reference; K is NaN at every tap that
+    reads no input pixel (those taps contribute nothing, the padded path's masked load included)."""
+    from pac_triton.triton import configs
+    _, op, C, H, W, k, s, p, d, kc, bc, dtype, cl, padded = case_
+    dev = device_or_skip(device)
+    Ho = (H + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1
+    Wo = (W + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+    wshape = (C, 1, *k) if op == "dw" else (1, 1, *k)
+    t = given_kernel_tensors(1, C, C, H, W, k, Ho, Wo, wshape, op != "pool", dev, kc=kc)
+    if op == "pool":
+        del t["weight"], t["bias"]
+    # NaN at the taps that read the zero padding
+    K = t["kernel"]
+    for i in range(k[0]):
+        for j in range(k[1]):
+            ih = torch.arange(Ho, device=dev)[:, None] * s[0] - p[0] + i * d[0]
+            iw = torch.arange(Wo, device=dev)[None, :] * s[1] - p[1] + j * d[1]
+            out = (ih < 0) | (ih >= H) | (iw < 0) | (iw >= W)
+            K[:, :, i, j][out.expand_as(K[:, :, i, j])] = float("nan")
+    if op == "pool":
+        fn, static, grads = "pacpool2d", dict(kernel_size=k, stride=s, padding=p, dilation=d), ["input", "kernel"]
+    else:
+        fn = "pacconv2d"
+        static = dict(stride=s, padding=p, dilation=d, shared_filters=op == "shared", groups=C if op == "dw" else 1)
+        grads = ["input", "kernel", "weight", "bias"]
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=bc, BLOCK_D=4):
+        run_forward(fn, t, static, dtype, cl, ["y"])
+        got = run_backward(fn, t, static, grads, dtype, device, cl)
+    assert launches[0] == padded, launches
+    dropped = torch.isnan(t["kernel"])
+    assert dropped.any() and bool((got["kernel"][dropped.to(got["kernel"].device)] == 0).all())
+
+
 def test_padded_nonfinite_inputs(launches):
     """Non-finite inputs on the padded path: an Inf in x propagates to exactly the outputs whose
     kept taps read it (as the reference), and the zero padding contributes exactly 0 even where
