@@ -131,14 +131,15 @@ def packernel2d(guide, mask, kernel_size, stride, padding, output_padding, dilat
 
 
 def _packernel(guide, mask, kernel_size, stride, padding, output_padding, dilation, kernel_type, smooth_kernel,
-               inv_alpha, inv_lambda, channel_wise, normalize_kernel, transposed, k_in_kdt=False):
-    """``packernel2d``; with ``k_in_kdt`` K is in the K math's dtype (float32, or float64 for a
-    float64 guide) instead of the guide's."""
+               inv_alpha, inv_lambda, channel_wise, normalize_kernel, transposed, for_conv=False):
+    """``packernel2d``; ``for_conv``: K stored for a conv (``PAC_TRITON_SAVE_K``), in the K math's
+    dtype (float32, or float64 for a float64 guide) instead of the guide's, and its backward
+    skips the taps that read no input pixel (``kernel_map.kernel_backward``)."""
     kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
     k, om = _kernel_map.run_kernel_fwd(guide, mask, smooth_kernel, a, lm,
                                    *_kernel_map.kernel_options(kernel_size, stride, padding, output_padding, dilation,
                                                                kt, channel_wise, normalize_kernel, transposed,
-                                                               k_in_kdt))
+                                                               for_conv))
     return k, _om(om, mask)
 
 
@@ -192,7 +193,7 @@ def pac_conv2d(input, guide, weight, bias, stride, padding, dilation, kernel_typ
     g = guide.to(torch.float64) if path == "promote_guide" else guide
     if _saves_k(input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda, shared_filters, groups):
         kernel, om = _packernel(g, mask, tuple(weight.shape[-2:]), stride, padding, (0, 0), dilation, kernel_type,
-                                smooth_kernel, inv_alpha, inv_lambda, False, normalize_kernel, False, k_in_kdt=True)
+                                smooth_kernel, inv_alpha, inv_lambda, False, normalize_kernel, False, for_conv=True)
         y = pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters, groups)
         return y, (om.to(guide.dtype) if om is not None else None)
     kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
@@ -217,7 +218,7 @@ def pac_conv_transpose2d(input, guide, weight, bias, stride, padding, output_pad
     if _saves_k(input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda, shared_filters, groups):
         kernel, om = _packernel(g, mask, tuple(weight.shape[-2:]), stride, padding, output_padding, dilation,
                                 kernel_type, smooth_kernel, inv_alpha, inv_lambda, False, normalize_kernel, True,
-                                k_in_kdt=True)
+                                for_conv=True)
         y = pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation,
                                 shared_filters, groups)
         return y, (om.to(guide.dtype) if om is not None else None)

@@ -441,10 +441,10 @@ def pac_guide_gather_kernel(
 # --- launchers -------------------------------------------------------------------------------
 
 def kernel_forward(guide, mask, kernel_size, stride, padding, output_padding, dilation, ktype, smooth,
-                   alpha, lam, channel_wise, normalize, transposed, k_in_kdt=False):
+                   alpha, lam, channel_wise, normalize, transposed, for_conv=False):
     """packernel2d. Returns ``(K [B, 1|D, kh, kw, Ho, Wo], out_mask or None)``; K in the guide's
-    dtype, or with ``k_in_kdt`` in the K math's (float32, float64 for a float64 guide: the
-    ``PAC_TRITON_SAVE_K`` route, whose K keeps the fused path's precision)."""
+    dtype, or with ``for_conv`` (the ``PAC_TRITON_SAVE_K`` route: K stored for a conv) in the K
+    math's (float32, float64 for a float64 guide), keeping the fused path's precision."""
     B, D, Hg, Wg = guide.shape
     kh, kw = kernel_size
     kdt = hc.kdt_of(guide.dtype)
@@ -452,7 +452,7 @@ def kernel_forward(guide, mask, kernel_size, stride, padding, output_padding, di
     DK = D if channel_wise else 1
     has_mask = mask is not None
     om_per_channel = bool(channel_wise) and bool(normalize)
-    kout = hc.empty((B, DK, kh, kw, Ho, Wo), kdt if k_in_kdt else guide.dtype, guide.device)
+    kout = hc.empty((B, DK, kh, kw, Ho, Wo), kdt if for_conv else guide.dtype, guide.device)
     om = hc.empty((B, DK if om_per_channel else 1, 1, 1, Ho, Wo) if has_mask else (0,), guide.dtype, guide.device)
     if kout.numel() == 0:
         return kout, (om if has_mask else None)
@@ -578,9 +578,13 @@ KERNEL_GRAD_FIELDS = ("guide", "smooth", "alpha", "lam")
 
 
 def kernel_backward(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, padding, output_padding, dilation,
-                    ktype, channel_wise, normalize, transposed, needs: Grads) -> Grads:
+                    ktype, channel_wise, normalize, transposed, needs: Grads, for_conv=False) -> Grads:
     """Gradients of packernel2d for (guide, smooth, alpha, lam) from dL/dK ``gk``: the guide
-    pass and the guide gather of the convolutions, with dK given."""
+    pass and the guide gather of the convolutions, with dK given. ``for_conv`` (the
+    ``PAC_TRITON_SAVE_K`` route): ``gk`` comes from a conv that read this K, so it is 0 at every
+    tap that reads no input pixel and those taps are skipped, as the fused backward skips them
+    (``packernel2d``'s own backward without mask or normalisation reads every tap: K is live
+    there; a skipped tap's ``0 * dK/dr`` would be NaN for a non-finite guide value)."""
     B, D, Hg, Wg = guide.shape
     kh, kw = kernel_size
     KK = kh * kw
@@ -602,6 +606,11 @@ def kernel_backward(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, pa
     f64 = guide.dtype == torch.float64
     f0 = (hc.smoothed_centre(guide, smooth, kernel_size, stride, padding, dilation, (Ho, Wo), transposed)
           if smooth is not None else None)
+    # the single-channel K's guide from a channels-last copy when D is a multiple of 16, as in
+    # the forward and the convs' backward (the guide gradient keeps the guide's layout)
+    guide_in = guide
+    if not cw:
+        guide = hc.gather_layout(guide, rt)
     ko = hc.k_operands(guide, guide, f0, mask, None, alpha, lam, kdt, inv=inv, channel_wise=cw, n_channels=D)
     scale = hc.empty((B, dkc, Ho * Wo), kdt, dev) if (norm or has_mask) else guide
     if cw:  # the depthwise backward's channel blocks and warps, over guide_bwd_block_p pixels
@@ -613,7 +622,7 @@ def kernel_backward(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, pa
         ko=ko, dk=dk, scale=scale, dummy=guide, B=B, C=dkc, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
         geom=hc.geometry(kernel_size, stride, padding, dilation), kdt=kdt, transposed=bool(transposed),
         ktype=int(ktype), smoothed=f0 is not None, normalize=norm, has_mask=has_mask, need_dr=True, channel_wise=cw,
-        block_d=configs.block_d_all(D), cfg=gp_cfg, all_taps=not (norm or has_mask))
+        block_d=configs.block_d_all(D), cfg=gp_cfg, all_taps=not (norm or has_mask or for_conv))
     if needs.alpha:
         out["alpha"] = hc.param_grad(pa, alpha, kdt)
     if needs.lam:
@@ -622,7 +631,8 @@ def kernel_backward(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, pa
         out["guide"], out["smooth"] = guide_side_grads(
             need_guide=needs.guide, need_smooth=needs.smooth, df0=df0, ko=ko, dr=dk, guide=guide, smooth=smooth,
             kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, transposed=transposed,
-            ktype=ktype, channel_wise=cw, block_d=configs.block_d_all(D), kdt=kdt, Ho=Ho, Wo=Wo, rt=rt)
+            ktype=ktype, channel_wise=cw, block_d=configs.block_d_all(D), kdt=kdt, Ho=Ho, Wo=Wo, rt=rt,
+            like=guide_in)
     return Grads(**out)
 
 
@@ -633,14 +643,19 @@ def kernel_backward(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, pa
 # ``conv.conv_fwd`` (why: conv.py).
 
 def kernel_options(kernel_size, stride, padding, output_padding, dilation, ktype, channel_wise, normalize,
-                   transposed, k_in_kdt=False):
-    """``kernel_fwd``'s ``(geometry, options)`` lists (``k_in_kdt``: ``kernel_forward``'s)."""
+                   transposed, for_conv=False):
+    """``kernel_fwd``'s ``(geometry, options)`` lists (``for_conv``: ``kernel_forward``'s and
+    ``kernel_backward``'s; a list without it reads as False)."""
     return ([*kernel_size, *stride, *padding, *output_padding, *dilation],
-            [int(ktype), int(bool(channel_wise)), int(bool(normalize)), int(bool(transposed)), int(bool(k_in_kdt))])
+            [int(ktype), int(bool(channel_wise)), int(bool(normalize)), int(bool(transposed)), int(bool(for_conv))])
+
+
+def _for_conv(options) -> bool:
+    return len(options) > 4 and bool(options[4])
 
 
 def _kernel_static(geometry, options):
-    """The inverse of ``kernel_options``, without ``k_in_kdt`` (the forward's alone: ``options[4]``)."""
+    """The inverse of ``kernel_options``, without ``for_conv`` (``_for_conv(options)``)."""
     g = list(geometry)
     ktype, channel_wise, normalize, transposed = options[:4]
     return (g[0:2], g[2:4], g[4:6], g[6:8], g[8:10], int(ktype), bool(channel_wise), bool(normalize),
@@ -650,17 +665,17 @@ def _kernel_static(geometry, options):
 def kernel_fwd_impl(guide: Tensor, mask: Optional[Tensor], smooth: Optional[Tensor], alpha: Optional[Tensor],
                     lam: Optional[Tensor], geometry: List[int], options: List[int]) -> Tuple[Tensor, Tensor]:
     return hc.over_batch(_kernel_fwd, (guide, mask, smooth, alpha, lam, *_kernel_static(geometry, options),
-                                       bool(options[4])), (0, 1))
+                                       _for_conv(options)), (0, 1))
 
 
 kernel_fwd = torch.library.custom_op("pac_triton::triton_kernel_fwd", mutates_args=())(kernel_fwd_impl)
 
 
 def _kernel_fwd(guide, mask, smooth, alpha, lam, kernel_size, stride, padding, output_padding, dilation, ktype,
-                channel_wise, normalize, transposed, k_in_kdt):
+                channel_wise, normalize, transposed, for_conv):
     k, om = kernel_forward(guide, mask, tuple(kernel_size), tuple(stride), tuple(padding),
                            tuple(output_padding), tuple(dilation), ktype, smooth, alpha, lam,
-                           channel_wise, normalize, transposed, k_in_kdt)
+                           channel_wise, normalize, transposed, for_conv)
     if om is None:
         om = guide.new_empty((0,))
     return k, om
@@ -677,7 +692,7 @@ def _(guide, mask, smooth, alpha, lam, geometry, options):
         Ho, Wo = hc.conv_out_hw(tuple(guide.shape[-2:]), tuple(kernel_size), stride, padding, dilation)
     DK = D if channel_wise else 1
     k = guide.new_empty((B, DK, kernel_size[0], kernel_size[1], Ho, Wo),
-                        dtype=hc.kdt_of(guide.dtype) if options[4] else guide.dtype)
+                        dtype=hc.kdt_of(guide.dtype) if _for_conv(options) else guide.dtype)
     if mask is not None:
         om = guide.new_empty((B, DK if (channel_wise and normalize) else 1, 1, 1, Ho, Wo))
     else:
@@ -689,6 +704,7 @@ def _kernel_setup_context(ctx, inputs, output):
     guide, mask, smooth, alpha, lam, geometry, options = inputs
     ctx.save_for_backward(guide, mask, smooth, alpha, lam)
     ctx.static = _kernel_static(geometry, options)
+    ctx.for_conv = _for_conv(options)
 
 
 # kernel_fwd's input index of each gradient field
@@ -701,7 +717,8 @@ def _kernel_backward(ctx, gk, gom):
     grads = [None] * 7
     if not any(needs) or gk is None:
         return tuple(grads)
-    res = hc.backward_call(kernel_bwd, kernel_bwd_impl, gk, guide, mask, smooth, alpha, lam, *ctx.static, needs)
+    res = hc.backward_call(kernel_bwd, kernel_bwd_impl, gk, guide, mask, smooth, alpha, lam, *ctx.static, needs,
+                           ctx.for_conv)
     for k, f in enumerate(KERNEL_GRAD_FIELDS):
         if needs[k]:
             grads[_KERNEL_INPUT_OF[f]] = res[k]
@@ -716,10 +733,12 @@ run_kernel_fwd = hc.EagerOp(kernel_fwd, kernel_fwd_impl, _kernel_setup_context, 
 def kernel_bwd_impl(gk: Tensor, guide: Tensor, mask: Optional[Tensor], smooth: Optional[Tensor],
                     alpha: Optional[Tensor], lam: Optional[Tensor], kernel_size: List[int], stride: List[int],
                     padding: List[int], output_padding: List[int], dilation: List[int], ktype: int,
-                    channel_wise: bool, normalize: bool, transposed: bool, needs: List[bool]) -> List[Tensor]:
+                    channel_wise: bool, normalize: bool, transposed: bool, needs: List[bool],
+                    for_conv: bool = False) -> List[Tensor]:
     """Gradients of kernel_fwd for (guide, smooth, alpha, lam); empty where not asked for."""
     return hc.over_batch(_kernel_bwd, (gk, guide, mask, smooth, alpha, lam, kernel_size, stride, padding,
-                                       output_padding, dilation, ktype, channel_wise, normalize, transposed, needs),
+                                       output_padding, dilation, ktype, channel_wise, normalize, transposed, needs,
+                                       for_conv),
                          (0, 1, 2), summed=(1, 2, 3))
 
 
@@ -727,17 +746,17 @@ kernel_bwd = torch.library.custom_op("pac_triton::triton_kernel_bwd", mutates_ar
 
 
 def _kernel_bwd(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, padding, output_padding, dilation, ktype,
-                channel_wise, normalize, transposed, needs):
+                channel_wise, normalize, transposed, needs, for_conv):
     need = Grads(**dict(zip(KERNEL_GRAD_FIELDS, map(bool, needs))))
     res = kernel_backward(gk, guide, mask, smooth, alpha, lam, tuple(kernel_size), tuple(stride),
                           tuple(padding), tuple(output_padding), tuple(dilation), int(ktype),
-                          bool(channel_wise), bool(normalize), bool(transposed), need)
+                          bool(channel_wise), bool(normalize), bool(transposed), need, bool(for_conv))
     return hc.grads_to_list(res, guide, KERNEL_GRAD_FIELDS)
 
 
 @kernel_bwd.register_fake
 def _(gk, guide, mask, smooth, alpha, lam, kernel_size, stride, padding, output_padding, dilation, ktype,
-      channel_wise, normalize, transposed, needs):
+      channel_wise, normalize, transposed, needs, for_conv=False):
     return hc.fake_grads(guide, Grads(guide=guide, smooth=smooth, alpha=alpha, lam=lam), None, ktype,
                          Grads(**dict(zip(KERNEL_GRAD_FIELDS, map(bool, needs)))), fields=KERNEL_GRAD_FIELDS)
 

@@ -466,7 +466,7 @@ def test_padded_path_off_without_channels_last_copies(launches, monkeypatch):
 # ``pacconv2d`` with ``packernel2d``'s K; ``PacCRF``'s ``'2d'`` / ``'potts'`` messages) takes the
 # padded path too: K read per pixel, 0 at taps outside the input. Before, it ran the general path
 # with a [pixels, channels] load of K at channel stride 0 (sm_90 bf16, C = 64: 22.6 warp
-# instructions per pixel-tap of 64 channels for pooling, now 7.6).
+# instructions per pixel-tap of 64 channels for pooling, now 7.9).
 GIVEN_PADDED = [
     # (id, op, C, H, W, k, stride, padding, dilation, K channels, forced channel block, dtype,
     #  channels-last input, padded path expected)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pac_testing import assert_close_rel
 from triton_helpers import DEVICES, GRADS, case, convt_in_hw, device_or_skip, inv_params, make_mask, run_backward, \
     run_forward
 
@@ -71,6 +72,12 @@ KERNEL_BWD_CASES = [
                 smooth=(3, 3), dtype=F64),
     kernel_case("kernel-cw-d2-invasym-f32", H=6, W=5, p=(2, 2), d=(2, 2), kt="inv_1_-2_asym", cw=True),
     kernel_case("kernelT-s2-op1-gauss-f32", H=6, W=6, s=(2, 2), op=(1, 1), transposed=True),
+    # D a multiple of 16: the backward gathers the guide from a channels-last copy too, every
+    # tap live (no mask, not normalised) or not
+    kernel_case("kernel-D16-k3-p2-d2-inv-smooth3-f32", D=16, H=5, W=6, p=(2, 2), d=(2, 2), kt="inv_0.5_1.5",
+                smooth=(3, 3)),
+    kernel_case("kernelT-D16-s2-op1-invasym-norm-mask-bf16", D=16, H=6, W=6, s=(2, 2), op=(1, 1),
+                kt="inv_1_-2_asym", norm=True, mask=True, transposed=True, dtype=BF16),
 ]
 
 
@@ -92,4 +99,27 @@ def test_guide_gathered_channels_last(cw, monkeypatch):
     PT().packernel2d(guide, None, (3, 3), (1, 1), (1, 1), (0, 0), (1, 1), "gaussian", None, None, None, cw,
                      False, False)
     assert strides == ([20] if cw else [1]), strides
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_guide_gradient_keeps_the_guide_layout(layout):
+    """At the default tiles (128 pixels per program for the single-channel K: one ragged tile
+    here), K and the D16 guide's gradient equal the reference's, the gradient in the guide's
+    memory layout whichever copy the kernels read."""
+    from triton_helpers import PT, REF
+    from pac_triton.triton import configs
+    guide = torch.randn(1, 16, 4, 5) * 0.3
+    if layout == "channels_last":
+        guide = guide.contiguous(memory_format=torch.channels_last)
+    args = ((3, 3), (1, 1), (1, 1), (0, 0), (1, 1), "gaussian", None, None, None, False, False, False)
+    res = []
+    for backend, dt in ((PT(), torch.float32), (REF, torch.float64)):
+        g = guide.detach().to(dt, copy=True).requires_grad_()
+        with configs.force_blocks():  # no forced tiles: the defaults
+            k, _ = backend.packernel2d(g, None, *args)
+        (k * torch.arange(k.numel(), dtype=k.dtype).reshape(k.shape).cos()).sum().backward()
+        res.append((k.detach(), g.grad))
+    assert res[0][1].stride() == guide.stride(), (res[0][1].stride(), guide.stride())
+    assert_close_rel(res[0][0], res[1][0].float(), 1e-5, "K")
+    assert_close_rel(res[0][1], res[1][1].float(), 1e-5, "d guide")
 
