@@ -479,6 +479,16 @@ def bwd_variants(dt):
                              "TILE_W": configs.tile_w(512, px["BLOCK_P"]), "PADDED": True, "SH": 1, "SW": 1},
                             ("sgyc", "sgd", "sfd")),
                dict(num_warps=px["num_warps"], num_stages=1))
+        if pname == "dw":
+            # a shared filter's (PacCRF's messages') dx with a given single-channel K
+            yield ("bwd_dw_dx_padded_givenK", depthwise.pac_dw_dx_kernel, dp,
+                   _padded_spec(depthwise.pac_dw_dx_kernel,
+                                {**_geom(), "TRANSPOSED": False, **base, **kopt, "K_MODE": K_LOAD, "NORMALIZE": False,
+                                 "HAS_MASK": False, "HAS_WTAP": True, "WT_PER_CHANNEL": False, "CW": False,
+                                 "BLOCK_D": 1, "BLOCK_P": px["BLOCK_P"], "BLOCK_C": px["BLOCK_C"],
+                                 "TILE_W": configs.tile_w(512, px["BLOCK_P"]), "PADDED": True, "SH": 1, "SW": 1},
+                                ("sgyc", "sgd", "sfd", "skw")),
+                   dict(num_warps=px["num_warps"], num_stages=1))
     pcw = configs.shared_dw_default(32, 9, 1, 1, 1, f64, per_channel=True)
     yield ("bwd_dwc_dw", depthwise.pac_shared_dw_kernel, wp,
            {**_geom(), "TRANSPOSED": False, **base, **kopt, "WT_PER_CHANNEL": True, "BLOCK_D": 16,
@@ -743,11 +753,13 @@ def specs(dtype: str):
             label = {"bwd_dwc_dw_padded": "backward depthwise dW", "bwd_dwc_dw_padded_C96": "backward depthwise dW C96",
                      "bwd_dwc_dw_vec": "backward depthwise dW general"}[name]
             yield label, fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"] * c["BLOCK_C"] // 64
-        elif name == "bwd_dw_dx_vec_givenK":
-            # a shared filter's input gradient with a given single-channel K (the general path),
-            # per pixel-tap of 64 channels
-            yield ("backward shared filter dx, given K", fn, ptrs, div16(fn, c), cfg,
-                   c["BLOCK_P"] * c["BLOCK_C"] // 64)
+        elif name in ("bwd_dw_dx_vec_givenK", "bwd_dw_dx_padded_givenK"):
+            # a shared filter's input gradient with a given single-channel K (the general path:
+            # a channel-wise K's, or without staging copies; the padded path: stride 1), per
+            # pixel-tap of 64 channels
+            label = {"bwd_dw_dx_vec_givenK": "backward shared filter dx, given K, general",
+                     "bwd_dw_dx_padded_givenK": "backward shared filter dx, given K"}[name]
+            yield label, fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"] * c["BLOCK_C"] // 64
         elif name in ("bwd_dwc_dk_padded", "bwd_dwc_dx_padded"):
             # the depthwise conv's backward (per-channel tap weights), per pixel-tap of 64 channels
             # (dK / dx: the padded paths, as every non-transposed launch with staging copies runs)

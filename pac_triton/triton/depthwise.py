@@ -548,9 +548,10 @@ def pac_dw_dx_kernel(
         alpha, lam = _k_params(alpha_ptr, lam_ptr, cc, cm, sab, KTYPE, CW, KDT)
     if PADDED:
         acc = _dw_dx_padded_taps(gy_ptr + b * sgyb, wt_ptr, g_b, f0_b, m_ptr + b * smb, sc_ptr + b * Ho * Wo,
-                                 alpha, lam, u, v, cc, C, H, W, Ho, Wo, D, sgyh, sgyw, sgd, sgh, sgw, sfd, sfh,
-                                 sfw, smh, smw, KH, KW, PH, PW, DH, DW, KTYPE, F0_SMOOTH, NORMALIZE, HAS_MASK,
-                                 HAS_WTAP, WT_PER_CHANNEL, IDX64, KDT, BLOCK_P, BLOCK_C, BLOCK_D)
+                                 k_ptr + b * skb, alpha, lam, u, v, cc, C, H, W, Ho, Wo, D, sgyh, sgyw, sgd, sgh,
+                                 sgw, sfd, sfh, sfw, smh, smw, ski, skj, skh, skw, KH, KW, PH, PW, DH, DW, K_MODE,
+                                 KTYPE, F0_SMOOTH, NORMALIZE, HAS_MASK, HAS_WTAP, WT_PER_CHANNEL, IDX64, KDT,
+                                 BLOCK_P, BLOCK_C, BLOCK_D)
     else:
         acc = _dw_dx_taps(gy_ptr, wt_ptr, g_b, f0_b, m_ptr, sc_ptr, k_ptr, alpha, lam, b, u, v, qmask, ph, pw, cc, cm,
                           C, Ho, Wo, D, Hg, Wg, sgyb, sgyc, sgyh, sgyw, sgd, sgh, sgw, sfd, sfh, sfw, smb, smh, smw,
@@ -631,10 +632,11 @@ def _dw_dx_taps(gy_ptr, wt_ptr, g_b, f0_b, m_ptr, sc_ptr, k_ptr, alpha, lam, b, 
 
 
 @triton.jit
-def _dw_dx_padded_taps(gy_b, wt_ptr, g_b, f0_b, m_b, sc_b, alpha, lam, u, v, cc, C, H, W, Ho, Wo, D,
-                       sgyh, sgyw, sgd, sgh, sgw, sfd, sfh, sfw, smh, smw,
+def _dw_dx_padded_taps(gy_b, wt_ptr, g_b, f0_b, m_b, sc_b, k_b, alpha, lam, u, v, cc, C, H, W, Ho, Wo, D,
+                       sgyh, sgyw, sgd, sgh, sgw, sfd, sfh, sfw, smh, smw, ski, skj, skh, skw,
                        KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
-                       DH: tl.constexpr, DW: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr,
+                       DH: tl.constexpr, DW: tl.constexpr, K_MODE: tl.constexpr, KTYPE: tl.constexpr,
+                       F0_SMOOTH: tl.constexpr,
                        NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_WTAP: tl.constexpr,
                        WT_PER_CHANNEL: tl.constexpr, IDX64: tl.constexpr, KDT: tl.constexpr,
                        BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -646,19 +648,22 @@ def _dw_dx_padded_taps(gy_b, wt_ptr, g_b, f0_b, m_b, sc_b, alpha, lam, u, v, cc,
     copy (``gy_b``: output pixel (0, 0) of it; zero outside the output and past channel C).
     K_t(P) is exactly 0 where P is outside the output (or the mask at q is 0), even where K is
     not finite there. Pixels past the input (ragged tiles) compute at the nearest input pixel
-    (not stored). K stays a per-pixel vector until it meets the channels."""
+    (not stored). K stays a per-pixel vector until it meets the channels. K_LOAD: K_t(P) read
+    from the image's single-channel given K (``k_b``), 0 where P is outside the output."""
     C_PAD = (C + BLOCK_C - 1) // BLOCK_C * BLOCK_C  # the staging copy's (and tap weights') channels
     uc = tl.minimum(u, H - 1)
     vc = tl.minimum(v, W - 1)
     od = tl.arange(0, BLOCK_D)
     dmask = od < D
-    # the guide at q (the guide has the input's size): every tap's K_t(P) reads it
-    gq = tl.load(g_b + (uc * sgh + vc * sgw)[:, None] + od[None, :] * sgd, mask=dmask[None, :],
-                 other=0.0).to(KDT)
+    if K_MODE == K_GUIDE:
+        # the guide at q (the guide has the input's size): every tap's K_t(P) reads it
+        gq = tl.load(g_b + (uc * sgh + vc * sgw)[:, None] + od[None, :] * sgd, mask=dmask[None, :],
+                     other=0.0).to(KDT)
     if HAS_MASK:
         mq = tl.load(m_b + uc * smh + vc * smw).to(KDT)
     pu0 = uc + PH  # the output pixel of tap (0, 0); tap (i, j)'s is (pu0 - i DH, pv0 - j DW)
     pv0 = vc + PW
+    k_t0 = pu0 * skh + pv0 * skw  # K_LOAD: tap (0, 0)'s offset in the given K (index type)
     # where f0 of tap (0, 0)'s output pixel is read (the same shift per tap)
     if F0_SMOOTH:
         fh0 = pu0
@@ -687,6 +692,7 @@ def _dw_dx_padded_taps(gy_b, wt_ptr, g_b, f0_b, m_b, sc_b, alpha, lam, u, v, cc,
         fh = fh0 - i * DH
         frow = rowok & (fh >= 0) & (fh < FH)
         f_i = f_t0 - i * DH * sfh
+        k_i = k_t0 + i * (ski - DH * skh)
         if BF16_PAIRS:
             gy_i = gy_t0 - i * DH * (sgyh // 2)
         else:
@@ -696,14 +702,17 @@ def _dw_dx_padded_taps(gy_b, wt_ptr, g_b, f0_b, m_b, sc_b, alpha, lam, u, v, cc,
         for j in range(KW):
             pv = pv0 - j * DW
             pin = rowok & (pv >= 0) & (pv < Wo)
-            fw = fw0 - j * DW
-            fin = frow & (pv >= 0) & (pv < Wo) & (fw >= 0) & (fw < FW)
-            f0 = tl.load(f_i - j * DW * sfw, mask=fin[:, None] & dmask[None, :], other=0.0,
-                         cache_modifier=".ca").to(KDT)
-            df = gq - f0
-            if KTYPE == KT_INV_ASYM:
-                df = _relu(df)
-            kt = _kvalue(tl.sum(df * df, axis=1), alpha, lam, KTYPE)
+            if K_MODE == K_GUIDE:
+                fw = fw0 - j * DW
+                fin = frow & (pv >= 0) & (pv < Wo) & (fw >= 0) & (fw < FW)
+                f0 = tl.load(f_i - j * DW * sfw, mask=fin[:, None] & dmask[None, :], other=0.0,
+                             cache_modifier=".ca").to(KDT)
+                df = gq - f0
+                if KTYPE == KT_INV_ASYM:
+                    df = _relu(df)
+                kt = _kvalue(tl.sum(df * df, axis=1), alpha, lam, KTYPE)
+            else:
+                kt = tl.load(k_b + (k_i + j * (skj - DW * skw)), mask=pin, other=0.0).to(KDT)
             if HAS_MASK:
                 kt = kt * mq
             if NORMALIZE or HAS_MASK:
@@ -1174,12 +1183,18 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
     if ((need_guide_side or needs.kernel) and not dk_padded) or (needs.weight and not dw_padded):
         x = hc.gather_layout(x, rt)
     f64 = x.dtype == torch.float64
-    # the padded dx (a stride-1 conv, K from a guide the size of the input per pixel, D in one
-    # block, staging copies allowed) reads dL/dy from a zero-padded channels-last staging copy;
+    # the padded dx (a stride-1 conv, K from a guide the size of the input per pixel with D in
+    # one block, or a given single-channel K; staging copies allowed) reads dL/dy from a
+    # zero-padded channels-last staging copy;
     # where dL/dy would also be copied channels-last for the dK / dW passes, they read that
     # copy's interior instead (one staging of dL/dy, not two)
-    dx_padded = needs.x and (not transposed and k_mode == hc.K_GUIDE and not cw and tuple(stride) == (1, 1)
-                             and (Hg, Wg) == (H, W) and rt.channels_last and D <= configs.block_d(D, rt))
+    if k_mode == hc.K_GUIDE:
+        dx_padded = needs.x and (not transposed and not cw and tuple(stride) == (1, 1) and (Hg, Wg) == (H, W)
+                                 and rt.channels_last and D <= configs.block_d(D, rt))
+    else:  # a given single-channel K on the conv's output grid
+        dx_padded = needs.x and (dkc == 1 and tuple(stride) == (1, 1) and rt.channels_last
+                                 and hc.padded_gathers_fit(H, W, Ho, Wo, (kh, kw), stride, padding, dilation,
+                                                           transposed))
     gy_read = need_guide_side or needs.kernel or needs.weight  # whether the dK or dW pass reads dL/dy
     if dx_padded:
         px = configs.dw_bwd_padded_default(C, f64, rt, x.dtype == torch.float32)["dx"]

@@ -469,21 +469,23 @@ def test_padded_path_off_without_channels_last_copies(launches, monkeypatch):
 # instructions per pixel-tap of 64 channels for pooling, now 7.9).
 GIVEN_PADDED = [
     # (id, op, C, H, W, k, stride, padding, dilation, K channels, forced channel block, dtype,
-    #  channels-last input, padded path expected)
-    ("pool-k1-p2x1-ragged-f32", "pool", 6, 5, 7, (3, 3), (1, 1), (2, 1), (1, 1), 1, 4, F32, False, True),
-    ("shared-conv-k1-s2x1-d1x2-bf16", "shared", 6, 7, 6, (3, 3), (2, 1), (1, 2), (1, 2), 1, 4, BF16, False, True),
-    ("dw-conv-k1-k5x3-p0x1-f16-cl", "dw", 5, 6, 5, (5, 3), (1, 1), (0, 1), (1, 1), 1, 4, F16, True, True),
-    ("pool-kC-general-f32", "pool", 6, 5, 5, (3, 3), (1, 1), (1, 1), (1, 1), 6, 4, F32, False, False),
+    #  channels-last input, padded forward expected, padded dx expected: stride 1 only)
+    ("pool-k1-p2x1-ragged-f32", "pool", 6, 5, 7, (3, 3), (1, 1), (2, 1), (1, 1), 1, 4, F32, False, True, True),
+    ("shared-conv-k1-s2x1-d1x2-bf16", "shared", 6, 7, 6, (3, 3), (2, 1), (1, 2), (1, 2), 1, 4, BF16, False, True,
+     False),
+    ("shared-conv-k1-d2-p3x2-bf16", "shared", 6, 5, 6, (3, 3), (1, 1), (3, 2), (2, 2), 1, 4, BF16, False, True, True),
+    ("dw-conv-k1-k5x3-p0x1-f16-cl", "dw", 5, 6, 5, (5, 3), (1, 1), (0, 1), (1, 1), 1, 4, F16, True, True, True),
+    ("pool-kC-general-f32", "pool", 6, 5, 5, (3, 3), (1, 1), (1, 1), (1, 1), 6, 4, F32, False, False, False),
 ]
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case_", [pytest.param(c, id=c[0]) for c in GIVEN_PADDED])
-def test_given_kernel_padded_path(case_, device, launches):
+def test_given_kernel_padded_path(case_, device, launches, bwd_launches):
     """Given K, forward and backward, against the float64 reference; K is NaN at every tap that
     reads no input pixel (those taps contribute nothing, the padded path's masked load included)."""
     from pac_triton.triton import configs
-    _, op, C, H, W, k, s, p, d, kc, bc, dtype, cl, padded = case_
+    _, op, C, H, W, k, s, p, d, kc, bc, dtype, cl, padded, dx_padded = case_
     dev = device_or_skip(device)
     Ho = (H + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1
     Wo = (W + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1
@@ -509,6 +511,7 @@ def test_given_kernel_padded_path(case_, device, launches):
         run_forward(fn, t, static, dtype, cl, ["y"])
         got = run_backward(fn, t, static, grads, dtype, device, cl)
     assert launches[0] == padded, launches
+    assert [pad for name, pad in bwd_launches if name == "dx"] == [dx_padded], bwd_launches
     dropped = torch.isnan(t["kernel"])
     assert dropped.any() and bool((got["kernel"][dropped.to(got["kernel"].device)] == 0).all())
 
