@@ -553,13 +553,21 @@ def bwd_variants(dt):
                                  if n not in pconst and not n.endswith("_ptr"))
         yield (f"bwd_dwc_dw_padded{'' if c_in == 64 else f'_C{c_in}'}", depthwise.pac_shared_dw_kernel, wp, pconst,
                dict(num_warps=ps["num_warps"], num_stages=ps["num_stages"]))
+        if c_in == 64:
+            # a given single-channel K (a shared filter's pacconv2d, PacCRF's messages)
+            gconst = {k: v for k, v in pconst.items() if k != "_div16"}
+            gconst.update(K_MODE=K_LOAD, NORMALIZE=False, HAS_MASK=False, BLOCK_D=1, WT_PER_CHANNEL=False, skw=1)
+            gconst["_div16"] = tuple(n for n in depthwise.pac_shared_dw_kernel.arg_names
+                                     if n not in gconst and not n.endswith("_ptr"))
+            yield ("bwd_shared_dw_padded_givenK", depthwise.pac_shared_dw_kernel, wp, gconst,
+                   dict(num_warps=ps["num_warps"], num_stages=ps["num_stages"]))
 
 
 # Weight-gradient kernels: their PTX must hold no atom./red. (deterministic split reduction).
 WEIGHT_GRAD = ("bwd_conv_dw", "bwd_convT_dw", "bwd_conv_dw_loadK", "bwd_conv_dw_dblocks", "bwd_conv_dw_vec",
                "bwd_conv_dw_padded",
                "bwd_conv_dw_grouped", "bwd_shared_dw", "bwd_shared_dw_vec", "bwd_dwc_dw", "bwd_dwc_dw_vec",
-               "bwd_dwc_dw_padded", "bwd_dwc_dw_padded_C96")
+               "bwd_dwc_dw_padded", "bwd_dwc_dw_padded_C96", "bwd_shared_dw_padded_givenK", "bwd_conv_dw_padded_savedK")
 # Backward kernels whose code depends on the data dtype (dots): compiled for every dtype.
 BWD_CORE = ("bwd_conv_dxdk", "bwd_conv_dxdk_padded", "bwd_conv_dw", "bwd_conv_dw_padded", "bwd_dw_dx",
             "bwd_shared_dw", "bwd_dwc_dx", "bwd_dwc_dw", "bwd_dwc_dw_padded", "bwd_guide_pass", "bwd_guide_gather",
@@ -753,6 +761,16 @@ def specs(dtype: str):
             label = {"bwd_dwc_dw_padded": "backward depthwise dW", "bwd_dwc_dw_padded_C96": "backward depthwise dW C96",
                      "bwd_dwc_dw_vec": "backward depthwise dW general"}[name]
             yield label, fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"] * c["BLOCK_C"] // 64
+        elif name == "bwd_shared_dw_padded_givenK":
+            # a shared filter's weight gradient with a given single-channel K, per pixel-tap of 64
+            # channels (the general path: "backward shared filter dW, given K, general")
+            yield ("backward shared filter dW, given K", fn, ptrs, div16(fn, c), cfg,
+                   c["BLOCK_P"] * c["BLOCK_C"] // 64)
+        elif name == "bwd_shared_dw_vec":
+            c2 = {k: v for k, v in c.items() if k != "_div16"}
+            c2.update(K_MODE=K_LOAD, NORMALIZE=False, HAS_MASK=False, BLOCK_D=1, skw=1)
+            yield ("backward shared filter dW, given K, general", fn, ptrs, div16(fn, c2), cfg,
+                   c["BLOCK_P"] * c["BLOCK_C"] // 64)
         elif name in ("bwd_dw_dx_vec_givenK", "bwd_dw_dx_padded_givenK"):
             # a shared filter's input gradient with a given single-channel K (the general path:
             # a channel-wise K's, or without staging copies; the padded path: stride 1), per

@@ -742,16 +742,18 @@ def _widen_pairs(w, f, m):
 
 
 @triton.jit
-def _shared_dw_padded(gy_ptr, x_ptr, part_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, alpha, lam, split, i, j,
+def _shared_dw_padded(gy_ptr, x_ptr, part_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, k_ptr, alpha, lam, split, i, j,
                       C, H, W, Ho, Wo, D, B, NSPLIT,
                       sgyb, sgyc, sgyh, sgyw, sxb, sxh, sxw, sgb, sgd, sgh, sgw, sfb, sfd, sfh, sfw, smb, smh, smw,
+                      skb, ski, skj, skh, skw,
                       KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                       PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
-                      KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr, NORMALIZE: tl.constexpr,
+                      K_MODE: tl.constexpr, KTYPE: tl.constexpr, F0_SMOOTH: tl.constexpr, NORMALIZE: tl.constexpr,
                       HAS_MASK: tl.constexpr, IDX64: tl.constexpr, KDT: tl.constexpr, BLOCK_D: tl.constexpr,
                       BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, TILE_W: tl.constexpr, GY_PAIRS: tl.constexpr):
     """The weight gradient's fast path (``PADDED``): a conv (not transposed) with K from a guide
-    the size of the input, D in one block. ``x_ptr`` is the zero-padded channels-last staging
+    the size of the input, D in one block, or a given single-channel K (K_LOAD, read per pixel
+    at the tap, 0 at taps outside the input). ``x_ptr`` is the zero-padded channels-last staging
     copy ``[B, H + 2 PH, W + 2 PW, C_pad]`` (``C_pad`` a multiple of BLOCK_C; sxc = 1), so the
     input gathers need no mask. Program (split, tap (i, j), channel block) runs over the rows of
     ``TILE_H x TILE_W`` pixel tiles ``split, split + NSPLIT, ..`` of every image (one integer
@@ -814,6 +816,7 @@ def _shared_dw_padded(gy_ptr, x_ptr, part_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, alp
         g_r = g_ptr + b * sgb + ihc * sgh
         m_r = m_ptr + b * smb + ihc * smh
         sc_r = sc_ptr + b * Ho * Wo + uc * Wo
+        k_r = b * skb + i * ski + j * skj + uc * skh  # K_LOAD: the row's offset in the given K
         xrow = uc * SH + i * DH  # the staging copy's row (its padding absorbs -PH)
         if PAIRS:
             x_r = x_w + b * (sxb // 2) + xrow * (sxh // 2)
@@ -834,20 +837,23 @@ def _shared_dw_padded(gy_ptr, x_ptr, part_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, alp
             xin = pok & rowok & (iw >= 0) & (iw < W)
             iwc = tl.minimum(tl.maximum(iw, 0), W - 1)
             # K of the tap at the tile's pixels (clamped positions; zeroed below)
-            fq = tl.load(g_r[:, None] + (iwc * sgw)[:, None] + od[None, :] * sgd, mask=dmask[None, :],
-                         other=0.0).to(KDT)
-            if F0_SMOOTH:
-                f0 = tl.load(f0_r[:, None] + (vc * sfw)[:, None] + od[None, :] * sfd, mask=dmask[None, :],
+            if K_MODE == K_GUIDE:
+                fq = tl.load(g_r[:, None] + (iwc * sgw)[:, None] + od[None, :] * sgd, mask=dmask[None, :],
                              other=0.0).to(KDT)
+                if F0_SMOOTH:
+                    f0 = tl.load(f0_r[:, None] + (vc * sfw)[:, None] + od[None, :] * sfd, mask=dmask[None, :],
+                                 other=0.0).to(KDT)
+                else:
+                    cww = vc * SW - PW + (KW // 2) * DW
+                    cok = cok_r & (cww >= 0) & (cww < W)
+                    f0 = tl.load(f0_r[:, None] + (tl.minimum(tl.maximum(cww, 0), W - 1) * sgw)[:, None]
+                                 + od[None, :] * sgd, mask=cok[:, None] & dmask[None, :], other=0.0).to(KDT)
+                df = fq - f0
+                if KTYPE == KT_INV_ASYM:
+                    df = _relu(df)
+                kt = _kvalue(tl.sum(df * df, axis=1), alpha, lam, KTYPE)
             else:
-                cww = vc * SW - PW + (KW // 2) * DW
-                cok = cok_r & (cww >= 0) & (cww < W)
-                f0 = tl.load(f0_r[:, None] + (tl.minimum(tl.maximum(cww, 0), W - 1) * sgw)[:, None]
-                             + od[None, :] * sgd, mask=cok[:, None] & dmask[None, :], other=0.0).to(KDT)
-            df = fq - f0
-            if KTYPE == KT_INV_ASYM:
-                df = _relu(df)
-            kt = _kvalue(tl.sum(df * df, axis=1), alpha, lam, KTYPE)
+                kt = tl.load(k_ptr + (k_r + vc * skw), mask=xin, other=0.0).to(KDT)
             if HAS_MASK:
                 mk = tl.load(m_r + iwc * smw).to(KDT)
                 kt = kt * mk
@@ -918,7 +924,8 @@ def pac_shared_dw_kernel(
     ``pac_dw_kernel``; ``k_ptr`` a given K ``[B, 1, kh, kw, Ho, Wo]`` (skb, ski, skj, skh, skw);
     ``sc_ptr`` the per-pixel K divisor ``[B, Ho*Wo]`` in KDT.
 
-    ``PADDED`` (conv, K from a guide the size of the input, D in one block): the fast path
+    ``PADDED`` (conv, K from a guide the size of the input with D in one block, or a given
+    single-channel K): the fast path
     ``_shared_dw_padded``, ``x_ptr`` the zero-padded channels-last staging copy, a program per
     channel block for the shared filter too (partials ``[NSPLIT, KH*KW, C]``, summed over
     channels by the host), ``TILE_W``-wide pixel tiles; ``GY_PAIRS``: dL/dy read as int32 bf16
@@ -929,11 +936,12 @@ def pac_shared_dw_kernel(
     j = t % KW
     if PADDED:
         alpha, lam = _k_params(alpha_ptr, lam_ptr, 0, 0, 0, KTYPE, False, KDT)
-        _shared_dw_padded(gy_ptr, x_ptr, part_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, alpha, lam, split, i, j,
+        _shared_dw_padded(gy_ptr, x_ptr, part_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, k_ptr, alpha, lam, split, i, j,
                           C, H, W, Ho, Wo, D, B, NSPLIT,
                           sgyb, sgyc, sgyh, sgyw, sxb, sxh, sxw, sgb, sgd, sgh, sgw, sfb, sfd, sfh, sfw, smb, smh, smw,
-                          KH, KW, SH, SW, PH, PW, DH, DW, KTYPE, F0_SMOOTH, NORMALIZE, HAS_MASK, IDX64, KDT, BLOCK_D,
-                          BLOCK_P, BLOCK_C, TILE_W, GY_PAIRS)
+                          skb, ski, skj, skh, skw,
+                          KH, KW, SH, SW, PH, PW, DH, DW, K_MODE, KTYPE, F0_SMOOTH, NORMALIZE, HAS_MASK, IDX64, KDT,
+                          BLOCK_D, BLOCK_P, BLOCK_C, TILE_W, GY_PAIRS)
     else:
         _shared_dw_general(gy_ptr, x_ptr, part_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, k_ptr, alpha_ptr, lam_ptr,
                            split, t, i, j, C, H, W, Ho, Wo, D, Hg, Wg, B, NSPLIT,
@@ -1177,8 +1185,10 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
     # also copied channels-last (the configs are chosen as if it were: ``vec``)
     dk_padded = (dkc == 1 and rt.channels_last
                  and hc.padded_gathers_fit(H, W, Ho, Wo, (kh, kw), stride, padding, dilation, transposed))
-    dw_padded = (not transposed and k_mode == hc.K_GUIDE and not cw and rt.channels_last and (Hg, Wg) == (H, W)
-                 and bd <= 64)
+    if k_mode == hc.K_GUIDE:
+        dw_padded = not transposed and not cw and rt.channels_last and (Hg, Wg) == (H, W) and bd <= 64
+    else:  # a given single-channel K on the conv's output grid (dk_padded's condition)
+        dw_padded = dk_padded
     x_copied = hc.copies_channels_last(x, rt)
     if ((need_guide_side or needs.kernel) and not dk_padded) or (needs.weight and not dw_padded):
         x = hc.gather_layout(x, rt)
@@ -1298,8 +1308,9 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
                 CW=cw if k_mode == hc.K_GUIDE else dkc > 1, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
         out["x"] = dx
     if needs.weight:
-        # the fast path (conv, K from the guide the size of x, D in one block, staging copies
-        # allowed): x staged zero-padded and channels-last, gathers without masks
+        # the fast path (conv, K from the guide the size of x with D in one block, or a given
+        # single-channel K; staging copies allowed): x staged zero-padded and channels-last,
+        # gathers without masks
         padded = dw_padded
         wcfg = configs.shared_dw_default(C, KK, B, Ho, Wo, f64, vec, per_channel=wt_pc, padded=padded, rt=rt)
         ns = wcfg["NSPLIT"]

@@ -469,7 +469,8 @@ def test_padded_path_off_without_channels_last_copies(launches, monkeypatch):
 # instructions per pixel-tap of 64 channels for pooling, now 7.9).
 GIVEN_PADDED = [
     # (id, op, C, H, W, k, stride, padding, dilation, K channels, forced channel block, dtype,
-    #  channels-last input, padded forward expected, padded dx expected: stride 1 only)
+    #  channels-last input, padded forward (and weight gradient) expected, padded dx expected:
+    #  stride 1 only)
     ("pool-k1-p2x1-ragged-f32", "pool", 6, 5, 7, (3, 3), (1, 1), (2, 1), (1, 1), 1, 4, F32, False, True, True),
     ("shared-conv-k1-s2x1-d1x2-bf16", "shared", 6, 7, 6, (3, 3), (2, 1), (1, 2), (1, 2), 1, 4, BF16, False, True,
      False),
@@ -481,7 +482,7 @@ GIVEN_PADDED = [
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case_", [pytest.param(c, id=c[0]) for c in GIVEN_PADDED])
-def test_given_kernel_padded_path(case_, device, launches, bwd_launches):
+def test_given_kernel_padded_path(case_, device, launches, bwd_launches, dw_launches):
     """Given K, forward and backward, against the float64 reference; K is NaN at every tap that
     reads no input pixel (those taps contribute nothing, the padded path's masked load included)."""
     from pac_triton.triton import configs
@@ -512,6 +513,7 @@ def test_given_kernel_padded_path(case_, device, launches, bwd_launches):
         got = run_backward(fn, t, static, grads, dtype, device, cl)
     assert launches[0] == padded, launches
     assert [pad for name, pad in bwd_launches if name == "dx"] == [dx_padded], bwd_launches
+    assert [pad for pad, _, _ in dw_launches] == ([] if op == "pool" else [padded]), dw_launches
     dropped = torch.isnan(t["kernel"])
     assert dropped.any() and bool((got["kernel"][dropped.to(got["kernel"].device)] == 0).all())
 
