@@ -147,9 +147,10 @@ def _saves_k(input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda, s
     """Whether a guide-taking conv stores K for its backward (``PAC_TRITON_SAVE_K``,
     ``configs.settings.save_k``): the switch is on, autograd records the call (grad mode on and
     an input requiring grad: the only case with a backward to serve) and the conv is of the
-    dense family (the depthwise family computes K once per pixel tile for a block of channels,
-    and a loaded K does not shorten its loop). The switch is read last, so a call without
-    autograd reads no environment variable for it."""
+    dense family (the depthwise family computes K once per pixel tile for a block of channels:
+    a loaded K shortens its loop less than ``packernel2d``'s pass that would store it costs,
+    ``configs.py``). The switch is read last, so a call without autograd reads no environment
+    variable for it."""
     if not torch.is_grad_enabled() or _conv_mod._depthwise_family(input, weight, shared_filters, groups):
         return False
     if not any(t is not None and t.requires_grad

@@ -156,8 +156,10 @@ def _dw_padded_taps(x_b, wt_ptr, g_b, m_b, k_b, f0t, alpha, lam, u, v, cc, C, H,
     C_pad]`` too), so the input gathers need no mask: per tap one scalar offset from a loop
     invariant tile of addresses. Pixels past the output (ragged tiles) compute at the nearest
     output pixel (their results are not stored). Whether a tap reads an input pixel is decided
-    only where K is computed (one pixel's guide per thread): K is 0 at such taps and x is 0
-    there. K stays a per-pixel vector (the normaliser's sums too).
+    only where K is computed or loaded (one pixel per thread): K is exactly 0 at taps that read
+    none (the ``where`` below; a given K's load is in bounds at the clamped pixels, its mask
+    only skips the read) and x is 0 there. K stays a per-pixel vector (the normaliser's sums
+    too).
     Returns ``(acc [BLOCK_P, BLOCK_C], nsum [BLOCK_P], vsum [BLOCK_P])`` as ``_dw_taps``."""
     C_PAD = (C + BLOCK_C - 1) // BLOCK_C * BLOCK_C  # the staging copy's (and tap weights') channels
     uc = tl.minimum(u, Ho - 1)
@@ -355,8 +357,9 @@ def _k_at(g_b, sgd, sgh, sgw, gh, gw, gin, f0_b, sfd, sfh, sfw, ch, cw, cin, D, 
 
 
 @triton.jit
-def _dw_dk_padded(gy_b, x_b, wt_ptr, dk_b, u, v, pmask, C, Ho, Wo, sgyc, sgyh, sgyw, sxh, sxw,
+def _dw_dk_padded(gy_b, x_b, wt_ptr, dk_b, u, v, pmask, C, H, W, Ho, Wo, sgyc, sgyh, sgyw, sxh, sxw,
                   KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                  PH: tl.constexpr, PW: tl.constexpr,
                   DH: tl.constexpr, DW: tl.constexpr, HAS_WTAP: tl.constexpr, WT_PER_CHANNEL: tl.constexpr,
                   C_BLOCKS: tl.constexpr, IDX64: tl.constexpr, KDT: tl.constexpr,
                   BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -365,13 +368,16 @@ def _dw_dk_padded(gy_b, x_b, wt_ptr, dk_b, u, v, pmask, C, Ho, Wo, sgyc, sgyh, s
     zero-padded channels-last staging copy (as ``_dw_padded_taps``): dL/dy loaded once per
     channel block, per tap one unmasked gather at a scalar offset from a loop-invariant tile of
     addresses (bf16 as int32 channel pairs); pixels past the output read the last one (not
-    stored). Taps in the padding read x = 0 (dK = 0 there, NaN where dL/dy is: as the
-    reference's zero-padded unfold). ``C_BLOCKS``: the channel blocks' partial sums added in
+    stored). Taps in the padding read x = 0 and their dK is stored as exactly 0 (docs/semantics.md,
+    "Non-finite values": a dropped tap's dL/dK is 0 even where dL/dy is Inf or NaN, whose product
+    with the padding's 0 would be NaN). ``C_BLOCKS``: the channel blocks' partial sums added in
     dK's memory (a barrier after each block: the threads that store a pixel's dK need not be
     those that read it back)."""
     C_PAD = (C + BLOCK_C - 1) // BLOCK_C * BLOCK_C  # the staging copy's (and tap weights') channels
     uc = tl.minimum(u, Ho - 1)
     xoff = (uc * SH) * sxh + (v * SW) * sxw  # padded-copy offset of tap (0, 0)
+    ih0 = uc * SH - PH  # the input pixel of tap (0, 0)
+    iw0 = v * SW - PW
     goff = u * sgyh + v * sgyw
     pix = u * Wo + v
     offs_c = tl.arange(0, BLOCK_C)
@@ -395,7 +401,9 @@ def _dw_dk_padded(gy_b, x_b, wt_ptr, dk_b, u, v, pmask, C, Ho, Wo, sgyc, sgyh, s
                 x_i = x_t0 + i * DH * (sxh // 2)
             else:
                 x_i = x_t0 + i * DH * sxh
+            rowok = (ih0 + i * DH >= 0) & (ih0 + i * DH < H)
             for j in range(KW):
+                xin = rowok & (iw0 + j * DW >= 0) & (iw0 + j * DW < W)
                 t = i * KW + j
                 if IDX64:
                     t = t.to(tl.int64)
@@ -409,6 +417,7 @@ def _dw_dk_padded(gy_b, x_b, wt_ptr, dk_b, u, v, pmask, C, Ho, Wo, sgyc, sgyh, s
                     d = tl.sum(gt * xt, axis=1)
                     if HAS_WTAP:
                         d = d * tl.load(wt_ptr + t).to(KDT)
+                d = tl.where(xin, d, 0.0)  # exactly 0 at taps in the padding
                 dk_t = dk_b + t * Ho * Wo + pix
                 if C_BLOCKS:
                     d += tl.load(dk_t, mask=pmask & (c0 > 0), other=0.0)
@@ -434,7 +443,8 @@ def pac_dw_dk_kernel(
     Pointers: ``gy_ptr`` dL/dy ``[B, C, Ho, Wo]`` (sgy*); ``x_ptr`` input ``[B, C, H, W]`` (sx*);
     ``wt_ptr`` the tap weights in KDT (HAS_WTAP): the shared filter ``[kh*kw]``, or per channel
     ``[kh*kw, C]`` contiguous (WT_PER_CHANNEL: weighted inside the channel sum); ``dk_ptr``
-    ``[B, C or 1, KH*KW, Ho*Wo]`` contiguous in KDT (K's tap order); every element written.
+    ``[B, C or 1, KH*KW, Ho*Wo]`` contiguous in KDT (K's tap order); every element written,
+    exactly 0 at dropped taps.
 
     ``PADDED`` (a conv, not transposed, dK summed over channels): ``x_ptr`` is the input's
     zero-padded channels-last staging copy (``hc.padded_channels_last``, C padded to a multiple
@@ -448,8 +458,8 @@ def pac_dw_dk_kernel(
     u, v, pmask, ph, pw = _pixels(pid_p, Ho, Wo, SH, SW, TRANSPOSED, IDX64, BLOCK_P)
     if PADDED:
         _dw_dk_padded(gy_ptr + b * sgyb, x_ptr + b * sxb, wt_ptr, dk_ptr + b * (KH * KW) * Ho * Wo, u, v, pmask,
-                      C, Ho, Wo, sgyc, sgyh, sgyw, sxh, sxw, KH, KW, SH, SW, DH, DW, HAS_WTAP, WT_PER_CHANNEL,
-                      C_BLOCKS, IDX64, KDT, BLOCK_P, BLOCK_C)
+                      C, H, W, Ho, Wo, sgyc, sgyh, sgyw, sxh, sxw, KH, KW, SH, SW, PH, PW, DH, DW, HAS_WTAP,
+                      WT_PER_CHANNEL, C_BLOCKS, IDX64, KDT, BLOCK_P, BLOCK_C)
     else:
         offs_c = tl.arange(0, BLOCK_C)
         if IDX64:
@@ -475,8 +485,10 @@ def pac_dw_dk_kernel(
                              other=0.0).to(KDT)
                 if HAS_WTAP and WT_PER_CHANNEL:
                     gt = gt * _wtap(wt_ptr, t, cc, cm, C, WT_PER_CHANNEL, IDX64, KDT)
+                # exactly 0 at dropped taps (padding; between a transposed conv's input pixels),
+                # even where dL/dy is Inf or NaN
                 tl.store(dk_ptr + ((b * C + cc[None, :]) * (KH * KW) + ki * KW + kj) * Ho * Wo + pix[:, None],
-                         wv * gt * xt, mask=pmask[:, None] & cm[None, :])
+                         tl.where(xin[:, None], wv * gt * xt, 0.0), mask=pmask[:, None] & cm[None, :])
             else:
                 dk = tl.zeros([BLOCK_P], KDT)
                 for c0 in range(0, C, BLOCK_C):
@@ -489,7 +501,8 @@ def pac_dw_dk_kernel(
                     if HAS_WTAP and WT_PER_CHANNEL:
                         gt = gt * _wtap(wt_ptr, t, cc, cm, C, WT_PER_CHANNEL, IDX64, KDT)
                     dk += tl.sum(gt * xt, axis=1)
-                tl.store(dk_ptr + (b * (KH * KW) + ki * KW + kj) * Ho * Wo + pix, wv * dk, mask=pmask)
+                tl.store(dk_ptr + (b * (KH * KW) + ki * KW + kj) * Ho * Wo + pix, tl.where(xin, wv * dk, 0.0),
+                         mask=pmask)
 
 
 
@@ -522,8 +535,9 @@ def pac_dw_dx_kernel(
     per-pixel K divisor from the guide pass ``[B, DKC, Ho*Wo]`` contiguous in KDT (DKC = C
     channel-wise, else 1; NORMALIZE or HAS_MASK).
 
-    ``PADDED`` (a stride-1 conv, K from a guide the size of the input per pixel, its D channels
-    in one block): ``gy_ptr`` points at output pixel (0, 0) of dL/dy's zero-padded channels-last
+    ``PADDED`` (a stride-1 conv, K from a guide the size of the input per pixel with its D
+    channels in one block, or a given single-channel K on the conv's output grid): ``gy_ptr``
+    points at output pixel (0, 0) of dL/dy's zero-padded channels-last
     staging copy (``dw_grad_out_padded``: every tap's output pixel inside it, C padded to a
     multiple of BLOCK_C, the per-channel tap weights ``[kh*kw, C_pad]`` too), so its gathers
     need no mask (``_dw_dx_padded_taps``); ``(BLOCK_P // TILE_W) x TILE_W`` input-pixel tiles."""
@@ -1308,6 +1322,11 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
                 CW=cw if k_mode == hc.K_GUIDE else dkc > 1, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
         out["x"] = dx
     if needs.weight:
+        if k_mode == hc.K_LOAD and dkc > 1:
+            # the public functions refuse a given K with C channels for a convolution (the
+            # weight-gradient kernels read one K channel)
+            raise ValueError("pac_triton internal error: the weight gradient of a shared-filter or depthwise conv "
+                             f"with a given K of {dkc} channels (one is supported)")
         # the fast path (conv, K from the guide the size of x with D in one block, or a given
         # single-channel K; staging copies allowed): x staged zero-padded and channels-last,
         # gathers without masks

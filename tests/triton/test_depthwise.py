@@ -6,6 +6,8 @@ tiles, NaN-filled outputs, inputs inside NaN guard bands and the reference forbi
 Triton path runs."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -484,7 +486,8 @@ GIVEN_PADDED = [
 @pytest.mark.parametrize("case_", [pytest.param(c, id=c[0]) for c in GIVEN_PADDED])
 def test_given_kernel_padded_path(case_, device, launches, bwd_launches, dw_launches):
     """Given K, forward and backward, against the float64 reference; K is NaN at every tap that
-    reads no input pixel (those taps contribute nothing, the padded path's masked load included)."""
+    reads no input pixel (those taps contribute nothing: the padded loops set K to exactly 0
+    there), and which path each forward, dx and dW takes."""
     from pac_triton.triton import configs
     _, op, C, H, W, k, s, p, d, kc, bc, dtype, cl, padded, dx_padded = case_
     dev = device_or_skip(device)
@@ -516,6 +519,55 @@ def test_given_kernel_padded_path(case_, device, launches, bwd_launches, dw_laun
     assert [pad for pad, _, _ in dw_launches] == ([] if op == "pool" else [padded]), dw_launches
     dropped = torch.isnan(t["kernel"])
     assert dropped.any() and bool((got["kernel"][dropped.to(got["kernel"].device)] == 0).all())
+
+
+@pytest.mark.parametrize("op,kc,copies,padded", [
+    ("pool", 1, True, True), ("shared", 1, True, True), ("dw", 1, True, True),
+    ("shared", 1, False, False), ("pool", 6, True, False), ("shared-T", 1, True, False)],
+    ids=["pool-k1-padded", "shared-k1-padded", "dw-k1-padded", "shared-k1-no-copies", "pool-kC-general",
+         "shared-convT-general"])
+def test_given_kernel_grad_at_dropped_taps_with_inf_grad_out(op, kc, copies, padded, monkeypatch, bwd_launches):
+    """An Inf in dL/dy: dL/dK at the taps that read the zero padding (a transposed conv's: also
+    between the input pixels) is exactly 0, as the contract says and the reference computes (the
+    dK passes formed Inf * 0 = NaN there), on the padded and the general dK paths alike; the
+    NaN / Inf pattern and the finite values elsewhere as the reference's."""
+    from triton_helpers import REF
+    monkeypatch.setenv("PAC_TRITON_CHANNELS_LAST_COPIES", "1" if copies else "0")
+    g = torch.Generator().manual_seed(5)
+    C, H, W, k = 6, 5, 6, (3, 3)
+    x = torch.randn(1, C, H, W, generator=g, dtype=F64)
+    if op == "shared-T":
+        s, p, op_, d = (2, 2), (1, 1), (1, 1), (1, 1)
+        Ho, Wo = convt_out_hw(H, W, k, s, p, op_, d)
+    else:
+        s, p, d = (1, 1), (1, 1), (1, 1)
+        Ho, Wo = H, W
+    K = torch.rand(1, kc, *k, Ho, Wo, generator=g, dtype=F64)
+    w = torch.randn(C if op == "dw" else 1, 1, *k, generator=g, dtype=F64)
+    gy = torch.randn(1, C, Ho, Wo, generator=g, dtype=F64)
+    gy[0, 1, 0, 0] = float("inf")
+    gy[0, 2, Ho - 1, 2] = float("inf")
+
+    def call(be, xx, KK, ww):
+        if op == "pool":
+            return be.pacpool2d(xx, KK, k, s, p, d)
+        if op == "shared-T":
+            return be.pacconv_transpose2d(xx, KK, ww, None, s, p, op_, d, True, 1)
+        return be.pacconv2d(xx, KK, ww, None, s, p, d, op == "shared", C if op == "dw" else 1)
+    grads = []
+    for be, dt in ((REF, F64), (PT(), F32)):
+        leaves = [t.to(dt).requires_grad_() for t in (x, K, w)]
+        y = call(be, *leaves)
+        with (reference_forbidden() if be is not REF else contextlib.nullcontext()):
+            grads.append(torch.autograd.grad(y, leaves[:2] if op == "pool" else leaves, gy.to(dt)))
+    assert [pad for name, pad in bwd_launches if name == "dk"] == [padded], bwd_launches
+    for name, e, a in zip(("dx", "dK", "dW"), grads[0], grads[1]):
+        e, a = e.double(), a.double()
+        assert torch.equal(torch.isnan(a), torch.isnan(e)) and torch.equal(torch.isinf(a), torch.isinf(e)), name
+        fin = torch.isfinite(e)
+        if fin.any():
+            assert_close_rel(a[fin], e[fin], 1e-5, name)
+    assert (grads[0][1] == 0).any() and bool((grads[1][1][grads[0][1] == 0] == 0).all())
 
 
 def test_padded_nonfinite_inputs(launches):

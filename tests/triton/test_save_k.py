@@ -133,40 +133,51 @@ def test_saved_k_equals_fused():
         assert_close_rel(w, v, TOL[torch.float32], k)
 
 
-@pytest.mark.parametrize("transposed", [False, True], ids=["conv", "convT"])
-@pytest.mark.parametrize("bad", ["nan", "inf", "1e20-inv"])
-def test_saved_k_non_finite_guide(bad, transposed):
+# (bad guide value, kernel type, transposed): with the route's packernel2d backward reading every
+# tap (as packernel2d's own does without a mask or normalisation), every transposed case and the
+# constant-1e20 conv case gave NaN gradients where the fused path's are finite; the conv NaN / Inf
+# cases check that the route keeps the fused path's NaN / Inf patterns
+NON_FINITE = [("nan", "gaussian", True), ("inf", "gaussian", True), ("const-1e20", "inv_1_-4", False),
+              ("nan", "gaussian", False), ("inf", "gaussian", False), ("1e20", "inv_1_-2_asym", True)]
+
+
+@pytest.mark.parametrize("bad,kt,transposed", NON_FINITE,
+                         ids=[f"{b}-{k}-{'convT' if t else 'conv'}" for b, k, t in NON_FINITE])
+def test_saved_k_non_finite_guide(bad, kt, transposed):
     """A non-finite (or huge) guide value gives the fused path's gradients: the taps that read no
     input pixel (padding; a transposed conv's taps between input pixels) contribute exactly 0 to
     every gradient (docs/semantics.md), so ``packernel2d``'s backward skips them on this route
     (without a mask or normalisation it reads every tap, where K is live: 0 * NaN there)."""
     from pac_triton.triton import configs
     g = torch.Generator().manual_seed(3)
-    dt = torch.float32 if bad == "1e20-inv" else torch.float64
-    kt = "inv_1_-2_asym" if bad == "1e20-inv" else "gaussian"
+    dt = torch.float64 if bad in ("nan", "inf") else torch.float32
     if transposed:
         x, guide, w = torch.randn(1, 2, 3, 3, generator=g), torch.randn(1, 1, 6, 6, generator=g), \
             torch.randn(2, 2, 3, 3, generator=g)
     else:
         x, guide, w = torch.randn(1, 2, 5, 5, generator=g), torch.randn(1, 1, 5, 5, generator=g), \
             torch.randn(2, 2, 3, 3, generator=g)
-    guide[0, 0, 1, 1] = {"nan": float("nan"), "inf": float("inf"), "1e20-inv": 1e20}[bad]
-    alpha, lam = torch.tensor(1.0, dtype=dt), torch.tensor(-2.0, dtype=dt)
+    if bad == "const-1e20":
+        guide.fill_(1e20)
+    else:
+        guide[0, 0, 1, 1] = {"nan": float("nan"), "inf": float("inf"), "1e20": 1e20}[bad]
+    inv = kt != "gaussian"
+    alpha, lam = torch.tensor(1.0, dtype=dt), torch.tensor(-4.0 if bad == "const-1e20" else -2.0, dtype=dt)
     res = {}
     for on in (False, True):
         configs.settings.save_k = on
         try:
-            leaves = [t.to(dt).requires_grad_() for t in (x, guide, w, alpha, lam)]
+            leaves = [t.detach().to(dt, copy=True).requires_grad_() for t in (x, guide, w, alpha, lam)]
             xa, ga, wa, aa, la = leaves
-            inv = (aa, la) if kt != "gaussian" else (None, None)
+            params = (aa, la) if inv else (None, None)
             if transposed:
-                y, _ = PT().pac_conv_transpose2d(xa, ga, wa, None, (2, 2), (1, 1), (1, 1), (1, 1), kt, *inv, None,
-                                                 False, False, None)
+                y, _ = PT().pac_conv_transpose2d(xa, ga, wa, None, (2, 2), (1, 1), (1, 1), (1, 1), kt, *params,
+                                                 None, False, False, None)
             else:
-                y, _ = PT().pac_conv2d(xa, ga, wa, None, (1, 1), (1, 1), (1, 1), kt, *inv, None, False, False,
+                y, _ = PT().pac_conv2d(xa, ga, wa, None, (1, 1), (1, 1), (1, 1), kt, *params, None, False, False,
                                        None)
             y.sum().backward()
-            res[on] = [y.detach()] + [t.grad for t in leaves[:3]] + ([aa.grad, la.grad] if kt != "gaussian" else [])
+            res[on] = [y.detach()] + [t.grad for t in leaves[:3]] + ([aa.grad, la.grad] if inv else [])
         finally:
             configs.settings.save_k = None
     for name, a, b in zip(["y", "dx", "dguide", "dweight", "dalpha", "dlambda"], res[False], res[True]):
