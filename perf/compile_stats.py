@@ -794,7 +794,7 @@ def sass_main(argv=None) -> int:
     only = [s.strip() for s in a.only.split(",")] if a.only else None
     print(f"# SASS proxy: sm_{a.arch} {a.dtype}, C = O = 64 (transposed: C = O = 32, k5 s2), D = 16, gaussian, "
           "channels-last strides")
-    print(f"{'kernel':30s} {'warps':>5s} {'regs':>4s} {'smem':>6s} {'loop':>5s} {'/px-tap':>7s}  loop ops")
+    print(f"{'kernel':44s} {'warps':>5s} {'regs':>4s} {'smem':>6s} {'loop':>5s} {'/px-tap':>7s}  loop ops")
     for label, fn, ptrs, const, cfg, pixels in specs(a.dtype):
         if only and not any(s in label for s in only):
             continue
@@ -818,10 +818,10 @@ def sass_main(argv=None) -> int:
         else:  # unrolled: the whole kernel over its taps and pixels
             per = len(body) * cfg["num_warps"] / (const["BLOCK_P"] * taps)
         shown = " ".join(f"{k}={ops[k]}" for k in _KEYS if ops.get(k))
-        print(f"{label:30s} {cfg['num_warps']:5d} {ru['regs']:4d} {ck.metadata.shared:6d} "
+        print(f"{label:44s} {cfg['num_warps']:5d} {ru['regs']:4d} {ck.metadata.shared:6d} "
               f"{len(body) if loop else 0:5d} {per:7.1f}  {shown}" + ("" if loop else "  (unrolled)"))
         if ru["stack"] or ru["local"]:
-            print(f"{'':30s} spills: stack {ru['stack']} local {ru['local']}")
+            print(f"{'':44s} spills: stack {ru['stack']} local {ru['local']}")
     return 0
 
 
