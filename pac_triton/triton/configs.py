@@ -28,8 +28,10 @@ Runtime settings (``settings``; each may change between calls, no re-import need
   K once per pixel tile for a block of channels and keeps its fused path: a loaded K shortens its
   loop less (pool, sm_90 bf16: 8.7 -> 7.9 warp instructions per pixel-tap of 64 channels) than
   ``packernel2d``'s pass that would store it costs (4.1 per pixel-tap, perf/NOTES.md v11); so
-  does a call without autograd. The variable is read while ``torch.compile`` traces the call:
-  there a malformed value surfaces as Dynamo's error around this ValueError.
+  does a call without autograd (so a forward with autograd and one without may differ in the
+  last bits; a guide that needs no gradient is not kept for the backward, K is). The variable is
+  read while ``torch.compile`` traces the call: there a malformed value surfaces as Dynamo's
+  error around this ValueError.
 * ``settings.fill_outputs_with_nan`` (tests): every output buffer is NaN-filled first, so
   unwritten elements show up.
 
