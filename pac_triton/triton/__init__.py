@@ -196,7 +196,7 @@ def pac_conv2d(input, guide, weight, bias, stride, padding, dilation, kernel_typ
         kernel, om = _packernel(g, mask, tuple(weight.shape[-2:]), stride, padding, (0, 0), dilation, kernel_type,
                                 smooth_kernel, inv_alpha, inv_lambda, False, normalize_kernel, False, for_conv=True)
         y = pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters, groups)
-        return y, (om.to(guide.dtype) if om is not None else None)
+        return y, _om_as(om, mask, guide.dtype)
     kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
     y, om = _conv_op(input=input, weight=weight, bias=bias, guide=g, mask=mask, smooth=smooth_kernel, alpha=a,
                   lam=lm, stride=stride, padding=padding, dilation=dilation, ktype=kt, normalize=normalize_kernel,
@@ -222,7 +222,7 @@ def pac_conv_transpose2d(input, guide, weight, bias, stride, padding, output_pad
                                 for_conv=True)
         y = pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation,
                                 shared_filters, groups)
-        return y, (om.to(guide.dtype) if om is not None else None)
+        return y, _om_as(om, mask, guide.dtype)
     kt, a, lm = _inv(kernel_type, inv_alpha, inv_lambda)
     y, om = _conv_op(input=input, weight=weight, bias=bias, guide=g, mask=mask, smooth=smooth_kernel, alpha=a,
                   lam=lm, stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,

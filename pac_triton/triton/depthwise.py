@@ -33,8 +33,8 @@ from . import kernel_map
 from .configs import cdiv
 from .host_common import Grads
 from .jit_common import (INV_EPSILON, K_GUIDE, KT_GAUSS, KT_INV_ASYM, _centre, _centre_tile, _dist,  # noqa: F401
-                         _k_params, _k_tile, _kept, _kvalue, _load_f0, _norm_divisor, _out_tap, _phase_loop, _relu,
-                         _phase_next, _pixels, _pixels2d, _tap, _tap_of)
+                         _k_params, _k_rows, _k_tile, _kept, _kvalue, _load_f0, _norm_divisor, _out_tap,
+                         _phase_loop, _relu, _phase_next, _pixels, _pixels2d, _tap, _tap_of)
 
 
 # --- kernels ---------------------------------------------------------------------------------
@@ -200,10 +200,7 @@ def _dw_padded_taps(x_b, wt_ptr, g_b, m_b, k_b, f0t, alpha, lam, u, v, cc, C, H,
             if K_MODE == K_GUIDE:
                 fq = tl.load(g_i + j * DW * sgw, mask=xin[:, None] & dmask[None, :], other=0.0,
                              cache_modifier=".ca").to(KDT)
-                df = fq - f0t
-                if KTYPE == KT_INV_ASYM:
-                    df = _relu(df)
-                kt = _kvalue(tl.sum(df * df, axis=1), alpha, lam, KTYPE)
+                kt = _k_rows(fq, f0t, alpha, lam, KTYPE)
             else:
                 # exactly 0 at taps outside the input, whatever the given K holds there
                 kt = tl.load(k_b + (k_i + j * skj), mask=xin, other=0.0).to(KDT)
@@ -721,10 +718,7 @@ def _dw_dx_padded_taps(gy_b, wt_ptr, g_b, f0_b, m_b, sc_b, k_b, alpha, lam, u, v
                 fin = frow & (pv >= 0) & (pv < Wo) & (fw >= 0) & (fw < FW)
                 f0 = tl.load(f_i - j * DW * sfw, mask=fin[:, None] & dmask[None, :], other=0.0,
                              cache_modifier=".ca").to(KDT)
-                df = gq - f0
-                if KTYPE == KT_INV_ASYM:
-                    df = _relu(df)
-                kt = _kvalue(tl.sum(df * df, axis=1), alpha, lam, KTYPE)
+                kt = _k_rows(gq, f0, alpha, lam, KTYPE)
             else:
                 kt = tl.load(k_b + (k_i + j * (skj - DW * skw)), mask=pin, other=0.0).to(KDT)
             if HAS_MASK:
@@ -862,10 +856,7 @@ def _shared_dw_padded(gy_ptr, x_ptr, part_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, k_p
                     cok = cok_r & (cww >= 0) & (cww < W)
                     f0 = tl.load(f0_r[:, None] + (tl.minimum(tl.maximum(cww, 0), W - 1) * sgw)[:, None]
                                  + od[None, :] * sgd, mask=cok[:, None] & dmask[None, :], other=0.0).to(KDT)
-                df = fq - f0
-                if KTYPE == KT_INV_ASYM:
-                    df = _relu(df)
-                kt = _kvalue(tl.sum(df * df, axis=1), alpha, lam, KTYPE)
+                kt = _k_rows(fq, f0, alpha, lam, KTYPE)
             else:
                 kt = tl.load(k_ptr + (k_r + vc * skw), mask=xin, other=0.0).to(KDT)
             if HAS_MASK:

@@ -146,6 +146,16 @@ def _kvalue(r, alpha, lam, KTYPE: tl.constexpr):
 
 
 @triton.jit
+def _k_rows(fq, f0, alpha, lam, KTYPE: tl.constexpr):
+    """K per row of ``[pixels, D]`` guide tiles: the kernel function of the distance
+    ``sum_d (fq - f0)^2`` (the difference relu'd for ``_asym``)."""
+    df = fq - f0
+    if KTYPE == KT_INV_ASYM:
+        df = _relu(df)
+    return _kvalue(tl.sum(df * df, axis=1), alpha, lam, KTYPE)
+
+
+@triton.jit
 def _relu(x):
     """``relu`` as ``torch.relu``: a NaN stays NaN (``tl.maximum(x, 0.0)`` returns 0 for it, which
     turned a NaN guide value into a finite K of the ``_asym`` kernels). ``FMNMX.NAN``, one
