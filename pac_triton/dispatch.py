@@ -8,7 +8,9 @@ CUDA tensors, or any tensors under Triton's interpreter ``TRITON_INTERPRET=1``) 
 when autograd will need it, its backward) exist and the call carries no forward-mode tangents
 (``carries_tangents``) and is not differentiated by a ``torch.func`` transform
 (``under_grad_transform``), and the reference otherwise (CPU tensors
-always get the reference under ``"auto"``, interpreter or not). ``"triton"`` never falls back:
+always get the reference under ``"auto"``, interpreter or not; CUDA tensors get it with a
+RuntimeWarning, once per reason, when the Triton backend cannot run: triton missing, or the
+backend failing to load). ``"triton"`` never falls back:
 it runs or raises ``NotImplementedError`` saying why (Triton not importable, no kernel for the
 operator, or CPU tensors without the interpreter). ``explain(...)`` says which backend a call
 gets and why.
@@ -23,6 +25,7 @@ are defined). Otherwise it is falsy and its ``reason`` says why.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -137,6 +140,22 @@ def _under_transform(tensors, kind: str) -> bool:
     return any(i.key() == key for i in retrieve_all_functorch_interpreters())
 
 
+_WARNED_UNAVAILABLE: set = set()  # the reasons "auto" has warned about in this process
+
+
+def _warn_unavailable_once(reason: str) -> None:
+    """``"auto"`` given CUDA tensors while the Triton backend cannot run (triton missing, or
+    the backend failing to load): the reference runs, correct but many times slower, so say it
+    once per reason (a RuntimeWarning) rather than fall back in silence."""
+    if reason in _WARNED_UNAVAILABLE:
+        return
+    _WARNED_UNAVAILABLE.add(reason)
+    warnings.warn(f"pac_triton: backend='auto' is running the reference backend (pure PyTorch, many times "
+                  f"slower) on CUDA tensors because the Triton backend is unavailable: {reason}. Pass "
+                  f"backend='reference' (or set {ENV_VAR}=reference) to choose it explicitly.",
+                  RuntimeWarning, stacklevel=4)
+
+
 class Selection(NamedTuple):
     """What ``select`` picks and why: ``backend`` is ``"reference"`` or ``"triton"``; ``reason``
     says why (for ``"auto"``) in words."""
@@ -160,6 +179,8 @@ def _choose(backend, op, tensors):
     if backend == "auto":
         if module is None:
             why = reason
+            if on_cuda:
+                _warn_unavailable_once(reason)
         elif not on_cuda:
             why = "CPU tensors ('auto' runs Triton on CUDA tensors only)"
         elif op not in module.IMPLEMENTED:

@@ -153,6 +153,73 @@ def test_triton_available_reports_a_backend_that_cannot_import(monkeypatch):
     assert not answer and answer.reason == "simulated: triton cannot be imported"
 
 
+class _CudaLike:
+    """Stands for a CUDA tensor where only the dispatcher's device test looks at it."""
+    is_cuda = True
+    requires_grad = False
+
+
+def test_auto_warns_once_when_cuda_tensors_get_the_reference(monkeypatch, recwarn):
+    """'auto' with CUDA tensors and a Triton backend that cannot run (triton missing, or the
+    backend failing to load) runs the reference, many times slower: it says so once per reason
+    (a RuntimeWarning naming the reason), never in silence; CPU tensors get the reference as
+    documented, without a warning."""
+    import warnings
+
+    from pac_triton import dispatch
+    monkeypatch.setattr(dispatch, "_WARNED_UNAVAILABLE", set())
+    monkeypatch.setattr(dispatch, "_triton_module", lambda: (None, "simulated: the backend failed to load"))
+    warnings.simplefilter("always")
+    cpu = torch.zeros(1)
+    assert dispatch.explain("auto", "pac_conv2d", [cpu]).backend == "reference"
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    for _ in range(3):
+        sel = dispatch.explain("auto", "pac_conv2d", [cpu, _CudaLike()])
+        assert sel == ("reference", "simulated: the backend failed to load")
+    warned = [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    assert len(warned) == 1
+    assert "simulated: the backend failed to load" in str(warned[0].message)
+    assert "backend='reference'" in str(warned[0].message)
+    # another reason warns again, once
+    monkeypatch.setattr(dispatch, "_triton_module", lambda: (None, "simulated: triton cannot be imported"))
+    dispatch.explain("auto", "pac_pool2d", [_CudaLike()])
+    dispatch.explain("auto", "pac_pool2d", [_CudaLike()])
+    assert len([w for w in recwarn if issubclass(w.category, RuntimeWarning)]) == 2
+    with pytest.raises(NotImplementedError, match="simulated: triton cannot be imported"):
+        dispatch.explain("triton", "pac_pool2d", [_CudaLike()])
+
+
+_BROKEN_MODULE = """
+import importlib.abc, sys
+class Broken(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "pac_triton.triton.kernel_map":
+            raise AttributeError("simulated: module 'triton.language' has no attribute 'gone'")
+sys.meta_path.insert(0, Broken())
+import pac_triton, triton
+answer = pac_triton.triton_available()
+print(answer.ok, "|", answer.reason, "|", triton.__version__)
+"""
+
+
+def test_a_backend_that_fails_to_load_is_not_a_missing_triton():
+    """Triton imports but a module of the backend does not (a bug, or an unsupported triton
+    release): the backend is unavailable with a reason that says exactly that and names the
+    triton version and the error, not "triton cannot be imported"."""
+    import os
+    import subprocess
+    import sys
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, "-c", _BROKEN_MODULE], capture_output=True, text=True, env=env,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0, proc.stderr
+    ok, reason, version = proc.stdout.strip().split(" | ")
+    assert ok == "False"
+    assert reason.startswith(f"the Triton backend failed to load with triton {version} (AttributeError: simulated:")
+    assert "cannot be imported" not in reason
+
+
 @pytest.mark.parametrize("backend", ["reference", "triton"])
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
 def test_output_layout_follows_the_input(fmt, backend):

@@ -14,9 +14,12 @@ Layout, one file per operator family (kernels forward beside backward, launchers
 helpers and named constexprs in ``jit_common.py``, shared host code in ``host_common.py``, tile
 defaults, autotuning lists and the runtime settings (``configs.settings``) in ``configs.py``.
 
-Importing this package imports triton; when that fails, ``is_available()`` says why and every
-function raises RuntimeError with that reason (the dispatcher turns that into NotImplementedError
-before any call). No environment variable is read at import (``configs.py``).
+Importing this package imports triton; when that fails, or triton imports but this package's
+kernel modules do not (a bug, or a triton release whose API they do not support: told apart in
+the reason), ``is_available()`` says why and every function raises RuntimeError with that
+reason (the dispatcher turns that into NotImplementedError before any call, and ``"auto"``
+warns once when it runs the reference for CUDA tensors for that reason). No environment
+variable is read at import (``configs.py``).
 """
 from __future__ import annotations
 
@@ -39,31 +42,40 @@ IMPLEMENTED_BACKWARD = frozenset({
     "pac_conv2d", "pac_conv_transpose2d", "pac_pool2d",
 })
 
+_configs = _conv_mod = _depthwise = _kernel_map = None
+_IMPORT_ERROR = None  # why the backend cannot run: triton missing, or this package failing to load
 try:
-    import triton as _triton  # noqa: F401
-
-    from . import configs as _configs
-    from . import conv as _conv_mod
-    from . import depthwise as _depthwise
-    from . import kernel_map as _kernel_map
-    from .host_common import KT_GAUSS as _KT_GAUSS
-    from .host_common import ktype_code as _ktype_code
-    _IMPORT_ERROR = None
-except Exception as e:  # noqa: BLE001 - any import failure makes the backend unavailable
-    _configs = _conv_mod = _depthwise = _kernel_map = None
-    _IMPORT_ERROR = f"{type(e).__name__}: {e}"
+    import triton as _triton
+except Exception as e:  # noqa: BLE001 - a missing or broken triton makes the backend unavailable
+    _IMPORT_ERROR = f"triton cannot be imported ({type(e).__name__}: {e})"
+else:
+    try:
+        from . import configs as _configs
+        from . import conv as _conv_mod
+        from . import depthwise as _depthwise
+        from . import kernel_map as _kernel_map
+        from .host_common import KT_GAUSS as _KT_GAUSS
+        from .host_common import ktype_code as _ktype_code
+    except Exception as e:  # noqa: BLE001 - kept as the reason, never mistaken for a missing triton
+        # triton imports but the kernels' own modules do not: a pac_triton bug, or a triton
+        # release whose API they do not support. The reason says so; "auto" warns once when it
+        # then runs the reference for CUDA tensors (dispatch.py), "triton" raises it.
+        _configs = _conv_mod = _depthwise = _kernel_map = None
+        _IMPORT_ERROR = (f"the Triton backend failed to load with triton "
+                         f"{getattr(_triton, '__version__', '(unknown version)')} ({type(e).__name__}: {e}): "
+                         "a pac_triton bug or a triton release it does not support")
 
 
 def is_available():
     """``(True, "")`` when the Triton backend can run, else ``(False, reason)``."""
     if _IMPORT_ERROR is not None:
-        return False, f"triton cannot be imported ({_IMPORT_ERROR})"
+        return False, _IMPORT_ERROR
     return True, ""
 
 
 def _check():
     if _IMPORT_ERROR is not None:
-        raise RuntimeError(f"the Triton backend is unavailable: triton cannot be imported ({_IMPORT_ERROR})")
+        raise RuntimeError(f"the Triton backend is unavailable: {_IMPORT_ERROR}")
 
 
 def _om(om, mask):
