@@ -27,8 +27,9 @@ def pacnet_transposed_weight(weight: torch.Tensor) -> torch.Tensor:
 
 def _transposed_prefixes(model: nn.Module) -> list[str]:
     """Prefixes (``"up.0."``) of the PAC transposed layers in ``model``: our class, or any class
-    named ``PacConvTranspose2d`` (pacnet's own module)."""
-    return [name + "." if name else "" for name, module in model.named_modules()
+    named ``PacConvTranspose2d`` (pacnet's own module); every name of a layer registered under
+    several (its state dict holds the weight under each)."""
+    return [name + "." if name else "" for name, module in model.named_modules(remove_duplicate=False)
             if isinstance(module, PacConvTranspose2d) or type(module).__name__ == "PacConvTranspose2d"]
 
 

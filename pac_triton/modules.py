@@ -20,7 +20,7 @@ from . import functional as PF
 from .dispatch import check_backend
 from .options import fixed_smooth_kernel, parse_kernel_type, parse_smooth_type
 from .validation import (arg_names, check_geometry, check_groups, check_guide, check_mask, check_padding_mode,
-                         check_tensor, resolve_padding)
+                         check_positive_int, check_tensor, resolve_padding)
 
 __all__ = ["PacConv2d", "PacConvTranspose2d", "PacPool2d"]
 
@@ -71,6 +71,9 @@ class _PacConvNd(nn.Module):
         self.padding_mode = check_padding_mode(padding_mode, transposed)
         self.groups = check_groups(groups)
         self.output_padding = geometry[4] if transposed else (0, 0)
+        if not pool_only:
+            in_channels = check_positive_int(in_channels, "in_channels")
+            out_channels = check_positive_int(out_channels, "out_channels")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.transposed = transposed
@@ -87,9 +90,6 @@ class _PacConvNd(nn.Module):
         stype = parse_smooth_type(smooth_kernel_type)
 
         if not pool_only:
-            for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-                if not isinstance(value, int) or value <= 0:
-                    raise ValueError(f"{name} must be a positive int, got {value!r}")
             for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
                 if value % self.groups:
                     raise ValueError(f"{name} must be divisible by groups, got {name}={value}, groups={self.groups}")

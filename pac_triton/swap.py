@@ -21,7 +21,9 @@ A guide of batch 1 is broadcast over the batch. A guide may also be passed per c
 ``layer(x, guide)``, which skips resizing (the guide must then be at that layer's resolution).
 
 With a constant guide and the default ``kernel_type='gaussian'`` without ``normalize_kernel``
-the adapting kernel is ``K == 1`` and the swapped model computes exactly what the original did;
+the adapting kernel is ``K == 1`` and the swapped model computes exactly what the original did
+(layers whose zero padding is wider than the kernel's half reach, where the guide reads 0 past
+the border, are refused for that reason);
 a guide that varies (colour, position, features of another network) makes every swapped layer
 filter along its structure. Other ``kernel_type``/``normalize_kernel`` choices are accepted but
 change the outputs even for a constant guide (``inv_`` kernels: ``K = alpha + eps^(lambda/2)``;
@@ -129,17 +131,27 @@ class _Guided:
         return super().extra_repr() + f", guide_mode={self.guide_mode}"
 
 
+def _batched_guide(guide):
+    """A guide passed with an unbatched input: ``[D, H, W]`` as a batch of one."""
+    return guide[None] if isinstance(guide, torch.Tensor) and guide.dim() == 3 else guide
+
+
 class GuidedPacConv2d(_Guided, PacConv2d):
     """A ``PacConv2d`` whose ``forward(input, guide=None)`` takes its guide from the provider set by
-    ``set_guide``/``guided`` (resized to the *input* resolution) when none is passed."""
+    ``set_guide``/``guided`` (resized to the *input* resolution) when none is passed. As
+    ``nn.Conv2d``, it also takes an unbatched ``[C, H, W]`` input (and returns ``[O, Ho, Wo]``;
+    the provider's guide must then have a batch of one)."""
 
     def __init__(self, *args, guide_mode="bilinear", **kwargs):
         super().__init__(*args, **kwargs)
         self._init_guided(guide_mode)
 
     def forward(self, input, guide=None):
+        if isinstance(input, torch.Tensor) and input.dim() == 3:
+            # unbatched [C, H, W], as nn.Conv2d takes it: a batch of one (a 3-d guide too)
+            return self.forward(input[None], _batched_guide(guide))[0]
         if not isinstance(input, torch.Tensor) or input.dim() != 4:
-            raise ValueError(f"input must be a 4-d tensor [B, C, H, W], got "
+            raise ValueError(f"input must be a 4-d tensor [B, C, H, W] or an unbatched 3-d one [C, H, W], got "
                              f"{getattr(input, 'shape', type(input).__name__)}")
         with _parametrized_once(self):
             return super().forward(input, self._guide_for(input, guide, input.shape[-2:]))
@@ -148,7 +160,7 @@ class GuidedPacConv2d(_Guided, PacConv2d):
 class GuidedPacConvTranspose2d(_Guided, PacConvTranspose2d):
     """A ``PacConvTranspose2d`` whose ``forward(input, guide=None, output_size=None)`` takes its guide
     from the provider (resized to the *output* resolution) when none is passed. ``output_size``
-    works as in ``nn.ConvTranspose2d``."""
+    and unbatched ``[C, H, W]`` inputs work as in ``nn.ConvTranspose2d``."""
 
     def __init__(self, *args, guide_mode="bilinear", **kwargs):
         super().__init__(*args, **kwargs)
@@ -163,16 +175,19 @@ class GuidedPacConvTranspose2d(_Guided, PacConvTranspose2d):
             smallest = ((input.shape[2 + axis] - 1) * self.stride[axis] - 2 * self.padding[axis]
                         + self.dilation[axis] * (self.kernel_size[axis] - 1) + 1)
             extra = output_size[axis] - smallest
-            if not 0 <= extra < max(self.stride[axis], self.dilation[axis]):
+            if not 0 <= extra < self.stride[axis]:  # nn.ConvTranspose2d's range (its _output_padding)
                 raise ValueError(f"requested output_size {output_size} is not reachable from input "
                                  f"{tuple(input.shape[-2:])}: sizes from {smallest} to "
-                                 f"{smallest + max(self.stride[axis], self.dilation[axis]) - 1} on axis {axis}")
+                                 f"{smallest + self.stride[axis] - 1} on axis {axis}")
             output_padding.append(extra)
         return tuple(output_padding)
 
     def forward(self, input, guide=None, output_size=None):
+        if isinstance(input, torch.Tensor) and input.dim() == 3:
+            # unbatched [C, H, W], as nn.ConvTranspose2d takes it: a batch of one (a 3-d guide too)
+            return self.forward(input[None], _batched_guide(guide), output_size)[0]
         if not isinstance(input, torch.Tensor) or input.dim() != 4:
-            raise ValueError(f"input must be a 4-d tensor [B, C, H, W], got "
+            raise ValueError(f"input must be a 4-d tensor [B, C, H, W] or an unbatched 3-d one [C, H, W], got "
                              f"{getattr(input, 'shape', type(input).__name__)}")
         output_padding = self._output_padding_for(input, output_size)
         out_hw = tuple((n - 1) * s - 2 * p + d * (k - 1) + op + 1 for n, s, p, d, k, op in
@@ -252,6 +267,18 @@ def _refusal(module) -> str | None:
     kernel_size = _pair(module.kernel_size)
     if any(k % 2 == 0 for k in kernel_size):
         return f"kernel_size={kernel_size}: PAC kernels need odd sizes (the centre tap defines K)"
+    if module.padding_mode == "zeros" and not isinstance(module.padding, str):
+        padding, dilation = _pair(module.padding), _pair(module.dilation)
+        reach = tuple(d * (k - 1) // 2 for d, k in zip(dilation, kernel_size))
+        if any(p > r for p, r in zip(padding, reach)):
+            where = ("the centre tap of the outermost output pixels falls in the zero padding, where the guide "
+                     "reads 0" if isinstance(module, nn.Conv2d) else
+                     "taps of the outermost output pixels read the guide past the output's border, where it "
+                     "reads 0")
+            return (f"padding={padding} is wider than the kernel's half reach dilation * (kernel_size - 1) / 2 = "
+                    f"{reach} with zero padding: {where} (docs/semantics.md section 1), so even a constant guide "
+                    "would not reproduce the layer (build a PacConv2d / PacConvTranspose2d yourself if that is "
+                    "what you want)")
     return None
 
 
@@ -326,7 +353,8 @@ def swap_to_pac(model: nn.Module, names: str | Iterable[str] | None = None, *,
                          "exactly one of them")
     if guide_mode not in GUIDE_MODES:
         raise ValueError(f"unknown guide_mode {guide_mode!r}: expected one of {GUIDE_MODES}")
-    modules = dict(model.named_modules())
+    # every name of every module (a layer registered twice answers to both)
+    modules = dict(model.named_modules(remove_duplicate=False))
     if names is not None:
         names = [names] if isinstance(names, str) else list(names)
         if not names:
@@ -386,9 +414,10 @@ def set_guide(model: nn.Module, guide: torch.Tensor | None) -> None:
     if guide is not None:
         if not isinstance(guide, torch.Tensor):
             raise TypeError(f"guide must be a tensor or None, got {type(guide).__name__}")
-        if guide.dim() != 4 or not guide.is_floating_point():
-            raise ValueError(f"guide must be a floating-point 4-d tensor [B or 1, D, H, W], got {guide.dtype} "
-                             f"{tuple(guide.shape)}")
+        if not guide.is_floating_point():
+            raise TypeError(f"guide must be a floating-point tensor, got {guide.dtype}")
+        if guide.dim() != 4:
+            raise ValueError(f"guide must be a 4-d tensor [B or 1, D, H, W], got shape {tuple(guide.shape)}")
     for layer in _guided_layers(model):
         layer.guide = guide
 

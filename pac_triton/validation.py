@@ -10,7 +10,7 @@ import torch
 __all__ = [
     "pair", "check_tensor", "check_same_device", "check_geometry", "conv_out_size",
     "transposed_out_size", "check_inv_param", "check_smooth_kernel", "check_mask", "check_weight",
-    "check_bias", "check_guide", "arg_names", "check_groups", "resolve_padding", "PADDING_MODES",
+    "check_bias", "check_guide", "arg_names", "check_groups", "check_positive_int", "resolve_padding", "PADDING_MODES",
     "check_padding_mode", "constant_tensor",
 ]
 
@@ -84,15 +84,22 @@ def check_same_device(**named):
         raise ValueError(f"all tensors must be on one device: {listing}")
 
 
+def check_positive_int(value, name: str) -> int:
+    """``value`` as an ``int``: any integer type (``numbers.Integral``, e.g. ``numpy.int64``, as
+    ``nn.Conv2d`` takes), positive; a non-integer or a bool raises ``TypeError``, zero or a
+    negative ``ValueError``, naming it."""
+    if type(value) is int and value > 0:
+        return value
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a positive int, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+    return int(value)
+
+
 def check_groups(groups, name: str = "groups") -> int:
     """``groups`` must be a positive int (``TypeError`` / ``ValueError`` naming it)."""
-    if type(groups) is int and groups > 0:
-        return groups
-    if not isinstance(groups, numbers.Integral) or isinstance(groups, bool):
-        raise TypeError(f"{name} must be a positive int, got {groups!r}")
-    if groups <= 0:
-        raise ValueError(f"{name} must be a positive int, got {groups}")
-    return int(groups)
+    return check_positive_int(groups, name)
 
 
 def resolve_padding(padding, kernel_size, stride, dilation, transposed: bool = False, name: str = "padding"):

@@ -72,3 +72,31 @@ def test_swapped_conv_transpose_loads_its_checkpoint_silently():
     checkpoint = net.state_dict()
     swapped = pac_triton.swap_to_pac(net, ["0"])
     assert _load_warnings(lambda: swapped.load_state_dict(checkpoint, strict=True)) == []
+
+
+class _Tied(nn.Module):
+    """A transposed layer registered under two names (its state dict holds the weight twice)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = pac_triton.PacConvTranspose2d(2, 2, 3, stride=2, padding=1, output_padding=1)
+        self.b = self.a
+
+
+def test_tied_transposed_layer_is_flipped_under_every_name():
+    """``load_pacnet_state_dict`` / ``convert_pacnet_state_dict`` flip a transposed layer's weight
+    under each of its names: with only the first flipped, ``load_state_dict`` loaded the second,
+    unflipped copy last (a silent wrong weight, and the plain-load warning besides)."""
+    torch.manual_seed(0)
+    pacnet_weight = torch.randn(2, 2, 3, 3)
+    sd = OrderedDict(_Tied().state_dict())
+    sd["a.weight"] = sd["b.weight"] = pacnet_weight
+    sd._metadata = OrderedDict((k, {"version": 1}) for k in ("", "a", "b"))
+    flipped = pacnet_weight.flip(-2, -1)
+    converted = pac_triton.convert_pacnet_state_dict(sd, _Tied())
+    assert torch.equal(converted["a.weight"], flipped) and torch.equal(converted["b.weight"], flipped)
+    model = _Tied()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pac_triton.load_pacnet_state_dict(model, sd)
+    assert torch.equal(model.a.weight.detach(), flipped)

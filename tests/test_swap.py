@@ -355,3 +355,113 @@ def test_weight_norm_old_checkpoint_hook_carries_over():
     swapped = swap_to_pac(net, ["0"])
     swapped.load_state_dict(checkpoint)
     torch.testing.assert_close(swapped[0].weight, old.weight.detach())
+
+
+class _TiedNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Conv2d(3, 3, 3, padding=1)
+        self.dec = self.enc
+
+
+@pytest.mark.parametrize("how", ["names", "predicate"])
+def test_tied_layer_is_chosen_by_any_of_its_names(how):
+    """A layer registered under two names is found by either (``named_modules`` drops the second
+    by default: "model has no submodule named 'dec'", a predicate never asked about it)."""
+    net = _TiedNet()
+    asked = []
+
+    def predicate(name, module):
+        asked.append(name)
+        return name == "dec"
+    swapped = swap_to_pac(net, ["dec"]) if how == "names" else swap_to_pac(net, predicate=predicate)
+    assert isinstance(swapped.dec, GuidedPacConv2d) and swapped.enc is swapped.dec
+    if how == "predicate":
+        assert asked == ["enc", "dec"]
+
+
+@pytest.mark.parametrize("layer", [
+    pytest.param(nn.Conv2d(2, 2, 3, padding=2), id="conv-p2-k3"),
+    pytest.param(nn.Conv2d(2, 2, (3, 5), padding=(1, 3)), id="conv-rect"),
+    pytest.param(nn.Conv2d(2, 2, 3, padding=3, dilation=2), id="conv-dilated"),
+    pytest.param(nn.ConvTranspose2d(2, 2, 3, stride=1, padding=2), id="transposed-s1"),
+    pytest.param(nn.ConvTranspose2d(2, 2, 3, stride=2, padding=2, output_padding=1), id="transposed-s2"),
+])
+def test_padding_past_the_kernels_reach_is_refused(layer):
+    """With zero padding wider than ``dilation * (kernel_size - 1) / 2`` even a constant (non-zero)
+    guide would not reproduce the layer (the guide reads 0 in the padding: the outermost output
+    pixels' centre feature, or a transposed conv's taps past the output): refused, naming the
+    layer, instead of a swapped model that computes something else (it differed by up to 0.5)."""
+    with pytest.raises(ValueError, match=r"cannot swap layer '0'.*wider than the kernel's half reach"):
+        swap_to_pac(nn.Sequential(layer), ["0"])
+
+
+@pytest.mark.parametrize("layer", [
+    pytest.param(nn.Conv2d(2, 2, 3, padding=1), id="conv-p1"),
+    pytest.param(nn.Conv2d(2, 2, 3, padding=2, dilation=2), id="conv-dilated-p2"),
+    pytest.param(nn.Conv2d(2, 2, 5, padding=1, stride=2), id="conv-narrow"),
+    pytest.param(nn.Conv2d(2, 2, 3, padding=2, padding_mode="replicate"), id="conv-replicate-p2"),
+    pytest.param(nn.ConvTranspose2d(2, 2, 3, stride=2, padding=1, output_padding=1), id="transposed-s2"),
+    pytest.param(nn.ConvTranspose2d(2, 2, 5, stride=2, padding=0), id="transposed-p0"),
+])
+def test_constant_nonzero_guide_reproduces_the_layer(layer):
+    """Within the kernel's reach (or with a padding mode that pads the guide with its own values)
+    a constant guide of 1, not only of 0, gives exactly the original layer."""
+    layer = layer.double()
+    x = torch.randn(1, 2, 6, 7, dtype=torch.float64)
+    expected = layer(x)
+    model = swap_to_pac(nn.Sequential(copy.deepcopy(layer)), ["0"])
+    with guided(model, torch.full((1, 2, 13, 15), 1.0, dtype=torch.float64)):
+        torch.testing.assert_close(model(x), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("layer", [
+    pytest.param(nn.Conv2d(2, 3, 3, padding=1), id="conv"),
+    pytest.param(nn.Conv2d(2, 2, 3, padding="same", groups=2, padding_mode="reflect"), id="depthwise-reflect"),
+    pytest.param(nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, output_padding=1), id="transposed"),
+])
+def test_unbatched_input_as_nn_conv(layer):
+    """A swapped layer takes an unbatched ``[C, H, W]`` input as ``nn.Conv2d`` does (a model that
+    ran unbatched still runs after the swap); the guide then has a batch of one, or is passed
+    unbatched."""
+    layer = layer.double()
+    x = torch.randn(2, 6, 7, dtype=torch.float64)
+    expected = layer(x)
+    swapped = swap_to_pac(copy.deepcopy(layer), [""])
+    guide = torch.zeros(1, 2, 6, 7, dtype=torch.float64)
+    with guided(swapped, guide):
+        torch.testing.assert_close(swapped(x), expected, rtol=1e-12, atol=1e-12)
+    out_hw = expected.shape[-2:]
+    torch.testing.assert_close(swapped(x, torch.zeros(2, *out_hw, dtype=torch.float64)) if
+                               isinstance(layer, nn.ConvTranspose2d) else swapped(x, guide[0]),
+                               expected, rtol=1e-12, atol=1e-12)
+    if isinstance(layer, nn.ConvTranspose2d):
+        with guided(swapped, guide):
+            torch.testing.assert_close(swapped(x, output_size=(12, 14)), layer(x, output_size=(12, 14)),
+                                       rtol=1e-12, atol=1e-12)
+
+
+def test_output_size_range_is_nn_conv_transposes():
+    """``output_size`` reaches what ``nn.ConvTranspose2d`` reaches (``stride - 1`` extra rows), not
+    ``max(stride, dilation) - 1`` (the functional ``output_padding`` rule): with stride 2 and
+    dilation 3, 17 x 17 from 6 x 6 is refused as torch refuses it."""
+    layer = nn.ConvTranspose2d(2, 2, 3, stride=2, dilation=3, padding=1).double()
+    swapped = swap_to_pac(copy.deepcopy(layer), [""])
+    x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
+    with guided(swapped, torch.zeros(1, 1, 16, 16, dtype=torch.float64)):
+        for size in [(15, 15), (16, 16)]:
+            torch.testing.assert_close(swapped(x, output_size=size), layer(x, output_size=size),
+                                       rtol=1e-12, atol=1e-12)
+        with pytest.raises(ValueError):
+            layer(x, output_size=(17, 17))
+        with pytest.raises(ValueError, match="output_size"):
+            swapped(x, output_size=(17, 17))
+
+
+def test_set_guide_refuses_an_integer_guide_with_a_type_error():
+    """Wrong dtypes raise TypeError (README, "Errors"), wrong shapes ValueError."""
+    swapped = swap_to_pac(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1)), ["0"])
+    with pytest.raises(TypeError, match="floating-point"):
+        set_guide(swapped, torch.ones(1, 1, 4, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="4-d"):
+        set_guide(swapped, torch.ones(4, 4))
