@@ -124,16 +124,6 @@ class Settings:
             tune = env.get(AUTOTUNE_ENV, "1") != "0"
         return Runtime(fkey, dict(fkey) if fkey else None, cl, tune, interp)
 
-    def forced(self) -> dict | None:
-        if self.force is not None:
-            return self.force or None
-        return parse_force(os.environ.get(FORCE_ENV, ""))
-
-    def gather_channels_last(self) -> bool:
-        if self.channels_last_copies is not None:
-            return bool(self.channels_last_copies)
-        return os.environ.get(CHANNELS_LAST_ENV, "1") != "0"
-
     def save_k_enabled(self) -> bool:
         """``save_k``, or ``PAC_TRITON_SAVE_K`` ("0" / unset: off, "1": on; else a ValueError)."""
         if self.save_k is not None:
@@ -142,13 +132,6 @@ class Settings:
         if raw not in ("", "0", "1"):
             raise ValueError(f"{SAVE_K_ENV}: expected '0' or '1', got {raw!r}")
         return raw == "1"
-
-    def autotune_enabled(self) -> bool:
-        if interpreting() or self.forced() is not None:
-            return False
-        if self.autotune is not None:
-            return bool(self.autotune)
-        return os.environ.get(AUTOTUNE_ENV, "1") != "0"
 
 
 settings = Settings()
@@ -172,10 +155,6 @@ def force_blocks(**blocks):
 
 def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def autotune_enabled() -> bool:
-    return settings.autotune_enabled()
 
 
 def np2(n: int) -> int:
@@ -250,7 +229,8 @@ def block_d(D: int, rt: Runtime | None = None) -> int:
 
 def block_d_all(D: int) -> int:
     """The backward's guide-side kernels (guide pass, guide gather, K recomputed in the dx / dW
-    passes): all D guide channels in one block."""
+    passes): all D guide channels in one block (their loops assume it, so a forced ``BLOCK_D``
+    applies to the forward kernels only)."""
     return np2(D)
 
 
@@ -347,7 +327,7 @@ def _kernel_default(DK, channel_wise, f64, forced_key):
     cfg["BLOCK_P"] = _get("BLOCK_P", cfg["BLOCK_P"], forced)
     if channel_wise:
         cfg["BLOCK_C"] = _get("KER_BLOCK_C", cfg["BLOCK_C"], forced)
-    return cfg
+    return _launch_overrides(cfg, forced)
 
 
 # --- backward --------------------------------------------------------------------------------
@@ -617,16 +597,23 @@ def guide_bwd_block_p(f64: bool, rt: Runtime | None = None) -> int:
 def guide_pass_default(f64: bool, dw_cfg: dict | None = None, rt: Runtime | None = None) -> dict:
     """The backward's guide pass (``pac_guide_pass_kernel``). Not channel-wise: 4 warps over
     ``guide_bwd_block_p`` pixels. Channel-wise (``dw_cfg``: the depthwise backward's config,
-    ``dw_default``): its pixel block and warps, channel blocks capped at 32 (64 spill)."""
+    ``dw_default``): its pixel block and warps, channel blocks capped at 32 (64 spill).
+    ``PAC_TRITON_FORCE``'s ``num_warps`` / ``num_stages`` replace them."""
+    rt = _rt(rt)
     if dw_cfg is not None:
-        return dict(BLOCK_P=dw_cfg["BLOCK_P"], BLOCK_C=min(dw_cfg["BLOCK_C"], 32), num_warps=dw_cfg["num_warps"],
-                    num_stages=1)
-    return dict(BLOCK_P=guide_bwd_block_p(f64, rt), BLOCK_C=1, num_warps=4, num_stages=1)
+        cfg = dict(BLOCK_P=dw_cfg["BLOCK_P"], BLOCK_C=min(dw_cfg["BLOCK_C"], 32), num_warps=dw_cfg["num_warps"],
+                   num_stages=1)
+    else:
+        cfg = dict(BLOCK_P=guide_bwd_block_p(f64, rt), BLOCK_C=1, num_warps=4, num_stages=1)
+    return _launch_overrides(cfg, rt.forced)
 
 
 def guide_gather_default(f64: bool, rt: Runtime | None = None) -> dict:
-    """The backward's guide gather (``pac_guide_gather_kernel``): 4 warps."""
-    return dict(BLOCK_P=guide_bwd_block_p(f64, rt), num_warps=4, num_stages=1)
+    """The backward's guide gather (``pac_guide_gather_kernel``): 4 warps over
+    ``guide_bwd_block_p`` pixels; ``PAC_TRITON_FORCE``'s ``num_warps`` / ``num_stages`` replace
+    them."""
+    rt = _rt(rt)
+    return _launch_overrides(dict(BLOCK_P=guide_bwd_block_p(f64, rt), num_warps=4, num_stages=1), rt.forced)
 
 
 # --- autotuning lists ------------------------------------------------------------------------
@@ -642,10 +629,23 @@ DW_TUNE_BLOCK_P = (32, 64, 128)
 DW_TUNE_BLOCK_C = (16, 32, 64)
 DW_TUNE_WARPS = (4, 8)
 
-CONV_KEY = ["C", "O", "D", "Ho", "Wo", "KH", "KW", "SH", "SW", "TRANSPOSED", "K_MODE", "KTYPE",
+# The autotuners' keys: channels, guide features, the bucketed image size (``tune_pix``) and
+# the constexprs that change the loop. The size is bucketed so that images of any size within
+# a factor of two (of the same tile-width class) share a tuning, not one per exact Ho x Wo.
+CONV_KEY = ["C", "O", "D", "TUNE_PIX", "KH", "KW", "SH", "SW", "TRANSPOSED", "K_MODE", "KTYPE",
             "NORMALIZE", "HAS_MASK", "D_SINGLE", "PREC"]
-DW_KEY = ["C", "D", "Ho", "Wo", "KH", "KW", "SH", "SW", "TRANSPOSED", "K_MODE", "KTYPE", "CW",
+DW_KEY = ["C", "D", "TUNE_PIX", "KH", "KW", "SH", "SW", "TRANSPOSED", "K_MODE", "KTYPE", "CW",
           "NORMALIZE", "HAS_MASK", "D_SINGLE", "WT_PER_CHANNEL"]
+
+
+def tune_pix(npix: int, width: int) -> int:
+    """The autotuners' size key (the kernels' ``TUNE_PIX`` argument, which they do not read):
+    ``8 * ceil(log2(npix)) + log2(min(np2(width), 32))``, i.e. the output pixel count (of one
+    phase for a transposed conv) rounded up to a power of two, and the tile-width class that
+    the prune's ``TILE_W`` depends on (``tile_w``: a power of two up to 32). Images whose pixel
+    counts round to the same power of two and whose widths give the same tile width share a
+    tuned config (a tuning benchmarks every config: ~1 s per new key on a GPU)."""
+    return 8 * (np2(max(int(npix), 1)).bit_length() - 1) + (clamp(np2(width), 1, 32).bit_length() - 1)
 
 
 def _conv_configs():

@@ -58,10 +58,10 @@ def _kdot_acc(acc, xT, kt, wt, KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl
     return acc + kt[:, None] * part
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["TUNE_PIX"])
 def pac_conv_kernel(
     x_ptr, w_ptr, bias_ptr, y_ptr, g_ptr, f0_ptr, m_ptr, k_ptr, om_ptr, alpha_ptr, lam_ptr,
-    C, O, OG, H, W, Ho, Wo, D, Hg, Wg,
+    C, O, OG, H, W, Ho, Wo, D, Hg, Wg, TUNE_PIX,
     sxb, sxc, sxh, sxw,
     syb, syo, syh, syw,
     sgb, sgd, sgh, sgw,
@@ -95,6 +95,8 @@ def pac_conv_kernel(
     mask ``[B, 1, H, W]`` (smb, smh, smw; HAS_MASK); ``k_ptr`` a given K ``[B, 1, kh, kw, Ho, Wo]``
     (skb, ski, skj, skh, skw; K_LOAD); ``om_ptr`` out mask ``[B, 1, 1, 1, Ho, Wo]`` contiguous
     (HAS_MASK); ``alpha_ptr`` / ``lam_ptr`` 1-element inv_alpha / inv_lambda in KDT.
+    ``TUNE_PIX`` is not read: the autotuner's size key (``configs.tune_pix``, bucketed so that
+    a new image size within a bucket reuses a tuned config; never specialised).
     K math in KDT (fp32, or fp64 for fp64 inputs); the accumulator too.
 
     Memory layout of the gathers: the input tile is loaded transposed, ``[BLOCK_C, BLOCK_P]``,
@@ -851,7 +853,7 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
     dot_dt, prec = hc.dot_types(x.dtype, rt)
     args = dict(x_ptr=x, w_ptr=w2, bias_ptr=bias.contiguous() if bias is not None else x, y_ptr=y, om_ptr=om,
                 **ko.guide_args(), **ko.mask_args(), **ko.k_args(), **ko.param_args(),
-                C=C, O=O, OG=Og, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
+                C=C, O=O, OG=Og, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, TUNE_PIX=0,
                 **hc.strides("sx", x), **hc.strides("sy", y, "bohw"))
     meta = dict(**hc.geometry((kh, kw), stride, padding, dilation), TRANSPOSED=bool(transposed), K_MODE=k_mode,
                 KTYPE=int(ktype), F0_SMOOTH=f0 is not None, NORMALIZE=bool(normalize) and k_mode == hc.K_GUIDE,
@@ -860,6 +862,7 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
     sh_, sw_ = (stride if transposed else (1, 1))
     # rectangular pixel tiles (jit_common._pixels2d) over the output grid, or each phase's grid
     ph_, pw_ = (cdiv(Ho, sh_), cdiv(Wo, sw_)) if transposed else (Ho, Wo)
+    args["TUNE_PIX"] = configs.tune_pix(ph_ * pw_, pw_)
 
     def grid(META):
         tw = META["TILE_W"]

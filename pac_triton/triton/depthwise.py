@@ -225,10 +225,10 @@ def _dw_padded_taps(x_b, wt_ptr, g_b, m_b, k_b, f0t, alpha, lam, u, v, cc, C, H,
     return acc, nsum, vsum
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["TUNE_PIX"])
 def pac_dw_kernel(
     x_ptr, wt_ptr, bias_ptr, y_ptr, g_ptr, f0_ptr, m_ptr, k_ptr, om_ptr, alpha_ptr, lam_ptr,
-    C, H, W, Ho, Wo, D, Hg, Wg, sab,
+    C, H, W, Ho, Wo, D, Hg, Wg, sab, TUNE_PIX,
     sxb, sxc, sxh, sxw,
     syb, syc, syh, syw,
     sgb, sgd, sgh, sgw,
@@ -256,7 +256,8 @@ def pac_dw_kernel(
     ``m_ptr`` mask ``[B, 1, H, W]`` (sm*); ``k_ptr`` a given K ``[B, 1|C, kh, kw, Ho, Wo]``
     (sk*, skc = 0 for one channel; K_LOAD); ``om_ptr`` out mask ``[B, 1|C, 1, 1, Ho, Wo]``
     contiguous (OM_PER_CHANNEL: one per channel); ``alpha_ptr`` / ``lam_ptr`` inv_alpha /
-    inv_lambda in KDT, read at ``c * sab`` (sab = 0: one value).
+    inv_lambda in KDT, read at ``c * sab`` (sab = 0: one value). ``TUNE_PIX`` is not read:
+    the autotuner's size key (``configs.tune_pix``; never specialised).
     ``CW``: K per channel (from a guide with C channels, or a given K with C channels). Pixel tiles are
     ``(BLOCK_P // TILE_W) x TILE_W`` rectangles (``_pixels2d``; transposed: of one output
     phase), so the per-tap gathers run along image rows (NCHW) or along whole channel runs (the
@@ -1120,7 +1121,7 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
         wt = x  # no weight (pooling): a placeholder pointer
     args = dict(x_ptr=x, wt_ptr=wt, bias_ptr=bias.contiguous() if bias is not None else x, y_ptr=y, om_ptr=om,
                 **ko.guide_args(), **ko.mask_args(), **ko.k_args(channel=True), **ko.param_args(),
-                C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, sab=ko.sab,
+                C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, sab=ko.sab, TUNE_PIX=0,
                 **hc.strides("sx", x), **hc.strides("sy", y))
     meta = dict(**hc.geometry((kh, kw), stride, padding, dilation), TRANSPOSED=bool(transposed), K_MODE=k_mode,
                 KTYPE=int(ktype), F0_SMOOTH=f0 is not None, NORMALIZE=bool(normalize) and k_mode == hc.K_GUIDE,
@@ -1129,6 +1130,7 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
                 KDT=hc.TL_DTYPE[kdt], D_SINGLE=D <= bd, BLOCK_D=bd)
     sh_, sw_ = (stride if transposed else (1, 1))
     ph_, pw_ = (cdiv(Ho, sh_), cdiv(Wo, sw_)) if transposed else (Ho, Wo)
+    args["TUNE_PIX"] = configs.tune_pix(ph_ * pw_, pw_)
 
     def grid(META):
         tw = META["TILE_W"]
@@ -1263,12 +1265,12 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
                 **gy_args, x_ptr=xp, wt_ptr=_padded_taps(wt, wt_pc, C, c_pad), dk_ptr=dk, C=C, H=H, W=W, Ho=Ho,
                 Wo=Wo, **hc.strides("sx", xp), **common, TRANSPOSED=False, HAS_WTAP=wtap is not None,
                 WT_PER_CHANNEL=wt_pc, PER_CHANNEL=False, BLOCK_P=pk["BLOCK_P"], BLOCK_C=pk["BLOCK_C"], PADDED=True,
-                C_BLOCKS=c_pad > pk["BLOCK_C"], num_warps=pk["num_warps"])
+                C_BLOCKS=c_pad > pk["BLOCK_C"], num_warps=pk["num_warps"], num_stages=pk["num_stages"])
         else:
             hc.checked(pac_dw_dk_kernel)[(ph_grid, B, cdiv(C, bc) if per_c else 1)](
                 **gy_args, x_ptr=x, wt_ptr=wt, dk_ptr=dk, C=C, H=H, W=W, Ho=Ho, Wo=Wo, **hc.strides("sx", x),
                 **common, TRANSPOSED=bool(transposed), HAS_WTAP=wtap is not None, WT_PER_CHANNEL=wt_pc,
-                PER_CHANNEL=per_c, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
+                PER_CHANNEL=per_c, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw, num_stages=cfg["num_stages"])
         if needs.kernel:
             out["kernel"] = dk.reshape(B, dkc, kh, kw, Ho, Wo).to(kernel.dtype)
     if k_mode == hc.K_GUIDE and (need_guide_side or ((needs.x or needs.weight) and (norm or has_mask))):
@@ -1300,7 +1302,8 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
                 gy_ptr=gyp, **hc.strides("sgy", gyp), wt_ptr=_padded_taps(wt, wt_pc, C, c_pad), dx_ptr=dx,
                 sc_ptr=scale, **kargs, **ko.k_args(channel=True), C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
                 sab=ko.sab, DKC=dkc, **hc.strides("sd", dx), **kmeta, HAS_WTAP=wtap is not None, WT_PER_CHANNEL=wt_pc,
-                CW=False, BLOCK_P=pbp, BLOCK_C=pbc, TILE_W=tw, PADDED=True, num_warps=px["num_warps"])
+                CW=False, BLOCK_P=pbp, BLOCK_C=pbc, TILE_W=tw, PADDED=True, num_warps=px["num_warps"],
+                num_stages=px["num_stages"])
         else:
             if transposed:
                 n = cdiv(H * W, bp)
@@ -1310,7 +1313,8 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
                 **gy_args, wt_ptr=wt, dx_ptr=dx, sc_ptr=scale, **kargs, **ko.k_args(channel=True),
                 C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, sab=ko.sab, DKC=dkc, **hc.strides("sd", dx),
                 **kmeta, HAS_WTAP=wtap is not None, WT_PER_CHANNEL=wt_pc,
-                CW=cw if k_mode == hc.K_GUIDE else dkc > 1, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw)
+                CW=cw if k_mode == hc.K_GUIDE else dkc > 1, BLOCK_P=bp, BLOCK_C=bc, num_warps=nw,
+                num_stages=cfg["num_stages"])
         out["x"] = dx
     if needs.weight:
         if k_mode == hc.K_LOAD and dkc > 1:
@@ -1326,7 +1330,7 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
         ns = wcfg["NSPLIT"]
         wargs = dict(**gy_args, part_ptr=None, sc_ptr=scale, **kargs, **ko.k_args(), C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D,
                      Hg=Hg, Wg=Wg, B=B, NSPLIT=ns, **kmeta, WT_PER_CHANNEL=wt_pc, BLOCK_P=wcfg["BLOCK_P"],
-                     BLOCK_C=wcfg["BLOCK_C"], num_warps=wcfg["num_warps"])
+                     BLOCK_C=wcfg["BLOCK_C"], num_warps=wcfg["num_warps"], num_stages=wcfg["num_stages"])
         if padded:
             # a program per (split, tap, channel block), per-channel partials [splits, taps, C]
             # for the shared filter too (its channel sum on the host, in a fixed order)

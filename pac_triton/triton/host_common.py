@@ -397,7 +397,7 @@ def copies_channels_last(t, rt: configs.Runtime | None = None) -> bool:
     """Whether ``gather_layout(t, rt)`` copies ``t`` (else it returns ``t`` itself)."""
     if t is None or t.dim() != 4 or t.shape[1] % 16 != 0 or t.stride(1) == 1 or t.numel() == 0:
         return False
-    return configs.settings.gather_channels_last() if rt is None else rt.channels_last
+    return (configs.runtime() if rt is None else rt).channels_last
 
 
 def padded_channels_last(x, padding, c_pad):

@@ -28,8 +28,8 @@ from . import configs
 from . import host_common as hc
 from .configs import cdiv
 from .host_common import Grads
-from .jit_common import (INV_EPSILON, KT_GAUSS, KT_INV_ASYM, _centre, _centre_tile, _dist, _k_order_tap,  # noqa: F401
-                         _k_params, _k_tile, _kept, _kvalue, _load_f0, _mask_at, _norm_divisor, _phase_loop,
+from .jit_common import (INV_EPSILON, KT_GAUSS, KT_INV_ASYM, _centre, _centre_tile, _dist, _gauss,  # noqa: F401
+                         _k_order_tap, _k_params, _k_tile, _kept, _kvalue, _load_f0, _mask_at, _norm_divisor, _phase_loop,
                          _phase_next, _pixels, _pow, _relu, _tap, _tap_of)
 
 
@@ -313,7 +313,7 @@ def pac_guide_pass_kernel(
             else:
                 dkc = dk
             if KTYPE == KT_GAUSS:
-                dr = dkc * (-0.5) * _over(tl.exp(-0.5 * r), mv, divisor, NORMALIZE or HAS_MASK)
+                dr = dkc * (-0.5) * _over(_gauss(r), mv, divisor, NORMALIZE or HAS_MASK)
             else:
                 # d/dr (r + eps)^(lam/2) = lam/2 (r + eps)^(lam/2 - 1), each power by _pow
                 # (x^0 = 1 for an infinite distance too, as torch.pow)
@@ -499,7 +499,8 @@ def guide_pass(*, ko, dk, scale, dummy, B, C, H, W, Ho, Wo, D, Hg, Wg, geom, kdt
                 sc_ptr=scale, df0_ptr=df0, pa_ptr=pa, pl_ptr=pl)
     meta = dict(**geom, KDT=hc.TL_DTYPE[kdt], TRANSPOSED=bool(transposed), KTYPE=int(ktype),
                 F0_SMOOTH=smoothed, NORMALIZE=normalize, HAS_MASK=has_mask, NEED_DR=need_dr,
-                ALL_TAPS=bool(all_taps), BLOCK_P=cfg["BLOCK_P"], num_warps=cfg["num_warps"])
+                ALL_TAPS=bool(all_taps), BLOCK_P=cfg["BLOCK_P"], num_warps=cfg["num_warps"],
+                num_stages=cfg["num_stages"])
     grid = (cdiv(Ho * Wo, cfg["BLOCK_P"]), B) + ((cdiv(C, cfg["BLOCK_C"]),) if channel_wise else ())
     hc.checked(pac_guide_pass_kernel)[grid](
         **bufs, C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, sab=ko.sab, **meta, CW=channel_wise,
@@ -537,7 +538,8 @@ def guide_side_grads(*, need_guide, need_smooth, df0, ko, dr, guide, smooth, ker
             **hc.strides("sd", dfq, "bdhw"),
             KH=kh, KW=kw, SH=gs[0], SW=gs[1], PH=gp[0], PW=gp[1], DH=dilation[0], DW=dilation[1],
             F0_SMOOTH=not fused, ASYM=ktype == hc.KT_INV_ASYM, CW=channel_wise, ADD_DF0=fused,
-            KDT=hc.TL_DTYPE[kdt], BLOCK_D=block_d, BLOCK_P=cfg["BLOCK_P"], num_warps=cfg["num_warps"])
+            KDT=hc.TL_DTYPE[kdt], BLOCK_D=block_d, BLOCK_P=cfg["BLOCK_P"], num_warps=cfg["num_warps"],
+            num_stages=cfg["num_stages"])
         if fused:
             dguide = dfq
         else:  # (in place: dfq keeps its layout)

@@ -42,13 +42,14 @@ def test_opcheck_pool_and_kernel():
     m = (torch.rand(1, 1, 5, 5) > 0.3).float()
     ops = torch.ops.pac_triton
     from pac_triton.triton.depthwise import pool_options
+    from pac_triton.triton.host_common import KT_GAUSS
     from pac_triton.triton.kernel_map import kernel_options
     torch.library.opcheck(ops.triton_pool_fwd,
-                          (x, g, None, m, None, None, None, *pool_options([3, 3], [1, 1], [1, 1], [1, 1], 0, True, True)),
+                          (x, g, None, m, None, None, None, *pool_options([3, 3], [1, 1], [1, 1], [1, 1], KT_GAUSS, True, True)),
                           test_utils=("test_schema", "test_faketensor"))
     torch.library.opcheck(ops.triton_kernel_fwd,
                           (g, m, None, None, None,
-                           *kernel_options([3, 3], [1, 1], [1, 1], [0, 0], [1, 1], 0, False, True, False)),
+                           *kernel_options([3, 3], [1, 1], [1, 1], [0, 0], [1, 1], KT_GAUSS, False, True, False)),
                           test_utils=("test_schema", "test_faketensor"))
 
 
@@ -120,9 +121,10 @@ def test_opcheck_backward():
                               test_utils=tests)
     gp = torch.randn(1, 3, 4, 4, dtype=torch.float64, requires_grad=True)
     from pac_triton.triton.depthwise import pool_options
+    from pac_triton.triton.host_common import KT_GAUSS
     from pac_triton.triton.kernel_map import kernel_options
     torch.library.opcheck(ops.triton_pool_fwd, (x, gp, None, None, None, None, None,
-                                                *pool_options([3, 3], [1, 1], [1, 1], [1, 1], 0, False, True)),
+                                                *pool_options([3, 3], [1, 1], [1, 1], [1, 1], KT_GAUSS, False, True)),
                           test_utils=tests)
     torch.library.opcheck(ops.triton_kernel_fwd, (g, m, None, None, None,
                                                   *kernel_options([3, 3], [1, 1], [1, 1], [0, 0], [1, 1], 0, False,
@@ -169,13 +171,67 @@ def test_force_knob_from_environment(monkeypatch):
     monkeypatch.setattr(configs, "interpreting", lambda: False)  # as on a GPU
     monkeypatch.setenv("PAC_TRITON_FORCE", "BLOCK_P=128,num_warps=8,num_stages=1")
     monkeypatch.setenv("PAC_TRITON_AUTOTUNE", "1")
-    assert not configs.autotune_enabled()
-    for cfg in (configs.conv_default(64, 64, False, vec=True), configs.conv_dxdk_default(64, 64, False, True),
-                configs.conv_dw_default(64, 64, False, True), configs.dw_default(64)):
-        assert (cfg["BLOCK_P"], cfg["num_warps"], cfg["num_stages"]) == (128, 8, 1), cfg
+    assert not configs.runtime().autotune  # what the launchers read
+    every = {
+        "conv": configs.conv_default(64, 64, False, vec=True),
+        "conv dx + dK": configs.conv_dxdk_default(64, 64, False, True),
+        "conv dW": configs.conv_dw_default(64, 64, False, True),
+        "depthwise forward": configs.dw_fwd_default(64, vec=True),
+        "depthwise padded forward": configs.dw_padded_default(64),
+        "depthwise backward": configs.dw_default(64),
+        "depthwise padded dK": configs.dw_bwd_padded_default(64)["dk"],
+        "depthwise padded dx": configs.dw_bwd_padded_default(64)["dx"],
+        "depthwise dW": configs.shared_dw_default(64, 9, 1, 16, 16),
+        "depthwise padded dW": configs.shared_dw_default(64, 9, 1, 16, 16, padded=True),
+        "packernel2d": configs.kernel_default(1, False),
+        "packernel2d channel-wise": configs.kernel_default(8, True),
+        "guide pass": configs.guide_pass_default(False),
+        "guide pass channel-wise": configs.guide_pass_default(False, configs.dw_default(64)),
+        "guide gather": configs.guide_gather_default(False),
+    }
+    for name, cfg in every.items():
+        assert (cfg["BLOCK_P"], cfg["num_warps"], cfg["num_stages"]) == (128, 8, 1), (name, cfg)
     monkeypatch.delenv("PAC_TRITON_FORCE")
-    assert configs.autotune_enabled()
+    assert configs.runtime().autotune
+    monkeypatch.setenv("PAC_TRITON_AUTOTUNE", "0")
+    assert not configs.runtime().autotune
     assert configs.conv_default(64, 64, False, vec=True)["BLOCK_P"] == 64
+    assert configs.kernel_default(1, False)["num_warps"] == 4
+
+
+def test_every_launch_takes_its_configs_warps_and_stages(monkeypatch):
+    """Each kernel launch passes its config's ``num_warps`` and ``num_stages`` (a config value
+    that no launch passes is a dead switch: Triton would compile at its own default, 3 stages,
+    whatever the config, the AOT compiles and ``PAC_TRITON_FORCE`` say). Forced values are seen
+    at every launch of every family, forward and backward, but the staging copy's (not a tile
+    experiment)."""
+    from pac_triton import functional as PF
+    from pac_triton.triton import configs, jit_common
+    from triton_helpers import spy_launches
+    seen = spy_launches(monkeypatch, lambda fn, k: (fn.__name__, k.get("num_warps"), k.get("num_stages"))
+                        if fn is not jit_common.pac_stage_kernel else None)
+    T = "triton"
+    torch.manual_seed(0)
+    x = torch.randn(1, 16, 6, 6, requires_grad=True)
+    g = torch.randn(1, 16, 6, 6, requires_grad=True)
+    gt = torch.randn(1, 16, 11, 11, requires_grad=True)
+    with configs.force_blocks(num_warps=2, num_stages=3):
+        outs = [
+            PF.pac_conv2d(x, g, torch.randn(8, 16, 3, 3, requires_grad=True), padding=1, normalize_kernel=True, backend=T),
+            PF.pac_conv_transpose2d(x, gt, torch.randn(16, 8, 3, 3, requires_grad=True), stride=2, padding=1, backend=T),
+            PF.pac_conv2d(x, g, torch.randn(16, 1, 3, 3, requires_grad=True), padding=1, groups=16, backend=T),
+            PF.pac_conv2d(x, g, torch.randn(16, 1, 3, 3, requires_grad=True), padding=1, groups=16,
+                          kernel_type="inv_1_-2", backend=T),
+            PF.pac_pool2d(x, g, 3, padding=1, channel_wise=True, backend=T),
+            PF.packernel2d(g, kernel_size=3, padding=1, backend=T)[0],
+        ]
+        sum(o.float().sum() for o in outs).backward()
+    names = {name for name, _, _ in seen}
+    assert {"pac_conv_kernel", "pac_conv_dxdk_kernel", "pac_conv_dw_kernel", "pac_dw_kernel", "pac_dw_dk_kernel",
+            "pac_dw_dx_kernel", "pac_shared_dw_kernel", "pac_guide_pass_kernel", "pac_guide_gather_kernel",
+            "pac_kernel_kernel"} <= names, names
+    wrong = sorted({item for item in seen if item[1:] != (2, 3)})
+    assert not wrong, wrong
 
 
 def test_malformed_force_raises_at_call_not_unavailable(monkeypatch):
@@ -256,6 +312,31 @@ def test_autotuned_launches_under_a_fake_benchmark(monkeypatch):
     pr, _ = REF.pac_pool2d(x, gc, (3, 3), (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, True, True, None)
     torch.testing.assert_close(p, pr, rtol=1e-4, atol=1e-4)
     assert n_conv > 1 and len(launched) > n_conv, launched
+    # the size key is bucketed: another image size in the same bucket (20 -> 24 pixels, both
+    # round to 32; width 4) reuses the tuned config, a larger one (9 x 9) tunes again
+    n = len(launched)
+    x2, g2 = torch.randn(1, 33, 6, 4), torch.randn(1, 3, 6, 4)
+    y2, _ = PT.pac_conv2d(x2, g2, w, None, (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, True, False, None)
+    y2r, _ = REF.pac_conv2d(x2, g2, w, None, (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, True, False, None)
+    torch.testing.assert_close(y2, y2r, rtol=1e-4, atol=1e-4)
+    assert len(launched) == n, "re-tuned for an image size in the same bucket"
+    x3, g3 = torch.randn(1, 33, 9, 9), torch.randn(1, 3, 9, 9)
+    PT.pac_conv2d(x3, g3, w, None, (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, True, False, None)
+    assert len(launched) > n
+
+
+def test_tuning_key_buckets_the_image_size():
+    """The autotuners key on ``TUNE_PIX`` (the pixel count's power of two and the tile-width
+    class), not on the exact output size: a bounded number of tunings for images of any size."""
+    from pac_triton.triton import configs, conv, depthwise
+    for key in (configs.CONV_KEY, configs.DW_KEY):
+        assert "TUNE_PIX" in key and "Ho" not in key and "Wo" not in key
+    assert conv.conv_tuned.keys == configs.CONV_KEY and depthwise.dw_tuned.keys == configs.DW_KEY
+    tp = configs.tune_pix
+    assert tp(512 * 512, 512) == tp(400 * 500, 500) == tp(257 * 1020, 1020)
+    assert tp(512 * 512, 512) != tp(513 * 512, 512)  # past the power of two
+    assert tp(64, 8) != tp(64, 16) != tp(64, 64) == tp(64, 32)  # tile-width classes up to 32
+    assert len({tp(h * w, w) for h in range(1, 300, 7) for w in range(1, 300, 7)}) <= 17 * 6
 
 
 @pytest.mark.parametrize("case", ["conv", "convT", "grouped", "depthwise", "depthwiseT", "shared", "pool",
