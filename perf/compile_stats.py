@@ -689,7 +689,7 @@ def op_name(text: str) -> str:
 
 def specs(dtype: str):
     """(label, jit fn, pointer types, constexprs, launch config, pixels per loop iteration)."""
-    gauss = dict(KTYPE=0, NORMALIZE=False, HAS_MASK=False)
+    gauss = dict(KTYPE=KT_GAUSS, NORMALIZE=False, HAS_MASK=False)
 
     def div16(fn, const):
         const["_div16"] = tuple(n for n in fn.arg_names if n not in const and not n.endswith("_ptr"))
@@ -721,7 +721,10 @@ def specs(dtype: str):
     for name, ptrs, const, cfg in dw_variants(dtype):
         if name in ("pool_padded", "dw_conv_padded_C64", "dw_conv_padded_C96", "pool_padded_givenK",
                     "shared_conv_padded_givenK"):
-            c = div16(depthwise.pac_dw_kernel, {**{k: v for k, v in const.items() if k != "_div16"}, **gauss, "syw": 1})
+            # k7 (ConvNeXt's): at k3 ptxas unrolls the pool's whole tap row, and the loop found
+            # is then the kernel-row loop, three taps per trip
+            c = div16(depthwise.pac_dw_kernel, {**{k: v for k, v in const.items() if k != "_div16"}, **gauss, "syw": 1,
+                                                "KH": 7, "KW": 7, "PH": 3, "PW": 3})
             label = {"pool_padded": "forward pool", "dw_conv_padded_C64": "forward depthwise conv",
                      "dw_conv_padded_C96": "forward depthwise C96", "pool_padded_givenK": "forward pool, given K",
                      "shared_conv_padded_givenK": "forward shared filter, given K"}[name]
@@ -792,8 +795,8 @@ def sass_main(argv=None) -> int:
     ap.add_argument("--only", default=None, help="comma list of substrings of the kernel labels")
     a = ap.parse_args(argv)
     only = [s.strip() for s in a.only.split(",")] if a.only else None
-    print(f"# SASS proxy: sm_{a.arch} {a.dtype}, C = O = 64 (transposed: C = O = 32, k5 s2), D = 16, gaussian, "
-          "channels-last strides")
+    print(f"# SASS proxy: sm_{a.arch} {a.dtype}, C = O = 64, k3 (transposed: C = O = 32, k5 s2; the padded depthwise "
+          "forwards: k7), D = 16, gaussian, channels-last strides")
     print(f"{'kernel':44s} {'warps':>5s} {'regs':>4s} {'smem':>6s} {'loop':>5s} {'/px-tap':>7s}  loop ops")
     for label, fn, ptrs, const, cfg, pixels in specs(a.dtype):
         if only and not any(s in label for s in only):

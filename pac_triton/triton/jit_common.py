@@ -31,6 +31,7 @@ KT_INV = tl.constexpr(1)       # alpha + (r + eps)^(lambda / 2)
 KT_INV_ASYM = tl.constexpr(2)  # the same over relu'd differences (``inv_*_asym``)
 # eps of the inverse kernels (pacnet's 1e-4)
 INV_EPSILON = tl.constexpr(1e-4)
+NEG_HALF_LOG2E = tl.constexpr(-0.5 * 1.4426950408889634)  # -log2(e) / 2: exp(-r/2) = 2^(r * this)
 
 
 if hasattr(tl, "assume"):
@@ -130,16 +131,36 @@ def _centre(u, v, pmask, Hg, Wg, Ho, Wo,
 
 @triton.jit
 def _pow(base, exponent):
-    """``base ** exponent`` for ``base > 0`` as ``exp(exponent * log(base))``, with
-    ``x ** 0 = 1`` for every ``x`` as ``torch.pow`` has it (also for an infinite or NaN base,
-    where ``0 * log(base)`` would be NaN: ``inv_alpha_0`` kernels on an overflowing distance)."""
-    return tl.where(exponent == 0, 1.0, tl.exp(exponent * tl.log(base)))
+    """``base ** exponent`` for ``base > 0`` as ``2 ** (exponent * log2(base))`` (float64:
+    ``exp(exponent * log(base))``, libdevice's), with ``x ** 0 = 1`` for every ``x`` as
+    ``torch.pow`` has it (also for an infinite or NaN base, where ``0 * log(base)`` would be
+    NaN: ``inv_alpha_0`` kernels on an overflowing distance). In float32 the base-2 form is
+    what the GPU's ``lg2`` / ``ex2`` compute, without the two ``ln 2`` / ``log2 e`` multiplies of
+    ``tl.log`` / ``tl.exp``."""
+    if base.dtype == tl.float64:
+        p = tl.exp(exponent * tl.log(base))
+    else:
+        p = tl.exp2(exponent * tl.log2(base))
+    return tl.where(exponent == 0, 1.0, p)
+
+
+@triton.jit
+def _gauss(r):
+    """The Gaussian kernel ``exp(-r / 2)`` of a squared distance ``r``; float32 as
+    ``2 ** (r * (-log2(e) / 2))``: ``tl.exp`` computes ``ex2(x * log2 e)`` anyway, and scaling
+    by ``-1/2`` is exact, so the folded constant gives the same bits with one multiply fewer
+    (float64: ``tl.exp``, libdevice's)."""
+    if r.dtype == tl.float64:
+        k = tl.exp(-0.5 * r)
+    else:
+        k = tl.exp2(r * NEG_HALF_LOG2E)
+    return k
 
 
 @triton.jit
 def _kvalue(r, alpha, lam, KTYPE: tl.constexpr):
     if KTYPE == KT_GAUSS:
-        k = tl.exp(-0.5 * r)
+        k = _gauss(r)
     else:
         k = alpha + _pow(r + INV_EPSILON, 0.5 * lam)
     return k
