@@ -298,7 +298,7 @@ def autotune(cases, device, args, bar):
         try:
             inp = W.make_inputs(case, device, args.seed + idx)
             fwd, grads, _ = W.provider_forward(case, inp, "triton")
-            fn, _ = W.timed_callable(case.mode, fwd, grads, args.seed + idx)
+            fn = W.timed_callable(case.mode, fwd, grads, args.seed + idx)
             fn()
             torch.cuda.synchronize(device)
             bar.write(f"autotune: {case.shape_label()} {case.mode} {case.dtype}: {time.perf_counter() - t0:.1f} s")
@@ -373,7 +373,7 @@ def run_case(case, providers, device, args, results, bar, check, seed, rep_ms):
                 if expect is not None:
                     metrics["rel_err_vs_reference"] = W.rel_err(got, expect)
                 del got, again
-            fn, _ = W.timed_callable(case.mode, fwd, grads, seed)
+            fn = W.timed_callable(case.mode, fwd, grads, seed)
             warm = False
             if probe is not None:
                 if not probe.calls:

@@ -150,7 +150,7 @@ def main(argv=None) -> int:
         for prov in a.providers.split(","):
             try:
                 fwd, grads, detail = provider_forward(case, inp, prov)
-                fn, _ = timed_callable(mode, fwd, grads)
+                fn = timed_callable(mode, fwd, grads)
                 for _ in range(3 if cuda else 1):
                     fn()
                 rows, wall, tot = profile_rows(fn, device, iters)

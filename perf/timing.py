@@ -47,12 +47,11 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_cuda(fn, warmup_ms: float = 25.0, rep_ms: float = 100.0, grad_to_none=None) -> dict:
+def bench_cuda(fn, warmup_ms: float = 25.0, rep_ms: float = 100.0) -> dict:
     """``triton.testing.do_bench`` (CUDA events, L2 flushed between calls), median/p20/p80."""
     from triton.testing import do_bench
 
-    med, p20, p80 = do_bench(fn, warmup=warmup_ms, rep=rep_ms, grad_to_none=grad_to_none,
-                             quantiles=list(QUANTILES))
+    med, p20, p80 = do_bench(fn, warmup=warmup_ms, rep=rep_ms, quantiles=list(QUANTILES))
     # an upper bound on the calls timed: do_bench's own count also pays its L2 flush per call
     reps = max(1, int(rep_ms / med)) if med > 0 else float("nan")
     return {"median": float(med), "p20": float(p20), "p80": float(p80), "reps": reps}
@@ -121,9 +120,9 @@ def bench_cpu(fn, warmup: int = 1, rep_ms: float = 200.0, min_reps: int = 3, max
     return {"median": float(q[0]), "p20": float(q[1]), "p80": float(q[2]), "reps": len(times)}
 
 
-def bench(fn, device: torch.device, *, warmup_ms: float, rep_ms: float, grad_to_none=None) -> dict:
+def bench(fn, device: torch.device, *, warmup_ms: float, rep_ms: float) -> dict:
     if device.type == "cuda":
-        return bench_cuda(fn, warmup_ms=warmup_ms, rep_ms=rep_ms, grad_to_none=grad_to_none)
+        return bench_cuda(fn, warmup_ms=warmup_ms, rep_ms=rep_ms)
     return bench_cpu(fn, rep_ms=rep_ms)
 
 

@@ -239,14 +239,14 @@ def set_requires_grad(tensors, flag: bool):
 def timed_callable(mode: str, fwd, grad_tensors, seed: int = 0):
     """The callable to time: ``fwd`` (no grad), ``bwd`` (backward of one retained forward),
     ``fwdbwd``. ``grad_tensors`` (the guide among them) require grad for ``bwd``/``fwdbwd``.
-    Returns ``(fn, grad_to_none)``."""
+    ``torch.autograd.grad`` returns the gradients (no ``.grad`` accumulates between calls)."""
     if mode == "fwd":
         set_requires_grad(grad_tensors, False)
 
         def fn():
             with torch.no_grad():
                 return fwd()
-        return fn, None
+        return fn
     set_requires_grad(grad_tensors, True)
     y = fwd()
     gen = torch.Generator(device="cpu").manual_seed(seed + 7)
@@ -254,13 +254,13 @@ def timed_callable(mode: str, fwd, grad_tensors, seed: int = 0):
     if mode == "bwd":
         def fn():
             return torch.autograd.grad(y, grad_tensors, gy, retain_graph=True, allow_unused=True)
-        return fn, None
+        return fn
 
     del y
 
     def fn():
         return torch.autograd.grad(fwd(), grad_tensors, gy, allow_unused=True)
-    return fn, None
+    return fn
 
 
 def outputs_of(mode: str, fwd, grad_tensors, seed: int = 0):

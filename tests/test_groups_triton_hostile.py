@@ -132,12 +132,13 @@ def test_bug_depthwise_weight_grad_strides_differ_from_fake():
     (pac_triton/triton/depthwise.py, ``dw_backward``: ``out["weight"] = (dw.t() if wt_pc else
     dw).reshape(wtap.shape)`` lacks ``.contiguous()``)."""
     import pac_triton.triton  # noqa: F401  (registers the ops)
+    from pac_triton.triton.host_common import KT_GAUSS
     ops = torch.ops.pac_triton
     x, g = torch.randn(1, 4, 5, 5, dtype=F64, device=DEV), torch.randn(1, 2, 5, 5, dtype=F64, device=DEV)
     w, gy = torch.randn(4, 1, 3, 3, dtype=F64, device=DEV), torch.randn(1, 4, 5, 5, dtype=F64, device=DEV)
     needs = [True, True, True, False, False, False, False, False]  # x, weight, bias
     for transposed in (False, True):
-        args = (gy, x, w, g, None, None, None, None, None, [1, 1], [1, 1], [0, 0], [1, 1], 0, False, False,
+        args = (gy, x, w, g, None, None, None, None, None, [1, 1], [1, 1], [0, 0], [1, 1], KT_GAUSS, False, False,
                 transposed, needs, 4)
         torch.library.opcheck(ops.triton_conv_bwd, args, test_utils=("test_faketensor",))
 

@@ -559,6 +559,7 @@ def test_nhwc_inputs_are_read_in_place(layout, monkeypatch):
     ``nn.Conv2d`` gives. NCHW ones with 16 channels are gathered from channels-last staging
     copies (the control: the probe sees those launches)."""
     from pac_triton.triton import conv, host_common, jit_common
+    from pac_triton.triton.host_common import KT_GAUSS
     B, C, D, H, W = 1, 16, 16, 5, 7
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     x = torch.randn(B, C, H, W).contiguous(memory_format=fmt)
@@ -581,8 +582,8 @@ def test_nhwc_inputs_are_read_in_place(layout, monkeypatch):
     monkeypatch.setattr(host_common, "checked", Spy)
     probe = _Copies({x.numel()})
     with probe:
-        y, _ = conv._conv_fwd(x, w, None, g, None, None, None, None, None, *geom, 0, False, False, False, 1)
-        dx, dw, _, dg = conv._conv_bwd(gy, x, w, g, None, None, None, None, None, *geom, 0, False, False, False,
+        y, _ = conv._conv_fwd(x, w, None, g, None, None, None, None, None, *geom, KT_GAUSS, False, False, False, 1)
+        dx, dw, _, dg = conv._conv_bwd(gy, x, w, g, None, None, None, None, None, *geom, KT_GAUSS, False, False, False,
                                        [True, True, False, True, False, False, False, False], 1)[:4]
     assert y.is_contiguous(memory_format=fmt) and dx.is_contiguous(memory_format=fmt)
     assert probe.seen == [], probe.seen  # staging copies are Triton launches, never PyTorch copies

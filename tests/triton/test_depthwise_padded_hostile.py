@@ -548,10 +548,11 @@ def test_grads_match_reference_pool():
 @pytest.mark.parametrize("p", [(0, 0)], ids=["p0"])
 def test_opcheck_pool_fwd_padded(p):
     from pac_triton.triton.depthwise import pool_options
+    from pac_triton.triton.host_common import KT_GAUSS
     x = torch.randn(1, 4, 4, 4, dtype=F64, requires_grad=True)
     g = torch.randn(1, 2, 4, 4, dtype=F64, requires_grad=True)
     m = (torch.rand(1, 1, 4, 4) > 0.3).double()
-    args = (x, g, None, m, None, None, None, *pool_options([3, 3], [1, 1], list(p), [1, 1], 0, True, False))
+    args = (x, g, None, m, None, None, None, *pool_options([3, 3], [1, 1], list(p), [1, 1], KT_GAUSS, True, False))
     with blocks(), dw_launches() as rec:
         torch.library.opcheck(torch.ops.pac_triton.triton_pool_fwd, args,
                               test_utils=("test_schema", "test_autograd_registration", "test_faketensor",
