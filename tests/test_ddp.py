@@ -68,6 +68,10 @@ def _rank(rank, rendezvous, out_path):
         per_rank = BATCH // WORLD
         _train(model, slice(rank * per_rank, (rank + 1) * per_rank))
         torch.save({k: v.detach().clone() for k, v in model.module.state_dict().items()}, out_path)
+        # both ranks done before either tears gloo down: a rank that destroyed its group while the
+        # other's last messages were in flight aborted once ("terminate called without an active
+        # exception", exit -6) on a loaded 2-core machine
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
