@@ -25,12 +25,33 @@ def pacnet_transposed_weight(weight: torch.Tensor) -> torch.Tensor:
     return weight.flip(-2, -1)
 
 
-def _transposed_prefixes(model: nn.Module) -> list[str]:
-    """Prefixes (``"up.0."``) of the PAC transposed layers in ``model``: our class, or any class
-    named ``PacConvTranspose2d`` (pacnet's own module); every name of a layer registered under
-    several (its state dict holds the weight under each)."""
-    return [name + "." if name else "" for name, module in model.named_modules(remove_duplicate=False)
-            if isinstance(module, PacConvTranspose2d) or type(module).__name__ == "PacConvTranspose2d"]
+def every_named_module(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` for every name of every submodule of ``model`` (itself as ``""``): a
+    module registered under several names once per name, where ``named_modules()`` yields its
+    first name only. A child that holds a module of its own path (e.g. a back-reference to its
+    parent) is not walked into (``named_modules(remove_duplicate=False)`` recurses forever)."""
+    out = []
+
+    def walk(module, prefix, path):
+        out.append((prefix, module))
+        path = path | {id(module)}
+        for name, child in module._modules.items():
+            if child is not None and id(child) not in path:
+                walk(child, f"{prefix}.{name}" if prefix else name, path)
+    walk(model, "", frozenset())
+    return out
+
+
+def _transposed_layers(model: nn.Module) -> list[list[str]]:
+    """The PAC transposed layers of ``model`` (our class, or any class named
+    ``PacConvTranspose2d``: pacnet's own module), each as the prefixes (``"up.0."``) of all its
+    names: a layer registered under several names has its weight under each in a state dict
+    saved by ``state_dict()``, and under one in a checkpoint that dropped the duplicates."""
+    layers = {}
+    for name, module in every_named_module(model):
+        if isinstance(module, PacConvTranspose2d) or type(module).__name__ == "PacConvTranspose2d":
+            layers.setdefault(id(module), []).append(name + "." if name else "")
+    return list(layers.values())
 
 
 def convert_pacnet_state_dict(source, model: nn.Module | None = None) -> "OrderedDict[str, torch.Tensor]":
@@ -54,17 +75,19 @@ def convert_pacnet_state_dict(source, model: nn.Module | None = None) -> "Ordere
             raise ValueError("convert_pacnet_state_dict(state_dict) needs model=, the pac_triton model it will be "
                              "loaded into, to know which keys are transposed-layer weights")
         layout, state_dict = model, source
-    prefixes = _transposed_prefixes(layout)
     converted = OrderedDict(state_dict)
     # Metadata (per-module versions) as load_state_dict reads it; the converted transposed layers are
     # marked with our version so that loading the result does not warn (PacConvTranspose2d).
     metadata = OrderedDict(getattr(state_dict, "_metadata", None) or {})
-    for prefix in prefixes:
-        key = prefix + "weight"
-        if key not in converted:
-            raise ValueError(f"state dict has no {key!r} for the transposed layer {prefix[:-1] or '<root>'}")
-        converted[key] = pacnet_transposed_weight(converted[key])
-        metadata[prefix[:-1]] = {**metadata.get(prefix[:-1], {}), "version": PacConvTranspose2d._version}
+    for prefixes in _transposed_layers(layout):
+        present = [prefix for prefix in prefixes if prefix + "weight" in converted]
+        if not present:
+            raise ValueError(f"state dict has no {prefixes[0] + 'weight'!r} for the transposed layer "
+                             f"{prefixes[0][:-1] or '<root>'}")
+        for prefix in present:  # each name's copy flipped once
+            converted[prefix + "weight"] = pacnet_transposed_weight(converted[prefix + "weight"])
+        for prefix in prefixes:
+            metadata[prefix[:-1]] = {**metadata.get(prefix[:-1], {}), "version": PacConvTranspose2d._version}
     converted._metadata = metadata
     return converted
 

@@ -25,6 +25,7 @@ are defined). Otherwise it is falsy and its ``reason`` says why.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from typing import NamedTuple
 
@@ -147,13 +148,26 @@ def _warn_unavailable_once(reason: str) -> None:
     """``"auto"`` given CUDA tensors while the Triton backend cannot run (triton missing, or
     the backend failing to load): the reference runs, correct but many times slower, so say it
     once per reason (a RuntimeWarning) rather than fall back in silence."""
-    if reason in _WARNED_UNAVAILABLE:
-        return
+    if reason in _WARNED_UNAVAILABLE or torch.compiler.is_compiling():
+        return  # (Dynamo cannot trace warnings.warn: fullgraph=True would fail; the eager call warns)
     _WARNED_UNAVAILABLE.add(reason)
     warnings.warn(f"pac_triton: backend='auto' is running the reference backend (pure PyTorch, many times "
                   f"slower) on CUDA tensors because the Triton backend is unavailable: {reason}. Pass "
                   f"backend='reference' (or set {ENV_VAR}=reference) to choose it explicitly.",
-                  RuntimeWarning, stacklevel=4)
+                  RuntimeWarning, stacklevel=_caller_stacklevel())
+
+
+_LIBRARY_DIRS = (os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.abspath(torch.nn.__file__)))
+
+
+def _caller_stacklevel() -> int:
+    """``warnings.warn``'s ``stacklevel`` (for a call made by this module's caller) that names
+    the first frame outside pac_triton and ``torch.nn`` (the user's line that called a function
+    or a module); Python 3.11 has no ``skip_file_prefixes``."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class Selection(NamedTuple):

@@ -59,6 +59,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from . import functional as PF
+from .compat import every_named_module
 from .modules import PacConv2d, PacConvTranspose2d
 from .validation import PADDING_MODES
 
@@ -354,7 +355,7 @@ def swap_to_pac(model: nn.Module, names: str | Iterable[str] | None = None, *,
     if guide_mode not in GUIDE_MODES:
         raise ValueError(f"unknown guide_mode {guide_mode!r}: expected one of {GUIDE_MODES}")
     # every name of every module (a layer registered twice answers to both)
-    modules = dict(model.named_modules(remove_duplicate=False))
+    modules = dict(every_named_module(model))
     if names is not None:
         names = [names] if isinstance(names, str) else list(names)
         if not names:

@@ -51,6 +51,9 @@ from pac_triton.triton.jit_common import K_GUIDE, K_LOAD, KT_GAUSS, KT_INV_ASYM 
 AOT_DOC = "Compile every kernel variant for NVIDIA targets; one JSON record per line."
 SASS_DOC = "The SASS proxy: registers, spills and warp instructions per pixel-tap of the hot kernels."
 
+# kernel arguments declared ``do_not_specialize`` (the JIT marks them neither 1 nor divisible by 16)
+UNSPECIALISED = ("TUNE_PIX",)
+
 _TL = {"fp16": tl.float16, "bf16": tl.bfloat16, "fp32": tl.float32, "fp64": tl.float64}
 
 # every @triton.jit kernel of the backend, by name
@@ -86,6 +89,8 @@ def compile_one(fn, ptr_types, constexprs, arch, num_warps=4, num_stages=2, int6
     pointers are then marked 16-byte aligned), as the JIT specialises them at launch."""
     constexprs = dict(constexprs)
     div16 = constexprs.pop("_div16", None)
+    if div16:  # arguments the JIT never specialises (the autotuners' size key) stay unmarked
+        div16 = tuple(n for n in div16 if n not in UNSPECIALISED)
     attrs = None
     if div16:
         attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
@@ -642,6 +647,9 @@ def _work(job):
         rec["wgmma_serialized"] = wgmma_serialized(ptx, arch)
         # software-pipelined loads (the loop's loads issued stages ahead as cp.async)
         rec["cp_async"] = "cp.async" in ptx
+        # exponentials that flush subnormal results to 0 (tl.exp2's ex2.approx.ftz: a K below
+        # 2**-126 would be 0; tl.exp's ex2.approx.f32 keeps it)
+        rec["ex2_ftz"] = "ex2.approx.ftz" in ptx
         rec["ok"] = True
     except Exception as e:  # noqa: BLE001
         rec.update(ok=False, error=f"{type(e).__name__}: {str(e)[:2000]}")
@@ -821,8 +829,11 @@ def sass_main(argv=None) -> int:
         else:  # unrolled: the whole kernel over its taps and pixels
             per = len(body) * cfg["num_warps"] / (const["BLOCK_P"] * taps)
         shown = " ".join(f"{k}={ops[k]}" for k in _KEYS if ops.get(k))
+        # an exponential that flushes subnormal results (tl.exp2's ex2.approx.ftz): a K below
+        # 2**-126 would be 0 on the GPU (tests/test_perf_quick.py fails on the mark)
+        ftz = "  EX2.FTZ (flushes a subnormal K to 0)" if "ex2.approx.ftz" in ck.asm["ptx"] else ""
         print(f"{label:44s} {cfg['num_warps']:5d} {ru['regs']:4d} {ck.metadata.shared:6d} "
-              f"{len(body) if loop else 0:5d} {per:7.1f}  {shown}" + ("" if loop else "  (unrolled)"))
+              f"{len(body) if loop else 0:5d} {per:7.1f}  {shown}" + ("" if loop else "  (unrolled)") + ftz)
         if ru["stack"] or ru["local"]:
             print(f"{'':44s} spills: stack {ru['stack']} local {ru['local']}")
     return 0

@@ -189,6 +189,37 @@ def test_auto_warns_once_when_cuda_tensors_get_the_reference(monkeypatch, recwar
         dispatch.explain("triton", "pac_pool2d", [_CudaLike()])
 
 
+class _ReportsCuda(torch.Tensor):
+    """A CPU tensor that tells the dispatcher it is on CUDA (only ``is_cuda`` is asked)."""
+
+    @property
+    def is_cuda(self):
+        return True
+
+
+def test_auto_warning_names_the_callers_line_and_stays_out_of_compiled_graphs(monkeypatch, recwarn):
+    """The warning points at the user's line (through the functional API and a module's
+    forward, not at pac_triton's or torch.nn's frames), and a ``torch.compile(fullgraph=True)``
+    trace does not warn (Dynamo cannot trace ``warnings.warn``: it would fail the compile)."""
+    import warnings
+
+    from pac_triton import dispatch
+    monkeypatch.setattr(dispatch, "_triton_module", lambda: (None, "simulated: unavailable"))
+    warnings.simplefilter("always")
+    x = torch.randn(1, 2, 5, 5).as_subclass(_ReportsCuda)
+    for n, call in enumerate([lambda: pac_triton.pac_pool2d(x, x, 3, padding=1, backend="auto"),
+                              lambda: pac_triton.PacConv2d(2, 2, 3, padding=1, backend="auto")(x, x)]):
+        monkeypatch.setattr(dispatch, "_WARNED_UNAVAILABLE", set())
+        call()
+        warned = [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+        assert len(warned) == n + 1 and warned[-1].filename == __file__, (warned[-1].filename, warned[-1].lineno)
+    monkeypatch.setattr(dispatch, "_WARNED_UNAVAILABLE", set())
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    dispatch.explain("auto", "pac_pool2d", [_CudaLike()])
+    assert len([w for w in recwarn if issubclass(w.category, RuntimeWarning)]) == 2
+    assert dispatch._WARNED_UNAVAILABLE == set()  # the eager call after the trace still warns
+
+
 _BROKEN_MODULE = """
 import importlib.abc, sys
 class Broken(importlib.abc.MetaPathFinder):

@@ -100,3 +100,19 @@ def test_tied_transposed_layer_is_flipped_under_every_name():
         warnings.simplefilter("error")
         pac_triton.load_pacnet_state_dict(model, sd)
     assert torch.equal(model.a.weight.detach(), flipped)
+
+
+def test_tied_transposed_layer_stored_once_loads_flipped():
+    """A checkpoint that kept a tied layer's weight under one of its names only (tools that drop
+    duplicate tensors): that copy is flipped and loads through the tie; no "missing weight"
+    error while one of the layer's names has it."""
+    torch.manual_seed(0)
+    pacnet_weight = torch.randn(2, 2, 3, 3)
+    sd = OrderedDict((k, v) for k, v in _Tied().state_dict().items() if k.startswith("a."))
+    sd["a.weight"] = pacnet_weight
+    model = _Tied()
+    result = pac_triton.load_pacnet_state_dict(model, sd, strict=False)
+    assert sorted(result.missing_keys) == ["b.bias", "b.weight"]
+    assert torch.equal(model.b.weight.detach(), pacnet_weight.flip(-2, -1))
+    with pytest.raises(ValueError, match="has no 'a.weight'"):
+        pac_triton.convert_pacnet_state_dict(OrderedDict(), _Tied())

@@ -465,3 +465,21 @@ def test_set_guide_refuses_an_integer_guide_with_a_type_error():
         set_guide(swapped, torch.ones(1, 1, 4, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="4-d"):
         set_guide(swapped, torch.ones(4, 4))
+
+
+class _Owner(nn.Module):
+    """A child that keeps a reference to its parent (registered as a submodule: a cycle)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1))
+        self.inner.owner = self
+
+
+def test_a_module_cycle_does_not_recurse_forever():
+    """Walking every name of every module stops at a module already on its path (a
+    back-reference to a parent made the all-names walk recurse until RecursionError)."""
+    model = _Owner()
+    swapped = swap_to_pac(model, ["inner.0"])
+    assert isinstance(swapped.inner[0], GuidedPacConv2d)
+    assert swap_to_pac(_Owner(), predicate=lambda name, m: True).inner[0].__class__ is GuidedPacConv2d

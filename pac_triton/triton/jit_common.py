@@ -31,7 +31,6 @@ KT_INV = tl.constexpr(1)       # alpha + (r + eps)^(lambda / 2)
 KT_INV_ASYM = tl.constexpr(2)  # the same over relu'd differences (``inv_*_asym``)
 # eps of the inverse kernels (pacnet's 1e-4)
 INV_EPSILON = tl.constexpr(1e-4)
-NEG_HALF_LOG2E = tl.constexpr(-0.5 * 1.4426950408889634)  # -log2(e) / 2: exp(-r/2) = 2^(r * this)
 
 
 if hasattr(tl, "assume"):
@@ -141,15 +140,12 @@ def _pow(base, exponent):
 
 @triton.jit
 def _gauss(r):
-    """The Gaussian kernel ``exp(-r / 2)`` of a squared distance ``r``; float32 as
-    ``2 ** (r * (-log2(e) / 2))``: ``tl.exp`` computes ``ex2(x * log2 e)`` anyway, and scaling
-    by ``-1/2`` is exact, so the folded constant gives the same bits with one multiply fewer
-    (float64: ``tl.exp``, libdevice's)."""
-    if r.dtype == tl.float64:
-        k = tl.exp(-0.5 * r)
-    else:
-        k = tl.exp2(r * NEG_HALF_LOG2E)
-    return k
+    """The Gaussian kernel ``exp(-r / 2)`` of a squared distance ``r``. Not the folded
+    ``exp2(r * (-log2(e) / 2))``: ``tl.exp2`` compiles to ``ex2.approx.ftz.f32``, which flushes
+    a K below 2**-126 (r > ~175) to 0 (a masked centre's subnormal normaliser then becomes 0,
+    docs/semantics.md "Non-finite values"), where ``tl.exp``'s ``ex2.approx.f32`` keeps it
+    (its range test and rescale: two instructions; the AOT test checks no kernel flushes)."""
+    return tl.exp(-0.5 * r)
 
 
 @triton.jit

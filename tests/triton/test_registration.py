@@ -127,7 +127,7 @@ def test_opcheck_backward():
                                                 *pool_options([3, 3], [1, 1], [1, 1], [1, 1], KT_GAUSS, False, True)),
                           test_utils=tests)
     torch.library.opcheck(ops.triton_kernel_fwd, (g, m, None, None, None,
-                                                  *kernel_options([3, 3], [1, 1], [1, 1], [0, 0], [1, 1], 0, False,
+                                                  *kernel_options([3, 3], [1, 1], [1, 1], [0, 0], [1, 1], KT_GAUSS, False,
                                                                   True, False)), test_utils=tests)
 
 
