@@ -133,7 +133,8 @@ def _pow(base, exponent):
     """``base ** exponent`` for ``base > 0`` as ``exp(exponent * log(base))``, with
     ``x ** 0 = 1`` for every ``x`` as ``torch.pow`` has it (also for an infinite or NaN base,
     where ``0 * log(base)`` would be NaN: ``inv_alpha_0`` kernels on an overflowing distance).
-    (The base-2 form ``exp2(exponent * log2(base))`` saves two multiplies in float32 but made the
+    (Not the base-2 form ``exp2(exponent * log2(base))``: it saves two multiplies in float32,
+    but ``tl.exp2`` flushes subnormal results (``ex2.approx.ftz``, see ``_gauss``) and it made the
     sm_80 float32 guide pass of an ``inv_*_asym`` kernel spill: 140 -> 168 registers + 8 bytes.)"""
     return tl.where(exponent == 0, 1.0, tl.exp(exponent * tl.log(base)))
 
