@@ -157,7 +157,9 @@ def _warn_unavailable_once(reason: str) -> None:
                   RuntimeWarning, stacklevel=_caller_stacklevel())
 
 
-_LIBRARY_DIRS = (os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.abspath(torch.nn.__file__)))
+# (with a trailing separator: a sibling directory named pac_triton_x is not the library)
+_LIBRARY_DIRS = (os.path.dirname(os.path.abspath(__file__)) + os.sep,
+                 os.path.dirname(os.path.abspath(torch.nn.__file__)) + os.sep)
 
 
 def _caller_stacklevel() -> int:
