@@ -20,7 +20,7 @@ import torch
 
 from .dispatch import select
 from .options import fixed_smooth_kernel, parse_kernel_type, parse_smooth_type
-from .validation import (arg_names, check_bias, check_geometry, check_groups, check_guide, check_inv_param,
+from .validation import (arg_names, check_bias, check_geometry, check_guide, check_inv_param, check_positive_int,
                          check_mask, check_same_device, check_smooth_kernel, check_tensor, check_weight,
                          constant_tensor, conv_out_size, one_device, pair, resolve_padding, transposed_out_size)
 
@@ -271,7 +271,7 @@ def pacconv2d(input, kernel, weight, bias=None, stride=1, padding=0, dilation=1,
 def _pacconv2d(input, kernel, weight, bias, stride, padding, dilation, shared_filters, *, backend, names,
                groups=1):
     check_tensor(names["input"], input, rank=4)
-    groups = check_groups(groups, names["groups"])
+    groups = check_positive_int(groups, names["groups"])
     kernel_size, stride, padding, dilation = _geometry_from_weight(weight, stride, padding, dilation, names=names)
     out_channels = _check_conv_weight(input, weight, kernel_size, shared_filters, False, names, groups)
     check_bias(bias, out_channels, input, names["bias"], names["input"])
@@ -300,7 +300,7 @@ def pacconv_transpose2d(input, kernel, weight, bias=None, stride=1, padding=0, o
 def _pacconv_transpose2d(input, kernel, weight, bias, stride, padding, output_padding, dilation, shared_filters, *,
                          backend, names, groups=1):
     check_tensor(names["input"], input, rank=4)
-    groups = check_groups(groups, names["groups"])
+    groups = check_positive_int(groups, names["groups"])
     kernel_size, stride, padding, dilation, output_padding = _geometry_from_weight(
         weight, stride, padding, dilation, output_padding, names=names)
     out_channels = _check_conv_weight(input, weight, kernel_size, shared_filters, True, names, groups)
@@ -362,7 +362,7 @@ def _pac_conv2d(input, guide, weight, bias, stride, padding, dilation, kernel_ty
                 groups=1):
     check_tensor(names["input"], input, rank=4)
     check_tensor(names["guide"], guide, rank=4)
-    groups = check_groups(groups, names["groups"])
+    groups = check_positive_int(groups, names["groups"])
     kernel_size, stride, padding, dilation = _geometry_from_weight(weight, stride, padding, dilation, names=names)
     out_channels = _check_conv_weight(input, weight, kernel_size, shared_filters, False, names, groups)
     check_bias(bias, out_channels, input, names["bias"], names["input"])
@@ -401,7 +401,7 @@ def _pac_conv_transpose2d(input, guide, weight, bias, stride, padding, output_pa
                           mask, *, backend, names, groups=1):
     check_tensor(names["input"], input, rank=4)
     check_tensor(names["guide"], guide, rank=4)
-    groups = check_groups(groups, names["groups"])
+    groups = check_positive_int(groups, names["groups"])
     kernel_size, stride, padding, dilation, output_padding = _geometry_from_weight(
         weight, stride, padding, dilation, output_padding, names=names)
     out_channels = _check_conv_weight(input, weight, kernel_size, shared_filters, True, names, groups)

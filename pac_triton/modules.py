@@ -19,7 +19,7 @@ from torch.nn import Parameter
 from . import functional as PF
 from .dispatch import check_backend
 from .options import fixed_smooth_kernel, parse_kernel_type, parse_smooth_type
-from .validation import (arg_names, check_geometry, check_groups, check_guide, check_mask, check_padding_mode,
+from .validation import (arg_names, check_geometry, check_guide, check_mask, check_padding_mode,
                          check_positive_int, check_tensor, resolve_padding)
 
 __all__ = ["PacConv2d", "PacConvTranspose2d", "PacPool2d"]
@@ -69,7 +69,7 @@ class _PacConvNd(nn.Module):
                                   output_padding if transposed else None)
         self.kernel_size, self.stride, self.padding, self.dilation = geometry[:4]
         self.padding_mode = check_padding_mode(padding_mode, transposed)
-        self.groups = check_groups(groups)
+        self.groups = check_positive_int(groups, "groups")
         self.output_padding = geometry[4] if transposed else (0, 0)
         if not pool_only:
             in_channels = check_positive_int(in_channels, "in_channels")

@@ -10,7 +10,7 @@ import torch
 __all__ = [
     "pair", "check_tensor", "check_same_device", "check_geometry", "conv_out_size",
     "transposed_out_size", "check_inv_param", "check_smooth_kernel", "check_mask", "check_weight",
-    "check_bias", "check_guide", "arg_names", "check_groups", "check_positive_int", "resolve_padding", "PADDING_MODES",
+    "check_bias", "check_guide", "arg_names", "check_positive_int", "resolve_padding", "PADDING_MODES",
     "check_padding_mode", "constant_tensor",
 ]
 
@@ -95,11 +95,6 @@ def check_positive_int(value, name: str) -> int:
     if value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value}")
     return int(value)
-
-
-def check_groups(groups, name: str = "groups") -> int:
-    """``groups`` must be a positive int (``TypeError`` / ``ValueError`` naming it)."""
-    return check_positive_int(groups, name)
 
 
 def resolve_padding(padding, kernel_size, stride, dilation, transposed: bool = False, name: str = "padding"):

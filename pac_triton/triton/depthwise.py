@@ -1289,7 +1289,8 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
             out["guide"], out["smooth"] = kernel_map.guide_side_grads(
                 need_guide=needs.guide, need_smooth=needs.smooth, df0=df0, ko=ko, dr=dk, guide=guide, smooth=smooth,
                 kernel_size=(kh, kw), stride=stride, padding=padding, dilation=dilation, transposed=transposed,
-                ktype=ktype, channel_wise=cw, block_d=configs.block_d_all(D), kdt=kdt, Ho=Ho, Wo=Wo, rt=rt, like=guide_in)
+                ktype=ktype, channel_wise=cw, block_d=configs.block_d_all(D), kdt=kdt, Ho=Ho, Wo=Wo, rt=rt,
+                like=guide_in)
     kmeta = dict(**common, TRANSPOSED=bool(transposed), K_MODE=k_mode, KTYPE=int(ktype), F0_SMOOTH=f0 is not None,
                  NORMALIZE=norm, HAS_MASK=has_mask, BLOCK_D=bd)
     if needs.x:

@@ -29,8 +29,8 @@ from . import host_common as hc
 from .configs import cdiv
 from .host_common import Grads
 from .jit_common import (INV_EPSILON, KT_GAUSS, KT_INV_ASYM, _centre, _centre_tile, _dist, _gauss,  # noqa: F401
-                         _k_order_tap, _k_params, _k_tile, _kept, _kvalue, _load_f0, _mask_at, _norm_divisor, _phase_loop,
-                         _phase_next, _pixels, _pow, _relu, _tap, _tap_of)
+                         _k_order_tap, _k_params, _k_tile, _kept, _kvalue, _load_f0, _mask_at, _norm_divisor,
+                         _phase_loop, _phase_next, _pixels, _pow, _relu, _tap, _tap_of)
 
 
 # --- kernels ---------------------------------------------------------------------------------

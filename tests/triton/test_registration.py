@@ -45,7 +45,8 @@ def test_opcheck_pool_and_kernel():
     from pac_triton.triton.host_common import KT_GAUSS
     from pac_triton.triton.kernel_map import kernel_options
     torch.library.opcheck(ops.triton_pool_fwd,
-                          (x, g, None, m, None, None, None, *pool_options([3, 3], [1, 1], [1, 1], [1, 1], KT_GAUSS, True, True)),
+                          (x, g, None, m, None, None, None,
+                           *pool_options([3, 3], [1, 1], [1, 1], [1, 1], KT_GAUSS, True, True)),
                           test_utils=("test_schema", "test_faketensor"))
     torch.library.opcheck(ops.triton_kernel_fwd,
                           (g, m, None, None, None,
