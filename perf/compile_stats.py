@@ -153,7 +153,8 @@ def conv_variants(dt):
     cfg = configs.conv_default(64, 64, f64)
     common = dict(KDT=_TL[kdt], DOT_DT=dot_dt, PREC=prec, HAS_BIAS=True, IDX64=False, GROUPED=False, PADDED=False,
                   BLOCK_P=cfg["BLOCK_P"], BLOCK_O=cfg["BLOCK_O"], BLOCK_C=cfg["BLOCK_C"],
-                  TILE_W=configs.tile_w(512, cfg["BLOCK_P"]), C_SINGLE=64 <= cfg["BLOCK_C"])
+                  TILE_W=configs.tile_w(512, cfg["BLOCK_P"]), C_SINGLE=64 <= cfg["BLOCK_C"],
+                  EVEN_BLOCKS=configs.even_blocks(64, 64, cfg, f64))
     full = dict(K_MODE=K_GUIDE, KTYPE=KT_INV_ASYM, F0_SMOOTH=False, NORMALIZE=True, HAS_MASK=True,
                 D_SINGLE=True, BLOCK_D=16)
     yield ("conv_guide", ptrs, {**_geom(), "TRANSPOSED": False, **common, **full}, cfg)
@@ -172,6 +173,8 @@ def conv_variants(dt):
                                               "BLOCK_C": ccfg["BLOCK_C"], "C_SINGLE": False, "BLOCK_D": 64}, ccfg)
         # the same from the zero-padded staging copy of an NCHW x (PADDED: no input-bounds masks)
         yield ("conv_guide_padded", ptrs, {**vconst, "PADDED": True}, vcfg)
+        # ... with channel blocks that overhang C or O (channel masks on the gathers)
+        yield ("conv_guide_padded_ragged", ptrs, {**vconst, "PADDED": True, "EVEN_BLOCKS": False}, vcfg)
         yield ("conv_guide_padded_c256", ptrs, {**vconst, "BLOCK_P": ccfg["BLOCK_P"], "BLOCK_O": ccfg["BLOCK_O"],
                                                  "BLOCK_C": ccfg["BLOCK_C"], "C_SINGLE": False, "BLOCK_D": 64,
                                                  "PADDED": True}, ccfg)
@@ -186,7 +189,7 @@ def conv_variants(dt):
         tcfg = configs.conv_default(32, 32, f64, vec=True)
         tconst = {**vconst, "KH": 5, "KW": 5, "SH": 2, "SW": 2, "PH": 2, "PW": 2, "TRANSPOSED": True,
                   "BLOCK_P": tcfg["BLOCK_P"], "BLOCK_O": tcfg["BLOCK_O"], "BLOCK_C": tcfg["BLOCK_C"],
-                  "TILE_W": configs.tile_w(224, tcfg["BLOCK_P"])}
+                  "TILE_W": configs.tile_w(224, tcfg["BLOCK_P"]), "EVEN_BLOCKS": configs.even_blocks(32, 32, tcfg, f64)}
         yield ("convT_guide_vec", ptrs, tconst, tcfg)
         # ... from the zero-padded staging copy of an NCHW x (host_common.transposed_halo)
         yield ("convT_guide_padded", ptrs, {**tconst, "PADDED": True}, tcfg)
@@ -345,7 +348,7 @@ def bwd_variants(dt):
     xl = dict(num_warps=xcfg["num_warps"], num_stages=xcfg["num_stages"])
     xblk = dict(BLOCK_P=xcfg["BLOCK_P"], BLOCK_O=xcfg["BLOCK_O"], BLOCK_C=xcfg["BLOCK_C"],
                 TILE_W=configs.tile_w(512, xcfg["BLOCK_P"]), O_SINGLE=64 <= xcfg["BLOCK_O"],
-                C_SINGLE=64 <= xcfg["BLOCK_C"])
+                C_SINGLE=64 <= xcfg["BLOCK_C"], EVEN_BLOCKS=configs.even_blocks(64, 64, xcfg, f64))
     kp = P(("gy_ptr", "w_ptr", "x_ptr", "dx_ptr", "g_ptr", "f0_ptr", "m_ptr", "k_ptr"),
            ("dk_ptr", "sc_ptr", "alpha_ptr", "lam_ptr"))
     both = dict(NEED_DX=True, NEED_DK=True, GY_PADDED=False)
@@ -406,6 +409,10 @@ def bwd_variants(dt):
                dict(num_warps=xv["num_warps"], num_stages=xv["num_stages"]))
         # the same with dL/dy from its zero-padded staging copy (a stride-1 conv, NCHW dL/dy)
         yield ("bwd_conv_dxdk_padded", conv.pac_conv_dxdk_kernel, kp, {**xvc, "GY_PADDED": True},
+               dict(num_warps=xv["num_warps"], num_stages=xv["num_stages"]))
+        # ... with channel blocks that overhang C or O (channel masks on the gathers)
+        yield ("bwd_conv_dxdk_padded_ragged", conv.pac_conv_dxdk_kernel, kp,
+               {**xvc, "GY_PADDED": True, "EVEN_BLOCKS": False},
                dict(num_warps=xv["num_warps"], num_stages=xv["num_stages"]))
         # PAC_TRITON_SAVE_K's dx + dK pass: K read from packernel2d's float32 output
         saved = dict(K_MODE=K_LOAD, NORMALIZE=False, HAS_MASK=False, BLOCK_D=1, HOIST_F=False, skw=1)
@@ -710,6 +717,9 @@ def specs(dtype: str):
                                           "HAS_BIAS": False, "syw": 1})
             label = {"conv_guide_padded": "forward conv", "conv_guide_vec": "forward conv general",
                      "conv_savedK_padded": "forward conv, saved K"}[name]
+            if name == "conv_savedK_padded":
+                # k5 (the route's benchmark size): at k3 ptxas unrolls this loop's 9 taps
+                c.update(KH=5, KW=5, PH=2, PW=2)
             yield label, conv.pac_conv_kernel, ptrs, c, cfg, c["BLOCK_P"]
         elif name in ("convT_guide_vec", "convT_guide_padded"):
             # C = O = 32, k5 s2: per pixel and tap that the pixel's phase runs (the loop's trips);
@@ -803,8 +813,8 @@ def sass_main(argv=None) -> int:
     ap.add_argument("--only", default=None, help="comma list of substrings of the kernel labels")
     a = ap.parse_args(argv)
     only = [s.strip() for s in a.only.split(",")] if a.only else None
-    print(f"# SASS proxy: sm_{a.arch} {a.dtype}, C = O = 64, k3 (transposed: C = O = 32, k5 s2; the padded depthwise "
-          "forwards: k7), D = 16, gaussian, channels-last strides")
+    print(f"# SASS proxy: sm_{a.arch} {a.dtype}, C = O = 64, k3 (transposed: C = O = 32, k5 s2; the saved-K forward: k5; "
+          "the padded depthwise forwards: k7), D = 16, gaussian, channels-last strides")
     print(f"{'kernel':44s} {'warps':>5s} {'regs':>4s} {'smem':>6s} {'loop':>5s} {'/px-tap':>7s}  loop ops")
     for label, fn, ptrs, const, cfg, pixels in specs(a.dtype):
         if only and not any(s in label for s in only):

@@ -620,10 +620,15 @@ def guide_gather_default(f64: bool, rt: Runtime | None = None) -> dict:
 
 # (BLOCK_P, BLOCK_O, BLOCK_C, num_warps, num_stages): a short list around the default
 # (64 x 64 x 64, 4 warps); the prune drops output-channel / input-channel blocks far larger
-# than the layer and adds TILE_W / C_SINGLE per config.
+# than the layer and adds TILE_W / C_SINGLE / EVEN_BLOCKS per config. The last four are the
+# forward's L2-traffic candidates (perf/NOTES.md v13): one stage, i.e. plain L1-allocating
+# loads (``ld.global.ca``) instead of ``cp.async``, which triton 3.6 emits as ``.cg``, L2 only,
+# so that a tile's taps can share its input halo in L1; and 256-pixel tiles (a quarter of the
+# weight bytes per pixel of the 64-pixel default).
 CONV_TUNE_TABLE = [(64, 64, 64, 4, 2), (64, 64, 64, 4, 3), (128, 64, 64, 8, 2), (64, 64, 64, 8, 2),
                    (64, 128, 64, 8, 2), (128, 128, 64, 8, 2), (64, 64, 32, 4, 2), (64, 32, 32, 4, 2),
-                   (64, 128, 32, 8, 2)]
+                   (64, 128, 32, 8, 2), (64, 64, 64, 4, 1), (128, 64, 64, 8, 1), (256, 64, 64, 8, 2),
+                   (256, 64, 64, 8, 1)]
 # depthwise forward: BLOCK_P x BLOCK_C x num_warps (no 8 warps for tiles up to 32 x 32)
 DW_TUNE_BLOCK_P = (32, 64, 128)
 DW_TUNE_BLOCK_C = (16, 32, 64)
@@ -648,6 +653,15 @@ def tune_pix(npix: int, width: int) -> int:
     return 8 * (np2(max(int(npix), 1)).bit_length() - 1) + (clamp(np2(width), 1, 32).bit_length() - 1)
 
 
+def even_blocks(C: int, OG: int, cfg, f64: bool = False) -> bool:
+    """The dense forward's and dx + dK pass's ``EVEN_BLOCKS``: the channel blocks tile the input
+    channels per group ``C`` and the output channels per group ``OG`` exactly (``cfg``'s
+    BLOCK_C, BLOCK_O), so their weight and input / dL/dy gathers need no channel mask. Not for
+    float64 (``f64``), the dtype for checking, not for speed: without the masks sm_80's ptxas
+    gives the transposed float64 forward an 8-byte stack."""
+    return not f64 and C % cfg["BLOCK_C"] == 0 and OG % cfg["BLOCK_O"] == 0
+
+
 def _conv_configs():
     return [triton.Config(dict(BLOCK_P=bp, BLOCK_O=bo, BLOCK_C=bc), num_warps=nw, num_stages=ns)
             for bp, bo, bc, nw, ns in CONV_TUNE_TABLE]
@@ -662,8 +676,9 @@ def conv_prune(configs, nargs, **kwargs):
     keep = [c for c in configs
             if c.kwargs["BLOCK_O"] <= max(32, np2(O)) and c.kwargs["BLOCK_C"] <= max(32, np2(C))]
     keep = keep or configs[:1]
+    OG = int(a.get("OG", O))
     return [triton.Config(dict(c.kwargs, TILE_W=tile_w(Wo, c.kwargs["BLOCK_P"]),
-                               C_SINGLE=C <= c.kwargs["BLOCK_C"]),
+                               C_SINGLE=C <= c.kwargs["BLOCK_C"], EVEN_BLOCKS=even_blocks(C, OG, c.kwargs)),
                           num_warps=c.num_warps, num_stages=c.num_stages) for c in keep]
 
 

@@ -58,6 +58,30 @@ def _kdot_acc(acc, xT, kt, wt, KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl
     return acc + kt[:, None] * part
 
 
+@triton.jit
+def _gather(ptrs, mask, MASKED: tl.constexpr):
+    """A tap's operand tile (L1-allocating where the compiler can): masked (0 outside ``mask``)
+    only if MASKED; an unmasked load needs no predicate per vector (sm_90 SASS: the dense
+    forward's loop 207 -> 194 instructions without its x and weight masks)."""
+    if MASKED:
+        return tl.load(ptrs, mask=mask, other=0.0, cache_modifier=".ca")
+    else:
+        return tl.load(ptrs, cache_modifier=".ca")
+
+
+@triton.jit
+def _tile_mask(cm, xin, PADDED: tl.constexpr, EVEN_BLOCKS: tl.constexpr):
+    """A transposed gather's ``[channels, BLOCK_P]`` mask: the channel block's (``cm``) unless
+    EVEN_BLOCKS, the tap's bounds (``xin``) unless PADDED (a padded staging copy is read in
+    bounds). Used only where the gather is masked (``_gather``'s MASKED)."""
+    if PADDED:
+        return cm[:, None]
+    elif EVEN_BLOCKS:
+        return xin[None, :]
+    else:
+        return cm[:, None] & xin[None, :]
+
+
 @triton.jit(do_not_specialize=["TUNE_PIX"])
 def pac_conv_kernel(
     x_ptr, w_ptr, bias_ptr, y_ptr, g_ptr, f0_ptr, m_ptr, k_ptr, om_ptr, alpha_ptr, lam_ptr,
@@ -76,6 +100,7 @@ def pac_conv_kernel(
     D_SINGLE: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr,
     TILE_W: tl.constexpr, C_SINGLE: tl.constexpr, GROUPED: tl.constexpr, PADDED: tl.constexpr = False,
+    EVEN_BLOCKS: tl.constexpr = False,
 ):
     """y[b, o, u, v] = bias[o] + sum_t K_t(u, v) * sum_c W_t[c, o] * x[b, c, q_t(u, v)].
 
@@ -109,7 +134,9 @@ def pac_conv_kernel(
     ``(BLOCK_P // TILE_W) x TILE_W`` rectangles (``_pixels2d``). Per tap, K_t is computed once
     for the tile and scales the rows of the tap's product over all input channels
     (``_kdot_acc``). ``C_SINGLE``: all input channels fit one ``BLOCK_C`` block (no inner loop,
-    so the tap loop is the innermost loop). ``PADDED``, conv: ``x_ptr`` is the zero-padded
+    so the tap loop is the innermost loop). ``EVEN_BLOCKS``: ``C % BLOCK_C == 0`` and
+    ``OG % BLOCK_O == 0`` (``configs.even_blocks``), so the weight and input gathers need no
+    channel mask. ``PADDED``, conv: ``x_ptr`` is the zero-padded
     channels-last staging copy ``[B, G*C, H + 2 PH, W + 2 PW]``
     (``host_common.padded_channels_last``), input pixel (ih, iw) at (ih + PH, iw + PW), so the
     input gathers need no bounds mask (pixels past the output read at the nearest output pixel;
@@ -216,9 +243,10 @@ def pac_conv_kernel(
         # branch per tap, so the loads stay in the loop's software pipeline (cp.async)
         n_taps, ti, tj, j0, j_end, st_i, st_j = _phase_loop(ph, pw, KH, KW, SH, SW, PH, PW, DH, DW)
     else:
-        n_taps, ti, tj = KH * KW, 0, 0
+        # all taps, (i, j) carried too (``_tap_of``)
+        n_taps, ti, tj, j0, j_end, st_i, st_j = KH * KW, 0, 0, 0, KW, 1, 1
     for t in range(n_taps):
-        i, j, tap = _tap_of(t, ti, tj, KW, TRANSPOSED and (SH * SW > 1))
+        i, j, tap = _tap_of(t, ti, tj, KW, True)
         if TRANSPOSED:
             dh = (ph + PH - i * DH) // SH  # exact: the phase's taps
             dw = (pw + PW - j * DW) // SW
@@ -274,12 +302,8 @@ def pac_conv_kernel(
         xoff_t = xoff + (dh * sxh + dw * sxw)
         w_t = w_ptr + tap * C * O
         if C_SINGLE:
-            if PADDED:
-                xmask = cm[:, None]
-            else:
-                xmask = cm[:, None] & xin[None, :]
-            xt = tl.load(x_b + xoff_t, mask=xmask, other=0.0, cache_modifier=".ca")
-            wt = tl.load(w_t + woff, mask=wmask, other=0.0, cache_modifier=".ca")
+            xt = _gather(x_b + xoff_t, _tile_mask(cm, xin, PADDED, EVEN_BLOCKS), not (PADDED and EVEN_BLOCKS))
+            wt = _gather(w_t + woff, wmask, not EVEN_BLOCKS)
             acc = _kdot_acc(acc, xt, kt, wt, KDT, DOT_DT, PREC)
         else:
             # the tap's product over all channel blocks first (operands straight from the
@@ -287,18 +311,13 @@ def pac_conv_kernel(
             part = tl.zeros([BLOCK_P, BLOCK_O], KDT)
             for c0 in range(0, C, BLOCK_C):
                 cmc = (c0 + offs_c) < C
-                if PADDED:
-                    xmask = cmc[:, None]
-                else:
-                    xmask = cmc[:, None] & xin[None, :]
-                xt = tl.load(x_b + c0 * sxc + xoff_t, mask=xmask, other=0.0, cache_modifier=".ca")
-                wt = tl.load(w_t + c0 + woff, mask=cmc[:, None] & omask[None, :], other=0.0,
-                             cache_modifier=".ca")
+                xt = _gather(x_b + c0 * sxc + xoff_t, _tile_mask(cmc, xin, PADDED, EVEN_BLOCKS),
+                             not (PADDED and EVEN_BLOCKS))
+                wt = _gather(w_t + c0 + woff, cmc[:, None] & omask[None, :], not EVEN_BLOCKS)
                 part = tl.dot(tl.trans(xt.to(DOT_DT)), wt.to(DOT_DT), part, input_precision=PREC,
                               out_dtype=KDT)
             acc += kt[:, None] * part
-        if TRANSPOSED and (SH * SW > 1):
-            ti, tj = _phase_next(ti, tj, j0, j_end, st_i, st_j)
+        ti, tj = _phase_next(ti, tj, j0, j_end, st_i, st_j)
 
     if K_MODE == K_GUIDE:
         if NORMALIZE or HAS_MASK:
@@ -328,7 +347,7 @@ def _dxdk_block(
     DK_ACCUMULATE: tl.constexpr, HOIST_F: tl.constexpr,
     KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, O_SINGLE: tl.constexpr,
-    GY_PADDED: tl.constexpr,
+    GY_PADDED: tl.constexpr, EVEN_BLOCKS: tl.constexpr,
 ):
     """The tap loop of ``pac_conv_dxdk_kernel`` for the input channels ``c0 .. c0 + BLOCK_C``
     of one tile of input pixels q (rows), ``gy_b`` / ``w_ptr`` / ``x_b`` / ``dx_b`` at the
@@ -358,9 +377,12 @@ def _dxdk_block(
         # loop's software pipeline
         n_taps, ti, tj, j0, j_end, st_i, st_j = _phase_loop(ph, pw, KH, KW, SH, SW, PH, PW, DH, DW)
     else:
-        n_taps, ti, tj = KH * KW, 0, 0
+        # all taps; a conv's (i, j) carried too (``_tap_of``), but in float64 (triton 3.6 gives
+        # that loop a 24-byte stack on sm_90)
+        n_taps, ti, tj, j0, j_end, st_i, st_j = KH * KW, 0, 0, 0, KW, 1, 1
+    CARRIED: tl.constexpr = (not TRANSPOSED) and ((SH * SW > 1) or (KDT != tl.float64))
     for t in range(n_taps):
-        i, j, tap = _tap_of(t, ti, tj, KW, (not TRANSPOSED) and (SH * SW > 1))
+        i, j, tap = _tap_of(t, ti, tj, KW, CARRIED)
         pu, pv, pin, gh, gw, gin, ki, kj = _out_tap(u, v, qmask, i, j, Ho, Wo, Hg, Wg,
                                                     KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
         # K_t(P) first (as in the forward): the tap product is then live only briefly
@@ -424,24 +446,20 @@ def _dxdk_block(
             gmask = om[:, None]
         else:
             goffT = (pu * sgyh + pv * sgyw)[None, :]
-            gmask = om[:, None] & pin[None, :]
+            gmask = _tile_mask(om, pin, False, EVEN_BLOCKS)
         w_t = w_ptr + tap * wts
+        # no channel masks with EVEN_BLOCKS (and then none at all from a padded dL/dy)
         if O_SINGLE:
-            gT = tl.load(gy_b + offs_o[:, None] * sgyo + goffT, mask=gmask, other=0.0, cache_modifier=".ca")
-            wt = tl.load(w_t + woff, mask=wmask, other=0.0, cache_modifier=".ca")
+            gT = _gather(gy_b + offs_o[:, None] * sgyo + goffT, gmask, not (GY_PADDED and EVEN_BLOCKS))
+            wt = _gather(w_t + woff, wmask, not EVEN_BLOCKS)
             part = tl.dot(tl.trans(gT.to(DOT_DT)), wt.to(DOT_DT), input_precision=PREC, out_dtype=KDT)
         else:
             part = tl.zeros([BLOCK_P, BLOCK_C], KDT)
             for o0 in range(0, O, BLOCK_O):
                 omo = (o0 + offs_o) < O
-                if GY_PADDED:
-                    gmo = omo[:, None]
-                else:
-                    gmo = omo[:, None] & pin[None, :]
-                gT = tl.load(gy_b + (o0 + offs_o)[:, None] * sgyo + goffT, mask=gmo, other=0.0,
-                             cache_modifier=".ca")
-                wt = tl.load(w_t + o0 + woff, mask=omo[:, None] & cm[None, :], other=0.0,
-                             cache_modifier=".ca")
+                gT = _gather(gy_b + (o0 + offs_o)[:, None] * sgyo + goffT, _tile_mask(omo, pin, GY_PADDED, EVEN_BLOCKS),
+                             not (GY_PADDED and EVEN_BLOCKS))
+                wt = _gather(w_t + o0 + woff, omo[:, None] & cm[None, :], not EVEN_BLOCKS)
                 part = tl.dot(tl.trans(gT.to(DOT_DT)), wt.to(DOT_DT), part, input_precision=PREC,
                               out_dtype=KDT)
         if NEED_DK:
@@ -459,7 +477,7 @@ def _dxdk_block(
             tl.store(dptr, dkv, mask=pin)
         if NEED_DX:
             acc += kt[:, None] * part
-        if (not TRANSPOSED) and (SH * SW > 1):
+        if CARRIED:
             ti, tj = _phase_next(ti, tj, j0, j_end, st_i, st_j)
     if NEED_DX:
         tl.store(dx_b + (u * sdh + v * sdw)[:, None] + offs_c[None, :] * sdc,
@@ -485,7 +503,7 @@ def pac_conv_dxdk_kernel(
     KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, TILE_W: tl.constexpr,
     O_SINGLE: tl.constexpr, C_SINGLE: tl.constexpr, HOIST_F: tl.constexpr, GROUPED: tl.constexpr,
-    GY_PADDED: tl.constexpr = False,
+    GY_PADDED: tl.constexpr = False, EVEN_BLOCKS: tl.constexpr = False,
 ):
     """Input gradient and dL/dK in one pass over the tap products G_t = gy @ W_t^T:
 
@@ -525,7 +543,8 @@ def pac_conv_dxdk_kernel(
     ``gy_ptr`` is the view at output pixel (0, 0) of dL/dy's zero-padded channels-last staging
     copy (a stride-1 conv: ``depthwise.dw_grad_out_padded``; strided: padded by
     ``host_common.transposed_halo``; transposed: ``host_common.conv_pattern_halo``), so its
-    gathers need no bounds mask."""
+    gathers need no bounds mask. EVEN_BLOCKS: ``C % BLOCK_C == 0`` and ``O % BLOCK_O == 0``
+    (``configs.even_blocks``), so the dL/dy and weight gathers need no channel mask."""
     pid_p = tl.program_id(0)
     pid_c = tl.program_id(1)
     b = tl.program_id(2)
@@ -573,7 +592,8 @@ def pac_conv_dxdk_kernel(
                     TRANSPOSED=TRANSPOSED, K_MODE=K_MODE, KTYPE=KTYPE, F0_SMOOTH=F0_SMOOTH, NORMALIZE=NORMALIZE,
                     HAS_MASK=HAS_MASK, NEED_DX=NEED_DX, NEED_DK=NEED_DK, DK_ACCUMULATE=False, HOIST_F=HOIST_F,
                     KDT=KDT, DOT_DT=DOT_DT, PREC=PREC, BLOCK_D=BLOCK_D, BLOCK_P=BLOCK_P, BLOCK_O=BLOCK_O,
-                    BLOCK_C=BLOCK_C, O_SINGLE=O_SINGLE, GY_PADDED=GY_PADDED)
+                    BLOCK_C=BLOCK_C, O_SINGLE=O_SINGLE, GY_PADDED=GY_PADDED,
+                        EVEN_BLOCKS=EVEN_BLOCKS)
     elif GROUPED:
         # channel blocks (group, block of the group's C): with NEED_DK one program takes all
         # of them in order (the first writes dK, the others add)
@@ -595,7 +615,8 @@ def pac_conv_dxdk_kernel(
                         TRANSPOSED=TRANSPOSED, K_MODE=K_MODE, KTYPE=KTYPE, F0_SMOOTH=F0_SMOOTH, NORMALIZE=NORMALIZE,
                         HAS_MASK=HAS_MASK, NEED_DX=NEED_DX, NEED_DK=NEED_DK, DK_ACCUMULATE=True, HOIST_F=HOIST_F,
                         KDT=KDT, DOT_DT=DOT_DT, PREC=PREC, BLOCK_D=BLOCK_D, BLOCK_P=BLOCK_P, BLOCK_O=BLOCK_O,
-                        BLOCK_C=BLOCK_C, O_SINGLE=O_SINGLE, GY_PADDED=GY_PADDED)
+                        BLOCK_C=BLOCK_C, O_SINGLE=O_SINGLE, GY_PADDED=GY_PADDED,
+                        EVEN_BLOCKS=EVEN_BLOCKS)
     else:
         for c0 in range(pid_c * BLOCK_C, C, tl.num_programs(1) * BLOCK_C):
             _dxdk_block(gy_b=gy_b, w_ptr=w_ptr, x_b=x_b, dx_b=dx_b, dk_b=dk_b, g_b=g_b, f0_b=f0_b, sc_b=sc_b,
@@ -607,7 +628,8 @@ def pac_conv_dxdk_kernel(
                         DW=DW, TRANSPOSED=TRANSPOSED, K_MODE=K_MODE, KTYPE=KTYPE, F0_SMOOTH=F0_SMOOTH,
                         NORMALIZE=NORMALIZE, HAS_MASK=HAS_MASK, NEED_DX=NEED_DX, NEED_DK=NEED_DK, DK_ACCUMULATE=True,
                         HOIST_F=HOIST_F, KDT=KDT, DOT_DT=DOT_DT, PREC=PREC, BLOCK_D=BLOCK_D, BLOCK_P=BLOCK_P,
-                        BLOCK_O=BLOCK_O, BLOCK_C=BLOCK_C, O_SINGLE=O_SINGLE, GY_PADDED=GY_PADDED)
+                        BLOCK_O=BLOCK_O, BLOCK_C=BLOCK_C, O_SINGLE=O_SINGLE, GY_PADDED=GY_PADDED,
+                        EVEN_BLOCKS=EVEN_BLOCKS)
 
 
 @triton.jit
@@ -871,12 +893,13 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
         return (n, groups * cdiv(Og, META["BLOCK_O"]), B)
 
     if rt.autotune and x.dtype != torch.float64:
-        # TILE_W and C_SINGLE are added per config by configs.conv_prune
+        # TILE_W, C_SINGLE and EVEN_BLOCKS are added per config by configs.conv_prune
         hc.checked(conv_tuned)[grid](**args, **meta)
     else:
         cfg = configs.conv_default(C, Og, x.dtype == torch.float64, hc.channel_runs(x), rt)
         cfg["TILE_W"] = configs.tile_w(pw_, cfg["BLOCK_P"], rt)
         cfg["C_SINGLE"] = C <= cfg["BLOCK_C"]
+        cfg["EVEN_BLOCKS"] = configs.even_blocks(C, Og, cfg, x.dtype == torch.float64)
         hc.checked(pac_conv_kernel)[grid](**args, **meta, **cfg)
     return y, (om if has_mask else None)
 
@@ -1017,7 +1040,7 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
             **hc.strides("sgy", gy, "bohw"), **hc.strides("sx", x), **hc.strides("sd", dx),
             **kmeta, NEED_DX=needs.x, NEED_DK=need_dk,
             BLOCK_D=bdx, BLOCK_P=bpx, BLOCK_O=xcfg["BLOCK_O"], BLOCK_C=xcfg["BLOCK_C"], TILE_W=tw,
-            O_SINGLE=O <= xcfg["BLOCK_O"], C_SINGLE=c_single,
+            O_SINGLE=O <= xcfg["BLOCK_O"], C_SINGLE=c_single, EVEN_BLOCKS=configs.even_blocks(C, O, xcfg, f64),
             HOIST_F=k_mode == hc.K_GUIDE and D <= bdx, GROUPED=G > 1, GY_PADDED=gy_padded,
             num_warps=xcfg["num_warps"], num_stages=xcfg["num_stages"])
         if needs.x:
