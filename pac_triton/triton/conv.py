@@ -44,7 +44,8 @@ from .configs import cdiv
 from .host_common import Grads
 from .jit_common import (INV_EPSILON, K_GUIDE, KT_GAUSS, KT_INV_ASYM, _assume, _centre, _dist,  # noqa: F401
                          _kept, _kvalue, _load_f0, _norm_divisor, _out_tap, _relu,
-                         _phase_loop, _phase_next, _pixels2d, _tap, _tap_of)
+                         _phase_loop, _phase_next, _pixels2d, _tap, _tap_of, _tile_pixels, _tile_walk,
+                         _tile_walk_next)
 
 
 # --- kernels ---------------------------------------------------------------------------------
@@ -715,25 +716,30 @@ def pac_conv_dw_kernel(
         # the tap's tiles: those of the one output phase (ph, pw) whose pixels it reads an input
         # pixel for, (ph + PH - i*DH) % SH == 0 (no branch per tile, so the loads stay in the
         # loop's software pipeline)
-        Hph = (Ho + SH - 1) // SH
-        Wph = (Wo + SW - 1) // SW
-        n_tiles = ((Hph + TILE_H - 1) // TILE_H) * ((Wph + TILE_W - 1) // TILE_W)
-        first_tile = ((((i * DH - PH) % SH + SH) % SH) * SW + ((j * DW - PW) % SW + SW) % SW) * n_tiles
+        n_th = ((Ho + SH - 1) // SH + TILE_H - 1) // TILE_H
+        n_tw = ((Wo + SW - 1) // SW + TILE_W - 1) // TILE_W
+        ph = ((i * DH - PH) % SH + SH) % SH
+        pw = ((j * DW - PW) % SW + SW) % SW
     else:
-        n_tiles = ((Ho + TILE_H - 1) // TILE_H) * ((Wo + TILE_W - 1) // TILE_W)
-        first_tile = 0
+        n_th = (Ho + TILE_H - 1) // TILE_H
+        n_tw = (Wo + TILE_W - 1) // TILE_W
+        ph = 0
+        pw = 0
+    n_tiles = n_th * n_tw
     acc = tl.zeros([BLOCK_O, BLOCK_C], KDT)
     # every split has a tile (the launcher makes NSPLIT <= B * n_tiles and launches nothing for
     # an empty batch): without a zero-trip path ptxas keeps the wgmma chain asynchronous (a path
     # that skips the loop defines the accumulator by moves, and ptxas then serializes every
     # wgmma of the kernel: C7515, one wait per HGMMA)
     _assume(split < B * n_tiles)
+    # the tiles split, split + NSPLIT, ... of all images: (image, tile row, tile column) carried
+    # from tile to tile (_tile_walk), not divided out of the tile index per tile
+    tb, trow, tcol, db, drow, dcol = _tile_walk(split, NSPLIT, n_th, n_tw)
     for tid in range(split, B * n_tiles, NSPLIT):
-        b = tid // n_tiles
+        b = tb
         if IDX64:
             b = b.to(tl.int64)
-        u, v, pmask, ph, pw = _pixels2d(first_tile + tid % n_tiles, Ho, Wo, SH, SW, TRANSPOSED, IDX64, BLOCK_P,
-                                        TILE_W)
+        u, v, pmask = _tile_pixels(trow, tcol, ph, pw, Ho, Wo, SH, SW, TRANSPOSED, IDX64, BLOCK_P, TILE_W)
         ih, iw, xin, gh, gw, gin, ki, kj = _tap(u, v, pmask, i, j, H, W, Hg, Wg,
                                                KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
         if K_MODE == K_GUIDE:
@@ -779,6 +785,7 @@ def pac_conv_dw_kernel(
                      mask=om[:, None] & pmask[None, :], other=0.0)
         ga = (gT.to(KDT) * kt[None, :]).to(DOT_DT)
         acc = tl.dot(ga, tl.trans(xT.to(DOT_DT)), acc, input_precision=PREC, out_dtype=acc.dtype)
+        tb, trow, tcol = _tile_walk_next(tb, trow, tcol, db, drow, dcol, n_th, n_tw)
     o_all = O
     if GROUPED:
         o_all = G * O

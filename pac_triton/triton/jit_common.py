@@ -233,7 +233,6 @@ def _pixels2d(pid, Ho, Wo, SH: tl.constexpr, SW: tl.constexpr, PHASED: tl.conste
     pixels, so gathers from NCHW tensors put a warp's lanes along an image row (coalesced)
     instead of along channels (one cache line per lane, as with a flat ``offs % Wo`` tile)."""
     TILE_H = BLOCK_P // TILE_W
-    r = tl.arange(0, BLOCK_P)
     if PHASED:
         Hph = (Ho + SH - 1) // SH
         Wph = (Wo + SW - 1) // SW
@@ -243,26 +242,63 @@ def _pixels2d(pid, Ho, Wo, SH: tl.constexpr, SW: tl.constexpr, PHASED: tl.conste
         tile = pid % n_tiles
         ph = phase // SW
         pw = phase % SW
-        uu = (tile // n_tw) * TILE_H + r // TILE_W
-        vv = (tile % n_tw) * TILE_W + r % TILE_W
-        if IDX64:
-            uu = uu.to(tl.int64)
-            vv = vv.to(tl.int64)
+    else:
+        n_tw = (Wo + TILE_W - 1) // TILE_W
+        tile = pid
+        ph = pid * 0
+        pw = pid * 0
+    u, v, pmask = _tile_pixels(tile // n_tw, tile % n_tw, ph, pw, Ho, Wo, SH, SW, PHASED, IDX64, BLOCK_P, TILE_W)
+    return u, v, pmask, ph, pw
+
+
+@triton.jit
+def _tile_pixels(trow, tcol, ph, pw, Ho, Wo, SH: tl.constexpr, SW: tl.constexpr, PHASED: tl.constexpr,
+                 IDX64: tl.constexpr, BLOCK_P: tl.constexpr, TILE_W: tl.constexpr):
+    """``(u, v, pmask)`` of the ``(BLOCK_P // TILE_W) x TILE_W`` tile at tile row ``trow`` and
+    column ``tcol`` of the output grid (of phase (ph, pw)'s grid when PHASED), as ``_pixels2d``."""
+    TILE_H = BLOCK_P // TILE_W
+    r = tl.arange(0, BLOCK_P)
+    uu = trow * TILE_H + r // TILE_W
+    vv = tcol * TILE_W + r % TILE_W
+    if IDX64:
+        uu = uu.to(tl.int64)
+        vv = vv.to(tl.int64)
+    if PHASED:
+        Hph = (Ho + SH - 1) // SH
+        Wph = (Wo + SW - 1) // SW
         u = ph + uu * SH
         v = pw + vv * SW
         pmask = (uu < Hph) & (vv < Wph) & (u < Ho) & (v < Wo)
     else:
-        ph = pid * 0
-        pw = pid * 0
-        n_tw = (Wo + TILE_W - 1) // TILE_W
-        u = (pid // n_tw) * TILE_H + r // TILE_W
-        v = (pid % n_tw) * TILE_W + r % TILE_W
-        if IDX64:
-            u = u.to(tl.int64)
-            v = v.to(tl.int64)
+        u = uu
+        v = vv
         pmask = (u < Ho) & (v < Wo)
-    return u, v, pmask, ph, pw
+    return u, v, pmask
 
+
+@triton.jit
+def _tile_walk(start, step, n_th, n_tw):
+    """A walk over tiles ``start, start + step, ...`` of a batch of images, each tiled
+    ``n_th x n_tw``: ``(b, row, col, db, drow, dcol)``, the image and tile row / column of
+    tile ``start`` and the same decomposition of ``step``, for ``_tile_walk_next``. Its runtime
+    divisions run once, not per step (~25 instructions each on sm_90)."""
+    n_tiles = n_th * n_tw
+    r = start % n_tiles
+    dr = step % n_tiles
+    return start // n_tiles, r // n_tw, r % n_tw, step // n_tiles, dr // n_tw, dr % n_tw
+
+
+@triton.jit
+def _tile_walk_next(b, row, col, db, drow, dcol, n_th, n_tw):
+    """The walk's next tile (``_tile_walk``): adds the step's parts with carries (the column,
+    then the row, passes its bound at most once per step, as each part is below it)."""
+    col += dcol
+    cwrap = col >= n_tw
+    col = tl.where(cwrap, col - n_tw, col)
+    row += drow + cwrap.to(row.dtype)
+    rwrap = row >= n_th
+    row = tl.where(rwrap, row - n_th, row)
+    return b + db + rwrap.to(b.dtype), row, col
 
 
 @triton.jit
