@@ -634,10 +634,11 @@ DW_TUNE_BLOCK_P = (32, 64, 128)
 DW_TUNE_BLOCK_C = (16, 32, 64)
 DW_TUNE_WARPS = (4, 8)
 
-# The autotuners' keys: channels, guide features, the bucketed image size (``tune_pix``) and
-# the constexprs that change the loop. The size is bucketed so that images of any size within
+# The autotuners' keys: channels (the conv's ``OG``, output channels per group, too: the
+# prune's ``EVEN_BLOCKS`` depends on it), guide features, the bucketed image size
+# (``tune_pix``) and the constexprs that change the loop. The size is bucketed so that images of any size within
 # a factor of two (of the same tile-width class) share a tuning, not one per exact Ho x Wo.
-CONV_KEY = ["C", "O", "D", "TUNE_PIX", "KH", "KW", "SH", "SW", "TRANSPOSED", "K_MODE", "KTYPE",
+CONV_KEY = ["C", "O", "OG", "D", "TUNE_PIX", "KH", "KW", "SH", "SW", "TRANSPOSED", "K_MODE", "KTYPE",
             "NORMALIZE", "HAS_MASK", "D_SINGLE", "PREC"]
 DW_KEY = ["C", "D", "TUNE_PIX", "KH", "KW", "SH", "SW", "TRANSPOSED", "K_MODE", "KTYPE", "CW",
           "NORMALIZE", "HAS_MASK", "D_SINGLE", "WT_PER_CHANNEL"]
@@ -658,8 +659,9 @@ def even_blocks(C: int, OG: int, cfg, f64: bool = False) -> bool:
     channels per group ``C`` and the output channels per group ``OG`` exactly (``cfg``'s
     BLOCK_C, BLOCK_O), so their weight and input / dL/dy gathers need no channel mask. Not for
     float64 (``f64``), the dtype for checking, not for speed: without the masks sm_80's ptxas
-    gives the transposed float64 forward an 8-byte stack."""
-    return not f64 and C % cfg["BLOCK_C"] == 0 and OG % cfg["BLOCK_O"] == 0
+    gives the transposed float64 forward an 8-byte stack. Not for an empty channel axis (0 is a
+    multiple of every block, but an unmasked gather would read a 0-element tensor)."""
+    return not f64 and C > 0 and OG > 0 and C % cfg["BLOCK_C"] == 0 and OG % cfg["BLOCK_O"] == 0
 
 
 def _conv_configs():

@@ -355,6 +355,19 @@ def test_autotuned_launches_under_a_fake_benchmark(monkeypatch):
     x3, g3 = torch.randn(1, 33, 9, 9), torch.randn(1, 3, 9, 9)
     PT.pac_conv2d(x3, g3, w, None, (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, True, False, None)
     assert len(launched) > n
+    # a grouped conv with the per-group input channels and the output channels of an ungrouped
+    # one tunes on its own: the tuned config's EVEN_BLOCKS depends on the output channels per
+    # group (OG = 32 here, 64 ungrouped; two configs survive the prune, so a tuning runs; a
+    # shared tuning read the last group's weights past its end: the sanitizer's report)
+    from pac_triton import functional as PF
+    x4, g4 = torch.randn(1, 16, 5, 4), torch.randn(1, 3, 5, 4)
+    PF.pac_conv2d(x4, g4, torch.randn(64, 16, 3, 3), padding=1, backend="triton")
+    n = len(launched)
+    x5, w5 = torch.randn(1, 32, 5, 4), torch.randn(64, 16, 3, 3)
+    y5 = PF.pac_conv2d(x5, g4, w5, padding=1, groups=2, backend="triton")
+    assert len(launched) > n, "a grouped conv reused an ungrouped conv's tuning"
+    torch.testing.assert_close(y5, PF.pac_conv2d(x5, g4, w5, padding=1, groups=2, backend="reference"),
+                               rtol=1e-4, atol=1e-4)
 
 
 def test_tuning_key_buckets_the_image_size():
@@ -363,6 +376,7 @@ def test_tuning_key_buckets_the_image_size():
     from pac_triton.triton import configs, conv, depthwise
     for key in (configs.CONV_KEY, configs.DW_KEY):
         assert "TUNE_PIX" in key and "Ho" not in key and "Wo" not in key
+    assert "OG" in configs.CONV_KEY  # the prune's EVEN_BLOCKS depends on it
     assert conv.conv_tuned.keys == configs.CONV_KEY and depthwise.dw_tuned.keys == configs.DW_KEY
     tp = configs.tune_pix
     assert tp(512 * 512, 512) == tp(400 * 500, 500) == tp(257 * 1020, 1020)
