@@ -26,7 +26,7 @@ pytest.importorskip("pac_triton.triton")
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from pac_triton.triton.jit_common import _phase_taps  # noqa: E402
+from pac_triton.triton.jit_common import _phase_taps, _tile_walk, _tile_walk_next  # noqa: E402
 
 F32, F16, BF16, F64 = torch.float32, torch.float16, torch.bfloat16, torch.float64
 
@@ -166,6 +166,41 @@ def test_phase_taps_exhaustive():
             if got != want or st < 1:
                 bad.append(((K, S, P, D, ph), (f, c, st), want))
     assert not bad, bad[:5]
+
+
+@triton.jit
+def _probe_tile_walk(out_ptr, par_ptr, TRIPS: tl.constexpr):
+    q = tl.program_id(0)
+    start = tl.load(par_ptr + q * 4)
+    step = tl.load(par_ptr + q * 4 + 1)
+    n_th = tl.load(par_ptr + q * 4 + 2)
+    n_tw = tl.load(par_ptr + q * 4 + 3)
+    b, row, col, db, drow, dcol = _tile_walk(start, step, n_th, n_tw)
+    for k in range(TRIPS):
+        tl.store(out_ptr + (q * TRIPS + k) * 3, b)
+        tl.store(out_ptr + (q * TRIPS + k) * 3 + 1, row)
+        tl.store(out_ptr + (q * TRIPS + k) * 3 + 2, col)
+        b, row, col = _tile_walk_next(b, row, col, db, drow, dcol, n_th, n_tw)
+
+
+def test_tile_walk_matches_division():
+    """The weight gradient's carried tile walk (``_tile_walk`` / ``_tile_walk_next``) visits
+    tile ``start + k * step`` as ``(image, tile row, tile column)`` = the divisions it replaces,
+    for ragged grids, steps below, at and past one image's tiles, and starts in later images."""
+    par = [(start, step, n_th, n_tw) for n_th in (1, 2, 3, 5) for n_tw in (1, 2, 4, 7)
+           for step in sorted({1, 2, 3, n_th * n_tw - 1, n_th * n_tw, n_th * n_tw + 1, 2 * n_th * n_tw + 3} - {0})
+           for start in (0, 1, n_tw, n_th * n_tw - 1, n_th * n_tw + 2)]
+    trips = 6
+    out = torch.full((len(par) * trips * 3,), -99, dtype=torch.int32)
+    _probe_tile_walk[(len(par),)](out, torch.tensor(par, dtype=torch.int32).flatten(), trips)
+    got = out.view(len(par), trips, 3).tolist()
+    bad = []
+    for (start, step, n_th, n_tw), walk in zip(par, got):
+        n = n_th * n_tw
+        want = [[t // n, t % n // n_tw, t % n % n_tw] for t in (start + k * step for k in range(trips))]
+        if walk != want:
+            bad.append(((start, step, n_th, n_tw), walk, want))
+    assert not bad, bad[:3]
 
 
 # --- transposed: forward (phase taps) and weight gradient (one phase's tiles) ---------------------
