@@ -189,7 +189,7 @@ def test_tile_walk_matches_division():
     for ragged grids, steps below, at and past one image's tiles, and starts in later images."""
     par = [(start, step, n_th, n_tw) for n_th in (1, 2, 3, 5) for n_tw in (1, 2, 4, 7)
            for step in sorted({1, 2, 3, n_th * n_tw - 1, n_th * n_tw, n_th * n_tw + 1, 2 * n_th * n_tw + 3} - {0})
-           for start in (0, 1, n_tw, n_th * n_tw - 1, n_th * n_tw + 2)]
+           for start in (0, n_tw, n_th * n_tw + 2)]
     trips = 6
     out = torch.full((len(par) * trips * 3,), -99, dtype=torch.int32)
     _probe_tile_walk[(len(par),)](out, torch.tensor(par, dtype=torch.int32).flatten(), trips)

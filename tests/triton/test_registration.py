@@ -238,7 +238,6 @@ def test_every_launch_takes_its_configs_warps_and_stages(monkeypatch):
 @pytest.mark.parametrize("c_in, c_out, groups, even", [
     pytest.param(16, 16, 1, True, id="C16-O16"),
     pytest.param(16, 12, 1, False, id="O-ragged"),
-    pytest.param(12, 16, 1, False, id="C-ragged"),
     pytest.param(32, 32, 2, True, id="G2-C16-O16"),
     pytest.param(24, 32, 2, False, id="G2-C12-ragged"),
 ])
@@ -253,15 +252,15 @@ def test_even_channel_blocks_reach_the_dense_kernels(monkeypatch, c_in, c_out, g
     seen = spy_launches(monkeypatch, lambda fn, k: (fn.__name__, k.get("EVEN_BLOCKS"))
                         if fn.__name__ in ("pac_conv_kernel", "pac_conv_dxdk_kernel") else None)
     torch.manual_seed(0)
-    x = torch.randn(1, c_in, 6, 5, requires_grad=True)
-    g = torch.randn(1, 4, 6, 5)
+    x = torch.randn(1, c_in, 4, 4, requires_grad=True)
+    g = torch.randn(1, 4, 4, 4)
     w = torch.randn(c_out, c_in // groups, 3, 3, requires_grad=True)
     ref = PF.pac_conv2d(x, g, w, padding=1, groups=groups, backend="reference")
     y = PF.pac_conv2d(x, g, w, padding=1, groups=groups, backend="triton")
     torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-4)
     y.square().sum().backward()
     assert sorted(set(seen)) == [("pac_conv_dxdk_kernel", even), ("pac_conv_kernel", even)]
-    pruned = configs.conv_prune(configs.CONV_CONFIGS, dict(C=c_in // groups, O=c_out, OG=c_out // groups, Wo=5))
+    pruned = configs.conv_prune(configs.CONV_CONFIGS, dict(C=c_in // groups, O=c_out, OG=c_out // groups, Wo=4))
     assert pruned and all(c.kwargs["EVEN_BLOCKS"] == (
         (c_in // groups) % c.kwargs["BLOCK_C"] == 0 and (c_out // groups) % c.kwargs["BLOCK_O"] == 0) for c in pruned)
 
