@@ -813,8 +813,8 @@ def sass_main(argv=None) -> int:
     ap.add_argument("--only", default=None, help="comma list of substrings of the kernel labels")
     a = ap.parse_args(argv)
     only = [s.strip() for s in a.only.split(",")] if a.only else None
-    print(f"# SASS proxy: sm_{a.arch} {a.dtype}, C = O = 64, k3 (transposed: C = O = 32, k5 s2; the saved-K forward: k5; "
-          "the padded depthwise forwards: k7), D = 16, gaussian, channels-last strides")
+    print(f"# SASS proxy: sm_{a.arch} {a.dtype}, C = O = 64, k3 (transposed: C = O = 32, k5 s2; the saved-K "
+          "forward: k5; the padded depthwise forwards: k7), D = 16, gaussian, channels-last strides")
     print(f"{'kernel':44s} {'warps':>5s} {'regs':>4s} {'smem':>6s} {'loop':>5s} {'/px-tap':>7s}  loop ops")
     for label, fn, ptrs, const, cfg, pixels in specs(a.dtype):
         if only and not any(s in label for s in only):

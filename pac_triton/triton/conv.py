@@ -72,9 +72,10 @@ def _gather(ptrs, mask, MASKED: tl.constexpr):
 
 @triton.jit
 def _tile_mask(cm, xin, PADDED: tl.constexpr, EVEN_BLOCKS: tl.constexpr):
-    """A transposed gather's ``[channels, BLOCK_P]`` mask: the channel block's (``cm``) unless
-    EVEN_BLOCKS, the tap's bounds (``xin``) unless PADDED (a padded staging copy is read in
-    bounds). Used only where the gather is masked (``_gather``'s MASKED)."""
+    """The mask of a ``[channels, BLOCK_P]`` gather (the tiles are loaded channels-major): the
+    channel block's (``cm``) unless EVEN_BLOCKS, the tap's bounds (``xin``) unless PADDED (a
+    padded staging copy is read in bounds). Used only where the gather is masked (``_gather``'s
+    MASKED)."""
     if PADDED:
         return cm[:, None]
     elif EVEN_BLOCKS:
@@ -378,8 +379,8 @@ def _dxdk_block(
         # loop's software pipeline
         n_taps, ti, tj, j0, j_end, st_i, st_j = _phase_loop(ph, pw, KH, KW, SH, SW, PH, PW, DH, DW)
     else:
-        # all taps; a conv's (i, j) carried too (``_tap_of``), but in float64 (triton 3.6 gives
-        # that loop a 24-byte stack on sm_90)
+        # all taps; a conv's (i, j) carried too (``_tap_of``), except in float64 (carried, that
+        # loop gets a 24-byte stack from triton 3.6 on sm_90)
         n_taps, ti, tj, j0, j_end, st_i, st_j = KH * KW, 0, 0, 0, KW, 1, 1
     CARRIED: tl.constexpr = (not TRANSPOSED) and ((SH * SW > 1) or (KDT != tl.float64))
     for t in range(n_taps):
@@ -458,8 +459,8 @@ def _dxdk_block(
             part = tl.zeros([BLOCK_P, BLOCK_C], KDT)
             for o0 in range(0, O, BLOCK_O):
                 omo = (o0 + offs_o) < O
-                gT = _gather(gy_b + (o0 + offs_o)[:, None] * sgyo + goffT, _tile_mask(omo, pin, GY_PADDED, EVEN_BLOCKS),
-                             not (GY_PADDED and EVEN_BLOCKS))
+                gT = _gather(gy_b + (o0 + offs_o)[:, None] * sgyo + goffT,
+                             _tile_mask(omo, pin, GY_PADDED, EVEN_BLOCKS), not (GY_PADDED and EVEN_BLOCKS))
                 wt = _gather(w_t + o0 + woff, omo[:, None] & cm[None, :], not EVEN_BLOCKS)
                 part = tl.dot(tl.trans(gT.to(DOT_DT)), wt.to(DOT_DT), part, input_precision=PREC,
                               out_dtype=KDT)
@@ -593,8 +594,7 @@ def pac_conv_dxdk_kernel(
                     TRANSPOSED=TRANSPOSED, K_MODE=K_MODE, KTYPE=KTYPE, F0_SMOOTH=F0_SMOOTH, NORMALIZE=NORMALIZE,
                     HAS_MASK=HAS_MASK, NEED_DX=NEED_DX, NEED_DK=NEED_DK, DK_ACCUMULATE=False, HOIST_F=HOIST_F,
                     KDT=KDT, DOT_DT=DOT_DT, PREC=PREC, BLOCK_D=BLOCK_D, BLOCK_P=BLOCK_P, BLOCK_O=BLOCK_O,
-                    BLOCK_C=BLOCK_C, O_SINGLE=O_SINGLE, GY_PADDED=GY_PADDED,
-                        EVEN_BLOCKS=EVEN_BLOCKS)
+                    BLOCK_C=BLOCK_C, O_SINGLE=O_SINGLE, GY_PADDED=GY_PADDED, EVEN_BLOCKS=EVEN_BLOCKS)
     elif GROUPED:
         # channel blocks (group, block of the group's C): with NEED_DK one program takes all
         # of them in order (the first writes dK, the others add)
