@@ -856,6 +856,8 @@ def aot_main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m perf.compile_stats aot", description=AOT_DOC)
     ap.add_argument("--arch", type=int, nargs="+", default=[80, 90])
     ap.add_argument("--dtypes", nargs="+", default=["fp32", "fp16", "bf16", "fp64"])
+    ap.add_argument("--dtypes-sm80", nargs="+", default=None,
+                    help="sm_80 only these of --dtypes (the test: bf16 fp32; fp16 compiles as bf16 does)")
     ap.add_argument("--all-configs", action="store_true", help="also the conv tuning list (bf16, sm_90)")
     ap.add_argument("--only", default=None, help="substring filter on variant names")
     ap.add_argument("--skip", default=None, help="substring filter: leave out variant names containing it")
@@ -863,7 +865,8 @@ def aot_main(argv=None):
     a = ap.parse_args(argv)
     jobs = []
     for arch in a.arch:
-        for fn, dt, (name, ptrs, const, cfg), core in all_variants(a.dtypes):
+        dtypes = [d for d in a.dtypes if arch != 80 or a.dtypes_sm80 is None or d in a.dtypes_sm80]
+        for fn, dt, (name, ptrs, const, cfg), core in all_variants(dtypes):
             if core or (arch == 90 and dt == "bf16") or (name.startswith("bwd_") and dt in ("bf16", "fp64")):
                 jobs.append((fn.__name__, dt, arch, name, ptrs, const, cfg, True))
     if a.all_configs:

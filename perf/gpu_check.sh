@@ -91,7 +91,7 @@ EOF
   echo "commit: ${PAC_PERF_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)}"
 } | tee -a "$LOG"
 
-can_import() { (cd "$1" && timeout 20 "$PY" -c "import pac_triton.functional, pac_triton.reference" >/dev/null 2>&1); }
+can_import() { (cd "$1" && timeout "$T_SETUP" "$PY" -c "import pac_triton.functional, pac_triton.reference" >/dev/null 2>&1); }
 RUN_DIR="$REPO"          # where the stages run from
 PERF_MOD="perf"          # `python -m perf` from the checkout
 if can_import "$REPO"; then

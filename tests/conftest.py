@@ -11,6 +11,7 @@ if not torch.cuda.is_available():
     # No GPU: any Triton kernel the suite reaches runs in the interpreter.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import contextlib  # noqa: E402
 import functools  # noqa: E402
 import random  # noqa: E402
 import sys  # noqa: E402
@@ -19,7 +20,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from pac_testing import TOL, assert_close_rel, rel_rms_error, tol  # noqa: E402,F401
-from sanitizer import sanitize, suite_sanitized  # noqa: E402
+from sanitizer import _interp_active, sanitize, suite_sanitized  # noqa: E402
 
 HAS_CUDA = torch.cuda.is_available()
 
@@ -29,6 +30,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA device; reported as skipped elsewhere")
     config.addinivalue_line("markers", "slow: slower tests (still run in CI)")
     config.addinivalue_line("markers", "unsanitized: not run under the suite-wide sanitizer (tests/sanitizer.py)")
+    config.addinivalue_line("markers", "overflow_checked: run with the interpreter's int32 overflow checks "
+                                       "(off elsewhere; see _interpreter_overflow_checks)")
 
 
 def _call(fn, args, kwargs):
@@ -85,6 +88,89 @@ def _no_backend_env(monkeypatch):
     yield
 
 
+@contextlib.contextmanager
+def _interpreter_overflow_checks(on: bool):
+    """Triton's interpreter builds an int32 overflow check for every integer ``+ - *`` of a
+    kernel (``InterpreterOptions.sanitize_overflow``, on by default: the operation redone in
+    int64 and compared with the int32 bounds) and then drops it: ``device_assert`` does nothing
+    unless the ``debug`` option is on (triton 3.9, ``language/semantic.py``). So by default the
+    suite paid about a third of each interpreted test's time for a check that could never fire
+    (``test_pac_conv2d_backward[conv-k3-gauss-f32]``: 17.6 s with it, 11.7 s without).
+
+    Here the check is off, except in tests marked ``overflow_checked`` (the golden cases: every
+    operator through the Triton backend), where it is on *with* ``debug``, so an int32 overflow
+    raises (``test_sanitizer.py::test_overflow_checks_on_where_marked``). At the suite's small
+    shapes no index reaches 2**31 (the 64-bit offset paths are tested by forcing them)."""
+    if not _interp_active():
+        yield
+        return
+    import dataclasses
+
+    from triton.runtime import interpreter
+    builder = interpreter.interpreter_builder
+    saved = builder.options
+    builder.options = dataclasses.replace(saved, sanitize_overflow=on, debug=on or saved.debug)
+    try:
+        yield
+    finally:
+        builder.options = saved
+
+
+class _NoPatch:
+    def restore(self):
+        pass
+
+
+def _patch_lang_once_per_launch():
+    """Triton's interpreter patches ``triton.language`` for the interpreter (``_patch_lang``:
+    every builtin of ``tl``, ``tl.core``, ``tl.math`` and ``tl.tensor`` rewrapped, found with
+    ``inspect.getmembers``) once per launch, which it restores at the launch's end, and again at
+    every call of a ``@triton.jit`` helper inside the kernel, whose patches it never restores:
+    the modules are already patched then, so the second pass only rescans them and re-sets the
+    same wrappers, ~2 ms per helper call, a third of an interpreted test's time in this project's
+    helper-heavy kernels. Here a helper's pass is skipped while a launch that patched the same
+    modules runs (the launch's own pass and its restore are unchanged).
+    ``test_sanitizer.py::test_lang_patched_once_per_launch`` checks that this is in place."""
+    import inspect
+
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    original = interpreter._patch_lang
+    active = []  # the modules the launch running now patched (launches never nest)
+    langs_of = {}
+
+    def langs(fn):
+        key = id(fn.__globals__)
+        if key not in langs_of:
+            langs_of[key] = frozenset(id(v) for v in fn.__globals__.values()
+                                      if inspect.ismodule(v) and (v is tl or v is tl.core))
+        return langs_of[key]
+
+    def patch_lang(fn):
+        mods = langs(fn)
+        if active:  # a helper called inside a launch
+            if mods <= active[0]:
+                return _NoPatch()
+            active[0] |= mods  # other modules (tl.core for tl.sum): patched as upstream does,
+            return patch_lang.original(fn)  # never restored; skipped from now on in this launch
+        scope = patch_lang.original(fn)  # a launch: patched now, restored at its end
+        restore = scope.restore
+        active.append(set(mods))
+
+        def restore_and_clear():
+            active.clear()
+            restore()
+        scope.restore = restore_and_clear
+        return scope
+
+    patch_lang.original = original
+    interpreter._patch_lang = patch_lang
+
+
+if _interp_active():
+    _patch_lang_once_per_launch()
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
     """Under Triton's interpreter every test runs under the memory sanitizer (``sanitizer.py``:
@@ -93,9 +179,11 @@ def pytest_runtest_call(item):
     Dot sizes are not held to the GPU's 16 here (tests force smaller tiles, which ``configs``
     refuses on a GPU; ``test_sanitizer.py`` checks the default configs' dots). The sanitizer's
     own tests (marker ``unsanitized``) plant hazards and are left out."""
+    overflow = _interpreter_overflow_checks(item.get_closest_marker("overflow_checked") is not None)
     if not suite_sanitized() or item.get_closest_marker("unsanitized"):
-        return (yield)
-    with sanitize(gpu_dot_sizes=False) as s:
+        with overflow:
+            return (yield)
+    with overflow, sanitize(gpu_dot_sizes=False) as s:
         result = yield
     if s.findings:
         pytest.fail("the sanitizer found GPU-only hazards:\n" + "\n".join(map(str, s.findings)), pytrace=False)

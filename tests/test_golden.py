@@ -10,6 +10,10 @@ import torch
 import pac_triton
 from pac_testing import assert_close_rel
 
+# The one module run with the interpreter's int32 overflow checks (tests/conftest.py): every
+# operator through the Triton backend.
+pytestmark = pytest.mark.overflow_checked
+
 # A copy of ``shared/golden/pacnet_golden.pt`` lives in tests/data so the suite is self-contained
 # (the GPU machine gets the repository without ``../shared``); it is checked against the shared
 # file wherever that is beside the checkout.

@@ -1,6 +1,8 @@
 """Ahead-of-time compilation for real GPUs (no GPU needed): every kernel variant (forward and
-backward) of every family with its default config × dtypes for sm_80 and sm_90, and the conv
-tuning list for one specialisation on sm_90. Runs ``python -m perf.compile_stats aot`` (the dev
+backward) of every family with its default config, for sm_90 (the device's) in fp32, fp16, bf16
+and fp64 and for sm_80 in bf16 and fp32 (fp16 compiles as bf16 does; the whole sm_80 set is
+``python -m perf.compile_stats aot``, 38% more compiles), and the conv tuning list for one
+specialisation on sm_90. Runs ``python -m perf.compile_stats aot`` (the dev
 tool, ``perf/compile_stats.py``) in a subprocess without TRITON_INTERPRET and
 fails on a compile error, on spills (stack or local memory) in a default config, on sm_90
 tensor-core ops that ptxas serialized, on a vectorised tensor-core loop that is not
@@ -16,6 +18,8 @@ import pytest
 
 pytest.importorskip("triton")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HANG_S = 1800  # a hang, not slowness: ~280 compiles take 2-5 minutes of CPU with a cold Triton cache
+SM80_DTYPES = ("bf16", "fp32")
 
 
 def _have_tools():
@@ -29,8 +33,9 @@ def test_aot_compile_all_kernels():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, "-m", "perf.compile_stats", "aot", "--arch", "80", "90", "--all-configs"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "perf.compile_stats", "aot", "--arch", "80", "90", "--all-configs",
+                           "--dtypes-sm80", *SM80_DTYPES],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_S)
     recs = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert recs, f"no compile records\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
     print("\n".join(f"{r['name']:40s} sm_{r['arch']} {r['dtype']:5s} regs={r.get('regs')} "
@@ -66,12 +71,13 @@ def test_aot_compile_all_kernels():
                      if r["name"] in pipelined and r["dtype"] != "fp64" and not r["cp_async"]]
     assert not not_pipelined, not_pipelined
     names = {(r["name"], r["arch"], r["dtype"]) for r in recs if r["default"]}
-    for arch in (80, 90):
-        for dt in ("fp32", "fp16", "bf16", "fp64"):
+    for arch, dts in ((80, SM80_DTYPES), (90, ("fp32", "fp16", "bf16", "fp64"))):
+        for dt in dts:
             for kern in ("conv_guide", "convT_guide", "shared_conv", "dw_conv", "packernel_cw"):
                 assert (kern, arch, dt) in names
     # Backward: every kernel for both targets; no atomics anywhere (gathers and fixed-order
-    # split reductions), in particular none in the weight-gradient kernels (determinism).
+    # split reductions), in particular none in the weight-gradient kernels: determinism proven by
+    # compilation (the interpreter runs programs one after another, so it cannot show a race).
     # as in perf/compile_stats.py (not imported here: it must run without TRITON_INTERPRET)
     WEIGHT_GRAD = ("bwd_conv_dw", "bwd_convT_dw", "bwd_conv_dw_loadK", "bwd_conv_dw_dblocks", "bwd_conv_dw_vec",
                    "bwd_conv_dw_grouped", "bwd_shared_dw", "bwd_dwc_dw")
@@ -84,28 +90,3 @@ def test_aot_compile_all_kernels():
         assert r["atomics"] is False, f"atom./red. in the PTX of {r['name']} sm_{r['arch']} {r['dtype']}"
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-
-def test_weight_grad_ptx_has_no_atomics():
-    """Determinism by compilation (the interpreter runs programs one after another): the PTX
-    of the weight-gradient kernels holds no atom./red. instruction."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    code = (
-        "import json\n"
-        "from perf import compile_stats as cs\n"
-        "print(json.dumps(dict(expected=list(cs.WEIGHT_GRAD))))\n"
-        "for name, fn, ptrs, const, cfg in cs.bwd_variants('bf16'):\n"
-        "    if name in cs.WEIGHT_GRAD:\n"
-        "        ck = cs.compile_one(fn, ptrs, const, 90, cfg['num_warps'], cfg['num_stages'])\n"
-        "        print(json.dumps(dict(name=name, ptx=ck.asm['ptx'])))\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    recs = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    expected = recs.pop(0)["expected"]
-    assert sorted(r["name"] for r in recs) == sorted(expected) and len(expected) >= 6, proc.stdout[-2000:]
-    import re
-    for r in recs:
-        assert "mma" in r["ptx"] or "fma" in r["ptx"], r["name"]
-        bad = [ln for ln in r["ptx"].splitlines() if re.match(r"\s*(@!?%p\d+\s+)?(atom|red)\.", ln)]
-        assert not bad, f"{r['name']}: {bad[:3]}"

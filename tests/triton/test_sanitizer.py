@@ -206,3 +206,63 @@ def test_default_configs_sanitized(kind, dtype):
     assert s.findings == [], "\n".join(map(str, s.findings))
     assert s.launches >= 3 and torch.isfinite(x.grad).all() and torch.isfinite(g.grad).all()
 
+
+
+@triton.jit
+def _scale_index(dst, FACTOR: tl.constexpr):
+    i = tl.program_id(0) + 1
+    tl.store(dst, (i * FACTOR).to(tl.float32))
+
+
+def _int32_overflow_raises():
+    out = torch.zeros(1)
+    try:
+        _scale_index[(1,)](out, FACTOR=2 ** 31 - 1)  # 2 * (2**31 - 1) overflows int32
+        _scale_index[(2,)](out, FACTOR=2 ** 31 - 1)
+    except Exception as e:  # noqa: BLE001 (the interpreter's device_assert)
+        return "overflow" in str(e)
+    return False
+
+
+@pytest.mark.overflow_checked
+def test_overflow_checks_on_where_marked():
+    """The marker ``overflow_checked`` (tests/conftest.py) turns the interpreter's int32
+    overflow checks on, with ``debug`` so that they fire: an int32 index product past 2**31
+    raises."""
+    assert _int32_overflow_raises()
+
+
+def test_overflow_checks_off_elsewhere():
+    """Unmarked tests run without them (built and then dropped by triton's default options, they
+    cost a third of an interpreted test's time): the same overflow passes silently, as it would
+    in a GPU kernel compiled without ``debug``."""
+    assert not _int32_overflow_raises()
+
+
+@triton.jit
+def _twice(v):
+    return v * 2
+
+
+@triton.jit
+def _helpers(dst, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    v = _twice(_twice(offs.to(tl.float32)))
+    tl.store(dst + offs, tl.sum(_twice(v)[None, :], axis=0))
+
+
+def test_lang_patched_once_per_launch(monkeypatch):
+    """tests/conftest.py's ``_patch_lang_once_per_launch`` is in place: a launch whose kernel
+    calls three ``@triton.jit`` helpers (and ``tl.sum``, a jit function of ``tl.core``'s
+    module) patches ``triton.language`` once for the kernel and once for ``tl.sum``'s module, not
+    at every helper call, and computes the same result."""
+    from triton.runtime import interpreter
+    calls = []
+    original = interpreter._patch_lang.original
+    monkeypatch.setattr(interpreter._patch_lang, "original", lambda fn: calls.append(fn.__name__) or original(fn))
+    out = torch.zeros(16)
+    _helpers[(1,)](out, BLOCK=16)
+    assert calls == ["_helpers", "sum"], calls
+    assert torch.equal(out, torch.arange(16.0) * 8)
+    _helpers[(2,)](out, BLOCK=16)  # a second launch patches again (the first one restored)
+    assert calls == ["_helpers", "sum", "_helpers", "sum"], calls
