@@ -11,6 +11,12 @@ if not torch.cuda.is_available():
     # No GPU: any Triton kernel the suite reaches runs in the interpreter.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# pytest-xdist's workers share the cores: each one with torch's default of one intra-op thread
+# per core would oversubscribe them (-n 2 on 2 cores; the interpreted Triton tests are
+# single-threaded either way, and here the difference is within the machine's noise).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 import contextlib  # noqa: E402
 import functools  # noqa: E402
 import random  # noqa: E402
@@ -97,9 +103,9 @@ def _interpreter_overflow_checks(on: bool):
     suite paid about a third of each interpreted test's time for a check that could never fire
     (``test_pac_conv2d_backward[conv-k3-gauss-f32]``: 17.6 s with it, 11.7 s without).
 
-    Here the check is off, except in tests marked ``overflow_checked`` (the golden cases: every
-    operator through the Triton backend), where it is on *with* ``debug``, so an int32 overflow
-    raises (``test_sanitizer.py::test_overflow_checks_on_where_marked``). At the suite's small
+    Here the check is off, except in tests marked ``overflow_checked`` (``test_golden.py``: one
+    case per operator family through the Triton backend), where it is on *with* ``debug``, so an
+    int32 overflow raises (``test_sanitizer.py::test_overflow_checks_on_where_marked``). At the suite's small
     shapes no index reaches 2**31 (the 64-bit offset paths are tested by forcing them)."""
     if not _interp_active():
         yield
