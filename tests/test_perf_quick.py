@@ -25,7 +25,8 @@ def run_quick(out):
     env = dict(os.environ)
     env.pop("TRITON_INTERPRET", None)  # the harness switches the interpreter on itself (CPU only)
     env["MPLBACKEND"] = "Agg"
-    proc = subprocess.run([sys.executable, "-m", "perf", "--quick", "--cpu", "--out", str(out), "--no-progress"],
+    proc = subprocess.run([sys.executable, "-m", "perf", "--quick", "--cpu", "--out", str(out), "--no-progress",
+                           "--rep-ms", "10"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 0, f"perf --quick failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
