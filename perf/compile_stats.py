@@ -1,7 +1,7 @@
 """Compile the Triton kernels for NVIDIA targets without a GPU and report what the compiler made of
 them: one dev tool (not part of the installed package), two commands.
 
-    python -m perf.compile_stats aot [--arch 80 90] [--dtypes ...] [--all-configs] [--only S]
+    python -m perf.compile_stats aot [--arch 80 90] [--dtypes ...] [--all-configs] [--lean] [--only S]
     python -m perf.compile_stats sass [--arch 90] [--dtype bf16] [--only "forward conv,dW"]
     python -m perf.sass ...            # = compile_stats sass (alias)
 
@@ -611,6 +611,10 @@ CORE = ("conv_guide", "conv_guide_vec", "conv_guide_padded", "convT_guide", "con
         "packernel_cw", "stage_nchw", "stage_channels_last", "stage_nchw_narrow") + BWD_CORE
 
 
+# ``aot --lean`` on sm_80: fp16 compiles as bf16 does, and float64's FMA code is sm_90's
+LEAN_SM80_DTYPES = ("bf16", "fp32")
+
+
 def all_variants(dtypes):
     """(jit fn, dtype, (name, pointer types, constexprs, launch config), core): core variants
     are the default-config variants every (arch, dtype) compiles (one or more per kernel); the
@@ -856,8 +860,9 @@ def aot_main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m perf.compile_stats aot", description=AOT_DOC)
     ap.add_argument("--arch", type=int, nargs="+", default=[80, 90])
     ap.add_argument("--dtypes", nargs="+", default=["fp32", "fp16", "bf16", "fp64"])
-    ap.add_argument("--dtypes-sm80", nargs="+", default=None,
-                    help="sm_80 only these of --dtypes (the test: bf16 fp32; fp16 compiles as bf16 does)")
+    ap.add_argument("--lean", action="store_true",
+                    help="sm_80 only the core variants in bf16 and fp32 (tests/triton/test_aot.py's set; "
+                         "sm_90, the device's, keeps every variant)")
     ap.add_argument("--all-configs", action="store_true", help="also the conv tuning list (bf16, sm_90)")
     ap.add_argument("--only", default=None, help="substring filter on variant names")
     ap.add_argument("--skip", default=None, help="substring filter: leave out variant names containing it")
@@ -865,9 +870,11 @@ def aot_main(argv=None):
     a = ap.parse_args(argv)
     jobs = []
     for arch in a.arch:
-        dtypes = [d for d in a.dtypes if arch != 80 or a.dtypes_sm80 is None or d in a.dtypes_sm80]
+        lean = a.lean and arch == 80
+        dtypes = [d for d in a.dtypes if not lean or d in LEAN_SM80_DTYPES]
         for fn, dt, (name, ptrs, const, cfg), core in all_variants(dtypes):
-            if core or (arch == 90 and dt == "bf16") or (name.startswith("bwd_") and dt in ("bf16", "fp64")):
+            if core or (not lean and ((arch == 90 and dt == "bf16")
+                                      or (name.startswith("bwd_") and dt in ("bf16", "fp64")))):
                 jobs.append((fn.__name__, dt, arch, name, ptrs, const, cfg, True))
     if a.all_configs:
         for name, ptrs, const, cfg in tuned_conv_variants("bf16"):
