@@ -105,8 +105,9 @@ def _interpreter_overflow_checks(on: bool):
 
     Here the check is off, except in tests marked ``overflow_checked`` (``test_golden.py``: one
     case per operator family through the Triton backend), where it is on *with* ``debug``, so an
-    int32 overflow raises (``test_sanitizer.py::test_overflow_checks_on_where_marked``). At the suite's small
-    shapes no index reaches 2**31 (the 64-bit offset paths are tested by forcing them)."""
+    int32 overflow raises (``test_sanitizer.py::test_overflow_checks_on_where_marked``). At the
+    suite's small shapes no index reaches 2**31 (the 64-bit offset paths are tested by forcing
+    them)."""
     if not _interp_active():
         yield
         return
@@ -176,6 +177,7 @@ def _patch_lang_once_per_launch():
 
 if _interp_active():
     _patch_lang_once_per_launch()
+
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):

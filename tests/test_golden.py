@@ -10,7 +10,6 @@ import torch
 import pac_triton
 from pac_testing import assert_close_rel
 
-
 # A copy of ``shared/golden/pacnet_golden.pt`` lives in tests/data so the suite is self-contained
 # (the GPU machine gets the repository without ``../shared``); it is checked against the shared
 # file wherever that is beside the checkout.

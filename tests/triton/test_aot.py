@@ -1,12 +1,12 @@
 """Ahead-of-time compilation for real GPUs (no GPU needed): every kernel variant (forward and
 backward) of every family with its default config for sm_90 (the device's: every variant in bf16,
-the core ones in fp32, fp16 and fp64), the core variants for sm_80 in bf16 and fp32
-(``compile_stats aot --lean``; the whole sm_80 set is ``python -m perf.compile_stats aot``), and
-the conv tuning list for one specialisation on sm_90. Runs ``python -m perf.compile_stats aot`` (the dev
-tool, ``perf/compile_stats.py``) in a subprocess without TRITON_INTERPRET and
-fails on a compile error, on spills (stack or local memory) in a default config, on sm_90
-tensor-core ops that ptxas serialized, on a vectorised tensor-core loop that is not
-software-pipelined, or when the register count cannot be read."""
+the core ones in fp32 and fp16, the core and backward ones in fp64), the core variants for sm_80
+in bf16 and fp32 (``compile_stats aot --lean``; the whole sm_80 set is ``python -m
+perf.compile_stats aot``), and the conv tuning list for one specialisation on sm_90. Runs
+``python -m perf.compile_stats aot`` (the dev tool, ``perf/compile_stats.py``) in a subprocess
+without TRITON_INTERPRET and fails on a compile error, on spills (stack or local memory) in a
+default config, on sm_90 tensor-core ops that ptxas serialized, on a vectorised tensor-core loop
+that is not software-pipelined, or when the register count cannot be read."""
 from __future__ import annotations
 
 import json
@@ -75,7 +75,7 @@ def test_aot_compile_all_kernels():
         for dt in dts:
             for kern in ("conv_guide", "convT_guide", "shared_conv", "dw_conv", "packernel_cw"):
                 assert (kern, arch, dt) in names
-    # Backward: every kernel for both targets; no atomics anywhere (gathers and fixed-order
+    # Backward: every kernel for sm_90, the core ones for sm_80 (--lean); no atomics anywhere (gathers and fixed-order
     # split reductions), in particular none in the weight-gradient kernels: determinism proven by
     # compilation (the interpreter runs programs one after another, so it cannot show a race).
     # as in perf/compile_stats.py (not imported here: it must run without TRITON_INTERPRET)
