@@ -130,49 +130,55 @@ class _NoPatch:
 
 def _patch_lang_once_per_launch():
     """Triton's interpreter patches ``triton.language`` for the interpreter (``_patch_lang``:
-    every builtin of ``tl``, ``tl.core``, ``tl.math`` and ``tl.tensor`` rewrapped, found with
-    ``inspect.getmembers``) once per launch, which it restores at the launch's end, and again at
-    every call of a ``@triton.jit`` helper inside the kernel, whose patches it never restores:
-    the modules are already patched then, so the second pass only rescans them and re-sets the
-    same wrappers, ~2 ms per helper call, a third of an interpreted test's time in this project's
-    helper-heavy kernels. Here a helper's pass is skipped while a launch that patched the same
-    modules runs (the launch's own pass and its restore are unchanged).
+    the builtins of ``tl``, ``tl.core``, ``tl.math``, ``tl.tensor`` and the tensor descriptors
+    wrapped, found with ``inspect.getmembers``; ``range``, the tensor operators, ``reduce`` /
+    ``scan`` and a few others set) once per launch, which it restores at the launch's end, and
+    again at every call of a ``@triton.jit`` helper inside the kernel, whose patches it never
+    restores. The modules are already patched then: the second pass wraps nothing (a wrapper is no
+    longer a builtin), sets equivalent new objects for the rest and costs ~2 ms per helper call,
+    a third of an interpreted test's time in this project's helper-heavy kernels. Here, while a
+    launch (``GridExecutor.__call__``) runs, a helper's pass is skipped when the modules it sees
+    are among those the launch patched; anything else (a launch's own pass and its restore, a
+    helper whose module sees other modules or none, a jit function called outside a launch) goes
+    to upstream's ``_patch_lang`` as before.
     ``test_sanitizer.py::test_lang_patched_once_per_launch`` checks that this is in place."""
     import inspect
 
     import triton.language as tl
     from triton.runtime import interpreter
 
-    original = interpreter._patch_lang
-    active = []  # the modules the launch running now patched (launches never nest)
-    langs_of = {}
+    launches = []  # one entry per GridExecutor call running now (launches never nest)
+    active = []  # the modules the running launch patched
 
     def langs(fn):
-        key = id(fn.__globals__)
-        if key not in langs_of:
-            langs_of[key] = frozenset(id(v) for v in fn.__globals__.values()
-                                      if inspect.ismodule(v) and (v is tl or v is tl.core))
-        return langs_of[key]
+        return {id(v) for v in fn.__globals__.values() if inspect.ismodule(v) and (v is tl or v is tl.core)}
 
     def patch_lang(fn):
+        if not launches:  # not inside a launch: upstream's behaviour
+            return patch_lang.original(fn)
         mods = langs(fn)
-        if active:  # a helper called inside a launch
-            if mods <= active[0]:
+        if active:  # a helper called inside the launch
+            if mods and mods <= active[0]:
                 return _NoPatch()
             active[0] |= mods  # other modules (tl.core for tl.sum): patched as upstream does,
             return patch_lang.original(fn)  # never restored; skipped from now on in this launch
-        scope = patch_lang.original(fn)  # a launch: patched now, restored at its end
-        restore = scope.restore
-        active.append(set(mods))
-
-        def restore_and_clear():
-            active.clear()
-            restore()
-        scope.restore = restore_and_clear
+        scope = patch_lang.original(fn)  # the launch's own pass, restored at its end
+        active.append(mods)
         return scope
 
-    patch_lang.original = original
+    grid_call = interpreter.GridExecutor.__call__
+
+    def launch(self, *args, **kwargs):
+        launches.append(self)
+        try:
+            return grid_call(self, *args, **kwargs)
+        finally:
+            launches.pop()
+            active.clear()
+
+    patch_lang.original = interpreter._patch_lang
     interpreter._patch_lang = patch_lang
+    interpreter.GridExecutor.__call__ = launch
 
 
 if _interp_active():

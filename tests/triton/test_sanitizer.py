@@ -253,14 +253,16 @@ def test_lang_patched_once_per_launch(monkeypatch):
     """tests/conftest.py's ``_patch_lang_once_per_launch`` is in place: a launch whose kernel
     calls three ``@triton.jit`` helpers (and ``tl.sum``, a jit function of ``tl.core``'s
     module) patches ``triton.language`` once for the kernel and once for ``tl.sum``'s module, not
-    at every helper call, and computes the same result."""
+    at every helper call, and computes the same result; a jit function called outside a launch
+    is patched as upstream does and does not stop the next launch from patching."""
     from triton.runtime import interpreter
     calls = []
     original = interpreter._patch_lang.original
     monkeypatch.setattr(interpreter._patch_lang, "original", lambda fn: calls.append(fn.__name__) or original(fn))
+    _twice(torch.ones(1))  # a jit function called outside a launch: upstream's pass, unrestored
     out = torch.zeros(16)
     _helpers[(1,)](out, BLOCK=16)
-    assert calls == ["_helpers", "sum"], calls
+    assert calls == ["_twice", "_helpers", "sum"], calls
     assert torch.equal(out, torch.arange(16.0) * 8)
     _helpers[(2,)](out, BLOCK=16)  # a second launch patches again (the first one restored)
-    assert calls == ["_helpers", "sum", "_helpers", "sum"], calls
+    assert calls == ["_twice", "_helpers", "sum", "_helpers", "sum"], calls
