@@ -71,17 +71,17 @@ def _gather(ptrs, mask, MASKED: tl.constexpr):
 
 
 @triton.jit
-def _tile_mask(cm, xin, PADDED: tl.constexpr, EVEN_BLOCKS: tl.constexpr):
-    """The mask of a ``[channels, BLOCK_P]`` gather (the tiles are loaded channels-major): the
-    channel block's (``cm``) unless EVEN_BLOCKS, the tap's bounds (``xin``) unless PADDED (a
-    padded staging copy is read in bounds). Used only where the gather is masked (``_gather``'s
-    MASKED)."""
+def _gather_tile(ptrs, cm, pm, PADDED: tl.constexpr, EVEN_BLOCKS: tl.constexpr):
+    """A ``[channels, BLOCK_P]`` activation gather (x in the forward, dL/dy in dx + dK; the
+    tiles are loaded channels-major) at ``ptrs``, masked by the channel block (``cm``) unless
+    EVEN_BLOCKS and by the tap's pixels (``pm``) unless PADDED (a padded staging copy is read
+    in bounds): unmasked when both hold."""
     if PADDED:
-        return cm[:, None]
+        return _gather(ptrs, cm[:, None], not EVEN_BLOCKS)
     elif EVEN_BLOCKS:
-        return xin[None, :]
+        return _gather(ptrs, pm[None, :], True)
     else:
-        return cm[:, None] & xin[None, :]
+        return _gather(ptrs, cm[:, None] & pm[None, :], True)
 
 
 @triton.jit(do_not_specialize=["TUNE_PIX"])
@@ -304,7 +304,7 @@ def pac_conv_kernel(
         xoff_t = xoff + (dh * sxh + dw * sxw)
         w_t = w_ptr + tap * C * O
         if C_SINGLE:
-            xt = _gather(x_b + xoff_t, _tile_mask(cm, xin, PADDED, EVEN_BLOCKS), not (PADDED and EVEN_BLOCKS))
+            xt = _gather_tile(x_b + xoff_t, cm, xin, PADDED, EVEN_BLOCKS)
             wt = _gather(w_t + woff, wmask, not EVEN_BLOCKS)
             acc = _kdot_acc(acc, xt, kt, wt, KDT, DOT_DT, PREC)
         else:
@@ -313,8 +313,7 @@ def pac_conv_kernel(
             part = tl.zeros([BLOCK_P, BLOCK_O], KDT)
             for c0 in range(0, C, BLOCK_C):
                 cmc = (c0 + offs_c) < C
-                xt = _gather(x_b + c0 * sxc + xoff_t, _tile_mask(cmc, xin, PADDED, EVEN_BLOCKS),
-                             not (PADDED and EVEN_BLOCKS))
+                xt = _gather_tile(x_b + c0 * sxc + xoff_t, cmc, xin, PADDED, EVEN_BLOCKS)
                 wt = _gather(w_t + c0 + woff, cmc[:, None] & omask[None, :], not EVEN_BLOCKS)
                 part = tl.dot(tl.trans(xt.to(DOT_DT)), wt.to(DOT_DT), part, input_precision=PREC,
                               out_dtype=KDT)
@@ -432,35 +431,30 @@ def _dxdk_block(
             # (host_common.conv_pattern_halo); rows past the input read at the last input row
             goffT = ((tl.minimum(u, H - 1) * SH + (i * DH - PH)) * sgyh
                      + (tl.minimum(v, W - 1) * SW + (j * DW - PW)) * sgyw)[None, :]
-            gmask = om[:, None]
         elif GY_PADDED and (SH * SW > 1):
             # a strided conv: dL/dy's staging copy padded by host_common.transposed_halo (the
             # phase's taps read output pixel uu + (ph + PH - i DH) / SH of input row ph + uu SH);
             # rows past the input read at their phase's last input row (not stored)
             goffT = ((uuc + (ph + PH - i * DH) // SH) * sgyh + (vvc + (pw + PW - j * DW) // SW) * sgyw)[None, :]
-            gmask = om[:, None]
         elif GY_PADDED:
             # dL/dy's zero-padded staging copy (stride 1): every tap's output pixel of an input
             # pixel lies inside it (zero outside the output); rows past the input read at
             # the nearest input pixel (their dx and dK are not stored)
             goffT = ((tl.minimum(u, H - 1) + (PH - i * DH)) * sgyh
                      + (tl.minimum(v, W - 1) + (PW - j * DW)) * sgyw)[None, :]
-            gmask = om[:, None]
         else:
             goffT = (pu * sgyh + pv * sgyw)[None, :]
-            gmask = _tile_mask(om, pin, False, EVEN_BLOCKS)
         w_t = w_ptr + tap * wts
         # no channel masks with EVEN_BLOCKS (and then none at all from a padded dL/dy)
         if O_SINGLE:
-            gT = _gather(gy_b + offs_o[:, None] * sgyo + goffT, gmask, not (GY_PADDED and EVEN_BLOCKS))
+            gT = _gather_tile(gy_b + offs_o[:, None] * sgyo + goffT, om, pin, GY_PADDED, EVEN_BLOCKS)
             wt = _gather(w_t + woff, wmask, not EVEN_BLOCKS)
             part = tl.dot(tl.trans(gT.to(DOT_DT)), wt.to(DOT_DT), input_precision=PREC, out_dtype=KDT)
         else:
             part = tl.zeros([BLOCK_P, BLOCK_C], KDT)
             for o0 in range(0, O, BLOCK_O):
                 omo = (o0 + offs_o) < O
-                gT = _gather(gy_b + (o0 + offs_o)[:, None] * sgyo + goffT,
-                             _tile_mask(omo, pin, GY_PADDED, EVEN_BLOCKS), not (GY_PADDED and EVEN_BLOCKS))
+                gT = _gather_tile(gy_b + (o0 + offs_o)[:, None] * sgyo + goffT, omo, pin, GY_PADDED, EVEN_BLOCKS)
                 wt = _gather(w_t + o0 + woff, omo[:, None] & cm[None, :], not EVEN_BLOCKS)
                 part = tl.dot(tl.trans(gT.to(DOT_DT)), wt.to(DOT_DT), part, input_precision=PREC,
                               out_dtype=KDT)
