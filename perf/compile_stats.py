@@ -71,7 +71,7 @@ def _tool(name):
 def _signature(fn, ptr_types, constexprs, int64_args=()):
     sig = {}
     missing = [p.name for p in getattr(fn, "params", []) if getattr(p, "is_constexpr", False)
-               and p.name not in constexprs]
+               and p.name not in constexprs and not p.has_default]
     if missing:
         raise ValueError(f"{fn.__name__}: constexpr parameters without a value: {missing}")
     for name in fn.arg_names:
@@ -89,6 +89,9 @@ def compile_one(fn, ptr_types, constexprs, arch, num_warps=4, num_stages=2, int6
     pointers are then marked 16-byte aligned), as the JIT specialises them at launch."""
     constexprs = dict(constexprs)
     div16 = constexprs.pop("_div16", None)
+    # constexpr parameters with a default take it (as at a launch that does not pass them)
+    constexprs.update({p.name: p.default for p in getattr(fn, "params", [])
+                       if getattr(p, "is_constexpr", False) and p.has_default and p.name not in constexprs})
     if div16:  # arguments the JIT never specialises (the autotuners' size key) stay unmarked
         div16 = tuple(n for n in div16 if n not in UNSPECIALISED)
     attrs = None
@@ -257,6 +260,12 @@ def dw_variants(dt):
         pc["_div16"] = tuple(n for n in depthwise.pac_dw_kernel.arg_names if n not in pc and not n.endswith("_ptr"))
         yield (f"dw_conv_padded_C{c_in}", ptrs, {**pc, "HAS_BIAS": True, "HAS_WTAP": True, "WT_PER_CHANNEL": True},
                pcfg)
+        if dt in ("fp16", "bf16") and c_in in (64, 96):
+            # PAC_TRITON_DW_TENSOR_CORES: the tap product on the tensor cores (diagonal weight
+            # blocks [kh*kw, C_pad, 16] in x's dtype)
+            yield (f"dw_conv_padded_C{c_in}_tc", {**ptrs, "wt_ptr": dt},
+                   {**pc, "HAS_BIAS": True, "HAS_WTAP": True, "WT_PER_CHANNEL": True, "DIAG_DOT": True,
+                    "DOT_DT": _TL[dt]}, pcfg)
         if c_in == 64:
             yield ("pool_padded", ptrs, {**pc, "HAS_BIAS": False, "HAS_WTAP": False}, pcfg)
             yield ("shared_conv_padded", ptrs, {**pc, "HAS_BIAS": True, "HAS_WTAP": True}, pcfg)
@@ -607,7 +616,8 @@ def stage_variants(dt):
 
 CORE = ("conv_guide", "conv_guide_vec", "conv_guide_padded", "convT_guide", "convT_guide_vec",
         "convT_guide_padded", "shared_conv", "dw_conv",
-        "dw_conv_padded_C16", "dw_conv_padded_C32", "dw_conv_padded_C64", "dw_conv_padded_C96", "pool_padded",
+        "dw_conv_padded_C16", "dw_conv_padded_C32", "dw_conv_padded_C64", "dw_conv_padded_C96",
+        "dw_conv_padded_C64_tc", "dw_conv_padded_C96_tc", "pool_padded",
         "packernel_cw", "stage_nchw", "stage_channels_last", "stage_nchw_narrow") + BWD_CORE
 
 
@@ -741,14 +751,17 @@ def specs(dtype: str):
             yield ("packernel2d, saved K", kernel_map.pac_kernel_kernel,
                    {**ptrs, "k_ptr": "fp64" if dtype == "fp64" else "fp32"}, c, cfg, c["BLOCK_P"])
     for name, ptrs, const, cfg in dw_variants(dtype):
-        if name in ("pool_padded", "dw_conv_padded_C64", "dw_conv_padded_C96", "pool_padded_givenK",
-                    "shared_conv_padded_givenK"):
+        if name in ("pool_padded", "dw_conv_padded_C64", "dw_conv_padded_C96", "dw_conv_padded_C64_tc",
+                    "dw_conv_padded_C96_tc", "pool_padded_givenK", "shared_conv_padded_givenK"):
             # k7 (ConvNeXt's): at k3 ptxas unrolls the pool's whole tap row, and the loop found
             # is then the kernel-row loop, three taps per trip
             c = div16(depthwise.pac_dw_kernel, {**{k: v for k, v in const.items() if k != "_div16"}, **gauss, "syw": 1,
                                                 "KH": 7, "KW": 7, "PH": 3, "PW": 3})
             label = {"pool_padded": "forward pool", "dw_conv_padded_C64": "forward depthwise conv",
-                     "dw_conv_padded_C96": "forward depthwise C96", "pool_padded_givenK": "forward pool, given K",
+                     "dw_conv_padded_C96": "forward depthwise C96",
+                     "dw_conv_padded_C64_tc": "forward depthwise conv, tensor cores",
+                     "dw_conv_padded_C96_tc": "forward depthwise C96, tensor cores",
+                     "pool_padded_givenK": "forward pool, given K",
                      "shared_conv_padded_givenK": "forward shared filter, given K"}[name]
             # per pixel-tap of 64 channels; the padded loop is the tap loop of one kernel row
             yield label, depthwise.pac_dw_kernel, ptrs, c, cfg, c["BLOCK_P"] * c["BLOCK_C"] // 64

@@ -169,9 +169,12 @@ fi
 #      assignments, "default" = none), into variants.txt; TUNE_FLAG=--autotune tunes the default
 #      run instead. E.g. VGG conv3's one-block-of-256-output-channels question (perf/NOTES.md v6):
 #      STAGES=4 VARIANT_CASE="--sweep k=3 --mode fwd --channels 256 --feature-dim 64 --resolution 128"
-#      VARIANTS="default;PAC_TRITON_FORCE=BLOCK_O=256,num_warps=8" bash perf/gpu_check.sh ------------
+#      VARIANTS="default;PAC_TRITON_FORCE=BLOCK_O=256,num_warps=8" bash perf/gpu_check.sh
+#      or the depthwise forward on the tensor cores (perf/NOTES.md v15) at ConvNeXt's shapes:
+#      STAGES=4 VARIANT_CASE="--preset convnext --mode fwd"
+#      VARIANTS="default;PAC_TRITON_DW_TENSOR_CORES=1" bash perf/gpu_check.sh ----------------------
 VARIANTS="${VARIANTS:-default;PAC_TRITON_FORCE=num_stages=1;PAC_TRITON_FORCE=BLOCK_P=128,num_warps=8,num_stages=1;PAC_TRITON_FORCE=BLOCK_P=256,num_warps=8;PAC_TRITON_SAVE_K=1;PAC_TRITON_CHANNELS_LAST_COPIES=0}"
-VARIANT_CASE="${VARIANT_CASE:---sweep k=5 --mode fwd,fwdbwd --channels 64 --feature-dim 16 --resolution 512}"
+VARIANT_CASE="${VARIANT_CASE:---sweep k=5 --op conv --mode fwd,fwdbwd --channels 64 --feature-dim 16 --resolution 512}"
 IFS=';' read -r -a VLIST <<<"$VARIANTS"
 if want 4; then : >"$OUT/variants.txt"; else say "stage 4: not run (STAGES)"; VLIST=(); fi
 for V in "${VLIST[@]}"; do
@@ -187,7 +190,7 @@ for V in "${VLIST[@]}"; do
   echo "## variant: ${V} (${VARIANT_CASE})" >>"$OUT/variants.txt"
   # shellcheck disable=SC2086
   (cd "$RUN_DIR" && env "$ENV_V" PAC_TRITON_AUTOTUNE="${PERF_AUTOTUNE:-0}" timeout -k 10 "$LIM_V" \
-    "$PY" -m "$PERF_MOD" $FLAG $VARIANT_CASE --full --op conv --dtype bf16 --backend triton --no-check \
+    "$PY" -m "$PERF_MOD" $FLAG $VARIANT_CASE --full --dtype bf16 --backend triton --no-check \
     --no-charts --no-progress --out "/tmp/pac_variant_out") 2>&1 | tee -a "$LOG" | grep -vE "USDT|[Ww]arn" \
     >>"$OUT/variants.txt"
   say "stage 4: variant '$V' $(status_of "${PIPESTATUS[0]}")"

@@ -32,6 +32,18 @@ Runtime settings (``settings``; each may change between calls, no re-import need
   last bits; a guide that needs no gradient is not kept for the backward, K is). The variable is
   read while ``torch.compile`` traces the call: there a malformed value surfaces as Dynamo's
   error around this ValueError.
+* ``PAC_TRITON_DW_TENSOR_CORES=1`` (or ``settings.dw_tensor_cores = True``): the padded
+  depthwise conv forward (one filter per channel, float16 / bfloat16 x, channel blocks of 16 or
+  more) computes each tap's per-channel product ``w_t[c] * x[q, c]`` on the tensor cores, as
+  products of 16-channel input columns with diagonal ``[16, 16]`` weight blocks
+  (``depthwise.diagonal_taps``), then one FMA per element with K: 28% fewer warp instructions
+  in its tap loop (sm_90 SASS proxy, C64 k7: 11.1 -> 8.0 per pixel-tap; perf/NOTES.md v15), not
+  yet timed on a GPU. Off by default: besides being untimed, it changes where a non-finite
+  input spreads. The off-diagonal zeros multiply every channel of a 16-channel group, so a NaN
+  or Inf in x at one channel makes NaN all 16 channels of its group at the output pixels whose
+  kept taps read it (the fused FMA path, like ``F.conv2d(..., groups=C)``, keeps it in its own
+  channel; docs/semantics.md "Non-finite values"). "0" or unset is off, "1" on, anything else a
+  ValueError naming the variable.
 * ``settings.fill_outputs_with_nan`` (tests): every output buffer is NaN-filled first, so
   unwritten elements show up.
 
@@ -60,6 +72,7 @@ FORCE_ENV = "PAC_TRITON_FORCE"
 CHANNELS_LAST_ENV = "PAC_TRITON_CHANNELS_LAST_COPIES"
 AUTOTUNE_ENV = "PAC_TRITON_AUTOTUNE"
 SAVE_K_ENV = "PAC_TRITON_SAVE_K"
+DW_TENSOR_CORES_ENV = "PAC_TRITON_DW_TENSOR_CORES"
 # tl.dot needs every dimension >= 16 on a GPU (the interpreter takes smaller ones)
 MIN_DOT_DIM = 16
 
@@ -92,6 +105,7 @@ class Runtime(NamedTuple):
     channels_last: bool
     autotune: bool
     interpreting: bool
+    dw_tensor_cores: bool = False
 
 
 @dataclass
@@ -102,6 +116,7 @@ class Settings:
     channels_last_copies: bool | None = None
     autotune: bool | None = None
     save_k: bool | None = None
+    dw_tensor_cores: bool | None = None
     fill_outputs_with_nan: bool = False
 
     def runtime(self) -> Runtime:
@@ -122,16 +137,23 @@ class Settings:
             tune = bool(self.autotune)
         else:
             tune = env.get(AUTOTUNE_ENV, "1") != "0"
-        return Runtime(fkey, dict(fkey) if fkey else None, cl, tune, interp)
+        return Runtime(fkey, dict(fkey) if fkey else None, cl, tune, interp,
+                       _switch(self.dw_tensor_cores, DW_TENSOR_CORES_ENV))
 
     def save_k_enabled(self) -> bool:
         """``save_k``, or ``PAC_TRITON_SAVE_K`` ("0" / unset: off, "1": on; else a ValueError)."""
-        if self.save_k is not None:
-            return bool(self.save_k)
-        raw = os.environ.get(SAVE_K_ENV, "")
-        if raw not in ("", "0", "1"):
-            raise ValueError(f"{SAVE_K_ENV}: expected '0' or '1', got {raw!r}")
-        return raw == "1"
+        return _switch(self.save_k, SAVE_K_ENV)
+
+
+def _switch(value, env_name: str) -> bool:
+    """An on / off setting: ``value`` when set, else the environment variable ``env_name`` ("0" /
+    unset: off, "1": on; anything else a ValueError naming the variable)."""
+    if value is not None:
+        return bool(value)
+    raw = os.environ.get(env_name, "")
+    if raw not in ("", "0", "1"):
+        raise ValueError(f"{env_name}: expected '0' or '1', got {raw!r}")
+    return raw == "1"
 
 
 settings = Settings()

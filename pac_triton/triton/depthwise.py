@@ -146,7 +146,8 @@ def _dw_padded_taps(x_b, wt_ptr, g_b, m_b, k_b, f0t, alpha, lam, u, v, cc, C, H,
                     PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
                     K_MODE: tl.constexpr, KTYPE: tl.constexpr, NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr,
                     HAS_WTAP: tl.constexpr, WT_PER_CHANNEL: tl.constexpr, IDX64: tl.constexpr,
-                    KDT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr):
+                    KDT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
+                    DIAG_DOT: tl.constexpr = False, DOT_DT: tl.constexpr = tl.float32):
     """The forward's tap loop over a padded input (``PADDED``): a conv (not transposed) with one
     K per pixel, from a guide the size of the input whose D channels fit one block, or given
     (K_LOAD: ``k_b`` the image's single-channel K, read at the tap's ``(ki, kj)`` and the
@@ -160,6 +161,12 @@ def _dw_padded_taps(x_b, wt_ptr, g_b, m_b, k_b, f0t, alpha, lam, u, v, cc, C, H,
     none (the ``where`` below; a given K's load is in bounds at the clamped pixels, its mask
     only skips the read) and x is 0 there. K stays a per-pixel vector (the normaliser's sums
     too).
+    DIAG_DOT (a depthwise conv, 16-bit x, BLOCK_C a multiple of 16): each tap's per-channel
+    product ``w_t[c] * x[q_t, c]`` runs on the tensor cores, as ``BLOCK_C / 16`` products of the
+    ``[BLOCK_P, 16]`` input columns with a diagonal ``[16, 16]`` weight block (``wt_ptr`` then
+    holds ``[kh*kw, C_pad, 16]`` in x's dtype: ``wt[t, c, c % 16] = w_t[c]``, zero elsewhere;
+    ``diagonal_taps``), then one FMA per element with K (the products are exact in float32;
+    the float32 sums add them in another order than the FMA path).
     Returns ``(acc [BLOCK_P, BLOCK_C], nsum [BLOCK_P], vsum [BLOCK_P])`` as ``_dw_taps``."""
     C_PAD = (C + BLOCK_C - 1) // BLOCK_C * BLOCK_C  # the staging copy's (and tap weights') channels
     uc = tl.minimum(u, Ho - 1)
@@ -168,8 +175,20 @@ def _dw_padded_taps(x_b, wt_ptr, g_b, m_b, k_b, f0t, alpha, lam, u, v, cc, C, H,
     iw0 = vc * SW - PW
     od = tl.arange(0, BLOCK_D)
     dmask = od < D
-    BF16_PAIRS: tl.constexpr = (x_b.dtype.element_ty == tl.bfloat16) and (KDT == tl.float32) and BLOCK_C >= 2
-    if BF16_PAIRS:
+    BF16_PAIRS: tl.constexpr = ((x_b.dtype.element_ty == tl.bfloat16) and (KDT == tl.float32) and BLOCK_C >= 2
+                                and not DIAG_DOT)
+    G: tl.constexpr = BLOCK_C // 16 if DIAG_DOT else 1  # 16-channel groups of the tensor-core path
+    if DIAG_DOT:
+        # [G, BLOCK_P, 16] input columns (group, pixel, channel in the group) and the
+        # [G, 16, 16] diagonal weight blocks of tap 0
+        k3 = tl.arange(0, 16)[None, None, :]
+        c3 = tl.program_id(1) * BLOCK_C + tl.arange(0, G)[:, None, None] * 16  # each group's first channel
+        if IDX64:
+            c3 = c3.to(tl.int64)
+        x_t0 = x_b + ((uc * SH) * sxh + (vc * SW) * sxw)[None, :, None] + (c3 + k3)
+        wd_t0 = wt_ptr + (c3 + tl.arange(0, 16)[None, :, None]) * 16 + k3
+        acc3 = tl.zeros([G, BLOCK_P, 16], KDT)
+    elif BF16_PAIRS:
         # the staging copy's strides are even (C_pad is): address channel pairs as int32 words
         cc2 = tl.program_id(1) * (BLOCK_C // 2) + tl.arange(0, BLOCK_C // 2)  # the block's channel pairs
         if IDX64:
@@ -216,12 +235,25 @@ def _dw_padded_taps(x_b, wt_ptr, g_b, m_b, k_b, f0t, alpha, lam, u, v, cc, C, H,
                 kt = tl.where(xin, kt, 0.0)  # exactly 0 at taps outside the input
                 if NORMALIZE:
                     nsum += kt
-            kc = _times_tap_weight(kt[:, None], wt_ptr, i * KW + j, cc, C_PAD, HAS_WTAP, WT_PER_CHANNEL, IDX64, KDT)
-            if BF16_PAIRS:
-                xt = _bf16_pairs(tl.load(x_i + j * DW * (sxw // 2), cache_modifier=".ca"), BLOCK_P, BLOCK_C)
+            if DIAG_DOT:
+                # (the diagonal blocks are loaded, not built from the [kh*kw, C_pad] row: building
+                # them costs 29 more loop instructions, sm_90 SASS)
+                row = C_PAD * 16 * (i * KW + j)
+                if IDX64:
+                    row = (C_PAD * 16).to(tl.int64) * (i * KW + j)
+                part = tl.dot(tl.load(x_i + j * DW * sxw, cache_modifier=".ca").to(DOT_DT),
+                              tl.load(wd_t0 + row, cache_modifier=".ca").to(DOT_DT), out_dtype=KDT)
+                acc3 += kt[None, :, None] * part
             else:
-                xt = tl.load(x_i + j * DW * sxw, cache_modifier=".ca").to(KDT)
-            acc += kc * xt
+                kc = _times_tap_weight(kt[:, None], wt_ptr, i * KW + j, cc, C_PAD, HAS_WTAP, WT_PER_CHANNEL, IDX64,
+                                       KDT)
+                if BF16_PAIRS:
+                    xt = _bf16_pairs(tl.load(x_i + j * DW * (sxw // 2), cache_modifier=".ca"), BLOCK_P, BLOCK_C)
+                else:
+                    xt = tl.load(x_i + j * DW * sxw, cache_modifier=".ca").to(KDT)
+                acc += kc * xt
+    if DIAG_DOT:
+        acc = tl.reshape(tl.permute(acc3, (1, 0, 2)), [BLOCK_P, BLOCK_C])
     return acc, nsum, vsum
 
 
@@ -242,6 +274,7 @@ def pac_dw_kernel(
     WT_PER_CHANNEL: tl.constexpr, CW: tl.constexpr, OM_PER_CHANNEL: tl.constexpr, IDX64: tl.constexpr,
     KDT: tl.constexpr, D_SINGLE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr,
     BLOCK_C: tl.constexpr, TILE_W: tl.constexpr = 1, PADDED: tl.constexpr = False,
+    DIAG_DOT: tl.constexpr = False, DOT_DT: tl.constexpr = tl.float32,
 ):
     """y[b, c, u, v] = bias[c] + sum_t w_t[c] * K_t(u, v)[c or 0] * x[b, c, q_t(u, v)].
 
@@ -296,7 +329,7 @@ def pac_dw_kernel(
         acc, nsum1, vsum1 = _dw_padded_taps(
             x_b, wt_ptr, g_b, m_b, k_b, f0t, alpha, lam, u, v, cc, C, H, W, Ho, Wo, D, sxh, sxw, sgd, sgh, sgw,
             smh, smw, ski, skj, skh, skw, KH, KW, SH, SW, PH, PW, DH, DW, K_MODE, KTYPE, NORMALIZE, HAS_MASK,
-            HAS_WTAP, WT_PER_CHANNEL, IDX64, KDT, BLOCK_P, BLOCK_C, BLOCK_D)
+            HAS_WTAP, WT_PER_CHANNEL, IDX64, KDT, BLOCK_P, BLOCK_C, BLOCK_D, DIAG_DOT, DOT_DT)
         nsum = nsum1[:, None] + tl.zeros([BLOCK_P, BLOCK_C], KDT)
         vsum = vsum1[:, None] + tl.zeros([BLOCK_P, BLOCK_C], KDT)
     else:
@@ -730,6 +763,16 @@ def _dw_dx_padded_taps(gy_b, wt_ptr, g_b, f0_b, m_b, sc_b, k_b, alpha, lam, u, v
                 kt = tl.where(pin & (mq != 0), kt, 0.0)  # exactly 0 at masked taps
             else:
                 kt = tl.where(pin, kt, 0.0)  # exactly 0 where P is outside the output
+            if DIAG_DOT:
+                # (the diagonal blocks are loaded, not built from the [kh*kw, C_pad] row: building
+                # them costs 29 more loop instructions, sm_90 SASS)
+                row = C_PAD * 16 * (i * KW + j)
+                if IDX64:
+                    row = (C_PAD * 16).to(tl.int64) * (i * KW + j)
+                part = tl.dot(tl.load(x_i + j * DW * sxw, cache_modifier=".ca").to(DOT_DT),
+                              tl.load(wd_t0 + row, cache_modifier=".ca").to(DOT_DT), out_dtype=KDT)
+                acc3 += kt[None, :, None] * part
+                continue
             kc = _times_tap_weight(kt[:, None], wt_ptr, i * KW + j, cc, C_PAD, HAS_WTAP, WT_PER_CHANNEL, IDX64, KDT)
             if BF16_PAIRS:
                 gt = _bf16_pairs(tl.load(gy_i - j * DW * (sgyw // 2), cache_modifier=".ca"), BLOCK_P, BLOCK_C)
@@ -1033,15 +1076,37 @@ def tap_weights(wtap, C, kdt):
     conv / transposed conv), permuted to ``[kh*kw, C]`` contiguous (a tap's channels are one
     contiguous run), ``per_channel`` True. Any layout of ``wtap`` (a strided view) is read
     through the copy. Another shape is a ValueError."""
-    if wtap.dim() != 4 or wtap.shape[1] != 1 or wtap.shape[0] not in (1, C):
-        raise ValueError(f"depthwise tap weights must be [1, 1, kh, kw] (one filter shared by every channel) or "
-                         f"[C, 1, kh, kw] with C = {C}, the input's channels (one filter per channel); got "
-                         f"{tuple(wtap.shape)}")
-    if wtap.shape[0] == 1:
+    if not _per_channel(wtap, C):
         return hc.kdt_vector(wtap, kdt), False
     KK = wtap.shape[2] * wtap.shape[3]
     # one copy that casts and transposes (not a cast, then a transposing copy: two launches)
     return torch.empty((KK, C), dtype=kdt, device=wtap.device).copy_(wtap.detach().reshape(C, KK).t()), True
+
+
+def _per_channel(wtap, C):
+    """Whether the tap weights ``wtap`` hold one filter per channel (``[C, 1, kh, kw]``, C > 1)
+    rather than one shared filter (``[1, 1, kh, kw]``); another shape is a ValueError."""
+    if wtap.dim() != 4 or wtap.shape[1] != 1 or wtap.shape[0] not in (1, C):
+        raise ValueError(f"depthwise tap weights must be [1, 1, kh, kw] (one filter shared by every channel) or "
+                         f"[C, 1, kh, kw] with C = {C}, the input's channels (one filter per channel); got "
+                         f"{tuple(wtap.shape)}")
+    return wtap.shape[0] != 1
+
+
+def diagonal_taps(wtap, C, c_pad, dtype):
+    """The tensor-core depthwise forward's tap weights (``DIAG_DOT``): ``[kh*kw, c_pad, 16]`` in
+    ``dtype`` (x's), ``out[t, c, c % 16] = weight[c, 0, i, j]`` (t = i * kw + j), zero elsewhere
+    and past channel C: per tap and 16-channel group a diagonal ``[16, 16]`` block (rows: the
+    group's input channels, columns: its output channels). ``wtap``: ``[C, 1, kh, kw]`` of
+    ``dtype`` (the input's; validation refuses another); ``c_pad`` a multiple of 16. One zero
+    fill and one copy (the diagonal as a strided view)."""
+    KK = wtap.shape[2] * wtap.shape[3]
+    out = torch.zeros((KK, c_pad // 16, 16, 16), dtype=dtype, device=wtap.device)
+    src = wtap.detach().reshape(C, KK).t()  # [KK, C]: a view
+    if C % 16:
+        src = torch.nn.functional.pad(src, (0, 16 - C % 16))
+    out[:, :cdiv(C, 16)].diagonal(dim1=-2, dim2=-1).copy_(src.reshape(KK, cdiv(C, 16), 16))
+    return out.reshape(KK, c_pad, 16)
 
 
 def _padded_taps(wt, per_channel, C, c_pad):
@@ -1081,7 +1146,7 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
     B, C, H, W = x.shape
     kh, kw = kernel_size
     kdt = hc.kdt_of(x.dtype)
-    wt, wt_pc = tap_weights(wtap, C, kdt) if wtap is not None else (None, False)
+    wt_pc = wtap is not None and _per_channel(wtap, C)
     k_mode, Hg, Wg, D, Ho, Wo = hc.k_grid(kernel, guide, (kh, kw), stride, padding, dilation, transposed)
     cw = bool(channel_wise) and k_mode == hc.K_GUIDE
     has_mask = mask is not None and k_mode == hc.K_GUIDE
@@ -1108,6 +1173,7 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
         kernel_size=(kh, kw), stride=stride, padding=padding, dilation=dilation, out_hw=(Ho, Wo),
         transposed=transposed, channel_wise=cw, k_channel_stride=True, rt=rt, gather_x=not padded)
     cfg = None
+    diag = False
     if padded:
         cfg = configs.dw_padded_default(C, x.dtype == torch.float64, rt)
         c_pad = cdiv(C, cfg["BLOCK_C"]) * cfg["BLOCK_C"]
@@ -1115,7 +1181,14 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
             x = x_in  # nothing to pad and already channels-last with even strides: read in place
         else:
             x = hc.padded_channels_last(x_in, padding, c_pad)
-        if wt is not None:
+        # the tensor-core tap product (configs: PAC_TRITON_DW_TENSOR_CORES; off by default)
+        diag = (rt.dw_tensor_cores and wt_pc and x.dtype in (torch.float16, torch.bfloat16)
+                and cfg["BLOCK_C"] % 16 == 0)
+    if diag:
+        wt = diagonal_taps(wtap, C, c_pad, x.dtype)
+    else:
+        wt, wt_pc = tap_weights(wtap, C, kdt) if wtap is not None else (None, False)
+        if padded and wt is not None:
             wt = _padded_taps(wt, wt_pc, C, c_pad)
     if wt is None:
         wt = x  # no weight (pooling): a placeholder pointer
@@ -1140,7 +1213,8 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
     if padded:
         # not autotuned: the channel block fixed the staging copy's channel count
         cfg["TILE_W"] = configs.tile_w(pw_, cfg["BLOCK_P"], rt)
-        hc.checked(pac_dw_kernel)[grid](**args, **meta, **cfg, PADDED=True)
+        hc.checked(pac_dw_kernel)[grid](**args, **meta, **cfg, PADDED=True, DIAG_DOT=diag,
+                                        DOT_DT=hc.dot_types(x.dtype, rt)[0] if diag else tl.float32)
     elif rt.autotune and x.dtype != torch.float64:
         hc.checked(dw_tuned)[grid](**args, **meta)  # TILE_W added per config by configs.dw_prune
     else:

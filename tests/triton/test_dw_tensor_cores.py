@@ -1,0 +1,170 @@
+"""``PAC_TRITON_DW_TENSOR_CORES`` (``configs.settings.dw_tensor_cores``): the padded depthwise
+conv forward with each tap's per-channel product on the tensor cores (16-channel input columns
+times diagonal ``[16, 16]`` weight blocks, ``depthwise.diagonal_taps``; the kernels' ``DIAG_DOT``).
+
+Against the float64 grouped reference (inputs in NaN guard bands, outputs NaN-filled first,
+small forced tiles), with the launches that show where it runs; its one documented difference
+(a non-finite x spreads over its 16-channel group); the setting's parsing. Off by default: the
+padded path's own tests (``test_depthwise.py``) cover the FMA product."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pac_testing import assert_close_rel
+from triton_helpers import DEVICES, device_or_skip, reference_forbidden, run_forward, spy_launches
+from test_conv import BF16, F16, F32, F64, conv_case, convt_case, given_kernel_tensors
+from test_depthwise import dw_run
+
+pytest.importorskip("pac_triton.triton")
+
+
+@pytest.fixture
+def tensor_cores(monkeypatch):
+    from pac_triton.triton import configs
+    monkeypatch.setattr(configs.settings, "dw_tensor_cores", True)
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """``(PADDED, DIAG_DOT)`` of every depthwise-family forward launch, in order."""
+    from pac_triton.triton import depthwise
+    return spy_launches(monkeypatch, lambda fn, k: (bool(k.get("PADDED", False)), bool(k.get("DIAG_DOT", False)))
+                        if fn is depthwise.pac_dw_kernel else None)
+
+
+# (case, forced channel block: 16 or 32, i.e. 1 or 2 groups of 16): C past the last full group
+# (zero channels in the staging copy and the diagonal blocks), ragged pixel tiles, taps entirely
+# in the padding, stride, dilation, masks, normalisation, smoothing, inv kernels, channels-last
+# and NCHW inputs, fp16 and bf16
+CASES = [
+    (conv_case("dwtc-C20-k3-gauss-bf16", C=20, O=20, D=3, H=5, W=7, dtype=BF16), 16),
+    (conv_case("dwtc-C12-k5x3-s2x1-p2x0-d1x2-inv-norm-mask-f16", C=12, O=12, D=4, H=9, W=7, k=(5, 3), s=(2, 1),
+               p=(2, 0), d=(1, 2), kt="inv_1_-2", norm=True, mask=True, dtype=F16), 16),
+    (conv_case("dwtc-C40-k7-p3-gauss-norm-nobias-bf16-cl", C=40, O=40, D=16, H=6, W=5, k=(7, 7), p=(3, 3),
+               norm=True, bias=False, dtype=BF16, cl=True), 32),
+    (conv_case("dwtc-C16-k3-p3-invasym-mask-smooth3-f16-cl", C=16, O=16, D=2, H=4, W=6, p=(3, 3),
+               kt="inv_1_-2_asym", mask=True, smooth=(3, 3), dtype=F16, cl=True), 16),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("c,bc", [pytest.param(c.values[0], bc, id=c.id) for c, bc in CASES])
+def test_tensor_core_forward(c, bc, device, tensor_cores, launches):
+    from pac_triton.triton import configs
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=bc, BLOCK_D=16):
+        y, _ = dw_run(c, device_or_skip(device))
+    assert launches == [(True, True)]
+    if c.cl:
+        assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_tensor_core_forward_given_kernel_and_64bit_offsets(tensor_cores, launches, monkeypatch):
+    """A given single-channel K (read per pixel, 0 at taps in the padding: NaN there) and 64-bit
+    offsets (the 32-bit limit lowered to 0)."""
+    from pac_triton.triton import configs
+    from pac_triton.triton import host_common as hc
+    monkeypatch.setattr(hc, "INDEX32_LIMIT", 0)
+    C, H, W, k = 18, 5, 6, (3, 3)
+    t = given_kernel_tensors(2, C, C, H, W, k, H, W, (C, 1, *k), True)
+    t["kernel"][:, :, 0, :, 0, :] = float("nan")  # tap row 0 of output row 0 reads the padding
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=16, BLOCK_D=4):
+        static = dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), shared_filters=False, groups=C)
+        run_forward("pacconv2d", t, static, F16, False, ["y"])
+    assert launches == [(True, True)]
+
+
+def test_only_where_it_applies(tensor_cores, launches):
+    """With the setting on, only a depthwise conv (one filter per channel) of 16-bit x on the
+    padded path with a channel block of 16 or more takes the tensor cores: not float32, not
+    float64, not pooling or a shared filter, not a block of 8, not the transposed conv (the
+    general path). Each equals the reference."""
+    from pac_triton.triton import configs
+    base = dict(C=6, O=6, D=3, H=4, W=5)
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=16, BLOCK_D=4):
+        dw_run(conv_case("f32", **base, dtype=F32).values[0], "cpu")
+        dw_run(conv_case("f64", **base, dtype=F64).values[0], "cpu")
+        dw_run(convt_case("convT", C=6, O=6, D=3, H=3, W=3, dtype=F16).values[0], "cpu")
+        import pac_triton
+        x, g = torch.randn(1, 6, 4, 5, dtype=F16), torch.randn(1, 3, 4, 5, dtype=F16)
+        with reference_forbidden():
+            pac_triton.pac_pool2d(x, g, 3, padding=1, backend="triton")
+            pac_triton.pac_conv2d(x, g, torch.randn(1, 1, 3, 3, dtype=F16), padding=1, shared_filters=True,
+                                  backend="triton")
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=8, BLOCK_D=4):
+        dw_run(conv_case("bc8", **base, dtype=BF16).values[0], "cpu")
+    assert launches == [(True, False), (True, False), (False, False), (True, False), (True, False), (True, False)]
+
+
+def test_off_by_default(launches):
+    from pac_triton.triton import configs
+    assert configs.settings.dw_tensor_cores is None
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=16, BLOCK_D=4):
+        dw_run(conv_case("c", C=6, O=6, D=3, H=4, W=5, dtype=BF16).values[0], "cpu")
+    assert launches == [(True, False)]
+
+
+def test_diagonal_taps():
+    """``[kh*kw, c_pad, 16]``: weight[c, 0, i, j] at ``[i*kw + j, c, c % 16]``, zero elsewhere
+    (past C too)."""
+    from pac_triton.triton import depthwise
+    C, kh, kw = 20, 2, 3
+    w = torch.randn(C, 1, kh, kw, dtype=BF16)
+    d = depthwise.diagonal_taps(w, C, 32, BF16)
+    exp = torch.zeros(kh * kw, 32, 16, dtype=BF16)
+    for c in range(C):
+        exp[:, c, c % 16] = w[c, 0].reshape(-1)
+    assert d.shape == (kh * kw, 32, 16) and d.dtype == BF16 and torch.equal(d, exp)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")
+@pytest.mark.parametrize("on", [False, True], ids=["fma", "tensor-cores"])
+def test_nonfinite_x_spreads_over_its_channel_group(on, monkeypatch, launches):
+    """The documented difference (configs: PAC_TRITON_DW_TENSOR_CORES): an Inf in x at one
+    channel makes NaN every channel of its 16-channel group at the output pixels whose kept taps
+    read it (the diagonal blocks' zeros multiply it; its own channel is Inf, as the reference's);
+    the other group, and every output the FMA
+    path computes, is as the reference's (Inf in that channel only). If this test fails because
+    the tensor-core path no longer spreads it, update the documentation with it."""
+    import pac_triton
+    from pac_triton.triton import configs
+    monkeypatch.setattr(configs.settings, "dw_tensor_cores", on)
+    C, H, W = 32, 4, 5
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, C, H, W, generator=g, dtype=F64)
+    x[0, 1, 0, 0] = float("inf")
+    guide = torch.randn(1, 2, H, W, generator=g, dtype=F64)
+    w, b = torch.randn(C, 1, 3, 3, generator=g, dtype=F64).abs(), torch.randn(C, generator=g, dtype=F64)
+    kw = dict(padding=1, groups=C)
+    exp = pac_triton.pac_conv2d(x, guide, w, b, **kw, backend="reference")
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=16, BLOCK_D=2), reference_forbidden():
+        got = pac_triton.pac_conv2d(x.half(), guide.half(), w.half(), b.half(), **kw, backend="triton").double()
+    assert launches == [(True, on)]
+    reads = torch.zeros(H, W, dtype=torch.bool)
+    reads[:2, :2] = True  # the output pixels whose taps read x[.., 0, 0]
+    assert torch.isinf(exp[0, 1][reads]).all() and torch.isfinite(exp[0, 1][~reads]).all()
+    if on:
+        others = [c for c in range(16) if c != 1]
+        assert torch.isinf(got[0, 1][reads]).all()  # its own channel as the reference's
+        assert torch.isnan(got[0, others][:, reads]).all() and torch.isfinite(got[0, :16][:, ~reads]).all()
+    else:
+        assert torch.equal(torch.isinf(got), torch.isinf(exp)) and not torch.isnan(got).any()
+    fin = torch.isfinite(got)
+    assert fin[0, 16:].all()
+    assert_close_rel(got[fin], exp[fin], 2e-3, "finite outputs")
+
+
+def test_setting_parse(monkeypatch):
+    from pac_triton.triton import configs
+    monkeypatch.setenv("PAC_TRITON_DW_TENSOR_CORES", "1")
+    assert configs.runtime().dw_tensor_cores
+    monkeypatch.setenv("PAC_TRITON_DW_TENSOR_CORES", "0")
+    assert not configs.runtime().dw_tensor_cores
+    monkeypatch.delenv("PAC_TRITON_DW_TENSOR_CORES")
+    assert not configs.runtime().dw_tensor_cores
+    monkeypatch.setattr(configs.settings, "dw_tensor_cores", True)
+    assert configs.runtime().dw_tensor_cores
+    monkeypatch.setattr(configs.settings, "dw_tensor_cores", None)
+    monkeypatch.setenv("PAC_TRITON_DW_TENSOR_CORES", "yes")
+    with pytest.raises(ValueError, match="PAC_TRITON_DW_TENSOR_CORES"):
+        configs.runtime()
