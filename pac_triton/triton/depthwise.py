@@ -763,16 +763,6 @@ def _dw_dx_padded_taps(gy_b, wt_ptr, g_b, f0_b, m_b, sc_b, k_b, alpha, lam, u, v
                 kt = tl.where(pin & (mq != 0), kt, 0.0)  # exactly 0 at masked taps
             else:
                 kt = tl.where(pin, kt, 0.0)  # exactly 0 where P is outside the output
-            if DIAG_DOT:
-                # (the diagonal blocks are loaded, not built from the [kh*kw, C_pad] row: building
-                # them costs 29 more loop instructions, sm_90 SASS)
-                row = C_PAD * 16 * (i * KW + j)
-                if IDX64:
-                    row = (C_PAD * 16).to(tl.int64) * (i * KW + j)
-                part = tl.dot(tl.load(x_i + j * DW * sxw, cache_modifier=".ca").to(DOT_DT),
-                              tl.load(wd_t0 + row, cache_modifier=".ca").to(DOT_DT), out_dtype=KDT)
-                acc3 += kt[None, :, None] * part
-                continue
             kc = _times_tap_weight(kt[:, None], wt_ptr, i * KW + j, cc, C_PAD, HAS_WTAP, WT_PER_CHANNEL, IDX64, KDT)
             if BF16_PAIRS:
                 gt = _bf16_pairs(tl.load(gy_i - j * DW * (sgyw // 2), cache_modifier=".ca"), BLOCK_P, BLOCK_C)
