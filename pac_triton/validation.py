@@ -231,7 +231,8 @@ def constant_tensor(value, dtype, ref, make=None):
     returned to the user, never written by the backends, never requiring grad. A cached tensor
     whose version counter moved (written in place after all) is replaced. Floats are keyed by
     their exact bits (``float.hex``: -0.0 and NaN are keys like any other); the cache is
-    bounded (cleared past ``_CONSTANTS_MAX`` entries)."""
+    bounded (cleared past ``_CONSTANTS_MAX`` entries). Made outside ``torch.inference_mode``, so a
+    constant first made inside it serves calls outside it too."""
     device = ref.device
     if not _cacheable(ref):
         return torch.tensor(value, dtype=dtype, device=device) if make is None else make(dtype, device)
@@ -239,7 +240,10 @@ def constant_tensor(value, dtype, ref, make=None):
     hit = _CONSTANTS.get(key)
     if hit is not None and hit[0]._version == hit[1]:
         return hit[0]
-    t = torch.tensor(value, dtype=dtype, device=device) if make is None else make(dtype, device)
+    # a normal tensor even under torch.inference_mode (an inference tensor has no version
+    # counter to check, and is usable only inside inference mode)
+    with torch.inference_mode(False):
+        t = torch.tensor(value, dtype=dtype, device=device) if make is None else make(dtype, device)
     if type(t) is torch.Tensor and not t.requires_grad:
         if len(_CONSTANTS) >= _CONSTANTS_MAX:
             _CONSTANTS.clear()

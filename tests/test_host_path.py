@@ -102,6 +102,26 @@ def test_constant_cache_keys_and_safety():
     assert all(type(entry[0]) is torch.Tensor for entry in V._CONSTANTS.values())
 
 
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_constants_made_inside_inference_mode(backend, monkeypatch):
+    """The internal constants (default inv parameters, numbers given for them, the built
+    smoothing windows) made first inside ``torch.inference_mode`` (they raised "Inference tensors
+    do not track version counter"): the call works there, and the constant serves calls
+    outside it, with the same results."""
+    if backend == "triton" and not pac.triton_available():
+        pytest.skip("the Triton backend cannot run here")
+    monkeypatch.setattr(V, "_CONSTANTS", {})
+    x, g, w = _conv_inputs()
+    kw = dict(padding=1, kernel_type="inv_0.25_1.5", inv_alpha=0.375, backend=backend)
+    with torch.inference_mode():
+        y = pac.pac_conv2d(x, g, w, **kw)
+        p = pac.pac_pool2d(x, g, 3, padding=1, smooth_kernel_type="gaussian", backend=backend)
+    assert y.is_inference() and not any(e[0].is_inference() for e in V._CONSTANTS.values())
+    torch.testing.assert_close(pac.pac_conv2d(x, g, w, **kw), y, rtol=0, atol=0)
+    torch.testing.assert_close(pac.pac_pool2d(x, g, 3, padding=1, smooth_kernel_type="gaussian", backend=backend),
+                               p, rtol=0, atol=0)
+
+
 def test_cached_inv_params_through_triton_autograd():
     """Forward + backward through the Triton ops (interpreter on a CPU) with the default inv
     parameters twice: identical results, and the cached constants get no gradient."""
