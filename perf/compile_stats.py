@@ -260,7 +260,7 @@ def dw_variants(dt):
         pc["_div16"] = tuple(n for n in depthwise.pac_dw_kernel.arg_names if n not in pc and not n.endswith("_ptr"))
         yield (f"dw_conv_padded_C{c_in}", ptrs, {**pc, "HAS_BIAS": True, "HAS_WTAP": True, "WT_PER_CHANNEL": True},
                pcfg)
-        if dt in ("fp16", "bf16") and c_in in (64, 96):
+        if dt in ("fp16", "bf16") and c_in == 64:  # (the 128-channel block: an 8-byte spill on sm_80, triton 3.9)
             # PAC_TRITON_DW_TENSOR_CORES: the tap product on the tensor cores (diagonal weight
             # blocks [kh*kw, C_pad, 16] in x's dtype)
             yield (f"dw_conv_padded_C{c_in}_tc", {**ptrs, "wt_ptr": dt},
@@ -617,7 +617,7 @@ def stage_variants(dt):
 CORE = ("conv_guide", "conv_guide_vec", "conv_guide_padded", "convT_guide", "convT_guide_vec",
         "convT_guide_padded", "shared_conv", "dw_conv",
         "dw_conv_padded_C16", "dw_conv_padded_C32", "dw_conv_padded_C64", "dw_conv_padded_C96",
-        "dw_conv_padded_C64_tc", "dw_conv_padded_C96_tc", "pool_padded",
+        "dw_conv_padded_C64_tc", "pool_padded",
         "packernel_cw", "stage_nchw", "stage_channels_last", "stage_nchw_narrow") + BWD_CORE
 
 
