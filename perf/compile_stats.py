@@ -71,7 +71,7 @@ def _tool(name):
 def _signature(fn, ptr_types, constexprs, int64_args=()):
     sig = {}
     missing = [p.name for p in getattr(fn, "params", []) if getattr(p, "is_constexpr", False)
-               and p.name not in constexprs and not p.has_default]
+               and p.name not in constexprs]
     if missing:
         raise ValueError(f"{fn.__name__}: constexpr parameters without a value: {missing}")
     for name in fn.arg_names:
@@ -752,7 +752,7 @@ def specs(dtype: str):
                    {**ptrs, "k_ptr": "fp64" if dtype == "fp64" else "fp32"}, c, cfg, c["BLOCK_P"])
     for name, ptrs, const, cfg in dw_variants(dtype):
         if name in ("pool_padded", "dw_conv_padded_C64", "dw_conv_padded_C96", "dw_conv_padded_C64_tc",
-                    "dw_conv_padded_C96_tc", "pool_padded_givenK", "shared_conv_padded_givenK"):
+                    "pool_padded_givenK", "shared_conv_padded_givenK"):
             # k7 (ConvNeXt's): at k3 ptxas unrolls the pool's whole tap row, and the loop found
             # is then the kernel-row loop, three taps per trip
             c = div16(depthwise.pac_dw_kernel, {**{k: v for k, v in const.items() if k != "_div16"}, **gauss, "syw": 1,
@@ -760,7 +760,6 @@ def specs(dtype: str):
             label = {"pool_padded": "forward pool", "dw_conv_padded_C64": "forward depthwise conv",
                      "dw_conv_padded_C96": "forward depthwise C96",
                      "dw_conv_padded_C64_tc": "forward depthwise conv, tensor cores",
-                     "dw_conv_padded_C96_tc": "forward depthwise C96, tensor cores",
                      "pool_padded_givenK": "forward pool, given K",
                      "shared_conv_padded_givenK": "forward shared filter, given K"}[name]
             # per pixel-tap of 64 channels; the padded loop is the tap loop of one kernel row

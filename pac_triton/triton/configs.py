@@ -40,8 +40,8 @@ Runtime settings (``settings``; each may change between calls, no re-import need
   in its tap loop (sm_90 SASS proxy, C64 k7: 11.1 -> 8.0 per pixel-tap; perf/NOTES.md v15), not
   yet timed on a GPU. Off by default: besides being untimed, it changes where a non-finite
   input spreads. The off-diagonal zeros multiply every channel of a 16-channel group, so a NaN
-  or Inf in x at one channel makes NaN all 16 channels of its group at the output pixels whose
-  kept taps read it (the fused FMA path, like ``F.conv2d(..., groups=C)``, keeps it in its own
+  or Inf in x at one channel makes NaN the other 15 channels of its group at the output pixels
+  whose kept taps read it (the fused FMA path, like ``F.conv2d(..., groups=C)``, keeps it in its own
   channel; docs/semantics.md "Non-finite values"). "0" or unset is off, "1" on, anything else a
   ValueError naming the variable.
 * ``settings.fill_outputs_with_nan`` (tests): every output buffer is NaN-filled first, so

@@ -1177,7 +1177,7 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
     if diag:
         wt = diagonal_taps(wtap, C, c_pad, x.dtype)
     else:
-        wt, wt_pc = tap_weights(wtap, C, kdt) if wtap is not None else (None, False)
+        wt = tap_weights(wtap, C, kdt)[0] if wtap is not None else None
         if padded and wt is not None:
             wt = _padded_taps(wt, wt_pc, C, c_pad)
     if wt is None:
