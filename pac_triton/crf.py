@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dispatch import check_backend
 from .modules import PacConv2d
 from .validation import arg_names, check_tensor
 
@@ -34,6 +35,14 @@ def _final(logQ, final_output):
     return logQ
 
 
+def _check_crf_args(channels, num_steps):
+    """``PacCRF`` / ``PacCRFLoose`` arguments checked at construction."""
+    if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 0:
+        raise ValueError(f"num_steps must be a non-negative int, got {num_steps!r}")
+    if not isinstance(channels, int) or isinstance(channels, bool) or channels <= 0:
+        raise ValueError(f"channels must be a positive int (the number of categories), got {channels!r}")
+
+
 class PacCRF(nn.Module):
     """Mean-field inference of a dense CRF whose pairwise messages are PAC layers."""
 
@@ -42,10 +51,7 @@ class PacCRF(nn.Module):
         super().__init__()
         if final_output not in FINAL_OUTPUTS:
             raise ValueError(f"unknown final_output {final_output!r}: expected one of {FINAL_OUTPUTS}")
-        if not isinstance(num_steps, int) or num_steps < 0:
-            raise ValueError(f"num_steps must be a non-negative int, got {num_steps!r}")
-        if not isinstance(channels, int) or isinstance(channels, bool) or channels <= 0:
-            raise ValueError(f"channels must be a positive int (the number of categories), got {channels!r}")
+        _check_crf_args(channels, num_steps)
         self.channels = channels
         self.num_steps = num_steps
         self.final_output = final_output
@@ -78,7 +84,10 @@ class PacCRF(nn.Module):
 
     @backend.setter
     def backend(self, value):
-        """Setting the CRF's backend sets it on every PAC message passer."""
+        """Setting the CRF's backend sets it on every PAC message passer (a bad name is refused
+        here, also while the CRF has no passer yet)."""
+        if value is not None:
+            check_backend(value)
         self._backend = value
         for messenger in self.messengers:
             if isinstance(messenger, PacConv2d):
@@ -255,6 +264,7 @@ class PacCRFLoose(nn.Module):
         super().__init__()
         if final_output not in FINAL_OUTPUTS:
             raise ValueError(f"unknown final_output {final_output!r}: expected one of {FINAL_OUTPUTS}")
+        _check_crf_args(channels, num_steps)
         self.channels = channels
         self.num_steps = num_steps
         self.final_output = final_output
@@ -262,7 +272,7 @@ class PacCRFLoose(nn.Module):
             PacCRF(channels, 1, "log_Q", perturbed_init, native_impl, fixed_weighting, unary_weight,
                    pairwise_kernels, backend=backend)
             for _ in range(num_steps))
-        self._backend = backend
+        self.backend = backend
 
     @property
     def backend(self):
@@ -270,6 +280,8 @@ class PacCRFLoose(nn.Module):
 
     @backend.setter
     def backend(self, value):
+        if value is not None:
+            check_backend(value)
         self._backend = value
         for step in self.steps:
             step.backend = value

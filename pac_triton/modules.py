@@ -55,6 +55,10 @@ class _PacConvNd(nn.Module):
     """Shared parameters, fillers and ``compute_kernel`` of the PAC layers (as pacnet's
     ``_PacConvNd``)."""
 
+    # how ``forward``'s errors name its input and guide (pacnet's argument names; the swapped
+    # layers' ``forward(input, guide)`` names its own)
+    _FORWARD_ARGS = ("input_2d", "input_for_kernel (guide)")
+
     def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, transposed,
                  output_padding, bias, pool_only, kernel_type, smooth_kernel_type, channel_wise,
                  normalize_kernel, shared_filters, filler, native_impl, backend, groups=1, padding_mode="zeros",
@@ -296,8 +300,9 @@ class _PacConvNd(nn.Module):
         cls = type(self)
         names = _FORWARD_NAMES.get(cls)
         if names is None:
+            input_name, guide_name = cls._FORWARD_ARGS
             names = _FORWARD_NAMES[cls] = arg_names(
-                f"{cls.__name__}.forward", input="input_2d", guide="input_for_kernel (guide)",
+                f"{cls.__name__}.forward", input=input_name, guide=guide_name,
                 weight=f"{cls.__name__}.weight", bias=f"{cls.__name__}.bias")
         return names
 

@@ -2,6 +2,7 @@
 dataclasses, done once, and the fixed smoothing kernels. See docs/semantics.md, section 1."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -45,6 +46,9 @@ def parse_kernel_type(kernel_type) -> KernelType:
         except ValueError:
             match = None
         else:
+            if not (math.isfinite(alpha) and math.isfinite(lam)):
+                raise ValueError(f"kernel_type {kernel_type!r}: alpha and lambda must be finite numbers, got "
+                                 f"{match.group(1)!r} and {match.group(2)!r}")
             return KernelType(kernel_type, "inv", alpha, lam, bool(match.group(3)), bool(match.group(4)))
     raise ValueError(
         f"unknown kernel_type {kernel_type!r}: expected 'gaussian' or 'inv_{{alpha}}_{{lambda}}[_asym][_fixed]' "

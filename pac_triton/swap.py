@@ -143,6 +143,8 @@ class GuidedPacConv2d(_Guided, PacConv2d):
     ``nn.Conv2d``, it also takes an unbatched ``[C, H, W]`` input (and returns ``[O, Ho, Wo]``;
     the provider's guide must then have a batch of one)."""
 
+    _FORWARD_ARGS = ("input", "guide")
+
     def __init__(self, *args, guide_mode="bilinear", **kwargs):
         super().__init__(*args, **kwargs)
         self._init_guided(guide_mode)

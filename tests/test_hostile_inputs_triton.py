@@ -48,3 +48,28 @@ def test_precomputed_kernel_nan_at_invalid_taps_contributes_nothing(op):
 @pytest.mark.parametrize("op", ["conv", "pool", "conv_transpose"])
 def test_kernel_overflow_at_padded_taps_contributes_nothing(op):
     base.test_kernel_overflow_at_padded_taps_contributes_nothing(op, "inv_0.5_2")
+
+
+def test_transposed_inf_weight_differs_from_the_reference_as_documented():
+    """docs/semantics.md, "Non-finite weights": an Inf weight in a transposed conv (constant
+    guide, so K = 1): the Triton output is exactly F.conv_transpose2d's non-finite pattern (no
+    NaN here) and equal elsewhere; the reference, a conv over the zero-inserted input, gives NaN
+    where the weight meets an inserted zero."""
+    import torch
+    import torch.nn.functional as F
+    import pac_triton
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 2, 4, 4, generator=g, dtype=torch.float64) + 0.1
+    w = torch.randn(2, 2, 3, 3, generator=g, dtype=torch.float64)
+    w[0, 0, 0, 0] = float("inf")
+    guide = torch.ones(1, 1, 7, 7, dtype=torch.float64)
+    exp = F.conv_transpose2d(x, w, stride=2, padding=1)
+    got = pac_triton.pac_conv_transpose2d(x.float(), guide.float(), w.float(), stride=2, padding=1,
+                                          backend="triton").double()
+    ref = pac_triton.pac_conv_transpose2d(x, guide, w, stride=2, padding=1, backend="reference")
+    assert not exp.isnan().any() and torch.isinf(exp).any()
+    assert torch.equal(torch.isinf(got), torch.isinf(exp)) and not got.isnan().any()
+    fin = torch.isfinite(exp)
+    torch.testing.assert_close(got[fin], exp[fin], rtol=1e-5, atol=1e-5)
+    assert ref.isnan().any()

@@ -91,6 +91,14 @@ CASES = {
     "load state_dict": (lambda: pac_triton.load_pacnet_state_dict(torch.nn.Linear(1, 1), [1]), ["state_dict"],
                         TypeError),
     "crf channels": (lambda: pac_triton.PacCRF(0, 1), ["channels"]),
+    "crf num_steps bool": (lambda: pac_triton.PacCRF(3, True), ["num_steps", "True"]),
+    "crf loose num_steps": (lambda: pac_triton.PacCRFLoose(3, -1), ["num_steps", "-1"]),
+    "crf loose channels": (lambda: pac_triton.PacCRFLoose(0, 1), ["channels"]),
+    "crf backend without passers": (lambda: pac_triton.PacCRF(3, 1, backend="bogus"), ["backend", "bogus"]),
+    "crf loose backend": (lambda: pac_triton.PacCRFLoose(3, 0, backend="bogus"), ["backend", "bogus"]),
+    "kernel_type nan": (lambda: PF.pac_conv2d(x_(), x_(), torch.randn(3, 2, 3, 3), padding=1,
+                                              kernel_type="inv_nan_1"), ["kernel_type", "finite", "nan"]),
+    "kernel_type inf": (lambda: pac_triton.PacConv2d(2, 3, 3, kernel_type="inv_1_inf"), ["kernel_type", "finite"]),
     "position feats shape": (lambda: pac_triton.create_position_feats(5), ["shape"]),
 }
 
@@ -103,3 +111,13 @@ def test_errors_name_the_users_arguments(case):
         assert re.search(pattern, msg), f"{case}: {msg!r} does not mention {pattern!r}"
     entry = [p for p in patterns if p in INTERNAL]
     _no_internal_name(msg, allowed=entry)
+
+
+def test_swapped_layer_errors_name_input_and_guide():
+    """``GuidedPacConv2d.forward(input, guide)`` (what ``swap_to_pac`` makes) names its own
+    arguments, as ``GuidedPacConvTranspose2d`` does, not ``PacConv2d``'s pacnet names."""
+    from pac_triton.swap import GuidedPacConv2d, GuidedPacConvTranspose2d
+    for layer in (GuidedPacConv2d(2, 3, 3, padding=1), GuidedPacConvTranspose2d(2, 3, 3, padding=1)):
+        msg = _message(lambda: layer(x_(), x_(H=7)))
+        assert re.search(r"\bguide\b", msg) and re.search(r"\binput\b", msg), msg
+        assert "input_2d" not in msg and "input_for_kernel" not in msg, msg
