@@ -262,10 +262,11 @@ def dw_variants(dt):
                pcfg)
         if dt in ("fp16", "bf16") and c_in == 64:  # (the 128-channel block: an 8-byte spill on sm_80, triton 3.9)
             # PAC_TRITON_DW_TENSOR_CORES: the tap product on the tensor cores (diagonal weight
-            # blocks [kh*kw, C_pad, 16] in x's dtype)
+            # blocks [kh*kw, C_pad, 16] in x's dtype; its own tiles)
+            pt = configs.dw_tensor_core_tiles(pcfg)
             yield (f"dw_conv_padded_C{c_in}_tc", {**ptrs, "wt_ptr": dt},
                    {**pc, "HAS_BIAS": True, "HAS_WTAP": True, "WT_PER_CHANNEL": True, "DIAG_DOT": True,
-                    "DOT_DT": _TL[dt]}, pcfg)
+                    "DOT_DT": _TL[dt], "BLOCK_P": pt["BLOCK_P"], "TILE_W": configs.tile_w(512, pt["BLOCK_P"])}, pt)
         if c_in == 64:
             yield ("pool_padded", ptrs, {**pc, "HAS_BIAS": False, "HAS_WTAP": False}, pcfg)
             yield ("shared_conv_padded", ptrs, {**pc, "HAS_BIAS": True, "HAS_WTAP": True}, pcfg)
@@ -500,6 +501,18 @@ def bwd_variants(dt):
                              "TILE_W": configs.tile_w(512, px["BLOCK_P"]), "PADDED": True, "SH": 1, "SW": 1},
                             ("sgyc", "sgd", "sfd")),
                dict(num_warps=px["num_warps"], num_stages=1))
+        if pname == "dwc" and dt in ("fp16", "bf16"):
+            # PAC_TRITON_DW_TENSOR_CORES: the tap products on the tensor cores (the diagonal
+            # weight blocks [kh*kw, C_pad, 16] in dL/dy's dtype; its own tiles)
+            pt = configs.dw_tensor_core_tiles(px)
+            yield ("bwd_dwc_dx_padded_tc", depthwise.pac_dw_dx_kernel, {**dp, "wt_ptr": dt},
+                   _padded_spec(depthwise.pac_dw_dx_kernel,
+                                {**_geom(), "TRANSPOSED": False, **base, **kopt, "HAS_WTAP": True,
+                                 "WT_PER_CHANNEL": True, "CW": False, "BLOCK_D": 16, "BLOCK_P": pt["BLOCK_P"],
+                                 "BLOCK_C": pt["BLOCK_C"], "TILE_W": configs.tile_w(512, pt["BLOCK_P"]),
+                                 "PADDED": True, "SH": 1, "SW": 1, "DIAG_DOT": True, "DOT_DT": _TL[dt]},
+                                ("sgyc", "sgd", "sfd")),
+                   dict(num_warps=pt["num_warps"], num_stages=1))
         if pname == "dw":
             # a shared filter's (PacCRF's messages') dx with a given single-channel K
             yield ("bwd_dw_dx_padded_givenK", depthwise.pac_dw_dx_kernel, dp,
@@ -592,7 +605,7 @@ WEIGHT_GRAD = ("bwd_conv_dw", "bwd_convT_dw", "bwd_conv_dw_loadK", "bwd_conv_dw_
 # Backward kernels whose code depends on the data dtype (dots): compiled for every dtype.
 BWD_CORE = ("bwd_conv_dxdk", "bwd_conv_dxdk_padded", "bwd_conv_dw", "bwd_conv_dw_padded", "bwd_dw_dx",
             "bwd_shared_dw", "bwd_dwc_dx", "bwd_dwc_dw", "bwd_dwc_dw_padded", "bwd_guide_pass", "bwd_guide_gather",
-            "bwd_dwc_dk_padded", "bwd_dwc_dx_padded")
+            "bwd_dwc_dk_padded", "bwd_dwc_dx_padded", "bwd_dwc_dx_padded_tc")
 
 def stage_variants(dt):
     """The staging copy (``jit_common.pac_stage_kernel``) at its default tiles for a C = 64 image
@@ -815,10 +828,15 @@ def specs(dtype: str):
             label = {"bwd_dw_dx_vec_givenK": "backward shared filter dx, given K, general",
                      "bwd_dw_dx_padded_givenK": "backward shared filter dx, given K"}[name]
             yield label, fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"] * c["BLOCK_C"] // 64
-        elif name in ("bwd_dwc_dk_padded", "bwd_dwc_dx_padded"):
+        elif name in ("bwd_dwc_dk_padded", "bwd_dwc_dx_padded", "bwd_dwc_dx_padded_tc"):
             # the depthwise conv's backward (per-channel tap weights), per pixel-tap of 64 channels
             # (dK / dx: the padded paths, as every non-transposed launch with staging copies runs)
-            label = {"bwd_dwc_dk_padded": "backward depthwise dK", "bwd_dwc_dx_padded": "backward depthwise dx"}[name]
+            label = {"bwd_dwc_dk_padded": "backward depthwise dK", "bwd_dwc_dx_padded": "backward depthwise dx",
+                     "bwd_dwc_dx_padded_tc": "backward depthwise dx, tensor cores"}[name]
+            if name != "bwd_dwc_dk_padded":
+                # dx at k7, as the padded forwards (at k3 ptxas unrolls the tensor-core loop's tap
+                # row: the loop found would be three taps per trip)
+                c.update(KH=7, KW=7, PH=3, PW=3)
             yield label, fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"] * c["BLOCK_C"] // 64
 
 
@@ -830,7 +848,7 @@ def sass_main(argv=None) -> int:
     a = ap.parse_args(argv)
     only = [s.strip() for s in a.only.split(",")] if a.only else None
     print(f"# SASS proxy: sm_{a.arch} {a.dtype}, C = O = 64, k3 (transposed: C = O = 32, k5 s2; the saved-K "
-          "forward: k5; the padded depthwise forwards: k7), D = 16, gaussian, channels-last strides")
+          "forward: k5; the padded depthwise forwards and dx: k7), D = 16, gaussian, channels-last strides")
     print(f"{'kernel':44s} {'warps':>5s} {'regs':>4s} {'smem':>6s} {'loop':>5s} {'/px-tap':>7s}  loop ops")
     for label, fn, ptrs, const, cfg, pixels in specs(a.dtype):
         if only and not any(s in label for s in only):

@@ -170,8 +170,8 @@ fi
 #      run instead. E.g. VGG conv3's one-block-of-256-output-channels question (perf/NOTES.md v6):
 #      STAGES=4 VARIANT_CASE="--sweep k=3 --mode fwd --channels 256 --feature-dim 64 --resolution 128"
 #      VARIANTS="default;PAC_TRITON_FORCE=BLOCK_O=256,num_warps=8" bash perf/gpu_check.sh
-#      or the depthwise forward on the tensor cores (perf/NOTES.md v15) at ConvNeXt's shapes:
-#      STAGES=4 VARIANT_CASE="--preset convnext --mode fwd"
+#      or the depthwise forward and dx on the tensor cores (perf/NOTES.md v15, v16) at ConvNeXt's
+#      shapes: STAGES=4 VARIANT_CASE="--preset convnext --mode fwd,fwdbwd"
 #      VARIANTS="default;PAC_TRITON_DW_TENSOR_CORES=1" bash perf/gpu_check.sh ----------------------
 VARIANTS="${VARIANTS:-default;PAC_TRITON_FORCE=num_stages=1;PAC_TRITON_FORCE=BLOCK_P=128,num_warps=8,num_stages=1;PAC_TRITON_FORCE=BLOCK_P=256,num_warps=8;PAC_TRITON_SAVE_K=1;PAC_TRITON_CHANNELS_LAST_COPIES=0}"
 VARIANT_CASE="${VARIANT_CASE:---sweep k=5 --op conv --mode fwd,fwdbwd --channels 64 --feature-dim 16 --resolution 512}"

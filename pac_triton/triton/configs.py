@@ -33,16 +33,18 @@ Runtime settings (``settings``; each may change between calls, no re-import need
   read while ``torch.compile`` traces the call: there a malformed value surfaces as Dynamo's
   error around this ValueError.
 * ``PAC_TRITON_DW_TENSOR_CORES=1`` (or ``settings.dw_tensor_cores = True``): the padded
-  depthwise conv forward (one filter per channel, float16 / bfloat16 x, channel blocks of 16 or
-  more) computes each tap's per-channel product ``w_t[c] * x[q, c]`` on the tensor cores, as
-  products of 16-channel input columns with diagonal ``[16, 16]`` weight blocks
-  (``depthwise.diagonal_taps``), then one FMA per element with K: 28% fewer warp instructions
-  in its tap loop (sm_90 SASS proxy, C64 k7: 11.1 -> 8.0 per pixel-tap; perf/NOTES.md v15), not
-  yet timed on a GPU. Off by default: besides being untimed, it changes where a non-finite
-  input spreads. The off-diagonal zeros multiply every channel of a 16-channel group, so a NaN
-  or Inf in x at one channel makes NaN the other 15 channels of its group at the output pixels
-  whose kept taps read it (the fused FMA path, like ``F.conv2d(..., groups=C)``, keeps it in its own
-  channel; docs/semantics.md "Non-finite values"). "0" or unset is off, "1" on, anything else a
+  depthwise conv forward and input gradient (one filter per channel, float16 / bfloat16
+  activations, channel blocks of 64 or 128: ``DW_TC_TILES``) compute each tap's per-channel
+  product (``w_t[c] * x[q, c]``; dx: ``w_t[c] * gy[P, c]``) on the tensor cores, as products of
+  16-channel activation columns with diagonal ``[16, 16]`` weight blocks
+  (``depthwise.diagonal_taps``), then one FMA per element with K: 24-28% fewer warp
+  instructions in their tap loops (sm_90 SASS proxy, C64 k7: forward 11.1 -> 8.0, dx 11.25 ->
+  8.2 per pixel-tap; perf/NOTES.md v15, v16), not yet timed on a GPU. Off by default: besides
+  being untimed, it changes where a non-finite value spreads. The off-diagonal zeros multiply
+  every channel of a 16-channel group, so a NaN or Inf at one channel of x (dx: of dL/dy) makes
+  NaN the other 15 channels of its group at the output pixels whose kept taps read it (the
+  fused FMA path, like ``F.conv2d(..., groups=C)``, keeps it in its own channel;
+  docs/semantics.md "Non-finite values"). "0" or unset is off, "1" on, anything else a
   ValueError naming the variable.
 * ``settings.fill_outputs_with_nan`` (tests): every output buffer is NaN-filled first, so
   unwritten elements show up.
@@ -210,10 +212,11 @@ def _launch_overrides(cfg: dict, forced=None) -> dict:
 
 def _check_dot_dims(cfg: dict, kernel: str, interp: bool) -> dict:
     """Refuse (on a GPU) forced tiles whose ``tl.dot`` dimensions fall below 16: the kernel's
-    dots are BLOCK_P x BLOCK_C x BLOCK_O in some order, so each must be at least 16."""
+    dots are BLOCK_P x BLOCK_C x BLOCK_O in some order (those of them that ``cfg`` has), so
+    each must be at least 16."""
     if interp:
         return cfg
-    small = {k: cfg[k] for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C") if cfg[k] < MIN_DOT_DIM}
+    small = {k: cfg[k] for k in ("BLOCK_P", "BLOCK_O", "BLOCK_C") if k in cfg and cfg[k] < MIN_DOT_DIM}
     if small:
         raise ValueError(f"{kernel}: forced tile {small} gives a tl.dot dimension below {MIN_DOT_DIM}, which "
                          f"compiles only in the Triton interpreter; force {MIN_DOT_DIM} or more "
@@ -449,6 +452,30 @@ def _cheapest_block(table, C):
     bc = min(fits, key=lambda b: (table[b][0] * cdiv(C, b) * b / max(C, 1), -b))
     _, bp, nw = table[bc]
     return min(bc, np2(C)), bp, nw
+
+
+# The tensor-core depthwise path's tiles (PAC_TRITON_DW_TENSOR_CORES; the forward and dx):
+# channel block -> (BLOCK_P, num_warps), one warp per 16-channel group. With more warps than
+# groups, triton 3.6 (the GPU machine's) repeats the 3-D dot's MMAs in every warp of a group
+# (sm_90 C64 dx at 128 pixels, 8 warps: 16 HMMA per warp and tap instead of 8, 175 loop
+# instructions against the FMA path's 175); smaller blocks (16, 32: 1 or 2 warps) spill 8 bytes
+# on one of sm_80 / sm_90 with triton 3.6 or 3.9, and keep the FMA path. sm_90 bf16 k7, warp
+# instructions per pixel-tap of 64 channels (FMA -> tensor cores), triton 3.9 / 3.6: forward
+# C64 11.1 -> 8.0 / 8.1, C128 9.9 -> 7.4 / 7.1; dx C64 11.25 -> 8.2 / 8.25, C128 10.1 -> 7.6 / 7.25.
+DW_TC_TILES = {64: (64, 4), 128: (64, 8)}
+
+
+def dw_tensor_core_tiles(cfg: dict, rt: Runtime | None = None) -> dict:
+    """The tiles of a padded depthwise launch whose tap products run on the tensor cores
+    (``DIAG_DOT``), from its FMA config ``cfg`` (``dw_padded_default`` / the dx of
+    ``dw_bwd_padded_default``): the same channel block (it fixed the staging copy's channel
+    count; one of ``DW_TC_TILES``), that block's pixels and warps. ``PAC_TRITON_FORCE``'s
+    ``BLOCK_P`` / ``num_warps`` replace them (a forced ``BLOCK_P`` below 16, a ``tl.dot``
+    dimension, is a ValueError on a GPU)."""
+    rt = _rt(rt)
+    bp, nw = DW_TC_TILES[cfg["BLOCK_C"]]
+    out = {**cfg, "BLOCK_P": _get("BLOCK_P", bp, rt.forced), "num_warps": _get("num_warps", nw, rt.forced)}
+    return _check_dot_dims(out, "pac_dw_kernel / pac_dw_dx_kernel (PAC_TRITON_DW_TENSOR_CORES)", rt.interpreting)
 
 
 def dw_padded_default(C: int, f64: bool = False, rt: Runtime | None = None) -> dict:

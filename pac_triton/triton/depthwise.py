@@ -140,6 +140,38 @@ def _times_tap_weight(kc, wt_ptr, t, cc, C_PAD, HAS_WTAP: tl.constexpr, WT_PER_C
 
 
 @triton.jit
+def _diag_operands(base, pix, wt_ptr, IDX64: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The tensor-core tap product's (``DIAG_DOT``) operand addresses at tap 0, for the channel
+    block of grid axis 1: ``([G, BLOCK_P, 16], [G, 16, 16])`` with G = BLOCK_C // 16, the
+    activation columns (group, pixel, channel in the group) at ``base + pix[p] + channel`` of a
+    channels-last staging copy (channel stride 1), and the diagonal weight blocks (rows: the
+    group's channels, columns: their outputs) of ``wt_ptr``'s ``[kh*kw, C_pad, 16]``
+    (``diagonal_taps``)."""
+    k3 = tl.arange(0, 16)[None, None, :]
+    c3 = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C // 16)[:, None, None] * 16  # each group's first channel
+    if IDX64:
+        c3 = c3.to(tl.int64)
+    return base + pix[None, :, None] + (c3 + k3), wt_ptr + (c3 + tl.arange(0, 16)[None, :, None]) * 16 + k3
+
+
+@triton.jit
+def _diag_tap(acc3, cols, wd_t0, t, C_PAD, kt, IDX64: tl.constexpr, KDT: tl.constexpr, DOT_DT: tl.constexpr):
+    """``acc3 [G, BLOCK_P, 16] += K_t[p] * (cols @ diag(w_t))``: tap t's per-channel products of
+    the activation columns at ``cols`` (``_diag_operands``, moved to the tap) with the tap's
+    diagonal weight blocks (row ``t`` of ``[kh*kw, C_PAD, 16]`` from ``wd_t0``) on the tensor
+    cores (``mma``; exact in float32 for 16-bit operands: the off-diagonal zeros add exact
+    zeros), then one FMA per element with K (``kt [BLOCK_P]``). The blocks are loaded, not built
+    in the kernel from a ``[kh*kw, C_pad]`` row: building them cost the forward 29 more loop
+    instructions (sm_90 SASS)."""
+    row = C_PAD * 16 * t
+    if IDX64:
+        row = (C_PAD * 16).to(tl.int64) * t
+    part = tl.dot(tl.load(cols, cache_modifier=".ca").to(DOT_DT), tl.load(wd_t0 + row, cache_modifier=".ca").to(DOT_DT),
+                  out_dtype=KDT)
+    return acc3 + kt[None, :, None] * part
+
+
+@triton.jit
 def _dw_padded_taps(x_b, wt_ptr, g_b, m_b, k_b, f0t, alpha, lam, u, v, cc, C, H, W, Ho, Wo, D,
                     sxh, sxw, sgd, sgh, sgw, smh, smw, ski, skj, skh, skw,
                     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
@@ -177,17 +209,10 @@ def _dw_padded_taps(x_b, wt_ptr, g_b, m_b, k_b, f0t, alpha, lam, u, v, cc, C, H,
     dmask = od < D
     BF16_PAIRS: tl.constexpr = ((x_b.dtype.element_ty == tl.bfloat16) and (KDT == tl.float32) and BLOCK_C >= 2
                                 and not DIAG_DOT)
-    G: tl.constexpr = BLOCK_C // 16 if DIAG_DOT else 1  # 16-channel groups of the tensor-core path
     if DIAG_DOT:
-        # [G, BLOCK_P, 16] input columns (group, pixel, channel in the group) and the
-        # [G, 16, 16] diagonal weight blocks of tap 0
-        k3 = tl.arange(0, 16)[None, None, :]
-        c3 = tl.program_id(1) * BLOCK_C + tl.arange(0, G)[:, None, None] * 16  # each group's first channel
-        if IDX64:
-            c3 = c3.to(tl.int64)
-        x_t0 = x_b + ((uc * SH) * sxh + (vc * SW) * sxw)[None, :, None] + (c3 + k3)
-        wd_t0 = wt_ptr + (c3 + tl.arange(0, 16)[None, :, None]) * 16 + k3
-        acc3 = tl.zeros([G, BLOCK_P, 16], KDT)
+        # [G, BLOCK_P, 16] input columns and [G, 16, 16] diagonal weight blocks of tap 0
+        x_t0, wd_t0 = _diag_operands(x_b, (uc * SH) * sxh + (vc * SW) * sxw, wt_ptr, IDX64, BLOCK_C)
+        acc3 = tl.zeros([BLOCK_C // 16, BLOCK_P, 16], KDT)
     elif BF16_PAIRS:
         # the staging copy's strides are even (C_pad is): address channel pairs as int32 words
         cc2 = tl.program_id(1) * (BLOCK_C // 2) + tl.arange(0, BLOCK_C // 2)  # the block's channel pairs
@@ -236,14 +261,7 @@ def _dw_padded_taps(x_b, wt_ptr, g_b, m_b, k_b, f0t, alpha, lam, u, v, cc, C, H,
                 if NORMALIZE:
                     nsum += kt
             if DIAG_DOT:
-                # (the diagonal blocks are loaded, not built from the [kh*kw, C_pad] row: building
-                # them costs 29 more loop instructions, sm_90 SASS)
-                row = C_PAD * 16 * (i * KW + j)
-                if IDX64:
-                    row = (C_PAD * 16).to(tl.int64) * (i * KW + j)
-                part = tl.dot(tl.load(x_i + j * DW * sxw, cache_modifier=".ca").to(DOT_DT),
-                              tl.load(wd_t0 + row, cache_modifier=".ca").to(DOT_DT), out_dtype=KDT)
-                acc3 += kt[None, :, None] * part
+                acc3 = _diag_tap(acc3, x_i + j * DW * sxw, wd_t0, i * KW + j, C_PAD, kt, IDX64, KDT, DOT_DT)
             else:
                 kc = _times_tap_weight(kt[:, None], wt_ptr, i * KW + j, cc, C_PAD, HAS_WTAP, WT_PER_CHANNEL, IDX64,
                                        KDT)
@@ -553,6 +571,7 @@ def pac_dw_dx_kernel(
     NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_WTAP: tl.constexpr, WT_PER_CHANNEL: tl.constexpr,
     CW: tl.constexpr, IDX64: tl.constexpr, KDT: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, TILE_W: tl.constexpr = 1, PADDED: tl.constexpr = False,
+    DIAG_DOT: tl.constexpr = False, DOT_DT: tl.constexpr = tl.float32,
 ):
     """Input gradient of the depthwise family: dx[b, c, q] = sum over (t, P) with q_t(P) = q of
     w_t[c] K_t(P)[c or 0] gy[b, c, P] (a gather over the taps, no atomics; index patterns as in
@@ -571,7 +590,9 @@ def pac_dw_dx_kernel(
     points at output pixel (0, 0) of dL/dy's zero-padded channels-last
     staging copy (``dw_grad_out_padded``: every tap's output pixel inside it, C padded to a
     multiple of BLOCK_C, the per-channel tap weights ``[kh*kw, C_pad]`` too), so its gathers
-    need no mask (``_dw_dx_padded_taps``); ``(BLOCK_P // TILE_W) x TILE_W`` input-pixel tiles."""
+    need no mask (``_dw_dx_padded_taps``); ``(BLOCK_P // TILE_W) x TILE_W`` input-pixel tiles.
+    ``DIAG_DOT`` (PADDED only; ``DOT_DT`` the operands' type): the tap products on the tensor
+    cores, ``wt_ptr`` then the diagonal blocks ``[kh*kw, C_pad, 16]`` (``_dw_dx_padded_taps``)."""
     pid_p = tl.program_id(0)
     pid_c = tl.program_id(1)
     b = tl.program_id(2)
@@ -596,7 +617,7 @@ def pac_dw_dx_kernel(
                                  k_ptr + b * skb, alpha, lam, u, v, cc, C, H, W, Ho, Wo, D, sgyh, sgyw, sgd, sgh,
                                  sgw, sfd, sfh, sfw, smh, smw, ski, skj, skh, skw, KH, KW, PH, PW, DH, DW, K_MODE,
                                  KTYPE, F0_SMOOTH, NORMALIZE, HAS_MASK, HAS_WTAP, WT_PER_CHANNEL, IDX64, KDT,
-                                 BLOCK_P, BLOCK_C, BLOCK_D)
+                                 BLOCK_P, BLOCK_C, BLOCK_D, DIAG_DOT, DOT_DT)
     else:
         acc = _dw_dx_taps(gy_ptr, wt_ptr, g_b, f0_b, m_ptr, sc_ptr, k_ptr, alpha, lam, b, u, v, qmask, ph, pw, cc, cm,
                           C, Ho, Wo, D, Hg, Wg, sgyb, sgyc, sgyh, sgyw, sgd, sgh, sgw, sfd, sfh, sfw, smb, smh, smw,
@@ -684,7 +705,8 @@ def _dw_dx_padded_taps(gy_b, wt_ptr, g_b, f0_b, m_b, sc_b, k_b, alpha, lam, u, v
                        F0_SMOOTH: tl.constexpr,
                        NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, HAS_WTAP: tl.constexpr,
                        WT_PER_CHANNEL: tl.constexpr, IDX64: tl.constexpr, KDT: tl.constexpr,
-                       BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr):
+                       BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
+                       DIAG_DOT: tl.constexpr = False, DOT_DT: tl.constexpr = tl.float32):
     """The input gradient's tap loop over a padded dL/dy (``PADDED``; stride 1, not transposed):
     dx[q, c] = sum_t w_t[c] K_t(P) gy[P, c] with P = q + (PH - i DH, PW - j DW). The guide at q
     (and the mask at q) are loaded once; per tap the centre feature f0 at P (the smoothed f0 at
@@ -694,7 +716,10 @@ def _dw_dx_padded_taps(gy_b, wt_ptr, g_b, f0_b, m_b, sc_b, k_b, alpha, lam, u, v
     K_t(P) is exactly 0 where P is outside the output (or the mask at q is 0), even where K is
     not finite there. Pixels past the input (ragged tiles) compute at the nearest input pixel
     (not stored). K stays a per-pixel vector until it meets the channels. K_LOAD: K_t(P) read
-    from the image's single-channel given K (``k_b``), 0 where P is outside the output."""
+    from the image's single-channel given K (``k_b``), 0 where P is outside the output.
+    DIAG_DOT (a depthwise conv, 16-bit dL/dy, BLOCK_C a multiple of 16): each tap's per-channel
+    product ``w_t[c] * gy[P, c]`` on the tensor cores, as the forward's (``_dw_padded_taps``;
+    ``wt_ptr`` the ``[kh*kw, C_pad, 16]`` diagonal blocks, ``diagonal_taps``)."""
     C_PAD = (C + BLOCK_C - 1) // BLOCK_C * BLOCK_C  # the staging copy's (and tap weights') channels
     uc = tl.minimum(u, H - 1)
     vc = tl.minimum(v, W - 1)
@@ -721,8 +746,13 @@ def _dw_dx_padded_taps(gy_b, wt_ptr, g_b, f0_b, m_b, sc_b, k_b, alpha, lam, u, v
         FH = H
         FW = W
     f_t0 = f0_b + (fh0 * sfh + fw0 * sfw)[:, None] + od[None, :] * sfd
-    BF16_PAIRS: tl.constexpr = (gy_b.dtype.element_ty == tl.bfloat16) and (KDT == tl.float32) and BLOCK_C >= 2
-    if BF16_PAIRS:
+    BF16_PAIRS: tl.constexpr = ((gy_b.dtype.element_ty == tl.bfloat16) and (KDT == tl.float32) and BLOCK_C >= 2
+                                and not DIAG_DOT)
+    if DIAG_DOT:
+        # [G, BLOCK_P, 16] dL/dy columns and [G, 16, 16] diagonal weight blocks of tap 0
+        gy_t0, wd_t0 = _diag_operands(gy_b, pu0 * sgyh + pv0 * sgyw, wt_ptr, IDX64, BLOCK_C)
+        acc3 = tl.zeros([BLOCK_C // 16, BLOCK_P, 16], KDT)
+    elif BF16_PAIRS:
         # the staging copy's strides are even (C_pad is): address channel pairs as int32 words
         cc2 = tl.program_id(1) * (BLOCK_C // 2) + tl.arange(0, BLOCK_C // 2)
         if IDX64:
@@ -763,12 +793,18 @@ def _dw_dx_padded_taps(gy_b, wt_ptr, g_b, f0_b, m_b, sc_b, k_b, alpha, lam, u, v
                 kt = tl.where(pin & (mq != 0), kt, 0.0)  # exactly 0 at masked taps
             else:
                 kt = tl.where(pin, kt, 0.0)  # exactly 0 where P is outside the output
-            kc = _times_tap_weight(kt[:, None], wt_ptr, i * KW + j, cc, C_PAD, HAS_WTAP, WT_PER_CHANNEL, IDX64, KDT)
-            if BF16_PAIRS:
-                gt = _bf16_pairs(tl.load(gy_i - j * DW * (sgyw // 2), cache_modifier=".ca"), BLOCK_P, BLOCK_C)
+            if DIAG_DOT:
+                acc3 = _diag_tap(acc3, gy_i - j * DW * sgyw, wd_t0, i * KW + j, C_PAD, kt, IDX64, KDT, DOT_DT)
             else:
-                gt = tl.load(gy_i - j * DW * sgyw, cache_modifier=".ca").to(KDT)
-            acc += kc * gt
+                kc = _times_tap_weight(kt[:, None], wt_ptr, i * KW + j, cc, C_PAD, HAS_WTAP, WT_PER_CHANNEL, IDX64,
+                                       KDT)
+                if BF16_PAIRS:
+                    gt = _bf16_pairs(tl.load(gy_i - j * DW * (sgyw // 2), cache_modifier=".ca"), BLOCK_P, BLOCK_C)
+                else:
+                    gt = tl.load(gy_i - j * DW * sgyw, cache_modifier=".ca").to(KDT)
+                acc += kc * gt
+    if DIAG_DOT:
+        acc = tl.reshape(tl.permute(acc3, (1, 0, 2)), [BLOCK_P, BLOCK_C])
     return acc
 
 
@@ -1084,10 +1120,10 @@ def _per_channel(wtap, C):
 
 
 def diagonal_taps(wtap, C, c_pad, dtype):
-    """The tensor-core depthwise forward's tap weights (``DIAG_DOT``): ``[kh*kw, c_pad, 16]`` in
-    ``dtype`` (x's), ``out[t, c, c % 16] = weight[c, 0, i, j]`` (t = i * kw + j), zero elsewhere
-    and past channel C: per tap and 16-channel group a diagonal ``[16, 16]`` block (rows: the
-    group's input channels, columns: its output channels). ``wtap``: ``[C, 1, kh, kw]`` of
+    """The tap weights of the tensor-core depthwise forward and input gradient (``DIAG_DOT``):
+    ``[kh*kw, c_pad, 16]`` in ``dtype`` (x's), ``out[t, c, c % 16] = weight[c, 0, i, j]``
+    (t = i * kw + j), zero elsewhere and past channel C: per tap and 16-channel group a diagonal
+    ``[16, 16]`` block (rows: the channels read, columns: those written). ``wtap``: ``[C, 1, kh, kw]`` of
     ``dtype`` (the input's; validation refuses another); ``c_pad`` a multiple of 16. One zero
     fill and one copy (the diagonal as a strided view)."""
     KK = wtap.shape[2] * wtap.shape[3]
@@ -1097,6 +1133,16 @@ def diagonal_taps(wtap, C, c_pad, dtype):
         src = torch.nn.functional.pad(src, (0, 16 - C % 16))
     out[:, :cdiv(C, 16)].diagonal(dim1=-2, dim2=-1).copy_(src.reshape(KK, cdiv(C, 16), 16))
     return out.reshape(KK, c_pad, 16)
+
+
+def _diag_dot(rt, per_channel, dtype, block_c):
+    """Whether a padded depthwise launch (the forward, or the input gradient) runs its tap
+    products on the tensor cores (``DIAG_DOT``): the setting on (``PAC_TRITON_DW_TENSOR_CORES``),
+    one filter per channel (``per_channel``), 16-bit activations (``dtype``: float32's products
+    would be TF32) and a channel block ``block_c`` with tensor-core tiles
+    (``configs.DW_TC_TILES``: 64 or 128)."""
+    return bool(rt.dw_tensor_cores and per_channel and dtype in (torch.float16, torch.bfloat16)
+                and block_c in configs.DW_TC_TILES)
 
 
 def _padded_taps(wt, per_channel, C, c_pad):
@@ -1172,8 +1218,9 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
         else:
             x = hc.padded_channels_last(x_in, padding, c_pad)
         # the tensor-core tap product (configs: PAC_TRITON_DW_TENSOR_CORES; off by default)
-        diag = (rt.dw_tensor_cores and wt_pc and x.dtype in (torch.float16, torch.bfloat16)
-                and cfg["BLOCK_C"] % 16 == 0)
+        diag = _diag_dot(rt, wt_pc, x.dtype, cfg["BLOCK_C"])
+        if diag:
+            cfg = configs.dw_tensor_core_tiles(cfg, rt)
     if diag:
         wt = diagonal_taps(wtap, C, c_pad, x.dtype)
     else:
@@ -1360,14 +1407,20 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
     if needs.x:
         dx = hc.like_layout(x_in, (B, C, H, W), x.dtype)
         if dx_padded:  # dL/dy from its zero-padded channels-last staging copy (above)
+            # the tensor-core tap product, as the forward's (configs: PAC_TRITON_DW_TENSOR_CORES)
+            diag = _diag_dot(rt, wt_pc, gyp.dtype, px["BLOCK_C"])
+            if diag:
+                px = configs.dw_tensor_core_tiles(px, rt)
             pbp, pbc = px["BLOCK_P"], px["BLOCK_C"]
             c_pad = cdiv(C, pbc) * pbc
             tw = configs.tile_w(W, pbp, rt)
             hc.checked(pac_dw_dx_kernel)[(cdiv(H, pbp // tw) * cdiv(W, tw), c_pad // pbc, B)](
-                gy_ptr=gyp, **hc.strides("sgy", gyp), wt_ptr=_padded_taps(wt, wt_pc, C, c_pad), dx_ptr=dx,
-                sc_ptr=scale, **kargs, **ko.k_args(channel=True), C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
-                sab=ko.sab, DKC=dkc, **hc.strides("sd", dx), **kmeta, HAS_WTAP=wtap is not None, WT_PER_CHANNEL=wt_pc,
-                CW=False, BLOCK_P=pbp, BLOCK_C=pbc, TILE_W=tw, PADDED=True, num_warps=px["num_warps"],
+                gy_ptr=gyp, **hc.strides("sgy", gyp),
+                wt_ptr=diagonal_taps(wtap, C, c_pad, gyp.dtype) if diag else _padded_taps(wt, wt_pc, C, c_pad),
+                dx_ptr=dx, sc_ptr=scale, **kargs, **ko.k_args(channel=True), C=C, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg,
+                Wg=Wg, sab=ko.sab, DKC=dkc, **hc.strides("sd", dx), **kmeta, HAS_WTAP=wtap is not None,
+                WT_PER_CHANNEL=wt_pc, CW=False, BLOCK_P=pbp, BLOCK_C=pbc, TILE_W=tw, PADDED=True, DIAG_DOT=diag,
+                DOT_DT=hc.dot_types(gyp.dtype, rt)[0] if diag else tl.float32, num_warps=px["num_warps"],
                 num_stages=px["num_stages"])
         else:
             if transposed:

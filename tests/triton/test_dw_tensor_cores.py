@@ -1,11 +1,13 @@
 """``PAC_TRITON_DW_TENSOR_CORES`` (``configs.settings.dw_tensor_cores``): the padded depthwise
-conv forward with each tap's per-channel product on the tensor cores (16-channel input columns
-times diagonal ``[16, 16]`` weight blocks, ``depthwise.diagonal_taps``; the kernels' ``DIAG_DOT``).
+conv forward and input gradient with each tap's per-channel product on the tensor cores
+(16-channel activation columns times diagonal ``[16, 16]`` weight blocks,
+``depthwise.diagonal_taps``; the kernels' ``DIAG_DOT``), in channel blocks of 64 or 128 with
+their own tiles (``configs.DW_TC_TILES``).
 
 Against the float64 grouped reference (inputs in NaN guard bands, outputs NaN-filled first,
 small forced tiles), with the launches that show where it runs; its one documented difference
-(a non-finite x spreads over its 16-channel group); the setting's parsing. Off by default: the
-padded path's own tests (``test_depthwise.py``) cover the FMA product."""
+(a non-finite x, or dL/dy, spreads over its 16-channel group); the tiles; the setting's parsing.
+Off by default: the padded paths' own tests (``test_depthwise.py``) cover the FMA product."""
 from __future__ import annotations
 
 import pytest
@@ -33,18 +35,27 @@ def launches(monkeypatch):
                         if fn is depthwise.pac_dw_kernel else None)
 
 
-# (case, forced channel block: 16 or 32, i.e. 1 or 2 groups of 16): C past the last full group
+@pytest.fixture
+def dx_launches(monkeypatch):
+    """``(PADDED, DIAG_DOT, BLOCK_P, num_warps)`` of every depthwise input-gradient launch."""
+    from pac_triton.triton import depthwise
+    return spy_launches(monkeypatch, lambda fn, k: (bool(k.get("PADDED", False)), bool(k.get("DIAG_DOT", False)),
+                                                    k["BLOCK_P"], k["num_warps"])
+                        if fn is depthwise.pac_dw_dx_kernel else None)
+
+
+# (case, forced channel block: 64 or 128, i.e. 4 or 8 groups of 16): C past the last full group
 # (zero channels in the staging copy and the diagonal blocks), ragged pixel tiles, taps entirely
 # in the padding, stride, dilation, masks, normalisation, smoothing, inv kernels, channels-last
 # and NCHW inputs, fp16 and bf16
 CASES = [
-    (conv_case("dwtc-C20-k3-gauss-bf16", C=20, O=20, D=3, H=5, W=7, dtype=BF16), 16),
+    (conv_case("dwtc-C20-k3-gauss-bf16", C=20, O=20, D=3, H=5, W=7, dtype=BF16), 64),
     (conv_case("dwtc-C12-k5x3-s2x1-p2x0-d1x2-inv-norm-mask-f16", C=12, O=12, D=4, H=9, W=7, k=(5, 3), s=(2, 1),
-               p=(2, 0), d=(1, 2), kt="inv_1_-2", norm=True, mask=True, dtype=F16), 16),
+               p=(2, 0), d=(1, 2), kt="inv_1_-2", norm=True, mask=True, dtype=F16), 64),
     (conv_case("dwtc-C40-k7-p3-gauss-norm-nobias-bf16-cl", C=40, O=40, D=16, H=6, W=5, k=(7, 7), p=(3, 3),
-               norm=True, bias=False, dtype=BF16, cl=True), 32),
+               norm=True, bias=False, dtype=BF16, cl=True), 128),
     (conv_case("dwtc-C16-k3-p3-invasym-mask-smooth3-f16-cl", C=16, O=16, D=2, H=4, W=6, p=(3, 3),
-               kt="inv_1_-2_asym", mask=True, smooth=(3, 3), dtype=F16, cl=True), 16),
+               kt="inv_1_-2_asym", mask=True, smooth=(3, 3), dtype=F16, cl=True), 64),
 ]
 
 
@@ -59,6 +70,25 @@ def test_tensor_core_forward(c, bc, device, tensor_cores, launches):
         assert y.is_contiguous(memory_format=torch.channels_last)
 
 
+# the input gradient's padded path runs at stride 1: the cases above but the strided one, and a
+# dilated one
+DX_CASES = [c for c, _ in CASES if c.values[0].s == (1, 1)] + [
+    conv_case("dwtc-dx-C24-k3x5-p2x1-d2x1-inv-norm-mask-f16", C=24, O=24, D=4, H=7, W=6, k=(3, 5), p=(2, 1),
+              d=(2, 1), kt="inv_1_-2", norm=True, mask=True, dtype=F16)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("c", DX_CASES)
+def test_tensor_core_input_gradient(c, device, tensor_cores, dx_launches):
+    """dL/dx alone (no dK or dW pass; the guide pass for the divisor where normalised or
+    masked), against the reference's autograd."""
+    from pac_triton.triton import configs
+    bc = 128 if c.C > 32 else 64
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=bc, BLOCK_D=16):
+        dw_run(c, device_or_skip(device), backward=True, grads=["input"])
+    assert dx_launches == [(True, True, 16, 8 if bc == 128 else 4)]
+
+
 def test_tensor_core_forward_given_kernel_and_64bit_offsets(tensor_cores, launches, monkeypatch):
     """A given single-channel K (read per pixel, 0 at taps in the padding: NaN there) and 64-bit
     offsets (the 32-bit limit lowered to 0)."""
@@ -68,7 +98,7 @@ def test_tensor_core_forward_given_kernel_and_64bit_offsets(tensor_cores, launch
     C, H, W, k = 18, 5, 6, (3, 3)
     t = given_kernel_tensors(2, C, C, H, W, k, H, W, (C, 1, *k), True)
     t["kernel"][:, :, 0, :, 0, :] = float("nan")  # tap row 0 of output row 0 reads the padding
-    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=16, BLOCK_D=4):
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=64, BLOCK_D=4):
         static = dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), shared_filters=False, groups=C)
         run_forward("pacconv2d", t, static, F16, False, ["y"])
     assert launches == [(True, True)]
@@ -76,12 +106,12 @@ def test_tensor_core_forward_given_kernel_and_64bit_offsets(tensor_cores, launch
 
 def test_only_where_it_applies(tensor_cores, launches):
     """With the setting on, only a depthwise conv (one filter per channel) of 16-bit x on the
-    padded path with a channel block of 16 or more takes the tensor cores: not float32, not
-    float64, not pooling or a shared filter, not a block of 8, not the transposed conv (the
+    padded path with a channel block of 64 or 128 takes the tensor cores: not float32, not
+    float64, not pooling or a shared filter, not a block of 32, not the transposed conv (the
     general path). Each equals the reference."""
     from pac_triton.triton import configs
     base = dict(C=6, O=6, D=3, H=4, W=5)
-    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=16, BLOCK_D=4):
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=64, BLOCK_D=4):
         dw_run(conv_case("f32", **base, dtype=F32).values[0], "cpu")
         dw_run(conv_case("f64", **base, dtype=F64).values[0], "cpu")
         dw_run(convt_case("convT", C=6, O=6, D=3, H=3, W=3, dtype=F16).values[0], "cpu")
@@ -91,17 +121,40 @@ def test_only_where_it_applies(tensor_cores, launches):
             pac_triton.pac_pool2d(x, g, 3, padding=1, backend="triton")
             pac_triton.pac_conv2d(x, g, torch.randn(1, 1, 3, 3, dtype=F16), padding=1, shared_filters=True,
                                   backend="triton")
-    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=8, BLOCK_D=4):
-        dw_run(conv_case("bc8", **base, dtype=BF16).values[0], "cpu")
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=32, BLOCK_D=4):
+        dw_run(conv_case("bc32", **base, dtype=BF16).values[0], "cpu")
     assert launches == [(True, False), (True, False), (False, False), (True, False), (True, False), (True, False)]
 
 
-def test_off_by_default(launches):
+def test_off_by_default(launches, dx_launches):
     from pac_triton.triton import configs
     assert configs.settings.dw_tensor_cores is None
-    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=16, BLOCK_D=4):
-        dw_run(conv_case("c", C=6, O=6, D=3, H=4, W=5, dtype=BF16).values[0], "cpu")
-    assert launches == [(True, False)]
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=64, BLOCK_D=4):
+        dw_run(conv_case("c", C=6, O=6, D=3, H=4, W=5, dtype=BF16).values[0], "cpu", backward=True,
+               grads=["input"])
+    assert launches == [(True, False)] and [d[:2] for d in dx_launches] == [(True, False)]
+
+
+def test_tensor_core_tiles(tensor_cores, dx_launches):
+    """The tensor-core launches take ``configs.DW_TC_TILES`` (one warp per 16-channel group),
+    not the FMA path's tiles (the dx of 64 channels: 128 pixels, 8 warps); a forced pixel block
+    replaces them, and one below 16 (a ``tl.dot`` dimension) is refused on a GPU."""
+    from pac_triton.triton import configs
+    with configs.force_blocks():  # (not the suite's small forced tiles)
+        fma = configs.dw_bwd_padded_default(64)["dx"]
+        assert (fma["BLOCK_P"], fma["num_warps"]) == (128, 8)
+        assert configs.dw_tensor_core_tiles(fma) == {**fma, "BLOCK_P": 64, "num_warps": 4}
+        assert configs.dw_tensor_core_tiles(configs.dw_padded_default(128)) == {
+            **configs.dw_padded_default(128), "BLOCK_P": 64, "num_warps": 8}
+    with configs.force_blocks(DW_BLOCK_C=64, BLOCK_D=4):
+        dw_run(conv_case("c", C=20, O=20, D=3, H=5, W=7, dtype=F16).values[0], "cpu", backward=True,
+               grads=["input"])
+    assert dx_launches == [(True, True, 64, 4)]
+    forced = dict(BLOCK_P=8)
+    gpu = configs.runtime()._replace(forced_key=tuple(forced.items()), forced=forced, interpreting=False)
+    with pytest.raises(ValueError, match="BLOCK_P.*below 16"):
+        configs.dw_tensor_core_tiles(fma, gpu)
+    assert configs.dw_tensor_core_tiles(fma, gpu._replace(interpreting=True))["BLOCK_P"] == 8
 
 
 def test_diagonal_taps():
@@ -137,7 +190,7 @@ def test_nonfinite_x_spreads_over_its_channel_group(on, monkeypatch, launches):
     w, b = torch.randn(C, 1, 3, 3, generator=g, dtype=F64).abs(), torch.randn(C, generator=g, dtype=F64)
     kw = dict(padding=1, groups=C)
     exp = pac_triton.pac_conv2d(x, guide, w, b, **kw, backend="reference")
-    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=16, BLOCK_D=2), reference_forbidden():
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=64, BLOCK_D=2), reference_forbidden():
         got = pac_triton.pac_conv2d(x.half(), guide.half(), w.half(), b.half(), **kw, backend="triton").double()
     assert launches == [(True, on)]
     reads = torch.zeros(H, W, dtype=torch.bool)
@@ -152,6 +205,47 @@ def test_nonfinite_x_spreads_over_its_channel_group(on, monkeypatch, launches):
     fin = torch.isfinite(got)
     assert fin[0, 16:].all()
     assert_close_rel(got[fin], exp[fin], 2e-3, "finite outputs")
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")
+@pytest.mark.parametrize("on", [False, True], ids=["fma", "tensor-cores"])
+def test_nonfinite_grad_output_spreads_over_its_channel_group(on, monkeypatch, dx_launches):
+    """The input gradient's side of the documented difference: an Inf in dL/dy at one channel
+    makes NaN every other channel of its 16-channel group in dL/dx at the input pixels whose
+    taps it reaches (its own channel is Inf, as the reference's); the FMA path keeps it in its
+    channel. If this test fails because the tensor-core path no longer spreads it, update the
+    documentation with it."""
+    import pac_triton
+    from pac_triton.triton import configs
+    monkeypatch.setattr(configs.settings, "dw_tensor_cores", on)
+    C, H, W = 32, 4, 5
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(1, C, H, W, generator=g, dtype=F64)
+    guide = torch.randn(1, 2, H, W, generator=g, dtype=F64)
+    w, b = torch.randn(C, 1, 3, 3, generator=g, dtype=F64).abs(), torch.randn(C, generator=g, dtype=F64)
+    gy = torch.randn(1, C, H, W, generator=g, dtype=F64)
+    gy[0, 1, 0, 0] = float("inf")
+    kw = dict(padding=1, groups=C)
+    x64 = x.clone().requires_grad_()
+    exp, = torch.autograd.grad(pac_triton.pac_conv2d(x64, guide, w, b, **kw, backend="reference"), x64, gy)
+    x16 = x.half().requires_grad_()
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=64, BLOCK_D=2), reference_forbidden():
+        y = pac_triton.pac_conv2d(x16, guide.half(), w.half(), b.half(), **kw, backend="triton")
+        got, = torch.autograd.grad(y, x16, gy.half())
+    got = got.double()
+    assert [d[:2] for d in dx_launches] == [(True, on)]
+    reads = torch.zeros(H, W, dtype=torch.bool)
+    reads[:2, :2] = True  # the input pixels that output pixel (0, 0)'s taps read
+    assert torch.isinf(exp[0, 1][reads]).all() and torch.isfinite(exp[0, 1][~reads]).all()
+    if on:
+        others = [c for c in range(16) if c != 1]
+        assert torch.isinf(got[0, 1][reads]).all()
+        assert torch.isnan(got[0, others][:, reads]).all() and torch.isfinite(got[0, :16][:, ~reads]).all()
+    else:
+        assert torch.equal(torch.isinf(got), torch.isinf(exp)) and not torch.isnan(got).any()
+    fin = torch.isfinite(got)
+    assert fin[0, 16:].all()
+    assert_close_rel(got[fin], exp[fin], 2e-3, "finite gradients")
 
 
 def test_setting_parse(monkeypatch):
