@@ -512,7 +512,7 @@ def bwd_variants(dt):
                                  "BLOCK_C": pt["BLOCK_C"], "TILE_W": configs.tile_w(512, pt["BLOCK_P"]),
                                  "PADDED": True, "SH": 1, "SW": 1, "DIAG_DOT": True, "DOT_DT": _TL[dt]},
                                 ("sgyc", "sgd", "sfd")),
-                   dict(num_warps=pt["num_warps"], num_stages=1))
+                   dict(num_warps=pt["num_warps"], num_stages=pt["num_stages"]))
         if pname == "dw":
             # a shared filter's (PacCRF's messages') dx with a given single-channel K
             yield ("bwd_dw_dx_padded_givenK", depthwise.pac_dw_dx_kernel, dp,
@@ -870,6 +870,10 @@ def sass_main(argv=None) -> int:
         taps = const["KH"] * const["KW"]
         if loop is not None and pixels:
             per = len(body) * cfg["num_warps"] / pixels
+            if const.get("DIAG_DOT"):
+                # the depthwise tensor-core loops at 2 stages: ptxas may unroll a kernel row's taps
+                # into one trip (sm_90); a tap is 8 HMMA per warp at the 64-channel block's tiles
+                per /= max(1, ops.get("HMMA", 0) // 8)
         else:  # unrolled: the whole kernel over its taps and pixels
             per = len(body) * cfg["num_warps"] / (const["BLOCK_P"] * taps)
         shown = " ".join(f"{k}={ops[k]}" for k in _KEYS if ops.get(k))

@@ -455,26 +455,30 @@ def _cheapest_block(table, C):
 
 
 # The tensor-core depthwise path's tiles (PAC_TRITON_DW_TENSOR_CORES; the forward and dx):
-# channel block -> (BLOCK_P, num_warps), one warp per 16-channel group. With more warps than
+# channel block -> (BLOCK_P, num_warps, num_stages), one warp per 16-channel group, the tap loop
+# software-pipelined (2 stages: the activation columns and the diagonal blocks go to shared
+# memory as cp.async a tap ahead; sm_90: 2 barriers per tap instead of 4, the same instruction
+# count within 3%, no spills with triton 3.6 or 3.9; perf/NOTES.md v16). With more warps than
 # groups, triton 3.6 (the GPU machine's) repeats the 3-D dot's MMAs in every warp of a group
 # (sm_90 C64 dx at 128 pixels, 8 warps: 16 HMMA per warp and tap instead of 8, 175 loop
 # instructions against the FMA path's 175); smaller blocks (16, 32: 1 or 2 warps) spill 8 bytes
 # on one of sm_80 / sm_90 with triton 3.6 or 3.9, and keep the FMA path. sm_90 bf16 k7, warp
 # instructions per pixel-tap of 64 channels (FMA -> tensor cores), triton 3.9 / 3.6: forward
 # C64 11.1 -> 8.0 / 8.1, C128 9.9 -> 7.4 / 7.1; dx C64 11.25 -> 8.2 / 8.25, C128 10.1 -> 7.6 / 7.25.
-DW_TC_TILES = {64: (64, 4), 128: (64, 8)}
+DW_TC_TILES = {64: (64, 4, 2), 128: (64, 8, 2)}
 
 
 def dw_tensor_core_tiles(cfg: dict, rt: Runtime | None = None) -> dict:
     """The tiles of a padded depthwise launch whose tap products run on the tensor cores
     (``DIAG_DOT``), from its FMA config ``cfg`` (``dw_padded_default`` / the dx of
     ``dw_bwd_padded_default``): the same channel block (it fixed the staging copy's channel
-    count; one of ``DW_TC_TILES``), that block's pixels and warps. ``PAC_TRITON_FORCE``'s
-    ``BLOCK_P`` / ``num_warps`` replace them (a forced ``BLOCK_P`` below 16, a ``tl.dot``
-    dimension, is a ValueError on a GPU)."""
+    count; one of ``DW_TC_TILES``), that block's pixels, warps and stages. ``PAC_TRITON_FORCE``'s
+    ``BLOCK_P`` / ``num_warps`` / ``num_stages`` replace them (a forced ``BLOCK_P`` below 16, a
+    ``tl.dot`` dimension, is a ValueError on a GPU)."""
     rt = _rt(rt)
-    bp, nw = DW_TC_TILES[cfg["BLOCK_C"]]
-    out = {**cfg, "BLOCK_P": _get("BLOCK_P", bp, rt.forced), "num_warps": _get("num_warps", nw, rt.forced)}
+    bp, nw, ns = DW_TC_TILES[cfg["BLOCK_C"]]
+    out = _launch_overrides({**cfg, "BLOCK_P": _get("BLOCK_P", bp, rt.forced), "num_warps": nw, "num_stages": ns},
+                            rt.forced)
     return _check_dot_dims(out, "pac_dw_kernel / pac_dw_dx_kernel (PAC_TRITON_DW_TENSOR_CORES)", rt.interpreting)
 
 

@@ -143,9 +143,11 @@ def test_tensor_core_tiles(tensor_cores, dx_launches):
     with configs.force_blocks():  # (not the suite's small forced tiles)
         fma = configs.dw_bwd_padded_default(64)["dx"]
         assert (fma["BLOCK_P"], fma["num_warps"]) == (128, 8)
-        assert configs.dw_tensor_core_tiles(fma) == {**fma, "BLOCK_P": 64, "num_warps": 4}
+        assert configs.dw_tensor_core_tiles(fma) == {**fma, "BLOCK_P": 64, "num_warps": 4, "num_stages": 2}
         assert configs.dw_tensor_core_tiles(configs.dw_padded_default(128)) == {
-            **configs.dw_padded_default(128), "BLOCK_P": 64, "num_warps": 8}
+            **configs.dw_padded_default(128), "BLOCK_P": 64, "num_warps": 8, "num_stages": 2}
+    with configs.force_blocks(num_stages=1, num_warps=2):
+        assert configs.dw_tensor_core_tiles(fma) == {**fma, "BLOCK_P": 64, "num_warps": 2, "num_stages": 1}
     with configs.force_blocks(DW_BLOCK_C=64, BLOCK_D=4):
         dw_run(conv_case("c", C=20, O=20, D=3, H=5, W=7, dtype=F16).values[0], "cpu", backward=True,
                grads=["input"])
