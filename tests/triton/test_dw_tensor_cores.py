@@ -195,8 +195,17 @@ def test_nonfinite_x_spreads_over_its_channel_group(on, monkeypatch, launches):
     with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=64, BLOCK_D=2), reference_forbidden():
         got = pac_triton.pac_conv2d(x.half(), guide.half(), w.half(), b.half(), **kw, backend="triton").double()
     assert launches == [(True, on)]
+    _check_group_spread(got, exp, on, "outputs")  # at the output pixels whose taps read x[.., 0, 0]
+
+
+def _check_group_spread(got, exp, on, what):
+    """``got`` (the Triton result, ``[1, 32, H, W]``, float64) against ``exp`` (the reference's)
+    for an Inf at channel 1 whose reach is pixels ``[:2, :2]``: Inf there in channel 1 on both
+    backends; with the tensor cores (``on``) NaN there in channels 0, 2..15, else no NaN; channels
+    16.. finite; every finite value as the reference's."""
+    H, W = got.shape[-2:]
     reads = torch.zeros(H, W, dtype=torch.bool)
-    reads[:2, :2] = True  # the output pixels whose taps read x[.., 0, 0]
+    reads[:2, :2] = True
     assert torch.isinf(exp[0, 1][reads]).all() and torch.isfinite(exp[0, 1][~reads]).all()
     if on:
         others = [c for c in range(16) if c != 1]
@@ -206,7 +215,7 @@ def test_nonfinite_x_spreads_over_its_channel_group(on, monkeypatch, launches):
         assert torch.equal(torch.isinf(got), torch.isinf(exp)) and not torch.isnan(got).any()
     fin = torch.isfinite(got)
     assert fin[0, 16:].all()
-    assert_close_rel(got[fin], exp[fin], 2e-3, "finite outputs")
+    assert_close_rel(got[fin], exp[fin], 2e-3, f"finite {what}")
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")
@@ -236,18 +245,7 @@ def test_nonfinite_grad_output_spreads_over_its_channel_group(on, monkeypatch, d
         got, = torch.autograd.grad(y, x16, gy.half())
     got = got.double()
     assert [d[:2] for d in dx_launches] == [(True, on)]
-    reads = torch.zeros(H, W, dtype=torch.bool)
-    reads[:2, :2] = True  # the input pixels that output pixel (0, 0)'s taps read
-    assert torch.isinf(exp[0, 1][reads]).all() and torch.isfinite(exp[0, 1][~reads]).all()
-    if on:
-        others = [c for c in range(16) if c != 1]
-        assert torch.isinf(got[0, 1][reads]).all()
-        assert torch.isnan(got[0, others][:, reads]).all() and torch.isfinite(got[0, :16][:, ~reads]).all()
-    else:
-        assert torch.equal(torch.isinf(got), torch.isinf(exp)) and not torch.isnan(got).any()
-    fin = torch.isfinite(got)
-    assert fin[0, 16:].all()
-    assert_close_rel(got[fin], exp[fin], 2e-3, "finite gradients")
+    _check_group_spread(got, exp, on, "gradients")  # at the input pixels output pixel (0, 0)'s taps read
 
 
 def test_setting_parse(monkeypatch):
