@@ -260,7 +260,7 @@ def dw_variants(dt):
         pc["_div16"] = tuple(n for n in depthwise.pac_dw_kernel.arg_names if n not in pc and not n.endswith("_ptr"))
         yield (f"dw_conv_padded_C{c_in}", ptrs, {**pc, "HAS_BIAS": True, "HAS_WTAP": True, "WT_PER_CHANNEL": True},
                pcfg)
-        if dt in ("fp16", "bf16") and c_in == 64:  # (the 128-channel block: an 8-byte spill on sm_80, triton 3.9)
+        if dt in ("fp16", "bf16") and pcfg["BLOCK_C"] in configs.DW_TC_TILES:  # C64 and C96 (a 128 block)
             # PAC_TRITON_DW_TENSOR_CORES: the tap product on the tensor cores (diagonal weight
             # blocks [kh*kw, C_pad, 16] in x's dtype; its own tiles)
             pt = configs.dw_tensor_core_tiles(pcfg)
@@ -501,11 +501,13 @@ def bwd_variants(dt):
                              "TILE_W": configs.tile_w(512, px["BLOCK_P"]), "PADDED": True, "SH": 1, "SW": 1},
                             ("sgyc", "sgd", "sfd")),
                dict(num_warps=px["num_warps"], num_stages=1))
-        if pname == "dwc" and dt in ("fp16", "bf16"):
+        for bc_tc in ((64, 128) if pname == "dwc" and dt in ("fp16", "bf16") else ()):
             # PAC_TRITON_DW_TENSOR_CORES: the tap products on the tensor cores (the diagonal
-            # weight blocks [kh*kw, C_pad, 16] in dL/dy's dtype; its own tiles)
-            pt = configs.dw_tensor_core_tiles(px)
-            yield ("bwd_dwc_dx_padded_tc", depthwise.pac_dw_dx_kernel, {**dp, "wt_ptr": dt},
+            # weight blocks [kh*kw, C_pad, 16] in dL/dy's dtype; its own tiles), at the 64- and
+            # 128-channel blocks
+            pt = configs.dw_tensor_core_tiles({**px, "BLOCK_C": bc_tc})
+            yield (f"bwd_dwc_dx_padded_tc{'' if bc_tc == 64 else '_C128'}", depthwise.pac_dw_dx_kernel,
+                   {**dp, "wt_ptr": dt},
                    _padded_spec(depthwise.pac_dw_dx_kernel,
                                 {**_geom(), "TRANSPOSED": False, **base, **kopt, "HAS_WTAP": True,
                                  "WT_PER_CHANNEL": True, "CW": False, "BLOCK_D": 16, "BLOCK_P": pt["BLOCK_P"],
@@ -605,7 +607,7 @@ WEIGHT_GRAD = ("bwd_conv_dw", "bwd_convT_dw", "bwd_conv_dw_loadK", "bwd_conv_dw_
 # Backward kernels whose code depends on the data dtype (dots): compiled for every dtype.
 BWD_CORE = ("bwd_conv_dxdk", "bwd_conv_dxdk_padded", "bwd_conv_dw", "bwd_conv_dw_padded", "bwd_dw_dx",
             "bwd_shared_dw", "bwd_dwc_dx", "bwd_dwc_dw", "bwd_dwc_dw_padded", "bwd_guide_pass", "bwd_guide_gather",
-            "bwd_dwc_dk_padded", "bwd_dwc_dx_padded", "bwd_dwc_dx_padded_tc")
+            "bwd_dwc_dk_padded", "bwd_dwc_dx_padded", "bwd_dwc_dx_padded_tc", "bwd_dwc_dx_padded_tc_C128")
 
 def stage_variants(dt):
     """The staging copy (``jit_common.pac_stage_kernel``) at its default tiles for a C = 64 image
@@ -630,7 +632,7 @@ def stage_variants(dt):
 CORE = ("conv_guide", "conv_guide_vec", "conv_guide_padded", "convT_guide", "convT_guide_vec",
         "convT_guide_padded", "shared_conv", "dw_conv",
         "dw_conv_padded_C16", "dw_conv_padded_C32", "dw_conv_padded_C64", "dw_conv_padded_C96",
-        "dw_conv_padded_C64_tc", "pool_padded",
+        "dw_conv_padded_C64_tc", "dw_conv_padded_C96_tc", "pool_padded",
         "packernel_cw", "stage_nchw", "stage_channels_last", "stage_nchw_narrow") + BWD_CORE
 
 

@@ -33,14 +33,19 @@ Runtime settings (``settings``; each may change between calls, no re-import need
   read while ``torch.compile`` traces the call: there a malformed value surfaces as Dynamo's
   error around this ValueError.
 * ``PAC_TRITON_DW_TENSOR_CORES=1`` (or ``settings.dw_tensor_cores = True``): the padded
-  depthwise conv forward and input gradient (one filter per channel, float16 / bfloat16
-  activations, channel blocks of 64 or 128: ``DW_TC_TILES``) compute each tap's per-channel
-  product (``w_t[c] * x[q, c]``; dx: ``w_t[c] * gy[P, c]``) on the tensor cores, as products of
+  depthwise conv forward and input gradient compute each tap's per-channel product
+  (``w_t[c] * x[q, c]``; dx: ``w_t[c] * gy[P, c]``) on the tensor cores, as products of
   16-channel activation columns with diagonal ``[16, 16]`` weight blocks
-  (``depthwise.diagonal_taps``), then one FMA per element with K: 24-28% fewer warp
-  instructions in their tap loops (sm_90 SASS proxy, C64 k7: forward 11.1 -> 8.0, dx 11.25 ->
-  8.2 per pixel-tap; perf/NOTES.md v15, v16), not yet timed on a GPU. Off by default: besides
-  being untimed, it changes where a non-finite value spreads. The off-diagonal zeros multiply
+  (``depthwise.diagonal_taps``), then one FMA per element with K: 24-29% fewer warp
+  instructions in their tap loops (sm_90 SASS proxy, C64 k7: forward 11.1 -> 8.0 / 7.9 and dx
+  11.25 / 10.9 -> 8.2 / 8.0 per pixel-tap with triton 3.9 / 3.6; perf/NOTES.md v15, v16), not
+  yet timed on a GPU. Where: a depthwise conv (one filter per channel, the weight in the
+  activations' dtype) with float16 / bfloat16 activations whose channel block is 64 or 128
+  (``DW_TC_TILES``: more than 32 channels) on the padded paths: the forward of a conv (not
+  transposed) with K from a guide the size of the input or a given single-channel K, and its
+  input gradient at stride 1; not with ``PAC_TRITON_CHANNELS_LAST_COPIES=0`` (the padded
+  paths read staging copies). Elsewhere the FMA product runs, as with the setting off. Off by
+  default: besides being untimed, it changes where a non-finite value spreads. The off-diagonal zeros multiply
   every channel of a 16-channel group, so a NaN or Inf at one channel of x (dx: of dL/dy) makes
   NaN the other 15 channels of its group at the output pixels whose kept taps read it (the
   fused FMA path, like ``F.conv2d(..., groups=C)``, keeps it in its own channel;
@@ -455,17 +460,20 @@ def _cheapest_block(table, C):
 
 
 # The tensor-core depthwise path's tiles (PAC_TRITON_DW_TENSOR_CORES; the forward and dx):
-# channel block -> (BLOCK_P, num_warps, num_stages), one warp per 16-channel group, the tap loop
-# software-pipelined (2 stages: the activation columns and the diagonal blocks go to shared
-# memory as cp.async a tap ahead; sm_90: 2 barriers per tap instead of 4, the same instruction
-# count within 3%, no spills with triton 3.6 or 3.9; perf/NOTES.md v16). With more warps than
-# groups, triton 3.6 (the GPU machine's) repeats the 3-D dot's MMAs in every warp of a group
-# (sm_90 C64 dx at 128 pixels, 8 warps: 16 HMMA per warp and tap instead of 8, 175 loop
-# instructions against the FMA path's 175); smaller blocks (16, 32: 1 or 2 warps) spill 8 bytes
-# on one of sm_80 / sm_90 with triton 3.6 or 3.9, and keep the FMA path. sm_90 bf16 k7, warp
-# instructions per pixel-tap of 64 channels (FMA -> tensor cores), triton 3.9 / 3.6: forward
-# C64 11.1 -> 8.0 / 8.1, C128 9.9 -> 7.4 / 7.1; dx C64 11.25 -> 8.2 / 8.25, C128 10.1 -> 7.6 / 7.25.
-DW_TC_TILES = {64: (64, 4, 2), 128: (64, 8, 2)}
+# channel block -> (BLOCK_P, num_warps, num_stages), at most one warp per 16-channel group, the
+# tap loop software-pipelined (2 stages: the activation columns and the diagonal blocks go to
+# shared memory as cp.async a tap ahead; sm_90: 2 barriers per tap instead of 4, the same
+# instruction count within 3%). With more warps than groups, triton 3.6 (the GPU machine's)
+# repeats the 3-D dot's MMAs in every warp of a group (sm_90 C64 dx at 128 pixels, 8 warps: 16
+# HMMA per warp and tap instead of 8, 175 loop instructions, as many as the FMA loop). The
+# 128-channel block at 64 pixels and 8 warps spills 8-16 bytes on sm_80 (triton 3.9, and 3.6's
+# fp16 dx) with every option on; at 32 pixels and 4 warps it spills nowhere. Smaller blocks (16,
+# 32: 1 or 2 warps) spill on one of sm_80 / sm_90 with triton 3.6 or 3.9 and keep the FMA path.
+# Every entry compiles without spills on sm_80 and sm_90 with triton 3.6 and 3.9 (the AOT
+# test's set). sm_90 bf16 k7, warp instructions per pixel-tap of 64 channels, FMA -> tensor
+# cores, triton 3.9 / 3.6: forward C64 11.1 / 11.1 -> 8.0 / 7.9, C128 9.9 / 9.9 -> 7.8 / 7.1;
+# dx C64 11.25 / 10.9 -> 8.2 / 8.0, C128 10.1 / 10.1 -> 8.0 / 7.2 (perf/NOTES.md v16).
+DW_TC_TILES = {64: (64, 4, 2), 128: (32, 4, 2)}
 
 
 def dw_tensor_core_tiles(cfg: dict, rt: Runtime | None = None) -> dict:

@@ -1124,7 +1124,7 @@ def diagonal_taps(wtap, C, c_pad, dtype):
     ``[kh*kw, c_pad, 16]`` in ``dtype`` (x's), ``out[t, c, c % 16] = weight[c, 0, i, j]``
     (t = i * kw + j), zero elsewhere and past channel C: per tap and 16-channel group a diagonal
     ``[16, 16]`` block (rows: the channels read, columns: those written). ``wtap``: ``[C, 1, kh, kw]`` of
-    ``dtype`` (the input's; validation refuses another); ``c_pad`` a multiple of 16. One zero
+    ``dtype`` (the input's: ``_diag_dot`` requires it); ``c_pad`` a multiple of 16. One zero
     fill and one copy (the diagonal as a strided view)."""
     KK = wtap.shape[2] * wtap.shape[3]
     out = torch.zeros((KK, c_pad // 16, 16, 16), dtype=dtype, device=wtap.device)
@@ -1135,14 +1135,16 @@ def diagonal_taps(wtap, C, c_pad, dtype):
     return out.reshape(KK, c_pad, 16)
 
 
-def _diag_dot(rt, per_channel, dtype, block_c):
+def _diag_dot(rt, per_channel, wtap, dtype, block_c):
     """Whether a padded depthwise launch (the forward, or the input gradient) runs its tap
     products on the tensor cores (``DIAG_DOT``): the setting on (``PAC_TRITON_DW_TENSOR_CORES``),
-    one filter per channel (``per_channel``), 16-bit activations (``dtype``: float32's products
-    would be TF32) and a channel block ``block_c`` with tensor-core tiles
-    (``configs.DW_TC_TILES``: 64 or 128)."""
+    one filter per channel (``per_channel``) whose weight ``wtap`` has the activations' 16-bit
+    ``dtype`` (float32's products would be TF32; the diagonal blocks hold the weight in that
+    dtype, so a weight of another dtype, which only the unvalidated custom ops let through,
+    keeps the FMA path's exact float32 taps) and a channel block ``block_c`` with tensor-core
+    tiles (``configs.DW_TC_TILES``: 64 or 128)."""
     return bool(rt.dw_tensor_cores and per_channel and dtype in (torch.float16, torch.bfloat16)
-                and block_c in configs.DW_TC_TILES)
+                and wtap.dtype == dtype and block_c in configs.DW_TC_TILES)
 
 
 def _padded_taps(wt, per_channel, C, c_pad):
@@ -1218,7 +1220,7 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
         else:
             x = hc.padded_channels_last(x_in, padding, c_pad)
         # the tensor-core tap product (configs: PAC_TRITON_DW_TENSOR_CORES; off by default)
-        diag = _diag_dot(rt, wt_pc, x.dtype, cfg["BLOCK_C"])
+        diag = _diag_dot(rt, wt_pc, wtap, x.dtype, cfg["BLOCK_C"])
         if diag:
             cfg = configs.dw_tensor_core_tiles(cfg, rt)
     if diag:
@@ -1408,7 +1410,7 @@ def dw_backward(gy, x, wtap, kernel_size, stride, padding, output_padding, dilat
         dx = hc.like_layout(x_in, (B, C, H, W), x.dtype)
         if dx_padded:  # dL/dy from its zero-padded channels-last staging copy (above)
             # the tensor-core tap product, as the forward's (configs: PAC_TRITON_DW_TENSOR_CORES)
-            diag = _diag_dot(rt, wt_pc, gyp.dtype, px["BLOCK_C"])
+            diag = _diag_dot(rt, wt_pc, wtap, gyp.dtype, px["BLOCK_C"])
             if diag:
                 px = configs.dw_tensor_core_tiles(px, rt)
             pbp, pbc = px["BLOCK_P"], px["BLOCK_C"]

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from pac_testing import assert_close_rel
-from triton_helpers import DEVICES, device_or_skip, reference_forbidden, run_forward, spy_launches
+from triton_helpers import DEVICES, device_or_skip, reference_forbidden, run_backward, run_forward, spy_launches
 from test_conv import BF16, F16, F32, F64, conv_case, convt_case, given_kernel_tensors
 from test_depthwise import dw_run
 
@@ -86,12 +86,12 @@ def test_tensor_core_input_gradient(c, device, tensor_cores, dx_launches):
     bc = 128 if c.C > 32 else 64
     with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=bc, BLOCK_D=16):
         dw_run(c, device_or_skip(device), backward=True, grads=["input"])
-    assert dx_launches == [(True, True, 16, 8 if bc == 128 else 4)]
+    assert dx_launches == [(True, True, 16, configs.DW_TC_TILES[bc][1])]
 
 
-def test_tensor_core_forward_given_kernel_and_64bit_offsets(tensor_cores, launches, monkeypatch):
+def test_tensor_core_given_kernel_and_64bit_offsets(tensor_cores, launches, dx_launches, monkeypatch):
     """A given single-channel K (read per pixel, 0 at taps in the padding: NaN there) and 64-bit
-    offsets (the 32-bit limit lowered to 0)."""
+    offsets (the 32-bit limit lowered to 0), forward and input gradient."""
     from pac_triton.triton import configs
     from pac_triton.triton import host_common as hc
     monkeypatch.setattr(hc, "INDEX32_LIMIT", 0)
@@ -101,7 +101,8 @@ def test_tensor_core_forward_given_kernel_and_64bit_offsets(tensor_cores, launch
     with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=64, BLOCK_D=4):
         static = dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), shared_filters=False, groups=C)
         run_forward("pacconv2d", t, static, F16, False, ["y"])
-    assert launches == [(True, True)]
+        run_backward("pacconv2d", t, static, ["input"], F16, "cpu")
+    assert launches == [(True, True)] * 2 and [d[:2] for d in dx_launches] == [(True, True)]
 
 
 def test_only_where_it_applies(tensor_cores, launches):
@@ -126,6 +127,46 @@ def test_only_where_it_applies(tensor_cores, launches):
     assert launches == [(True, False), (True, False), (False, False), (True, False), (True, False), (True, False)]
 
 
+def test_input_gradient_only_where_it_applies(tensor_cores, dx_launches):
+    """With the setting on, the input gradient takes the tensor cores only where the forward
+    would (one filter per channel, 16-bit, a channel block of 64 or 128) and only on its padded
+    path (stride 1): float32, a stride-2 conv (the general path), a shared filter and a block
+    of 32 keep the FMA product. Each equals the reference."""
+    import pac_triton
+    from pac_triton.triton import configs
+    base = dict(C=6, O=6, D=3, H=4, W=5)
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=64, BLOCK_D=4):
+        dw_run(conv_case("f32", **base).values[0], "cpu", backward=True, grads=["input"])
+        dw_run(conv_case("s2", **base, s=(2, 2), dtype=F16).values[0], "cpu", backward=True, grads=["input"])
+        x, g = torch.randn(1, 6, 4, 5, dtype=F16, requires_grad=True), torch.randn(1, 3, 4, 5, dtype=F16)
+        w = torch.randn(1, 1, 3, 3, dtype=F16)
+        with reference_forbidden():
+            dx, = torch.autograd.grad(pac_triton.pac_conv2d(x, g, w, padding=1, shared_filters=True,
+                                                            backend="triton").sum(), x)
+        xr = x.detach().double().requires_grad_()
+        exp, = torch.autograd.grad(pac_triton.pac_conv2d(xr, g.double(), w.double(), padding=1, shared_filters=True,
+                                                         backend="reference").sum(), xr)
+        assert_close_rel(dx.double(), exp, 2e-3, "dx of a shared filter")
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=32, BLOCK_D=4):
+        dw_run(conv_case("bc32", **base, dtype=BF16).values[0], "cpu", backward=True, grads=["input"])
+    assert [d[:2] for d in dx_launches] == [(True, False), (False, False), (True, False), (True, False)]
+
+
+def test_weight_of_another_dtype_keeps_the_fma_path(tensor_cores, launches):
+    """The custom ops do not validate: a float32 depthwise weight with float16 x reaches the
+    launcher. The diagonal blocks would hold it rounded to 16 bits, so it keeps the FMA path's
+    exact float32 taps."""
+    import pac_triton
+    from pac_triton.triton import configs, depthwise
+    C = 20
+    x, g, w = torch.randn(1, C, 5, 6).half(), torch.randn(1, 3, 5, 6).half(), torch.randn(C, 1, 3, 3)
+    with configs.force_blocks(BLOCK_P=16, DW_BLOCK_C=64, BLOCK_D=4), reference_forbidden():
+        y, _ = depthwise.dw_forward(x, w, None, (3, 3), (1, 1), (1, 1), (0, 0), (1, 1), False, guide=g)
+    exp = pac_triton.pac_conv2d(x.double(), g.double(), w.double(), padding=1, groups=C, backend="reference")
+    assert launches == [(True, False)]
+    assert_close_rel(y.double(), exp, 2e-3, "y")
+
+
 def test_off_by_default(launches, dx_launches):
     from pac_triton.triton import configs
     assert configs.settings.dw_tensor_cores is None
@@ -135,23 +176,41 @@ def test_off_by_default(launches, dx_launches):
     assert launches == [(True, False)] and [d[:2] for d in dx_launches] == [(True, False)]
 
 
-def test_tensor_core_tiles(tensor_cores, dx_launches):
-    """The tensor-core launches take ``configs.DW_TC_TILES`` (one warp per 16-channel group),
-    not the FMA path's tiles (the dx of 64 channels: 128 pixels, 8 warps); a forced pixel block
-    replaces them, and one below 16 (a ``tl.dot`` dimension) is refused on a GPU."""
+@pytest.mark.parametrize("C,bc", [(20, 64), (40, 128)])
+def test_tensor_core_tiles_at_their_defaults(C, bc, tensor_cores, monkeypatch):
+    """Unforced pixels, warps and stages: the forward and the input gradient launch at
+    ``configs.DW_TC_TILES``, not at the FMA path's tiles (which differ at both blocks), over an
+    image of several tiles (13 x 13): the grid must follow the launched tiles, or some pixels
+    are never written (the outputs are NaN-filled first) and the values differ."""
+    from pac_triton.triton import configs, depthwise
+    tiles = spy_launches(monkeypatch, lambda fn, k: (fn.__name__, bool(k.get("DIAG_DOT")), k["BLOCK_P"],
+                                                     k["num_warps"], k["num_stages"])
+                         if fn in (depthwise.pac_dw_kernel, depthwise.pac_dw_dx_kernel) else None)
+    with configs.force_blocks(DW_BLOCK_C=bc, BLOCK_D=4):
+        dw_run(conv_case("c", C=C, O=C, D=3, H=13, W=13, dtype=F16).values[0], "cpu", backward=True,
+               grads=["input"])
+    tc = configs.DW_TC_TILES[bc]
+    assert tiles == [("pac_dw_kernel", True, *tc), ("pac_dw_dx_kernel", True, *tc)]
+    with configs.force_blocks(DW_BLOCK_C=bc):
+        fma_fwd, fma_dx = configs.dw_padded_default(C), configs.dw_bwd_padded_default(C)["dx"]
+    assert (fma_fwd["BLOCK_P"], fma_fwd["num_warps"]) != tc[:2] and (fma_dx["BLOCK_P"], fma_dx["num_warps"]) != tc[:2]
+
+
+def test_tensor_core_tile_table():
+    """``dw_tensor_core_tiles``: the block's entry of ``DW_TC_TILES`` (at most one warp per
+    16-channel group; the channel block kept); forced pixels, warps and stages replace it, and a
+    forced pixel block below 16 (a ``tl.dot`` dimension) is refused on a GPU."""
     from pac_triton.triton import configs
     with configs.force_blocks():  # (not the suite's small forced tiles)
         fma = configs.dw_bwd_padded_default(64)["dx"]
         assert (fma["BLOCK_P"], fma["num_warps"]) == (128, 8)
         assert configs.dw_tensor_core_tiles(fma) == {**fma, "BLOCK_P": 64, "num_warps": 4, "num_stages": 2}
         assert configs.dw_tensor_core_tiles(configs.dw_padded_default(128)) == {
-            **configs.dw_padded_default(128), "BLOCK_P": 64, "num_warps": 8, "num_stages": 2}
+            **configs.dw_padded_default(128), "BLOCK_P": 32, "num_warps": 4, "num_stages": 2}
+    for bc, (bp, nw, ns) in configs.DW_TC_TILES.items():
+        assert nw <= bc // 16 and bp >= 16 and ns >= 1
     with configs.force_blocks(num_stages=1, num_warps=2):
         assert configs.dw_tensor_core_tiles(fma) == {**fma, "BLOCK_P": 64, "num_warps": 2, "num_stages": 1}
-    with configs.force_blocks(DW_BLOCK_C=64, BLOCK_D=4):
-        dw_run(conv_case("c", C=20, O=20, D=3, H=5, W=7, dtype=F16).values[0], "cpu", backward=True,
-               grads=["input"])
-    assert dx_launches == [(True, True, 64, 4)]
     forced = dict(BLOCK_P=8)
     gpu = configs.runtime()._replace(forced_key=tuple(forced.items()), forced=forced, interpreting=False)
     with pytest.raises(ValueError, match="BLOCK_P.*below 16"):
