@@ -176,19 +176,21 @@ def test_off_by_default(launches, dx_launches):
     assert launches == [(True, False)] and [d[:2] for d in dx_launches] == [(True, False)]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("C,bc", [(20, 64), (40, 128)])
-def test_tensor_core_tiles_at_their_defaults(C, bc, tensor_cores, monkeypatch):
+def test_tensor_core_tiles_at_their_defaults(C, bc, device, tensor_cores, monkeypatch):
     """Unforced pixels, warps and stages: the forward and the input gradient launch at
     ``configs.DW_TC_TILES``, not at the FMA path's tiles (which differ at both blocks), over an
     image of several tiles (13 x 13): the grid must follow the launched tiles, or some pixels
-    are never written (the outputs are NaN-filled first) and the values differ."""
+    are never written (the outputs are NaN-filled first) and the values differ. On a GPU (the
+    ``cuda`` case) this is the compiled, pipelined tensor-core loop at the tiles it runs with."""
     from pac_triton.triton import configs, depthwise
     tiles = spy_launches(monkeypatch, lambda fn, k: (fn.__name__, bool(k.get("DIAG_DOT")), k["BLOCK_P"],
                                                      k["num_warps"], k["num_stages"])
                          if fn in (depthwise.pac_dw_kernel, depthwise.pac_dw_dx_kernel) else None)
     with configs.force_blocks(DW_BLOCK_C=bc, BLOCK_D=4):
-        dw_run(conv_case("c", C=C, O=C, D=3, H=13, W=13, dtype=F16).values[0], "cpu", backward=True,
-               grads=["input"])
+        dw_run(conv_case("c", C=C, O=C, D=3, H=13, W=13, dtype=F16).values[0], device_or_skip(device),
+               backward=True, grads=["input"])
     tc = configs.DW_TC_TILES[bc]
     assert tiles == [("pac_dw_kernel", True, *tc), ("pac_dw_dx_kernel", True, *tc)]
     with configs.force_blocks(DW_BLOCK_C=bc):
