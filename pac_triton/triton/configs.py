@@ -45,11 +45,11 @@ Runtime settings (``settings``; each may change between calls, no re-import need
   transposed) with K from a guide the size of the input or a given single-channel K, and its
   input gradient at stride 1; not with ``PAC_TRITON_CHANNELS_LAST_COPIES=0`` (the padded
   paths read staging copies). Elsewhere the FMA product runs, as with the setting off. Off by
-  default: besides being untimed, it changes where a non-finite value spreads. The off-diagonal zeros multiply
-  every channel of a 16-channel group, so a NaN or Inf at one channel of x (dx: of dL/dy) makes
-  NaN the other 15 channels of its group at the output pixels whose kept taps read it (the
-  fused FMA path, like ``F.conv2d(..., groups=C)``, keeps it in its own channel;
-  docs/semantics.md "Non-finite values"). "0" or unset is off, "1" on, anything else a
+  default: besides being untimed, it changes where a non-finite value spreads. The
+  off-diagonal zeros multiply every channel of a 16-channel group, so a NaN or Inf at one
+  channel of x (dx: of dL/dy) makes NaN the other 15 channels of its group at the output pixels
+  whose kept taps read it (the fused FMA path, like ``F.conv2d(..., groups=C)``, keeps it in
+  its own channel; docs/semantics.md "Non-finite values"). "0" or unset is off, "1" on, anything else a
   ValueError naming the variable.
 * ``settings.fill_outputs_with_nan`` (tests): every output buffer is NaN-filled first, so
   unwritten elements show up.

@@ -166,8 +166,8 @@ def _diag_tap(acc3, cols, wd_t0, t, C_PAD, kt, IDX64: tl.constexpr, KDT: tl.cons
     row = C_PAD * 16 * t
     if IDX64:
         row = (C_PAD * 16).to(tl.int64) * t
-    part = tl.dot(tl.load(cols, cache_modifier=".ca").to(DOT_DT), tl.load(wd_t0 + row, cache_modifier=".ca").to(DOT_DT),
-                  out_dtype=KDT)
+    part = tl.dot(tl.load(cols, cache_modifier=".ca").to(DOT_DT),
+                  tl.load(wd_t0 + row, cache_modifier=".ca").to(DOT_DT), out_dtype=KDT)
     return acc3 + kt[None, :, None] * part
 
 
@@ -717,7 +717,8 @@ def _dw_dx_padded_taps(gy_b, wt_ptr, g_b, f0_b, m_b, sc_b, k_b, alpha, lam, u, v
     not finite there. Pixels past the input (ragged tiles) compute at the nearest input pixel
     (not stored). K stays a per-pixel vector until it meets the channels. K_LOAD: K_t(P) read
     from the image's single-channel given K (``k_b``), 0 where P is outside the output.
-    DIAG_DOT (a depthwise conv, 16-bit dL/dy, BLOCK_C a multiple of 16): each tap's per-channel
+    DIAG_DOT (a depthwise conv, 16-bit dL/dy, BLOCK_C a multiple of 16; the launcher takes it at
+    the blocks of ``configs.DW_TC_TILES``): each tap's per-channel
     product ``w_t[c] * gy[P, c]`` on the tensor cores, as the forward's (``_dw_padded_taps``;
     ``wt_ptr`` the ``[kh*kw, C_pad, 16]`` diagonal blocks, ``diagonal_taps``)."""
     C_PAD = (C + BLOCK_C - 1) // BLOCK_C * BLOCK_C  # the staging copy's (and tap weights') channels
@@ -1123,9 +1124,9 @@ def diagonal_taps(wtap, C, c_pad, dtype):
     """The tap weights of the tensor-core depthwise forward and input gradient (``DIAG_DOT``):
     ``[kh*kw, c_pad, 16]`` in ``dtype`` (x's), ``out[t, c, c % 16] = weight[c, 0, i, j]``
     (t = i * kw + j), zero elsewhere and past channel C: per tap and 16-channel group a diagonal
-    ``[16, 16]`` block (rows: the channels read, columns: those written). ``wtap``: ``[C, 1, kh, kw]`` of
-    ``dtype`` (the input's: ``_diag_dot`` requires it); ``c_pad`` a multiple of 16. One zero
-    fill and one copy (the diagonal as a strided view)."""
+    ``[16, 16]`` block (rows: the channels read, columns: those written). ``wtap``:
+    ``[C, 1, kh, kw]`` of ``dtype`` (the input's: ``_diag_dot`` requires it); ``c_pad`` a
+    multiple of 16. One zero fill and one copy (the diagonal as a strided view)."""
     KK = wtap.shape[2] * wtap.shape[3]
     out = torch.zeros((KK, c_pad // 16, 16, 16), dtype=dtype, device=wtap.device)
     src = wtap.detach().reshape(C, KK).t()  # [KK, C]: a view
