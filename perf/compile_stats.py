@@ -668,6 +668,19 @@ def tuned_conv_variants(dt="bf16"):
                f"w{c.num_warps},s{c.num_stages}]", ptrs, cst, cfg)
 
 
+def tuned_dxdk_variants(dt="bf16"):
+    """Every config of the dx + dK tuning list that the prune keeps at C = O = 64, for the padded
+    dx + dK specialisation (every option on, as the AOT set's)."""
+    for name, fn, ptrs, const, _ in bwd_variants(dt):
+        if name == "bwd_conv_dxdk_padded":
+            break
+    for c in configs.dxdk_prune(configs.DXDK_CONFIGS, dict(C=64, O=64, W=512, SW=1, TRANSPOSED=False)):
+        cst = {**const, **c.kwargs}
+        cfg = dict(num_warps=c.num_warps, num_stages=c.num_stages)
+        yield (f"{name}[P{c.kwargs['BLOCK_P']},O{c.kwargs['BLOCK_O']},C{c.kwargs['BLOCK_C']},"
+               f"w{c.num_warps},s{c.num_stages}]", ptrs, cst, cfg)
+
+
 def _work(job):
     fn_name, dt, arch, name, ptrs, const, cfg, default = job
     fn = KERNELS[fn_name]
@@ -899,7 +912,8 @@ def aot_main(argv=None):
     ap.add_argument("--lean", action="store_true",
                     help="sm_80 only the core variants in bf16 and fp32 (tests/triton/test_aot.py's set; "
                          "sm_90, the device's, keeps every variant)")
-    ap.add_argument("--all-configs", action="store_true", help="also the conv tuning list (bf16, sm_90)")
+    ap.add_argument("--all-configs", action="store_true",
+                    help="also the conv and dx + dK tuning lists (bf16, sm_90)")
     ap.add_argument("--only", default=None, help="substring filter on variant names")
     ap.add_argument("--skip", default=None, help="substring filter: leave out variant names containing it")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
@@ -915,6 +929,8 @@ def aot_main(argv=None):
     if a.all_configs:
         for name, ptrs, const, cfg in tuned_conv_variants("bf16"):
             jobs.append(("pac_conv_kernel", "bf16", 90, name, ptrs, const, cfg, False))
+        for name, ptrs, const, cfg in tuned_dxdk_variants("bf16"):
+            jobs.append(("pac_conv_dxdk_kernel", "bf16", 90, name, ptrs, const, cfg, False))
     if a.only:
         jobs = [j for j in jobs if a.only in j[3]]
     if a.skip:

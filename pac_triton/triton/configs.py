@@ -4,8 +4,12 @@ and backward), and the runtime settings (experiment knobs) read at every launch.
 Runtime settings (``settings``; each may change between calls, no re-import needed):
 
 * ``PAC_TRITON_AUTOTUNE=0`` (or ``settings.autotune = False``): launch each kernel's default
-  config instead of tuning. Under the Triton interpreter (``TRITON_INTERPRET=1``) the default
-  config is always launched (the autotuner needs a GPU driver).
+  config instead of tuning. Tuned (on by default on a GPU; float64 never): the dense forward
+  (``CONV_TUNE_TABLE``), the dense fused dx + dK pass without groups (``DXDK_TUNE_TABLE``) and
+  the depthwise family's general forward; the others, whose tiles fix a staging copy's layout
+  or a split's partial buffers, launch their defaults. Under the Triton interpreter
+  (``TRITON_INTERPRET=1``) the default config is always launched (the autotuner needs a GPU
+  driver).
 * ``PAC_TRITON_FORCE`` (or ``settings.force``), e.g. ``BLOCK_P=128,num_warps=8,num_stages=1``:
   block sizes (any of ``FORCE_KEYS``) and ``num_warps`` / ``num_stages`` that replace the
   defaults of every kernel whose config has the key, with autotuning off. For A/B timings of
@@ -690,6 +694,21 @@ CONV_TUNE_TABLE = [(64, 64, 64, 4, 2), (64, 64, 64, 4, 3), (128, 64, 64, 8, 2), 
                    (64, 128, 64, 8, 2), (128, 128, 64, 8, 2), (64, 64, 32, 4, 2), (64, 32, 32, 4, 2),
                    (64, 128, 32, 8, 2), (64, 64, 64, 4, 1), (128, 64, 64, 8, 1), (256, 64, 64, 8, 2),
                    (256, 64, 64, 8, 1)]
+# The fused dx + dK pass (``pac_conv_dxdk_kernel``, ungrouped; grouped launches keep
+# ``conv_dxdk_default``): (BLOCK_P, BLOCK_O, BLOCK_C, num_warps, num_stages) around its defaults
+# (64 x 64 x 64 at 4 warps for C, O <= 64; 64 x 32 x 64 at 8 warps above), with 128-pixel tiles
+# (half the weight bytes per pixel) and one-stage candidates (L1-allocating gathers, as the
+# forward's). sm_90 bf16 SASS proxy, C = O = 64 k3, warp instructions per pixel-tap, triton 3.9 /
+# 3.6 (perf/NOTES.md v16): 64 x 64 x 64, 4 warps, 2 stages 17.9 / 16.3; 128 px, 8 warps 17.2 /
+# 15.6; 1 stage 16.4 / 14.6; 128 px, 8 warps, 1 stage 16.1 / 14.5; 128 px, 4 warps 14.7 / 13.2
+# (254 registers: two programs per SM). Which wins depends on latency and L2 traffic, which the
+# proxy does not count: the GPU's tuner decides. The 32- and 16-channel blocks serve layers of up
+# to 32 channels (the prune keeps blocks from half the layer's channels, up to 64, to twice them).
+# Every entry compiles without spills on sm_90 with triton 3.6 and 3.9 (C = O = 64, the AOT
+# test's tuning-list compile).
+DXDK_TUNE_TABLE = [(64, 64, 64, 4, 2), (128, 64, 64, 8, 2), (64, 64, 64, 4, 1), (128, 64, 64, 8, 1),
+                   (128, 64, 64, 4, 2), (64, 32, 64, 8, 2), (64, 32, 64, 8, 1), (64, 32, 32, 4, 2),
+                   (64, 32, 32, 4, 1), (128, 32, 32, 4, 2), (64, 16, 16, 4, 2)]
 # depthwise forward: BLOCK_P x BLOCK_C x num_warps (no 8 warps for tiles up to 32 x 32)
 DW_TUNE_BLOCK_P = (32, 64, 128)
 DW_TUNE_BLOCK_C = (16, 32, 64)
@@ -703,6 +722,8 @@ CONV_KEY = ["C", "O", "OG", "D", "TUNE_PIX", "KH", "KW", "SH", "SW", "TRANSPOSED
             "NORMALIZE", "HAS_MASK", "D_SINGLE", "PREC"]
 DW_KEY = ["C", "D", "TUNE_PIX", "KH", "KW", "SH", "SW", "TRANSPOSED", "K_MODE", "KTYPE", "CW",
           "NORMALIZE", "HAS_MASK", "D_SINGLE", "WT_PER_CHANNEL"]
+DXDK_KEY = ["C", "O", "D", "TUNE_PIX", "KH", "KW", "SH", "SW", "TRANSPOSED", "K_MODE", "KTYPE", "NORMALIZE",
+            "HAS_MASK", "NEED_DX", "NEED_DK", "HOIST_F", "GY_PADDED", "PREC"]
 
 
 def tune_pix(npix: int, width: int) -> int:
@@ -745,6 +766,30 @@ def conv_prune(configs, nargs, **kwargs):
                           num_warps=c.num_warps, num_stages=c.num_stages) for c in keep]
 
 
+def _dxdk_configs():
+    return [triton.Config(dict(BLOCK_P=bp, BLOCK_O=bo, BLOCK_C=bc), num_warps=nw, num_stages=ns)
+            for bp, bo, bc, nw, ns in DXDK_TUNE_TABLE]
+
+
+def dxdk_prune(configs, nargs, **kwargs):
+    """The dx + dK tuning list for one launch: output-channel / input-channel blocks from half
+    the layer's channels (up to 64) to twice them (at least 32), and per config ``TILE_W`` (over the input-pixel grid: of one phase
+    for a strided conv), ``O_SINGLE``, ``C_SINGLE`` and ``EVEN_BLOCKS``, as the launcher's
+    default path sets them."""
+    a = {**nargs, **kwargs}
+    C, O = int(a["C"]), int(a["O"])
+    W = int(a.get("W", 32))
+    if not a.get("TRANSPOSED", False):
+        W = -(-W // int(a.get("SW", 1)))
+    keep = [c for c in configs
+            if min(64, np2(O)) // 2 <= c.kwargs["BLOCK_O"] <= max(32, np2(O))
+            and min(64, np2(C)) // 2 <= c.kwargs["BLOCK_C"] <= max(32, np2(C))]
+    keep = keep or configs[:1]
+    return [triton.Config(dict(c.kwargs, TILE_W=tile_w(W, c.kwargs["BLOCK_P"]), O_SINGLE=O <= c.kwargs["BLOCK_O"],
+                               C_SINGLE=C <= c.kwargs["BLOCK_C"], EVEN_BLOCKS=even_blocks(C, O, c.kwargs)),
+                          num_warps=c.num_warps, num_stages=c.num_stages) for c in keep]
+
+
 def _dw_configs():
     return [triton.Config(dict(BLOCK_P=bp, BLOCK_C=bc), num_warps=nw, num_stages=1)
             for bp in DW_TUNE_BLOCK_P for bc in DW_TUNE_BLOCK_C for nw in DW_TUNE_WARPS
@@ -773,4 +818,5 @@ def make_autotuned(jit_fn, configs, key, prune):
 
 
 CONV_CONFIGS = _conv_configs()
+DXDK_CONFIGS = _dxdk_configs()
 DW_CONFIGS = _dw_configs()

@@ -480,10 +480,10 @@ def _dxdk_block(
                  acc.to(dx_b.dtype.element_ty), mask=qmask[:, None] & cm[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["TUNE_PIX"])
 def pac_conv_dxdk_kernel(
     gy_ptr, w_ptr, x_ptr, dx_ptr, dk_ptr, g_ptr, f0_ptr, m_ptr, sc_ptr, k_ptr, alpha_ptr, lam_ptr,
-    C, O, G, H, W, Ho, Wo, D, Hg, Wg,
+    C, O, G, H, W, Ho, Wo, D, Hg, Wg, TUNE_PIX,
     sgyb, sgyo, sgyh, sgyw,
     sxb, sxc, sxh, sxw,
     sdb, sdc, sdh, sdw,
@@ -529,7 +529,8 @@ def pac_conv_dxdk_kernel(
     feature source (sg*, sf*); ``m_ptr`` the mask ``[B, 1, H, W]`` (sm*); ``sc_ptr`` the
     per-output-pixel K divisor ``[B, Ho*Wo]`` from the guide pass (NORMALIZE or HAS_MASK);
     ``k_ptr`` a given K ``[B, 1, kh, kw, Ho, Wo]`` (sk*; K_MODE 2); ``alpha_ptr`` /
-    ``lam_ptr`` 1-element inv_alpha / inv_lambda in KDT.
+    ``lam_ptr`` 1-element inv_alpha / inv_lambda in KDT. ``TUNE_PIX`` is not read: the
+    autotuner's size key (``configs.tune_pix`` of the input-pixel grid; never specialised).
 
     Grid: (pixel tiles, channel programs, B). Without NEED_DK each channel program takes one
     BLOCK_C block (of one group); with it one program loops over all channel blocks (dK sums over every
@@ -791,6 +792,8 @@ def pac_conv_dw_kernel(
 # --- launchers -------------------------------------------------------------------------------
 
 conv_tuned = configs.make_autotuned(pac_conv_kernel, configs.CONV_CONFIGS, configs.CONV_KEY, configs.conv_prune)
+dxdk_tuned = configs.make_autotuned(pac_conv_dxdk_kernel, configs.DXDK_CONFIGS, configs.DXDK_KEY,
+                                    configs.dxdk_prune)
 
 
 def _weight_tap_major(weight, transposed, reduce_over_o, groups=1):
@@ -1026,24 +1029,35 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
         else:
             dk = hc.empty((B, KK, Ho * Wo), kdt, dev) if need_dk else None
         dx = hc.like_layout(x_in, (B, C_all, H, W), x.dtype) if needs.x else x
-        xcfg = configs.conv_dxdk_default(C, O, f64, vec, grouped=G > 1, rt=rt)
-        bpx = xcfg["BLOCK_P"]
         sh_, sw_ = (1, 1) if transposed else tuple(stride)
-        ph_, pw_ = cdiv(H, sh_), cdiv(W, sw_)
-        tw = configs.tile_w(pw_, bpx, rt)
-        n = sh_ * sw_ * cdiv(ph_, bpx // tw) * cdiv(pw_, tw)
-        c_single = C <= xcfg["BLOCK_C"]
-        n_c = 1 if (need_dk or (c_single and G == 1)) else G * cdiv(C, xcfg["BLOCK_C"])
+        ph_, pw_ = cdiv(H, sh_), cdiv(W, sw_)  # the input-pixel grid (of one phase: a strided conv)
         bdx = configs.block_d(D, rt) if k_mode == hc.K_GUIDE else 1
-        hc.checked(pac_conv_dxdk_kernel)[(n, n_c, B)](
-            gy_ptr=gy, w_ptr=w_co, x_ptr=x, dx_ptr=dx, dk_ptr=dk if dk is not None else x, sc_ptr=scale, **kargs,
-            C=C, O=O, G=G, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
-            **hc.strides("sgy", gy, "bohw"), **hc.strides("sx", x), **hc.strides("sd", dx),
-            **kmeta, NEED_DX=needs.x, NEED_DK=need_dk,
-            BLOCK_D=bdx, BLOCK_P=bpx, BLOCK_O=xcfg["BLOCK_O"], BLOCK_C=xcfg["BLOCK_C"], TILE_W=tw,
-            O_SINGLE=O <= xcfg["BLOCK_O"], C_SINGLE=c_single, EVEN_BLOCKS=configs.even_blocks(C, O, xcfg, f64),
-            HOIST_F=k_mode == hc.K_GUIDE and D <= bdx, GROUPED=G > 1, GY_PADDED=gy_padded,
-            num_warps=xcfg["num_warps"], num_stages=xcfg["num_stages"])
+
+        def dxdk_grid(META):
+            tw_ = META["TILE_W"]
+            n = sh_ * sw_ * cdiv(ph_, META["BLOCK_P"] // tw_) * cdiv(pw_, tw_)
+            n_c = 1 if (need_dk or (C <= META["BLOCK_C"] and G == 1)) else G * cdiv(C, META["BLOCK_C"])
+            return (n, n_c, B)
+
+        dargs = dict(gy_ptr=gy, w_ptr=w_co, x_ptr=x, dx_ptr=dx, dk_ptr=dk if dk is not None else x, sc_ptr=scale,
+                     **kargs, C=C, O=O, G=G, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
+                     TUNE_PIX=configs.tune_pix(ph_ * pw_, pw_),
+                     **hc.strides("sgy", gy, "bohw"), **hc.strides("sx", x), **hc.strides("sd", dx),
+                     **kmeta, NEED_DX=needs.x, NEED_DK=need_dk, BLOCK_D=bdx,
+                     HOIST_F=k_mode == hc.K_GUIDE and D <= bdx, GROUPED=G > 1, GY_PADDED=gy_padded)
+        if rt.autotune and not f64 and G == 1:
+            # TILE_W, O_SINGLE, C_SINGLE and EVEN_BLOCKS are added per config by configs.dxdk_prune;
+            # every launch writes each dx element and its dK elements once (idempotent: the
+            # tuner's repeated launches need no restoring)
+            hc.checked(dxdk_tuned)[dxdk_grid](**dargs)
+        else:
+            xcfg = configs.conv_dxdk_default(C, O, f64, vec, grouped=G > 1, rt=rt)
+            tw = configs.tile_w(pw_, xcfg["BLOCK_P"], rt)
+            hc.checked(pac_conv_dxdk_kernel)[dxdk_grid](
+                **dargs, BLOCK_P=xcfg["BLOCK_P"], BLOCK_O=xcfg["BLOCK_O"], BLOCK_C=xcfg["BLOCK_C"], TILE_W=tw,
+                O_SINGLE=O <= xcfg["BLOCK_O"], C_SINGLE=C <= xcfg["BLOCK_C"],
+                EVEN_BLOCKS=configs.even_blocks(C, O, xcfg, f64), num_warps=xcfg["num_warps"],
+                num_stages=xcfg["num_stages"])
         if needs.x:
             out["x"] = dx
         if needs.kernel:

@@ -318,13 +318,15 @@ def test_autotuned_launches_under_a_fake_benchmark(monkeypatch):
     monkeypatch.setattr(configs, "interpreting", lambda: False)  # as on a GPU
     launched = []
 
-    def fake_bench(kernel_call, quantiles=None, **kwargs):
-        kernel_call()
-        launched.append(1)
-        return [1.0 + len(launched), 1.0, 1.0]
+    def fake_bench_of(name):
+        def fake_bench(kernel_call, quantiles=None, **kwargs):
+            kernel_call()
+            launched.append(name)
+            return [1.0 + len(launched), 1.0, 1.0]
+        return fake_bench
 
-    for tuned in (conv.conv_tuned, depthwise.dw_tuned):
-        monkeypatch.setattr(tuned, "_do_bench", fake_bench, raising=False)
+    for tuned in (conv.conv_tuned, conv.dxdk_tuned, depthwise.dw_tuned):
+        monkeypatch.setattr(tuned, "_do_bench", fake_bench_of(tuned.fn.__name__), raising=False)
         monkeypatch.setattr(tuned, "cache_results", False, raising=False)
         monkeypatch.setattr(tuned, "cache", {})
         monkeypatch.delitem(tuned.__dict__, "do_bench", raising=False)
@@ -367,16 +369,35 @@ def test_autotuned_launches_under_a_fake_benchmark(monkeypatch):
     assert len(launched) > n, "a grouped conv reused an ungrouped conv's tuning"
     torch.testing.assert_close(y5, PF.pac_conv2d(x5, g4, w5, padding=1, groups=2, backend="reference"),
                                rtol=1e-4, atol=1e-4)
+    # the fused dx + dK pass (ungrouped) tunes too: a stride-2 conv (the tile width over one
+    # phase's grid) with dx and dK (the guide's gradient) against the reference's autograd
+    from triton_helpers import spy_launches
+    n = len(launched)
+    # (through the tuner: the launcher passes no tiles, the tuner adds each config's)
+    dxdk_tiles = spy_launches(monkeypatch, lambda fn, k: k.get("BLOCK_P", "tuned")
+                              if fn is conv.pac_conv_dxdk_kernel else None)
+    xs, gs = torch.randn(1, 33, 7, 6, requires_grad=True), torch.randn(1, 3, 7, 6, requires_grad=True)
+    ws = torch.randn(40, 33, 3, 3)
+    ys = PF.pac_conv2d(xs, gs, ws, stride=2, padding=1, backend="triton")
+    dys = torch.randn_like(ys)
+    got = torch.autograd.grad(ys, (xs, gs), dys)
+    xr, gr = xs.detach().requires_grad_(), gs.detach().requires_grad_()
+    exp = torch.autograd.grad(PF.pac_conv2d(xr, gr, ws, stride=2, padding=1, backend="reference"), (xr, gr), dys)
+    for a, b in zip(got, exp):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert dxdk_tiles == ["tuned"] and launched[n:].count("pac_conv_dxdk_kernel") > 1, (dxdk_tiles, launched[n:])
 
 
 def test_tuning_key_buckets_the_image_size():
     """The autotuners key on ``TUNE_PIX`` (the pixel count's power of two and the tile-width
     class), not on the exact output size: a bounded number of tunings for images of any size."""
     from pac_triton.triton import configs, conv, depthwise
-    for key in (configs.CONV_KEY, configs.DW_KEY):
-        assert "TUNE_PIX" in key and "Ho" not in key and "Wo" not in key
+    for key in (configs.CONV_KEY, configs.DW_KEY, configs.DXDK_KEY):
+        assert "TUNE_PIX" in key and "Ho" not in key and "Wo" not in key and "H" not in key and "W" not in key
     assert "OG" in configs.CONV_KEY  # the prune's EVEN_BLOCKS depends on it
+    assert {"C", "O", "SW", "TRANSPOSED"} <= set(configs.DXDK_KEY)  # dxdk_prune's inputs, but the width
     assert conv.conv_tuned.keys == configs.CONV_KEY and depthwise.dw_tuned.keys == configs.DW_KEY
+    assert conv.dxdk_tuned.keys == configs.DXDK_KEY
     tp = configs.tune_pix
     assert tp(512 * 512, 512) == tp(400 * 500, 500) == tp(257 * 1020, 1020)
     assert tp(512 * 512, 512) != tp(513 * 512, 512)  # past the power of two
@@ -513,3 +534,54 @@ def test_eager_path_is_named_in_profiles():
         _fwd_bwd(fn, leaves)
     names = {e.name for e in prof.events()}
     assert {"pac_triton::triton_conv_fwd", "pac_triton::triton_conv_bwd"} <= names, sorted(names)[:40]
+
+
+@pytest.mark.parametrize("need_dk", [False, True], ids=["dx", "dx+dK"])
+def test_every_dxdk_tuning_config_is_correct(need_dk, monkeypatch):
+    """Each config that ``dxdk_prune`` keeps, with the flags it adds (TILE_W, O_SINGLE,
+    C_SINGLE, EVEN_BLOCKS), gives the reference's input gradient (and dK, through the guide's
+    gradient): a fake benchmark makes the tuner pick config k, for every k, without launching the
+    others. C = 33, O = 40: blocks of 64 and 32, so one- and two-block loops on both axes and
+    ragged channel masks; a 5 x 40 image: tiles 32 pixels wide, two columns and two or three
+    rows of them in every config. Without dK the channel blocks are separate programs (grid
+    axis 1)."""
+    from pac_triton import functional as PF
+    from pac_triton.triton import configs, conv
+    from triton_helpers import spy_launches
+    monkeypatch.setattr(configs.settings, "force", {})
+    monkeypatch.setattr(configs.settings, "autotune", True)
+    monkeypatch.setattr(configs, "interpreting", lambda: False)
+    pick = {"k": 0, "calls": 0}
+
+    def fake_bench(kernel_call, quantiles=None, **kwargs):  # no launch: config k is the fastest
+        pick["calls"] += 1
+        return [0.5 if pick["calls"] - 1 == pick["k"] else 2.0] * 3
+
+    def first(kernel_call, quantiles=None, **kwargs):  # the forward's tuner: its first config
+        return [1.0] * 3
+
+    for tuned, bench in ((conv.dxdk_tuned, fake_bench), (conv.conv_tuned, first)):
+        monkeypatch.setattr(tuned, "_do_bench", bench, raising=False)
+        monkeypatch.setattr(tuned, "cache_results", False, raising=False)
+        monkeypatch.setattr(tuned, "cache", {})
+        monkeypatch.delitem(tuned.__dict__, "do_bench", raising=False)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 33, 5, 40, generator=g, requires_grad=True)
+    gd = torch.randn(1, 3, 5, 40, generator=g, requires_grad=need_dk)
+    w = torch.randn(40, 33, 3, 3, generator=g)
+    dy = torch.randn(1, 40, 5, 40, generator=g)
+    wanted = (x, gd) if need_dk else (x,)
+    exp = torch.autograd.grad(PF.pac_conv2d(x, gd, w, padding=1, backend="reference"), wanted, dy)
+    n_configs = len(configs.dxdk_prune(configs.DXDK_CONFIGS, dict(C=33, O=40, W=40, SW=1, TRANSPOSED=False)))
+    assert n_configs >= 8
+    chosen = []
+    for k in range(n_configs):
+        pick.update(k=k, calls=0)
+        monkeypatch.setattr(conv.dxdk_tuned, "cache", {})
+        tiles = spy_launches(monkeypatch, lambda fn, kw: "tuned" if fn is conv.pac_conv_dxdk_kernel else None)
+        got = torch.autograd.grad(PF.pac_conv2d(x, gd, w, padding=1, backend="triton"), wanted, dy)
+        assert tiles == ["tuned"] and pick["calls"] == n_configs
+        chosen.append(conv.dxdk_tuned.best_config)
+        for a, b, name in zip(got, exp, ("dx", "dguide")):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=lambda m: f"config {k}: {name}: {m}")
+    assert len({str(c) for c in chosen}) == n_configs
