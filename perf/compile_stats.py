@@ -41,6 +41,7 @@ from collections import Counter
 
 os.environ.pop("TRITON_INTERPRET", None)
 
+import torch  # noqa: E402
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
@@ -658,10 +659,17 @@ def all_variants(dtypes):
             yield jit_common.pac_stage_kernel, dt, v, v[0] in CORE
 
 
+def _channels_last_meta(c):
+    """A shape-and-stride stand-in for a prune's tensor arguments (channels-last: the AOT
+    specialisations' aligned channel runs)."""
+    return torch.empty((1, c, 8, 8), device="meta").contiguous(memory_format=torch.channels_last)
+
+
 def tuned_conv_variants(dt="bf16"):
     """Every config of the conv tuning list (C = O = 64, not pruned away) for one specialisation."""
     name, ptrs, const, _ = next(conv_variants(dt))
-    for c in configs.conv_prune(configs.CONV_CONFIGS, dict(C=64, O=64, Wo=512, SW=1, TRANSPOSED=False)):
+    for c in configs.conv_prune(configs.CONV_CONFIGS, dict(C=64, O=64, Wo=512, SW=1, TRANSPOSED=False,
+                                                                     x_ptr=_channels_last_meta(64))):
         cst = {**const, **c.kwargs}
         cfg = dict(num_warps=c.num_warps, num_stages=c.num_stages)
         yield (f"{name}[P{c.kwargs['BLOCK_P']},O{c.kwargs['BLOCK_O']},C{c.kwargs['BLOCK_C']},"
@@ -674,7 +682,9 @@ def tuned_dxdk_variants(dt="bf16"):
     for name, fn, ptrs, const, _ in bwd_variants(dt):
         if name == "bwd_conv_dxdk_padded":
             break
-    for c in configs.dxdk_prune(configs.DXDK_CONFIGS, dict(C=64, O=64, W=512, SW=1, TRANSPOSED=False)):
+    for c in configs.dxdk_prune(configs.DXDK_CONFIGS, dict(C=64, O=64, W=512, SW=1, TRANSPOSED=False,
+                                                                     x_ptr=_channels_last_meta(64),
+                                                                     gy_ptr=_channels_last_meta(64))):
         cst = {**const, **c.kwargs}
         cfg = dict(num_warps=c.num_warps, num_stages=c.num_stages)
         yield (f"{name}[P{c.kwargs['BLOCK_P']},O{c.kwargs['BLOCK_O']},C{c.kwargs['BLOCK_C']},"

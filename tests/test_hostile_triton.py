@@ -484,3 +484,16 @@ def test_grid_limit_is_refused_not_wrapped():
     wrap-around on the device)."""
     with pytest.raises(RuntimeError, match="axis 1 or 2"):
         hc.checked(object())[(1, 1, hc.GRID_YZ_LIMIT + 1)]
+
+
+def test_callable_grid_limit_is_refused_at_the_launched_config():
+    """An autotuned launch passes a grid of the config (a callable): the helper checks what it
+    returns for the config being launched, as it checks a fixed grid."""
+    class FakeKernel:
+        def __getitem__(self, grid):
+            return lambda **meta: grid(meta)
+
+    launch = hc.checked(FakeKernel())[lambda meta: (1, -(-(hc.GRID_YZ_LIMIT * 64 + 1) // meta["BLOCK_C"]), 1)]
+    with pytest.raises(RuntimeError, match="axis 1 or 2"):
+        launch(BLOCK_C=32)
+    assert hc.checked(FakeKernel())[lambda meta: (1, 2, 3)](BLOCK_C=32) == (1, 2, 3)

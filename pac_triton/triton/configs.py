@@ -7,9 +7,10 @@ Runtime settings (``settings``; each may change between calls, no re-import need
   config instead of tuning. Tuned (on by default on a GPU; float64 never): the dense forward
   (``CONV_TUNE_TABLE``), the dense fused dx + dK pass without groups (``DXDK_TUNE_TABLE``) and
   the depthwise family's general forward; the others, whose tiles fix a staging copy's layout
-  or a split's partial buffers, launch their defaults. Under the Triton interpreter
-  (``TRITON_INTERPRET=1``) the default config is always launched (the autotuner needs a GPU
-  driver).
+  or a split's partial buffers, launch their defaults. Each tuning list starts with the
+  launch's untuned default (``_with_default``); the key (``tune_pix``) separates gather
+  layouts. Under the Triton interpreter (``TRITON_INTERPRET=1``) the default config is always
+  launched (the autotuner needs a GPU driver).
 * ``PAC_TRITON_FORCE`` (or ``settings.force``), e.g. ``BLOCK_P=128,num_warps=8,num_stages=1``:
   block sizes (any of ``FORCE_KEYS``) and ``num_warps`` / ``num_stages`` that replace the
   defaults of every kernel whose config has the key, with autotuning off. For A/B timings of
@@ -696,14 +697,17 @@ CONV_TUNE_TABLE = [(64, 64, 64, 4, 2), (64, 64, 64, 4, 3), (128, 64, 64, 8, 2), 
                    (256, 64, 64, 8, 1)]
 # The fused dx + dK pass (``pac_conv_dxdk_kernel``, ungrouped; grouped launches keep
 # ``conv_dxdk_default``): (BLOCK_P, BLOCK_O, BLOCK_C, num_warps, num_stages) around its defaults
-# (64 x 64 x 64 at 4 warps for C, O <= 64; 64 x 32 x 64 at 8 warps above), with 128-pixel tiles
+# (``conv_dxdk_default``: channel blocks clamped to 16..64 per axis, 64 x 64 x 64 at 4 warps for
+# C, O <= 64 with channels-last gathers, 8 warps per element; 64 x 32 x 64 at 8 warps above;
+# ``dxdk_prune`` adds the launch's default where the table lacks it), with 128-pixel tiles
 # (half the weight bytes per pixel) and one-stage candidates (L1-allocating gathers, as the
 # forward's). sm_90 bf16 SASS proxy, C = O = 64 k3, warp instructions per pixel-tap, triton 3.9 /
 # 3.6 (perf/NOTES.md v16): 64 x 64 x 64, 4 warps, 2 stages 17.9 / 16.3; 128 px, 8 warps 17.2 /
 # 15.6; 1 stage 16.4 / 14.6; 128 px, 8 warps, 1 stage 16.1 / 14.5; 128 px, 4 warps 14.7 / 13.2
 # (254 registers: two programs per SM). Which wins depends on latency and L2 traffic, which the
 # proxy does not count: the GPU's tuner decides. The 32- and 16-channel blocks serve layers of up
-# to 32 channels (the prune keeps blocks from half the layer's channels, up to 64, to twice them).
+# to 32 channels (per axis the prune keeps blocks from half the channel count rounded up to a
+# power of two, at most 32, to that power of two, at least 32).
 # Every entry compiles without spills on sm_90 with triton 3.6 and 3.9 (C = O = 64, the AOT
 # test's tuning-list compile).
 DXDK_TUNE_TABLE = [(64, 64, 64, 4, 2), (128, 64, 64, 8, 2), (64, 64, 64, 4, 1), (128, 64, 64, 8, 1),
@@ -726,14 +730,42 @@ DXDK_KEY = ["C", "O", "D", "TUNE_PIX", "KH", "KW", "SH", "SW", "TRANSPOSED", "K_
             "HAS_MASK", "NEED_DX", "NEED_DK", "HOIST_F", "GY_PADDED", "PREC"]
 
 
-def tune_pix(npix: int, width: int) -> int:
-    """The autotuners' size key (the kernels' ``TUNE_PIX`` argument, which they do not read):
-    ``8 * ceil(log2(npix)) + log2(min(np2(width), 32))``, i.e. the output pixel count (of one
-    phase for a transposed conv) rounded up to a power of two, and the tile-width class that
-    the prune's ``TILE_W`` depends on (``tile_w``: a power of two up to 32). Images whose pixel
-    counts round to the same power of two and whose widths give the same tile width share a
-    tuned config (a tuning benchmarks every config: ~1 s per new key on a GPU)."""
-    return 8 * (np2(max(int(npix), 1)).bit_length() - 1) + (clamp(np2(width), 1, 32).bit_length() - 1)
+def tune_pix(npix: int, width: int, vec: bool = False) -> int:
+    """The autotuners' size and gather-layout key (the kernels' ``TUNE_PIX`` argument, which
+    they do not read): ``2 * (8 * ceil(log2(npix)) + log2(min(np2(width), 32))) + vec``, i.e. the
+    output pixel count (of one phase for a transposed conv) rounded up to a power of two, the
+    tile-width class that the prune's ``TILE_W`` depends on (``tile_w``: a power of two up to
+    32) and whether the gathers are aligned channel runs (``vec``, ``channel_runs``: another
+    compiled specialisation, and another default config that the prune adds). Images whose
+    pixel counts round to the same power of two and whose widths give the same tile width share
+    a tuned config (a tuning benchmarks every config: ~1 s per new key on a GPU, plus the
+    compiles)."""
+    size = 8 * (np2(max(int(npix), 1)).bit_length() - 1) + (clamp(np2(width), 1, 32).bit_length() - 1)
+    return 2 * size + int(bool(vec))
+
+
+def channel_runs(*tensors) -> bool:
+    """Whether every tensor is gathered as aligned channel runs: channel-fastest, with a
+    channel count and the other strides multiples of 16 elements (the vectorised gathers'
+    specialisation, what the default configs' ``vec`` is sized for)."""
+    for t in tensors:
+        s = t.stride()
+        if t.shape[1] % 16 or s[1] != 1 or s[0] % 16 or s[2] % 16 or s[3] % 16:
+            return False
+    return True
+
+
+def _with_default(keep, default: dict):
+    """A prune's list with the launcher's default config (what ``PAC_TRITON_AUTOTUNE=0``
+    launches, ``default``: block sizes plus num_warps / num_stages) first, added when the
+    table's channel bounds left it out (a layer of 3 or 16 channels, a per-element gather's 8
+    warps): a tuning then never picks worse than the untuned launch, as the GPU measures."""
+    blocks = {k: v for k, v in default.items() if k not in ("num_warps", "num_stages")}
+    same = [c for c in keep if all(c.kwargs.get(k) == v for k, v in blocks.items())
+            and c.num_warps == default["num_warps"] and c.num_stages == default["num_stages"]]
+    first = same[0] if same else triton.Config(blocks, num_warps=default["num_warps"],
+                                               num_stages=default["num_stages"])
+    return [first] + [c for c in keep if c is not first]
 
 
 def even_blocks(C: int, OG: int, cfg, f64: bool = False) -> bool:
@@ -752,15 +784,20 @@ def _conv_configs():
 
 
 def conv_prune(configs, nargs, **kwargs):
+    """The dense forward's tuning list for one launch: the launcher's default config
+    (``conv_default`` for x's gather layout) and the table's entries whose blocks are at most
+    the output / input channel count rounded up to a power of two (at least 32); per config
+    ``TILE_W`` (over the output grid: of one phase for a transposed conv), ``C_SINGLE`` and
+    ``EVEN_BLOCKS``, as the launcher's default path sets them."""
     a = {**nargs, **kwargs}
     C, O = int(a["C"]), int(a["O"])
     Wo = int(a.get("Wo", 32))
     if a.get("TRANSPOSED", False):
         Wo = -(-Wo // int(a.get("SW", 1)))
+    OG = int(a.get("OG", O))
     keep = [c for c in configs
             if c.kwargs["BLOCK_O"] <= max(32, np2(O)) and c.kwargs["BLOCK_C"] <= max(32, np2(C))]
-    keep = keep or configs[:1]
-    OG = int(a.get("OG", O))
+    keep = _with_default(keep, _conv_default(C, OG, False, channel_runs(a["x_ptr"]), (), False))
     return [triton.Config(dict(c.kwargs, TILE_W=tile_w(Wo, c.kwargs["BLOCK_P"]),
                                C_SINGLE=C <= c.kwargs["BLOCK_C"], EVEN_BLOCKS=even_blocks(C, OG, c.kwargs)),
                           num_warps=c.num_warps, num_stages=c.num_stages) for c in keep]
@@ -772,10 +809,12 @@ def _dxdk_configs():
 
 
 def dxdk_prune(configs, nargs, **kwargs):
-    """The dx + dK tuning list for one launch: output-channel / input-channel blocks from half
-    the layer's channels (up to 64) to twice them (at least 32), and per config ``TILE_W`` (over the input-pixel grid: of one phase
-    for a strided conv), ``O_SINGLE``, ``C_SINGLE`` and ``EVEN_BLOCKS``, as the launcher's
-    default path sets them."""
+    """The dx + dK tuning list for one launch: the launcher's default config
+    (``conv_dxdk_default`` for the gathers' layout) and the table's entries whose output-channel /
+    input-channel blocks lie between half the layer's channel count rounded up to a power of two
+    (at most 32) and that count (at least 32); per config ``TILE_W`` (over the input-pixel grid: of
+    one phase for a strided conv), ``O_SINGLE``, ``C_SINGLE`` and ``EVEN_BLOCKS``, as the
+    launcher's default path sets them."""
     a = {**nargs, **kwargs}
     C, O = int(a["C"]), int(a["O"])
     W = int(a.get("W", 32))
@@ -784,7 +823,8 @@ def dxdk_prune(configs, nargs, **kwargs):
     keep = [c for c in configs
             if min(64, np2(O)) // 2 <= c.kwargs["BLOCK_O"] <= max(32, np2(O))
             and min(64, np2(C)) // 2 <= c.kwargs["BLOCK_C"] <= max(32, np2(C))]
-    keep = keep or configs[:1]
+    vec = channel_runs(a["x_ptr"], a["gy_ptr"])
+    keep = _with_default(keep, _conv_dxdk_default(C, O, False, vec, False, (), False))
     return [triton.Config(dict(c.kwargs, TILE_W=tile_w(W, c.kwargs["BLOCK_P"]), O_SINGLE=O <= c.kwargs["BLOCK_O"],
                                C_SINGLE=C <= c.kwargs["BLOCK_C"], EVEN_BLOCKS=even_blocks(C, O, c.kwargs)),
                           num_warps=c.num_warps, num_stages=c.num_stages) for c in keep]
@@ -797,12 +837,17 @@ def _dw_configs():
 
 
 def dw_prune(configs, nargs, **kwargs):
+    """The depthwise family's general forward's tuning list for one launch: the launcher's
+    default config (``dw_fwd_default`` for x's gather layout) and the table's entries whose
+    channel block is at most the channel count rounded up to a power of two (at least 16); per
+    config ``TILE_W``."""
     a = {**nargs, **kwargs}
     C = int(a["C"])
     Wo = int(a.get("Wo", 32))
     if a.get("TRANSPOSED", False):
         Wo = -(-Wo // int(a.get("SW", 1)))
-    keep = [c for c in configs if c.kwargs["BLOCK_C"] <= max(16, np2(C))] or configs[:1]
+    keep = [c for c in configs if c.kwargs["BLOCK_C"] <= max(16, np2(C))]
+    keep = _with_default(keep, _dw_fwd_default(C, False, channel_runs(a["x_ptr"]), ()))
     return [triton.Config(dict(c.kwargs, TILE_W=tile_w(Wo, c.kwargs["BLOCK_P"])), num_warps=c.num_warps,
                           num_stages=c.num_stages) for c in keep]
 

@@ -888,7 +888,7 @@ def conv_forward(x, weight, bias, stride, padding, output_padding, dilation, tra
     sh_, sw_ = (stride if transposed else (1, 1))
     # rectangular pixel tiles (jit_common._pixels2d) over the output grid, or each phase's grid
     ph_, pw_ = (cdiv(Ho, sh_), cdiv(Wo, sw_)) if transposed else (Ho, Wo)
-    args["TUNE_PIX"] = configs.tune_pix(ph_ * pw_, pw_)
+    args["TUNE_PIX"] = configs.tune_pix(ph_ * pw_, pw_, hc.channel_runs(x))
 
     def grid(META):
         tw = META["TILE_W"]
@@ -1041,7 +1041,7 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
 
         dargs = dict(gy_ptr=gy, w_ptr=w_co, x_ptr=x, dx_ptr=dx, dk_ptr=dk if dk is not None else x, sc_ptr=scale,
                      **kargs, C=C, O=O, G=G, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg,
-                     TUNE_PIX=configs.tune_pix(ph_ * pw_, pw_),
+                     TUNE_PIX=configs.tune_pix(ph_ * pw_, pw_, vec),
                      **hc.strides("sgy", gy, "bohw"), **hc.strides("sx", x), **hc.strides("sd", dx),
                      **kmeta, NEED_DX=needs.x, NEED_DK=need_dk, BLOCK_D=bdx,
                      HOIST_F=k_mode == hc.K_GUIDE and D <= bdx, GROUPED=G > 1, GY_PADDED=gy_padded)

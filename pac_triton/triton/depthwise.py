@@ -1243,7 +1243,7 @@ def dw_forward(x, wtap, bias, kernel_size, stride, padding, output_padding, dila
                 KDT=hc.TL_DTYPE[kdt], D_SINGLE=D <= bd, BLOCK_D=bd)
     sh_, sw_ = (stride if transposed else (1, 1))
     ph_, pw_ = (cdiv(Ho, sh_), cdiv(Wo, sw_)) if transposed else (Ho, Wo)
-    args["TUNE_PIX"] = configs.tune_pix(ph_ * pw_, pw_)
+    args["TUNE_PIX"] = configs.tune_pix(ph_ * pw_, pw_, hc.channel_runs(x))
 
     def grid(META):
         tw = META["TILE_W"]

@@ -145,17 +145,22 @@ class checked:
     """``checked(kernel)[grid](**args)`` launches ``kernel`` (a ``@triton.jit`` function or an
     autotuner) with ``IDX64`` decided from **every** tensor the launch receives (inputs, outputs
     and scratch buffers alike: a dL/dK or weight-gradient partial can pass 2**31 elements while
-    the input does not), refuses a grid whose axis 1 or 2 passes CUDA's limit (the batch is
-    split before it gets here: ``over_batch``), and launches on the tensors' device
-    (``device_guard``). Every launch of the backend goes through it."""
+    the input does not), refuses a grid whose axis 1 or 2 passes CUDA's limit (a callable grid:
+    at each launched config; the batch is split before it gets here: ``over_batch``), and
+    launches on the tensors' device (``device_guard``). Every launch of the backend goes
+    through it."""
 
     def __init__(self, kernel):
         self.kernel = kernel
 
     def __getitem__(self, grid):
-        if not callable(grid) and any(int(n) > GRID_YZ_LIMIT for n in tuple(grid)[1:]):
-            raise RuntimeError(f"pac_triton internal error: launch grid {tuple(grid)} of {self.kernel} passes "
-                               f"{GRID_YZ_LIMIT} programs on axis 1 or 2")
+        if callable(grid):  # a grid of the launched config (an autotuner's): checked per config
+            grid_of = grid
+
+            def grid(meta):
+                return self._check_grid(grid_of(meta))
+        else:
+            self._check_grid(grid)
         launcher = self.kernel[grid]
 
         def run(*args, **meta):
@@ -166,6 +171,12 @@ class checked:
             with guard:
                 return launcher(*args, **meta)
         return run
+
+    def _check_grid(self, grid):
+        if any(int(n) > GRID_YZ_LIMIT for n in tuple(grid)[1:]):
+            raise RuntimeError(f"pac_triton internal error: launch grid {tuple(grid)} of {self.kernel} passes "
+                               f"{GRID_YZ_LIMIT} programs on axis 1 or 2")
+        return grid
 
 
 def over_batch(impl, args, batched, summed=()):
@@ -435,15 +446,7 @@ def padded_interior(x, padding, c_pad):
     return padded_channels_last(x, padding, c_pad)[:, :, top:, left:]
 
 
-def channel_runs(*tensors) -> bool:
-    """Whether every tensor is gathered as aligned channel runs: channel-fastest, with a
-    channel count and the other strides multiples of 16 elements (the vectorised gathers'
-    specialisation, what the default configs are sized for)."""
-    for t in tensors:
-        s = t.stride()
-        if t.shape[1] % 16 or s[1] != 1 or s[0] % 16 or s[2] % 16 or s[3] % 16:
-            return False
-    return True
+channel_runs = configs.channel_runs
 
 
 # --- K operands --------------------------------------------------------------------------------

@@ -260,7 +260,8 @@ def test_even_channel_blocks_reach_the_dense_kernels(monkeypatch, c_in, c_out, g
     torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-4)
     y.square().sum().backward()
     assert sorted(set(seen)) == [("pac_conv_dxdk_kernel", even), ("pac_conv_kernel", even)]
-    pruned = configs.conv_prune(configs.CONV_CONFIGS, dict(C=c_in // groups, O=c_out, OG=c_out // groups, Wo=4))
+    pruned = configs.conv_prune(configs.CONV_CONFIGS, dict(C=c_in // groups, O=c_out, OG=c_out // groups, Wo=4,
+                                                           x_ptr=x.detach()))
     assert pruned and all(c.kwargs["EVEN_BLOCKS"] == (
         (c_in // groups) % c.kwargs["BLOCK_C"] == 0 and (c_out // groups) % c.kwargs["BLOCK_O"] == 0) for c in pruned)
 
@@ -386,6 +387,8 @@ def test_autotuned_launches_under_a_fake_benchmark(monkeypatch):
     for a, b in zip(got, exp):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     assert dxdk_tiles == ["tuned"] and launched[n:].count("pac_conv_dxdk_kernel") > 1, (dxdk_tiles, launched[n:])
+    # the tile width is over one phase's input grid (6 // 2 = 3 columns: 4), not the input's 6 (8)
+    assert conv.dxdk_tuned.best_config.kwargs["TILE_W"] == configs.tile_w(3, 64) == 4
 
 
 def test_tuning_key_buckets_the_image_size():
@@ -403,6 +406,75 @@ def test_tuning_key_buckets_the_image_size():
     assert tp(512 * 512, 512) != tp(513 * 512, 512)  # past the power of two
     assert tp(64, 8) != tp(64, 16) != tp(64, 64) == tp(64, 32)  # tile-width classes up to 32
     assert len({tp(h * w, w) for h in range(1, 300, 7) for w in range(1, 300, 7)}) <= 17 * 6
+
+
+def _nhwc(t):
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("c_in, c_out, layout", [
+    pytest.param(3, 64, "nchw", id="C3-O64-nchw"), pytest.param(16, 16, "nchw", id="C16-O16-nchw"),
+    pytest.param(16, 32, "nhwc", id="C16-O32-nhwc"), pytest.param(8, 8, "nhwc", id="C8-O8-nhwc"),
+    pytest.param(64, 64, "nchw", id="C64-O64-nchw"), pytest.param(64, 64, "nhwc", id="C64-O64-nhwc"),
+    pytest.param(256, 96, "nhwc", id="C256-O96-nhwc")])
+def test_every_prune_keeps_the_launchers_default(c_in, c_out, layout, monkeypatch):
+    """Each autotuner's list for a launch starts with the config that the launcher runs with
+    tuning off, for the gathers' layout (``channel_runs``), where the table's channel bounds
+    leave it out too (3 or 16 channels; 8 warps for per-element gathers): a tuning never
+    chooses among configs that are all worse than the untuned default."""
+    from pac_triton.triton import configs
+    monkeypatch.setattr(configs.settings, "force", {})  # the GPU's defaults, not the tests' tiles
+    monkeypatch.setattr(configs, "interpreting", lambda: False)
+    x = torch.randn(1, c_in, 4, 4)
+    gy = torch.randn(1, c_out, 4, 4)
+    if layout == "nhwc":
+        x, gy = _nhwc(x), _nhwc(gy)
+    shape = dict(C=c_in, O=c_out, OG=c_out, W=4, Wo=4, SW=1, TRANSPOSED=False, x_ptr=x, gy_ptr=gy)
+    cases = ((configs.conv_prune, configs.CONV_CONFIGS, configs.conv_default(c_in, c_out, False, configs.channel_runs(x))),
+             (configs.dxdk_prune, configs.DXDK_CONFIGS,
+              configs.conv_dxdk_default(c_in, c_out, False, configs.channel_runs(x, gy))),
+             (configs.dw_prune, configs.DW_CONFIGS, configs.dw_fwd_default(c_in, False, configs.channel_runs(x))))
+    for prune, table, default in cases:
+        pruned = prune(table, shape)
+        first = pruned[0]
+        got = dict(first.kwargs, num_warps=first.num_warps, num_stages=first.num_stages)
+        assert {k: got[k] for k in default} == default, (prune.__name__, got, default)
+        keys = [tuple(sorted(c.kwargs.items())) + (c.num_warps, c.num_stages) for c in pruned]
+        assert len(set(keys)) == len(keys), (prune.__name__, "a config listed twice")
+
+
+def test_tuning_key_separates_the_gather_layout(monkeypatch):
+    """``TUNE_PIX`` carries the gathers' layout (``channel_runs``): the same conv with NCHW and
+    channels-last tensors (channels-last copies off, so each is gathered as given) tunes once
+    per layout, each over its own prune (its own default first) and compiled specialisation."""
+    from pac_triton import functional as PF
+    from pac_triton.triton import configs, conv
+    assert configs.tune_pix(64, 8, True) != configs.tune_pix(64, 8, False)
+    monkeypatch.setattr(configs.settings, "force", {})
+    monkeypatch.setattr(configs.settings, "autotune", True)
+    monkeypatch.setattr(configs.settings, "channels_last_copies", False)
+    monkeypatch.setattr(configs, "interpreting", lambda: False)
+    tunings = []
+
+    def first(kernel_call, quantiles=None, **kwargs):  # no launch: the first config wins
+        tunings.append(1)
+        return [1.0 + len(tunings)] * 3
+
+    monkeypatch.setattr(conv.conv_tuned, "_do_bench", first, raising=False)
+    monkeypatch.setattr(conv.conv_tuned, "cache_results", False, raising=False)
+    monkeypatch.setattr(conv.conv_tuned, "cache", {})
+    monkeypatch.delitem(conv.conv_tuned.__dict__, "do_bench", raising=False)
+    g = torch.Generator().manual_seed(2)
+    x, gd, w = torch.randn(1, 16, 4, 4, generator=g), torch.randn(1, 2, 4, 4, generator=g), torch.randn(16, 16, 3, 3)
+    exp = PF.pac_conv2d(x, gd, w, padding=1, backend="reference")
+    warps = []
+    for xi, gi in ((x, gd), (_nhwc(x), _nhwc(gd)), (x, gd)):
+        n = len(tunings)
+        y = PF.pac_conv2d(xi, gi, w, padding=1, backend="triton")
+        torch.testing.assert_close(y, exp, rtol=1e-4, atol=1e-4)
+        warps.append((len(tunings) > n, conv.conv_tuned.best_config.num_warps))
+    # NCHW tunes (default first: 8 warps), channels-last tunes again (4 warps), NCHW reuses its own
+    assert warps == [(True, 8), (True, 4), (False, 8)], warps
 
 
 @pytest.mark.parametrize("case", ["conv", "convT", "grouped", "depthwise", "depthwiseT", "shared", "pool",
@@ -572,8 +644,11 @@ def test_every_dxdk_tuning_config_is_correct(need_dk, monkeypatch):
     dy = torch.randn(1, 40, 5, 40, generator=g)
     wanted = (x, gd) if need_dk else (x,)
     exp = torch.autograd.grad(PF.pac_conv2d(x, gd, w, padding=1, backend="reference"), wanted, dy)
-    n_configs = len(configs.dxdk_prune(configs.DXDK_CONFIGS, dict(C=33, O=40, W=40, SW=1, TRANSPOSED=False)))
-    assert n_configs >= 8
+    pruned = configs.dxdk_prune(configs.DXDK_CONFIGS, dict(C=33, O=40, W=40, SW=1, TRANSPOSED=False,
+                                                            x_ptr=x.detach(), gy_ptr=dy))
+    n_configs = len(pruned)
+    # the launcher's default for per-element gathers (8 warps, not in the table) comes first
+    assert n_configs >= 9 and pruned[0].kwargs["BLOCK_O"] == 64 and pruned[0].num_warps == 8
     chosen = []
     for k in range(n_configs):
         pick.update(k=k, calls=0)
