@@ -10,7 +10,11 @@ Runtime settings (``settings``; each may change between calls, no re-import need
   or a split's partial buffers, launch their defaults. Each tuning list starts with the
   launch's untuned default (``_with_default``); the key (``tune_pix``) separates gather
   layouts. Under the Triton interpreter (``TRITON_INTERPRET=1``) the default config is always
-  launched (the autotuner needs a GPU driver).
+  launched (the autotuner needs a GPU driver). A tuning picks a config by timing, as
+  ``torch.backends.cudnn.benchmark`` does, and configs differ in summation order, so two
+  processes may differ in the last bits; with ``torch.use_deterministic_algorithms(True)``
+  (checked at each launch) nothing is tuned: every launch runs its default, which depends on
+  shapes, dtypes and layouts only, so results are bitwise the same run to run.
 * ``PAC_TRITON_FORCE`` (or ``settings.force``), e.g. ``BLOCK_P=128,num_warps=8,num_stages=1``:
   block sizes (any of ``FORCE_KEYS``) and ``num_warps`` / ``num_stages`` that replace the
   defaults of every kernel whose config has the key, with autotuning off. For A/B timings of
@@ -76,6 +80,7 @@ import os
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import torch
 import triton
 
 FORCE_KEYS = ("BLOCK_P", "BLOCK_O", "BLOCK_C", "TILE_W", "BLOCK_D", "DW_BLOCK_C", "KER_BLOCK_C",
@@ -143,7 +148,7 @@ class Settings:
         interp = interpreting()
         cl = self.channels_last_copies
         cl = bool(cl) if cl is not None else env.get(CHANNELS_LAST_ENV, "1") != "0"
-        if interp or fkey:
+        if interp or fkey or torch.are_deterministic_algorithms_enabled():
             tune = False
         elif self.autotune is not None:
             tune = bool(self.autotune)

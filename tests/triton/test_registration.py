@@ -391,6 +391,32 @@ def test_autotuned_launches_under_a_fake_benchmark(monkeypatch):
     assert conv.dxdk_tuned.best_config.kwargs["TILE_W"] == configs.tile_w(3, 64) == 4
 
 
+def test_deterministic_algorithms_turn_tuning_off(monkeypatch):
+    """``torch.use_deterministic_algorithms(True)`` (read at each launch) turns autotuning off
+    whatever the setting says: a tuning picks configs by timing, and configs sum in different
+    orders. The launches then take their default tiles, not the tuner."""
+    from pac_triton import functional as PF
+    from pac_triton.triton import configs, conv
+    from triton_helpers import spy_launches
+    monkeypatch.setattr(configs.settings, "force", {})
+    monkeypatch.setattr(configs.settings, "autotune", True)
+    monkeypatch.setattr(configs, "interpreting", lambda: False)
+    assert configs.runtime().autotune
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert not configs.runtime().autotune
+        tiles = spy_launches(monkeypatch, lambda fn, k: k.get("BLOCK_P", "tuned")
+                             if fn in (conv.pac_conv_kernel, conv.pac_conv_dxdk_kernel) else None)
+        x = torch.randn(1, 16, 4, 4, requires_grad=True)
+        y = PF.pac_conv2d(x, torch.randn(1, 2, 4, 4), torch.randn(16, 16, 3, 3), padding=1, backend="triton")
+        y.sum().backward()
+    finally:
+        torch.use_deterministic_algorithms(before)
+    assert len(tiles) == 2 and "tuned" not in tiles, tiles
+    assert configs.runtime().autotune
+
+
 def test_tuning_key_buckets_the_image_size():
     """The autotuners key on ``TUNE_PIX`` (the pixel count's power of two and the tile-width
     class), not on the exact output size: a bounded number of tunings for images of any size."""
