@@ -666,14 +666,27 @@ def _channels_last_meta(c):
 
 
 def tuned_conv_variants(dt="bf16"):
-    """Every config of the conv tuning list (C = O = 64, not pruned away) for one specialisation."""
+    """Every config of the conv tuning list that the prune keeps at C = O = 64 (the general
+    specialisation), and those kept at C = O = 256 but not at 64 (the padded 256-channel one,
+    VGG conv3's: the 256-wide output-channel block)."""
     name, ptrs, const, _ = next(conv_variants(dt))
+    seen = set()
     for c in configs.conv_prune(configs.CONV_CONFIGS, dict(C=64, O=64, Wo=512, SW=1, TRANSPOSED=False,
                                                                      x_ptr=_channels_last_meta(64))):
-        cst = {**const, **c.kwargs}
-        cfg = dict(num_warps=c.num_warps, num_stages=c.num_stages)
-        yield (f"{name}[P{c.kwargs['BLOCK_P']},O{c.kwargs['BLOCK_O']},C{c.kwargs['BLOCK_C']},"
-               f"w{c.num_warps},s{c.num_stages}]", ptrs, cst, cfg)
+        seen.add((c.kwargs["BLOCK_P"], c.kwargs["BLOCK_O"], c.kwargs["BLOCK_C"], c.num_warps, c.num_stages))
+        yield _tuned_variant(name, ptrs, const, c)
+    name, ptrs, const, _ = next(v for v in conv_variants(dt) if v[0] == "conv_guide_padded_c256")
+    for c in configs.conv_prune(configs.CONV_CONFIGS, dict(C=256, O=256, Wo=128, SW=1, TRANSPOSED=False,
+                                                                     x_ptr=_channels_last_meta(256))):
+        if (c.kwargs["BLOCK_P"], c.kwargs["BLOCK_O"], c.kwargs["BLOCK_C"], c.num_warps, c.num_stages) not in seen:
+            yield _tuned_variant(name, ptrs, const, c)
+
+
+def _tuned_variant(name, ptrs, const, c):
+    cst = {**const, **c.kwargs}
+    cfg = dict(num_warps=c.num_warps, num_stages=c.num_stages)
+    return (f"{name}[P{c.kwargs['BLOCK_P']},O{c.kwargs['BLOCK_O']},C{c.kwargs['BLOCK_C']},"
+            f"w{c.num_warps},s{c.num_stages}]", ptrs, cst, cfg)
 
 
 def tuned_dxdk_variants(dt="bf16"):
@@ -685,10 +698,7 @@ def tuned_dxdk_variants(dt="bf16"):
     for c in configs.dxdk_prune(configs.DXDK_CONFIGS, dict(C=64, O=64, W=512, SW=1, TRANSPOSED=False,
                                                                      x_ptr=_channels_last_meta(64),
                                                                      gy_ptr=_channels_last_meta(64))):
-        cst = {**const, **c.kwargs}
-        cfg = dict(num_warps=c.num_warps, num_stages=c.num_stages)
-        yield (f"{name}[P{c.kwargs['BLOCK_P']},O{c.kwargs['BLOCK_O']},C{c.kwargs['BLOCK_C']},"
-               f"w{c.num_warps},s{c.num_stages}]", ptrs, cst, cfg)
+        yield _tuned_variant(name, ptrs, const, c)
 
 
 def _work(job):
@@ -923,7 +933,7 @@ def aot_main(argv=None):
                     help="sm_80 only the core variants in bf16 and fp32 (tests/triton/test_aot.py's set; "
                          "sm_90, the device's, keeps every variant)")
     ap.add_argument("--all-configs", action="store_true",
-                    help="also the conv and dx + dK tuning lists (bf16, sm_90)")
+                    help="also the conv (C = O = 64 and 256) and dx + dK tuning lists (bf16, sm_90)")
     ap.add_argument("--only", default=None, help="substring filter on variant names")
     ap.add_argument("--skip", default=None, help="substring filter: leave out variant names containing it")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))

@@ -2,7 +2,7 @@
 backward) of every family with its default config for sm_90 (the device's: every variant in bf16,
 the core ones in fp32 and fp16, the core and backward ones in fp64), the core variants for sm_80
 in bf16 and fp32 (``compile_stats aot --lean``; the whole sm_80 set is ``python -m
-perf.compile_stats aot``), and the conv tuning list for one specialisation on sm_90. Runs
+perf.compile_stats aot``), and the conv (64 and 256 channels) and dx + dK tuning lists on sm_90. Runs
 ``python -m perf.compile_stats aot`` (the dev tool, ``perf/compile_stats.py``) in a subprocess
 without TRITON_INTERPRET and fails on a compile error, on spills (stack or local memory) in a
 default config, on sm_90 tensor-core ops that ptxas serialized, on a vectorised tensor-core loop

@@ -686,3 +686,47 @@ def test_every_dxdk_tuning_config_is_correct(need_dk, monkeypatch):
         for a, b, name in zip(got, exp, ("dx", "dguide")):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=lambda m: f"config {k}: {name}: {m}")
     assert len({str(c) for c in chosen}) == n_configs
+
+
+def test_every_conv_tuning_config_is_correct(monkeypatch):
+    """Each config that ``conv_prune`` keeps, with the flags it adds (TILE_W, C_SINGLE,
+    EVEN_BLOCKS), gives the reference's forward: a fake benchmark makes the tuner pick config k,
+    for every k, without launching the others. O = 160 keeps every output-channel block (the
+    256-wide one included, ragged in all: 160 is no multiple of 64, 128 or 256), C = 33 gives
+    one- and two-block channel loops with ragged masks; a 5 x 40 image: tiles 32 pixels wide (two
+    columns), up to 256 pixels per tile."""
+    from pac_triton import functional as PF
+    from pac_triton.triton import configs, conv
+    from triton_helpers import spy_launches
+    monkeypatch.setattr(configs.settings, "force", {})
+    monkeypatch.setattr(configs.settings, "autotune", True)
+    monkeypatch.setattr(configs, "interpreting", lambda: False)
+    pick = {"k": 0, "calls": 0}
+
+    def fake_bench(kernel_call, quantiles=None, **kwargs):  # no launch: config k is the fastest
+        pick["calls"] += 1
+        return [0.5 if pick["calls"] - 1 == pick["k"] else 2.0] * 3
+
+    monkeypatch.setattr(conv.conv_tuned, "_do_bench", fake_bench, raising=False)
+    monkeypatch.setattr(conv.conv_tuned, "cache_results", False, raising=False)
+    monkeypatch.delitem(conv.conv_tuned.__dict__, "do_bench", raising=False)
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(1, 33, 5, 40, generator=g)
+    gd = torch.randn(1, 3, 5, 40, generator=g)
+    w = torch.randn(160, 33, 3, 3, generator=g) / 10
+    exp = PF.pac_conv2d(x, gd, w, padding=1, backend="reference")
+    pruned = configs.conv_prune(configs.CONV_CONFIGS, dict(C=33, O=160, OG=160, Wo=40, SW=1, TRANSPOSED=False,
+                                                            x_ptr=x))
+    n_configs = len(pruned)
+    assert n_configs == len(configs.CONV_TUNE_TABLE)  # every entry (the default, 64 x 128 x 64, is one)
+    assert any(c.kwargs["BLOCK_O"] == 256 for c in pruned)
+    chosen = []
+    for k in range(n_configs):
+        pick.update(k=k, calls=0)
+        monkeypatch.setattr(conv.conv_tuned, "cache", {})
+        tiles = spy_launches(monkeypatch, lambda fn, kw: "tuned" if fn is conv.pac_conv_kernel else None)
+        got = PF.pac_conv2d(x, gd, w, padding=1, backend="triton")
+        assert tiles == ["tuned"] and pick["calls"] == n_configs
+        chosen.append(conv.conv_tuned.best_config)
+        torch.testing.assert_close(got, exp, rtol=1e-4, atol=1e-4, msg=lambda m: f"config {k}: {m}")
+    assert len({str(c) for c in chosen}) == n_configs
