@@ -516,3 +516,43 @@ def test_gpu_check_script_runs_its_stage_flow(tmp_path):
         assert line in log, log[-3000:]
     variants = (tmp_path / "out" / "variants.txt").read_text()
     assert "## variant: default" in variants and "conv C64 k5 D16" in variants, variants
+
+
+def _host_time(*argv, interpret=False):
+    env = dict(os.environ)
+    env.pop("TRITON_INTERPRET", None)
+    if interpret:
+        env["TRITON_INTERPRET"] = "1"
+    return subprocess.run([sys.executable, "-m", "perf.host_time", *argv], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=HANG_S)
+
+
+def test_host_time_counts_the_launches_of_a_call():
+    """``python -m perf.host_time`` (the host path with Triton's real launch path, kernels
+    stubbed) runs through the autotuners and counts each call's kernel launches: a dense forward
+    is one launch, its forward + backward five (forward, dx + dK, guide pass, guide gather, dW);
+    the depthwise forward two (its staging copy and the conv), forward + backward nine. A new
+    launch on these paths costs host time per call on a GPU: change these counts knowingly."""
+    import json
+
+    proc = _host_time("--autotune", "--calls", "2", "--repeats", "1", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["autotune"] is True
+    launches = {name: case["launches"] for name, case in r["cases"].items()}
+    assert launches == {
+        "dense_fwd": {"pac_conv_kernel": 1},
+        "dense_fwdbwd": {"pac_conv_kernel": 1, "pac_conv_dxdk_kernel": 1, "pac_guide_pass_kernel": 1,
+                         "pac_guide_gather_kernel": 1, "pac_conv_dw_kernel": 1},
+        "depthwise_fwd": {"pac_stage_kernel": 1, "pac_dw_kernel": 1},
+        "depthwise_fwdbwd": {"pac_stage_kernel": 3, "pac_dw_kernel": 1, "pac_dw_dk_kernel": 1,
+                             "pac_guide_pass_kernel": 1, "pac_guide_gather_kernel": 1, "pac_dw_dx_kernel": 1,
+                             "pac_shared_dw_kernel": 1},
+    }
+    assert all(case["us_per_call"] > 0 for case in r["cases"].values())
+    assert r["kernel_params"]["pac_conv_kernel"] > 10
+
+
+def test_host_time_refuses_the_interpreter():
+    proc = _host_time("--calls", "1", interpret=True)
+    assert proc.returncode != 0 and "unset TRITON_INTERPRET" in proc.stderr
