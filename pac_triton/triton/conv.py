@@ -145,7 +145,14 @@ def pac_conv_kernel(
     their rows are not stored); K still decides which taps read an input pixel. ``PADDED``,
     transposed: ``x_ptr`` points at input pixel (0, 0) inside such a copy padded by
     ``host_common.transposed_halo`` (negative offsets reach its top and left halo); pixels past
-    the output read at their phase's last output row / column."""
+    the output read at their phase's last output row / column.
+
+    Interior tiles (a conv, not TRANSPOSED): a program whose tile's output pixels all lie inside
+    ``[0, Ho) x [0, Wo)`` and whose taps all read inside x and the guide (``u0*SH >= PH``,
+    ``u1*SH + (KH-1)*DH - PH < min(H, Hg)``, the same along W, for the tile's first and last
+    rows ``u0``, ``u1`` and columns) runs a copy of the tap loop without bounds compares or
+    gather masks (INTERIOR); the others run the masked loop. The same arithmetic either way: an
+    interior tile's masks would all be true (K times 1 where the masked loop keeps K)."""
     pid_p = tl.program_id(0)
     pid_o = tl.program_id(1)
     b = tl.program_id(2)
@@ -240,85 +247,125 @@ def pac_conv_kernel(
     f0T = tl.trans(f0t)
     moff = ib * smh + jb * smw
     kpos = u * skh + v * skw
-    if TRANSPOSED and (SH * SW > 1):
-        # only the taps of the tile's phase, (i, j) carried across the loop (row-major): no
-        # branch per tap, so the loads stay in the loop's software pipeline (cp.async)
-        n_taps, ti, tj, j0, j_end, st_i, st_j = _phase_loop(ph, pw, KH, KW, SH, SW, PH, PW, DH, DW)
+    # Interior tiles (a conv, not transposed): a tile whose output pixels all lie inside the
+    # output grid and whose taps all read inside x and the guide runs a copy of the tap loop
+    # without bounds compares or gather masks (sm_90, C64 k3 bf16: 180 loop instructions,
+    # against 246 masked and 196 PADDED); the others run the masked loop. Both copies are
+    # compiled (``tl.static_range`` over the copy number, INTERIOR a constexpr); one runs per
+    # program.
+    if TRANSPOSED:
+        interior = False
     else:
-        # all taps, (i, j) carried too (``_tap_of``)
-        n_taps, ti, tj, j0, j_end, st_i, st_j = KH * KW, 0, 0, 0, KW, 1, 1
-    for t in range(n_taps):
-        i, j, tap = _tap_of(t, ti, tj, KW, True)
-        if TRANSPOSED:
-            dh = (ph + PH - i * DH) // SH  # exact: the phase's taps
-            dw = (pw + PW - j * DW) // SW
-            gdh = (KH // 2 - i) * DH
-            gdw = (KW // 2 - j) * DW
-            ki = KH - 1 - i
-            kj = KW - 1 - j
+        TILE_H: tl.constexpr = BLOCK_P // TILE_W
+        n_tw = (Wo + TILE_W - 1) // TILE_W
+        u0 = (pid_p // n_tw) * TILE_H
+        v0 = (pid_p % n_tw) * TILE_W
+        u1 = u0 + (TILE_H - 1)
+        v1 = v0 + (TILE_W - 1)
+        interior = ((u1 < Ho) & (v1 < Wo) & (u0 * SH >= PH) & (v0 * SW >= PW)
+                    & (u1 * SH + ((KH - 1) * DH - PH) < tl.minimum(H, Hg))
+                    & (v1 * SW + ((KW - 1) * DW - PW) < tl.minimum(W, Wg)))
+    all_in = tl.full([BLOCK_P], 1, tl.int1)
+    for copy_no in tl.static_range(TRANSPOSED * 1, 2):
+        INTERIOR = copy_no == 0
+        if INTERIOR:
+            go = interior
+        elif TRANSPOSED:
+            go = True
         else:
-            dh = i * DH - PH
-            dw = j * DW - PW
-            gdh = dh
-            gdw = dw
-            ki = i
-            kj = j
-        if IDX64:
-            dh = dh.to(tl.int64)
-            dw = dw.to(tl.int64)
-            gdh = gdh.to(tl.int64)
-            gdw = gdw.to(tl.int64)
-        ih = ib + dh
-        iw = jb + dw
-        xin = pmask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        if K_MODE == K_GUIDE:
-            gh = gbu + gdh
-            gw = gbv + gdw
-            gin = pmask & (gh >= 0) & (gh < Hg) & (gw >= 0) & (gw < Wg)
-            if D_SINGLE:
-                fq = tl.load(g_b + (goff + (gdh * sgh + gdw * sgw)), mask=dmask[:, None] & gin[None, :],
-                             other=0.0, cache_modifier=".ca").to(KDT)
-                df = fq - f0T
-                if KTYPE == KT_INV_ASYM:
-                    df = _relu(df)
-                r = tl.sum(df * df, axis=0)
+            go = interior == 0
+        if go:
+            if TRANSPOSED and (SH * SW > 1):
+                # only the taps of the tile's phase, (i, j) carried across the loop (row-major): no
+                # branch per tap, so the loads stay in the loop's software pipeline (cp.async)
+                n_taps, ti, tj, j0, j_end, st_i, st_j = _phase_loop(ph, pw, KH, KW, SH, SW, PH, PW, DH, DW)
             else:
-                r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
-                          KDT, KTYPE == KT_INV_ASYM, D_SINGLE, BLOCK_P, BLOCK_D)
-            kt = _kvalue(r, alpha, lam, KTYPE)
-            if HAS_MASK:
-                mv = tl.load(m_b + (dh * smh + dw * smw) + moff, mask=xin, other=0.0).to(KDT)
-            else:
-                mv = xin.to(KDT)
-            kt = _kept(kt, mv)
-            if NORMALIZE:
-                nsum += kt
-            elif HAS_MASK:
-                nsum += mv
-                vsum += xin.to(KDT)
-        else:
-            kt = tl.load(k_b + ki * ski + kj * skj + kpos, mask=xin, other=0.0).to(KDT)
-        # the tap's offset is added in the index type before the pointer add: one IMAD.WIDE
-        # per element and 32-bit offsets live across the loop (adding it to the base pointer
-        # lets the compiler keep 64-bit widened offsets: twice the registers)
-        xoff_t = xoff + (dh * sxh + dw * sxw)
-        w_t = w_ptr + tap * C * O
-        if C_SINGLE:
-            xt = _gather_tile(x_b + xoff_t, cm, xin, PADDED, EVEN_BLOCKS)
-            wt = _gather(w_t + woff, wmask, not EVEN_BLOCKS)
-            acc = _kdot_acc(acc, xt, kt, wt, KDT, DOT_DT, PREC)
-        else:
-            # the tap's product over all channel blocks first (operands straight from the
-            # loads), then one row scaling per tap
-            part = tl.zeros([BLOCK_P, BLOCK_O], KDT)
-            for c0 in range(0, C, BLOCK_C):
-                cmc = (c0 + offs_c) < C
-                xt = _gather_tile(x_b + c0 * sxc + xoff_t, cmc, xin, PADDED, EVEN_BLOCKS)
-                wt = _gather(w_t + c0 + woff, cmc[:, None] & omask[None, :], not EVEN_BLOCKS)
-                part = tl.dot(tl.trans(xt.to(DOT_DT)), wt.to(DOT_DT), part, input_precision=PREC,
-                              out_dtype=KDT)
-            acc += kt[:, None] * part
-        ti, tj = _phase_next(ti, tj, j0, j_end, st_i, st_j)
+                # all taps, (i, j) carried too (``_tap_of``)
+                n_taps, ti, tj, j0, j_end, st_i, st_j = KH * KW, 0, 0, 0, KW, 1, 1
+            for t in range(n_taps):
+                i, j, tap = _tap_of(t, ti, tj, KW, True)
+                if TRANSPOSED:
+                    dh = (ph + PH - i * DH) // SH  # exact: the phase's taps
+                    dw = (pw + PW - j * DW) // SW
+                    gdh = (KH // 2 - i) * DH
+                    gdw = (KW // 2 - j) * DW
+                    ki = KH - 1 - i
+                    kj = KW - 1 - j
+                else:
+                    dh = i * DH - PH
+                    dw = j * DW - PW
+                    gdh = dh
+                    gdw = dw
+                    ki = i
+                    kj = j
+                if IDX64:
+                    dh = dh.to(tl.int64)
+                    dw = dw.to(tl.int64)
+                    gdh = gdh.to(tl.int64)
+                    gdw = gdw.to(tl.int64)
+                ih = ib + dh
+                iw = jb + dw
+                if INTERIOR:
+                    xin = all_in  # every pixel of the tile and its taps lies inside x and the guide
+                else:
+                    xin = pmask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+                if K_MODE == K_GUIDE:
+                    gh = gbu + gdh
+                    gw = gbv + gdw
+                    if INTERIOR:
+                        gin = all_in
+                    else:
+                        gin = pmask & (gh >= 0) & (gh < Hg) & (gw >= 0) & (gw < Wg)
+                    if D_SINGLE:
+                        fq = tl.load(g_b + (goff + (gdh * sgh + gdw * sgw)), mask=dmask[:, None] & gin[None, :],
+                                     other=0.0, cache_modifier=".ca").to(KDT)
+                        df = fq - f0T
+                        if KTYPE == KT_INV_ASYM:
+                            df = _relu(df)
+                        r = tl.sum(df * df, axis=0)
+                    else:
+                        r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, f0t, f0_b, sfd, sfh, sfw, ch, cw, cin, D,
+                                  KDT, KTYPE == KT_INV_ASYM, D_SINGLE, BLOCK_P, BLOCK_D)
+                    kt = _kvalue(r, alpha, lam, KTYPE)
+                    if HAS_MASK:
+                        mv = tl.load(m_b + (dh * smh + dw * smw) + moff, mask=xin, other=0.0).to(KDT)
+                    else:
+                        mv = xin.to(KDT)
+                    kt = _kept(kt, mv)
+                    if NORMALIZE:
+                        nsum += kt
+                    elif HAS_MASK:
+                        nsum += mv
+                        vsum += xin.to(KDT)
+                else:
+                    kt = tl.load(k_b + ki * ski + kj * skj + kpos, mask=xin, other=0.0).to(KDT)
+                # the tap's offset is added in the index type before the pointer add: one IMAD.WIDE
+                # per element and 32-bit offsets live across the loop (adding it to the base pointer
+                # lets the compiler keep 64-bit widened offsets: twice the registers)
+                xoff_t = xoff + (dh * sxh + dw * sxw)
+                w_t = w_ptr + tap * C * O
+                if C_SINGLE:
+                    if INTERIOR:
+                        xt = _gather_tile(x_b + xoff_t, cm, xin, True, EVEN_BLOCKS)
+                    else:
+                        xt = _gather_tile(x_b + xoff_t, cm, xin, PADDED, EVEN_BLOCKS)
+                    wt = _gather(w_t + woff, wmask, not EVEN_BLOCKS)
+                    acc = _kdot_acc(acc, xt, kt, wt, KDT, DOT_DT, PREC)
+                else:
+                    # the tap's product over all channel blocks first (operands straight from the
+                    # loads), then one row scaling per tap
+                    part = tl.zeros([BLOCK_P, BLOCK_O], KDT)
+                    for c0 in range(0, C, BLOCK_C):
+                        cmc = (c0 + offs_c) < C
+                        if INTERIOR:
+                            xt = _gather_tile(x_b + c0 * sxc + xoff_t, cmc, xin, True, EVEN_BLOCKS)
+                        else:
+                            xt = _gather_tile(x_b + c0 * sxc + xoff_t, cmc, xin, PADDED, EVEN_BLOCKS)
+                        wt = _gather(w_t + c0 + woff, cmc[:, None] & omask[None, :], not EVEN_BLOCKS)
+                        part = tl.dot(tl.trans(xt.to(DOT_DT)), wt.to(DOT_DT), part, input_precision=PREC,
+                                      out_dtype=KDT)
+                    acc += kt[:, None] * part
+                ti, tj = _phase_next(ti, tj, j0, j_end, st_i, st_j)
 
     if K_MODE == K_GUIDE:
         if NORMALIZE or HAS_MASK:
