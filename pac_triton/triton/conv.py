@@ -405,7 +405,10 @@ def _dxdk_block(
     P = the output pixel that reads q through t (valid where ``pin``), the tap product
     G = gy[P, :] @ W_t^T ``[BLOCK_P, BLOCK_C]`` (operands straight from the loads), then
     dK_t(P) += rowsum(G * x[q, :]) (NEED_DK; accumulated in memory over channel blocks when
-    DK_ACCUMULATE) and dx[q, :] += K_t(P) G (NEED_DX)."""
+    DK_ACCUMULATE) and dx[q, :] += K_t(P) G (NEED_DX). A stride-1 conv's interior tiles (every
+    q inside x, every tap's P inside the output, K's centre feature inside the guide: tested
+    once per call from the tile's extreme rows and columns) run a copy of the tap loop without
+    bounds compares or gather masks (INTERIOR); the others run the masked loop."""
     offs_c = c0 + offs_c0
     cm = offs_c < C
     wmask = om[:, None] & cm[None, :]
@@ -419,109 +422,151 @@ def _dxdk_block(
         # the tile's rows / columns within their phase, clamped to the phase's last input pixel
         uuc = tl.minimum((u - ph) // SH, tl.maximum(H - 1 - ph, 0) // SH)
         vvc = tl.minimum((v - pw) // SW, tl.maximum(W - 1 - pw, 0) // SW)
-    if (not TRANSPOSED) and (SH * SW > 1):
-        # a strided conv: only the taps through which the tile's phase q % s is read, (i, j)
-        # carried across the loop (row-major): no branch per tap, so the loads stay in the
-        # loop's software pipeline
-        n_taps, ti, tj, j0, j_end, st_i, st_j = _phase_loop(ph, pw, KH, KW, SH, SW, PH, PW, DH, DW)
+    # Interior tiles (a stride-1 conv, as the forward's): a tile whose input pixels q all lie
+    # inside x and whose every tap's output pixel P (and K's centre feature) lies inside the
+    # output (and guide) grid runs a copy of the tap loop without bounds compares or gather
+    # masks; the others run the masked loop. Both copies are compiled; one runs per call.
+    SPLIT: tl.constexpr = (not TRANSPOSED) and (SH * SW == 1)
+    if SPLIT:
+        u0 = tl.min(u, axis=0)
+        u1 = tl.max(u, axis=0)
+        v0 = tl.min(v, axis=0)
+        v1 = tl.max(v, axis=0)
+        # P = q + p - i d over the taps; K's centre feature f(P - p + (k // 2) d) unless smoothed
+        interior = ((u1 < H) & (v1 < W) & (u1 < Hg) & (v1 < Wg)
+                    & (u0 + (PH - (KH - 1) * DH) >= 0) & (v0 + (PW - (KW - 1) * DW) >= 0)
+                    & (u1 + PH < Ho) & (v1 + PW < Wo))
+        if not F0_SMOOTH:
+            interior = (interior & (u0 + (KH // 2 - (KH - 1)) * DH >= 0) & (v0 + (KW // 2 - (KW - 1)) * DW >= 0)
+                        & (u1 + (KH // 2) * DH < Hg) & (v1 + (KW // 2) * DW < Wg))
     else:
-        # all taps; a conv's (i, j) carried too (``_tap_of``), except in float64 (carried, that
-        # loop gets a 24-byte stack from triton 3.6 on sm_90)
-        n_taps, ti, tj, j0, j_end, st_i, st_j = KH * KW, 0, 0, 0, KW, 1, 1
-    CARRIED: tl.constexpr = (not TRANSPOSED) and ((SH * SW > 1) or (KDT != tl.float64))
-    for t in range(n_taps):
-        i, j, tap = _tap_of(t, ti, tj, KW, CARRIED)
-        pu, pv, pin, gh, gw, gin, ki, kj = _out_tap(u, v, qmask, i, j, Ho, Wo, Hg, Wg,
-                                                    KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
-        # K_t(P) first (as in the forward): the tap product is then live only briefly
-        kt = tl.zeros([BLOCK_P], KDT)
-        if NEED_DX:
-            if K_MODE == K_GUIDE:
-                ch, cw, cin = _centre(pu, pv, pin, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW,
-                                      TRANSPOSED, F0_SMOOTH)
-                if HOIST_F:
-                    # all D channels in one block (no loop over D inside the tap loop, which
-                    # would keep the tap loop out of the software pipeline). Conv: K_t(P)'s
-                    # neighbour feature is f[q] (the row's own, loaded once), and only the
-                    # centre feature f0[P] is gathered per tap ([BLOCK_D, BLOCK_P]); transposed
-                    # (K on the output grid): the neighbour feature f(P + (k//2 - i) d) too
-                    f0T = tl.load(f0_b + od[:, None] * sfd + (ch * sfh + cw * sfw)[None, :],
-                                  mask=dmask[:, None] & cin[None, :], other=0.0, cache_modifier=".ca").to(KDT)
-                    if TRANSPOSED:
-                        fnT = tl.load(g_b + od[:, None] * sgd + (gh * sgh + gw * sgw)[None, :],
-                                      mask=dmask[:, None] & gin[None, :], other=0.0, cache_modifier=".ca").to(KDT)
-                        df = fnT - f0T
-                    else:
-                        df = fqT - f0T
-                    if KTYPE == KT_INV_ASYM:
-                        df = _relu(df)
-                    r = tl.sum(df * df, axis=0)
-                else:
-                    r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, tl.zeros([BLOCK_P, BLOCK_D], KDT), f0_b, sfd,
-                              sfh, sfw, ch, cw, cin, D, KDT, KTYPE == KT_INV_ASYM, False, BLOCK_P, BLOCK_D)
-                kt = _kvalue(r, alpha, lam, KTYPE)
-                if HAS_MASK:
-                    kt = kt * mq
-                if NORMALIZE or HAS_MASK:
-                    kt = kt / tl.load(sc_b + pu * Wo + pv, mask=pin, other=1.0)
-                if HAS_MASK:
-                    kt = tl.where(pin & (mq != 0), kt, 0.0)  # exactly 0 at masked taps (NaN K or divisor)
-                else:
-                    kt = tl.where(pin, kt, 0.0)
+        interior = False
+    all_in = tl.full([BLOCK_P], 1, tl.int1)
+    for copy_no in tl.static_range((not SPLIT) * 1, 2):
+        INTERIOR = copy_no == 0
+        if INTERIOR:
+            go = interior
+        elif SPLIT:
+            go = interior == 0
+        else:
+            go = True
+        if go:
+            if (not TRANSPOSED) and (SH * SW > 1):
+                # a strided conv: only the taps through which the tile's phase q % s is read, (i, j)
+                # carried across the loop (row-major): no branch per tap, so the loads stay in the
+                # loop's software pipeline
+                n_taps, ti, tj, j0, j_end, st_i, st_j = _phase_loop(ph, pw, KH, KW, SH, SW, PH, PW, DH, DW)
             else:
-                kt = tl.load(k_b + ki * ski + kj * skj + pu * skh + pv * skw, mask=pin, other=0.0).to(KDT)
-        # the tap product, gy gathered transposed [BLOCK_O, BLOCK_P] (lanes along pixels for
-        # NCHW, 16-byte channel runs for channels-last copies), as in the forward
-        if GY_PADDED and TRANSPOSED:
-            # a transposed conv (the conv pattern P = q s - p + i d): dL/dy's staging copy padded
-            # by PH / PW above and left and what the last input row reaches below
-            # (host_common.conv_pattern_halo); rows past the input read at the last input row
-            goffT = ((tl.minimum(u, H - 1) * SH + (i * DH - PH)) * sgyh
-                     + (tl.minimum(v, W - 1) * SW + (j * DW - PW)) * sgyw)[None, :]
-        elif GY_PADDED and (SH * SW > 1):
-            # a strided conv: dL/dy's staging copy padded by host_common.transposed_halo (the
-            # phase's taps read output pixel uu + (ph + PH - i DH) / SH of input row ph + uu SH);
-            # rows past the input read at their phase's last input row (not stored)
-            goffT = ((uuc + (ph + PH - i * DH) // SH) * sgyh + (vvc + (pw + PW - j * DW) // SW) * sgyw)[None, :]
-        elif GY_PADDED:
-            # dL/dy's zero-padded staging copy (stride 1): every tap's output pixel of an input
-            # pixel lies inside it (zero outside the output); rows past the input read at
-            # the nearest input pixel (their dx and dK are not stored)
-            goffT = ((tl.minimum(u, H - 1) + (PH - i * DH)) * sgyh
-                     + (tl.minimum(v, W - 1) + (PW - j * DW)) * sgyw)[None, :]
-        else:
-            goffT = (pu * sgyh + pv * sgyw)[None, :]
-        w_t = w_ptr + tap * wts
-        # no channel masks with EVEN_BLOCKS (and then none at all from a padded dL/dy)
-        if O_SINGLE:
-            gT = _gather_tile(gy_b + offs_o[:, None] * sgyo + goffT, om, pin, GY_PADDED, EVEN_BLOCKS)
-            wt = _gather(w_t + woff, wmask, not EVEN_BLOCKS)
-            part = tl.dot(tl.trans(gT.to(DOT_DT)), wt.to(DOT_DT), input_precision=PREC, out_dtype=KDT)
-        else:
-            part = tl.zeros([BLOCK_P, BLOCK_C], KDT)
-            for o0 in range(0, O, BLOCK_O):
-                omo = (o0 + offs_o) < O
-                gT = _gather_tile(gy_b + (o0 + offs_o)[:, None] * sgyo + goffT, omo, pin, GY_PADDED, EVEN_BLOCKS)
-                wt = _gather(w_t + o0 + woff, omo[:, None] & cm[None, :], not EVEN_BLOCKS)
-                part = tl.dot(tl.trans(gT.to(DOT_DT)), wt.to(DOT_DT), part, input_precision=PREC,
-                              out_dtype=KDT)
-        if NEED_DK:
-            dkv = tl.sum(part * xq, axis=1)
-            dptr = dk_b + (ki * KW + kj) * Ho * Wo + pu * Wo + pv
-            if DK_ACCUMULATE:
-                # the first channel block writes, later ones add (dK may start unwritten).
-                # The previous block's store and this load map the pixels to threads in
-                # different layouts (and a replicated [BLOCK_P] vector is read by threads
-                # that did not write it): a CTA barrier orders them (global writes before
-                # bar.sync are visible to the block after it). The tap loop's trip count and
-                # the constexprs are uniform over the program, so every thread reaches it.
-                tl.debug_barrier()
-                dkv += tl.load(dptr, mask=pin & dk_add, other=0.0)
-            tl.store(dptr, dkv, mask=pin)
-        if NEED_DX:
-            acc += kt[:, None] * part
-        if CARRIED:
-            ti, tj = _phase_next(ti, tj, j0, j_end, st_i, st_j)
+                # all taps; a conv's (i, j) carried too (``_tap_of``), except in float64 (carried, that
+                # loop gets a 24-byte stack from triton 3.6 on sm_90)
+                n_taps, ti, tj, j0, j_end, st_i, st_j = KH * KW, 0, 0, 0, KW, 1, 1
+            CARRIED: tl.constexpr = (not TRANSPOSED) and ((SH * SW > 1) or (KDT != tl.float64))
+            for t in range(n_taps):
+                i, j, tap = _tap_of(t, ti, tj, KW, CARRIED)
+                pu, pv, pin, gh, gw, gin, ki, kj = _out_tap(u, v, qmask, i, j, Ho, Wo, Hg, Wg,
+                                                            KH, KW, SH, SW, PH, PW, DH, DW, TRANSPOSED)
+                if INTERIOR:
+                    pin = all_in  # every input pixel of the tile and every tap's P are inside
+                    gin = all_in
+                # K_t(P) first (as in the forward): the tap product is then live only briefly
+                kt = tl.zeros([BLOCK_P], KDT)
+                if NEED_DX:
+                    if K_MODE == K_GUIDE:
+                        ch, cw, cin = _centre(pu, pv, pin, Hg, Wg, Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW,
+                                              TRANSPOSED, F0_SMOOTH)
+                        if INTERIOR:
+                            cin = all_in
+                        if HOIST_F:
+                            # all D channels in one block (no loop over D inside the tap loop, which
+                            # would keep the tap loop out of the software pipeline). Conv: K_t(P)'s
+                            # neighbour feature is f[q] (the row's own, loaded once), and only the
+                            # centre feature f0[P] is gathered per tap ([BLOCK_D, BLOCK_P]); transposed
+                            # (K on the output grid): the neighbour feature f(P + (k//2 - i) d) too
+                            f0T = tl.load(f0_b + od[:, None] * sfd + (ch * sfh + cw * sfw)[None, :],
+                                          mask=dmask[:, None] & cin[None, :], other=0.0, cache_modifier=".ca").to(KDT)
+                            if TRANSPOSED:
+                                fnT = tl.load(g_b + od[:, None] * sgd + (gh * sgh + gw * sgw)[None, :],
+                                              mask=dmask[:, None] & gin[None, :], other=0.0,
+                                              cache_modifier=".ca").to(KDT)
+                                df = fnT - f0T
+                            else:
+                                df = fqT - f0T
+                            if KTYPE == KT_INV_ASYM:
+                                df = _relu(df)
+                            r = tl.sum(df * df, axis=0)
+                        else:
+                            r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, tl.zeros([BLOCK_P, BLOCK_D], KDT), f0_b, sfd,
+                                      sfh, sfw, ch, cw, cin, D, KDT, KTYPE == KT_INV_ASYM, False, BLOCK_P, BLOCK_D)
+                        kt = _kvalue(r, alpha, lam, KTYPE)
+                        if HAS_MASK:
+                            kt = kt * mq
+                        if NORMALIZE or HAS_MASK:
+                            kt = kt / tl.load(sc_b + pu * Wo + pv, mask=pin, other=1.0)
+                        if HAS_MASK:
+                            kt = tl.where(pin & (mq != 0), kt, 0.0)  # exactly 0 at masked taps (NaN K or divisor)
+                        else:
+                            kt = tl.where(pin, kt, 0.0)
+                    else:
+                        kt = tl.load(k_b + ki * ski + kj * skj + pu * skh + pv * skw, mask=pin, other=0.0).to(KDT)
+                # the tap product, gy gathered transposed [BLOCK_O, BLOCK_P] (lanes along pixels for
+                # NCHW, 16-byte channel runs for channels-last copies), as in the forward
+                if GY_PADDED and TRANSPOSED:
+                    # a transposed conv (the conv pattern P = q s - p + i d): dL/dy's staging copy padded
+                    # by PH / PW above and left and what the last input row reaches below
+                    # (host_common.conv_pattern_halo); rows past the input read at the last input row
+                    goffT = ((tl.minimum(u, H - 1) * SH + (i * DH - PH)) * sgyh
+                             + (tl.minimum(v, W - 1) * SW + (j * DW - PW)) * sgyw)[None, :]
+                elif GY_PADDED and (SH * SW > 1):
+                    # a strided conv: dL/dy's staging copy padded by host_common.transposed_halo (the
+                    # phase's taps read output pixel uu + (ph + PH - i DH) / SH of input row ph + uu SH);
+                    # rows past the input read at their phase's last input row (not stored)
+                    goffT = ((uuc + (ph + PH - i * DH) // SH) * sgyh + (vvc + (pw + PW - j * DW) // SW) * sgyw)[None, :]
+                elif GY_PADDED:
+                    # dL/dy's zero-padded staging copy (stride 1): every tap's output pixel of an input
+                    # pixel lies inside it (zero outside the output); rows past the input read at
+                    # the nearest input pixel (their dx and dK are not stored)
+                    goffT = ((tl.minimum(u, H - 1) + (PH - i * DH)) * sgyh
+                             + (tl.minimum(v, W - 1) + (PW - j * DW)) * sgyw)[None, :]
+                else:
+                    goffT = (pu * sgyh + pv * sgyw)[None, :]
+                w_t = w_ptr + tap * wts
+                # no channel masks with EVEN_BLOCKS (and then none at all from a padded dL/dy)
+                if O_SINGLE:
+                    if INTERIOR:
+                        gT = _gather_tile(gy_b + offs_o[:, None] * sgyo + goffT, om, pin, True, EVEN_BLOCKS)
+                    else:
+                        gT = _gather_tile(gy_b + offs_o[:, None] * sgyo + goffT, om, pin, GY_PADDED, EVEN_BLOCKS)
+                    wt = _gather(w_t + woff, wmask, not EVEN_BLOCKS)
+                    part = tl.dot(tl.trans(gT.to(DOT_DT)), wt.to(DOT_DT), input_precision=PREC, out_dtype=KDT)
+                else:
+                    part = tl.zeros([BLOCK_P, BLOCK_C], KDT)
+                    for o0 in range(0, O, BLOCK_O):
+                        omo = (o0 + offs_o) < O
+                        gptr = gy_b + (o0 + offs_o)[:, None] * sgyo + goffT
+                        if INTERIOR:
+                            gT = _gather_tile(gptr, omo, pin, True, EVEN_BLOCKS)
+                        else:
+                            gT = _gather_tile(gptr, omo, pin, GY_PADDED, EVEN_BLOCKS)
+                        wt = _gather(w_t + o0 + woff, omo[:, None] & cm[None, :], not EVEN_BLOCKS)
+                        part = tl.dot(tl.trans(gT.to(DOT_DT)), wt.to(DOT_DT), part, input_precision=PREC,
+                                      out_dtype=KDT)
+                if NEED_DK:
+                    dkv = tl.sum(part * xq, axis=1)
+                    dptr = dk_b + (ki * KW + kj) * Ho * Wo + pu * Wo + pv
+                    if DK_ACCUMULATE:
+                        # the first channel block writes, later ones add (dK may start unwritten).
+                        # The previous block's store and this load map the pixels to threads in
+                        # different layouts (and a replicated [BLOCK_P] vector is read by threads
+                        # that did not write it): a CTA barrier orders them (global writes before
+                        # bar.sync are visible to the block after it). The tap loop's trip count and
+                        # the constexprs are uniform over the program, so every thread reaches it.
+                        tl.debug_barrier()
+                        dkv += tl.load(dptr, mask=pin & dk_add, other=0.0)
+                    tl.store(dptr, dkv, mask=pin)
+                if NEED_DX:
+                    acc += kt[:, None] * part
+                if CARRIED:
+                    ti, tj = _phase_next(ti, tj, j0, j_end, st_i, st_j)
     if NEED_DX:
         tl.store(dx_b + (u * sdh + v * sdw)[:, None] + offs_c[None, :] * sdc,
                  acc.to(dx_b.dtype.element_ty), mask=qmask[:, None] & cm[None, :])

@@ -1,7 +1,9 @@
-"""The dense forward's interior tiles (``pac_conv_kernel``, a conv that is not transposed): a
-pixel tile whose output pixels lie inside the output grid and whose taps all read inside x and
-the guide runs a copy of the tap loop without bounds compares or gather masks; the other tiles
-run the masked loop. Each case here has tiles of both kinds (checked from the launched tiles),
+"""Interior tiles of the dense forward (``pac_conv_kernel``, a conv that is not transposed) and
+of the backward's dx + dK pass (``_dxdk_block``, a stride-1 conv): a pixel tile none of whose
+taps reaches past an edge (forward: its output pixels inside the output grid, their taps inside
+x and the guide; dx + dK: its input pixels inside x, every tap's output pixel inside the output
+grid and K's centre feature inside the guide) runs a copy of the tap loop without bounds
+compares or gather masks; the other tiles run the masked loop. Each case here has tiles of both kinds (checked from the launched tiles),
 on x read in place (channels-last) and from the padded staging copy (NCHW), at the edges of
 what "inside" means: the first and last tile rows and columns whose taps just fit, strides,
 dilations, asymmetric padding, groups, an inner channel loop, a given K, masks, normalisation,
@@ -130,3 +132,99 @@ def test_a_case_without_interior_tiles_is_told_apart():
     the input is not interior (k3 p1 on a 4 x 4 tile grid of an 8 x 8 image: none is)."""
     assert interior_tiles(8, 8, 8, 8, (3, 3), (1, 1), (1, 1), (1, 1), 16, 4) == (0, 4)
     assert interior_tiles(12, 12, 12, 12, (3, 3), (1, 1), (1, 1), (1, 1), 16, 4) == (1, 9)
+
+
+# --- the backward's dx + dK pass (``_dxdk_block``, a stride-1 conv) ------------------------------
+
+def interior_dx_tiles(c, block_p, tile_w, smoothed=False):
+    """(interior, all) input-pixel tiles of the dx + dK pass of a stride-1 conv: the tile's
+    pixels q inside x, every tap's output pixel P = q + p - i d inside the output, and (unless
+    the centre feature is smoothed) K's centre feature f(P - p + (k // 2) d) inside the guide."""
+    (H, W), (Ho, Wo) = (c.H, c.W), _out_hw(c)
+    th = block_p // tile_w
+    inside = total = 0
+    for u0 in range(0, H, th):
+        for v0 in range(0, W, tile_w):
+            total += 1
+            u1, v1 = u0 + th - 1, v0 + tile_w - 1
+            ok = u1 < H and v1 < W
+            for a0, a1, n_out, n_in, k, p, d in ((u0, u1, Ho, H, c.k[0], c.p[0], c.d[0]),
+                                                 (v0, v1, Wo, W, c.k[1], c.p[1], c.d[1])):
+                ok = ok and a0 + p - (k - 1) * d >= 0 and a1 + p < n_out
+                if not smoothed:
+                    ok = ok and a0 + (k // 2 - (k - 1)) * d >= 0 and a1 + (k // 2) * d < n_in
+            inside += ok
+    return inside, total
+
+
+def _spy_dxdk(monkeypatch):
+    from pac_triton.triton import conv
+    return spy_launches(monkeypatch, lambda fn, kw: dict(kw) if fn is conv.pac_conv_dxdk_kernel else None)
+
+
+BWD_CASES = [
+    # dL/dy from the padded staging copy (O a multiple of 16), dK for the guide's gradient
+    (_case("bwd-gypadded-k3-invasym-norm-mask-f32", C=16, O=16, D=16, H=12, W=12, kt="inv_1_-2_asym", norm=True,
+           mask=True), dict(BLOCK_P=16, TILE_W=4, BLOCK_O=16, BLOCK_C=16, BLOCK_D=16), None),
+    # dL/dy read in place per element (no staging copies); k5 dilation 2 asymmetric padding;
+    # two output-channel blocks (O = 40) and two input-channel blocks whose dK partials add up
+    (_case("bwd-percopy-off-k5-d2-O40-C40-f32", C=40, O=40, D=4, H=20, W=19, k=(5, 5), p=(4, 3), d=(2, 2)),
+     dict(BLOCK_P=16, TILE_W=4, BLOCK_O=16, BLOCK_C=16, BLOCK_D=16), "copies_off"),
+    # the centre feature smoothed (K's centre read at P itself), bf16, k3x5
+    (_case("bwd-smooth3-k3x5-bf16", C=16, O=16, D=16, H=14, W=16, k=(3, 5), p=(1, 2), smooth=(3, 3), dtype=BF16),
+     dict(BLOCK_P=16, TILE_W=4, BLOCK_O=16, BLOCK_C=16, BLOCK_D=16), None),
+    # padding below "same" (k3 p0): an output pixel past the output grid bounds the tiles at the
+    # right and bottom; H = W = 13 on 4 x 4 tiles: the last tile's last tap reaches exactly one
+    # output pixel past it (dL/dy read in place: a stray read is its next row or a NaN band)
+    (_case("bwd-k3-p0-tight-output-edge-f32", C=8, O=8, D=3, H=13, W=13, p=(0, 0)),
+     dict(BLOCK_P=16, TILE_W=4, BLOCK_O=16, BLOCK_C=16, BLOCK_D=16), "copies_off"),
+    # padding above "same" (k3 p2): K's centre feature past the guide bounds them instead
+    (_case("bwd-k3-p2-tight-centre-edge-f32", C=8, O=8, D=3, H=12, W=12, p=(2, 2)),
+     dict(BLOCK_P=16, TILE_W=4, BLOCK_O=16, BLOCK_C=16, BLOCK_D=16), "copies_off"),
+    # k5 p1 with a smoothed centre (no centre bound), 2-row tiles: the tile of rows 2-3 has a
+    # tap whose output pixel is row -1 (a border tile), the one of rows 4-5 is the first interior
+    (_case("bwd-k5-p1-smooth-tight-top-edge-f32", C=8, O=8, D=3, H=12, W=24, k=(5, 5), p=(1, 1), smooth=(3, 3)),
+     dict(BLOCK_P=16, TILE_W=8, BLOCK_O=16, BLOCK_C=16, BLOCK_D=16), "copies_off"),
+    # groups (the default tiles of a grouped launch, not tuned)
+    (_case("bwd-groups2-k3-gauss-f16", C=32, O=32, D=3, H=12, W=20, G=2, dtype=F16),
+     dict(BLOCK_P=16, TILE_W=4, BLOCK_O=16, BLOCK_C=16, BLOCK_D=16), None),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("c, tiles, setting", [pytest.param(*t, id=t[0].id) for t in BWD_CASES])
+def test_backward_interior_and_border_tiles(c, tiles, setting, device, monkeypatch):
+    from triton_helpers import run_backward
+    dev = device_or_skip(device)
+    from pac_triton.triton import configs
+    if setting == "copies_off":
+        monkeypatch.setattr(configs.settings, "channels_last_copies", False)
+    seen = _spy_dxdk(monkeypatch)
+    with configs.force_blocks(**tiles):
+        # (not inv_alpha / inv_lambda: their sums over every pixel and tap cancel below the
+        # reduction tolerance's reach in float32; they come from the guide pass, not this one)
+        run_backward("pac_conv2d", conv_tensors(c, dev), conv_static(c),
+                     ["input", "guide", "weight", "bias", "smooth_kernel"], c.dtype, dev)
+    assert len(seen) == 1 and seen[0]["BLOCK_P"] == tiles["BLOCK_P"] and seen[0]["TILE_W"] == tiles["TILE_W"]
+    assert seen[0]["NEED_DX"] and seen[0]["NEED_DK"]
+    inside, total = interior_dx_tiles(c, tiles["BLOCK_P"], tiles["TILE_W"], smoothed=c.smooth is not None)
+    assert 0 < inside < total, (inside, total)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_backward_interior_tiles_with_a_given_kernel(device, monkeypatch):
+    """``pacconv2d`` with K given and its gradient asked for: dL/dK stored unmasked by the
+    interior copy (dK returned: every element written or zero)."""
+    from triton_helpers import run_backward
+    dev = device_or_skip(device)
+    from pac_triton.triton import configs
+    c = _case("given-k-bwd", C=16, O=16, D=1, H=13, W=12, k=(3, 3), p=(1, 1), d=(1, 1))
+    Ho, Wo = _out_hw(c)
+    tensors = given_kernel_tensors(1, c.C, c.O, c.H, c.W, c.k, Ho, Wo, (c.O, c.C, *c.k), True, dev)
+    seen = _spy_dxdk(monkeypatch)
+    with configs.force_blocks(BLOCK_P=16, TILE_W=4, BLOCK_O=16, BLOCK_C=16):
+        run_backward("pacconv2d", tensors, dict(stride=c.s, padding=c.p, dilation=c.d, shared_filters=False),
+                     ["input", "kernel", "weight"], F32, dev)
+    assert len(seen) == 1 and seen[0]["NEED_DK"]
+    inside, total = interior_dx_tiles(c, 16, 4, smoothed=True)  # no guide: no centre feature
+    assert 0 < inside < total, (inside, total)
