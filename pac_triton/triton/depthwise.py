@@ -33,7 +33,7 @@ from . import kernel_map
 from .configs import cdiv
 from .host_common import Grads
 from .jit_common import (INV_EPSILON, K_GUIDE, KT_GAUSS, KT_INV_ASYM, _centre, _centre_tile, _dist,  # noqa: F401
-                         _k_params, _k_rows, _k_tile, _kept, _kvalue, _load_f0, _norm_divisor, _out_tap,
+                         _k_for_dx, _k_params, _k_rows, _k_tile, _kept, _kvalue, _load_f0, _norm_divisor, _out_tap,
                          _phase_loop, _relu, _phase_next, _pixels, _pixels2d, _tap, _tap_of)
 
 
@@ -388,16 +388,10 @@ def _k_at(g_b, sgd, sgh, sgw, gh, gw, gin, f0_b, sfd, sfh, sfw, ch, cw, cin, D, 
     if K_MODE == K_GUIDE:
         r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, tl.zeros([BLOCK_P, BLOCK_D], KDT), f0_b, sfd, sfh, sfw,
                   ch, cw, cin, D, KDT, KTYPE == KT_INV_ASYM, False, BLOCK_P, BLOCK_D)
-        kt = _kvalue(r, alpha, lam, KTYPE)
+        mk = 0.0
         if HAS_MASK:
             mk = tl.load(m_b + mh * smh + mw * smw, mask=pin, other=0.0).to(KDT)
-            kt = kt * mk
-        if NORMALIZE or HAS_MASK:
-            kt = kt / tl.load(sc_b + ph_ * Wo + pw_, mask=pin, other=1.0)
-        if HAS_MASK:
-            kt = tl.where(pin & (mk != 0), kt, 0.0)  # exactly 0 at masked taps (NaN K or divisor)
-        else:
-            kt = tl.where(pin, kt, 0.0)
+        kt = _k_for_dx(_kvalue(r, alpha, lam, KTYPE), mk, sc_b + ph_ * Wo + pw_, pin, NORMALIZE, HAS_MASK)
     else:
         kt = tl.load(k_b + ki * ski + kj * skj + ph_ * skh + pw_ * skw, mask=pin, other=0.0).to(KDT)
     return kt

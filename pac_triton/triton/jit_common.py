@@ -186,6 +186,23 @@ def _kept(kt, mv):
 
 
 @triton.jit
+def _k_for_dx(kt, mq, sc_ptrs, pin, NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr):
+    """K_t(P) as the input-gradient passes use it: times the mask value ``mq`` of the input
+    pixel (HAS_MASK), over P's per-pixel scale (the normaliser or mask ratio at ``sc_ptrs``;
+    NORMALIZE or HAS_MASK), and exactly 0 where P is not a valid output pixel (``pin``) or the
+    mask is 0, even where K or the scale is NaN there."""
+    if HAS_MASK:
+        kt = kt * mq
+    if NORMALIZE or HAS_MASK:
+        kt = kt / tl.load(sc_ptrs, mask=pin, other=1.0)
+    if HAS_MASK:
+        kt = tl.where(pin & (mq != 0), kt, 0.0)
+    else:
+        kt = tl.where(pin, kt, 0.0)
+    return kt
+
+
+@triton.jit
 def _load_f0(f0_b, sfd, sfh, sfw, ch, cw, cin, D, KDT: tl.constexpr, BLOCK_D: tl.constexpr):
     od = tl.arange(0, BLOCK_D)
     ptrs = f0_b + (ch * sfh + cw * sfw)[:, None] + od[None, :] * sfd

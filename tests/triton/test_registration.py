@@ -649,6 +649,21 @@ def test_eager_path_is_named_in_profiles():
     assert {"pac_triton::triton_conv_fwd", "pac_triton::triton_conv_bwd"} <= names, sorted(names)[:40]
 
 
+def _tuning_picks(monkeypatch):
+    """Autotuning on, as on a GPU, nothing forced, and a fake benchmark under which config
+    ``pick["k"]`` of a tuning is the fastest (no trial launches): ``(pick, fake_bench)``."""
+    from pac_triton.triton import configs
+    monkeypatch.setattr(configs.settings, "force", {})
+    monkeypatch.setattr(configs.settings, "autotune", True)
+    monkeypatch.setattr(configs, "interpreting", lambda: False)
+    pick = {"k": 0, "calls": 0}
+
+    def fake_bench(kernel_call, quantiles=None, **kwargs):  # no launch: config k is the fastest
+        pick["calls"] += 1
+        return [0.5 if pick["calls"] - 1 == pick["k"] else 2.0] * 3
+    return pick, fake_bench
+
+
 @pytest.mark.parametrize("need_dk", [False, True], ids=["dx", "dx+dK"])
 def test_every_dxdk_tuning_config_is_correct(need_dk, monkeypatch):
     """Each config that ``dxdk_prune`` keeps, with the flags it adds (TILE_W, O_SINGLE,
@@ -661,14 +676,7 @@ def test_every_dxdk_tuning_config_is_correct(need_dk, monkeypatch):
     from pac_triton import functional as PF
     from pac_triton.triton import configs, conv
     from triton_helpers import spy_launches
-    monkeypatch.setattr(configs.settings, "force", {})
-    monkeypatch.setattr(configs.settings, "autotune", True)
-    monkeypatch.setattr(configs, "interpreting", lambda: False)
-    pick = {"k": 0, "calls": 0}
-
-    def fake_bench(kernel_call, quantiles=None, **kwargs):  # no launch: config k is the fastest
-        pick["calls"] += 1
-        return [0.5 if pick["calls"] - 1 == pick["k"] else 2.0] * 3
+    pick, fake_bench = _tuning_picks(monkeypatch)
 
     def first(kernel_call, quantiles=None, **kwargs):  # the forward's tuner: its first config
         return [1.0] * 3
@@ -713,14 +721,7 @@ def test_every_conv_tuning_config_is_correct(monkeypatch):
     from pac_triton import functional as PF
     from pac_triton.triton import configs, conv
     from triton_helpers import spy_launches
-    monkeypatch.setattr(configs.settings, "force", {})
-    monkeypatch.setattr(configs.settings, "autotune", True)
-    monkeypatch.setattr(configs, "interpreting", lambda: False)
-    pick = {"k": 0, "calls": 0}
-
-    def fake_bench(kernel_call, quantiles=None, **kwargs):  # no launch: config k is the fastest
-        pick["calls"] += 1
-        return [0.5 if pick["calls"] - 1 == pick["k"] else 2.0] * 3
+    pick, fake_bench = _tuning_picks(monkeypatch)
 
     monkeypatch.setattr(conv.conv_tuned, "_do_bench", fake_bench, raising=False)
     monkeypatch.setattr(conv.conv_tuned, "cache_results", False, raising=False)
