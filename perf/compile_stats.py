@@ -736,16 +736,21 @@ def instructions(sass: str):
     return [(int(a, 16), t) for a, t in _INS.findall(sass)]
 
 
-def main_loop(ins):
-    """(start, end) of the main loop's body (the tap / tile loop; see below), or None when every
-    loop was unrolled."""
+def _loops(ins):
+    """(start, end) of every backward branch's loop, less retry loops of a few instructions
+    (barrier / mbarrier waits)."""
     loops = []
     for addr, text in ins:
         m = re.search(r"BRA\s.*?0x([0-9a-f]+)", text)
         if m and int(m.group(1), 16) < addr:
             loops.append((int(m.group(1), 16), addr))
-    # drop retry loops of a few instructions (barrier / mbarrier waits)
-    loops = [lp for lp in loops if (lp[1] - lp[0]) // 16 > 8]
+    return [lp for lp in loops if (lp[1] - lp[0]) // 16 > 8]
+
+
+def main_loop(ins, loops=None):
+    """(start, end) of the main loop's body (the tap / tile loop; see below), or None when every
+    loop was unrolled."""
+    loops = _loops(ins) if loops is None else loops
     if not loops:
         return None
     # the longest loop, or the loop it holds when that is most of its body (the padded depthwise
@@ -758,6 +763,19 @@ def main_loop(ins):
         if not inner:
             return best
         best = max(inner, key=lambda lp: lp[1] - lp[0])
+
+
+def second_copy(ins, loop):
+    """The main loop of a second compiled copy of the tap loop (the interior tiles' copy of the
+    dense forward and of a stride-1 conv's dx + dK pass), outside ``loop`` and at least half
+    its length, or None."""
+    if loop is None:
+        return None
+    rest = [lp for lp in _loops(ins) if lp[1] < loop[0] or lp[0] > loop[1]]
+    other = main_loop(ins, rest) if rest else None
+    if other is None or 2 * (other[1] - other[0]) < loop[1] - loop[0]:
+        return None
+    return other
 
 
 def op_name(text: str) -> str:
@@ -884,7 +902,10 @@ def sass_main(argv=None) -> int:
     only = [s.strip() for s in a.only.split(",")] if a.only else None
     print(f"# SASS proxy: sm_{a.arch} {a.dtype}, C = O = 64, k3 (transposed: C = O = 32, k5 s2; the saved-K "
           "forward: k5; the padded depthwise forwards and dx: k7), D = 16, gaussian, channels-last strides")
-    print(f"{'kernel':44s} {'warps':>5s} {'regs':>4s} {'smem':>6s} {'loop':>5s} {'/px-tap':>7s}  loop ops")
+    print("# loop, /px-tap and loop ops: the longest tap loop (the masked copy where a kernel compiles two);"
+          " interior: /px-tap of the interior tiles' copy (-: none compiled, or ptxas unrolled it)")
+    print(f"{'kernel':44s} {'warps':>5s} {'regs':>4s} {'smem':>6s} {'loop':>5s} {'/px-tap':>7s} {'interior':>8s}"
+          "  loop ops")
     for label, fn, ptrs, const, cfg, pixels in specs(a.dtype):
         if only and not any(s in label for s in only):
             continue
@@ -912,11 +933,16 @@ def sass_main(argv=None) -> int:
         else:  # unrolled: the whole kernel over its taps and pixels
             per = len(body) * cfg["num_warps"] / (const["BLOCK_P"] * taps)
         shown = " ".join(f"{k}={ops[k]}" for k in _KEYS if ops.get(k))
+        # the interior tiles' copy of the tap loop, where compiled (its ops are not shown)
+        copy2 = second_copy(ins, loop)
+        inner = "-" if copy2 is None or not pixels else \
+            f"{sum(1 for ad, _ in ins if copy2[0] <= ad <= copy2[1]) * cfg['num_warps'] / pixels:.1f}"
         # an exponential that flushes subnormal results (tl.exp2's ex2.approx.ftz): a K below
         # 2**-126 would be 0 on the GPU (tests/test_perf_quick.py fails on the mark)
         ftz = "  EX2.FTZ (flushes a subnormal K to 0)" if "ex2.approx.ftz" in ck.asm["ptx"] else ""
         print(f"{label:44s} {cfg['num_warps']:5d} {ru['regs']:4d} {ck.metadata.shared:6d} "
-              f"{len(body) if loop else 0:5d} {per:7.1f}  {shown}" + ("" if loop else "  (unrolled)") + ftz)
+              f"{len(body) if loop else 0:5d} {per:7.1f} {inner:>8s}  {shown}" + ("" if loop else "  (unrolled)")
+              + ftz)
         if ru["stack"] or ru["local"]:
             print(f"{'':44s} spills: stack {ru['stack']} local {ru['local']}")
     return 0

@@ -161,11 +161,23 @@ def test_sass_proxy_table():
     # forward conv, dx + dK, a stride-2 conv's and a transposed conv's dx + dK (padded staging
     # copies), their general rows, and the forward and dx + dK reading a saved K (PAC_TRITON_SAVE_K)
     assert len(rows) == 10, proc.stdout
+    interior = {}
     for row in rows:
         fields = row.split()
-        per_px_tap = float(fields[-1 - sum(1 for f in fields if "=" in f)])
+        n_ops = sum(1 for f in fields if "=" in f)
+        per_px_tap, inner = float(fields[-2 - n_ops]), fields[-1 - n_ops]
         assert 1.0 < per_px_tap < 200.0, row
         assert "HGMMA=" in row, row
+        if inner != "-":
+            interior[row[:44].strip()] = (per_px_tap, float(inner))
+    # the interior tiles' copy of the tap loop (dense forward, stride-1 dx + dK; not a strided
+    # or transposed conv's dx + dK), shorter than the masked copy (triton 3.6 unrolls the k3
+    # general forward's: not a loop)
+    assert {"forward conv", "forward conv, saved K", "backward dx + dK", "backward dx + dK, saved K"} <= set(interior)
+    assert set(interior) <= {"forward conv", "forward conv, saved K", "forward conv general", "backward dx + dK",
+                             "backward dx + dK, saved K", "backward dx + dK general"}, proc.stdout
+    for label, (masked, inner) in interior.items():
+        assert 1.0 < inner < masked, (label, masked, inner)
 
 
 def _perf_main():

@@ -43,7 +43,7 @@ from . import kernel_map
 from .configs import cdiv
 from .host_common import Grads
 from .jit_common import (INV_EPSILON, K_GUIDE, KT_GAUSS, KT_INV_ASYM, _assume, _centre, _dist,  # noqa: F401
-                         _kept, _kvalue, _load_f0, _norm_divisor, _out_tap, _relu,
+                         _k_for_dx, _kept, _kvalue, _load_f0, _norm_divisor, _out_tap, _relu,
                          _phase_loop, _phase_next, _pixels2d, _tap, _tap_of, _tile_pixels, _tile_walk,
                          _tile_walk_next)
 
@@ -82,6 +82,40 @@ def _gather_tile(ptrs, cm, pm, PADDED: tl.constexpr, EVEN_BLOCKS: tl.constexpr):
         return _gather(ptrs, pm[None, :], True)
     else:
         return _gather(ptrs, cm[:, None] & pm[None, :], True)
+
+
+@triton.jit
+def _conv_interior(u0, u1, v0, v1, H, W, Ho, Wo, Hg, Wg, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr,
+                   SW: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+                   K_MODE: tl.constexpr):
+    """Whether the forward's output-pixel tile of rows ``u0 .. u1`` and columns ``v0 .. v1`` (a
+    conv, not transposed) is interior: all its pixels inside the output grid ``Ho x Wo`` and
+    every tap's input pixel ``u s - p + i d`` inside x ``H x W`` and (K_GUIDE) the guide
+    ``Hg x Wg`` (a given K has no guide; it is read at the output pixels)."""
+    inside = ((u1 < Ho) & (v1 < Wo) & (u0 * SH >= PH) & (v0 * SW >= PW)
+              & (u1 * SH + ((KH - 1) * DH - PH) < H) & (v1 * SW + ((KW - 1) * DW - PW) < W))
+    if K_MODE == K_GUIDE:
+        inside = inside & (u1 * SH + ((KH - 1) * DH - PH) < Hg) & (v1 * SW + ((KW - 1) * DW - PW) < Wg)
+    return inside
+
+
+@triton.jit
+def _dx_interior(u0, u1, v0, v1, H, W, Ho, Wo, Hg, Wg, KH: tl.constexpr, KW: tl.constexpr, PH: tl.constexpr,
+                 PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr, K_MODE: tl.constexpr,
+                 F0_SMOOTH: tl.constexpr):
+    """Whether the dx + dK pass's input-pixel tile of rows ``u0 .. u1`` and columns
+    ``v0 .. v1`` (a stride-1 conv) is interior: all its pixels q inside x ``H x W``, every tap's
+    output pixel ``P = q + p - i d`` inside the output grid ``Ho x Wo`` and (K_GUIDE) q inside
+    the guide ``Hg x Wg`` and, unless the centre feature is smoothed (read at P), K's centre
+    feature ``f(P - p + (k // 2) d)`` too (a given K has no guide; it is read at P)."""
+    inside = ((u1 < H) & (v1 < W) & (u0 + (PH - (KH - 1) * DH) >= 0) & (v0 + (PW - (KW - 1) * DW) >= 0)
+              & (u1 + PH < Ho) & (v1 + PW < Wo))
+    if K_MODE == K_GUIDE:
+        inside = inside & (u1 < Hg) & (v1 < Wg)
+        if not F0_SMOOTH:
+            inside = (inside & (u0 + (KH // 2 - (KH - 1)) * DH >= 0) & (v0 + (KW // 2 - (KW - 1)) * DW >= 0)
+                      & (u1 + (KH // 2) * DH < Hg) & (v1 + (KW // 2) * DW < Wg))
+    return inside
 
 
 @triton.jit(do_not_specialize=["TUNE_PIX"])
@@ -148,10 +182,10 @@ def pac_conv_kernel(
     the output read at their phase's last output row / column.
 
     Interior tiles (a conv, not TRANSPOSED): a program whose tile's output pixels all lie inside
-    ``[0, Ho) x [0, Wo)`` and whose taps all read inside x and the guide (``u0*SH >= PH``,
-    ``u1*SH + (KH-1)*DH - PH < min(H, Hg)``, the same along W, for the tile's first and last
-    rows ``u0``, ``u1`` and columns) runs a copy of the tap loop without bounds compares or
-    gather masks (INTERIOR); the others run the masked loop. The same arithmetic either way: an
+    ``[0, Ho) x [0, Wo)`` and whose taps all read inside x and (K_GUIDE) the guide
+    (``u0*SH >= PH``, ``u1*SH + (KH-1)*DH - PH < H`` (and ``< Hg``), the same along W, for the
+    tile's first and last rows ``u0``, ``u1`` and columns: ``_conv_interior``) runs a copy of the
+    tap loop without bounds compares or gather masks (INTERIOR); the others run the masked loop. The same arithmetic either way: an
     interior tile's masks would all be true (K times 1 where the masked loop keeps K)."""
     pid_p = tl.program_id(0)
     pid_o = tl.program_id(1)
@@ -260,11 +294,8 @@ def pac_conv_kernel(
         n_tw = (Wo + TILE_W - 1) // TILE_W
         u0 = (pid_p // n_tw) * TILE_H
         v0 = (pid_p % n_tw) * TILE_W
-        u1 = u0 + (TILE_H - 1)
-        v1 = v0 + (TILE_W - 1)
-        interior = ((u1 < Ho) & (v1 < Wo) & (u0 * SH >= PH) & (v0 * SW >= PW)
-                    & (u1 * SH + ((KH - 1) * DH - PH) < tl.minimum(H, Hg))
-                    & (v1 * SW + ((KW - 1) * DW - PW) < tl.minimum(W, Wg)))
+        interior = _conv_interior(u0, u0 + (TILE_H - 1), v0, v0 + (TILE_W - 1), H, W, Ho, Wo, Hg, Wg,
+                                  KH, KW, SH, SW, PH, PW, DH, DW, K_MODE)
     all_in = tl.full([BLOCK_P], 1, tl.int1)
     for copy_no in tl.static_range(TRANSPOSED * 1, 2):
         INTERIOR = copy_no == 0
@@ -406,8 +437,8 @@ def _dxdk_block(
     G = gy[P, :] @ W_t^T ``[BLOCK_P, BLOCK_C]`` (operands straight from the loads), then
     dK_t(P) += rowsum(G * x[q, :]) (NEED_DK; accumulated in memory over channel blocks when
     DK_ACCUMULATE) and dx[q, :] += K_t(P) G (NEED_DX). A stride-1 conv's interior tiles (every
-    q inside x, every tap's P inside the output, K's centre feature inside the guide: tested
-    once per call from the tile's extreme rows and columns) run a copy of the tap loop without
+    q inside x, every tap's P inside the output, with K from the guide K's centre feature inside
+    the guide: ``_dx_interior``, tested once per call from the tile's extreme rows and columns) run a copy of the tap loop without
     bounds compares or gather masks (INTERIOR); the others run the masked loop."""
     offs_c = c0 + offs_c0
     cm = offs_c < C
@@ -432,13 +463,7 @@ def _dxdk_block(
         u1 = tl.max(u, axis=0)
         v0 = tl.min(v, axis=0)
         v1 = tl.max(v, axis=0)
-        # P = q + p - i d over the taps; K's centre feature f(P - p + (k // 2) d) unless smoothed
-        interior = ((u1 < H) & (v1 < W) & (u1 < Hg) & (v1 < Wg)
-                    & (u0 + (PH - (KH - 1) * DH) >= 0) & (v0 + (PW - (KW - 1) * DW) >= 0)
-                    & (u1 + PH < Ho) & (v1 + PW < Wo))
-        if not F0_SMOOTH:
-            interior = (interior & (u0 + (KH // 2 - (KH - 1)) * DH >= 0) & (v0 + (KW // 2 - (KW - 1)) * DW >= 0)
-                        & (u1 + (KH // 2) * DH < Hg) & (v1 + (KW // 2) * DW < Wg))
+        interior = _dx_interior(u0, u1, v0, v1, H, W, Ho, Wo, Hg, Wg, KH, KW, PH, PW, DH, DW, K_MODE, F0_SMOOTH)
     else:
         interior = False
     all_in = tl.full([BLOCK_P], 1, tl.int1)
@@ -497,15 +522,8 @@ def _dxdk_block(
                         else:
                             r = _dist(g_b, sgd, sgh, sgw, gh, gw, gin, tl.zeros([BLOCK_P, BLOCK_D], KDT), f0_b, sfd,
                                       sfh, sfw, ch, cw, cin, D, KDT, KTYPE == KT_INV_ASYM, False, BLOCK_P, BLOCK_D)
-                        kt = _kvalue(r, alpha, lam, KTYPE)
-                        if HAS_MASK:
-                            kt = kt * mq
-                        if NORMALIZE or HAS_MASK:
-                            kt = kt / tl.load(sc_b + pu * Wo + pv, mask=pin, other=1.0)
-                        if HAS_MASK:
-                            kt = tl.where(pin & (mq != 0), kt, 0.0)  # exactly 0 at masked taps (NaN K or divisor)
-                        else:
-                            kt = tl.where(pin, kt, 0.0)
+                        kt = _k_for_dx(_kvalue(r, alpha, lam, KTYPE), mq, sc_b + pu * Wo + pv, pin, NORMALIZE,
+                                       HAS_MASK)
                     else:
                         kt = tl.load(k_b + ki * ski + kj * skj + pu * skh + pv * skw, mask=pin, other=0.0).to(KDT)
                 # the tap product, gy gathered transposed [BLOCK_O, BLOCK_P] (lanes along pixels for

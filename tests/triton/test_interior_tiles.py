@@ -13,27 +13,36 @@ from __future__ import annotations
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 from test_conv import conv_case, conv_static, conv_tensors, given_kernel_tensors
 from triton_helpers import DEVICES, device_or_skip, run_forward, spy_launches
 
 pytest.importorskip("pac_triton.triton")
+from pac_triton.triton.conv import _conv_interior, _dx_interior  # noqa: E402
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 
 
-def interior_tiles(Ho, Wo, H, W, k, s, p, d, block_p, tile_w):
-    """(interior, all) pixel tiles of the launch, as the kernel decides it."""
+def interior_tile_flags(Ho, Wo, H, W, k, s, p, d, block_p, tile_w):
+    """Whether each output-pixel tile of the forward's launch (row-major) is interior: its
+    pixels inside the output grid, every tap's input pixel inside x (and the guide, of x's
+    size here; a given K is read at the output pixels)."""
     th = block_p // tile_w
-    n_th, n_tw = -(-Ho // th), -(-Wo // tile_w)
-    inside = 0
-    for r in range(n_th):
-        for c in range(n_tw):
-            u0, v0 = r * th, c * tile_w
+    flags = []
+    for u0 in range(0, -(-Ho // th) * th, th):
+        for v0 in range(0, -(-Wo // tile_w) * tile_w, tile_w):
             u1, v1 = u0 + th - 1, v0 + tile_w - 1
-            inside += (u1 < Ho and v1 < Wo and u0 * s[0] >= p[0] and v0 * s[1] >= p[1]
-                       and u1 * s[0] + (k[0] - 1) * d[0] - p[0] < H and v1 * s[1] + (k[1] - 1) * d[1] - p[1] < W)
-    return inside, n_th * n_tw
+            flags.append(u1 < Ho and v1 < Wo and u0 * s[0] >= p[0] and v0 * s[1] >= p[1]
+                         and u1 * s[0] + (k[0] - 1) * d[0] - p[0] < H and v1 * s[1] + (k[1] - 1) * d[1] - p[1] < W)
+    return flags
+
+
+def interior_tiles(Ho, Wo, H, W, k, s, p, d, block_p, tile_w):
+    """(interior, all) pixel tiles of the forward's launch, as the kernel decides it."""
+    flags = interior_tile_flags(Ho, Wo, H, W, k, s, p, d, block_p, tile_w)
+    return sum(flags), len(flags)
 
 
 def _case(id, **kw):
@@ -136,25 +145,31 @@ def test_a_case_without_interior_tiles_is_told_apart():
 
 # --- the backward's dx + dK pass (``_dxdk_block``, a stride-1 conv) ------------------------------
 
-def interior_dx_tiles(c, block_p, tile_w, smoothed=False):
-    """(interior, all) input-pixel tiles of the dx + dK pass of a stride-1 conv: the tile's
-    pixels q inside x, every tap's output pixel P = q + p - i d inside the output, and (unless
-    the centre feature is smoothed) K's centre feature f(P - p + (k // 2) d) inside the guide."""
+def interior_dx_tile_flags(c, block_p, tile_w, centre_bound=True):
+    """Whether each input-pixel tile of the dx + dK pass of a stride-1 conv (row-major) is
+    interior: the tile's pixels q inside x, every tap's output pixel P = q + p - i d inside the
+    output, and (``centre_bound``: K from the guide, the centre feature not smoothed) K's centre
+    feature f(P - p + (k // 2) d) inside the guide (of x's size here)."""
     (H, W), (Ho, Wo) = (c.H, c.W), _out_hw(c)
     th = block_p // tile_w
-    inside = total = 0
-    for u0 in range(0, H, th):
-        for v0 in range(0, W, tile_w):
-            total += 1
+    flags = []
+    for u0 in range(0, -(-H // th) * th, th):
+        for v0 in range(0, -(-W // tile_w) * tile_w, tile_w):
             u1, v1 = u0 + th - 1, v0 + tile_w - 1
             ok = u1 < H and v1 < W
             for a0, a1, n_out, n_in, k, p, d in ((u0, u1, Ho, H, c.k[0], c.p[0], c.d[0]),
                                                  (v0, v1, Wo, W, c.k[1], c.p[1], c.d[1])):
                 ok = ok and a0 + p - (k - 1) * d >= 0 and a1 + p < n_out
-                if not smoothed:
+                if centre_bound:
                     ok = ok and a0 + (k // 2 - (k - 1)) * d >= 0 and a1 + (k // 2) * d < n_in
-            inside += ok
-    return inside, total
+            flags.append(ok)
+    return flags
+
+
+def interior_dx_tiles(c, block_p, tile_w, centre_bound=True):
+    """(interior, all) input-pixel tiles of the dx + dK pass (``interior_dx_tile_flags``)."""
+    flags = interior_dx_tile_flags(c, block_p, tile_w, centre_bound)
+    return sum(flags), len(flags)
 
 
 def _spy_dxdk(monkeypatch):
@@ -207,7 +222,7 @@ def test_backward_interior_and_border_tiles(c, tiles, setting, device, monkeypat
                      ["input", "guide", "weight", "bias", "smooth_kernel"], c.dtype, dev)
     assert len(seen) == 1 and seen[0]["BLOCK_P"] == tiles["BLOCK_P"] and seen[0]["TILE_W"] == tiles["TILE_W"]
     assert seen[0]["NEED_DX"] and seen[0]["NEED_DK"]
-    inside, total = interior_dx_tiles(c, tiles["BLOCK_P"], tiles["TILE_W"], smoothed=c.smooth is not None)
+    inside, total = interior_dx_tiles(c, tiles["BLOCK_P"], tiles["TILE_W"], centre_bound=c.smooth is None)
     assert 0 < inside < total, (inside, total)
 
 
@@ -226,5 +241,57 @@ def test_backward_interior_tiles_with_a_given_kernel(device, monkeypatch):
         run_backward("pacconv2d", tensors, dict(stride=c.s, padding=c.p, dilation=c.d, shared_filters=False),
                      ["input", "kernel", "weight"], F32, dev)
     assert len(seen) == 1 and seen[0]["NEED_DK"]
-    inside, total = interior_dx_tiles(c, 16, 4, smoothed=True)  # no guide: no centre feature
+    inside, total = interior_dx_tiles(c, 16, 4, centre_bound=False)  # no guide: no centre feature
     assert 0 < inside < total, (inside, total)
+
+
+# --- the kernels' own interior predicates, tile by tile --------------------------------------------
+
+@triton.jit
+def _probe_interior(out_ptr, n_tw, H, W, Ho, Wo, Hg, Wg, TILE_H: tl.constexpr, TILE_W: tl.constexpr,
+                    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, PH: tl.constexpr,
+                    PW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr, K_MODE: tl.constexpr,
+                    F0_SMOOTH: tl.constexpr, DX: tl.constexpr):
+    pid = tl.program_id(0)
+    u0 = (pid // n_tw) * TILE_H
+    v0 = (pid % n_tw) * TILE_W
+    if DX:
+        inside = _dx_interior(u0, u0 + (TILE_H - 1), v0, v0 + (TILE_W - 1), H, W, Ho, Wo, Hg, Wg,
+                              KH, KW, PH, PW, DH, DW, K_MODE, F0_SMOOTH)
+    else:
+        inside = _conv_interior(u0, u0 + (TILE_H - 1), v0, v0 + (TILE_W - 1), H, W, Ho, Wo, Hg, Wg,
+                                KH, KW, SH, SW, PH, PW, DH, DW, K_MODE)
+    tl.store(out_ptr + pid, inside.to(tl.int32))
+
+
+PROBE_CASES = ([pytest.param(c, t["BLOCK_P"], t["TILE_W"], False, id="fwd-" + c.id) for c, t, _ in CASES]
+               + [pytest.param(c, t["BLOCK_P"], t["TILE_W"], True, id=c.id) for c, t, _ in BWD_CASES if c.s == (1, 1)]
+               + [pytest.param(_case("given-k", C=16, O=16, D=1, H=14, W=21, s=(1, 2), p=(1, 2), k=(3, 5)), 16, 4,
+                               False, id="fwd-given-k-geometry"),
+                  pytest.param(_case("given-k-bwd", C=16, O=16, D=1, H=13, W=12), 16, 4, True,
+                               id="given-k-bwd-geometry")])
+
+
+@pytest.mark.parametrize("k_mode", ["guide", "given"])
+@pytest.mark.parametrize("c, block_p, tile_w, dx", PROBE_CASES)
+def test_kernel_interior_predicates_match_the_tile_geometry(c, block_p, tile_w, dx, k_mode):
+    """``_conv_interior`` (forward) and ``_dx_interior`` (dx + dK), run tile by tile, call
+    interior exactly the tiles the geometry makes interior, with K from a guide of x's size and
+    with K given (no guide: the host passes Hg = Wg = 1, which must not bound the tiles; the
+    centre feature bounds only K from the guide, not smoothed)."""
+    from pac_triton.triton import host_common as hc
+    Ho, Wo = _out_hw(c)
+    given = k_mode == "given"
+    Hg, Wg = (1, 1) if given else (c.H, c.W)
+    th = block_p // tile_w
+    if dx:
+        want = interior_dx_tile_flags(c, block_p, tile_w, centre_bound=not given and c.smooth is None)
+        n_tw = -(-c.W // tile_w)
+    else:
+        want = interior_tile_flags(Ho, Wo, c.H, c.W, c.k, c.s, c.p, c.d, block_p, tile_w)
+        n_tw = -(-Wo // tile_w)
+    assert sum(want) > 0
+    out = torch.full((len(want),), -1, dtype=torch.int32)
+    _probe_interior[(len(want),)](out, n_tw, c.H, c.W, Ho, Wo, Hg, Wg, th, tile_w, *c.k, *c.s, *c.p, *c.d,
+                                  hc.K_LOAD if given else hc.K_GUIDE, c.smooth is not None, dx)
+    assert out.tolist() == [int(f) for f in want]
