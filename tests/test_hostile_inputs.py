@@ -155,6 +155,69 @@ def test_nan_in_guide_reaches_only_what_its_valid_taps_read(op, guide_hw, option
         assert torch.equal(torch.where(depends, 0.0, out[name]), torch.where(depends, 0.0, base[name])), name
 
 
+MASKED_X_CASES = [
+    pytest.param("conv", "gaussian", True, id="conv-normalised"),
+    pytest.param("conv", "inv_0.5_2_asym", True, id="conv-inv-asym-normalised"),
+    pytest.param("conv", "inv_0.5_2", False, id="conv-inv-mask-only"),
+    pytest.param("dw", "gaussian", True, id="depthwise-normalised"),
+    pytest.param("pool", "inv_0.5_2", True, id="pool-inv-normalised"),
+    pytest.param("conv_transpose", "gaussian", True, id="transposed-normalised"),
+]
+
+
+@pytest.mark.parametrize("bad", [NAN, math.inf], ids=["nan", "inf"])
+@pytest.mark.parametrize("op, kernel_type, normalize", MASKED_X_CASES)
+def test_nonfinite_input_at_a_masked_pixel_leaves_the_guide_side_gradients_alone(op, kernel_type, normalize, bad):
+    """docs/semantics.md, "Non-finite values": the input is not masked, so a NaN / Inf in x at a
+    pixel whose mask is 0 makes NaN the outputs whose taps land there (``K * m = 0`` times it);
+    but those taps are dropped, so the gradients of the guide, ``inv_alpha`` and ``inv_lambda``
+    (which reach x only through dL/dK at a tap) equal those of the same call with x = 0 there.
+    The Triton backend's guide pass summed ``dK_s K_s m_s`` over the taps with ``0 * NaN`` at
+    the masked one: under normalisation the guide gradient was NaN over all 25 pixels around."""
+    gen = torch.Generator().manual_seed(3)
+    B, C, O, D, H, W = 1, 3, 2, 2, 6, 8  # a transposed conv: 3 x 4 input, 6 x 8 output and guide
+    f64 = torch.float64
+    x = torch.randn(B, C, H, W, generator=gen, dtype=f64)
+    guide = torch.randn(B, C if op == "pool" else D, H, W, generator=gen, dtype=f64)
+    mask = torch.ones(B, 1, H, W, dtype=f64)
+    mask[0, 0, 2, 3] = 0
+    if op == "conv_transpose":
+        x, mask = x[..., :3, :4].contiguous(), mask[..., :3, :4].contiguous()
+        mask[0, 0, 1, 2] = 0
+    w = torch.randn(*{"conv": (O, C), "conv_transpose": (C, O), "dw": (C, 1)}.get(op, (1, 1)), 3, 3,
+                    generator=gen, dtype=f64)
+    inv = {}
+    if kernel_type.startswith("inv"):
+        inv = dict(inv_alpha=torch.tensor([0.7], dtype=f64), inv_lambda=torch.tensor([1.6], dtype=f64))
+
+    def grads(x_at_masked):
+        xx = x.clone()
+        xx[0, :, *((1, 2) if op == "conv_transpose" else (2, 3))] = x_at_masked
+        g = guide.clone().requires_grad_(True)
+        params = {k: v.clone().requires_grad_(True) for k, v in inv.items()}
+        opts = dict(kernel_type=kernel_type, normalize_kernel=normalize, mask=mask, **params, **REF)
+        if op == "conv":
+            y, _ = PF.pac_conv2d(xx, g, w, None, padding=1, **opts)
+        elif op == "dw":
+            y, _ = PF.pac_conv2d(xx, g, w, None, padding=1, groups=C, **opts)
+        elif op == "conv_transpose":
+            y, _ = PF.pac_conv_transpose2d(xx, g, w, None, stride=2, padding=1, output_padding=1, **opts)
+        else:
+            y, _ = PF.pac_pool2d(xx, g, 3, padding=1, **opts)
+        upstream = torch.linspace(0.5, 1.5, y.numel(), dtype=f64).view_as(y)
+        # the outputs whose taps read the bad pixel are NaN; the upstream gradient there is kept
+        # finite (as a loss's is), so every NaN below comes from the backward itself
+        tensors = [g, *params.values()]
+        return y, torch.autograd.grad(y, tensors, upstream)
+
+    y_bad, bad_grads = grads(bad)
+    y_ok, ok_grads = grads(0.0)
+    assert torch.isnan(y_bad).any()  # the input is not masked (the contract's other half)
+    for name, got, want in zip(["guide", *inv], bad_grads, ok_grads):
+        assert torch.isfinite(got).all(), (name, torch.isnan(got).nonzero().tolist()[:8])
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12, msg=name)
+
+
 KERNEL_NAN_CASES = [
     pytest.param(dict(_transposed(), normalize_kernel=True), (3, 3), id="transposed-normalised"),
     pytest.param(dict(_transposed(), mask=True), (3, 5), id="transposed-mask"),

@@ -40,6 +40,12 @@ def test_nan_in_guide_stays_local_in_a_normalised_or_masked_transposed_kernel(op
     base.test_nan_in_guide_stays_local_in_a_normalised_or_masked_transposed_kernel(options, pos)
 
 
+@pytest.mark.parametrize("bad", [base.NAN, float("inf")], ids=["nan", "inf"])
+@pytest.mark.parametrize("op, kernel_type, normalize", base.MASKED_X_CASES)
+def test_nonfinite_input_at_a_masked_pixel_leaves_the_guide_side_gradients_alone(op, kernel_type, normalize, bad):
+    base.test_nonfinite_input_at_a_masked_pixel_leaves_the_guide_side_gradients_alone(op, kernel_type, normalize, bad)
+
+
 @pytest.mark.parametrize("op", ["pacconv_transpose2d", "pacconv2d", "pacpool2d"])
 def test_precomputed_kernel_nan_at_invalid_taps_contributes_nothing(op):
     base.test_precomputed_kernel_nan_at_invalid_taps_contributes_nothing(op, base.NAN)

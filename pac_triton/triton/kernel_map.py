@@ -246,11 +246,15 @@ def pac_guide_pass_kernel(
                 km = _kept(_kvalue(r, alpha, lam, KTYPE), mv)
                 nsum += km
                 if NEED_DR:
+                    # a masked tap adds exactly 0, also where its dK is NaN / Inf (dK = dL/dy W x
+                    # there: the input is not masked, and x may be non-finite at a pixel whose
+                    # mask is 0; 0 * NaN would reach every tap of the pixel through the sum)
                     if CW:
-                        tsum += km * tl.load(dk_ptr + (chan * (KH * KW) + ki * KW + kj) * Ho * Wo + pix, mask=live,
-                                             other=0.0)
+                        tsum += tl.where(mv != 0, km * tl.load(dk_ptr + (chan * (KH * KW) + ki * KW + kj) * Ho * Wo
+                                                               + pix, mask=live, other=0.0), 0.0)
                     else:
-                        tsum += km * tl.load(dk_b + (ki * KW + kj) * Ho * Wo + pix, mask=xin, other=0.0)
+                        tsum += tl.where(mv != 0, km * tl.load(dk_b + (ki * KW + kj) * Ho * Wo + pix, mask=xin,
+                                                               other=0.0), 0.0)
             else:
                 nsum += mv
                 vsum += _lanes(xin.to(KDT), CW)
