@@ -79,3 +79,29 @@ def test_transposed_inf_weight_differs_from_the_reference_as_documented():
     fin = torch.isfinite(exp)
     torch.testing.assert_close(got[fin], exp[fin], rtol=1e-5, atol=1e-5)
     assert ref.isnan().any()
+
+
+def test_infinite_kernel_at_a_kept_tap_differs_from_the_reference_as_documented():
+    """docs/semantics.md, "An infinite K at a kept tap": a given K of +Inf at one kept tap of a
+    dense ``pacconv2d``: the Triton output there is ``Inf`` with the sign of the tap's channel
+    sum ``W_t x`` (the kernels scale the sum by K), the reference's is NaN (it scales each
+    channel by K before the weight sum: ``Inf - Inf``); every other pixel agrees."""
+    import torch
+    import pac_triton
+
+    g = torch.Generator().manual_seed(0)
+    B, C, O, H, W = 1, 3, 2, 5, 5
+    x = torch.randn(B, C, H, W, generator=g, dtype=torch.float64)
+    w = torch.randn(O, C, 3, 3, generator=g, dtype=torch.float64)
+    K = torch.rand(B, 1, 3, 3, H, W, generator=g, dtype=torch.float64)
+    K[0, 0, 1, 1, 2, 2] = float("inf")  # pixel (2, 2)'s centre tap, which reads x[:, 2, 2]
+    tap_sum = torch.einsum("oc,c->o", w[:, :, 1, 1], x[0, :, 2, 2])
+    prods = w[:, :, 1, 1] * x[0, :, 2, 2]
+    assert ((prods > 0).any(1) & (prods < 0).any(1)).all()  # each output channel mixes signs
+    got = pac_triton.pacconv2d(x, K, w, padding=1, backend="triton")
+    ref = pac_triton.pacconv2d(x, K, w, padding=1, backend="reference")
+    assert torch.equal(got[0, :, 2, 2], torch.sign(tap_sum) * float("inf"))
+    assert ref[0, :, 2, 2].isnan().all()
+    rest = torch.ones_like(got, dtype=torch.bool)
+    rest[0, :, 2, 2] = False
+    torch.testing.assert_close(got[rest], ref[rest], rtol=1e-9, atol=1e-12)
