@@ -266,6 +266,26 @@ def test_host_cdiv_matches_triton(configs):
 
 # --------------------------------------------------------------------------- index width
 
+def test_launch_index_width_sees_every_kind_of_tensor(monkeypatch):
+    """A launch's IDX64 (``_need_idx64_call``) looks at every tensor it receives, positional or
+    keyword, whatever its class (a Parameter, a tensor subclass), past the plain ints, floats,
+    bools, strings and None it skips without an ``isinstance`` test; anything else is tested."""
+    pytest.importorskip("pac_triton.triton")
+    from pac_triton.triton import host_common as hc
+
+    class Sub(torch.Tensor):
+        pass
+
+    monkeypatch.setattr(hc, "INDEX32_LIMIT", 100)
+    small, wide = torch.zeros(10), torch.zeros(101)
+    plain = dict(a=1, b=2.0, c=True, d="x", e=None, f=small)
+    assert not hc._need_idx64_call((small, 3), plain)
+    for big in (wide, torch.nn.Parameter(wide.clone()), wide.as_subclass(Sub), torch.zeros(202)[::2]):
+        assert hc._need_idx64_call((small, big), plain), type(big)
+        assert hc._need_idx64_call((small,), {**plain, "z": big}), type(big)
+    assert not hc._need_idx64_call((), dict(plain, g=torch.int32, h=(1, 2)))
+
+
 def test_index_width_bound_is_exact():
     """``need_idx64``'s storage bound decides exactly as the span of every tensor would."""
     pytest.importorskip("pac_triton.triton")
