@@ -55,9 +55,43 @@ def _out_hw(c):
     return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in zip((c.H, c.W), c.k, c.s, c.p, c.d))
 
 
+class _Decisions(list):
+    """The launches seen (``spy_launches``), and under the interpreter ``.calls``: what each
+    program's own interior test (``conv._conv_interior`` / ``conv._dx_interior``, wrapped)
+    decided, by kernel (``"fwd"``, ``"dx"``), in call order; None on a GPU (compiled code)."""
+    calls = None
+
+
+def _record_interior(monkeypatch, seen):
+    from pac_triton.triton import configs, conv
+    if not configs.interpreting():
+        return seen
+    seen.calls = {"fwd": [], "dx": []}
+    for name, key in (("_conv_interior", "fwd"), ("_dx_interior", "dx")):
+        def record(*args, _orig=getattr(conv, name), _key=key, **kwargs):
+            inside = _orig(*args, **kwargs)
+            seen.calls[_key].append(bool(inside.handle.data.item()))  # the interpreter's scalar
+            return inside
+        monkeypatch.setattr(conv, name, record)
+    return seen
+
+
+def _check_decisions(seen, key, inside, total):
+    """The kernel ran the interior copy on ``inside`` of every ``total`` tiles: each tile is
+    decided once per program over it (other grid axes: channel blocks, the batch), so the
+    decisions split in that ratio."""
+    calls = getattr(seen, "calls", None)
+    if calls is None:
+        return
+    got = calls[key]
+    assert got and len(got) % total == 0 and sum(got) * total == inside * len(got), (key, sum(got), len(got),
+                                                                                    inside, total)
+
+
 def _spy_forward(monkeypatch):
     from pac_triton.triton import conv
-    return spy_launches(monkeypatch, lambda fn, kw: dict(kw) if fn is conv.pac_conv_kernel else None)
+    seen = spy_launches(monkeypatch, lambda fn, kw: dict(kw) if fn is conv.pac_conv_kernel else None, _Decisions())
+    return _record_interior(monkeypatch, seen)
 
 
 def _check_tiles(seen, c, block_p, tile_w, padded):
@@ -65,6 +99,7 @@ def _check_tiles(seen, c, block_p, tile_w, padded):
     assert bool(seen[0]["PADDED"]) == padded
     inside, total = interior_tiles(*_out_hw(c), c.H, c.W, c.k, c.s, c.p, c.d, block_p, tile_w)
     assert 0 < inside < total, (inside, total)  # the case runs both copies of the loop
+    _check_decisions(seen, "fwd", inside, total)
 
 
 # (case, forced tiles, x read from the padded staging copy)
@@ -174,7 +209,8 @@ def interior_dx_tiles(c, block_p, tile_w, centre_bound=True):
 
 def _spy_dxdk(monkeypatch):
     from pac_triton.triton import conv
-    return spy_launches(monkeypatch, lambda fn, kw: dict(kw) if fn is conv.pac_conv_dxdk_kernel else None)
+    seen = spy_launches(monkeypatch, lambda fn, kw: dict(kw) if fn is conv.pac_conv_dxdk_kernel else None, _Decisions())
+    return _record_interior(monkeypatch, seen)
 
 
 BWD_CASES = [
@@ -224,6 +260,7 @@ def test_backward_interior_and_border_tiles(c, tiles, setting, device, monkeypat
     assert seen[0]["NEED_DX"] and seen[0]["NEED_DK"]
     inside, total = interior_dx_tiles(c, tiles["BLOCK_P"], tiles["TILE_W"], centre_bound=c.smooth is None)
     assert 0 < inside < total, (inside, total)
+    _check_decisions(seen, "dx", inside, total)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -243,6 +280,7 @@ def test_backward_interior_tiles_with_a_given_kernel(device, monkeypatch):
     assert len(seen) == 1 and seen[0]["NEED_DK"]
     inside, total = interior_dx_tiles(c, 16, 4, centre_bound=False)  # no guide: no centre feature
     assert 0 < inside < total, (inside, total)
+    _check_decisions(seen, "dx", inside, total)
 
 
 # --- the kernels' own interior predicates, tile by tile --------------------------------------------
@@ -276,9 +314,11 @@ PROBE_CASES = ([pytest.param(c, t["BLOCK_P"], t["TILE_W"], False, id="fwd-" + c.
 @pytest.mark.parametrize("c, block_p, tile_w, dx", PROBE_CASES)
 def test_kernel_interior_predicates_match_the_tile_geometry(c, block_p, tile_w, dx, k_mode):
     """``_conv_interior`` (forward) and ``_dx_interior`` (dx + dK), run tile by tile, call
-    interior exactly the tiles the geometry makes interior, with K from a guide of x's size and
-    with K given (no guide: the host passes Hg = Wg = 1, which must not bound the tiles; the
-    centre feature bounds only K from the guide, not smoothed)."""
+    interior exactly the tiles the tests' host replica (``interior_tile_flags``,
+    ``interior_dx_tile_flags``: what the end-to-end tests above count on) and the brute-force
+    walk (``_tile_reads_in_bounds``) make interior, at the end-to-end cases' geometries, with K
+    from a guide of x's size and with K given (no guide: the host passes Hg = Wg = 1, which must
+    not bound the tiles; the centre feature bounds only K from the guide, not smoothed)."""
     from pac_triton.triton import host_common as hc
     Ho, Wo = _out_hw(c)
     given = k_mode == "given"
@@ -295,3 +335,91 @@ def test_kernel_interior_predicates_match_the_tile_geometry(c, block_p, tile_w, 
     _probe_interior[(len(want),)](out, n_tw, c.H, c.W, Ho, Wo, Hg, Wg, th, tile_w, *c.k, *c.s, *c.p, *c.d,
                                   hc.K_LOAD if given else hc.K_GUIDE, c.smooth is not None, dx)
     assert out.tolist() == [int(f) for f in want]
+    g = dict(x=(c.H, c.W), out=(Ho, Wo), guide=(Hg, Wg), k=c.k, s=c.s, p=c.p, d=c.d, guide_k=not given,
+             smooth=c.smooth is not None)
+    assert [int(_tile_reads_in_bounds(dx, (t // n_tw) * th, (t % n_tw) * tile_w, th, tile_w, g))
+            for t in range(len(want))] == out.tolist()
+
+
+def _tile_reads_in_bounds(dx, u0, v0, th, tw, g):
+    """Brute force, pixel by pixel and tap by tap: whether every access of an unmasked copy of
+    the tile's tap loop lies inside its tensor. Forward (output pixels (u, v)): the pixel inside
+    the output grid (a given K, the output store), every tap's x pixel ``u s - p + i d`` inside x
+    and, with K from the guide, inside the guide. dx + dK (input pixels q, stride 1): q inside x
+    (and the guide: f[q]), every tap's output pixel ``P = q + p - i d`` inside the output grid
+    (dL/dy, a given K, the divisor, dK) and, K from an unsmoothed guide, K's centre feature
+    ``f(P - p + (k // 2) d)`` inside the guide."""
+    (H, W), (Ho, Wo), (Hg, Wg) = g["x"], g["out"], g["guide"]
+    k, s, p, d = g["k"], g["s"], g["p"], g["d"]
+    guide = g["guide_k"]
+    for u in range(u0, u0 + th):
+        for v in range(v0, v0 + tw):
+            if dx:
+                if not (u < H and v < W) or (guide and not (u < Hg and v < Wg)):
+                    return False
+            elif not (u < Ho and v < Wo):
+                return False
+            for i in range(k[0]):
+                for j in range(k[1]):
+                    if dx:
+                        pu, pv = u + p[0] - i * d[0], v + p[1] - j * d[1]
+                        if not (0 <= pu < Ho and 0 <= pv < Wo):
+                            return False
+                        cu, cv = pu - p[0] + (k[0] // 2) * d[0], pv - p[1] + (k[1] // 2) * d[1]
+                        if guide and not g["smooth"] and not (0 <= cu < Hg and 0 <= cv < Wg):
+                            return False
+                    else:
+                        iu, iv = u * s[0] - p[0] + i * d[0], v * s[1] - p[1] + j * d[1]
+                        if not (0 <= iu < H and 0 <= iv < W) or (guide and not (0 <= iu < Hg and 0 <= iv < Wg)):
+                            return False
+    return True
+
+
+def _random_geometries(seed, n):
+    """``n`` geometries: kernel sizes 1 / 3 / 5 per axis, strides 1-3 (forward), dilations 1-2,
+    padding 0-4 per axis, sizes 3-20, output grids the conv's or not (a given K's own size),
+    guides x's size or not, K given or from a (smoothed) guide, tiles 1-4 x 1-8."""
+    import random
+    rng = random.Random(seed)
+    out = []
+    while len(out) < n:
+        dx = rng.random() < 0.5
+        k = (rng.choice([1, 3, 5]), rng.choice([1, 3, 5]))
+        s = (1, 1) if dx else (rng.randint(1, 3), rng.randint(1, 3))
+        d, p = (rng.randint(1, 2), rng.randint(1, 2)), (rng.randint(0, 4), rng.randint(0, 4))
+        H, W = rng.randint(3, 20), rng.randint(3, 20)
+        Ho, Wo = ((n_ + 2 * p_ - d_ * (k_ - 1) - 1) // s_ + 1 for n_, k_, s_, p_, d_ in zip((H, W), k, s, p, d))
+        if rng.random() < 0.4:
+            Ho, Wo = Ho + rng.randint(-3, 3), Wo + rng.randint(-3, 3)
+        guide_k = rng.random() < 0.5
+        Hg, Wg = (1, 1) if not guide_k else (H, W) if rng.random() < 0.6 else (H + rng.randint(-3, 3),
+                                                                                 W + rng.randint(-3, 3))
+        if min(Ho, Wo, Hg, Wg) < 1:
+            continue
+        out.append((dx, dict(x=(H, W), out=(Ho, Wo), guide=(Hg, Wg), k=k, s=s, p=p, d=d, guide_k=guide_k,
+                             smooth=guide_k and rng.random() < 0.3, th=rng.choice([1, 2, 4]),
+                             tw=rng.choice([1, 2, 4, 8]))))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_interior_predicates_are_exactly_the_in_bounds_tiles(seed):
+    """``_conv_interior`` and ``_dx_interior``, run tile by tile in a probe kernel, against a
+    brute-force walk of every pixel and tap of each tile (``_tile_reads_in_bounds``), over 40
+    random geometries per seed: a tile is interior exactly when an unmasked loop over it stays
+    inside every tensor (never more: an out-of-bounds read on a GPU; never less: the fast copy
+    left unused, as a given K's tiles were when the guide's 1 x 1 placeholder bounded them)."""
+    from pac_triton.triton import host_common as hc
+    bad = []
+    for dx, g in _random_geometries(seed, 40):
+        th, tw = g["th"], g["tw"]
+        rows, cols = g["x"] if dx else g["out"]
+        n_th, n_tw = -(-rows // th), -(-cols // tw)
+        out = torch.full((n_th * n_tw,), -1, dtype=torch.int32)
+        _probe_interior[(n_th * n_tw,)](out, n_tw, *g["x"], *g["out"], *g["guide"], th, tw, *g["k"], *g["s"],
+                                        *g["p"], *g["d"], hc.K_GUIDE if g["guide_k"] else hc.K_LOAD, g["smooth"], dx)
+        want = [int(_tile_reads_in_bounds(dx, (t // n_tw) * th, (t % n_tw) * tw, th, tw, g))
+                for t in range(n_th * n_tw)]
+        if out.tolist() != want:
+            bad.append((dx, g, out.tolist(), want))
+    assert not bad, bad[:2]

@@ -236,12 +236,13 @@ class Tracker:
         return False
 
 
-def spy_launches(monkeypatch, record):
+def spy_launches(monkeypatch, record, seen=None):
     """Record the Triton launches (any family): ``record(kernel, kwargs)`` is called at
     each launch through ``host_common.checked`` (``kernel``: the ``@triton.jit`` function, also
-    behind an autotuner) and what it returns, unless None, is appended to the returned list."""
+    behind an autotuner) and what it returns, unless None, is appended to the returned list
+    (``seen``, a new list unless given)."""
     from pac_triton.triton import depthwise
-    seen = []
+    seen = [] if seen is None else seen
     orig = depthwise.hc.checked
 
     class Spy(orig):
