@@ -92,11 +92,14 @@ def _conv_interior(u0, u1, v0, v1, H, W, Ho, Wo, Hg, Wg, KH: tl.constexpr, KW: t
     conv, not transposed) is interior: all its pixels inside the output grid ``Ho x Wo`` and
     every tap's input pixel ``u s - p + i d`` inside x ``H x W`` and (K_GUIDE) the guide
     ``Hg x Wg`` (a given K has no guide; it is read at the output pixels)."""
-    inside = ((u1 < Ho) & (v1 < Wo) & (u0 * SH >= PH) & (v0 * SW >= PW)
-              & (u1 * SH + ((KH - 1) * DH - PH) < H) & (v1 * SW + ((KW - 1) * DW - PW) < W))
     if K_MODE == K_GUIDE:
-        inside = inside & (u1 * SH + ((KH - 1) * DH - PH) < Hg) & (v1 * SW + ((KW - 1) * DW - PW) < Wg)
-    return inside
+        hb = tl.minimum(H, Hg)
+        wb = tl.minimum(W, Wg)
+    else:
+        hb = H
+        wb = W
+    return ((u1 < Ho) & (v1 < Wo) & (u0 * SH >= PH) & (v0 * SW >= PW)
+            & (u1 * SH + ((KH - 1) * DH - PH) < hb) & (v1 * SW + ((KW - 1) * DW - PW) < wb))
 
 
 @triton.jit
