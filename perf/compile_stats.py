@@ -452,6 +452,10 @@ def bwd_variants(dt):
         # the same from the zero-padded staging copy of x (non-transposed launches)
         yield ("bwd_conv_dw_padded", conv.pac_conv_dw_kernel, wp,
                vspec(conv.pac_conv_dw_kernel, {**dwv, "PADDED": True}, ("sgyo", "sxc", "sgd", "sfd")), vl)
+        # ... where the tiles cover the output grid and O exactly (512 x 512, C = O = 64): unmasked loads
+        yield ("bwd_conv_dw_padded_even", conv.pac_conv_dw_kernel, wp,
+               vspec(conv.pac_conv_dw_kernel, {**dwv, "PADDED": True, "EVEN_TILES": True},
+                     ("sgyo", "sxc", "sgd", "sfd")), vl)
         # PAC_TRITON_SAVE_K's dW: K read from packernel2d's float32 output
         yield ("bwd_conv_dw_padded_savedK", conv.pac_conv_dw_kernel, {**wp, "k_ptr": kdt},
                vspec(conv.pac_conv_dw_kernel, {**dwv, "PADDED": True, "K_MODE": K_LOAD, "NORMALIZE": False,
@@ -602,11 +606,12 @@ def bwd_variants(dt):
 
 # Weight-gradient kernels: their PTX must hold no atom./red. (deterministic split reduction).
 WEIGHT_GRAD = ("bwd_conv_dw", "bwd_convT_dw", "bwd_conv_dw_loadK", "bwd_conv_dw_dblocks", "bwd_conv_dw_vec",
-               "bwd_conv_dw_padded",
+               "bwd_conv_dw_padded", "bwd_conv_dw_padded_even",
                "bwd_conv_dw_grouped", "bwd_shared_dw", "bwd_shared_dw_vec", "bwd_dwc_dw", "bwd_dwc_dw_vec",
                "bwd_dwc_dw_padded", "bwd_dwc_dw_padded_C96", "bwd_shared_dw_padded_givenK", "bwd_conv_dw_padded_savedK")
 # Backward kernels whose code depends on the data dtype (dots): compiled for every dtype.
-BWD_CORE = ("bwd_conv_dxdk", "bwd_conv_dxdk_padded", "bwd_conv_dw", "bwd_conv_dw_padded", "bwd_dw_dx",
+BWD_CORE = ("bwd_conv_dxdk", "bwd_conv_dxdk_padded", "bwd_conv_dw", "bwd_conv_dw_padded", "bwd_conv_dw_padded_even",
+            "bwd_dw_dx",
             "bwd_shared_dw", "bwd_dwc_dx", "bwd_dwc_dw", "bwd_dwc_dw_padded", "bwd_guide_pass", "bwd_guide_gather",
             "bwd_dwc_dk_padded", "bwd_dwc_dx_padded", "bwd_dwc_dx_padded_tc", "bwd_dwc_dx_padded_tc_C128")
 
@@ -850,6 +855,8 @@ def specs(dtype: str):
             yield "backward dW general", fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"]
         elif name == "bwd_conv_dw_padded":
             yield "backward dW", fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"]
+        elif name == "bwd_conv_dw_padded_even":
+            yield "backward dW, even tiles", fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"]
         elif name == "bwd_conv_dw_padded_savedK":
             yield "backward dW, saved K", fn, ptrs, div16(fn, c), cfg, c["BLOCK_P"]
         elif name == "bwd_guide_pass":

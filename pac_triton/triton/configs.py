@@ -788,6 +788,17 @@ def even_blocks(C: int, OG: int, cfg, f64: bool = False) -> bool:
     return not f64 and C > 0 and OG > 0 and C % cfg["BLOCK_C"] == 0 and OG % cfg["BLOCK_O"] == 0
 
 
+def dw_even_tiles(Ho: int, Wo: int, OG: int, cfg, tile_w: int, f64: bool = False) -> bool:
+    """The dense weight-gradient pass's ``EVEN_TILES`` (its padded path, a conv): the
+    ``(BLOCK_P // tile_w) x tile_w`` pixel tiles cover the ``Ho x Wo`` output grid exactly and
+    ``cfg``'s BLOCK_O divides the output channels per group ``OG``, so no tile has a pixel past
+    the output or a channel past its group and dL/dy and the input load without masks. Not for
+    float64 (as ``even_blocks``) nor an empty grid."""
+    th = int(cfg["BLOCK_P"]) // int(tile_w)
+    return (not f64 and Ho > 0 and Wo > 0 and OG > 0 and Ho % th == 0 and Wo % int(tile_w) == 0
+            and OG % int(cfg["BLOCK_O"]) == 0)
+
+
 def _conv_configs():
     return [triton.Config(dict(BLOCK_P=bp, BLOCK_O=bo, BLOCK_C=bc), num_warps=nw, num_stages=ns)
             for bp, bo, bc, nw, ns in CONV_TUNE_TABLE]

@@ -757,7 +757,7 @@ def pac_conv_dw_kernel(
     NORMALIZE: tl.constexpr, HAS_MASK: tl.constexpr, IDX64: tl.constexpr,
     KDT: tl.constexpr, DOT_DT: tl.constexpr, PREC: tl.constexpr, D_SINGLE: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, TILE_W: tl.constexpr,
-    GROUPED: tl.constexpr, PADDED: tl.constexpr = False,
+    GROUPED: tl.constexpr, PADDED: tl.constexpr = False, EVEN_TILES: tl.constexpr = False,
 ):
     """Weight-gradient partials: program (split, (o-block, c-block), tap t) sums
     ``gy[P, o] K_t(P) x[q_t(P), c]`` over the output-pixel tiles ``split, split + NSPLIT, ...``
@@ -776,6 +776,10 @@ def pac_conv_dw_kernel(
     Groups (GROUPED, G groups): ``C`` and ``O`` are the input and output channels per group;
     grid axis 1 runs over (group, o-block, c-block) and output channel ``g*O + o`` pairs with
     input channel ``g*C + c`` only (G = 1 without groups).
+
+    EVEN_TILES (with PADDED; ``configs.dw_even_tiles``): the tiles cover the output grid
+    exactly and the output-channel blocks O, so every tile pixel is an output pixel and the
+    dL/dy and input tiles load without masks (sm_90 bf16 C64 k3: 649 -> 590 loop instructions).
 
     Pointers: ``gy_ptr`` dL/dy ``[B, G*O, Ho, Wo]`` (sgy*); ``x_ptr`` the input
     ``[B, G*C, H, W]`` (sx*); ``part_ptr`` ``[NSPLIT, KH*KW, G*O, C]`` contiguous in KDT; the K operands as in
@@ -884,13 +888,19 @@ def pac_conv_dw_kernel(
             # tap of every tile pixel reads inside it, zero outside the input (and past the
             # channels a group has); pixels past the output are masked (their x may be
             # any finite or non-finite input value, and 0 * Inf would reach the sum)
-            xT = tl.load(x_g + b * sxb + offs_c[:, None] * sxc
-                         + ((ih + PH) * sxh + (iw + PW) * sxw)[None, :], mask=pmask[None, :], other=0.0)
+            if EVEN_TILES:  # no pixel past the output
+                xT = tl.load(x_g + b * sxb + offs_c[:, None] * sxc + ((ih + PH) * sxh + (iw + PW) * sxw)[None, :])
+            else:
+                xT = tl.load(x_g + b * sxb + offs_c[:, None] * sxc
+                             + ((ih + PH) * sxh + (iw + PW) * sxw)[None, :], mask=pmask[None, :], other=0.0)
         else:
             xT = tl.load(x_g + b * sxb + offs_c[:, None] * sxc + (ih * sxh + iw * sxw)[None, :],
                          mask=cm[:, None] & xin[None, :], other=0.0)
-        gT = tl.load(gy_g + b * sgyb + offs_o[:, None] * sgyo + (u * sgyh + v * sgyw)[None, :],
-                     mask=om[:, None] & pmask[None, :], other=0.0)
+        if EVEN_TILES:  # every pixel and output channel of the tile exists
+            gT = tl.load(gy_g + b * sgyb + offs_o[:, None] * sgyo + (u * sgyh + v * sgyw)[None, :])
+        else:
+            gT = tl.load(gy_g + b * sgyb + offs_o[:, None] * sgyo + (u * sgyh + v * sgyw)[None, :],
+                         mask=om[:, None] & pmask[None, :], other=0.0)
         ga = (gT.to(KDT) * kt[None, :]).to(DOT_DT)
         acc = tl.dot(ga, tl.trans(xT.to(DOT_DT)), acc, input_precision=PREC, out_dtype=acc.dtype)
         tb, trow, tcol = _tile_walk_next(tb, trow, tcol, db, drow, dcol, n_th, n_tw)
@@ -1199,8 +1209,9 @@ def conv_backward(gy, x, weight, guide, kernel, mask, smooth, alpha, lam, stride
                 C=C, O=O, G=G, H=H, W=W, Ho=Ho, Wo=Wo, D=D, Hg=Hg, Wg=Wg, B=B, NSPLIT=ns,
                 **hc.strides("sgy", gy, "bohw"), **hc.strides("sx", xw),
                 **kmeta, D_SINGLE=D <= bdw, BLOCK_D=bdw, BLOCK_P=bpw,
-                BLOCK_O=bo, BLOCK_C=bc, TILE_W=tw, GROUPED=G > 1, PADDED=padded, num_warps=wcfg["num_warps"],
-                num_stages=wcfg["num_stages"])
+                BLOCK_O=bo, BLOCK_C=bc, TILE_W=tw, GROUPED=G > 1, PADDED=padded,
+                EVEN_TILES=padded and configs.dw_even_tiles(Ho, Wo, O, wcfg, tw, f64),
+                num_warps=wcfg["num_warps"], num_stages=wcfg["num_stages"])
             out["weight"] = _weight_grad(part, weight, transposed, G)
     return Grads(**out)
 

@@ -63,7 +63,7 @@ def test_aot_compile_all_kernels():
     pipelined = ("conv_guide_vec", "conv_guide_padded", "convT_guide_vec", "convT_guide_padded", "bwd_conv_dxdk_vec",
                  "bwd_conv_dxdk_padded", "bwd_conv_dxdk_s2_vec", "bwd_conv_dxdk_s2_padded",
                  "bwd_convT_dxdk_vec", "bwd_convT_dxdk_padded", "bwd_conv_dw_vec",
-                 "bwd_conv_dw_padded",
+                 "bwd_conv_dw_padded", "bwd_conv_dw_padded_even",
                  "bwd_convT_dw", "dw_conv_padded_C64_tc", "dw_conv_padded_C96_tc", "bwd_dwc_dx_padded_tc",
                  "bwd_dwc_dx_padded_tc_C128")
     seen = {r["name"] for r in recs if r["name"] in pipelined and r["dtype"] == "bf16" and r["arch"] == 90}

@@ -146,6 +146,53 @@ def test_padded_layouts(xl, gyl, flags, monkeypatch):
     assert seen == [("forward", flags[0]), ("dx + dK", flags[1]), ("dW", flags[2])], seen
 
 
+# --- the weight gradient's even tiles ------------------------------------------------------------
+
+@pytest.mark.parametrize("H,W,O,G,even", [
+    pytest.param(8, 8, 16, 1, True, id="even-8x8-O16"),
+    pytest.param(4, 12, 32, 2, True, id="even-4x12-G2-O16-per-group"),
+    pytest.param(7, 8, 16, 1, False, id="ragged-rows"),
+    pytest.param(8, 6, 16, 1, False, id="ragged-columns"),
+    pytest.param(8, 8, 24, 1, False, id="ragged-output-channels"),
+    pytest.param(8, 8, 16, 2, False, id="ragged-channels-per-group"),
+])
+def test_weight_gradient_even_tiles(H, W, O, G, even, monkeypatch):
+    """``pac_conv_dw_kernel``'s EVEN_TILES (unmasked dL/dy and x loads) runs exactly when the
+    4 x 4 tiles cover the output grid and the 16-wide output-channel blocks each group's output
+    channels (``configs.dw_even_tiles``); dL/dy is a channel slice of a NaN-filled tensor, so a
+    channel or pixel read past it is NaN in dL/dW. The gradients equal the float64 reference."""
+    from pac_triton.triton import configs, conv
+    seen = spy_launches(monkeypatch, lambda fn, k: (bool(k["PADDED"]), bool(k["EVEN_TILES"]))
+                        if fn is conv.pac_conv_dw_kernel else None)
+    torch.manual_seed(2)
+    B, C = 1, 16
+    x, g = torch.randn(B, C, H, W, dtype=F64), torch.randn(B, 2, H, W, dtype=F64)
+    w, gy = torch.randn(O, C // G, 3, 3, dtype=F64), torch.randn(B, O, H, W, dtype=F64)
+    res = []
+    with configs.force_blocks(BLOCK_P=16, TILE_W=4, BLOCK_O=16, BLOCK_C=16):
+        for be, dt, gyy in ((PT(), F32, _layout(gy.float(), "slice")), (REF, F64, gy)):
+            xx, gg, ww = (t.to(dt).detach().requires_grad_() for t in (x, g, w))
+            y = be.pac_conv2d(xx, gg, ww, None, (1, 1), (1, 1), (1, 1), "gaussian", None, None, None, False, False,
+                              None, G)[0]
+            res.append(torch.autograd.grad(y, (xx, gg, ww), gyy))
+    for name, a, e in zip(("dx", "dguide", "dw"), *res):
+        assert_close_rel(a, e.float(), TOL[F32], name)
+    assert seen == [(True, even)], seen
+    assert configs.dw_even_tiles(H, W, O // G, dict(BLOCK_P=16, BLOCK_O=16), 4) == even
+
+
+def test_dw_even_tiles_rule():
+    """``configs.dw_even_tiles`` over its bounds: rows, columns, channel blocks, float64, empty."""
+    from pac_triton.triton import configs
+    cfg = dict(BLOCK_P=128, BLOCK_O=64)
+    assert configs.dw_even_tiles(512, 512, 64, cfg, 32)  # the benchmark's 4 x 32 tiles
+    assert configs.dw_even_tiles(128, 128, 256, cfg, 32)  # VGG conv3
+    assert not configs.dw_even_tiles(56, 56, 96, cfg, 32)  # ConvNeXt stage 1: 56 % 32, 96 % 64
+    assert not configs.dw_even_tiles(510, 512, 64, cfg, 32)  # 510 % 4
+    assert not configs.dw_even_tiles(512, 512, 64, cfg, 32, f64=True)
+    assert not configs.dw_even_tiles(0, 512, 64, cfg, 32) and not configs.dw_even_tiles(512, 512, 0, cfg, 32)
+
+
 # --- non-finite values ----------------------------------------------------------------------------
 
 def _poison(x, gy):
