@@ -218,8 +218,9 @@ BWD_CASES = [
     (_case("bwd-gypadded-k3-invasym-norm-mask-f32", C=16, O=16, D=16, H=12, W=12, kt="inv_1_-2_asym", norm=True,
            mask=True), dict(BLOCK_P=16, TILE_W=4, BLOCK_O=16, BLOCK_C=16, BLOCK_D=16), None),
     # dL/dy read in place per element (no staging copies); k5 dilation 2 asymmetric padding;
-    # two output-channel blocks (O = 40) and two input-channel blocks whose dK partials add up
-    (_case("bwd-percopy-off-k5-d2-O40-C40-f32", C=40, O=40, D=4, H=20, W=19, k=(5, 5), p=(4, 3), d=(2, 2)),
+    # two output-channel blocks (O = 24) and two input-channel blocks whose dK partials add up
+    # (the last of each ragged); 12 x 17 is the smallest image with an interior tile here
+    (_case("bwd-percopy-off-k5-d2-O24-C24-f32", C=24, O=24, D=4, H=12, W=17, k=(5, 5), p=(4, 3), d=(2, 2)),
      dict(BLOCK_P=16, TILE_W=4, BLOCK_O=16, BLOCK_C=16, BLOCK_D=16), "copies_off"),
     # the centre feature smoothed (K's centre read at P itself), bf16, k3x5
     (_case("bwd-smooth3-k3x5-bf16", C=16, O=16, D=16, H=14, W=16, k=(3, 5), p=(1, 2), smooth=(3, 3), dtype=BF16),
