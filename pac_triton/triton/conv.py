@@ -188,8 +188,9 @@ def pac_conv_kernel(
     ``[0, Ho) x [0, Wo)`` and whose taps all read inside x and (K_GUIDE) the guide
     (``u0*SH >= PH``, ``u1*SH + (KH-1)*DH - PH < H`` (and ``< Hg``), the same along W, for the
     tile's first and last rows ``u0``, ``u1`` and columns: ``_conv_interior``) runs a copy of the
-    tap loop without bounds compares or gather masks (INTERIOR); the others run the masked loop. The same arithmetic either way: an
-    interior tile's masks would all be true (K times 1 where the masked loop keeps K)."""
+    tap loop without bounds compares or gather masks (INTERIOR); the others run the masked loop.
+    The same arithmetic either way: an interior tile's masks would all be true (K times 1 where
+    the masked loop keeps K)."""
     pid_p = tl.program_id(0)
     pid_o = tl.program_id(1)
     b = tl.program_id(2)
@@ -441,8 +442,9 @@ def _dxdk_block(
     dK_t(P) += rowsum(G * x[q, :]) (NEED_DK; accumulated in memory over channel blocks when
     DK_ACCUMULATE) and dx[q, :] += K_t(P) G (NEED_DX). A stride-1 conv's interior tiles (every
     q inside x, every tap's P inside the output, with K from the guide K's centre feature inside
-    the guide: ``_dx_interior``, tested once per call from the tile's extreme rows and columns) run a copy of the tap loop without
-    bounds compares or gather masks (INTERIOR); the others run the masked loop."""
+    the guide: ``_dx_interior``, tested once per call from the tile's extreme rows and columns)
+    run a copy of the tap loop without bounds compares or gather masks (INTERIOR); the others run
+    the masked loop."""
     offs_c = c0 + offs_c0
     cm = offs_c < C
     wmask = om[:, None] & cm[None, :]

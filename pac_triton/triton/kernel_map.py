@@ -250,11 +250,10 @@ def pac_guide_pass_kernel(
                     # there: the input is not masked, and x may be non-finite at a pixel whose
                     # mask is 0; 0 * NaN would reach every tap of the pixel through the sum)
                     if CW:
-                        tsum += tl.where(mv != 0, km * tl.load(dk_ptr + (chan * (KH * KW) + ki * KW + kj) * Ho * Wo
-                                                               + pix, mask=live, other=0.0), 0.0)
+                        dkv = tl.load(dk_ptr + (chan * (KH * KW) + ki * KW + kj) * Ho * Wo + pix, mask=live, other=0.0)
                     else:
-                        tsum += tl.where(mv != 0, km * tl.load(dk_b + (ki * KW + kj) * Ho * Wo + pix, mask=xin,
-                                                               other=0.0), 0.0)
+                        dkv = tl.load(dk_b + (ki * KW + kj) * Ho * Wo + pix, mask=xin, other=0.0)
+                    tsum += tl.where(mv != 0, km * dkv, 0.0)
             else:
                 nsum += mv
                 vsum += _lanes(xin.to(KDT), CW)
