@@ -642,8 +642,11 @@ CORE = ("conv_guide", "conv_guide_vec", "conv_guide_padded", "convT_guide", "con
         "packernel_cw", "stage_nchw", "stage_channels_last", "stage_nchw_narrow") + BWD_CORE
 
 
-# ``aot --lean`` on sm_80: fp16 compiles as bf16 does, and float64's FMA code is sm_90's
+# ``aot --lean`` (tests/triton/test_aot.py's set): fp16 compiles as bf16 does but for the dot's
+# element type, so neither arch compiles it; sm_80 only the core variants in bf16 and fp32
+# (float64's FMA code is sm_90's); sm_90 every variant in bf16, the core ones in fp32 and fp64
 LEAN_SM80_DTYPES = ("bf16", "fp32")
+LEAN_SM90_DTYPES = ("bf16", "fp32", "fp64")
 
 
 def all_variants(dtypes):
@@ -963,8 +966,9 @@ def aot_main(argv=None):
     ap.add_argument("--arch", type=int, nargs="+", default=[80, 90])
     ap.add_argument("--dtypes", nargs="+", default=["fp32", "fp16", "bf16", "fp64"])
     ap.add_argument("--lean", action="store_true",
-                    help="sm_80 only the core variants in bf16 and fp32 (tests/triton/test_aot.py's set; "
-                         "sm_90, the device's, keeps every variant)")
+                    help="tests/triton/test_aot.py's set: no fp16 (it compiles as bf16 does); sm_80 only the "
+                         "core variants in bf16 and fp32; sm_90 (the device's) every variant in bf16, the core "
+                         "ones in fp32 and fp64")
     ap.add_argument("--all-configs", action="store_true",
                     help="also the conv (C = O = 64 and 256) and dx + dK tuning lists (bf16, sm_90)")
     ap.add_argument("--only", default=None, help="substring filter on variant names")
@@ -973,11 +977,12 @@ def aot_main(argv=None):
     a = ap.parse_args(argv)
     jobs = []
     for arch in a.arch:
-        lean = a.lean and arch == 80
-        dtypes = [d for d in a.dtypes if not lean or d in LEAN_SM80_DTYPES]
+        lean_dtypes = LEAN_SM80_DTYPES if arch == 80 else LEAN_SM90_DTYPES
+        dtypes = [d for d in a.dtypes if not a.lean or d in lean_dtypes]
         for fn, dt, (name, ptrs, const, cfg), core in all_variants(dtypes):
-            if core or (not lean and ((arch == 90 and dt == "bf16")
-                                      or (name.startswith("bwd_") and dt in ("bf16", "fp64")))):
+            # the whole set also has every backward variant in fp64 (and, on sm_80, in bf16)
+            bwd_extra = name.startswith("bwd_") and (dt == "fp64" or (dt == "bf16" and arch == 80))
+            if core or (arch == 90 and dt == "bf16") or (bwd_extra and not a.lean):
                 jobs.append((fn.__name__, dt, arch, name, ptrs, const, cfg, True))
     if a.all_configs:
         for name, ptrs, const, cfg in tuned_conv_variants("bf16"):

@@ -699,11 +699,12 @@ def test_every_dxdk_tuning_config_is_correct(need_dk, monkeypatch):
     # the launcher's default for per-element gathers (8 warps, not in the table) comes first
     assert n_configs >= 9 and pruned[0].kwargs["BLOCK_O"] == 64 and pruned[0].num_warps == 8
     chosen = []
+    y = PF.pac_conv2d(x, gd, w, padding=1, backend="triton")  # one forward, its backward run per config
     for k in range(n_configs):
         pick.update(k=k, calls=0)
         monkeypatch.setattr(conv.dxdk_tuned, "cache", {})
         tiles = spy_launches(monkeypatch, lambda fn, kw: "tuned" if fn is conv.pac_conv_dxdk_kernel else None)
-        got = torch.autograd.grad(PF.pac_conv2d(x, gd, w, padding=1, backend="triton"), wanted, dy)
+        got = torch.autograd.grad(y, wanted, dy, retain_graph=True)
         assert tiles == ["tuned"] and pick["calls"] == n_configs
         chosen.append(conv.dxdk_tuned.best_config)
         for a, b, name in zip(got, exp, ("dx", "dguide")):

@@ -266,3 +266,21 @@ def test_lang_patched_once_per_launch(monkeypatch):
     assert torch.equal(out, torch.arange(16.0) * 8)
     _helpers[(2,)](out, BLOCK=16)  # a second launch patches again (the first one restored)
     assert calls == ["_twice", "_helpers", "sum", "_helpers", "sum"], calls
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="the memo is installed only for Triton's interpreter (no CUDA device here)")
+def test_np_dtype_memo_in_place():
+    """tests/conftest.py's ``_memoise_np_dtypes`` is in place and answers as upstream's
+    ``_get_np_dtype`` does for scalar, pointer and block types, the first time and from the memo."""
+    import triton.language as tl
+    from triton.runtime import interpreter
+    memo = interpreter._get_np_dtype
+    assert hasattr(memo, "upstream"), "the interpreter's _get_np_dtype is not memoised"
+    scalars = [tl.int1, tl.int8, tl.uint8, tl.int16, tl.int32, tl.uint32, tl.int64, tl.float16, tl.bfloat16,
+               tl.float32, tl.float64]
+    types = scalars + [tl.pointer_type(t) for t in scalars] + [tl.block_type(t, [16, 4]) for t in scalars] + [
+        tl.block_type(tl.pointer_type(tl.float32), [8])]
+    for _ in range(2):
+        for t in types:
+            assert memo(t) == memo.upstream(t), t
+    assert memo(tl.block_type(tl.bfloat16, [2])) == memo.upstream(tl.bfloat16)  # bf16 held as uint16
