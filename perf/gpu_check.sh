@@ -10,7 +10,8 @@
 #   1. `python -m pytest -m gpu -v tests` with PAC_TRITON_AUTOTUNE=0 (a line per test as it ends, so
 #      a stage timeout still shows which passed and failed; the tests' conftest
 #      switches Triton's interpreter on only where there is no CUDA, so none here), with
-#      pytest-xdist workers (GPU_TEST_WORKERS, default 8) when it is installed;
+#      pytest-xdist workers (GPU_TEST_WORKERS, default: the cores less 2, at most 14) when it is
+#      installed;
 #   2. `python -m perf --preset gpu-check --out $OUT`: forward (bf16, TF32) and forward+backward
 #      (bf16) timings of the Triton and reference backends against F.conv2d (cudnn.benchmark
 #      on) at the floor shapes of docs/kernels.md, the convnext preset's four depthwise k7 B32
@@ -124,10 +125,13 @@ else
 RESERVE=15; want 2 && RESERVE=75   # keep at least 60 s for the timings when they run
 LIM_TESTS=$(min "$T_TESTS" $(( $(left) - RESERVE )))
 [ "$LIM_TESTS" -lt 10 ] && LIM_TESTS=10
-# ~100 gpu tests, each compiling its own kernel specialisations: compile in parallel when
-# pytest-xdist is there (the image has it; 16 CPU cores, one GPU shared by the workers)
+# ~215 gpu tests compiling ~600-700 kernel specialisations between them (perf/NOTES.md v18: 546
+# distinct ones counted for the 163 that have CPU twins): compile in parallel when pytest-xdist is
+# there (the image has it; 16 CPU cores, one GPU shared by the workers), on every core but two
+NCORES=$(nproc 2>/dev/null || echo 8)
+WORKERS=$(( NCORES - 2 )); [ "$WORKERS" -gt 14 ] && WORKERS=14; [ "$WORKERS" -lt 1 ] && WORKERS=1
 XDIST=()
-if "$PY" -c "import xdist" >/dev/null 2>&1; then XDIST=(-n "${GPU_TEST_WORKERS:-8}"); fi
+if "$PY" -c "import xdist" >/dev/null 2>&1; then XDIST=(-n "${GPU_TEST_WORKERS:-$WORKERS}"); fi
 say "stage 1: pytest -m gpu ${XDIST[*]} (PAC_TRITON_AUTOTUNE=0, limit ${LIM_TESTS}s)"
 (cd "$RUN_DIR" && PAC_TRITON_AUTOTUNE=0 timeout -k 5 "$LIM_TESTS" "$PY" -m pytest -m gpu -v --tb=short -rfEs "${XDIST[@]}" \
   -p no:cacheprovider -c "$REPO/pyproject.toml" --rootdir "$REPO" "$REPO/tests") 2>&1 | tee -a "$LOG"
