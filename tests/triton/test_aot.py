@@ -32,6 +32,7 @@ def _have_tools():
     return os.path.exists(os.path.join(bindir, "cuobjdump"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _have_tools(), reason="the triton wheel ships no cuobjdump here")
 def test_aot_compile_all_kernels():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
