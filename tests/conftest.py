@@ -66,7 +66,7 @@ def _on_big_chunk(fn):
 
 
 def pytest_collection_modifyitems(config, items):
-    # The slowest tests (marker ``slow``: the AOT compile, ~40% of a cold suite's wall time on
+    # The slowest tests (marker ``slow``: the AOT compile, ~35% of a cold suite's wall time on
     # one pytest-xdist worker) start first, so the other worker's share runs beside them and no
     # worker is left waiting on one at the end (stable: the rest keep their order).
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
@@ -197,13 +197,12 @@ def _patch_lang_once_per_launch():
 def _memoise_np_dtypes():
     """Triton's interpreter maps a Triton type to the NumPy dtype that holds its values
     (``interpreter._get_np_dtype``) for every value it creates, and builds a 20-entry dict to do
-    so at each call: ~7% of an interpreted test's time here (``test_pac_conv2d_backward``'s six
+    so at each call: ~14% of an interpreted test's time here (``test_pac_conv2d_backward``'s six
     cases alone: 30-32 s -> 26-27 s). The answer depends on the type only (a pointer or a block of
     pointers: uint64; else its element type's), and Triton types that compare equal have the same
     element type, so it is memoised per element type (a block type's, or the scalar type itself;
     pointer and block types define ``__eq__`` without ``__hash__``, so every pointer shares one
-    entry). ``test_sanitizer.py::test_np_dtype_memo_in_place``
-    checks it against upstream's function."""
+    entry). ``test_sanitizer.py::test_np_dtype_memo_in_place`` checks it against upstream's."""
     import triton.language as tl
     from triton.runtime import interpreter
 
