@@ -177,8 +177,14 @@ def _check_precomputed_kernel(kernel, batch, channels_allowed, kernel_size, out_
 
 def _geometry_from_weight(weight, stride, padding, dilation, output_padding=None, names=None):
     """The geometry with the kernel size read from ``weight``; ``padding`` may be ``"same"`` /
-    ``"valid"`` for a (not transposed) conv, as in ``F.conv2d``."""
-    check_tensor(names["weight"] if names else "weight", weight, rank=4)
+    ``"valid"`` for a (not transposed) conv, as in ``F.conv2d``. An even kernel is refused naming
+    the weight (the caller gave no ``kernel_size``)."""
+    wname = names["weight"] if names else "weight"
+    check_tensor(wname, weight, rank=4)
+    kh, kw = weight.shape[-2:]
+    if kh % 2 != 1 or kw % 2 != 1:
+        raise ValueError(f"{wname} of shape {tuple(weight.shape)}: its kernel size ({kh}, {kw}) (the last two "
+                         "dimensions) must be odd: PAC needs a centre tap")
     padding = resolve_padding(padding, tuple(weight.shape[-2:]), stride, dilation, output_padding is not None)
     return check_geometry(tuple(weight.shape[-2:]), stride, padding, dilation, output_padding)
 

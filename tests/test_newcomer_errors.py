@@ -82,6 +82,13 @@ CASES = {
                          ["kernel", "pacconv2d"]),
     "packernel2d guide": (lambda: PF.packernel2d(torch.randn(8, 8), kernel_size=3), ["input"]),
     "pac_conv2d guide": (lambda: PF.pac_conv2d(x_(), x_(H=7), torch.randn(3, 2, 3, 3), padding=1), ["guide", "input"]),
+    # an even kernel read from the weight (no kernel_size given): the weight and its shape
+    "pac_conv2d even weight": (lambda: PF.pac_conv2d(x_(), x_(), torch.randn(3, 2, 2, 3), padding="same"),
+                               ["weight", r"\(3, 2, 2, 3\)", "odd"]),
+    "pac_conv_transpose2d even weight": (lambda: PF.pac_conv_transpose2d(x_(), x_(H=16, W=16), torch.randn(2, 3, 3, 4),
+                                                                         stride=2), ["weight", r"\(2, 3, 3, 4\)"]),
+    "pacconv2d even weight": (lambda: PF.pacconv2d(x_(), torch.rand(1, 1, 2, 2, 8, 8), torch.randn(3, 2, 2, 2)),
+                              ["weight", r"\(3, 2, 2, 2\)"]),
     "create_YXRGB scales": (lambda: pac_triton.create_YXRGB(torch.rand(1, 3, 4, 4), scales=[1.0, 2.0, 3.0]),
                             ["scales", "2 \\+ 3"]),
     "convert source": (lambda: pac_triton.convert_pacnet_state_dict([1, 2], torch.nn.Linear(1, 1)), ["source"],
