@@ -2,7 +2,8 @@
 
 ``swap_to_pac(model, names)`` replaces chosen ``nn.Conv2d`` / ``nn.ConvTranspose2d`` layers with
 guided PAC layers that keep the pretrained parameters (the very same ``Parameter`` objects, so
-state-dict keys, ``requires_grad`` flags and an optimizer built earlier stay valid) and the
+state-dict keys, ``requires_grad`` flags and an optimizer built earlier stay valid; PAC options
+that add tensors add their keys, see ``swap_to_pac``) and the
 geometry (stride, padding, dilation, output_padding, ``groups`` -- grouped and depthwise convs,
 channel multipliers included -- and ``padding_mode``: ``'reflect'``, ``'replicate'`` and
 ``'circular'`` pad the input and the guide alike, docs/semantics.md section 8). Grouped layers
@@ -343,6 +344,10 @@ def swap_to_pac(model: nn.Module, names: str | Iterable[str] | None = None, *,
     ``padding_mode`` included), dtype, device, training mode, and the given PAC options
     (``kernel_type``, ``smooth_kernel_type``, ``normalize_kernel``, ``backend``) and
     ``guide_mode`` (how the model's guide is resized to each layer: one of ``GUIDE_MODES``).
+    The options that add tensors add their state-dict keys (pacnet's names): ``smooth_kernel``
+    for a smoothing window, ``inv_alpha`` / ``inv_lambda`` for an ``inv_*`` kernel type; load a
+    checkpoint of the original model with ``strict=False`` then (its missing keys are exactly
+    those). With the default options the keys are the original layers'.
 
     The model is changed in place and returned (a new object only when the model itself was
     the layer swapped). A layer registered under several names is replaced everywhere. A

@@ -483,3 +483,28 @@ def test_a_module_cycle_does_not_recurse_forever():
     swapped = swap_to_pac(model, ["inner.0"])
     assert isinstance(swapped.inner[0], GuidedPacConv2d)
     assert swap_to_pac(_Owner(), predicate=lambda name, m: True).inner[0].__class__ is GuidedPacConv2d
+
+
+@pytest.mark.parametrize("options, added", [
+    ({}, set()),
+    (dict(normalize_kernel=True), set()),
+    (dict(smooth_kernel_type="gaussian"), {"smooth_kernel"}),
+    (dict(kernel_type="inv_0.5_-1_fixed"), {"inv_alpha", "inv_lambda"}),
+    (dict(kernel_type="inv_0.5_-1"), {"inv_alpha", "inv_lambda"}),
+], ids=["default", "normalized", "smoothed", "inv-fixed", "inv-learned"])
+def test_swapped_state_dict_keys(options, added):
+    """As README's "Upgrading an existing network" says: the default options keep the original
+    state-dict keys (the original checkpoint loads strictly); options that add tensors add exactly
+    their keys, so the original checkpoint loads with ``strict=False`` and misses only those."""
+    net = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1))
+    original = copy.deepcopy(net.state_dict())
+    swapped = swap_to_pac(copy.deepcopy(net), ["0"], backend="reference", **options)
+    assert set(swapped.state_dict()) == set(original) | {f"0.{k}" for k in added}
+    if not added:
+        swapped.load_state_dict(original)
+        return
+    with pytest.raises(RuntimeError, match="Missing key"):
+        swapped.load_state_dict(original)
+    result = swapped.load_state_dict(original, strict=False)
+    assert set(result.missing_keys) == {f"0.{k}" for k in added} and not result.unexpected_keys
+    assert torch.equal(swapped[0].weight, original["0.weight"])
