@@ -3,6 +3,7 @@ PAC layers; no kernels of its own. docs/semantics.md section 6."""
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -72,9 +73,15 @@ class PacCRF(nn.Module):
         self._backend = None
         if pairwise_kernels is None:  # as pacnet: passers can be added later
             pairwise_kernels = ()
-        elif isinstance(pairwise_kernels, dict):
+        elif isinstance(pairwise_kernels, Mapping):
             pairwise_kernels = (pairwise_kernels,)
-        for kwargs in pairwise_kernels:
+        elif isinstance(pairwise_kernels, (str, bytes)) or not isinstance(pairwise_kernels, Iterable):
+            raise TypeError("pairwise_kernels: expected a dict of add_pairwise_kernel's keyword arguments or a "
+                            f"sequence of such dicts, got {type(pairwise_kernels).__name__}")
+        for i, kwargs in enumerate(pairwise_kernels):
+            if not isinstance(kwargs, Mapping):
+                raise TypeError(f"pairwise_kernels[{i}]: expected a dict of add_pairwise_kernel's keyword "
+                                f"arguments, got {type(kwargs).__name__}")
             self.add_pairwise_kernel(**kwargs)
         self.backend = backend
 
