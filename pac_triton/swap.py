@@ -23,8 +23,8 @@ A guide of batch 1 is broadcast over the batch. A guide may also be passed per c
 
 With a constant guide and the default ``kernel_type='gaussian'`` without ``normalize_kernel``
 the adapting kernel is ``K == 1`` and the swapped model computes what the original did, to
-floating-point rounding (layers whose zero padding is wider than the kernel's half reach, where the guide reads 0 past
-the border, are refused for that reason);
+floating-point rounding (layers whose zero padding is wider than the kernel's half reach, where
+the guide reads 0 past the border, are refused for that reason);
 a guide that varies (colour, position, features of another network) makes every swapped layer
 filter along its structure. Other ``kernel_type``/``normalize_kernel`` choices are accepted but
 change the outputs even for a constant guide (``inv_`` kernels: ``K = alpha + eps^(lambda/2)``;
