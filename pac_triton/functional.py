@@ -181,12 +181,12 @@ def _geometry_from_weight(weight, stride, padding, dilation, output_padding=None
     the weight (the caller gave no ``kernel_size``)."""
     wname = names["weight"] if names else "weight"
     check_tensor(wname, weight, rank=4)
-    kh, kw = weight.shape[-2:]
-    if kh % 2 != 1 or kw % 2 != 1:
-        raise ValueError(f"{wname} of shape {tuple(weight.shape)}: its kernel size ({kh}, {kw}) (the last two "
+    kernel_size = tuple(weight.shape[-2:])
+    if any(k % 2 != 1 for k in kernel_size):
+        raise ValueError(f"{wname} of shape {tuple(weight.shape)}: its kernel size {kernel_size} (the last two "
                          "dimensions) must be odd: PAC needs a centre tap")
-    padding = resolve_padding(padding, tuple(weight.shape[-2:]), stride, dilation, output_padding is not None)
-    return check_geometry(tuple(weight.shape[-2:]), stride, padding, dilation, output_padding)
+    padding = resolve_padding(padding, kernel_size, stride, dilation, output_padding is not None)
+    return check_geometry(kernel_size, stride, padding, dilation, output_padding)
 
 
 def _devices(names, **tensors):

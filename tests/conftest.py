@@ -157,14 +157,11 @@ def _patch_lang_once_per_launch():
     seen_langs = {}  # fn -> the language modules among its globals (a scan of them per helper call was ~2%)
 
     def langs(fn):
-        try:
-            return seen_langs[fn]
-        except (KeyError, TypeError):
-            mods = frozenset(id(v) for v in fn.__globals__.values()
-                             if inspect.ismodule(v) and (v is tl or v is tl.core))
-            with contextlib.suppress(TypeError):
-                seen_langs[fn] = mods
-            return mods
+        mods = seen_langs.get(fn)
+        if mods is None:
+            mods = seen_langs[fn] = frozenset(id(v) for v in fn.__globals__.values()
+                                              if inspect.ismodule(v) and (v is tl or v is tl.core))
+        return mods
 
     def patch_lang(fn):
         if not launches:  # not inside a launch: upstream's behaviour
