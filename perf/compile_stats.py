@@ -643,10 +643,16 @@ CORE = ("conv_guide", "conv_guide_vec", "conv_guide_padded", "convT_guide", "con
 
 
 # ``aot --lean`` (tests/triton/test_aot.py's set): fp16 compiles as bf16 does but for the dot's
-# element type, so neither arch compiles it; sm_80 only the core variants in bf16 and fp32
-# (float64's FMA code is sm_90's); sm_90 every variant in bf16, the core ones in fp32 and fp64
+# element type, so neither arch compiles it; sm_90 (the device's) every variant in bf16, the core
+# ones in fp32 and fp64; sm_80 in bf16 and fp32 only the variants nearest its register cap (the
+# dense forward, transposed forward, dx + dK and dW: 196-255 of 255 registers with triton 3.9,
+# perf/NOTES.md v19; the other core variants had 32-171) and the depthwise tensor-core loops
+# (sm_80's mma.sync lowering): 18 of the 66 core compiles, the rest in the whole set
 LEAN_SM80_DTYPES = ("bf16", "fp32")
 LEAN_SM90_DTYPES = ("bf16", "fp32", "fp64")
+LEAN_SM80_NAMES = ("conv_guide", "conv_guide_padded", "convT_guide", "bwd_conv_dxdk", "bwd_conv_dxdk_padded",
+                   "bwd_conv_dw", "bwd_conv_dw_padded", "bwd_conv_dw_padded_even", "dw_conv_padded_C64_tc",
+                   "bwd_dwc_dx_padded_tc")
 
 
 def all_variants(dtypes):
@@ -966,9 +972,10 @@ def aot_main(argv=None):
     ap.add_argument("--arch", type=int, nargs="+", default=[80, 90])
     ap.add_argument("--dtypes", nargs="+", default=["fp32", "fp16", "bf16", "fp64"])
     ap.add_argument("--lean", action="store_true",
-                    help="tests/triton/test_aot.py's set: no fp16 (it compiles as bf16 does); sm_80 only the "
-                         "core variants in bf16 and fp32; sm_90 (the device's) every variant in bf16, the core "
-                         "ones in fp32 and fp64")
+                    help="tests/triton/test_aot.py's set: no fp16 (it compiles as bf16 does); sm_90 (the "
+                         "device's) every variant in bf16, the core ones in fp32 and fp64; sm_80 in bf16 and fp32 "
+                         "only LEAN_SM80_NAMES (the variants nearest its register cap, the depthwise tensor-core "
+                         "loops)")
     ap.add_argument("--all-configs", action="store_true",
                     help="also the conv (C = O = 64 and 256) and dx + dK tuning lists (bf16, sm_90)")
     ap.add_argument("--only", default=None, help="substring filter on variant names")
@@ -982,6 +989,8 @@ def aot_main(argv=None):
         for fn, dt, (name, ptrs, const, cfg), core in all_variants(dtypes):
             # the whole set also has every backward variant in fp64 (and, on sm_80, in bf16)
             bwd_extra = name.startswith("bwd_") and (dt == "fp64" or (dt == "bf16" and arch == 80))
+            if a.lean and arch == 80 and name not in LEAN_SM80_NAMES:
+                continue
             if core or (arch == 90 and dt == "bf16") or (bwd_extra and not a.lean):
                 jobs.append((fn.__name__, dt, arch, name, ptrs, const, cfg, True))
     if a.all_configs:

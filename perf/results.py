@@ -56,7 +56,7 @@ METRICS = {
     "peak_mem_extra_bytes": "bytes",  # CUDA: that peak minus what was allocated before the call
     "rel_err_vs_reference": "rel",    # ||y - y_ref|| / ||y_ref|| (max over output and gradients), ref in float64
     "bitwise_repeat": "bool",      # 1 if two runs gave the same bits (output and gradients)
-    "interp_wall_ms": "ms",        # Triton interpreter on CPU: one call's wall time (a cost, never a speed)
+    "interp_wall_ms": "ms",        # Triton interpreter on CPU: the repeat check's call, wall time (a cost, never a speed)
 }
 
 

@@ -126,15 +126,6 @@ def bench(fn, device: torch.device, *, warmup_ms: float, rep_ms: float) -> dict:
     return bench_cpu(fn, rep_ms=rep_ms)
 
 
-def wall_once(fn, device: torch.device) -> float:
-    """One call's wall time in ms (used for interpreted Triton: a cost, never a speed)."""
-    synchronize(device)
-    t0 = time.perf_counter()
-    fn()
-    synchronize(device)
-    return (time.perf_counter() - t0) * 1e3
-
-
 def peak_memory(fn, device: torch.device):
     """``(peak, peak - allocated_before)`` in bytes over one call, or ``None`` off CUDA. The
     peak counts everything allocated, the inputs (and for ``bwd`` the saved graph) included."""

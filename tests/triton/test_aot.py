@@ -1,10 +1,10 @@
 """Ahead-of-time compilation for real GPUs (no GPU needed): every kernel variant (forward and
 backward) of every family with its default config for sm_90 (the device's: every variant in bf16,
-the core ones in fp32 and fp64), the core variants for sm_80 in bf16 and fp32
-(``compile_stats aot --lean``, 241 compiles; fp16, which compiles as bf16 does but for the dot's
-element type, and the other fp64 and sm_80 variants are in the whole set, ``python -m
-perf.compile_stats aot``, to run after a kernel change), and the conv (64 and 256 channels) and
-dx + dK tuning lists on sm_90. Runs
+the core ones in fp32 and fp64), for sm_80 in bf16 and fp32 the variants nearest its register cap
+and the depthwise tensor-core loops (``compile_stats.LEAN_SM80_NAMES``; ``compile_stats aot
+--lean``, 193 compiles; fp16, which compiles as bf16 does but for the dot's element type, and the
+other fp64 and sm_80 variants are in the whole set, ``python -m perf.compile_stats aot``, to run
+after a kernel change), and the conv (64 and 256 channels) and dx + dK tuning lists on sm_90. Runs
 ``python -m perf.compile_stats aot`` (the dev tool, ``perf/compile_stats.py``) in a subprocess
 without TRITON_INTERPRET and fails on a compile error, on spills (stack or local memory) in a
 default config, on sm_90 tensor-core ops that ptxas serialized, on a vectorised tensor-core loop
@@ -20,7 +20,7 @@ import pytest
 
 pytest.importorskip("triton")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-HANG_S = 1800  # a hang, not slowness: 241 compiles of ~2-3 s of CPU each with a cold Triton cache
+HANG_S = 1800  # a hang, not slowness: 193 compiles of ~1-3 s of CPU each with a cold Triton cache
 # compile_stats.LEAN_SM80_DTYPES / LEAN_SM90_DTYPES (not imported: no TRITON_INTERPRET here)
 SM80_DTYPES = ("bf16", "fp32")
 SM90_DTYPES = ("bf16", "fp32", "fp64")
@@ -77,11 +77,12 @@ def test_aot_compile_all_kernels():
                      if r["name"] in pipelined and r["dtype"] != "fp64" and not r["cp_async"]]
     assert not not_pipelined, not_pipelined
     names = {(r["name"], r["arch"], r["dtype"]) for r in recs if r["default"]}
-    for arch, dts in ((80, SM80_DTYPES), (90, SM90_DTYPES)):
+    for arch, dts, kerns in ((80, SM80_DTYPES, ("conv_guide", "convT_guide", "bwd_conv_dxdk", "bwd_conv_dw")),
+                             (90, SM90_DTYPES, ("conv_guide", "convT_guide", "shared_conv", "dw_conv", "packernel_cw"))):
         for dt in dts:
-            for kern in ("conv_guide", "convT_guide", "shared_conv", "dw_conv", "packernel_cw"):
+            for kern in kerns:
                 assert (kern, arch, dt) in names
-    # Backward: every kernel for sm_90, the core ones for sm_80 (--lean); no atomics anywhere (gathers and fixed-order
+    # Backward: every kernel for sm_90, dx + dK and dW for sm_80 (--lean); no atomics anywhere (gathers and fixed-order
     # split reductions), in particular none in the weight-gradient kernels: determinism proven by
     # compilation (the interpreter runs programs one after another, so it cannot show a race).
     # as in perf/compile_stats.py (not imported here: it must run without TRITON_INTERPRET)
@@ -91,7 +92,8 @@ def test_aot_compile_all_kernels():
     bwd_names = {r["name"] for r in bwd}
     sm80_bwd = {r["name"] for r in bwd if r["arch"] == 80}
     assert {r["name"] for r in bwd if r["arch"] == 90} == bwd_names
-    assert {"bwd_conv_dxdk", "bwd_conv_dw", "bwd_dwc_dw", "bwd_guide_pass"} <= sm80_bwd <= bwd_names, sm80_bwd
+    assert {"bwd_conv_dxdk", "bwd_conv_dw", "bwd_conv_dw_padded_even", "bwd_dwc_dx_padded_tc"} <= sm80_bwd <= bwd_names, \
+        sm80_bwd
     assert set(WEIGHT_GRAD) <= bwd_names
     for r in bwd:
         assert r["atomics"] is False, f"atom./red. in the PTX of {r['name']} sm_{r['arch']} {r['dtype']}"
