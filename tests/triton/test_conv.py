@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from pac_testing import TOL, assert_close_rel
-from triton_helpers import (DEVICES, GRADS, PT, Tracker, case, convt_out_hw, device_or_skip, inv_params,
-                            make_mask, reference_forbidden, run_backward, run_forward)
+from triton_helpers import (DEVICES, GRADS, PT, Tracker, case, convt_out_hw, device_or_skip, guide_blocks_of_8,
+                            inv_params, make_mask, reference_forbidden, run_backward, run_forward)
 
 pytest.importorskip("pac_triton.triton")
 
@@ -173,7 +173,8 @@ CONV_BWD_CASES = [
 @pytest.mark.parametrize("c", CONV_BWD_CASES)
 def test_pac_conv2d_backward(c, device):
     device_or_skip(device)
-    run_backward("pac_conv2d", conv_tensors(c), conv_static(c), GRADS, c.dtype, device, c.cl)
+    with guide_blocks_of_8(c.D):
+        run_backward("pac_conv2d", conv_tensors(c), conv_static(c), GRADS, c.dtype, device, c.cl)
 
 
 # A conv whose x is NCHW with C a multiple of 16 (x would be copied channels-last anyway)
@@ -581,7 +582,8 @@ def test_nhwc_inputs_are_read_in_place(layout, monkeypatch):
             return run
     monkeypatch.setattr(host_common, "checked", Spy)
     probe = _Copies({x.numel()})
-    with probe:
+    from pac_triton.triton import configs
+    with probe, configs.force_blocks():  # default tiles: the copies are the host's choice
         y, _ = conv._conv_fwd(x, w, None, g, None, None, None, None, None, *geom, KT_GAUSS, False, False, False, 1)
         dx, dw, _, dg = conv._conv_bwd(gy, x, w, g, None, None, None, None, None, *geom, KT_GAUSS, False, False, False,
                                        [True, True, False, True, False, False, False, False], 1)[:4]

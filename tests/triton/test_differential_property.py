@@ -27,6 +27,15 @@ F64 = torch.float64
 OPS = ("conv", "conv_transpose", "pool", "kernel")
 
 
+@pytest.fixture(autouse=True)
+def _guide_blocks_of_8(small_blocks):
+    """Guide features in blocks of 8 (a D = 16 guide in two, a D <= 8 one in one), not the
+    package fixture's 2: eight blocks per tap at D = 16 were most of this file's interpreter time."""
+    from pac_triton.triton import configs
+    with configs.force_blocks(**{**configs.settings.force, "BLOCK_D": 8}):
+        yield
+
+
 @st.composite
 def calls(draw, op):
     """The config of one valid-looking call of ``op`` (the reference decides validity)."""

@@ -28,6 +28,16 @@ from pac_triton.triton import host_common as hc  # noqa: E402
 T = "triton"
 
 
+@pytest.fixture(autouse=True)
+def _default_blocks(small_blocks):
+    """The package's default block sizes, not the suite's tiny forced ones: these checks compare
+    the eager path with the custom-op path (the host's dispatch), which the tiles do not enter;
+    fewer interpreter programs."""
+    from pac_triton.triton import configs
+    with configs.force_blocks():
+        yield
+
+
 # --- helpers ---------------------------------------------------------------------------------
 
 @contextlib.contextmanager

@@ -108,15 +108,15 @@ CASES = [
     # pixel past the input (border tiles), the ones before them exactly to its edge (interior)
     (_case("cl-k3-gauss-f32", C=16, O=16, D=16, H=12, W=12, cl=True),
      dict(BLOCK_P=16, TILE_W=4, BLOCK_O=16, BLOCK_C=16, BLOCK_D=16), False),
-    (_case("nchw-padded-k5-d2-invasym-norm-mask-bf16", C=16, O=16, D=16, H=20, W=20, k=(5, 5), p=(4, 4),
+    (_case("nchw-padded-k5-d2-invasym-norm-mask-bf16", C=16, O=16, D=16, H=12, W=12, k=(5, 5), p=(4, 4),
                d=(2, 2), kt="inv_1_-2_asym", norm=True, mask=True, bias=False, dtype=BF16),
      dict(BLOCK_P=16, TILE_W=4, BLOCK_O=16, BLOCK_C=16, BLOCK_D=16), True),
-    (_case("cl-k3x5-s2x1-p1x2-groups2-mask-f16", C=32, O=32, D=3, H=17, W=20, k=(3, 5), s=(2, 1), p=(1, 2),
+    (_case("cl-k3x5-s2x1-p1x2-groups2-mask-f16", C=32, O=32, D=3, H=8, W=18, k=(3, 5), s=(2, 1), p=(1, 2),
                mask=True, dtype=F16, cl=True, G=2),
      dict(BLOCK_P=16, TILE_W=8, BLOCK_O=16, BLOCK_C=16, BLOCK_D=16), False),
     # per-element NCHW gathers (no staging copy): C = 40 in 16-channel blocks (an inner channel
     # loop with a ragged last block), D = 20 in 16-channel blocks (the distance over D blocks)
-    (_case("nchw-percopy-off-C40-D20-k3-inv-norm-f32", C=40, O=24, D=20, H=13, W=18, kt="inv_1_-2", norm=True),
+    (_case("nchw-percopy-off-C40-D20-k3-inv-norm-f32", C=40, O=24, D=20, H=9, W=10, kt="inv_1_-2", norm=True),
      dict(BLOCK_P=16, TILE_W=4, BLOCK_O=16, BLOCK_C=16, BLOCK_D=16), False),
     # padding 0: interior starts at the first tile; odd ragged sizes at the right and bottom
     (_case("cl-k3-p0-smooth3-f32", C=16, O=16, D=16, H=11, W=15, p=(0, 0), smooth=(3, 3), cl=True),
@@ -217,13 +217,14 @@ BWD_CASES = [
     # dL/dy from the padded staging copy (O a multiple of 16), dK for the guide's gradient
     (_case("bwd-gypadded-k3-invasym-norm-mask-f32", C=16, O=16, D=16, H=12, W=12, kt="inv_1_-2_asym", norm=True,
            mask=True), dict(BLOCK_P=16, TILE_W=4, BLOCK_O=16, BLOCK_C=16, BLOCK_D=16), None),
-    # dL/dy read in place per element (no staging copies); k5 dilation 2 asymmetric padding;
+    # dL/dy read in place per element (no staging copies); k3 dilation 2 asymmetric padding;
     # two output-channel blocks (O = 24) and two input-channel blocks whose dK partials add up
-    # (the last of each ragged); 12 x 17 is the smallest image with an interior tile here
-    (_case("bwd-percopy-off-k5-d2-O24-C24-f32", C=24, O=24, D=4, H=12, W=17, k=(5, 5), p=(4, 3), d=(2, 2)),
+    # (the last of each ragged); 10 x 11: one interior tile of nine (k5 d2 needed 12 x 17, 2.5x
+    # the interpreter's time; the k5 interior dx pass is bwd-k5-p1-smooth-tight-top-edge's)
+    (_case("bwd-percopy-off-k3-d2-O24-C24-f32", C=24, O=24, D=4, H=10, W=11, k=(3, 3), p=(2, 1), d=(2, 2)),
      dict(BLOCK_P=16, TILE_W=4, BLOCK_O=16, BLOCK_C=16, BLOCK_D=16), "copies_off"),
     # the centre feature smoothed (K's centre read at P itself), bf16, k3x5
-    (_case("bwd-smooth3-k3x5-bf16", C=16, O=16, D=16, H=14, W=16, k=(3, 5), p=(1, 2), smooth=(3, 3), dtype=BF16),
+    (_case("bwd-smooth3-k3x5-bf16", C=16, O=16, D=16, H=9, W=10, k=(3, 5), p=(1, 2), smooth=(3, 3), dtype=BF16),
      dict(BLOCK_P=16, TILE_W=4, BLOCK_O=16, BLOCK_C=16, BLOCK_D=16), None),
     # padding below "same" (k3 p0): an output pixel past the output grid bounds the tiles at the
     # right and bottom; H = W = 13 on 4 x 4 tiles: the last tile's last tap reaches exactly one
@@ -235,10 +236,10 @@ BWD_CASES = [
      dict(BLOCK_P=16, TILE_W=4, BLOCK_O=16, BLOCK_C=16, BLOCK_D=16), "copies_off"),
     # k5 p1 with a smoothed centre (no centre bound), 2-row tiles: the tile of rows 2-3 has a
     # tap whose output pixel is row -1 (a border tile), the one of rows 4-5 is the first interior
-    (_case("bwd-k5-p1-smooth-tight-top-edge-f32", C=8, O=8, D=3, H=12, W=24, k=(5, 5), p=(1, 1), smooth=(3, 3)),
+    (_case("bwd-k5-p1-smooth-tight-top-edge-f32", C=8, O=8, D=3, H=9, W=24, k=(5, 5), p=(1, 1), smooth=(3, 3)),
      dict(BLOCK_P=16, TILE_W=8, BLOCK_O=16, BLOCK_C=16, BLOCK_D=16), "copies_off"),
     # groups (the default tiles of a grouped launch, not tuned)
-    (_case("bwd-groups2-k3-gauss-f16", C=32, O=32, D=3, H=12, W=20, G=2, dtype=F16),
+    (_case("bwd-groups2-k3-gauss-f16", C=32, O=32, D=3, H=9, W=9, G=2, dtype=F16),
      dict(BLOCK_P=16, TILE_W=4, BLOCK_O=16, BLOCK_C=16, BLOCK_D=16), None),
 ]
 

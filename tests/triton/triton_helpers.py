@@ -108,6 +108,19 @@ def case(id, **fields):
     return pytest.param(types.SimpleNamespace(**fields), id=id)
 
 
+@contextlib.contextmanager
+def guide_blocks_of_8(D):
+    """A guide of 16 or more features in 8-feature blocks (still two or more: the loop over guide
+    blocks stays), not the package fixture's 2 (8 blocks per tap at D = 16, these cases' main cost
+    in the interpreter); a smaller guide keeps the fixture's blocks."""
+    from pac_triton.triton import configs
+    if D < 16:
+        yield
+        return
+    with configs.force_blocks(**{**configs.settings.force, "BLOCK_D": 8}):
+        yield
+
+
 def device_or_skip(device):
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA")
