@@ -376,10 +376,11 @@ def run_case(case, providers, device, args, results, bar, check, seed, rep_ms):
                 if expect is not None:
                     metrics["rel_err_vs_reference"] = W.rel_err(got, expect)
                 del got, again
-            fn = W.timed_callable(case.mode, fwd, grads, seed)
+            # interpreted: no timing, so no timed callable (for fwdbwd / bwd it runs a forward)
+            fn = None if interpreted else W.timed_callable(case.mode, fwd, grads, seed)
             warm = False
             if probe is not None:
-                if not probe.calls:
+                if not probe.calls and fn is not None:
                     probe.run(fn)  # also the first call outside the timer (compilation, autotuning)
                     warm = True
                 detail += f" [ran: {probe.backend}]"

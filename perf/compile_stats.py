@@ -657,9 +657,10 @@ LEAN_SM80_NAMES = ("conv_guide", "conv_guide_padded", "convT_guide", "bwd_conv_d
 
 def all_variants(dtypes):
     """(jit fn, dtype, (name, pointer types, constexprs, launch config), core): core variants
-    are the default-config variants every (arch, dtype) compiles (one or more per kernel); the
-    others (K read, D in blocks, 64-bit offsets, shared transposed, pooling, non-channel-wise
-    packernel2d) are compiled for sm_90 bf16 only, to keep the test under two minutes."""
+    are the default-config variants every (arch, dtype) of the whole set compiles (one or more
+    per kernel; ``--lean``'s sm_80 only ``LEAN_SM80_NAMES``); the others (K read, D in blocks,
+    64-bit offsets, shared transposed, pooling, non-channel-wise packernel2d) are compiled for
+    sm_90 bf16 only."""
     for dt in dtypes:
         for v in conv_variants(dt):
             yield conv.pac_conv_kernel, dt, v, v[0] in CORE

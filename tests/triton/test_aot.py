@@ -1,7 +1,7 @@
 """Ahead-of-time compilation for real GPUs (no GPU needed): every kernel variant (forward and
 backward) of every family with its default config for sm_90 (the device's: every variant in bf16,
-the core ones in fp32 and fp64), for sm_80 in bf16 and fp32 the variants nearest its register cap
-and the depthwise tensor-core loops (``compile_stats.LEAN_SM80_NAMES``; ``compile_stats aot
+the core ones in fp32 and fp64), for sm_80 the variants nearest its register cap (bf16 and fp32)
+and the depthwise tensor-core loops (bf16) (``compile_stats.LEAN_SM80_NAMES``; ``compile_stats aot
 --lean``, 193 compiles; fp16, which compiles as bf16 does but for the dot's element type, and the
 other fp64 and sm_80 variants are in the whole set, ``python -m perf.compile_stats aot``, to run
 after a kernel change), and the conv (64 and 256 channels) and dx + dK tuning lists on sm_90. Runs
@@ -82,7 +82,7 @@ def test_aot_compile_all_kernels():
         for dt in dts:
             for kern in kerns:
                 assert (kern, arch, dt) in names
-    # Backward: every kernel for sm_90, dx + dK and dW for sm_80 (--lean); no atomics anywhere (gathers and fixed-order
+    # Backward: every kernel for sm_90, dx + dK, dW and the depthwise tensor-core dx for sm_80 (--lean); no atomics anywhere (gathers and fixed-order
     # split reductions), in particular none in the weight-gradient kernels: determinism proven by
     # compilation (the interpreter runs programs one after another, so it cannot show a race).
     # as in perf/compile_stats.py (not imported here: it must run without TRITON_INTERPRET)

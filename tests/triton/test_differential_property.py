@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import pac_triton as pac
+from triton_helpers import guide_blocks_of_8
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -25,15 +26,6 @@ F64 = torch.float64
 
 
 OPS = ("conv", "conv_transpose", "pool", "kernel")
-
-
-@pytest.fixture(autouse=True)
-def _guide_blocks_of_8(small_blocks):
-    """Guide features in blocks of 8 (a D = 16 guide in two, a D <= 8 one in one), not the
-    package fixture's 2: eight blocks per tap at D = 16 were most of this file's interpreter time."""
-    from pac_triton.triton import configs
-    with configs.force_blocks(**{**configs.settings.force, "BLOCK_D": 8}):
-        yield
 
 
 @st.composite
@@ -125,7 +117,9 @@ def test_triton_matches_reference(op, data):
         ref, ref_leaves = _run(c, "reference")
     except ValueError:
         hypothesis.reject()  # a call the public API refuses (sizes, groups, padding): both backends refuse it
-    got, got_leaves = _run(c, "triton")
+    # a D = 16 guide in two 8-feature blocks, not eight (most of this file's interpreter time)
+    with guide_blocks_of_8(c["C"] if c["cw"] else c["D"]):
+        got, got_leaves = _run(c, "triton")
     assert len(got) == len(ref)
     for i, (a, b) in enumerate(zip(got, ref)):
         if b is None:
