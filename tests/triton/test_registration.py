@@ -678,10 +678,10 @@ def _configs_to_launch(pruned):
 def test_every_dxdk_tuning_config_is_correct(need_dk, monkeypatch):
     """Each config that ``dxdk_prune`` keeps, with the flags it adds (TILE_W, O_SINGLE,
     C_SINGLE, EVEN_BLOCKS), gives the reference's input gradient (and dK, through the guide's
-    gradient): a fake benchmark makes the tuner pick config k, for every k (``_configs_to_launch``),
-    without launching the others. C = 33, O = 40: blocks of 64 and 32, so one- and two-block loops on both axes and
-    ragged channel masks; a 5 x 40 image: tiles 32 pixels wide, two columns and two or three
-    rows of them in every config. Without dK the channel blocks are separate programs (grid
+    gradient): a fake benchmark makes the tuner pick config k, for every k
+    (``_configs_to_launch``), without launching the others. C = 33, O = 40: blocks of 64 and 32,
+    so one- and two-block loops on both axes and ragged channel masks; a 5 x 40 image: tiles 32
+    pixels wide, two columns and two or three rows of them in every config. Without dK the channel blocks are separate programs (grid
     axis 1)."""
     from pac_triton import functional as PF
     from pac_triton.triton import configs, conv
@@ -726,8 +726,9 @@ def test_every_dxdk_tuning_config_is_correct(need_dk, monkeypatch):
 def test_every_conv_tuning_config_is_correct(monkeypatch):
     """Each config that ``conv_prune`` keeps, with the flags it adds (TILE_W, C_SINGLE,
     EVEN_BLOCKS), gives the reference's forward: a fake benchmark makes the tuner pick config k,
-    for every k (``_configs_to_launch``), without launching the others. O = 160 keeps every output-channel block (the
-    256-wide one included, ragged in all: 160 is no multiple of 64, 128 or 256), C = 33 gives
+    for every k (``_configs_to_launch``), without launching the others. O = 160 keeps every
+    output-channel block (the 256-wide one included, ragged in all: 160 is no multiple of 64, 128
+    or 256), C = 33 gives
     one- and two-block channel loops with ragged masks; a 5 x 40 image: tiles 32 pixels wide (two
     columns), up to 256 pixels per tile."""
     from pac_triton import functional as PF
